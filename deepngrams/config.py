@@ -1,0 +1,38 @@
+"""Paths and hyperparameters: the single place every tool and test reads them from."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS_PATH = ROOT / "data" / "shakespeare_data.txt"
+MODEL_DIR = ROOT / "model"
+WEIGHTS_PATH = MODEL_DIR / "grulm.weights.h5"
+CARD_PATH = MODEL_DIR / "model_card.json"
+REFERENCE_PATH = MODEL_DIR / "reference_values.json"
+CURVE_PATH = MODEL_DIR / "learning_curve.png"
+CHECKPOINT_DIR = ROOT / ".cache" / "checkpoints"
+
+EVAL_LINES = 1000  # the last lines of the corpus are held out for evaluation
+PADDING_ID = 1  # id of the empty string '' in the vocabulary
+UNK_ID = 0  # id of '[UNK]'
+
+
+@dataclass(frozen=True)
+class HParams:
+    """The course model and its training recipe."""
+
+    embedding_dim: int = 256
+    rnn_units: int = 512
+    seq_length: int = 100
+    batch_size: int = 64
+    learning_rate: float = 0.00125
+    shuffle_buffer: int = 10000
+    epochs: int = 30
+    seed: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+COURSE = HParams()

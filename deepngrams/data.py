@@ -1,0 +1,30 @@
+"""The corpus as the course sees it: lines, the train/eval split and the vocabulary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import CORPUS_PATH, EVAL_LINES
+
+
+def load_lines(path: Path = CORPUS_PATH) -> list[str]:
+    """The corpus lines, stripped, empty lines skipped (the file has none, but be safe)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"corpus not found: {path}\nRebuild it with `python -m deepngrams prepare`.")
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def split_lines(lines: list[str], eval_lines: int = EVAL_LINES) -> tuple[list[str], list[str]]:
+    """The last `eval_lines` lines are held out for evaluation; the rest are for training."""
+    return lines[:-eval_lines], lines[-eval_lines:]
+
+
+def build_vocab(lines: list[str]) -> list[str]:
+    """'[UNK]' (id 0), '' (id 1, padding), then every character of the text, sorted."""
+    return ["[UNK]", ""] + sorted(set("\n".join(lines)))
+
+
+def eval_text(lines: list[str]) -> str:
+    """The held-out lines as one text: evaluation reads them as a single long sequence."""
+    return "\n".join(split_lines(lines)[1])
