@@ -1,4 +1,4 @@
-"""Command line: python -m deepngrams {prepare,train,evaluate,generate,reference,bench}."""
+"""Command line: python -m deepngrams {prepare,train,evaluate,generate,reference,release,demo}."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("prepare", help="build data/shakespeare_data.txt from the pinned source archive", add_help=False)
+    sub.add_parser("release", help="regenerate assignment/, solutions/ and the sample submissions", add_help=False)
+    sub.add_parser("demo", help="autograde the sample submissions and print the score table", add_help=False)
 
     p = sub.add_parser("train", help="train the course model; write model/ (weights, card, curve, reference values)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the course's 30)")
@@ -37,9 +39,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv is None:
         argv = sys.argv[1:]
-    if argv and argv[0] == "prepare":  # prepare has its own options
+    if argv and argv[0] == "prepare":  # prepare and release have their own options
         from . import prepare
         return prepare.main(argv[1:])
+    if argv and argv[0] == "release":
+        from . import release
+        return release.main(argv[1:])
+    if argv and argv[0] == "demo":
+        from . import demo
+        return demo.main(argv[1:])
     args = parser.parse_args(argv)
 
     from .weights import WeightsError

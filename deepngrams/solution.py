@@ -1,8 +1,11 @@
 """Reference solutions of the six graded exercises, and the helpers students are given.
 
-This module is the one source of truth for the solution code: the source notebook's
-solution cells are generated from the blocks between the ``# --- exercise`` markers,
-and every tool (training, reference values, generation) imports from here.
+This module is the one source of truth for the solution code: `make release` copies each
+block between ``# --- exercise NAME`` and ``# --- end`` into the solution cell NAME of the
+source notebook (and each ``# --- helper NAME`` block into its locked cell), and every tool
+(training, reference values, generation) imports from here. The ``### BEGIN SOLUTION`` /
+``### END SOLUTION`` lines are nbgrader's markers: the student release replaces what lies
+between them with a stub.
 """
 from __future__ import annotations
 
@@ -32,10 +35,10 @@ def split_input_target(sequence):
 # --- exercise line_to_tensor
 def line_to_tensor(line, vocab):
     """Convert a line of text (or a list of lines) into a tensor of integer ids."""
-    ### START CODE HERE ###
+    ### BEGIN SOLUTION
     chars = tf.strings.unicode_split(line, input_encoding="UTF-8")
     ids = tf.keras.layers.StringLookup(vocabulary=vocab, mask_token=None)(chars)
-    ### END CODE HERE ###
+    ### END SOLUTION
     return ids
 # --- end
 
@@ -44,7 +47,7 @@ def line_to_tensor(line, vocab):
 def create_batch_dataset(lines, vocab, seq_length=100, batch_size=64):
     """Cut the joined lines into (input, target) pairs and batch them for training."""
     BUFFER_SIZE = 10000
-    ### START CODE HERE ###
+    ### BEGIN SOLUTION
     single_line_data = "\n".join(lines)
     all_ids = line_to_tensor(single_line_data, vocab)
     ids_dataset = tf.data.Dataset.from_tensor_slices(all_ids)
@@ -55,7 +58,7 @@ def create_batch_dataset(lines, vocab, seq_length=100, batch_size=64):
         .batch(batch_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
-    ### END CODE HERE ###
+    ### END SOLUTION
     return dataset
 # --- end
 
@@ -66,19 +69,19 @@ class GRULM(tf.keras.Model):
 
     def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
         super().__init__()
-        ### START CODE HERE ###
+        ### BEGIN SOLUTION
         self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
         self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
         self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
-        ### END CODE HERE ###
+        ### END SOLUTION
 
     def call(self, inputs, states=None, return_state=False, training=False):
         x = inputs
-        ### START CODE HERE ###
+        ### BEGIN SOLUTION
         x = self.embedding(x, training=training)
         x, states = self.gru(x, initial_state=states, training=training)
         x = self.dense(x, training=training)
-        ### END CODE HERE ###
+        ### END SOLUTION
         if return_state:
             return x, states
         return x
@@ -88,11 +91,11 @@ class GRULM(tf.keras.Model):
 # --- exercise compile_model
 def compile_model(model):
     """Attach the loss and the optimizer used to train the model."""
-    ### START CODE HERE ###
+    ### BEGIN SOLUTION
     loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     opt = tf.keras.optimizers.Adam(learning_rate=0.00125)
     model.compile(optimizer=opt, loss=loss)
-    ### END CODE HERE ###
+    ### END SOLUTION
     return model
 # --- end
 
@@ -101,7 +104,7 @@ def compile_model(model):
 def log_perplexity(preds, target):
     """Mean negative log probability of the targets, ignoring padding positions."""
     PADDING_ID = 1
-    ### START CODE HERE ###
+    ### BEGIN SOLUTION
     preds = tf.convert_to_tensor(preds, dtype=tf.float32)
     target = tf.convert_to_tensor(target)
     log_p = tf.reduce_sum(tf.one_hot(target, preds.shape[-1]) * preds, axis=-1)
@@ -109,21 +112,23 @@ def log_perplexity(preds, target):
     log_p = log_p * non_pad
     log_ppx = tf.reduce_sum(log_p, axis=-1) / tf.reduce_sum(non_pad, axis=-1)
     log_ppx = tf.reduce_mean(log_ppx)
-    ### END CODE HERE ###
+    ### END SOLUTION
     return -float(log_ppx)
 # --- end
 
 
-# --- exercise GenerativeModel
+# --- exercise temperature_random_sampling
 def temperature_random_sampling(log_probs, temperature):
     """Sample ids with the Gumbel-max trick; temperature 0 picks the most likely id."""
-    ### START CODE HERE ###
+    ### BEGIN SOLUTION
     u = tf.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6)
     g = -tf.math.log(-tf.math.log(u))
     return tf.math.argmax(log_probs + g * temperature, axis=-1)
-    ### END CODE HERE ###
+    ### END SOLUTION
+# --- end
 
 
+# --- exercise GenerativeModel
 class GenerativeModel(tf.keras.Model):
     """Wraps a trained GRULM to generate text one character at a time."""
 
@@ -137,13 +142,13 @@ class GenerativeModel(tf.keras.Model):
 
     def generate_one_step(self, inputs, states=None):
         """Feed `inputs` (a batch of strings) and return the next characters and the new state."""
-        ### START CODE HERE ###
+        ### BEGIN SOLUTION
         input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
         predicted_logits, states = self.model(inputs=input_ids, states=states, return_state=True)
         predicted_logits = predicted_logits[:, -1, :] + self.prediction_mask
         predicted_ids = temperature_random_sampling(predicted_logits, self.temperature)
         predicted_chars = text_from_ids(predicted_ids[:, tf.newaxis], self.vocab)
-        ### END CODE HERE ###
+        ### END SOLUTION
         return predicted_chars, states
 
     def generate_n_chars(self, num_chars, prefix):
@@ -151,10 +156,10 @@ class GenerativeModel(tf.keras.Model):
         states = None
         next_char = tf.constant([prefix])
         result = [next_char]
-        ### START CODE HERE ###
+        ### BEGIN SOLUTION
         for _ in range(num_chars):
             next_char, states = self.generate_one_step(next_char, states=states)
             result.append(next_char)
-        ### END CODE HERE ###
+        ### END SOLUTION
         return tf.strings.join(result)[0].numpy().decode("utf-8")
 # --- end

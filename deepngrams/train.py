@@ -15,9 +15,7 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,8 @@ from tqdm import tqdm
 from . import fastgru, solution
 from .config import CARD_PATH, CHECKPOINT_DIR, CORPUS_PATH, CURVE_PATH, COURSE, WEIGHTS_PATH, HParams
 from .data import build_vocab, load_lines, split_lines
-from .weights import atomic_path, build_model
+from .atomic import atomic_path
+from .weights import build_model
 
 
 def evaluate_log_perplexity(model, lines: list[str], vocab: list[str]) -> float:
@@ -120,7 +119,9 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
     train_step = fastgru.make_train_step(model, optimizer, dtype)
 
-    run_id = hashlib.sha256(json.dumps([hp.to_dict(), max_lines, max_steps, precision]).encode()).hexdigest()[:12]
+    # The number of epochs is not part of the run's identity: a run can be extended or cut short.
+    recipe = {k: v for k, v in hp.to_dict().items() if k != "epochs"}
+    run_id = hashlib.sha256(json.dumps([recipe, max_lines, max_steps, precision]).encode()).hexdigest()[:12]
     ckpt = checkpoint_dir / f"{run_id}.npz"
     state = {"epoch": 0, "history": [], "wall_time_s": 0.0}
     if ckpt.exists() and not fresh:
@@ -153,8 +154,11 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
               f"{log_ppx:.4f} (perplexity {np.exp(log_ppx):.2f}), {seconds:.0f} s", flush=True)
 
     (out_dir or weights_path.parent).mkdir(parents=True, exist_ok=True)
+    # Export from an uncompiled twin: the shipped file holds the model's weights only, no Adam state.
+    export = build_model(len(vocab), hp)
+    export.set_weights(model.get_weights())
     with atomic_path(weights_path) as tmp:
-        model.save_weights(tmp)
+        export.save_weights(tmp)
     history = state["history"]
     card = {
         "model": "GRULM",

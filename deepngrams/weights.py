@@ -1,10 +1,7 @@
 """Build the course model and load the pretrained weights, with errors that say what to do."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -17,21 +14,6 @@ REGENERATE = "Regenerate them with `make weights` (python -m deepngrams train)."
 
 class WeightsError(RuntimeError):
     """The pretrained weights or the model card cannot be used."""
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-2:]))
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def build_model(vocab_size: int, hp: HParams = COURSE) -> solution.GRULM:

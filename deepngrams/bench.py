@@ -1,0 +1,183 @@
+"""Benchmarks: every figure is a ratio of two things measured side by side in this run.
+
+    python -m deepngrams.bench [--only training,generation,quality,grading] [--steps N]
+
+- training:   tokens/s of the fast CPU training step vs plain Keras `model.fit`, same model,
+              same batches; achieved GFLOP/s (model FLOPs: 3 x forward matrix products).
+- generation: characters/s of deepngrams.sample.generate vs the straightforward generator
+              that calls a tf.function once per character; batched throughput too.
+- quality:    eval log-perplexity of the shipped weights vs the best interpolated Kneser-Ney
+              character n-gram (n = 3..9) on the same split, and vs the reference course's 1.22.
+- grading:    nbgrader autograde of the solved notebook vs of a notebook that only imports
+              TensorFlow, same course configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TARGETS = {"training": 2.5, "generation": 10.0, "grading": 2.0, "log_perplexity": 1.22}
+
+
+def _row(name: str, value: str, note: str = "") -> None:
+    print(f"  {name:<46} {value:>18}  {note}", flush=True)
+
+
+def bench_training(steps: int) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from . import fastgru, solution
+    from .config import COURSE
+    from .data import build_vocab, load_lines, split_lines
+    from .weights import build_model
+
+    print(f"training: {steps} steps of {COURSE.batch_size}x{COURSE.seq_length} characters, after warm-up")
+    lines = load_lines()
+    vocab = build_vocab(lines)
+    tf.random.set_seed(0)
+    ds = solution.create_batch_dataset(split_lines(lines)[0][:20000], vocab, COURSE.seq_length, COURSE.batch_size)
+    batches = list(ds.take(steps + 2))
+    x = tf.concat([b[0] for b in batches], 0)
+    y = tf.concat([b[1] for b in batches], 0)
+    tokens = steps * COURSE.batch_size * COURSE.seq_length
+
+    def fresh():
+        tf.keras.utils.set_random_seed(0)
+        return solution.compile_model(build_model(len(vocab)))
+
+    model = fresh()
+    warm = tf.data.Dataset.from_tensor_slices((x, y)).batch(COURSE.batch_size)
+    model.fit(warm.take(2), verbose=0)
+    timed = warm.skip(2).take(steps)
+    start = time.perf_counter()
+    model.fit(timed, verbose=0)
+    fit_s = time.perf_counter() - start
+
+    model = fresh()
+    model.optimizer.build(model.trainable_variables)
+    step = fastgru.make_train_step(model, model.optimizer)
+    for inputs, targets in batches[:2]:
+        step(inputs, targets)
+    start = time.perf_counter()
+    for inputs, targets in batches[2:]:
+        loss = step(inputs, targets)
+    float(loss)
+    fast_s = time.perf_counter() - start
+
+    e, u, v = COURSE.embedding_dim, COURSE.rnn_units, len(vocab)
+    flops = 3 * tokens * 2 * (e * 3 * u + u * 3 * u + u * v)
+    _row("plain model.fit", f"{tokens / fit_s:,.0f} tok/s", f"{fit_s / steps:.3f} s/step, {flops / fit_s / 1e9:.0f} GFLOP/s")
+    _row("deepngrams.fastgru step (bfloat16 products)", f"{tokens / fast_s:,.0f} tok/s", f"{fast_s / steps:.3f} s/step, {flops / fast_s / 1e9:.0f} GFLOP/s")
+    _row("speed-up", f"{fit_s / fast_s:.2f}x", f"target >= {TARGETS['training']}x")
+
+
+def bench_generation() -> None:
+    from . import sample
+    from .weights import load_pretrained
+
+    print("generation: characters per second on the CPU, pretrained weights")
+    model, vocab, _ = load_pretrained()
+    slow = sample.straightforward_throughput(model, vocab, length=300)
+    single = sample.throughput(model, vocab, length=2000, batch=1)
+    batched = sample.throughput(model, vocab, length=500, batch=64)
+    _row("straightforward (tf.function per character)", f"{slow:,.0f} char/s")
+    _row("deepngrams.sample.generate, 1 stream", f"{single:,.0f} char/s")
+    _row("deepngrams.sample.generate, 64 streams", f"{batched:,.0f} char/s")
+    _row("speed-up, 1 stream", f"{single / slow:.1f}x", f"target >= {TARGETS['generation']}x")
+
+
+def bench_quality() -> None:
+    import math
+
+    from . import ngram
+    from .data import build_vocab, load_lines, split_lines
+    from .train import evaluate_log_perplexity
+    from .weights import load_pretrained
+
+    print("quality: eval log-perplexity (nats per character) on the last 1000 lines")
+    lines = load_lines()
+    train_lines, eval_lines = split_lines(lines)
+    model, vocab, card = load_pretrained(vocab=build_vocab(lines))
+    start = time.perf_counter()
+    gru = evaluate_log_perplexity(model, eval_lines, vocab)
+    gru_s = time.perf_counter() - start
+    start = time.perf_counter()
+    best, per_order = ngram.best_baseline("\n".join(train_lines), "\n".join(eval_lines))
+    kn_s = time.perf_counter() - start
+    for order, value in per_order.items():
+        _row(f"Kneser-Ney {order}-gram", f"{value:.4f}")
+    _row(f"GRULM, shipped weights ({card['epochs']} epochs, {card['training']['device']})",
+         f"{gru:.4f}", f"perplexity {math.exp(gru):.3f}, {gru_s:.0f} s")
+    _row(f"best n-gram (n={best}) / GRULM", f"{per_order[best] / gru:.3f}x", f"> 1 means the GRU is better; KN took {kn_s:.0f} s")
+    _row("GRULM vs the reference course's 1.22", f"{gru:.4f} / {TARGETS['log_perplexity']}",
+         "met" if gru <= TARGETS["log_perplexity"] else "NOT met")
+
+
+def bench_grading() -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from .release import ASSIGNMENT, COURSE_DIR, RELEASE_NB, SOURCE_NB, nbgrader, read, sample_submissions
+
+    print("grading: wall time of `nbgrader autograde` for one submission, same course configuration")
+
+    def autograde(source_nb, submission) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            course = Path(tmp) / "grader"
+            (course / "source" / ASSIGNMENT).mkdir(parents=True)
+            shutil.copy(COURSE_DIR / "nbgrader_config.py", course)
+            nbformat.write(source_nb, str(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"))
+            path = course / "submitted" / "student" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+            path.parent.mkdir(parents=True)
+            nbformat.write(submission, str(path))
+            done = nbgrader("generate_assignment", ASSIGNMENT, "--force", cwd=course)
+            assert done.returncode == 0, done.stderr
+            start = time.perf_counter()
+            done = nbgrader("autograde", ASSIGNMENT, "--force", cwd=course)
+            seconds = time.perf_counter() - start
+            assert done.returncode == 0, done.stderr
+            return seconds
+
+    tiny = new_notebook(cells=[new_code_cell("import tensorflow as tf")])
+    tiny.cells[0].metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True,
+                                          "grade_id": "import_only", "points": 1, "schema_version": 3}
+    tiny.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    baseline = autograde(tiny, tiny)
+    solved = sample_submissions(read(RELEASE_NB))["alice_solved"]
+    ours = autograde(read(SOURCE_NB), solved)
+    _row("notebook that only imports TensorFlow", f"{baseline:.1f} s")
+    _row("the solved assignment", f"{ours:.1f} s")
+    _row("ratio", f"{ours / baseline:.2f}x", f"target <= {TARGETS['grading']}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deepngrams.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="training,generation,quality,grading")
+    p.add_argument("--steps", type=int, default=20, help="timed training steps for each method")
+    args = p.parse_args(argv)
+    chosen = args.only.split(",")
+    for name in chosen:
+        if name == "training":
+            bench_training(args.steps)
+        elif name == "generation":
+            bench_generation()
+        elif name == "quality":
+            bench_quality()
+        elif name == "grading":
+            bench_grading()
+        else:
+            raise SystemExit(f"unknown benchmark {name!r}; choose from training, generation, quality, grading")
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

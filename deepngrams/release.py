@@ -1,0 +1,247 @@
+"""Regenerate everything that is derived from the source notebook and solution.py.
+
+    python -m deepngrams release          # sync, then write assignment/, solutions/, sample submissions
+    python -m deepngrams release --check  # exit 1 if any committed copy is stale
+
+1. `sync`: the solution cells (and the given helpers) of the source notebook are copied from
+   the blocks of deepngrams/solution.py, so there is one copy of the solution code;
+2. `release`: nbgrader's generate_assignment makes the student version; it is copied to assignment/;
+3. `solutions`: the source notebook without hidden tests and solution markers, executed, with outputs;
+4. `samples`: three submissions under grader/submitted/ for `make demo`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from .config import REFERENCE_PATH, ROOT
+from .atomic import atomic_path
+
+ASSIGNMENT = "deep_ngrams"
+COURSE_DIR = ROOT / "grader"
+SOURCE_NB = COURSE_DIR / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+RELEASE_NB = ROOT / "assignment" / f"{ASSIGNMENT}.ipynb"
+SOLUTION_NB = ROOT / "solutions" / f"{ASSIGNMENT}.ipynb"
+SUBMITTED = COURSE_DIR / "submitted"
+SOLUTION_PY = Path(__file__).with_name("solution.py")
+
+_BLOCK = re.compile(r"^# --- (exercise|helper) (\w+)\n(.*?)^# --- end\n", re.S | re.M)
+_HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS\n.*?^[ \t]*### END HIDDEN TESTS\n?", re.S | re.M)
+_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
+
+
+# -----------------------------------------------------------------------------
+# reading and writing notebooks
+
+def read(path: Path):
+    return nbformat.read(str(path), as_version=4)
+
+
+def write(nb, path: Path) -> None:
+    """Validate, then write atomically."""
+    nbformat.validate(nb)
+    with atomic_path(path) as tmp:
+        nbformat.write(nb, tmp)
+
+
+def grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def cells_by_id(nb) -> dict:
+    return {grade_id(c): c for c in nb.cells if grade_id(c)}
+
+
+# -----------------------------------------------------------------------------
+# 1. sync the source notebook with solution.py
+
+def solution_blocks() -> dict[str, str]:
+    """{name: code} for every `# --- exercise NAME` and `# --- helper NAME` block of solution.py."""
+    return {name: code.strip("\n") for _, name, code in _BLOCK.findall(SOLUTION_PY.read_text())}
+
+
+def exercise_names() -> list[str]:
+    return [name for kind, name, _ in _BLOCK.findall(SOLUTION_PY.read_text()) if kind == "exercise"]
+
+
+def expected_evaluation_text() -> str | None:
+    if not REFERENCE_PATH.exists():
+        return None
+    ref = json.loads(REFERENCE_PATH.read_text(encoding="utf-8"))
+    import math
+    lp = ref["eval"]["log_perplexity"]
+    return (f"Expected output: a log perplexity of about {lp:.2f}, a perplexity of about {math.exp(lp):.2f}.\n"
+            "The model hesitates, on average, between three or four characters.")
+
+
+def synced(nb):
+    """A copy of the source notebook whose solution, helper and expected-value cells are up to date."""
+    nb = copy.deepcopy(nb)
+    blocks = solution_blocks()
+    cells = cells_by_id(nb)
+    for name, code in blocks.items():
+        if name not in cells:
+            raise ValueError(f"{SOURCE_NB} has no cell with grade_id {name!r} for the block in {SOLUTION_PY}")
+        cells[name].source = code
+    text = expected_evaluation_text()
+    if text and "evaluate_expected" in cells:
+        cells["evaluate_expected"].source = text
+    return nb
+
+
+# -----------------------------------------------------------------------------
+# 2. the student release, made by nbgrader
+
+def nbgrader(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run nbgrader from this Python's environment (its alembic must be on PATH)."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def generate_release(course_dir: Path = COURSE_DIR) -> Path:
+    """nbgrader generate_assignment in `course_dir`; returns the released notebook's path."""
+    done = nbgrader("generate_assignment", ASSIGNMENT, "--force", cwd=course_dir)
+    if done.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{done.stdout}\n{done.stderr}")
+    return course_dir / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+
+
+def fresh_release() -> "nbformat.NotebookNode":
+    """The release notebook generated in a scratch copy of the course (leaves grader/ alone)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        course = Path(tmp) / "grader"
+        (course / "source").mkdir(parents=True)
+        shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
+        shutil.copy(COURSE_DIR / "nbgrader_config.py", course / "nbgrader_config.py")
+        return read(generate_release(course))
+
+
+# -----------------------------------------------------------------------------
+# 3. the solved notebook
+
+def solutions_source(source_nb):
+    """The source notebook as a solved notebook: no hidden tests, no solution markers, no outputs."""
+    nb = copy.deepcopy(source_nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = _MARKER.sub("", _HIDDEN.sub("", cell.source)).rstrip("\n")
+            cell.outputs, cell.execution_count = [], None
+    nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and grade_id(c) and grade_id(c).endswith("_hidden"))]
+    return nb
+
+
+def execute(nb, cwd: Path, timeout: int = 600):
+    from nbclient import NotebookClient
+    env_quick = os.environ.pop("NBGRADER_EXECUTION", None)
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    finally:
+        if env_quick is not None:
+            os.environ["NBGRADER_EXECUTION"] = env_quick
+    return nb
+
+
+# -----------------------------------------------------------------------------
+# 4. sample submissions
+
+def with_solutions(release_nb, names: list[str], edit=lambda name, code: code):
+    """The release notebook with the solution cells `names` filled in (through `edit`)."""
+    nb = copy.deepcopy(release_nb)
+    blocks = solution_blocks()
+    for name, cell in cells_by_id(nb).items():
+        if name in names:
+            cell.source = _MARKER.sub("", edit(name, blocks[name]))
+    return nb
+
+
+def partly_correct_edit(name: str, code: str) -> str:
+    """Carol's mistakes: logits instead of log probabilities, and a loss without from_logits."""
+    if name == "GRULM":
+        return code.replace("tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)",
+                            "tf.keras.layers.Dense(vocab_size)")
+    if name == "compile_model":
+        return code.replace("from_logits=True", "from_logits=False")
+    return code
+
+
+def sample_submissions(release_nb) -> dict[str, "nbformat.NotebookNode"]:
+    names = exercise_names()
+    return {
+        "alice_solved": with_solutions(release_nb, names),
+        "bob_untouched": copy.deepcopy(release_nb),
+        "carol_partial": with_solutions(release_nb, ["line_to_tensor", "create_batch_dataset", "GRULM",
+                                                     "compile_model", "log_perplexity"], partly_correct_edit),
+    }
+
+
+# -----------------------------------------------------------------------------
+
+def stale() -> list[str]:
+    """Which committed generated files differ from what their sources give (no execution)."""
+    problems = []
+    source = read(SOURCE_NB)
+    if _sources(synced(source)) != _sources(source):
+        problems.append(f"{SOURCE_NB.relative_to(ROOT)} is out of sync with {SOLUTION_PY.relative_to(ROOT)}")
+    release = fresh_release()
+    if not RELEASE_NB.exists() or _sources(read(RELEASE_NB)) != _sources(release):
+        problems.append(f"{RELEASE_NB.relative_to(ROOT)} differs from nbgrader's release of the source notebook")
+    if not SOLUTION_NB.exists() or _sources(read(SOLUTION_NB)) != _sources(solutions_source(source)):
+        problems.append(f"{SOLUTION_NB.relative_to(ROOT)} differs from the source notebook")
+    for student, nb in sample_submissions(release).items():
+        path = SUBMITTED / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        if not path.exists() or _sources(read(path)) != _sources(nb):
+            problems.append(f"{path.relative_to(ROOT)} is stale")
+    return problems
+
+
+def _sources(nb) -> list:
+    """What must match: each cell's type, source and nbgrader metadata."""
+    return [(c.cell_type, c.source, c.get("metadata", {}).get("nbgrader")) for c in nb.cells]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m deepngrams release", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="only report stale generated files")
+    p.add_argument("--no-execute", action="store_true", help="write solutions/ without running it")
+    args = p.parse_args(argv)
+    if args.check:
+        problems = stale()
+        for line in problems:
+            print(f"stale: {line}", file=sys.stderr)
+        if problems:
+            print("Run `make release` to regenerate them.", file=sys.stderr)
+            return 1
+        print("assignment/, solutions/ and the sample submissions are up to date.")
+        return 0
+
+    source = read(SOURCE_NB)
+    source_synced = synced(source)
+    if _sources(source_synced) != _sources(source):
+        write(source_synced, SOURCE_NB)
+        print(f"synced {SOURCE_NB.relative_to(ROOT)} with {SOLUTION_PY.relative_to(ROOT)}")
+    release = read(generate_release())
+    write(release, RELEASE_NB)
+    print(f"wrote {RELEASE_NB.relative_to(ROOT)}")
+    for student, nb in sample_submissions(release).items():
+        path = SUBMITTED / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        write(nb, path)
+        print(f"wrote {path.relative_to(ROOT)}")
+    solved = solutions_source(source_synced)
+    if not args.no_execute:
+        print("running the solved notebook (a few minutes) ...", flush=True)
+        solved = execute(solved, SOLUTION_NB.parent)
+    write(solved, SOLUTION_NB)
+    print(f"wrote {SOLUTION_NB.relative_to(ROOT)}")
+    return 0

@@ -1,0 +1,31 @@
+"""nbgrader configuration of the course (used by `nbgrader ...` run in this folder)."""
+import sys
+from pathlib import Path
+
+BUNDLE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BUNDLE))
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Execute, IgnorePattern,  # noqa: E402
+                                    LimitOutput, SaveAutoGrades)
+
+from deepngrams.nbgrader_steps import GradeUpToHere  # noqa: E402
+
+c = get_config()  # noqa: F821
+
+c.CourseDirectory.course_id = "deep-ngrams"
+# Files handed in beside the notebook are never copied for grading: the course's own
+# w1_unittest.py, data/ and model/ (found in the bundle above this folder) are used.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
+                            "w1_unittest.py", "data", "model", "deepngrams", "*.py", "*.h5", "*.txt"]
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# Generous per-cell time: the grader's CPU may be slow and busy.
+c.Execute.timeout = 300
+# TensorFlow writes C++ notices to the process's stderr; keep them out of the cell outputs,
+# where nbgrader would read any stderr as a failed test.
+c.Execute.extra_arguments = ["--IPKernelApp.capture_fd_output=False"]
+
+# nbgrader's own steps, after one of ours: `# grade-up-to-here` in a solution cell stops the run there.
+c.Autograde.autograde_preprocessors = [GradeUpToHere, Execute, IgnorePattern, ClearMetadataPreprocessor,
+                                       LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]

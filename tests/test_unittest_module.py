@@ -1,0 +1,178 @@
+"""w1_unittest.py: the reference solutions pass, plausible wrong answers fail, other right answers pass.
+
+The wrong and alternative answers live in tests/wrong_solutions/.
+"""
+import ast
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import w1_unittest as w1  # noqa: E402
+from deepngrams import solution  # noqa: E402
+from wrong_solutions import (ex1_line_to_tensor, ex2_create_batch_dataset, ex3_grulm,  # noqa: E402
+                             ex4_compile_model, ex5_log_perplexity, ex6_generative_model, ex6_sampling)
+
+REFERENCE = {
+    "test_line_to_tensor": solution.line_to_tensor,
+    "test_create_batch_dataset": solution.create_batch_dataset,
+    "test_GRULM_layers": solution.GRULM,
+    "test_GRULM_outputs": solution.GRULM,
+    "test_compile_model": solution.compile_model,
+    "test_log_perplexity": solution.log_perplexity,
+    "test_temperature_random_sampling": solution.temperature_random_sampling,
+    "test_GenerativeModel": solution.GenerativeModel,
+}
+ANSWER_NAMES = {test: answer.__name__ for test, answer in REFERENCE.items()}
+MODULES = (ex1_line_to_tensor, ex2_create_batch_dataset, ex3_grulm, ex4_compile_model, ex5_log_perplexity,
+           ex6_sampling, ex6_generative_model)
+WRONG = [pytest.param(test, answer, id=f"{m.__name__.split('.')[-1]}-{name}-{test}")
+         for m in MODULES for name, (answer, tests) in m.WRONG.items() for test in tests]
+CORRECT = [pytest.param(test, answer, id=f"{m.__name__.split('.')[-1]}-{name}-{test}")
+           for m in MODULES for name, answer in m.CORRECT.items() for test in m.TESTS]
+SHORT_SAMPLE = 40  # characters sampled in test_GenerativeModel for the variants (the reference runs 300)
+
+
+@pytest.fixture
+def short_sample(monkeypatch):
+    monkeypatch.setattr(w1, "_SAMPLE_LENGTH", SHORT_SAMPLE)
+
+
+def _process_state():
+    return (list(warnings.filters), logging.root.manager.disable, os.fstat(2).st_ino, sys.stderr)
+
+
+@pytest.mark.parametrize("test", list(REFERENCE))
+def test_reference_solution_passes_quietly(test, capfd):
+    before = _process_state()
+    getattr(w1, test)(REFERENCE[test])
+    out, err = capfd.readouterr()
+    assert "All tests passed" in out
+    assert err == ""
+    assert _process_state() == before  # nothing global outlives the test
+
+
+@pytest.mark.parametrize("test, answer", WRONG)
+def test_wrong_answer_fails(test, answer, short_sample, capfd):
+    with pytest.raises(AssertionError) as failure:
+        getattr(w1, test)(answer)
+    message = str(failure.value)
+    assert "Failed case" in message and "Expected:" in message and "Got:" in message, message
+    assert "All tests passed" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("test, answer", CORRECT)
+def test_other_correct_answer_passes(test, answer, short_sample, capfd):
+    getattr(w1, test)(answer)
+    out, err = capfd.readouterr()
+    assert "All tests passed" in out
+    assert err == ""
+
+
+def test_no_stderr_in_a_fresh_process_with_tensorflow_logging_on():
+    """nbgrader scores 0 for any stderr output; the notebook does not lower TensorFlow's log level."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import tensorflow as tf
+        import w1_unittest as w1
+        from deepngrams import solution
+        print("--- start", file=sys.stderr, flush=True)
+        answers = {{test: getattr(solution, name) for test, name in {ANSWER_NAMES!r}.items()}}
+        for test in answers:
+            getattr(w1, test)(answers[test])
+        for test in ("test_create_batch_dataset", "test_log_perplexity", "test_line_to_tensor"):
+            getattr(w1, test)(answers[test])  # a second run, in another order
+        sys.stderr.flush()
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240,
+                         cwd=str(ROOT))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("All tests passed") == len(REFERENCE) + 3, run.stdout
+    assert "--- start" in run.stderr, run.stderr[-3000:]
+    assert run.stderr.split("--- start", 1)[1].strip() == "", run.stderr[-3000:]
+
+
+def test_the_trusted_model_matches_keras():
+    from deepngrams.weights import load_pretrained
+    model, vocab, _ = load_pretrained()
+    assert vocab == w1.vocab()
+    inputs = tf.constant(w1.load_reference()["grulm"]["inputs"], dtype=tf.int64)
+    expected, expected_state = model(inputs, return_state=True)
+    got, state = w1.pretrained_lm()(inputs, return_state=True)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(state.numpy(), expected_state.numpy(), atol=1e-5)
+    k = 9
+    _, head = w1.pretrained_lm()(inputs[:, :k], return_state=True)
+    tail = w1.pretrained_lm()(inputs[:, k:], states=head)
+    np.testing.assert_allclose(tail.numpy(), expected.numpy()[:, k:], atol=1e-5)
+    assert w1.pretrained_lm() is w1.pretrained_lm()
+
+
+def test_exception_in_student_code_is_a_named_failed_case(capfd):
+    def line_to_tensor(line, vocab):
+        raise ValueError("my bug")
+
+    with pytest.raises(AssertionError) as failure:
+        w1.test_line_to_tensor(line_to_tensor)
+    message = str(failure.value)
+    assert "ValueError: my bug" in message and "line_to_tensor()" in message
+    assert "Failed case: line_to_tensor('abc xyz', vocab)" in message
+    assert capfd.readouterr().err == ""
+
+
+def test_a_broken_model_stops_test_GRULM_outputs_early():
+    class GRULM(tf.keras.Model):
+        def __init__(self, vocab_size, embedding_dim, rnn_units):
+            raise TypeError("forgot super().__init__()")
+
+    with pytest.raises(AssertionError) as failure:
+        w1.test_GRULM_outputs(GRULM)
+    assert "TypeError: forgot super().__init__()" in str(failure.value)
+    assert "were not run" in str(failure.value)
+    assert failure.value.__suppress_context__
+
+
+def test_check_helper():
+    w1.check(True, "fine", 1, 1)
+    with pytest.raises(AssertionError) as failure:
+        w1.check(False, "my case", [1, 2], [1, 3])
+    message = str(failure.value)
+    assert "Failed case: my case" in message and "[1, 2]" in message and "[1, 3]" in message
+    assert "\x1b[31m" in message  # red
+
+
+def test_helpers_read_the_model_folder():
+    ref = w1.load_reference()
+    card = w1.model_card()
+    assert ref["vocab_size"] == len(w1.vocab()) == len(card["vocab"])
+    assert w1.vocab()[:2] == ["[UNK]", ""]
+    assert w1.pretrained_lm().units == card["hparams"]["rnn_units"]
+
+
+def test_module_is_fit_to_give_to_students():
+    source = (ROOT / "w1_unittest.py").read_text(encoding="utf-8")
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party <= {"numpy", "tensorflow", "h5py", "termcolor"}, third_party
+    # No piece of the exercises' answers.
+    for giveaway in ("StringLookup", "unicode_split", ".batch(", ".shuffle(", ".compile(", "drop_remainder",
+                     "-tf.math.log(-tf.math.log", "deepngrams"):
+        assert giveaway not in source, giveaway

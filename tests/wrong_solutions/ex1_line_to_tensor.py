@@ -1,0 +1,90 @@
+"""line_to_tensor(line, vocab)."""
+import json
+from pathlib import Path
+
+import tensorflow as tf
+
+from deepngrams.solution import line_to_tensor as reference
+
+TESTS = ("test_line_to_tensor",)
+_CARD = Path(__file__).resolve().parents[2] / "model" / "model_card.json"
+
+
+# --- wrong
+def mask_token_empty(line, vocab):
+    """The Keras 2 habit: mask_token='' (Keras 3 rejects '' at index 1)."""
+    chars = tf.strings.unicode_split(line, input_encoding="UTF-8")
+    return tf.keras.layers.StringLookup(vocabulary=vocab, mask_token="")(chars)
+
+
+def int32_ids(line, vocab):
+    return tf.cast(reference(line, vocab), tf.int32)
+
+
+def byte_split(line, vocab):
+    """Splits bytes, not characters: 'é' becomes two unknown ids."""
+    chars = tf.strings.bytes_split(line)
+    return tf.keras.layers.StringLookup(vocabulary=vocab, mask_token=None)(chars)
+
+
+def vocab_without_specials(line, vocab):
+    """Lets StringLookup add its own OOV token: every id is one too small."""
+    chars = tf.strings.unicode_split(line, input_encoding="UTF-8")
+    return tf.keras.layers.StringLookup(vocabulary=vocab[2:], mask_token=None)(chars)
+
+
+def global_vocab(line, vocab):
+    """Ignores its vocab argument."""
+    return reference(line, json.loads(_CARD.read_text())["vocab"])
+
+
+def joins_a_list(line, vocab):
+    """A list of lines becomes one row."""
+    if not isinstance(line, str):
+        line = "\n".join(line)
+    return reference(line, vocab)
+
+
+def always_a_batch(line, vocab):
+    """A single line comes back as a (1, n) ragged batch."""
+    if isinstance(line, str):
+        line = [line]
+    return reference(line, vocab)
+
+
+def numpy_ids(line, vocab):
+    out = reference(line, vocab)
+    return out.numpy() if isinstance(out, tf.Tensor) else [row.numpy() for row in out]
+
+
+# --- correct
+def static_hash_table(line, vocab):
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(vocab), tf.range(len(vocab), dtype=tf.int64)),
+        default_value=0)
+    chars = tf.strings.unicode_split(line, "UTF-8")
+    if isinstance(chars, tf.RaggedTensor):
+        return tf.ragged.map_flat_values(table.lookup, chars)
+    return table.lookup(chars)
+
+
+def lookup_with_set_vocabulary(line, vocab):
+    lookup = tf.keras.layers.StringLookup(mask_token=None, num_oov_indices=1, oov_token="[UNK]", output_mode="int")
+    lookup.set_vocabulary(vocab)
+    return lookup(tf.strings.unicode_split(tf.constant(line), input_encoding="UTF-8", errors="replace"))
+
+
+def python_dict(line, vocab):
+    index = {c: i for i, c in enumerate(vocab)}
+
+    def ids(text):
+        return [index.get(c, 0) for c in text]
+
+    if isinstance(line, str):
+        return tf.constant(ids(line), dtype=tf.int64)
+    return tf.ragged.constant([ids(text) for text in line], dtype=tf.int64)
+
+
+WRONG = {f.__name__: (f, TESTS) for f in (mask_token_empty, int32_ids, byte_split, vocab_without_specials,
+                                          global_vocab, joins_a_list, always_a_batch, numpy_ids)}
+CORRECT = {f.__name__: f for f in (static_hash_table, lookup_with_set_vocabulary, python_dict)}

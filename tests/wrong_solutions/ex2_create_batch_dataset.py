@@ -1,0 +1,70 @@
+"""create_batch_dataset(lines, vocab, seq_length=100, batch_size=64)."""
+import numpy as np
+import tensorflow as tf
+
+from deepngrams.solution import line_to_tensor, split_input_target
+
+TESTS = ("test_create_batch_dataset",)
+BUFFER_SIZE = 10000
+
+
+def _make(join="\n", chunk=1, drop_chunks=True, split=split_input_target, shuffle="before", drop_batches=True,
+          dtype=None, skip=0, shuffle_ids=False):
+    """The reference recipe with one ingredient changed."""
+    def create_batch_dataset(lines, vocab, seq_length=100, batch_size=64):
+        ids = line_to_tensor(join.join(lines), vocab)[skip:]
+        if dtype is not None:
+            ids = tf.cast(ids, dtype)
+        ds = tf.data.Dataset.from_tensor_slices(ids)
+        if shuffle_ids:
+            ds = ds.shuffle(BUFFER_SIZE)
+        ds = ds.batch(seq_length + chunk, drop_remainder=drop_chunks).map(split)
+        if shuffle == "before":
+            ds = ds.shuffle(BUFFER_SIZE)
+        ds = ds.batch(batch_size, drop_remainder=drop_batches)
+        if shuffle == "after":
+            ds = ds.shuffle(BUFFER_SIZE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+    return create_batch_dataset
+
+
+# --- correct
+def map_with_lambda(lines, vocab, seq_length=100, batch_size=64):
+    ids = line_to_tensor("\n".join(lines), vocab)
+    chunks = tf.data.Dataset.from_tensor_slices(ids).batch(seq_length + 1, drop_remainder=True)
+    pairs = chunks.map(lambda chunk: (chunk[:-1], chunk[1:]), num_parallel_calls=tf.data.AUTOTUNE)
+    return pairs.shuffle(10000, seed=7).batch(batch_size, drop_remainder=True).prefetch(1)
+
+
+def window_flat_map(lines, vocab, seq_length=100, batch_size=64):
+    ids = line_to_tensor("\n".join(lines), vocab)
+    windows = tf.data.Dataset.from_tensor_slices(ids).window(seq_length + 1, shift=seq_length + 1,
+                                                              drop_remainder=True)
+    chunks = windows.flat_map(lambda w: w.batch(seq_length + 1, drop_remainder=True))
+    return chunks.map(split_input_target).shuffle(10000).batch(batch_size, drop_remainder=True)
+
+
+def numpy_reshape(lines, vocab, seq_length=100, batch_size=64):
+    ids = line_to_tensor("\n".join(lines), vocab).numpy()
+    n = len(ids) // (seq_length + 1)
+    chunks = ids[: n * (seq_length + 1)].reshape(n, seq_length + 1)
+    ds = tf.data.Dataset.from_tensor_slices((chunks[:, :-1], chunks[:, 1:]))
+    return ds.shuffle(10000, reshuffle_each_iteration=True).batch(batch_size, drop_remainder=True)
+
+
+WRONG = {name: (f, TESTS) for name, f in {
+    "chunks_of_seq_length": _make(chunk=0),
+    "chunks_of_seq_length_plus_2": _make(chunk=2),
+    "chunks_keep_remainder": _make(drop_chunks=False),
+    "batches_keep_remainder": _make(drop_batches=False),
+    "no_shuffle": _make(shuffle=None),
+    "shuffle_after_batch": _make(shuffle="after"),
+    "joined_with_space": _make(join=" "),
+    "joined_without_separator": _make(join=""),
+    "target_not_shifted": _make(split=lambda c: (c[:-1], c[:-1])),
+    "input_and_target_swapped": _make(split=lambda c: (c[1:], c[:-1])),
+    "int32_ids": _make(dtype=tf.int32),
+    "skips_first_id": _make(skip=1),
+    "shuffles_ids_before_chunking": _make(shuffle_ids=True),
+}.items()}
+CORRECT = {f.__name__: f for f in (map_with_lambda, window_flat_map, numpy_reshape)}

@@ -1,0 +1,68 @@
+"""GRULM(vocab_size, embedding_dim, rnn_units)."""
+import tensorflow as tf
+
+TESTS = ("test_GRULM_layers", "test_GRULM_outputs")
+LAYERS, OUTPUTS = ("test_GRULM_layers",), ("test_GRULM_outputs",)
+BOTH = TESTS
+
+
+def _make(activation=tf.nn.log_softmax, use_state=True, return_sequences=True, gru_return_state=True, units=None,
+          swap_embedding=False, always_tuple=False, post=None):
+    class GRULM(tf.keras.Model):
+        def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+            super().__init__()
+            if swap_embedding:
+                self.embedding = tf.keras.layers.Embedding(embedding_dim, vocab_size)
+            else:
+                self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+            self.gru = tf.keras.layers.GRU(units or rnn_units, return_sequences=return_sequences,
+                                           return_state=gru_return_state)
+            self.dense = tf.keras.layers.Dense(vocab_size, activation=activation)
+
+        def call(self, inputs, states=None, return_state=False, training=False):
+            x = self.embedding(inputs, training=training)
+            out = self.gru(x, initial_state=states if use_state else None, training=training)
+            x, new_states = out if gru_return_state else (out, None)
+            x = self.dense(x, training=training)
+            if post is not None:
+                x = post(x)
+            if return_state or always_tuple:
+                return x, new_states
+            return x
+    return GRULM
+
+
+# --- correct
+class GetInitialState(tf.keras.Model):
+    """Starts from get_initial_state(batch_size) when no state is given; 'log_softmax' by name."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = tf.keras.layers.Embedding(input_dim=vocab_size, output_dim=embedding_dim)
+        self.gru = tf.keras.layers.GRU(units=rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(units=vocab_size, activation="log_softmax")
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
+        if states is None:
+            states = self.gru.get_initial_state(tf.shape(x)[0])
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        return (x, states) if return_state else x
+
+
+WRONG = {
+    "logits": (_make(activation=None), BOTH),
+    "softmax": (_make(activation="softmax"), BOTH),
+    "ignores_incoming_state": (_make(use_state=False), OUTPUTS),
+    "return_sequences_false": (_make(return_sequences=False), BOTH),
+    "no_return_state": (_make(gru_return_state=False), BOTH),
+    "units_hard_coded_512": (_make(units=512), LAYERS),
+    "embedding_dims_swapped": (_make(swap_embedding=True), BOTH),
+    "always_returns_a_tuple": (_make(always_tuple=True), BOTH),
+    "log_softmax_twice_over_time_axis": (_make(post=lambda x: tf.nn.log_softmax(x, axis=1)), BOTH),
+}
+CORRECT = {
+    "get_initial_state_and_activation_name": GetInitialState,
+    "log_softmax_in_call": _make(activation=None, post=tf.nn.log_softmax),
+}

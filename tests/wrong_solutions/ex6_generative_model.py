@@ -1,0 +1,91 @@
+"""GenerativeModel(model, vocab, temperature): generate_one_step and generate_n_chars."""
+import numpy as np
+import tensorflow as tf
+
+from deepngrams import solution
+from deepngrams.solution import line_to_tensor, temperature_random_sampling, text_from_ids
+
+TESTS = ("test_GenerativeModel",)
+Reference = solution.GenerativeModel
+
+
+class IgnoresStates(Reference):
+    def generate_one_step(self, inputs, states=None):
+        return super().generate_one_step(inputs, states=None)
+
+
+class NoMask(Reference):
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature)
+        self.prediction_mask = tf.zeros(len(vocab))
+
+
+class MasksOnlyUnknown(Reference):
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature)
+        self.prediction_mask = tf.constant([-np.inf] + [0.0] * (len(vocab) - 1))
+
+
+class WithoutPrefix(Reference):
+    def generate_n_chars(self, num_chars, prefix):
+        return super().generate_n_chars(num_chars, prefix)[len(prefix):]
+
+
+class OneShort(Reference):
+    def generate_n_chars(self, num_chars, prefix):
+        return super().generate_n_chars(num_chars - 1, prefix)
+
+
+class OneTooMany(Reference):
+    def generate_n_chars(self, num_chars, prefix):
+        return super().generate_n_chars(num_chars + 1, prefix)
+
+
+class RefeedsPrefix(Reference):
+    """Feeds the prefix again at every step instead of the character just generated."""
+    def generate_n_chars(self, num_chars, prefix):
+        states, result = None, [tf.constant([prefix])]
+        for _ in range(num_chars):
+            next_char, states = self.generate_one_step(tf.constant([prefix]), states=states)
+            result.append(next_char)
+        return tf.strings.join(result)[0].numpy().decode("utf-8")
+
+
+class FirstPositionLogProbs(Reference):
+    """Takes the log probabilities of the first position instead of the last."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(log_probs[:, 0, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+# --- correct
+class PythonStrings(tf.keras.Model):
+    """Masks with tensor_scatter_nd_update, returns chars of shape (1,), joins Python strings."""
+
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__()
+        self.model, self.vocab, self.temperature = model, vocab, temperature
+
+    def generate_one_step(self, inputs, states=None):
+        ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(ids, states, return_state=True)
+        last = log_probs[:, -1, :]
+        rows = tf.shape(last)[0]
+        index = tf.stack([tf.repeat(tf.range(rows), 2), tf.tile([0, 1], [rows])], axis=1)
+        last = tf.tensor_scatter_nd_update(last, index, tf.fill([2 * rows], -1e9))
+        next_ids = temperature_random_sampling(last, self.temperature)
+        return tf.gather(tf.constant(self.vocab), next_ids), states
+
+    def generate_n_chars(self, num_chars, prefix):
+        text, states, step = prefix, None, tf.constant([prefix])
+        for _ in range(num_chars):
+            step, states = self.generate_one_step(step, states)
+            text += step.numpy()[0].decode("utf-8")
+        return text
+
+
+WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, NoMask, MasksOnlyUnknown, WithoutPrefix, OneShort,
+                                                OneTooMany, RefeedsPrefix, FirstPositionLogProbs)}
+CORRECT = {"PythonStrings": PythonStrings}

@@ -1,0 +1,854 @@
+"""Unit tests for the Deep N-grams assignment (character-level language model with a GRU).
+
+Call them from the notebook with your function or class, for example::
+
+    import w1_unittest
+    w1_unittest.test_line_to_tensor(line_to_tensor)
+
+Each test prints "All tests passed" when your code is right. Otherwise it raises an
+AssertionError that lists every failed case with what was expected and what came back.
+
+The expected values are read from the files next to this module: ``model/model_card.json``
+(vocabulary, model sizes), ``model/reference_values.json`` (values computed from the
+pretrained weights), ``model/grulm.weights.h5`` (the pretrained weights) and
+``data/shakespeare_data.txt`` (the corpus).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import tensorflow as tf
+from termcolor import colored
+
+ROOT = Path(__file__).resolve().parent
+MODEL_DIR = ROOT / "model"
+DATA_PATH = ROOT / "data" / "shakespeare_data.txt"
+REFERENCE_PATH = MODEL_DIR / "reference_values.json"
+CARD_PATH = MODEL_DIR / "model_card.json"
+WEIGHTS_PATH = MODEL_DIR / "grulm.weights.h5"
+
+UNK_ID = 0
+PADDING_ID = 1
+_SAMPLE_LENGTH = 300  # characters sampled at temperature 1 in test_GenerativeModel
+
+__all__ = [
+    "test_line_to_tensor", "test_create_batch_dataset", "test_GRULM_layers", "test_GRULM_outputs",
+    "test_compile_model", "test_log_perplexity", "test_temperature_random_sampling",
+    "test_GenerativeModel", "load_reference", "pretrained_lm", "vocab", "model_card", "check",
+]
+
+
+# ----------------------------------------------------------------------------------------
+# Files next to this module
+# ----------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the notebook must run from the assignment folder that holds "
+            f"w1_unittest.py, data/ and model/.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_reference() -> dict:
+    """The reference values (model/reference_values.json), read afresh on every call."""
+    return _read_json(REFERENCE_PATH)
+
+
+def model_card() -> dict:
+    """The model card (model/model_card.json): vocabulary, hyperparameters, training record."""
+    return _read_json(CARD_PATH)
+
+
+def vocab() -> list[str]:
+    """The vocabulary the pretrained weights use: '[UNK]' (id 0), '' (id 1), then the characters."""
+    return list(model_card()["vocab"])
+
+
+def _sizes() -> tuple[int, int, int]:
+    """(vocab_size, embedding_dim, rnn_units) of the course model, from the model card."""
+    card = model_card()
+    return len(card["vocab"]), int(card["hparams"]["embedding_dim"]), int(card["hparams"]["rnn_units"])
+
+
+def _corpus_lines(start: int, count: int, alphabet: set[str]) -> list[str]:
+    """`count` corpus lines from line `start` on, keeping only lines written in `alphabet`."""
+    if not DATA_PATH.is_file():
+        raise FileNotFoundError(f"{DATA_PATH} is missing: run the notebook from the assignment folder.")
+    lines = []
+    with open(DATA_PATH, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            line = line.strip()
+            if i < start or not line or not set(line) <= alphabet:
+                continue
+            lines.append(line)
+            if len(lines) >= count:
+                break
+    return lines
+
+
+# ----------------------------------------------------------------------------------------
+# Reporting
+# ----------------------------------------------------------------------------------------
+def _colour(text: str, color: str) -> str:
+    if os.environ.get("NO_COLOR") or os.environ.get("ANSI_COLORS_DISABLED"):
+        return text
+    return colored(text, color, force_color=True)
+
+
+def _short(value, limit: int = 300) -> str:
+    """A readable, bounded description of a value (tensors shown by their contents)."""
+    try:
+        if isinstance(value, (tf.Tensor, tf.RaggedTensor)):
+            kind = "tf.RaggedTensor" if isinstance(value, tf.RaggedTensor) else "tf.Tensor"
+            data = value.to_list() if isinstance(value, tf.RaggedTensor) else value.numpy()
+            if isinstance(data, np.ndarray):
+                data = np.array2string(data, threshold=20, edgeitems=3, precision=5)
+            text = f"{kind}({data}, dtype={value.dtype.name}, shape={tuple(value.shape)})"
+        elif isinstance(value, np.ndarray):
+            text = f"np.array({np.array2string(value, threshold=20, edgeitems=3, precision=5)}, dtype={value.dtype})"
+        elif isinstance(value, str):
+            text = value
+        else:
+            text = repr(value)
+    except Exception:  # a value that cannot even be printed
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split()) if "\n" in text and len(text) > 80 else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_exception(error: BaseException) -> str:
+    """'TypeError: message (in your_function(), line N)' for an exception raised by tested code."""
+    message = " ".join(str(error).split())
+    if len(message) > 400:
+        message = message[:397] + "..."
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    here = os.path.abspath(__file__)
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(f.filename) != here
+              and "site-packages" not in f.filename and "dist-packages" not in f.filename
+              and not f.filename.startswith("<frozen")]
+    if frames:
+        text += f" (in {frames[-1].name}(), line {frames[-1].lineno})"
+    return text
+
+
+def _format_failures(title: str, failures: list[tuple[str, object, object]], passed: int) -> str:
+    lines = [f"{title}: {len(failures)} failed case{'s' if len(failures) != 1 else ''}"
+             + (f" ({passed} passed)" if passed else "")]
+    for case, expected, got in failures:
+        lines.append(_colour(f"Failed case: {case}", "red"))
+        lines.append(f"    Expected: {_short(expected)}")
+        lines.append(f"    Got:      {_short(got)}")
+    return "\n".join(lines)
+
+
+def check(condition: bool, case: str, expected, got) -> None:
+    """Raise an AssertionError naming `case`, `expected` and `got` unless `condition` holds."""
+    if not condition:
+        raise AssertionError(_format_failures("Test failed", [(case, expected, got)], 0))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Run code with warnings, log records and stderr (Python's and the C++ runtime's) held back.
+
+    Everything is restored on the way out: nothing set here outlives the block.
+    """
+    buffer = io.StringIO()
+    saved_fd, sink = None, None
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    try:  # the C++ runtime writes its log lines straight to file descriptor 2
+        sink = tempfile.TemporaryFile()
+        saved_fd = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+    except (OSError, ValueError, AttributeError):
+        if saved_fd is not None:
+            os.close(saved_fd)
+        saved_fd = None
+    previous_disable = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stderr(buffer):
+                yield buffer
+    finally:
+        logging.disable(previous_disable)
+        if saved_fd is not None:
+            try:
+                os.dup2(saved_fd, 2)
+            finally:
+                os.close(saved_fd)
+        if sink is not None:
+            sink.close()
+
+
+class _CaseFailed(Exception):
+    pass
+
+
+class _Case:
+    """One named case: its checks stop at the first failure; an exception counts as a failure."""
+
+    def __init__(self, report: "_Report", name: str, fatal: bool):
+        self.report, self.name, self.fatal = report, name, fatal
+        self._quiet = None
+
+    def check(self, condition, what: str, expected, got) -> None:
+        if not condition:
+            raise _CaseFailed(f"{self.name}: {what}" if what else self.name, expected, got)
+
+    def __enter__(self):
+        self._quiet = _quiet()
+        self._quiet.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._quiet.__exit__(None, None, None)
+        if exc_type is None:
+            self.report.passed += 1
+            return False
+        if not issubclass(exc_type, Exception):
+            return False  # KeyboardInterrupt, SystemExit: let them through
+        if isinstance(exc, _CaseFailed):
+            self.report.failures.append(exc.args)
+        else:
+            self.report.failures.append((self.name, "no exception", _describe_exception(exc)))
+        if self.fatal:
+            raise AssertionError(self.report.message() + "\n(the remaining cases need this one and were not run)") from None
+        return True
+
+
+class _Report:
+    def __init__(self, title: str):
+        self.title = title
+        self.failures: list[tuple[str, object, object]] = []
+        self.passed = 0
+
+    def case(self, name: str, fatal: bool = False) -> _Case:
+        return _Case(self, name, fatal)
+
+    def message(self) -> str:
+        return _format_failures(self.title, self.failures, self.passed)
+
+    def finish(self) -> None:
+        if self.failures:
+            raise AssertionError(self.message())
+        print(_colour("All tests passed", "green"))
+
+
+# ----------------------------------------------------------------------------------------
+# Small numeric helpers (numpy)
+# ----------------------------------------------------------------------------------------
+def _np(value) -> np.ndarray:
+    if isinstance(value, tf.RaggedTensor):
+        raise TypeError("got a tf.RaggedTensor where a dense tensor was expected")
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def _np_log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def _max_abs_diff(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return math.inf
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def _is_int_dtype(dtype) -> bool:
+    try:
+        return tf.as_dtype(dtype).is_integer
+    except TypeError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------
+# Trusted models the tests feed to your code
+# ----------------------------------------------------------------------------------------
+class _PretrainedLM:
+    """The pretrained course model, computed with plain TensorFlow ops from the weights file.
+
+    Called like a GRULM: ``lm(inputs, states=None, return_state=False, training=False)``
+    returns log probabilities of shape (batch, time, vocab_size) and, if asked, the final
+    GRU state of shape (batch, rnn_units).
+    """
+
+    def __init__(self, weights_path: Path = WEIGHTS_PATH):
+        with h5py.File(weights_path, "r") as f:
+            def var(name):
+                return tf.constant(np.asarray(f[name][()], dtype=np.float32))
+            self.embedding = var("embedding/vars/0")  # (V, E)
+            self.kernel = var("gru/cell/vars/0")  # (E, 3U), gates z, r, h
+            self.recurrent_kernel = var("gru/cell/vars/1")  # (U, 3U)
+            bias = var("gru/cell/vars/2")  # (2, 3U): input bias, recurrent bias
+            self.input_bias, self.recurrent_bias = bias[0], bias[1]
+            self.dense_kernel = var("dense/vars/0")  # (U, V)
+            self.dense_bias = var("dense/vars/1")  # (V,)
+        self.vocab_size = int(self.embedding.shape[0])
+        self.units = int(self.recurrent_kernel.shape[0])
+
+    def __call__(self, inputs, states=None, return_state=False, training=False):
+        ids = tf.convert_to_tensor(inputs)
+        if not ids.dtype.is_integer:
+            ids = tf.cast(ids, tf.int64)
+        if ids.shape.rank != 2:
+            raise ValueError(f"expected inputs of shape (batch, time), got shape {tuple(ids.shape)}")
+        if isinstance(states, (list, tuple)):
+            states = states[0]
+        batch = tf.shape(ids)[0]
+        h = tf.zeros((batch, self.units)) if states is None else tf.cast(tf.convert_to_tensor(states), tf.float32)
+        x = tf.gather(self.embedding, ids)  # (b, t, E)
+        xw = tf.einsum("bte,eg->btg", x, self.kernel) + self.input_bias  # (b, t, 3U)
+        outputs = []
+        for t in range(int(ids.shape[1])):
+            x_z, x_r, x_h = tf.split(xw[:, t], 3, axis=-1)
+            h_z, h_r, h_h = tf.split(tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias, 3, axis=-1)
+            z = tf.sigmoid(x_z + h_z)
+            r = tf.sigmoid(x_r + h_r)
+            n = tf.tanh(x_h + r * h_h)
+            h = z * h + (1.0 - z) * n
+            outputs.append(h)
+        seq = tf.stack(outputs, axis=1) if outputs else tf.zeros((batch, 0, self.units))
+        log_probs = tf.nn.log_softmax(tf.einsum("btu,uv->btv", seq, self.dense_kernel) + self.dense_bias, axis=-1)
+        if return_state:
+            return log_probs, h
+        return log_probs
+
+
+_LM_CACHE: dict = {}
+
+
+def pretrained_lm() -> _PretrainedLM:
+    """The pretrained model as a `_PretrainedLM` (cached until the weights file changes)."""
+    stat = WEIGHTS_PATH.stat()
+    key = (str(WEIGHTS_PATH), stat.st_mtime_ns, stat.st_size)
+    if key not in _LM_CACHE:
+        _LM_CACHE.clear()
+        _LM_CACHE[key] = _PretrainedLM(WEIGHTS_PATH)
+    return _LM_CACHE[key]
+
+
+class _BiasedLM:
+    """The pretrained model with +50 added to the log probabilities of '[UNK]' and padding."""
+
+    def __init__(self, base: _PretrainedLM):
+        self.base = base
+        self.bias = tf.constant([50.0, 50.0] + [0.0] * (base.vocab_size - 2))
+
+    def __call__(self, inputs, states=None, return_state=False, training=False):
+        log_probs, state = self.base(inputs, states=states, return_state=True)
+        log_probs = log_probs + self.bias
+        return (log_probs, state) if return_state else log_probs
+
+
+class _CycleLM:
+    """A made-up model whose next character depends on the state and on the last input.
+
+    The state counts the characters read so far. After reading character c as the m-th
+    character, the model is sure the next one is ``cycle[(position of c in cycle) + m]``
+    (position 0 for characters outside the cycle). Its greedy output is right only if the
+    generator carries the state from call to call and feeds back what it generated.
+    """
+
+    def __init__(self, voc: list[str], units: int, cycle: str = "abcdefghijk"):
+        cycle = "".join(c for c in cycle if c in voc) or "".join(voc[2:12])
+        self.cycle = cycle
+        self.cycle_ids = np.array([voc.index(c) for c in cycle])
+        self.position = {voc.index(c): i for i, c in enumerate(cycle)}
+        self.vocab_size, self.units = len(voc), units
+
+    def _next(self, last_position: int, count: int) -> int:
+        return (last_position + count) % len(self.cycle)
+
+    def expected(self, prefix: str, n: int) -> str:
+        text, count = prefix, len(prefix)
+        for _ in range(n):
+            last = self.cycle.find(text[-1]) if text[-1] in self.cycle else 0
+            text += self.cycle[self._next(last, count)]
+            count += 1
+        return text
+
+    def __call__(self, inputs, states=None, return_state=False, training=False):
+        ids = _np(inputs).astype(np.int64)
+        if isinstance(states, (list, tuple)):
+            states = states[0]
+        batch, steps = ids.shape
+        count = np.zeros(batch, dtype=np.int64) if states is None else np.rint(_np(states)[:, 0]).astype(np.int64)
+        logits = np.full((batch, steps, self.vocab_size), -20.0, dtype=np.float32)
+        for t in range(steps):
+            count = count + 1
+            for b in range(batch):
+                nxt = self._next(self.position.get(int(ids[b, t]), 0), int(count[b]))
+                logits[b, t, self.cycle_ids[nxt]] = 20.0
+        state = np.zeros((batch, self.units), dtype=np.float32)
+        state[:, 0] = count
+        log_probs = tf.constant(_np_log_softmax(logits))
+        return (log_probs, tf.constant(state)) if return_state else log_probs
+
+
+# ----------------------------------------------------------------------------------------
+# Exercise 1: line_to_tensor
+# ----------------------------------------------------------------------------------------
+def _rows(value) -> list[list[int]]:
+    """Rows of ids from a ragged tensor (or a list of tensors)."""
+    if isinstance(value, tf.RaggedTensor):
+        return value.to_list()
+    if isinstance(value, (list, tuple)):
+        return [_np(row).tolist() for row in value]
+    return _np(value).tolist()
+
+
+def test_line_to_tensor(line_to_tensor):
+    """One int64 id per Unicode character; a list of lines gives one row per line; unknown -> 0."""
+    report = _Report("test_line_to_tensor")
+    voc = vocab()
+    cases = [(c["line"], c["ids"]) for c in load_reference()["line_to_tensor"]]
+    unknown = "".join(c for c in "\u00e9\u00df\u00e6\u0436\u20ac\u2713\U0001F600" if c not in voc)
+    cases.append((unknown, [UNK_ID] * len(unknown)))
+
+    for line, ids in cases:
+        with report.case(f"line_to_tensor({line!r}, vocab)") as case:
+            out = line_to_tensor(line, voc)
+            case.check(isinstance(out, tf.Tensor), "type", "a tf.Tensor", type(out).__name__)
+            case.check(out.dtype == tf.int64, "dtype", "int64", out.dtype.name)
+            case.check(tuple(out.shape) == (len(line),), "shape (one id per character)", (len(line),), tuple(out.shape))
+            case.check(out.numpy().tolist() == ids, "ids", ids, out.numpy().tolist())
+
+    small_vocab = ["[UNK]", "", " ", "a", "b", "c"]
+    with report.case(f"line_to_tensor('cab bad', {small_vocab}) uses the vocab it is given") as case:
+        out = line_to_tensor("cab bad", small_vocab)
+        got = _np(out).tolist()
+        case.check(got == [5, 3, 4, 2, 4, 3, 0], "ids", [5, 3, 4, 2, 4, 3, 0], got)
+
+    lines = [line for line, _ in cases]
+    with report.case(f"line_to_tensor(a list of {len(lines)} lines, vocab)") as case:
+        out = line_to_tensor(lines, voc)
+        case.check(out.dtype == tf.int64, "dtype", "int64", getattr(out.dtype, "name", out.dtype))
+        rows = _rows(out)
+        case.check(len(rows) == len(lines), "one row per line", len(lines), len(rows))
+        for line, (_, ids), row in zip(lines, cases, rows):
+            case.check(row == ids, f"row of {line!r}", ids, row)
+    report.finish()
+
+
+# ----------------------------------------------------------------------------------------
+# Exercise 2: create_batch_dataset
+# ----------------------------------------------------------------------------------------
+def _check_dataset(case: _Case, dataset, text: str, voc: list[str], seq_length: int, batch_size: int,
+                   iterations: int = 1) -> list[list[str]]:
+    """Check the structure of one dataset; return the chunks of each iteration, in order."""
+    case.check(isinstance(dataset, tf.data.Dataset), "type", "a tf.data.Dataset", type(dataset).__name__)
+    spec = dataset.element_spec
+    expected_spec = (tf.TensorSpec((batch_size, seq_length), tf.int64),) * 2
+    case.check(isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec),
+               "element_spec is a pair (input, target)", expected_spec, spec)
+    case.check(all(s.dtype == tf.int64 for s in spec), "element_spec dtype", expected_spec, spec)
+    case.check(all(tuple(s.shape) == (batch_size, seq_length) for s in spec),
+               "element_spec shape (batch_size, seq_length) (drop the remainders?)", expected_spec, spec)
+
+    size = seq_length + 1
+    chunks = [text[k * size:(k + 1) * size] for k in range(len(text) // size)]
+    available = collections.Counter(chunks)
+    expected_batches = len(chunks) // batch_size
+    runs = []
+    for _ in range(iterations):
+        seen, n_batches = [], 0
+        for element in dataset:
+            x, y = (_np(t) for t in element)
+            n_batches += 1
+            case.check(np.array_equal(x[:, 1:], y[:, :-1]), f"batch {n_batches}: target is the input shifted by one",
+                       x[:2, 1:], y[:2, :-1])
+            for row in range(x.shape[0]):
+                ids = list(x[row]) + [y[row, -1]]
+                case.check(all(0 <= i < len(voc) for i in ids), f"batch {n_batches}: ids within the vocabulary",
+                           f"0 <= id < {len(voc)}", ids)
+                chunk = "".join(voc[i] for i in ids)
+                case.check(chunk in available, f"batch {n_batches}, row {row}: input + last target is one of the "
+                           f"chunks of {size} ids cut from the start of the joined text",
+                           f"one of {chunks[:2]} ...", chunk)
+                seen.append(chunk)
+        case.check(n_batches == expected_batches, "number of batches: "
+                   f"({len(text)} ids // (seq_length + 1)) // batch_size", expected_batches, n_batches)
+        repeated = collections.Counter(seen) - available
+        case.check(not repeated, "every chunk is used at most once", "no repeated chunk", sorted(repeated)[:3])
+        runs.append(seen)
+    return runs
+
+
+def _consecutive(batch: list[str], index: dict[str, list[int]]) -> bool:
+    """Whether the chunks of one batch follow each other in the text."""
+    for a, b in zip(batch, batch[1:]):
+        if not any(k + 1 in index[b] for k in index[a]):
+            return False
+    return True
+
+
+def test_create_batch_dataset(create_batch_dataset):
+    """Chunks of seq_length + 1 ids of the joined lines, split into (input, target), shuffled, batched."""
+    report = _Report("test_create_batch_dataset")
+    voc = vocab()
+    alphabet = set(voc[2:])
+
+    few = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer",
+           "The slings and arrows of outrageous fortune,", "Or to take arms against a sea of troubles"]
+    few = [line for line in few if set(line) <= alphabet]
+    with report.case(f"create_batch_dataset({len(few)} short lines, vocab, seq_length=10, batch_size=4)") as case:
+        _check_dataset(case, create_batch_dataset(few, voc, seq_length=10, batch_size=4), "\n".join(few), voc, 10, 4)
+
+    lines = _corpus_lines(start=200, count=90, alphabet=alphabet)
+    text = "\n".join(lines)
+    label = f"create_batch_dataset({len(lines)} corpus lines, vocab, seq_length=10, batch_size=4)"
+    with report.case(label) as case:
+        runs = _check_dataset(case, create_batch_dataset(lines, voc, seq_length=10, batch_size=4), text, voc, 10, 4,
+                              iterations=2)
+        chunks = [text[k * 11:(k + 1) * 11] for k in range(len(text) // 11)]
+        case.check(any(run != chunks[:len(run)] for run in runs), "the pairs are shuffled",
+                   "an order that differs from the order of the text", "the order of the text, twice")
+        index = collections.defaultdict(list)
+        for k, chunk in enumerate(chunks):
+            index[chunk].append(k)
+        batches = [run[i:i + 4] for run in runs for i in range(0, len(run), 4)]
+        case.check(not all(_consecutive(b, index) for b in batches),
+                   "the pairs are shuffled before batching", "batches of chunks from all over the text",
+                   "every batch holds consecutive chunks (shuffled after batching?)")
+
+    lines = _corpus_lines(start=0, count=1500, alphabet=alphabet)
+    with report.case(f"create_batch_dataset({len(lines)} corpus lines, vocab) with the defaults") as case:
+        _check_dataset(case, create_batch_dataset(lines, voc), "\n".join(lines), voc, 100, 64)
+    report.finish()
+
+
+# ----------------------------------------------------------------------------------------
+# Exercise 3: GRULM
+# ----------------------------------------------------------------------------------------
+def _check_layers(case: _Case, model, vocab_size: int, embedding_dim: int, rnn_units: int) -> None:
+    case.check(isinstance(model, tf.keras.Model), "GRULM is a tf.keras.Model", "a tf.keras.Model", type(model).__mro__)
+    for name, cls in (("embedding", tf.keras.layers.Embedding), ("gru", tf.keras.layers.GRU),
+                      ("dense", tf.keras.layers.Dense)):
+        layer = getattr(model, name, None)
+        case.check(isinstance(layer, cls), f"self.{name}", f"a tf.keras.layers.{cls.__name__}", type(layer).__name__)
+    emb, gru, dense = model.embedding, model.gru, model.dense
+    case.check((emb.input_dim, emb.output_dim) == (vocab_size, embedding_dim),
+               "embedding (input_dim, output_dim)", (vocab_size, embedding_dim), (emb.input_dim, emb.output_dim))
+    case.check(gru.units == rnn_units, "gru units", rnn_units, gru.units)
+    case.check(gru.return_sequences is True, "gru return_sequences", True, gru.return_sequences)
+    case.check(gru.return_state is True, "gru return_state", True, gru.return_state)
+    case.check(dense.units == vocab_size, "dense units", vocab_size, dense.units)
+
+
+def _check_log_probs(case: _Case, out, shape: tuple) -> None:
+    case.check(isinstance(out, tf.Tensor), "model(inputs) returns one tensor when return_state is False",
+               "a tf.Tensor", type(out).__name__)
+    case.check(tuple(out.shape) == shape, "output shape (batch, time, vocab_size)", shape, tuple(out.shape))
+    values = out.numpy().astype(np.float64)
+    lse = np.log(np.exp(values).sum(axis=-1))
+    case.check(np.all(np.abs(lse) < 1e-3), "outputs are log probabilities: logsumexp over the last axis is 0",
+               "0.0 everywhere", lse.ravel()[:5])
+    case.check(np.all(values <= 1e-5), "outputs are log probabilities: all <= 0", "values <= 0", values.max())
+
+
+def test_GRULM_layers(GRULM):
+    """The layers, their sizes and parameter counts, and log-probability outputs."""
+    report = _Report("test_GRULM_layers")
+    ref = load_reference()
+    vocab_size, embedding_dim, rnn_units = _sizes()
+    small = (15, 6, 5)
+    rng = np.random.default_rng(0)
+    for sizes in ((vocab_size, embedding_dim, rnn_units), small):
+        V, E, U = sizes
+        label = f"GRULM(vocab_size={V}, embedding_dim={E}, rnn_units={U})"
+        with report.case(label) as case:
+            model = GRULM(vocab_size=V, embedding_dim=E, rnn_units=U)
+            _check_layers(case, model, V, E, U)
+            inputs = tf.constant(rng.integers(2, V, size=(2, 7)), dtype=tf.int64)
+            out = model(inputs)
+            _check_log_probs(case, out, (2, 7, V))
+            if sizes == small:
+                expected = {"embedding": V * E, "gru": 3 * (E * U + U * U + 2 * U), "dense": U * V + V}
+                expected["total"] = sum(expected.values())
+            else:
+                expected = ref["parameters"]
+            got = {name: int(getattr(model, name).count_params()) for name in ("embedding", "gru", "dense")}
+            got["total"] = int(model.count_params())
+            case.check(got == expected, "parameter counts", expected, got)
+    report.finish()
+
+
+def test_GRULM_outputs(GRULM):
+    """The course-size GRULM with the pretrained weights gives the reference log probabilities and states."""
+    report = _Report("test_GRULM_outputs")
+    ref = load_reference()["grulm"]
+    atol = float(ref["atol"])
+    V, E, U = _sizes()
+    with report.case(f"GRULM(vocab_size={V}, embedding_dim={E}, rnn_units={U}) loads {WEIGHTS_PATH.name}",
+                     fatal=True):
+        model = GRULM(vocab_size=V, embedding_dim=E, rnn_units=U)
+        model(tf.zeros((1, 1), dtype=tf.int64))
+        model.load_weights(str(WEIGHTS_PATH))
+
+    inputs = tf.constant(ref["inputs"], dtype=tf.int64)
+    batch, steps = inputs.shape
+    full = full_state = None
+    with report.case("model(inputs)") as case:
+        out = model(inputs)
+        _check_log_probs(case, out, (batch, steps, V))
+        for (b, t), expected in zip(ref["positions"], ref["log_probs"]):
+            got = out[b, t].numpy()
+            case.check(_max_abs_diff(got, expected) <= atol, f"log probabilities at [{b}, {t}] (atol {atol})",
+                       np.array(expected), got)
+        full = out.numpy()
+
+    with report.case("model(inputs, return_state=True)") as case:
+        result = model(inputs, return_state=True)
+        case.check(isinstance(result, (tuple, list)) and len(result) == 2, "returns (log_probs, state)",
+                   "a pair (log_probs, state)", type(result).__name__)
+        log_probs, state = result
+        case.check(isinstance(state, tf.Tensor) and tuple(state.shape) == (batch, U), "state shape (batch, rnn_units)",
+                   (batch, U), getattr(state, "shape", type(state).__name__))
+        rows = np.array(ref["state_rows"])
+        got = state.numpy()[:, :rows.shape[1]]
+        case.check(_max_abs_diff(got, rows) <= atol, f"final state, first {rows.shape[1]} units (atol {atol})",
+                   rows, got)
+        if full is not None:
+            case.check(_max_abs_diff(log_probs.numpy(), full) <= 1e-5, "log_probs equal those of model(inputs)",
+                       full[0, 0, :5], log_probs.numpy()[0, 0, :5])
+        full_state = state.numpy()
+
+    k = steps // 3
+    with report.case(f"model(inputs[:, {k}:], states=<state after inputs[:, :{k}]>, return_state=True)") as case:
+        _, head_state = model(inputs[:, :k], return_state=True)
+        tail, tail_state = model(inputs[:, k:], states=head_state, return_state=True)
+        fresh = model(inputs[:, k:])
+        if full is not None:
+            case.check(_max_abs_diff(fresh.numpy(), full[:, k:]) > 1e-3, "passing states changes the result",
+                       "log probabilities that differ from those without states", "the same log probabilities")
+            case.check(_max_abs_diff(tail.numpy(), full[:, k:]) <= 1e-4,
+                       "equals the tail of running the whole sequence at once (atol 1e-4)", full[0, k, :5],
+                       tail.numpy()[0, 0, :5])
+        if full_state is not None:
+            case.check(_max_abs_diff(tail_state.numpy(), full_state) <= 1e-4,
+                       "final state equals the one of running the whole sequence (atol 1e-4)",
+                       full_state[:, :5], tail_state.numpy()[:, :5])
+    report.finish()
+
+
+# ----------------------------------------------------------------------------------------
+# Exercise 4: compile_model
+# ----------------------------------------------------------------------------------------
+def test_compile_model(compile_model):
+    """SparseCategoricalCrossentropy(from_logits=True) and Adam(learning_rate=0.00125)."""
+    report = _Report("test_compile_model")
+    with report.case("compile_model(a small model)") as case:
+        model = tf.keras.Sequential([
+            tf.keras.Input(shape=(None,), dtype="int64"),
+            tf.keras.layers.Embedding(12, 4),
+            tf.keras.layers.GRU(5, return_sequences=True),
+            tf.keras.layers.Dense(12),
+        ])
+        result = compile_model(model)
+        case.check(result is model, "returns the model it was given", "the model", _short(result, 80))
+        loss = getattr(model, "loss", None)
+        case.check(isinstance(loss, tf.keras.losses.SparseCategoricalCrossentropy), "loss",
+                   "a tf.keras.losses.SparseCategoricalCrossentropy", _short(loss, 120))
+        from_logits = loss.get_config().get("from_logits")
+        case.check(from_logits is True, "loss from_logits", True, from_logits)
+        optimizer = getattr(model, "optimizer", None)
+        case.check(isinstance(optimizer, tf.keras.optimizers.Adam), "optimizer", "a tf.keras.optimizers.Adam",
+                   type(optimizer).__name__)
+        lr = float(tf.keras.ops.convert_to_numpy(optimizer.learning_rate))
+        case.check(abs(lr - 0.00125) < 1e-7, "optimizer learning_rate", 0.00125, lr)
+    report.finish()
+
+
+# ----------------------------------------------------------------------------------------
+# Exercise 5: log_perplexity
+# ----------------------------------------------------------------------------------------
+def _scalar(case: _Case, value) -> float:
+    if isinstance(value, tf.Tensor):
+        value = value.numpy()
+    array = np.asarray(value)
+    case.check(array.shape == () and (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)),
+               "returns one number (a float, a numpy scalar or a 0-d tensor)", "a number", _short(value, 120))
+    return float(array)
+
+
+def test_log_perplexity(log_perplexity):
+    """Per sequence mean of -log p(target) over non-padding targets, then mean over the batch."""
+    report = _Report("test_log_perplexity")
+    ref = load_reference()
+    inputs = tf.constant(ref["grulm"]["inputs"], dtype=tf.int64)
+    preds = pretrained_lm()(inputs)[:, :-1]
+    atol = 2e-3
+
+    for item in ref["log_perplexity"]:
+        with report.case(f"{item['name']} (pretrained model's predictions)") as case:
+            targets = tf.constant(item["targets"], dtype=tf.int64)
+            got = _scalar(case, log_perplexity(preds, targets))
+            case.check(abs(got - item["value"]) <= atol, f"value (atol {atol})", item["value"], got)
+
+    # A hand-made batch: sequence 0 has log p = -1 at 2 targets and 4 padding targets,
+    # sequence 1 has log p = -3 at its 6 targets. Per sequence: 1 and 3, so 2.0 overall
+    # (the mean over all 8 tokens would be 2.5).
+    V = 5
+    targets = np.array([[2, 3, 1, 1, 1, 1], [2, 3, 4, 2, 3, 4]])
+    probs = np.zeros((2, 6, V))
+    for b in range(2):
+        for t in range(6):
+            target = targets[b, t]
+            p = 0.9 if target == PADDING_ID else math.exp(-1.0 if b == 0 else -3.0)
+            probs[b, t] = (1.0 - p) / (V - 1)
+            probs[b, t, target] = p
+    hand_preds = tf.constant(np.log(probs), dtype=tf.float32)
+    with report.case("a hand-made batch with different amounts of padding") as case:
+        got = _scalar(case, log_perplexity(hand_preds, tf.constant(targets, dtype=tf.int64)))
+        case.check(abs(got - 2.0) <= 1e-4, "value: mean over the sequences of each sequence's mean", 2.0, got)
+
+    padded = np.array(ref["log_perplexity"][-1]["targets"])
+    with report.case("padding targets are ignored (other predictions at padding positions)") as case:
+        case.check((padded == PADDING_ID).any(), "reference targets with padding", "some padding", padded)
+        noise = _np_log_softmax(np.random.default_rng(1).normal(size=preds.shape) * 4.0)
+        changed = np.where((padded == PADDING_ID)[..., None], noise, preds.numpy())
+        a = _scalar(case, log_perplexity(preds, tf.constant(padded, dtype=tf.int64)))
+        b = _scalar(case, log_perplexity(tf.constant(changed, dtype=tf.float32), tf.constant(padded, dtype=tf.int64)))
+        case.check(abs(a - b) <= 1e-5, "same value", a, b)
+
+    with report.case("random predictions give a positive value") as case:
+        rng = np.random.default_rng(2)
+        random_preds = tf.constant(_np_log_softmax(rng.normal(size=(3, 9, 11))), dtype=tf.float32)
+        random_targets = tf.constant(rng.integers(2, 11, size=(3, 9)), dtype=tf.int64)
+        got = _scalar(case, log_perplexity(random_preds, random_targets))
+        case.check(got > 0, "value > 0", "a positive number", got)
+
+    with report.case("a sequence that is all padding gives NaN") as case:
+        all_pad = np.array(ref["log_perplexity"][0]["targets"])
+        all_pad[0, :] = PADDING_ID
+        got = _scalar(case, log_perplexity(preds, tf.constant(all_pad, dtype=tf.int64)))
+        case.check(math.isnan(got), "value", float("nan"), got)
+    report.finish()
+
+
+# ----------------------------------------------------------------------------------------
+# Exercise 6: temperature_random_sampling and GenerativeModel
+# ----------------------------------------------------------------------------------------
+def _sample_ids(case: _Case, out, batch: int) -> np.ndarray:
+    dtype = getattr(out, "dtype", None)
+    case.check(_is_int_dtype(dtype), "dtype", "an integer dtype", dtype)
+    ids = _np(out)
+    case.check(ids.shape == (batch,), "shape (batch,)", (batch,), ids.shape)
+    return ids.astype(np.int64)
+
+
+def test_temperature_random_sampling(temperature_random_sampling):
+    """Greedy at temperature 0; samples from softmax(log_probs / temperature) otherwise."""
+    report = _Report("test_temperature_random_sampling")
+    V = len(vocab())
+    rng = np.random.default_rng(0)
+    log_probs = _np_log_softmax(rng.normal(size=(64, V)) * 3.0).astype(np.float32)
+    with report.case(f"temperature 0 on {log_probs.shape[0]} rows is the argmax") as case:
+        ids = _sample_ids(case, temperature_random_sampling(tf.constant(log_probs), 0.0), log_probs.shape[0])
+        expected = log_probs.argmax(axis=-1)
+        case.check(np.array_equal(ids, expected), "ids", expected, ids)
+
+    p = np.array([0.5, 0.25, 0.15, 0.1])
+    n = 20000
+    rows = tf.constant(np.tile(np.log(p), (n, 1)), dtype=tf.float32)
+    for temperature in (1.0, 0.5, 100.0):
+        expected = np.exp(np.log(p) / temperature)
+        expected /= expected.sum()
+        name = {1.0: "", 0.5: " (sharper)", 100.0: " (near uniform)"}[temperature]
+        with report.case(f"temperature {temperature}: {n} draws from p = {p.tolist()}") as case:
+            ids = _sample_ids(case, temperature_random_sampling(rows, temperature), n)
+            case.check(ids.min() >= 0 and ids.max() < len(p), "ids within range", f"0 <= id < {len(p)}",
+                       (ids.min(), ids.max()))
+            freq = np.bincount(ids, minlength=len(p)) / n
+            se = np.sqrt(expected * (1 - expected) / n)
+            case.check(np.all(np.abs(freq - expected) <= 5 * se),
+                       f"frequencies match softmax(log_probs / temperature){name} within 5 standard errors",
+                       np.round(expected, 3), np.round(freq, 3))
+    report.finish()
+
+
+def _as_text(value) -> str:
+    if isinstance(value, tf.Tensor):
+        value = value.numpy()
+        if isinstance(value, np.ndarray) and value.size == 1:
+            value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise TypeError(f"generate_n_chars returned a {type(value).__name__}, not a string")
+    return value
+
+
+def test_GenerativeModel(GenerativeModel):
+    """generate_one_step and generate_n_chars, with the pretrained model and with made-up ones."""
+    report = _Report("test_GenerativeModel")
+    voc = vocab()
+    lm = pretrained_lm()
+    U = lm.units
+
+    for probe in load_reference()["greedy"]["probes"]:
+        prefix, continuation = probe["prefix"], probe["continuation"]
+        with report.case(f"GenerativeModel(model, vocab, temperature=0.0).generate_n_chars"
+                         f"({len(continuation)}, {prefix!r}) (greedy)") as case:
+            got = _as_text(GenerativeModel(lm, voc, temperature=0.0).generate_n_chars(len(continuation), prefix))
+            case.check(got == prefix + continuation, "text", prefix + continuation, got)
+
+    prefix = "ROMEO\t"
+    with report.case(f"generate_one_step(tf.constant([{prefix!r}]), states=None)") as case:
+        result = GenerativeModel(lm, voc, temperature=1.0).generate_one_step(tf.constant([prefix]), states=None)
+        case.check(isinstance(result, (tuple, list)) and len(result) == 2, "returns (next_chars, states)",
+                   "a pair", type(result).__name__)
+        chars, states = result
+        case.check(isinstance(chars, tf.Tensor) and chars.dtype == tf.string and tuple(chars.shape) in ((1,), (1, 1)),
+                   "next chars: a string tensor of shape (1,) or (1, 1)", "tf.string, shape (1,)", _short(chars, 120))
+        char = chars.numpy().reshape(-1)[0].decode("utf-8")
+        case.check(len(char) == 1 and char in voc[2:], "one character of the vocabulary (never '[UNK]' or '')",
+                   "one character", repr(char))
+        case.check(tuple(getattr(states, "shape", ())) == (1, U), "states shape (1, rnn_units)", (1, U),
+                   getattr(states, "shape", type(states).__name__))
+
+    toy = _CycleLM(voc, U)
+    for prefix, n in (("ROMEO\t", 12), ("abc", 15)):
+        expected = toy.expected(prefix, n)
+        with report.case(f"generate_n_chars({n}, {prefix!r}) with a model whose next character depends "
+                         f"on its state and on the last character") as case:
+            got = _as_text(GenerativeModel(toy, voc, temperature=0.0).generate_n_chars(n, prefix))
+            case.check(got == expected, "text (are the states carried from step to step and the generated "
+                       "character fed back?)", expected, got)
+
+    prefix, n = "KING HENRY\t", _SAMPLE_LENGTH
+    with report.case(f"generate_n_chars({n}, {prefix!r}) at temperature 1.0") as case:
+        got = _as_text(GenerativeModel(lm, voc, temperature=1.0).generate_n_chars(n, prefix))
+        case.check(got.startswith(prefix), "starts with the prefix", prefix + "...", got)
+        case.check(len(got) == len(prefix) + n, "length: the prefix and n characters", len(prefix) + n, len(got))
+        case.check("[UNK]" not in got, "no '[UNK]'", "no '[UNK]'", got)
+
+    prefix, n = "O, ", 30
+    with report.case(f"generate_n_chars({n}, {prefix!r}) at temperature 1.0 with a model that "
+                     f"prefers '[UNK]' and padding") as case:
+        got = _as_text(GenerativeModel(_BiasedLM(lm), voc, temperature=1.0).generate_n_chars(n, prefix))
+        case.check("[UNK]" not in got, "never '[UNK]'", "no '[UNK]'", got)
+        case.check(len(got) == len(prefix) + n, "length: never the padding ''", len(prefix) + n, len(got))
+    report.finish()
