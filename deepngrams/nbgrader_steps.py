@@ -1,10 +1,11 @@
 """Steps added to nbgrader's autograde pipeline (registered in grader/nbgrader_config.py).
 
-Each is a small nbconvert preprocessor with one concern, like nbgrader's own.
+Each is a small preprocessor with one concern, like nbgrader's own (and, like theirs,
+enabled by default: a plain nbconvert Preprocessor would silently do nothing).
 """
 from __future__ import annotations
 
-from nbconvert.preprocessors import Preprocessor
+from nbgrader.preprocessors import NbGraderPreprocessor
 
 MARKER = "# grade-up-to-here"
 NOT_RUN = ('raise RuntimeError("Not graded: this test comes after the cell marked '
@@ -15,7 +16,7 @@ def _nbgrader(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
-class GradeUpToHere(Preprocessor):
+class GradeUpToHere(NbGraderPreprocessor):
     """A student's `# grade-up-to-here` in a solution cell: run nothing after that cell.
 
     Later test cells are replaced by one that fails with the reason (so they score 0 with an

@@ -118,7 +118,8 @@ def generate_release(course_dir: Path = COURSE_DIR) -> Path:
 
 def fresh_release() -> "nbformat.NotebookNode":
     """The release notebook generated in a scratch copy of the course (leaves grader/ alone)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
         course = Path(tmp) / "grader"
         (course / "source").mkdir(parents=True)
         shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)

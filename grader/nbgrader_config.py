@@ -2,7 +2,8 @@
 import sys
 from pathlib import Path
 
-BUNDLE = Path(__file__).resolve().parent.parent
+# The bundle (with the deepngrams package) is the first folder above this one that holds it.
+BUNDLE = next(p for p in Path(__file__).resolve().parents if (p / "deepngrams" / "nbgrader_steps.py").is_file())
 sys.path.insert(0, str(BUNDLE))
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Execute, IgnorePattern,  # noqa: E402

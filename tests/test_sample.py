@@ -14,7 +14,7 @@ from deepngrams.fastgru import model_variables
 
 LINES = ["First Citizen:", "Before we proceed any further, hear me speak.", "All:\tSpeak, speak."]
 VOCAB = build_vocab(LINES)
-LENGTH = 40  # one length (and prompts < 64 chars) keeps every test on the same compiled program
+LENGTH = 25  # one length (and prompts < 64 chars) keeps every test on the same compiled program
 
 
 def _small_model(seed: int = 0) -> solution.GRULM:
@@ -130,9 +130,10 @@ def test_vocabulary_must_match_the_model(model):
 
 def test_cli_prints_headed_samples(model, monkeypatch, capsys):
     monkeypatch.setattr("deepngrams.sample.load_pretrained", lambda: (model, VOCAB, {}))
-    assert sample.generate_cli("All", LENGTH, 0.8, 0, 2) == 0
+    assert sample.generate_cli("All", LENGTH, 0.8, 0, 3) == 0
     out = capsys.readouterr().out
-    assert "--- sample 1 ---\nAll" in out and "\n\n--- sample 2 ---\nAll" in out
+    assert out.startswith("--- sample 1 ---\nAll")
+    assert "\n\n--- sample 2 ---\nAll" in out and "\n\n--- sample 3 ---\nAll" in out
 
 
 def test_cli_rejects_bad_arguments_before_loading(monkeypatch, capsys):
@@ -154,6 +155,6 @@ def test_cli_lets_weights_errors_through(monkeypatch):
 
 
 def test_straightforward_baseline_agrees_when_greedy(model):
-    fast = sample.generate(model, VOCAB, "First", LENGTH, temperature=0)[0]
-    assert sample.straightforward_generate(model, VOCAB, "First", LENGTH, temperature=0) == fast
-    assert sample.throughput(model, VOCAB, length=LENGTH, batch=2) > 0
+    fast = sample.generate(model, VOCAB, "First", 10, temperature=0)[0]
+    assert sample.straightforward_generate(model, VOCAB, "First", 10, temperature=0) == fast
+    assert sample.throughput(model, VOCAB, length=LENGTH, batch=3) > 0

@@ -128,7 +128,7 @@ def test_exception_in_student_code_is_a_named_failed_case(capfd):
     with pytest.raises(AssertionError) as failure:
         w1.test_line_to_tensor(line_to_tensor)
     message = str(failure.value)
-    assert "ValueError: my bug" in message and "line_to_tensor()" in message
+    assert "ValueError in line_to_tensor(), line" in message and ": my bug" in message
     assert "Failed case: line_to_tensor('abc xyz', vocab)" in message
     assert capfd.readouterr().err == ""
 
@@ -140,7 +140,7 @@ def test_a_broken_model_stops_test_GRULM_outputs_early():
 
     with pytest.raises(AssertionError) as failure:
         w1.test_GRULM_outputs(GRULM)
-    assert "TypeError: forgot super().__init__()" in str(failure.value)
+    assert "TypeError in __init__(), line" in str(failure.value) and "forgot super().__init__()" in str(failure.value)
     assert "were not run" in str(failure.value)
     assert failure.value.__suppress_context__
 
@@ -176,3 +176,32 @@ def test_module_is_fit_to_give_to_students():
     for giveaway in ("StringLookup", "unicode_split", ".batch(", ".shuffle(", ".compile(", "drop_remainder",
                      "-tf.math.log(-tf.math.log", "deepngrams"):
         assert giveaway not in source, giveaway
+
+
+def test_greedy_probes_are_checked(monkeypatch):
+    """The greedy probes of the reference file are compared (made here from the current weights)."""
+    import copy
+
+    from deepngrams import reference
+    from deepngrams.weights import load_pretrained
+    model, vocab, _ = load_pretrained()
+    monkeypatch.setattr(reference, "GREEDY_MARGIN", 0.02)  # far above float32 differences
+    probes = []
+    for prefix in ("ROMEO\t", "The king "):
+        continuation, margin = reference.greedy_probe(model, vocab, prefix, max_chars=8)
+        if len(continuation) >= 4:
+            probes.append({"prefix": prefix, "continuation": continuation, "min_margin": margin})
+    assert probes
+    ref = w1.load_reference()
+    ref["greedy"]["probes"] = probes
+    monkeypatch.setattr(w1, "load_reference", lambda: copy.deepcopy(ref))
+    monkeypatch.setattr(w1, "_SAMPLE_LENGTH", SHORT_SAMPLE)
+    w1.test_GenerativeModel(solution.GenerativeModel)
+
+    changed = copy.deepcopy(ref)
+    probe = changed["greedy"]["probes"][0]
+    probe["continuation"] = probe["continuation"][:-1] + ("x" if probe["continuation"][-1] != "x" else "y")
+    monkeypatch.setattr(w1, "load_reference", lambda: copy.deepcopy(changed))
+    with pytest.raises(AssertionError) as failure:
+        w1.test_GenerativeModel(solution.GenerativeModel)
+    assert "(greedy)" in str(failure.value) and "1 failed case" in str(failure.value)

@@ -1,0 +1,52 @@
+"""The instructor's command line, run as a user would."""
+import json
+import os
+import subprocess
+import sys
+
+from deepngrams.config import REFERENCE_PATH, ROOT
+
+
+def run(*args, check=True):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-m", "deepngrams", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_evaluate_prints_the_reference_log_perplexity():
+    out = run("evaluate").stdout
+    expected = json.loads(REFERENCE_PATH.read_text())["eval"]["log_perplexity"]
+    value = float(out.split("eval log-perplexity ")[1].split()[0])
+    assert abs(value - expected) < 2e-3
+    assert "last 1000 lines" in out
+
+
+def test_generate_is_reproducible_for_a_seed_and_never_emits_specials():
+    first = run("generate", "--prompt", "ROMEO\t", "--length", "120", "--temperature", "1.0", "--seed", "7").stdout
+    again = run("generate", "--prompt", "ROMEO\t", "--length", "120", "--temperature", "1.0", "--seed", "7").stdout
+    other = run("generate", "--prompt", "ROMEO\t", "--length", "120", "--temperature", "1.0", "--seed", "8").stdout
+    assert first == again != other
+    assert first.startswith("ROMEO\t") and "[UNK]" not in first
+    assert len(first.rstrip("\n")) == len("ROMEO\t") + 120
+
+
+def test_generate_batch_and_bad_arguments():
+    out = run("generate", "--prompt", "KING", "--length", "30", "--batch", "3", "--seed", "1").stdout
+    assert out.count("--- sample") == 3
+    bad = run("generate", "--length", "-5", check=False)
+    assert bad.returncode == 2 and "length" in bad.stderr
+
+
+def test_help_lists_the_commands():
+    out = run("--help").stdout
+    for command in ("prepare", "train", "evaluate", "generate", "reference", "release", "demo"):
+        assert command in out
+
+
+def test_bench_rejects_an_unknown_benchmark():
+    done = subprocess.run([sys.executable, "-m", "deepngrams.bench", "--only", "nope"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "unknown benchmark" in done.stderr
