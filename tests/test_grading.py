@@ -57,9 +57,9 @@ def graded(tmp_path_factory):
     # A student's own w1_unittest.py that passes everything must not be used.
     (course / "submitted" / "bob_untouched" / release.ASSIGNMENT / "w1_unittest.py").write_text(
         "def __getattr__(name):\n    return lambda *a, **k: None\n")
-    status = demo.run(course)
-    names, rows = demo.score_table(course)
-    yield status, {student: {ex: s for ex, (s, _) in scores.items()} for student, scores in rows}, course
+    status, names, rows = demo.run(course)
+    reasons = {student: reason for student, _, reason in rows}
+    yield status, {student: {ex: s for ex, (s, _) in scores.items()} for student, scores, _ in rows}, course, reasons
     shutil.rmtree(course.parent, ignore_errors=True)
 
 
@@ -89,9 +89,11 @@ def test_stderr_noise_and_warnings_from_correct_code_cost_nothing(graded):
 
 
 def test_an_unreadable_submission_does_not_stop_the_others(graded):
-    status, scores, course = graded
+    status, scores, course, reasons = graded
     assert status != 0  # reported...
     assert scores["frank_not_json"] == {}  # ...not graded...
+    assert "not a valid notebook" in reasons["frank_not_json"]
+    assert reasons["alice_solved"] == ""
     assert scores["alice_solved"] == FULL  # ...and everyone else is.
     assert (course / "grades.csv").read_text().count("\n") >= 5
     assert (course / "feedback" / "alice_solved" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.html").exists()
