@@ -1,0 +1,110 @@
+"""What a training run leaves behind: checkpoints, the model card and the learning curve.
+
+Shared by both trainers (train.py on a CPU with TensorFlow, train_keras.py on any Keras 3
+backend), so it imports neither TensorFlow nor a backend.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .config import CORPUS_PATH, ROOT, HParams
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_id(hp: HParams, *extra) -> str:
+    """A run's identity, for its checkpoint: the recipe without the number of epochs
+    (so a run can be extended or cut short and still resume)."""
+    recipe = {k: v for k, v in hp.to_dict().items() if k != "epochs"}
+    return hashlib.sha256(json.dumps([recipe, *extra]).encode()).hexdigest()[:12]
+
+
+def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
+    """One .npz with model variables, optimizer variables and the run state; atomic."""
+    arrays = {f"model/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)}
+    arrays.update({f"opt/{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    arrays["state"] = np.array(json.dumps(state))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_checkpoint(path: Path, model, optimizer) -> dict:
+    """Restore what save_checkpoint saved into a built model and optimizer; returns the run state."""
+    with np.load(path) as z:
+        state = json.loads(str(z["state"]))
+        for i, v in enumerate(model.weights):
+            v.assign(z[f"model/{i}"])
+        for i, v in enumerate(optimizer.variables):
+            v.assign(z[f"opt/{i}"])
+    return state
+
+
+def plot_curve(history: list[dict], path: Path) -> None:
+    """Train loss and eval log-perplexity per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss (mean of epoch)")
+    ax.plot(epochs, [h["eval_log_perplexity"] for h in history], "s-", label="eval log-perplexity")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per character")
+    ax.set_title("GRULM on Shakespeare")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def model_card(*, vocab: list[str], hp: HParams, parameters: int, train_lines: int, eval_lines: int,
+               state: dict, training: dict, weights_path: Path) -> dict:
+    """The model card: what was trained, on what, where, how long, and how well."""
+    history = state["history"]
+    last = history[-1]["eval_log_perplexity"] if history else None
+    return {
+        "model": "GRULM",
+        "vocab": vocab,
+        "vocab_size": len(vocab),
+        "hparams": hp.to_dict(),
+        "parameters": parameters,
+        "corpus": {"path": CORPUS_PATH.relative_to(ROOT).as_posix(), "sha256": sha256_file(CORPUS_PATH),
+                   "train_lines": train_lines, "eval_lines": eval_lines},
+        "epochs": state["epoch"],
+        "steps_per_epoch": history[-1]["steps"] if history else 0,
+        "training": {**training, "wall_time_s": round(state["wall_time_s"], 1),
+                     "finished": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")},
+        "history": history,
+        "final": {"eval_log_perplexity": last,
+                  "eval_perplexity": round(float(np.exp(last)), 4) if last is not None else None},
+        "weights_sha256": sha256_file(weights_path),
+    }
+
+
+def write_card(card: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=1) + "\n")

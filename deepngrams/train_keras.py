@@ -1,0 +1,185 @@
+"""Train the course model with plain Keras 3 on any backend: how the weights are made on a GPU.
+
+The lent GPU machines have JAX and PyTorch but no TensorFlow, so this file needs only Keras
+and numpy (no tf.data, no tf.strings):
+
+    KERAS_BACKEND=jax python -m deepngrams.train_keras            # 30 epochs on the GPU
+    KERAS_BACKEND=jax python -m deepngrams.train_keras --smoke    # a few steps, to check the setup
+
+It follows the recipe of deepngrams.train (same model, loss, optimizer, batches of 64
+sequences of 101 ids cut from the joined training lines, a seeded shuffle per epoch),
+checkpoints every epoch, resumes, and writes the same files: model/grulm.weights.h5 (Keras
+stores variables by attribute path, embedding/gru/dense, so the file loads into the
+TensorFlow notebook's GRULM), model/model_card.json and model/learning_curve.png. Then run
+`make reference` on the CPU machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .atomic import atomic_path
+from .config import CARD_PATH, CHECKPOINT_DIR, COURSE, CURVE_PATH, PADDING_ID, WEIGHTS_PATH, HParams
+from .data import build_vocab, load_lines, split_lines
+from .record import load_checkpoint, model_card, plot_curve, run_id, save_checkpoint, write_card
+
+
+class KerasGRULM(keras.Model):
+    """The course's GRULM, written with backend-neutral Keras (same layers, same attribute names)."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, rnn_units: int):
+        super().__init__()
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = keras.layers.Dense(vocab_size, activation="log_softmax")
+
+    def call(self, inputs, training=False):
+        x, _ = self.gru(self.embedding(inputs), training=training)
+        return self.dense(x)
+
+
+def build(vocab_size: int, hp: HParams) -> KerasGRULM:
+    model = KerasGRULM(vocab_size, hp.embedding_dim, hp.rnn_units)
+    model(np.zeros((1, 1), dtype="int64"))
+    return model
+
+
+def encode(text: str, vocab: list[str]) -> np.ndarray:
+    """Character ids, as line_to_tensor gives them (unknown characters are 0)."""
+    index = {ch: i for i, ch in enumerate(vocab)}
+    return np.fromiter((index.get(ch, 0) for ch in text), dtype=np.int64, count=len(text))
+
+
+def epoch_batches(ids: np.ndarray, hp: HParams, epoch: int):
+    """(input, target) batches: chunks of seq_length + 1 ids, shuffled with a per-epoch seed."""
+    chunk = hp.seq_length + 1
+    chunks = ids[: len(ids) // chunk * chunk].reshape(-1, chunk)
+    order = np.random.default_rng(hp.seed * 1000 + epoch).permutation(len(chunks))
+    for start in range(0, len(order) - hp.batch_size + 1, hp.batch_size):
+        batch = chunks[order[start:start + hp.batch_size]]
+        yield batch[:, :-1], batch[:, 1:]
+
+
+def eval_log_perplexity(model, ids: np.ndarray) -> float:
+    """Mean negative log probability of each next id of the eval text, read as one sequence."""
+    preds = keras.ops.convert_to_numpy(model(ids[None, :-1]))[0]
+    target = ids[1:]
+    picked = preds[np.arange(len(target)), target]
+    return float(-picked[target != PADDING_ID].mean())
+
+
+def accelerator() -> tuple[str, str]:
+    """(device kind, description) of what Keras computes on."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+            dev = jax.devices()[0]
+            return dev.platform, f"{dev.platform.upper()}: {dev.device_kind}"
+        if backend == "torch":
+            import torch
+            if torch.cuda.is_available():
+                return "gpu", f"GPU: {torch.cuda.get_device_name(0)}"
+        if backend == "tensorflow":
+            import tensorflow as tf
+            if tf.config.list_physical_devices("GPU"):
+                return "gpu", "GPU (TensorFlow)"
+    except Exception:
+        pass
+    from .record import cpu_name
+    return "cpu", f"CPU: {cpu_name()} ({os.cpu_count()} cores)"
+
+
+def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: Path = CHECKPOINT_DIR,
+          max_lines: int | None = None, max_steps: int | None = None, fresh: bool = False) -> dict:
+    """Train with model.train_on_batch, checkpointing every epoch; write weights, card and curve."""
+    weights_path = (out_dir / WEIGHTS_PATH.name) if out_dir else WEIGHTS_PATH
+    card_path = (out_dir / CARD_PATH.name) if out_dir else CARD_PATH
+    curve_path = (out_dir / CURVE_PATH.name) if out_dir else CURVE_PATH
+
+    lines = load_lines()
+    vocab = build_vocab(lines)
+    train_lines, eval_lines = split_lines(lines)
+    if max_lines:
+        train_lines, eval_lines = train_lines[:max_lines], eval_lines[: max(10, max_lines // 100)]
+    train_ids, eval_ids = encode("\n".join(train_lines), vocab), encode("\n".join(eval_lines), vocab)
+
+    keras.utils.set_random_seed(hp.seed)
+    model = build(len(vocab), hp)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.optimizer.build(model.trainable_variables)
+
+    ckpt = checkpoint_dir / f"keras-{keras.backend.backend()}-{run_id(hp, max_lines, max_steps)}.npz"
+    state = {"epoch": 0, "history": [], "wall_time_s": 0.0}
+    if ckpt.exists() and not fresh:
+        state = load_checkpoint(ckpt, model, model.optimizer)
+        print(f"Resuming from {ckpt} after epoch {state['epoch']}.")
+
+    from tqdm import tqdm
+    steps_per_epoch = (len(train_ids) // (hp.seq_length + 1)) // hp.batch_size
+    for epoch in range(state["epoch"] + 1, hp.epochs + 1):
+        start, losses = time.perf_counter(), []
+        total = min(steps_per_epoch, max_steps or steps_per_epoch)
+        bar = tqdm(epoch_batches(train_ids, hp, epoch), total=total, desc=f"epoch {epoch}/{hp.epochs}", unit="step")
+        for inputs, targets in bar:
+            losses.append(float(model.train_on_batch(inputs, targets)))
+            if len(losses) == total:
+                break
+        seconds = time.perf_counter() - start
+        log_ppx = eval_log_perplexity(model, eval_ids)
+        state["history"].append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5),
+                                 "eval_log_perplexity": round(log_ppx, 5), "steps": len(losses),
+                                 "seconds": round(seconds, 1)})
+        state["epoch"] = epoch
+        state["wall_time_s"] += seconds
+        save_checkpoint(ckpt, model, model.optimizer, state)
+        print(f"epoch {epoch}: train loss {np.mean(losses):.4f}, eval log-perplexity {log_ppx:.4f}, {seconds:.0f} s",
+              flush=True)
+
+    export = build(len(vocab), hp)  # weights only, no optimizer state
+    export.set_weights(model.get_weights())
+    with atomic_path(weights_path) as tmp:
+        export.save_weights(tmp)
+    device, hardware = accelerator()
+    card = model_card(
+        vocab=vocab, hp=hp, parameters=int(model.count_params()), train_lines=len(train_lines),
+        eval_lines=len(eval_lines), state=state, weights_path=weights_path,
+        training={"hardware": hardware, "device": device,
+                  "backend": f"keras {keras.__version__} on {keras.backend.backend()}, python {platform.python_version()}",
+                  "method": "deepngrams.train_keras: Keras train_on_batch, float32",
+                  "smoke": bool(max_lines or max_steps)})
+    write_card(card, card_path)
+    if state["history"]:
+        plot_curve(state["history"], curve_path)
+    print(f"Wrote {weights_path}, {card_path} and {curve_path}. Now run `make reference` (needs TensorFlow).")
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deepngrams.train_keras", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, help="number of epochs (default: the course's 30)")
+    p.add_argument("--smoke", action="store_true", help="2 epochs of 3 steps on a slice")
+    p.add_argument("--out", type=Path, help="write the files here instead of model/")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    args = p.parse_args(argv)
+    hp = COURSE if args.epochs is None else replace(COURSE, epochs=args.epochs)
+    if args.smoke:
+        train(replace(hp, epochs=args.epochs or 2), out_dir=args.out or Path("model-smoke"), max_lines=2000,
+              max_steps=3, fresh=args.fresh)
+    else:
+        train(hp, out_dir=args.out, fresh=args.fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
