@@ -8,7 +8,7 @@ import pytest
 
 from deepngrams import demo, release
 
-FULL = {"line_to_tensor": 3, "create_batch_dataset": 3, "GRULM": 4, "compile_model": 1,
+FULL = {"line_to_tensor": 3, "create_batch_dataset": 3, "GRULM": 4, "compile_model": 2,
         "log_perplexity": 3, "temperature_random_sampling": 1, "GenerativeModel": 3}
 
 NOISY = '''
