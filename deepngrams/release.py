@@ -5,7 +5,8 @@
 
 1. `sync`: the solution cells (and the given helpers) of the source notebook are copied from
    the blocks of deepngrams/solution.py, so there is one copy of the solution code;
-2. `release`: nbgrader's generate_assignment makes the student version; it is copied to assignment/;
+2. `release`: nbgrader's generate_assignment makes the student version (in a scratch copy of
+   the course, so grader/'s gradebook is not touched); it is copied to assignment/;
 3. `solutions`: the source notebook without hidden tests and solution markers, executed, with outputs;
 4. `samples`: three submissions under grader/submitted/ for `make demo`.
 """
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if _sources(source_synced) != _sources(source):
         write(source_synced, SOURCE_NB)
         print(f"synced {SOURCE_NB.relative_to(ROOT)} with {SOLUTION_PY.relative_to(ROOT)}")
-    release = read(generate_release())
+    release = fresh_release()  # in a scratch course: the course's gradebook is left alone
     write(release, RELEASE_NB)
     print(f"wrote {RELEASE_NB.relative_to(ROOT)}")
     for student, nb in sample_submissions(release).items():
