@@ -101,6 +101,10 @@ def run(course_dir: Path = COURSE_DIR) -> tuple[int, list[str], list]:
         if done.returncode != 0:
             failed = True
             print(f"nbgrader {args[0]} reported errors:", *errors[:20], sep="\n  ", file=sys.stderr)
+            if "Cannot add or remove cells" in done.stdout + done.stderr:
+                print(f"The source notebook's cells changed since these submissions were graded. To grade "
+                      f"again from scratch, remove {course_dir / 'gradebook.db'} (its grades are lost).",
+                      file=sys.stderr)
     csv = course_dir / "grades.csv"
     with atomic_path(csv) as tmp:
         done = nbgrader("export", f"--CsvExportPlugin.to={tmp}", cwd=course_dir)
