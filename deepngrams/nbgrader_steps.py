@@ -5,7 +5,7 @@ enabled by default: a plain nbconvert Preprocessor would silently do nothing).
 """
 from __future__ import annotations
 
-from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.preprocessors import DeduplicateIds, NbGraderPreprocessor, OverwriteCells
 
 MARKER = "# grade-up-to-here"
 NOT_RUN = ('raise RuntimeError("Not graded: this test comes after the cell marked '
@@ -37,3 +37,53 @@ class GradeUpToHere(NbGraderPreprocessor):
                 cell.source = "# not run: this cell comes after `# grade-up-to-here`"
         self.log.info("Stopping after cell %d: it is marked %r", cut, MARKER)
         return nb, resources
+
+
+class OverwriteCellsKeepingOrder(OverwriteCells):
+    """nbgrader's OverwriteCells, with deleted graded cells put back robustly.
+
+    nbgrader 0.9's own `add_missing_cells` assumes the cell before a deleted test cell is a
+    graded or solution cell (a locked markdown cell there raises KeyError), and crashes on
+    a cell whose nbgrader metadata DeduplicateIds emptied. Here a deleted cell goes back
+    right after the nearest earlier source cell the submission still has.
+    """
+
+    def add_missing_grade_cells(self, nb, resources):
+        source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        order = [c.name for c in source_nb.source_cells]
+        sources = {c.name: c for c in source_nb.source_cells}
+        solutions = {c.name for c in source_nb.solution_cells}
+        for grade_cell in sorted(source_nb.grade_cells, key=lambda c: order.index(c.name)):
+            present = [_nbgrader(c).get("grade_id") for c in nb.cells]
+            if grade_cell.name in present:
+                continue
+            self.log.warning("Graded cell %s was deleted: putting it back", grade_cell.name)
+            cell = self.missing_cell_transform(sources[grade_cell.name], grade_cell.max_score,
+                                               is_solution=grade_cell.name in solutions)
+            earlier = order[: order.index(grade_cell.name)]
+            at = next((present.index(name) + 1 for name in reversed(earlier) if name in present), 0)
+            nb.cells.insert(at, cell)
+        return nb, resources
+
+    def add_missing_task_cells(self, nb, resources):
+        source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        sources = {c.name: c for c in source_nb.source_cells}
+        present = {_nbgrader(c).get("grade_id") for c in nb.cells}
+        for task_cell in source_nb.task_cells:
+            if task_cell.name not in present:
+                nb.cells.append(self.missing_cell_transform(sources[task_cell.name], task_cell.max_score, is_task=True))
+        return nb, resources
+
+
+class DeduplicateIdsCleanly(DeduplicateIds):
+    """nbgrader's DeduplicateIds, but a copied graded cell loses its nbgrader metadata entirely.
+
+    nbgrader 0.9 leaves `"nbgrader": {}` on the copies, which CheckCellMetadata then rejects
+    as an old metadata format, and the whole submission fails.
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        cell, resources = super().preprocess_cell(cell, resources, cell_index)
+        if cell.get("metadata", {}).get("nbgrader") == {}:
+            del cell.metadata["nbgrader"]
+        return cell, resources

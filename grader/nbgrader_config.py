@@ -6,10 +6,12 @@ from pathlib import Path
 BUNDLE = next(p for p in Path(__file__).resolve().parents if (p / "deepngrams" / "nbgrader_steps.py").is_file())
 sys.path.insert(0, str(BUNDLE))
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Execute, IgnorePattern,  # noqa: E402
-                                    LimitOutput, SaveAutoGrades)
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,  # noqa: E402
+                                    Execute, IgnorePattern, LimitOutput, OverwriteKernelspec,
+                                    SaveAutoGrades)
 
-from deepngrams.nbgrader_steps import GradeUpToHere  # noqa: E402
+from deepngrams.nbgrader_steps import (DeduplicateIdsCleanly, GradeUpToHere,  # noqa: E402
+                                       OverwriteCellsKeepingOrder)
 
 c = get_config()  # noqa: F821
 
@@ -18,6 +20,12 @@ c.CourseDirectory.course_id = "deep-ngrams"
 # w1_unittest.py, data/ and model/ (found in the bundle above this folder) are used.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
                             "w1_unittest.py", "data", "model", "deepngrams", "*.py", "*.h5", "*.txt"]
+
+# A test cell a student deleted is put back and run, rather than leaving its grade empty, and a
+# copied graded cell counts once; both with fixes of nbgrader's own steps (deepngrams/nbgrader_steps.py).
+c.OverwriteCells.add_missing_cells = True
+c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIdsCleanly, OverwriteKernelspec,
+                                      OverwriteCellsKeepingOrder, CheckCellMetadata]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 

@@ -1,4 +1,5 @@
 """Plain nbgrader, with the course's configuration, grades fairly: one batch, several students."""
+import copy
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,6 +48,13 @@ def graded(tmp_path_factory):
     subs = release.sample_submissions(rel)
     subs["dave_up_to_here"] = release.with_solutions(rel, names, up_to_here_edit)
     subs["erin_noisy"] = release.with_solutions(rel, names, noisy_edit)
+    deleted = copy.deepcopy(subs["alice_solved"])
+    deleted.cells = [c for c in deleted.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_line_to_tensor"]
+    subs["gina_deleted_test"] = deleted
+    duplicated = copy.deepcopy(subs["alice_solved"])
+    test_cell = next(c for c in duplicated.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_log_perplexity")
+    duplicated.cells.append(copy.deepcopy(test_cell))
+    subs["hank_duplicated_cell"] = duplicated
     for student, nb in subs.items():
         path = course / "submitted" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
         path.parent.mkdir(parents=True)
@@ -86,6 +94,14 @@ def test_grade_up_to_here_stops_after_the_marked_cell(graded):
 
 def test_stderr_noise_and_warnings_from_correct_code_cost_nothing(graded):
     assert graded[1]["erin_noisy"] == FULL
+
+
+def test_a_deleted_test_cell_is_put_back_and_run(graded):
+    assert graded[1]["gina_deleted_test"] == FULL
+
+
+def test_a_copied_graded_cell_does_not_count_twice_or_stop_the_batch(graded):
+    assert graded[1]["hank_duplicated_cell"] == FULL
 
 
 def test_an_unreadable_submission_does_not_stop_the_others(graded):
