@@ -30,9 +30,20 @@ class HParams:
     shuffle_buffer: int = 10000
     epochs: int = 30
     seed: int = 1
+    # The pretrained weights: Adam at the course's rate, then a linear decay to a tenth of it
+    # over the last third of the epochs (the students' compile_model keeps the constant rate).
+    decay_from_epoch: int = 20
+    final_rate_fraction: float = 0.1
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def learning_rate_at(self, epoch: int) -> float:
+        """The learning rate of epoch `epoch` (1-based)."""
+        if epoch <= self.decay_from_epoch or self.epochs <= self.decay_from_epoch:
+            return self.learning_rate
+        done = (epoch - self.decay_from_epoch) / (self.epochs - self.decay_from_epoch)
+        return self.learning_rate * (1.0 - (1.0 - self.final_rate_fraction) * done)
 
 
 COURSE = HParams()

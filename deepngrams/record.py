@@ -33,9 +33,9 @@ def sha256_file(path: Path) -> str:
 
 
 def run_id(hp: HParams, *extra) -> str:
-    """A run's identity, for its checkpoint: the recipe without the number of epochs
-    (so a run can be extended or cut short and still resume)."""
-    recipe = {k: v for k, v in hp.to_dict().items() if k != "epochs"}
+    """A run's identity, for its checkpoint: the recipe without the number of epochs and the
+    learning-rate schedule (so a run can be extended, cut short or re-scheduled and still resume)."""
+    recipe = {k: v for k, v in hp.to_dict().items() if k not in ("epochs", "decay_from_epoch", "final_rate_fraction")}
     return hashlib.sha256(json.dumps([recipe, *extra]).encode()).hexdigest()[:12]
 
 

@@ -68,6 +68,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
 
     for epoch in range(state["epoch"] + 1, hp.epochs + 1):
         tf.random.set_seed(hp.seed * 1000 + epoch)  # this epoch's shuffle, same after a resume
+        optimizer.learning_rate.assign(hp.learning_rate_at(epoch))
         ds = solution.create_batch_dataset(train_lines, vocab, hp.seq_length, hp.batch_size)
         if max_steps:
             ds = ds.take(max_steps)
@@ -81,7 +82,8 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         seconds = time.perf_counter() - start
         log_ppx = evaluate_log_perplexity(model, eval_lines, vocab)
-        record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5),
+        record = {"epoch": epoch, "learning_rate": hp.learning_rate_at(epoch),
+                  "train_loss": round(float(np.mean(losses)), 5),
                   "eval_log_perplexity": round(log_ppx, 5), "steps": len(losses),
                   "seconds": round(seconds, 1)}
         state["history"].append(record)

@@ -127,6 +127,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     from tqdm import tqdm
     steps_per_epoch = (len(train_ids) // (hp.seq_length + 1)) // hp.batch_size
     for epoch in range(state["epoch"] + 1, hp.epochs + 1):
+        model.optimizer.learning_rate.assign(hp.learning_rate_at(epoch))
         start, losses = time.perf_counter(), []
         total = min(steps_per_epoch, max_steps or steps_per_epoch)
         bar = tqdm(epoch_batches(train_ids, hp, epoch), total=total, desc=f"epoch {epoch}/{hp.epochs}", unit="step")
@@ -136,7 +137,8 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                 break
         seconds = time.perf_counter() - start
         log_ppx = eval_log_perplexity(model, eval_ids)
-        state["history"].append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5),
+        state["history"].append({"epoch": epoch, "learning_rate": hp.learning_rate_at(epoch),
+                                 "train_loss": round(float(np.mean(losses)), 5),
                                  "eval_log_perplexity": round(log_ppx, 5), "steps": len(losses),
                                  "seconds": round(seconds, 1)})
         state["epoch"] = epoch

@@ -158,3 +158,19 @@ def test_epoch_batches_cover_distinct_chunks_and_depend_on_the_epoch():
     again = [(x.tolist(), y.tolist()) for x, y in train_keras.epoch_batches(ids, hp, 1)]
     other = [(x.tolist(), y.tolist()) for x, y in train_keras.epoch_batches(ids, hp, 2)]
     assert first == again and first != other
+
+
+def test_learning_rate_is_constant_then_decays_to_a_tenth():
+    hp = COURSE
+    rates = [hp.learning_rate_at(e) for e in range(1, hp.epochs + 1)]
+    assert rates[: hp.decay_from_epoch] == [0.00125] * hp.decay_from_epoch
+    assert all(a > b for a, b in zip(rates[hp.decay_from_epoch - 1:], rates[hp.decay_from_epoch:]))
+    assert rates[-1] == pytest.approx(0.000125)
+    assert replace(hp, epochs=5).learning_rate_at(5) == 0.00125  # short runs never decay
+
+
+def test_the_schedule_is_applied_and_recorded(tmp_path):
+    hp = replace(SMOKE, epochs=3, decay_from_epoch=1, final_rate_fraction=0.5)
+    card = train.train(hp, out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt", max_lines=1500,
+                       max_steps=1, progress=False)
+    assert [h["learning_rate"] for h in card["history"]] == pytest.approx([0.00125, 0.0009375, 0.000625])
