@@ -64,6 +64,8 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     state = {"epoch": 0, "history": [], "wall_time_s": 0.0}
     if ckpt.exists() and not fresh:
         state = load_checkpoint(ckpt, model, optimizer)
+        for record in state["history"]:  # checkpoints written before the rate was recorded
+            record.setdefault("learning_rate", hp.learning_rate_at(record["epoch"]))
         print(f"Resuming from {ckpt} after epoch {state['epoch']}.")
 
     for epoch in range(state["epoch"] + 1, hp.epochs + 1):
