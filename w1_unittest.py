@@ -48,7 +48,7 @@ _SAMPLE_LENGTH = 40  # characters sampled at temperature 1 in test_GenerativeMod
 __all__ = [
     "test_line_to_tensor", "test_create_batch_dataset", "test_GRULM_layers", "test_GRULM_outputs",
     "test_compile_model", "test_log_perplexity", "test_temperature_random_sampling",
-    "test_GenerativeModel", "load_reference", "pretrained_lm", "vocab", "model_card", "check",
+    "test_GenerativeModel", "load_reference", "pretrained_lm", "vocab", "model_card", "check", "quiet",
 ]
 
 
