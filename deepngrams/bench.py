@@ -30,7 +30,6 @@ def _row(name: str, value: str, note: str = "") -> None:
 
 
 def bench_training(steps: int) -> None:
-    import numpy as np
     import tensorflow as tf
 
     from . import fastgru, solution

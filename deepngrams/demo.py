@@ -8,7 +8,6 @@ assignment in the gradebook, autograde, generate_feedback, export), then reads t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

@@ -1,7 +1,6 @@
 """The fast training step, the training command, checkpoints and resume."""
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import tensorflow as tf
 from deepngrams import fastgru, solution, train
 from deepngrams.config import COURSE, CORPUS_PATH
 from deepngrams.record import sha256_file
-from deepngrams.weights import build_model, load_pretrained
+from deepngrams.weights import load_pretrained
 
 SMOKE = replace(COURSE, epochs=2, seed=3)
 

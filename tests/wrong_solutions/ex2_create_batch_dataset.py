@@ -1,5 +1,4 @@
 """create_batch_dataset(lines, vocab, seq_length=100, batch_size=64)."""
-import numpy as np
 import tensorflow as tf
 
 from deepngrams.solution import line_to_tensor, split_input_target
