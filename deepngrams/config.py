@@ -30,9 +30,9 @@ class HParams:
     shuffle_buffer: int = 10000
     epochs: int = 30
     seed: int = 1
-    # The pretrained weights: Adam at the course's rate, then a linear decay to a tenth of it
-    # over the last third of the epochs (the students' compile_model keeps the constant rate).
-    decay_from_epoch: int = 20
+    # The pretrained weights: Adam at the course's rate for half the epochs, then a linear decay
+    # to a tenth of it (the students' compile_model keeps the constant rate).
+    decay_from_epoch: int = 15
     final_rate_fraction: float = 0.1
 
     def to_dict(self) -> dict:
