@@ -43,7 +43,7 @@ WEIGHTS_PATH = MODEL_DIR / "grulm.weights.h5"
 
 UNK_ID = 0
 PADDING_ID = 1
-_SAMPLE_LENGTH = 40  # characters sampled at temperature 1 in test_GenerativeModel
+_SAMPLE_LENGTH = 20  # characters sampled at temperature 1 in test_GenerativeModel
 
 __all__ = [
     "test_line_to_tensor", "test_create_batch_dataset", "test_GRULM_layers", "test_GRULM_outputs",
