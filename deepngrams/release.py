@@ -193,17 +193,22 @@ def stale() -> list[str]:
     problems = []
     source = read(SOURCE_NB)
     if _sources(synced(source)) != _sources(source):
-        problems.append(f"{SOURCE_NB.relative_to(ROOT)} is out of sync with {SOLUTION_PY.relative_to(ROOT)}")
+        problems.append(f"{_shown(SOURCE_NB)} is out of sync with {_shown(SOLUTION_PY)}")
     release = fresh_release()
     if not RELEASE_NB.exists() or _sources(read(RELEASE_NB)) != _sources(release):
-        problems.append(f"{RELEASE_NB.relative_to(ROOT)} differs from nbgrader's release of the source notebook")
+        problems.append(f"{_shown(RELEASE_NB)} differs from nbgrader's release of the source notebook")
     if not SOLUTION_NB.exists() or _sources(read(SOLUTION_NB)) != _sources(solutions_source(source)):
-        problems.append(f"{SOLUTION_NB.relative_to(ROOT)} differs from the source notebook")
+        problems.append(f"{_shown(SOLUTION_NB)} differs from the source notebook")
     for student, nb in sample_submissions(release).items():
         path = SUBMITTED / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
         if not path.exists() or _sources(read(path)) != _sources(nb):
-            problems.append(f"{path.relative_to(ROOT)} is stale")
+            problems.append(f"{_shown(path)} is stale")
     return problems
+
+
+def _shown(path: Path) -> str:
+    """A path as the user knows it: relative to the bundle when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def _sources(nb) -> list:
@@ -232,18 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     source_synced = synced(source)
     if _sources(source_synced) != _sources(source):
         write(source_synced, SOURCE_NB)
-        print(f"synced {SOURCE_NB.relative_to(ROOT)} with {SOLUTION_PY.relative_to(ROOT)}")
+        print(f"synced {_shown(SOURCE_NB)} with {_shown(SOLUTION_PY)}")
     release = fresh_release()  # in a scratch course: the course's gradebook is left alone
     write(release, RELEASE_NB)
-    print(f"wrote {RELEASE_NB.relative_to(ROOT)}")
+    print(f"wrote {_shown(RELEASE_NB)}")
     for student, nb in sample_submissions(release).items():
         path = SUBMITTED / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
         write(nb, path)
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {_shown(path)}")
     solved = solutions_source(source_synced)
     if not args.no_execute:
         print("running the solved notebook (a few minutes) ...", flush=True)
         solved = execute(solved, SOLUTION_NB.parent)
     write(solved, SOLUTION_NB)
-    print(f"wrote {SOLUTION_NB.relative_to(ROOT)}")
+    print(f"wrote {_shown(SOLUTION_NB)}")
     return 0
