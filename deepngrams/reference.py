@@ -32,8 +32,8 @@ MAX_PROBES = 3
 LINE_CASES = ["abc xyz", "To be, or not to be: that is the question.", "HAMLET\tWho's there?",
               "Ünïcödé ✓ maps to [UNK]", ""]
 PROBE_TEXTS = ["ROMEO\tBut soft, what light", "To be, or not to be, that is"]
-GREEDY_PREFIXES = ["KING HENRY\t", "ROMEO\t", "HAMLET\tTo be, or not ", "[Exeunt", "What, my lord", "The king ",
-                   "I pray you, sir, ", "First Citizen", "Enter ", "O, "]
+GREEDY_PREFIXES = ["[Exeunt", "Farewell, ", "The king ", "What say you", "I do beseech you", "QUEEN ELIZABETH\t",
+                   "Here comes ", "Thou art "]  # candidates; those with a clear greedy continuation are kept
 
 
 def _ids(text: str, vocab: list[str]) -> list[int]:

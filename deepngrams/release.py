@@ -146,7 +146,9 @@ def execute(nb, cwd: Path, timeout: int = 600):
     from nbclient import NotebookClient
     env_quick = os.environ.pop("NBGRADER_EXECUTION", None)
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+        # As when grading: TensorFlow's C++ notices stay out of the cells.
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+                       extra_arguments=["--IPKernelApp.capture_fd_output=False"]).execute()
     finally:
         if env_quick is not None:
             os.environ["NBGRADER_EXECUTION"] = env_quick
