@@ -112,12 +112,13 @@ def test_the_trusted_model_matches_keras():
     inputs = tf.constant(w1.load_reference()["grulm"]["inputs"], dtype=tf.int64)
     expected, expected_state = model(inputs, return_state=True)
     got, state = w1.pretrained_lm()(inputs, return_state=True)
-    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5)
+    # float32, other op order: log-probabilities of -40 differ in the 6th significant digit
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(state.numpy(), expected_state.numpy(), atol=1e-5)
     k = 9
     _, head = w1.pretrained_lm()(inputs[:, :k], return_state=True)
     tail = w1.pretrained_lm()(inputs[:, k:], states=head)
-    np.testing.assert_allclose(tail.numpy(), expected.numpy()[:, k:], atol=1e-5)
+    np.testing.assert_allclose(tail.numpy(), expected.numpy()[:, k:], rtol=1e-5, atol=1e-4)
     assert w1.pretrained_lm() is w1.pretrained_lm()
 
 
