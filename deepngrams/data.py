@@ -28,3 +28,12 @@ def build_vocab(lines: list[str]) -> list[str]:
 def eval_text(lines: list[str]) -> str:
     """The held-out lines as one text: evaluation reads them as a single long sequence."""
     return "\n".join(split_lines(lines)[1])
+
+
+def training_data(max_lines: int | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(vocabulary, training lines, eval lines); `max_lines` keeps a slice, for smoke runs."""
+    lines = load_lines()
+    train_lines, eval_lines = split_lines(lines)
+    if max_lines:
+        train_lines, eval_lines = train_lines[:max_lines], eval_lines[: max(10, max_lines // 100)]
+    return build_vocab(lines), train_lines, eval_lines

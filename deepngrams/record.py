@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .config import CORPUS_PATH, ROOT, HParams
+from .config import CARD_PATH, CORPUS_PATH, CURVE_PATH, ROOT, WEIGHTS_PATH, HParams
 
 
 def cpu_name() -> str:
@@ -29,6 +29,12 @@ def cpu_name() -> str:
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def output_paths(out_dir: Path | None) -> tuple[Path, Path, Path]:
+    """Where a run writes its weights, model card and curve: model/, unless told otherwise."""
+    paths = (WEIGHTS_PATH, CARD_PATH, CURVE_PATH)
+    return paths if out_dir is None else tuple(Path(out_dir) / p.name for p in paths)
 
 
 def run_id(hp: HParams, *extra) -> str:

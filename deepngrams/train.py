@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from . import fastgru, solution
 from .atomic import atomic_path
-from .config import CARD_PATH, CHECKPOINT_DIR, CURVE_PATH, COURSE, WEIGHTS_PATH, HParams
-from .data import build_vocab, load_lines, split_lines
-from .record import cpu_name, load_checkpoint, model_card, plot_curve, run_id, save_checkpoint, write_card
+from .config import CHECKPOINT_DIR, COURSE, HParams
+from .data import training_data
+from .record import (cpu_name, load_checkpoint, model_card, output_paths, plot_curve, run_id, save_checkpoint,
+                     write_card)
 from .weights import build_model
 
 
@@ -43,15 +44,8 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     `max_lines` / `max_steps` make the smoke run: a slice of the corpus, a few steps an epoch.
     Returns the model card.
     """
-    weights_path = (out_dir / WEIGHTS_PATH.name) if out_dir else WEIGHTS_PATH
-    card_path = (out_dir / CARD_PATH.name) if out_dir else CARD_PATH
-    curve_path = (out_dir / CURVE_PATH.name) if out_dir else CURVE_PATH
-
-    lines = load_lines()
-    vocab = build_vocab(lines)
-    train_lines, eval_lines = split_lines(lines)
-    if max_lines:
-        train_lines, eval_lines = train_lines[:max_lines], eval_lines[: max(10, max_lines // 100)]
+    weights_path, card_path, curve_path = output_paths(out_dir)
+    vocab, train_lines, eval_lines = training_data(max_lines)
 
     tf.keras.utils.set_random_seed(hp.seed)
     model = build_model(len(vocab), hp)

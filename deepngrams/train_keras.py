@@ -27,9 +27,9 @@ import keras
 import numpy as np
 
 from .atomic import atomic_path
-from .config import CARD_PATH, CHECKPOINT_DIR, COURSE, CURVE_PATH, PADDING_ID, WEIGHTS_PATH, HParams
-from .data import build_vocab, load_lines, split_lines
-from .record import load_checkpoint, model_card, plot_curve, run_id, save_checkpoint, write_card
+from .config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
+from .data import training_data
+from .record import load_checkpoint, model_card, output_paths, plot_curve, run_id, save_checkpoint, write_card
 
 
 class KerasGRULM(keras.Model):
@@ -101,15 +101,8 @@ def accelerator() -> tuple[str, str]:
 def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: Path = CHECKPOINT_DIR,
           max_lines: int | None = None, max_steps: int | None = None, fresh: bool = False) -> dict:
     """Train with model.train_on_batch, checkpointing every epoch; write weights, card and curve."""
-    weights_path = (out_dir / WEIGHTS_PATH.name) if out_dir else WEIGHTS_PATH
-    card_path = (out_dir / CARD_PATH.name) if out_dir else CARD_PATH
-    curve_path = (out_dir / CURVE_PATH.name) if out_dir else CURVE_PATH
-
-    lines = load_lines()
-    vocab = build_vocab(lines)
-    train_lines, eval_lines = split_lines(lines)
-    if max_lines:
-        train_lines, eval_lines = train_lines[:max_lines], eval_lines[: max(10, max_lines // 100)]
+    weights_path, card_path, curve_path = output_paths(out_dir)
+    vocab, train_lines, eval_lines = training_data(max_lines)
     train_ids, eval_ids = encode("\n".join(train_lines), vocab), encode("\n".join(eval_lines), vocab)
 
     keras.utils.set_random_seed(hp.seed)
