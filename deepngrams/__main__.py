@@ -80,14 +80,14 @@ def _run(args) -> int:
     if args.command == "evaluate":
         import numpy as np
 
-        from .data import load_lines, build_vocab, split_lines
+        from .data import training_data
         from .train import evaluate_log_perplexity
         from .weights import load_pretrained
-        lines = load_lines()
-        model, vocab, card = load_pretrained(vocab=build_vocab(lines))
-        log_ppx = evaluate_log_perplexity(model, split_lines(lines)[1], vocab)
+        vocab, _, eval_lines = training_data()
+        model, vocab, card = load_pretrained(vocab=vocab)
+        log_ppx = evaluate_log_perplexity(model, eval_lines, vocab)
         print(f"eval log-perplexity {log_ppx:.4f} (perplexity {np.exp(log_ppx):.3f}) "
-              f"on the last {len(split_lines(lines)[1])} lines")
+              f"on the last {len(eval_lines)} lines")
         return 0
     if args.command == "generate":
         from .sample import generate_cli

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import shutil
@@ -78,7 +79,6 @@ def expected_evaluation_text() -> str | None:
     if not REFERENCE_PATH.exists():
         return None
     ref = json.loads(REFERENCE_PATH.read_text(encoding="utf-8"))
-    import math
     lp = ref["eval"]["log_perplexity"]
     return (f"Expected output: a log perplexity of about {lp:.2f}, a perplexity of about {math.exp(lp):.2f}.\n"
             "The model hesitates, on average, between three or four characters.")
@@ -109,7 +109,7 @@ def nbgrader(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def generate_release(course_dir: Path = COURSE_DIR) -> Path:
+def generate_release(course_dir: Path) -> Path:
     """nbgrader generate_assignment in `course_dir`; returns the released notebook's path."""
     done = nbgrader("generate_assignment", ASSIGNMENT, "--force", cwd=course_dir)
     if done.returncode != 0:
