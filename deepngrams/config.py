@@ -34,6 +34,11 @@ class HParams:
     # to a tenth of it (the students' compile_model keeps the constant rate).
     decay_from_epoch: int = 15
     final_rate_fraction: float = 0.1
+    # The pretrained weights also read the text as long streams (each batch row continues the
+    # previous batch's row, the GRU state carried over, as the evaluation reads the held-out text)
+    # and drop the GRU's outputs at this rate before the dense layer during training. Neither adds
+    # weights; the students' create_batch_dataset and compile_model stay the course's.
+    output_dropout: float = 0.2
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
+
+import numpy as np
 
 from .config import CORPUS_PATH, EVAL_LINES
 
@@ -37,3 +40,26 @@ def training_data(max_lines: int | None = None) -> tuple[list[str], list[str], l
     if max_lines:
         train_lines, eval_lines = train_lines[:max_lines], eval_lines[: max(10, max_lines // 100)]
     return build_vocab(lines), train_lines, eval_lines
+
+
+def encode(text: str, vocab: list[str]) -> np.ndarray:
+    """Character ids, as line_to_tensor gives them (unknown characters are 0)."""
+    index = {ch: i for i, ch in enumerate(vocab)}
+    return np.fromiter((index.get(ch, 0) for ch in text), dtype=np.int64, count=len(text))
+
+
+def stream_batches(ids: np.ndarray, batch_size: int, seq_length: int,
+                   seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(inputs, targets) windows of `batch_size` parallel streams of the text, in reading order.
+
+    Row i of each batch continues row i of the batch before, so a trainer can carry the GRU
+    state across batches and learn to read past one window, as the evaluation does. A seeded
+    offset (less than one window) moves the window boundaries from epoch to epoch.
+    """
+    offset = int(np.random.default_rng(seed).integers(seq_length))
+    steps = (len(ids) - offset - 1) // (batch_size * seq_length)
+    span = steps * seq_length
+    inputs = ids[offset:offset + batch_size * span].reshape(batch_size, span)
+    targets = ids[offset + 1:offset + 1 + batch_size * span].reshape(batch_size, span)
+    for start in range(0, span, seq_length):
+        yield inputs[:, start:start + seq_length], targets[:, start:start + seq_length]

@@ -101,8 +101,13 @@ def model_variables(model) -> dict:
 
 
 def sequence_log_probs(v: dict, ids: tf.Tensor, h0: tf.Tensor | None = None,
-                       dtype: tf.DType = tf.bfloat16) -> tuple[tf.Tensor, tf.Tensor]:
-    """Log probabilities (B, T, V) of the next character and the final state, like GRULM.call."""
+                       dtype: tf.DType = tf.bfloat16, dropout: float = 0.0,
+                       seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Log probabilities (B, T, V) of the next character and the final state, like GRULM.call.
+
+    With `dropout`, the GRU outputs fed to the dense layer are dropped at that rate (training
+    only), by a stateless mask drawn from `seed` (two integers), so a run is reproducible.
+    """
     batch, steps = ids.shape
     units = v["recurrent_kernel"].shape[0]
     # Embedding then projection equals a lookup in the projected table: (V, 3U) instead of (T*B, 3U) work.
@@ -111,25 +116,34 @@ def sequence_log_probs(v: dict, ids: tf.Tensor, h0: tf.Tensor | None = None,
     if h0 is None:
         h0 = tf.zeros((batch, units))
     hs = gru_recurrence(xp, v["recurrent_kernel"], v["bias"][1], h0, dtype)
-    logits = _mm(tf.reshape(hs, (-1, units)), v["dense_kernel"], dtype) + v["dense_bias"]
+    outputs = hs
+    if dropout:
+        keep = tf.random.stateless_uniform(tf.shape(hs), seed) >= dropout
+        outputs = tf.where(keep, hs / (1.0 - dropout), 0.0)
+    logits = _mm(tf.reshape(outputs, (-1, units)), v["dense_kernel"], dtype) + v["dense_bias"]
     log_probs = tf.nn.log_softmax(logits)
     log_probs = tf.transpose(tf.reshape(log_probs, (steps, batch, -1)), (1, 0, 2))
     return log_probs, hs[-1]
 
 
-def make_train_step(model, optimizer, dtype: tf.DType = tf.bfloat16):
-    """A compiled training step: mean cross-entropy of the batch, one Adam update."""
+def make_train_step(model, optimizer, dtype: tf.DType = tf.bfloat16, dropout: float = 0.0):
+    """A compiled training step: mean cross-entropy of the batch, one Adam update.
+
+    `train_step(inputs, targets, h0=None, seed=None)` returns the loss and the final GRU state,
+    which the next batch of the same streams starts from (`h0`); `seed` draws the dropout mask.
+    """
     v = model_variables(model)
     params = list(v.values())
 
     @tf.function(reduce_retracing=True)
-    def train_step(inputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    def train_step(inputs: tf.Tensor, targets: tf.Tensor, h0: tf.Tensor | None = None,
+                   seed: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
-            log_probs, _ = sequence_log_probs(v, inputs, dtype=dtype)
+            log_probs, h = sequence_log_probs(v, inputs, h0, dtype, dropout, seed)
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(targets, log_probs))
         grads = tape.gradient(loss, params)
         optimizer.apply_gradients(zip(grads, params))
-        return loss
+        return loss, h
 
     return train_step

@@ -10,6 +10,7 @@ sees the same batches as an uninterrupted one.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from . import fastgru, solution
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, HParams
-from .data import training_data
+from .data import encode, stream_batches, training_data
 from .record import (cpu_name, load_checkpoint, model_card, output_paths, plot_curve, run_id, save_checkpoint,
                      write_card)
 from .weights import build_model
@@ -52,7 +53,8 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     optimizer = solution.compile_model(model).optimizer
     optimizer.build(model.trainable_variables)
     dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
-    train_step = fastgru.make_train_step(model, optimizer, dtype)
+    train_step = fastgru.make_train_step(model, optimizer, dtype, hp.output_dropout)
+    train_ids = encode("\n".join(train_lines), vocab)
 
     ckpt = checkpoint_dir / f"{run_id(hp, max_lines, max_steps, precision)}.npz"
     state = {"epoch": 0, "history": [], "wall_time_s": 0.0}
@@ -63,17 +65,19 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         print(f"Resuming from {ckpt} after epoch {state['epoch']}.")
 
     for epoch in range(state["epoch"] + 1, hp.epochs + 1):
-        tf.random.set_seed(hp.seed * 1000 + epoch)  # this epoch's shuffle, same after a resume
         optimizer.learning_rate.assign(hp.learning_rate_at(epoch))
-        ds = solution.create_batch_dataset(train_lines, vocab, hp.seq_length, hp.batch_size)
+        epoch_seed = hp.seed * 1000 + epoch  # this epoch's windows and dropout, same after a resume
+        batches = stream_batches(train_ids, hp.batch_size, hp.seq_length, epoch_seed)
+        total = (len(train_ids) - 1) // (hp.batch_size * hp.seq_length)
         if max_steps:
-            ds = ds.take(max_steps)
+            batches, total = itertools.islice(batches, max_steps), max_steps
         start = time.perf_counter()
-        losses = []
-        bar = tqdm(ds, desc=f"epoch {epoch}/{hp.epochs}", unit="step", disable=not progress,
-                   total=max_steps or None, dynamic_ncols=True)
-        for inputs, targets in bar:
-            losses.append(float(train_step(inputs, targets)))
+        losses, h = [], tf.zeros((hp.batch_size, hp.rnn_units))
+        bar = tqdm(batches, desc=f"epoch {epoch}/{hp.epochs}", unit="step", disable=not progress,
+                   total=total, dynamic_ncols=True)
+        for step, (inputs, targets) in enumerate(bar):
+            loss, h = train_step(tf.constant(inputs), tf.constant(targets), h, tf.constant([epoch_seed, step]))
+            losses.append(float(loss))
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         seconds = time.perf_counter() - start
@@ -102,7 +106,9 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                   "device": "cpu",
                   "note": "Trained on a CPU: no GPU was available. The same recipe on a GPU takes minutes.",
                   "backend": f"tensorflow {tf.__version__}, keras {tf.keras.version()}",
-                  "method": f"deepngrams.fastgru training step, {precision} matrix products, float32 weights",
+                  "method": f"deepngrams.fastgru training step, {precision} matrix products, float32 weights; "
+                            f"{hp.batch_size} streams read in order with the GRU state carried across "
+                            f"batches, output dropout {hp.output_dropout}",
                   "smoke": bool(max_lines or max_steps)})
     write_card(card, card_path)
     if state["history"]:

@@ -6,8 +6,9 @@ and numpy (no tf.data, no tf.strings):
     KERAS_BACKEND=jax python -m deepngrams.train_keras            # 30 epochs on the GPU
     KERAS_BACKEND=jax python -m deepngrams.train_keras --smoke    # a few steps, to check the setup
 
-It follows the recipe of deepngrams.train (same model, loss, optimizer, batches of 64
-sequences of 101 ids cut from the joined training lines, a seeded shuffle per epoch),
+It follows the recipe of deepngrams.train (same model, loss, optimizer and schedule, the
+joined training lines read as 64 streams with the GRU state carried across batches, output
+dropout, a seeded window offset per epoch),
 checkpoints every epoch, resumes, and writes the same files: model/grulm.weights.h5 (Keras
 stores variables by attribute path, embedding/gru/dense, so the file loads into the
 TensorFlow notebook's GRULM), model/model_card.json and model/learning_curve.png. Then run
@@ -28,44 +29,49 @@ import numpy as np
 
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
-from .data import training_data
+from .data import encode, stream_batches, training_data
 from .record import load_checkpoint, model_card, output_paths, plot_curve, run_id, save_checkpoint, write_card
 
 
 class KerasGRULM(keras.Model):
-    """The course's GRULM, written with backend-neutral Keras (same layers, same attribute names)."""
+    """The course's GRULM, written with backend-neutral Keras (same layers, same attribute names).
 
-    def __init__(self, vocab_size: int, embedding_dim: int, rnn_units: int):
+    `batch_size` builds the training twin: a stateful GRU (each batch continues the streams of
+    the one before) and dropout on its outputs. Neither adds weights.
+    """
+
+    def __init__(self, vocab_size: int, embedding_dim: int, rnn_units: int, dropout: float = 0.0,
+                 batch_size: int | None = None, seed: int | None = None):
         super().__init__()
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim)
-        self.gru = keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.gru = keras.layers.GRU(rnn_units, return_sequences=True, return_state=True,
+                                    stateful=batch_size is not None)
         self.dense = keras.layers.Dense(vocab_size, activation="log_softmax")
+        self.dropout = keras.layers.Dropout(dropout, seed=seed) if dropout else None
 
     def call(self, inputs, training=False):
         x, _ = self.gru(self.embedding(inputs), training=training)
+        if self.dropout is not None:
+            x = self.dropout(x, training=training)
         return self.dense(x)
 
 
-def build(vocab_size: int, hp: HParams) -> KerasGRULM:
-    model = KerasGRULM(vocab_size, hp.embedding_dim, hp.rnn_units)
-    model(np.zeros((1, 1), dtype="int64"))
+def build(vocab_size: int, hp: HParams, training: bool = False) -> KerasGRULM:
+    """The model as shipped, or (`training`) its stateful twin with dropout."""
+    if not training:
+        model = KerasGRULM(vocab_size, hp.embedding_dim, hp.rnn_units)
+        model(np.zeros((1, 1), dtype="int64"))
+        return model
+    model = KerasGRULM(vocab_size, hp.embedding_dim, hp.rnn_units, hp.output_dropout, hp.batch_size, hp.seed)
+    model(np.zeros((hp.batch_size, hp.seq_length), dtype="int64"))
+    model.gru.reset_state()
     return model
 
 
-def encode(text: str, vocab: list[str]) -> np.ndarray:
-    """Character ids, as line_to_tensor gives them (unknown characters are 0)."""
-    index = {ch: i for i, ch in enumerate(vocab)}
-    return np.fromiter((index.get(ch, 0) for ch in text), dtype=np.int64, count=len(text))
-
-
-def epoch_batches(ids: np.ndarray, hp: HParams, epoch: int):
-    """(input, target) batches: chunks of seq_length + 1 ids, shuffled with a per-epoch seed."""
-    chunk = hp.seq_length + 1
-    chunks = ids[: len(ids) // chunk * chunk].reshape(-1, chunk)
-    order = np.random.default_rng(hp.seed * 1000 + epoch).permutation(len(chunks))
-    for start in range(0, len(order) - hp.batch_size + 1, hp.batch_size):
-        batch = chunks[order[start:start + hp.batch_size]]
-        yield batch[:, :-1], batch[:, 1:]
+def copy_weights(source: KerasGRULM, target: KerasGRULM) -> None:
+    """Layer by layer: the training twin also holds dropout's random state, which is not a weight."""
+    for name in ("embedding", "gru", "dense"):
+        getattr(target, name).set_weights(getattr(source, name).get_weights())
 
 
 def eval_log_perplexity(model, ids: np.ndarray) -> float:
@@ -106,7 +112,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     train_ids, eval_ids = encode("\n".join(train_lines), vocab), encode("\n".join(eval_lines), vocab)
 
     keras.utils.set_random_seed(hp.seed)
-    model = build(len(vocab), hp)
+    model, shipped = build(len(vocab), hp, training=True), build(len(vocab), hp)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.optimizer.build(model.trainable_variables)
@@ -120,18 +126,21 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         print(f"Resuming from {ckpt} after epoch {state['epoch']}.")
 
     from tqdm import tqdm
-    steps_per_epoch = (len(train_ids) // (hp.seq_length + 1)) // hp.batch_size
+    steps_per_epoch = (len(train_ids) - 1) // (hp.batch_size * hp.seq_length)
     for epoch in range(state["epoch"] + 1, hp.epochs + 1):
         model.optimizer.learning_rate.assign(hp.learning_rate_at(epoch))
         start, losses = time.perf_counter(), []
         total = min(steps_per_epoch, max_steps or steps_per_epoch)
-        bar = tqdm(epoch_batches(train_ids, hp, epoch), total=total, desc=f"epoch {epoch}/{hp.epochs}", unit="step")
+        model.gru.reset_state()  # each epoch starts its streams afresh
+        batches = stream_batches(train_ids, hp.batch_size, hp.seq_length, hp.seed * 1000 + epoch)
+        bar = tqdm(batches, total=total, desc=f"epoch {epoch}/{hp.epochs}", unit="step")
         for inputs, targets in bar:
             losses.append(float(model.train_on_batch(inputs, targets)))
             if len(losses) == total:
                 break
         seconds = time.perf_counter() - start
-        log_ppx = eval_log_perplexity(model, eval_ids)
+        copy_weights(model, shipped)
+        log_ppx = eval_log_perplexity(shipped, eval_ids)
         state["history"].append({"epoch": epoch, "learning_rate": hp.learning_rate_at(epoch),
                                  "train_loss": round(float(np.mean(losses)), 5),
                                  "eval_log_perplexity": round(log_ppx, 5), "steps": len(losses),
@@ -142,17 +151,17 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         print(f"epoch {epoch}: train loss {np.mean(losses):.4f}, eval log-perplexity {log_ppx:.4f}, {seconds:.0f} s",
               flush=True)
 
-    export = build(len(vocab), hp)  # weights only, no optimizer state
-    export.set_weights(model.get_weights())
+    copy_weights(model, shipped)  # weights only: no optimizer or random state
     with atomic_path(weights_path) as tmp:
-        export.save_weights(tmp)
+        shipped.save_weights(tmp)
     device, hardware = accelerator()
     card = model_card(
         vocab=vocab, hp=hp, parameters=int(model.count_params()), train_lines=len(train_lines),
         eval_lines=len(eval_lines), state=state, weights_path=weights_path,
         training={"hardware": hardware, "device": device,
                   "backend": f"keras {keras.__version__} on {keras.backend.backend()}, python {platform.python_version()}",
-                  "method": "deepngrams.train_keras: Keras train_on_batch, float32",
+                  "method": f"deepngrams.train_keras: Keras train_on_batch, float32; {hp.batch_size} streams "
+                            f"read in order, stateful GRU, output dropout {hp.output_dropout}",
                   "smoke": bool(max_lines or max_steps)})
     write_card(card, card_path)
     if state["history"]:

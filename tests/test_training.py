@@ -67,10 +67,27 @@ def test_train_step_lowers_the_loss():
     model = small_model()
     step = fastgru.make_train_step(model, tf.keras.optimizers.Adam(0.01))
     ids = tf.constant(np.random.default_rng(3).integers(2, 20, size=(8, 10)))
-    first = float(step(ids[:, :-1], ids[:, 1:]))
+    first = float(step(ids[:, :-1], ids[:, 1:])[0])
     for _ in range(60):
-        last = float(step(ids[:, :-1], ids[:, 1:]))
+        last = float(step(ids[:, :-1], ids[:, 1:])[0])
     assert last < first - 0.5  # it memorises the batch
+
+
+def test_the_train_step_carries_the_state_and_drops_outputs_reproducibly():
+    model = small_model()
+    v = fastgru.model_variables(model)
+    ids = tf.constant(np.random.default_rng(4).integers(2, 20, size=(2, 12)))
+    whole, h_whole = fastgru.sequence_log_probs(v, ids, dtype=tf.float32)
+    first, h = fastgru.sequence_log_probs(v, ids[:, :5], dtype=tf.float32)
+    second, h_end = fastgru.sequence_log_probs(v, ids[:, 5:], h, dtype=tf.float32)
+    np.testing.assert_allclose(tf.concat([first, second], 1), whole, atol=1e-5)
+    np.testing.assert_allclose(h_end, h_whole, atol=1e-6)
+    seed = tf.constant([7, 1])
+    a = fastgru.sequence_log_probs(v, ids, dtype=tf.float32, dropout=0.5, seed=seed)[0]
+    b = fastgru.sequence_log_probs(v, ids, dtype=tf.float32, dropout=0.5, seed=seed)[0]
+    c = fastgru.sequence_log_probs(v, ids, dtype=tf.float32, dropout=0.5, seed=tf.constant([7, 2]))[0]
+    np.testing.assert_array_equal(a, b)
+    assert float(tf.reduce_max(tf.abs(a - whole))) > 0.01 and float(tf.reduce_max(tf.abs(a - c))) > 0.01
 
 
 def smoke(tmp_path, name, epochs=2, **kw):
@@ -144,19 +161,23 @@ def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_pat
                - train.evaluate_log_perplexity(model, text.split("\n"), vocab)) < 1e-4
 
 
-def test_epoch_batches_cover_distinct_chunks_and_depend_on_the_epoch():
-    from deepngrams import train_keras
+def test_stream_batches_continue_each_row_and_move_with_the_seed():
+    from deepngrams.data import stream_batches
 
-    hp = replace(COURSE, seq_length=4, batch_size=3)
-    ids = np.arange(5 * 7 + 2)  # 7 chunks of 5 ids, 2 left over
-    first = [(x.tolist(), y.tolist()) for x, y in train_keras.epoch_batches(ids, hp, 1)]
-    assert len(first) == 2  # 7 chunks make 2 full batches of 3
-    for x, y in first:
-        for row_x, row_y in zip(x, y):
-            assert row_x[0] % 5 == 0 and row_x[1:] == row_y[:-1] and row_y[-1] == row_x[-1] + 1
-    again = [(x.tolist(), y.tolist()) for x, y in train_keras.epoch_batches(ids, hp, 1)]
-    other = [(x.tolist(), y.tolist()) for x, y in train_keras.epoch_batches(ids, hp, 2)]
-    assert first == again and first != other
+    ids = np.arange(100)
+    batches = list(stream_batches(ids, batch_size=3, seq_length=4, seed=1))
+    offset = int(batches[0][0][0, 0])
+    assert 0 <= offset < 4 and len(batches) == (100 - offset - 1) // 12
+    for x, y in batches:
+        np.testing.assert_array_equal(y, x + 1)  # targets are the next ids
+    for before, after in zip(batches, batches[1:]):
+        np.testing.assert_array_equal(after[0][:, 0], before[0][:, -1] + 1)  # each row reads on
+    rows = np.concatenate([x for x, _ in batches], axis=1)
+    np.testing.assert_array_equal(rows.ravel(), np.arange(offset, offset + rows.size))  # no id twice
+    again = [x.tolist() for x, _ in stream_batches(ids, 3, 4, seed=1)]
+    assert again == [x.tolist() for x, _ in batches]
+    offsets = {int(next(stream_batches(ids, 3, 4, seed=s))[0][0, 0]) for s in range(20)}
+    assert len(offsets) > 1
 
 
 def test_learning_rate_is_constant_then_decays_to_a_tenth():
