@@ -5,6 +5,10 @@ enabled by default: a plain nbconvert Preprocessor would silently do nothing).
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from nbgrader.preprocessors import DeduplicateIds, NbGraderPreprocessor, OverwriteCells
 
 MARKER = "# grade-up-to-here"
@@ -87,3 +91,27 @@ class DeduplicateIdsCleanly(DeduplicateIds):
         if cell.get("metadata", {}).get("nbgrader") == {}:
             del cell.metadata["nbgrader"]
         return cell, resources
+
+
+class SandboxedExecute(NbGraderPreprocessor):
+    """nbgrader's Execute, replaced: the notebook runs in a sandbox, the grader judges the tests.
+
+    Used by `python -m deepngrams grade`, which describes the job in $DEEPNGRAMS_GRADE_JOB.
+    Every graded test cell gets its output from the grader's verdict (a pass, or an error
+    that says what was wrong), so nbgrader's SaveAutoGrades scores it as usual.
+    """
+
+    def preprocess(self, nb, resources):
+        from . import sandbox
+        from .grade import apply_verdicts, build_job, reason_of
+        job = json.loads(os.environ["DEEPNGRAMS_GRADE_JOB"])
+        prepared = json.loads(Path(job["checks"]).read_text())["checks"]
+        limits = sandbox.Limits(**job["limits"])
+        result = sandbox.run(build_job(nb, prepared, limits.cell_timeout), Path(job["scratch"]), job["slot"], limits,
+                             sandboxed=job["sandboxed"])
+        failed = apply_verdicts(nb, prepared, result)
+        reason = reason_of(result, limits)
+        Path(job["report"]).write_text(json.dumps({"reason": reason, "failed": failed,
+                                                   "seconds": round(result.seconds, 1)}))
+        self.log.info("Ran in the sandbox in %.1f s; failed: %s; %s", result.seconds, failed, reason or "no problem")
+        return nb, resources

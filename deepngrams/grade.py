@@ -1,0 +1,560 @@
+"""Grade every submission of a course: in parallel, sandboxed, with the grader's own verdicts.
+
+    python -m deepngrams grade [--course grader] [--workers 2] [--force] [--student ID ...]
+
+It keeps nbgrader's course layout, gradebook and feedback, and runs nbgrader's own autograde
+pipeline for each submission, with one step swapped: instead of running the notebook in the
+grader's process, `SandboxedExecute` runs it in a sandbox (deepngrams.sandbox) with every
+graded test cell replaced by a probe, and the grader judges the probes' observations
+(deepngrams.checks). So:
+
+1. every file is checked first (JSON, nbformat, kernel, copied or deleted graded cells):
+   what nbgrader can repair is repaired and noted, the rest gets a reason and zero points;
+2. each submission is autograded in a private copy of the course (its own gradebook copy),
+   several at a time, and the course's gradebook is then updated for that student alone,
+   by writing a new file and renaming it over the old one;
+3. a submission already graded (same files, same grader) is skipped unless `--force`;
+4. the report: a table per exercise with time and reason, `report.csv`, nbgrader's
+   `grades.csv` and HTML feedback.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import copy
+import csv
+import hashlib
+import io
+import json
+import os
+import queue
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .atomic import atomic_path, write_bytes
+from .config import ROOT
+from .sandbox import Limits, RunResult
+
+ASSIGNMENT = "deep_ngrams"
+COURSE_DIR = ROOT / "grader"
+MAX_NOTEBOOK_BYTES = 20 * 2**20
+PROBE_CELL = "__import__('sys').modules['deepngrams_probes'].run({probe!r}, globals(), {inputs!r})"
+UNKNOWN_CELL = 'raise RuntimeError("This graded cell is not known to the grader, so it earns nothing.")'
+PASSED = "All tests passed (checked by the grader).\n"
+SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
+GRADER_FILES = ("checks.py", "probes.py", "harness.py", "sandbox.py", "grade.py", "nbgrader_steps.py")
+
+
+@dataclass
+class Outcome:
+    """One student's result."""
+
+    student: str
+    scores: dict = field(default_factory=dict)  # exercise -> (points, out of)
+    reason: str = ""  # why it could not run normally ("" when it did)
+    notes: list = field(default_factory=list)  # what was repaired
+    seconds: float = 0.0
+    skipped: bool = False
+
+    @property
+    def total(self) -> tuple[float, float]:
+        return (sum(s for s, _ in self.scores.values()), sum(m for _, m in self.scores.values()))
+
+
+# ----------------------------------------------------------------------------------------
+# 1. Preflight: can this file be graded, and what needs repair?
+# ----------------------------------------------------------------------------------------
+def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
+    """(reason it cannot be graded or "", notes on what nbgrader will repair)."""
+    import nbformat
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file: nothing was handed in", []
+    if size > MAX_NOTEBOOK_BYTES:
+        return f"file too large ({size / 2**20:.0f} MiB, at most {MAX_NOTEBOOK_BYTES // 2**20} MiB)", []
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        return f"not JSON, so not a notebook ({str(e)[:100]}); was it saved from Jupyter?", []
+    if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
+        return "valid JSON but not a notebook (no cells): hand in the .ipynb file itself", []
+    version = data.get("nbformat")
+    if version != 4:
+        return f"nbformat {version!r} is not supported: open it in JupyterLab and save it (nbformat 4)", []
+    try:
+        nb = nbformat.reads(json.dumps(data), as_version=4)
+        nbformat.validate(nb)
+    except Exception as e:  # noqa: BLE001 - nbformat raises several types for broken files
+        return f"not a valid nbformat 4 notebook ({type(e).__name__}: {str(e).splitlines()[0][:100]})", []
+    notes = []
+    kernel = nb.metadata.get("kernelspec", {})
+    if kernel.get("language", "python") != "python" or "python" not in str(kernel.get("name", "python3")):
+        notes.append(f"kernel {kernel.get('name')!r} replaced by the course's python3")
+    ids = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells]
+    for gid in sorted({i for i in ids if i and ids.count(i) > 1}):
+        notes.append(f"cell {gid} appears {ids.count(gid)} times: only the first counts")
+    for gid in graded_ids:
+        if gid not in ids:
+            notes.append(f"deleted cell {gid} put back")
+    return "", notes
+
+
+# ----------------------------------------------------------------------------------------
+# 2. In the sandbox: the notebook to run, and what comes back
+# ----------------------------------------------------------------------------------------
+def _nbgrader(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def is_test_cell(cell) -> bool:
+    return cell.cell_type == "code" and bool(_nbgrader(cell).get("grade")) and not _nbgrader(cell).get("solution")
+
+
+def build_job(nb, prepared: dict, cell_timeout: float) -> dict:
+    """The notebook the sandbox runs: each graded test cell becomes a probe with its inputs."""
+    from .nbgrader_steps import NOT_RUN
+    nb = copy.deepcopy(nb)
+    probes = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        if not is_test_cell(cell) or cell.source == NOT_RUN:
+            continue
+        check = prepared.get(_nbgrader(cell).get("grade_id"))
+        if check is None:
+            cell.source = UNKNOWN_CELL
+            continue
+        cell.source = PROBE_CELL.format(probe=check["probe"], inputs=json.dumps(check["inputs"]))
+        probes[str(i)] = {"grade_id": _nbgrader(cell)["grade_id"]}
+    return {"notebook": nb, "probes": probes, "cell_timeout": cell_timeout}
+
+
+def _safe_outputs(outputs) -> list:
+    """Outputs from the sandbox, kept only where they are well-formed and inert (no HTML or script)."""
+    import nbformat
+    kept = []
+    for out in outputs if isinstance(outputs, list) else []:
+        if not isinstance(out, dict):
+            continue
+        kind = out.get("output_type")
+        if kind == "stream" and isinstance(out.get("text"), str):
+            kept.append(nbformat.v4.new_output("stream", name="stderr" if out.get("name") == "stderr" else "stdout",
+                                               text=out["text"]))
+        elif kind == "error":
+            tb = out.get("traceback")
+            kept.append(nbformat.v4.new_output("error", ename=str(out.get("ename"))[:200],
+                                               evalue=str(out.get("evalue"))[:2000],
+                                               traceback=[str(t)[:2000] for t in tb[:50]] if isinstance(tb, list) else []))
+        elif kind in ("execute_result", "display_data") and isinstance(out.get("data"), dict):
+            data = {k: v for k, v in out["data"].items() if k in SAFE_MIME and isinstance(v, (str, list))}
+            if data:
+                kept.append(nbformat.v4.new_output("display_data", data=data))
+    return kept
+
+
+def reason_of(result: RunResult, limits: Limits) -> str:
+    """The first thing that stopped the notebook from running normally, in words ("" if nothing)."""
+    for event in result.events:
+        kind = event.get("event")
+        cell = event.get("cell")
+        where = f" in cell {cell}" if isinstance(cell, int) else ""
+        if kind == "time limit":
+            return f"time limit: a cell ran over {limits.cell_timeout:g} s and was interrupted{where}"
+        if kind == "memory limit":
+            return f"memory limit: the code ran out of its {limits.memory_gib:g} GiB{where}"
+        if kind == "kernel died":
+            code = event.get("returncode")
+            how = {-9: "killed", -6: "aborted", -11: "a crash (segmentation fault)", -24: "its CPU time limit"}.get(
+                code, f"exit status {code}" if code is not None else "an unknown cause")
+            return f"kernel died{where} ({how}); the cells after it did not run"
+        if kind == "harness error":
+            return f"the notebook could not be run: {str(event.get('error'))[:200]}"
+    if result.wall_timed_out:
+        return f"time limit: the notebook ran over {limits.wall_timeout:g} s and was stopped"
+    if result.output_cut:
+        return f"output limit: the notebook printed over {limits.output_mib:g} MiB; the rest was dropped"
+    if result.notebook is None:
+        if "fork" in result.stderr.lower() or "resource temporarily unavailable" in result.stderr.lower():
+            return f"process limit: more than {limits.processes} processes"
+        return f"kernel died or the run was stopped (status {result.returncode}); nothing came back"
+    return ""
+
+
+def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
+    """Fill `nb` (the sanitized submission) with the run's outputs and the grader's verdicts.
+
+    Returns the graded cells that failed. Only outputs of ordinary cells come from the
+    sandbox; every graded test cell's output is written here, from `checks.judge`.
+    """
+    import nbformat
+    from .checks import judge
+    from .nbgrader_steps import NOT_RUN
+    ran = result.notebook.get("cells") if isinstance(result.notebook, dict) else None
+    failed = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        cell.execution_count = None
+        if not is_test_cell(cell):
+            same = isinstance(ran, list) and i < len(ran) and isinstance(ran[i], dict)
+            cell.outputs = _safe_outputs(ran[i].get("outputs")) if same else []
+            continue
+        gid = _nbgrader(cell).get("grade_id")
+        if cell.source == NOT_RUN:
+            problems = ["Not graded: this test comes after the cell marked `# grade-up-to-here`."]
+        elif gid not in prepared:
+            problems = ["This graded cell is not known to the grader, so it earns nothing."]
+        else:
+            problems = judge(prepared[gid], result.probes.get(gid))
+        if problems:
+            failed.append(gid)
+            cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="\n".join(problems),
+                                                   traceback=["AssertionError: " + p for p in problems])]
+        else:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=PASSED)]
+    return failed
+
+
+# ----------------------------------------------------------------------------------------
+# 3. One submission: nbgrader's autograde in a private copy of the course
+# ----------------------------------------------------------------------------------------
+PRIVATE_CONFIG = '''\
+# A private course for grading one submission (made by deepngrams.grade; removed afterwards).
+from nbgrader.preprocessors import Execute
+from deepngrams.nbgrader_steps import SandboxedExecute
+
+c = get_config()  # noqa: F821
+load_subconfig({main!r})  # noqa: F821 - the course's own configuration
+c.CourseDirectory.root = {root!r}
+c.Autograde.autograde_preprocessors = [SandboxedExecute if step is Execute else step
+                                       for step in c.Autograde.autograde_preprocessors]
+'''
+
+
+def _nbgrader_run(*args: str, cwd: Path, env: dict) -> tuple[int, str]:
+    import subprocess
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line or "Error" in line]
+    return done.returncode, (errors[-1] if errors else (done.stdout + done.stderr).strip()[-300:])
+
+
+def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
+              work: Path, sandboxed: bool = True) -> dict:
+    """Autograde one student's submission in a private course under `work`; returns its report.
+
+    The private course holds a copy of the gradebook and of the submission, and the course's
+    source (linked). The run's reason and notes come back in the report; the graded notebook,
+    feedback and gradebook stay in `work` for the caller to merge.
+    """
+    start = time.monotonic()
+    sub_dir = course / "submitted" / student / ASSIGNMENT
+    private = work / "course"
+    (private / "submitted" / student / ASSIGNMENT).mkdir(parents=True)
+    os.symlink((course / "source").resolve(), private / "source")
+    shutil.copy(template_db, private / "gradebook.db")
+    graded_ids = json.loads(checks_path.read_text())["graded_ids"]
+    reason, notes = "", []
+    for nb_path in sorted(sub_dir.glob("*.ipynb")):
+        problem, found = preflight(nb_path, graded_ids)
+        notes += found
+        if problem:
+            reason = reason or f"{nb_path.name}: {problem}"
+            continue
+        shutil.copy(nb_path, private / "submitted" / student / ASSIGNMENT / nb_path.name)
+    if not list(sub_dir.glob("*.ipynb")):
+        reason = "no notebook handed in"
+    if (sub_dir / "timestamp.txt").is_file():
+        shutil.copy(sub_dir / "timestamp.txt", private / "submitted" / student / ASSIGNMENT / "timestamp.txt")
+    (private / "nbgrader_config.py").write_text(
+        PRIVATE_CONFIG.format(main=str((course / "nbgrader_config.py").resolve()), root=str(private)))
+    report_path = work / "run.json"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               DEEPNGRAMS_GRADE_JOB=json.dumps({"checks": str(checks_path), "scratch": str(work / "scratch"),
+                                                "slot": slot, "limits": asdict(limits), "report": str(report_path),
+                                                "sandboxed": sandboxed}))
+    status, message = _nbgrader_run("autograde", ASSIGNMENT, "--student", student, "--force", cwd=private, env=env)
+    if status != 0 and not reason:
+        reason = f"nbgrader could not grade it: {message[:200]}"
+    if status == 0:
+        _nbgrader_run("generate_feedback", ASSIGNMENT, "--student", student, "--force", cwd=private, env=env)
+    run = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return {"student": student, "reason": reason or run.get("reason", ""), "notes": notes,
+            "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0}
+
+
+# ----------------------------------------------------------------------------------------
+# 4. Into the course: gradebook (atomic), graded notebook, feedback, markers
+# ----------------------------------------------------------------------------------------
+def _db(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _copy_db(src: Path, dst: Path) -> None:
+    """A consistent copy of an SQLite file, even while someone else has it open."""
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+def merge(course: Path, report: dict) -> None:
+    """Write one student's grades into the course's gradebook: a new file renamed over the old."""
+    from nbgrader.api import Gradebook, MissingEntry
+    student = report["student"]
+    db = course / "gradebook.db"
+    private = Path(report["private"])
+    with atomic_path(db) as tmp:
+        _copy_db(db, Path(tmp))
+        with Gradebook(_db(Path(tmp))) as gb:
+            gb.update_or_create_student(student)
+            grades = {}
+            if report["graded"]:
+                with Gradebook(_db(private / "gradebook.db")) as pgb:
+                    psub = pgb.find_submission(ASSIGNMENT, student)
+                    timestamp = psub.timestamp
+                    for nb in psub.notebooks:
+                        for g in nb.grades:
+                            grades[(nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
+                sub = gb.update_or_create_submission(ASSIGNMENT, student, timestamp=timestamp)
+            else:
+                sub = gb.update_or_create_submission(ASSIGNMENT, student)
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    g.auto_score, g.needs_manual_grade = grades.get((nb.name, g.name), (0.0, False))
+                    g.manual_score = None
+            gb.db.commit()
+    for kind in ("autograded", "feedback"):
+        src, dst = private / kind / student, course / kind / student
+        fresh = course / kind / f".{student}.new"
+        shutil.rmtree(fresh, ignore_errors=True)
+        if src.is_dir():
+            shutil.copytree(src, fresh)
+        else:
+            fresh.mkdir(parents=True)
+        old = course / kind / f".{student}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if dst.exists():
+            dst.rename(old)
+        fresh.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def scores_of(course: Path, student: str) -> dict:
+    """{exercise: (points, out of)} of one student, from the course's gradebook."""
+    from nbgrader.api import Gradebook, MissingEntry
+    from .demo import exercise_of
+    from .release import exercise_names
+    names = exercise_names()
+    scores: dict = {}
+    with Gradebook(_db(course / "gradebook.db")) as gb:
+        try:
+            sub = gb.find_submission(ASSIGNMENT, student)
+        except MissingEntry:
+            return {}
+        for nb in sub.notebooks:
+            for g in nb.grades:
+                got, out_of = scores.get(exercise_of(g.name, names), (0.0, 0.0))
+                scores[exercise_of(g.name, names)] = (got + (g.score or 0.0), out_of + g.max_score)
+    return scores
+
+
+def grader_version(course: Path) -> str:
+    """What a grade depends on besides the submission: the grader's code, the source, the model."""
+    h = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in [package / f for f in GRADER_FILES] + sorted((course / "source" / ASSIGNMENT).glob("*.ipynb")) + \
+            [ROOT / "w1_unittest.py", ROOT / "model" / "grulm.weights.h5"]:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def submission_hash(course: Path, student: str) -> str:
+    h = hashlib.sha256()
+    for path in sorted((course / "submitted" / student / ASSIGNMENT).glob("*")):
+        if path.is_file():
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _marker(course: Path, student: str) -> Path:
+    return course / "autograded" / student / ASSIGNMENT / ".deepngrams-grade.json"
+
+
+# ----------------------------------------------------------------------------------------
+# 5. The batch
+# ----------------------------------------------------------------------------------------
+def prepare_checks(course: Path, path: Path) -> None:
+    """The graded cells' inputs and expected answers, for this batch (grader-only file)."""
+    import nbformat
+    from . import checks
+    source = course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    prepared = checks.prepare(checks.secret_of(source))
+    graded_ids = [_nbgrader(c)["grade_id"] for c in nbformat.read(str(source), 4).cells if is_test_cell(c)]
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps({"checks": prepared, "graded_ids": graded_ids}))
+    os.chmod(path, 0o600)
+
+
+def ensure_assignment(course: Path) -> None:
+    """Record the assignment in the gradebook (nbgrader generate_assignment), as nbgrader needs."""
+    from .release import nbgrader
+    done = nbgrader("generate_assignment", ASSIGNMENT, "--force", cwd=course)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        raise RuntimeError(f"nbgrader generate_assignment failed in {course}:\n{tail}")
+
+
+def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, students: list[str] | None = None,
+          limits: Limits | None = None, progress: bool = True, sandboxed: bool = True) -> list[Outcome]:
+    """Grade the course's submissions; returns one Outcome per student, sorted by name."""
+    from tqdm import tqdm
+    from . import sandbox
+    course = Path(course).resolve()
+    limits = limits or Limits()
+    if sandboxed and (problem := sandbox.available()):
+        raise RuntimeError(f"cannot grade: {problem}")
+    all_students = sorted(p.name for p in (course / "submitted").iterdir()
+                          if (p / ASSIGNMENT).is_dir()) if (course / "submitted").is_dir() else []
+    unknown = sorted(set(students or []) - set(all_students))
+    if unknown:
+        raise ValueError(f"no submission from {', '.join(unknown)} in {course / 'submitted'}")
+    chosen = students or all_students
+    ensure_assignment(course)
+    version = grader_version(course)
+    outcomes: dict[str, Outcome] = {}
+    todo = []
+    for student in chosen:
+        marker = _marker(course, student)
+        if not force and marker.is_file():
+            try:
+                saved = json.loads(marker.read_text())
+            except ValueError:
+                saved = {}
+            if saved.get("submission") == submission_hash(course, student) and saved.get("grader") == version:
+                outcomes[student] = Outcome(student, scores_of(course, student), saved.get("reason", ""),
+                                            saved.get("notes", []), saved.get("seconds", 0.0), skipped=True)
+                continue
+        todo.append(student)
+
+    work_root = course / ".grading"
+    work_root.mkdir(mode=0o700, exist_ok=True)
+    batch = Path(tempfile.mkdtemp(prefix="batch-", dir=work_root))
+    try:
+        if todo:
+            checks_path = batch / "checks.json"
+            prepare_checks(course, checks_path)
+            template = batch / "gradebook.db"
+            _copy_db(course / "gradebook.db", template)
+            slots: queue.Queue = queue.Queue()
+            for slot in range(workers):
+                slots.put(slot)
+
+            def task(student: str) -> dict:
+                slot = slots.get()
+                try:
+                    return grade_one(course, student, template, checks_path, slot, limits,
+                                     Path(tempfile.mkdtemp(prefix=f"{student}-", dir=batch)), sandboxed)
+                finally:
+                    slots.put(slot)
+
+            bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress, dynamic_ncols=True)
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(task, s): s for s in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    student = futures[future]
+                    try:
+                        report = future.result()
+                    except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
+                        report = {"student": student, "reason": f"grader error: {type(e).__name__}: {e}",
+                                  "notes": [], "seconds": 0.0, "private": str(batch / "none"), "graded": False}
+                    merge(course, report)
+                    shutil.rmtree(report["private"], ignore_errors=True)
+                    outcome = Outcome(student, scores_of(course, student), report["reason"], report["notes"],
+                                      report["seconds"])
+                    write_bytes(_marker(course, student), json.dumps(
+                        {"submission": submission_hash(course, student), "grader": version, "reason": outcome.reason,
+                         "notes": outcome.notes, "seconds": outcome.seconds}, indent=1).encode())
+                    outcomes[student] = outcome
+                    bar.set_postfix_str(student[:20])
+                    bar.update()
+            bar.close()
+    finally:
+        shutil.rmtree(batch, ignore_errors=True)
+    export_grades(course)
+    results = [outcomes[s] for s in sorted(outcomes)]
+    write_report(course, results)
+    return results
+
+
+def export_grades(course: Path) -> None:
+    """nbgrader's grades CSV, written atomically."""
+    from .release import nbgrader
+    csv_path = course / "grades.csv"
+    with atomic_path(csv_path) as tmp:
+        done = nbgrader("export", f"--CsvExportPlugin.to={tmp}", cwd=course)
+        if done.returncode != 0:
+            raise RuntimeError(f"nbgrader export failed:\n{done.stderr[-1000:]}")
+
+
+def write_report(course: Path, outcomes: list[Outcome]) -> None:
+    """report.csv: per student, the points of each exercise, the total, the time and the reason."""
+    from .release import exercise_names
+    names = exercise_names()
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["student", *names, "total", "out_of", "seconds", "reason", "notes"])
+    for o in outcomes:
+        got, out_of = o.total
+        w.writerow([o.student, *[f"{o.scores[n][0]:g}" if n in o.scores else "" for n in names], f"{got:g}",
+                    f"{out_of:g}", f"{o.seconds:.1f}", o.reason, "; ".join(o.notes)])
+    write_bytes(course / "report.csv", buf.getvalue().encode())
+
+
+def format_report(outcomes: list[Outcome]) -> str:
+    from .demo import format_table
+    from .release import exercise_names
+    rows = [(o.student, o.scores, "; ".join(filter(None, [o.reason, *o.notes]))
+             + (" (already graded)" if o.skipped else "")) for o in outcomes]
+    return format_table(exercise_names(), rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deepngrams grade", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--course", type=Path, default=COURSE_DIR, help="nbgrader course directory (default: grader/)")
+    p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
+                   help="submissions graded at once (default: one per core)")
+    p.add_argument("--force", action="store_true", help="grade again what is already graded")
+    p.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    d = Limits()
+    p.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help="seconds a cell may run")
+    p.add_argument("--timeout", type=float, default=d.wall_timeout, help="seconds a whole notebook may run")
+    p.add_argument("--memory", type=float, default=d.memory_gib, help="GiB of memory a process may use")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    limits = Limits(cell_timeout=args.cell_timeout, wall_timeout=args.timeout, memory_gib=args.memory)
+    course = args.course.resolve()
+    if not (course / "source" / ASSIGNMENT).is_dir():
+        p.error(f"{course} is not the course directory: it has no source/{ASSIGNMENT}/")
+    start = time.monotonic()
+    try:
+        outcomes = grade(course, workers=args.workers, force=args.force, students=args.student, limits=limits)
+    except (RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print(format_report(outcomes))
+    print()
+    done = sum(not o.skipped for o in outcomes)
+    print(f"Graded {done}, skipped {len(outcomes) - done} already graded (use --force to grade again), "
+          f"in {time.monotonic() - start:.0f} s with {args.workers} workers.")
+    print(f"Report:          {course / 'report.csv'}")
+    print(f"Grades (CSV):    {course / 'grades.csv'}")
+    print(f"Feedback (HTML): {course / 'feedback'}/<student>/{ASSIGNMENT}/")
+    return 0

@@ -1,0 +1,324 @@
+"""What the grader observes of a student's code, inside the sandbox.
+
+This file runs in the student's kernel, where nothing can be trusted: it only calls the
+student's functions on the inputs the grader sends and reports what came back. Whether
+that is right is decided outside, by `deepngrams.checks`, which alone knows the expected
+values. So patching this module, the tests, numpy or builtins changes observations, never
+verdicts: a faked observation passes only if it equals the right answer on inputs the
+student never saw.
+
+The grader puts this file in the sandbox as `deepngrams_probes.py` and replaces every graded
+test cell by `deepngrams_probes.run(<grade_id>, globals(), <inputs as JSON>)`. It needs
+numpy, TensorFlow and the bundle's w1_unittest.py (for the pretrained model), nothing of the
+grader's.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import warnings
+
+MIME = "application/vnd.deepngrams.probe+json"
+BUNDLE = os.environ.get("DEEPNGRAMS_BUNDLE", "")  # read at import, before any student code runs
+_BIG = 200_000  # observations larger than this many numbers are cut (the verdict then fails)
+
+
+def _tolist(a):
+    import numpy as np
+    if a.size > _BIG:
+        raise ValueError(f"an output of {a.size} numbers is too large to check")
+    if a.dtype.kind in "SOU":
+        return [_text(x) for x in a.ravel().tolist()] if a.ndim else _text(a.item())
+    if a.dtype.kind == "f":
+        return np.where(np.isfinite(a), a, np.nan).astype(float).tolist()
+    if a.dtype.kind == "b":
+        return a.tolist()
+    return a.astype(np.int64).tolist()
+
+
+def _text(x) -> str:
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+
+def obs(value) -> dict:
+    """Type, dtype, shape and value of what a student's function returned, as JSON data."""
+    import numpy as np
+    import tensorflow as tf
+    out = {"kind": type(value).__name__}
+    if isinstance(value, tf.RaggedTensor):
+        out.update(tensor=True, ragged=True, dtype=value.dtype.name, shape=None, value=value.to_list())
+        if value.dtype == tf.string:
+            out["value"] = json.loads(json.dumps(value.to_list(), default=_text))
+        return out
+    if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray, np.generic, float, int, bool, bytes, str)) \
+            or hasattr(value, "__array__"):
+        a = np.asarray(value)
+        out.update(tensor=isinstance(value, (tf.Tensor, tf.Variable)), ragged=False, dtype=a.dtype.name,
+                   shape=list(a.shape), value=_tolist(a))
+        return out
+    if isinstance(value, (list, tuple)):
+        out.update(items=[obs(v) for v in value])
+        return out
+    out["repr"] = repr(value)[:200]
+    return out
+
+
+def _array(data, dtype="float32"):
+    import numpy as np
+    return np.asarray(data, dtype=dtype)
+
+
+def _call(fn, *args, **kwargs):
+    """Call student code; its exception becomes an observation, not a crash of the probe."""
+    try:
+        return {"ok": True, "value": fn(*args, **kwargs)}
+    except BaseException as e:  # noqa: BLE001 - anything the student's code raises is an observation
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return {"ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+
+
+def _observe(result: dict, how=obs):
+    if not result["ok"]:
+        return {"error": result["error"]}
+    try:
+        return how(result["value"])
+    except BaseException as e:  # noqa: BLE001
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+
+
+# ----------------------------------------------------------------------------------------
+# One probe a kind of graded cell: (student namespace, inputs) -> observations
+# ----------------------------------------------------------------------------------------
+def probe_line_to_tensor(ns, inputs):
+    fn = ns["line_to_tensor"]
+    return [_observe(_call(fn, case["line"], case["vocab"])) for case in inputs["cases"]]
+
+
+def _observe_dataset(ds, iterations):
+    import numpy as np
+    import tensorflow as tf
+    out = {"kind": type(ds).__name__, "dataset": isinstance(ds, tf.data.Dataset)}
+    spec = getattr(ds, "element_spec", None)
+    if isinstance(spec, (tuple, list)):
+        out["spec"] = [[getattr(getattr(s, "dtype", None), "name", str(s)),
+                        None if getattr(s, "shape", None) is None or s.shape.rank is None
+                        else [d for d in s.shape.as_list()]] for s in spec]
+    runs = []
+    for _ in range(iterations):
+        batches = []
+        for element in ds:
+            x, y = (np.asarray(t) for t in element)
+            batches.append([_tolist(x), _tolist(y)])
+            if len(batches) > 2000:
+                break
+        runs.append(batches)
+    out["runs"] = runs
+    return out
+
+
+def probe_create_batch_dataset(ns, inputs):
+    fn = ns["create_batch_dataset"]
+    out = []
+    for case in inputs["cases"]:
+        kwargs = {k: case[k] for k in ("seq_length", "batch_size") if k in case}
+        result = _call(fn, case["lines"], case["vocab"], **kwargs)
+        out.append(_observe(result, lambda ds: _observe_dataset(ds, case.get("iterations", 1))))
+    return out
+
+
+def _layers(model):
+    import tensorflow as tf
+    info = {"model": isinstance(model, tf.keras.Model)}
+    for name, cls in (("embedding", tf.keras.layers.Embedding), ("gru", tf.keras.layers.GRU),
+                      ("dense", tf.keras.layers.Dense)):
+        layer = getattr(model, name, None)
+        info[name] = {"kind": type(layer).__name__, "is": isinstance(layer, cls),
+                      "shapes": [list(w.shape) for w in layer.get_weights()] if hasattr(layer, "get_weights") else None}
+    gru = getattr(model, "gru", None)
+    info["gru_flags"] = [getattr(gru, "units", None), getattr(gru, "return_sequences", None),
+                         getattr(gru, "return_state", None)]
+    info["count"] = int(model.count_params())
+    return info
+
+
+def _set_weights(model, weights):
+    model.embedding.set_weights([_array(weights["embedding"])])
+    model.gru.set_weights([_array(weights["kernel"]), _array(weights["recurrent_kernel"]), _array(weights["bias"])])
+    model.dense.set_weights([_array(weights["dense_kernel"]), _array(weights["dense_bias"])])
+
+
+def probe_GRULM_layers(ns, inputs):
+    import tensorflow as tf
+    GRULM = ns["GRULM"]
+    out = []
+    for case in inputs["cases"]:
+        V, E, U = case["sizes"]
+
+        def build():
+            model = GRULM(vocab_size=V, embedding_dim=E, rnn_units=U)
+            preds = model(tf.constant(case["ids"], dtype=tf.int64))
+            return {"layers": _layers(model), "preds": obs(preds)}
+
+        out.append(_observe(_call(build), lambda x: x))
+    return out
+
+
+def probe_GRULM_outputs(ns, inputs):
+    """Run the student's GRULM with weights the grader sends (or the pretrained ones)."""
+    import tensorflow as tf
+    GRULM = ns["GRULM"]
+    out = []
+    for case in inputs["cases"]:
+        V, E, U = case["sizes"]
+
+        def run():
+            model = GRULM(vocab_size=V, embedding_dim=E, rnn_units=U)
+            model(tf.zeros((1, 1), dtype=tf.int64))
+            if case.get("weights") == "pretrained":
+                model.load_weights(os.path.join(BUNDLE, "model", "grulm.weights.h5"))
+            else:
+                _set_weights(model, case["weights"])
+            ids = tf.constant(case["ids"], dtype=tf.int64)
+            k = case["split"]
+            full = model(ids)
+            pair = model(ids, return_state=True)
+            _, head_state = model(ids[:, :k], return_state=True)
+            tail, tail_state = model(ids[:, k:], states=head_state, return_state=True)
+            fresh = model(ids[:, k:])
+            return {"full": obs(full), "pair": obs(pair), "tail": obs(tail), "tail_state": obs(tail_state),
+                    "fresh": obs(fresh)}
+
+        out.append(_observe(_call(run), lambda x: x))
+    return out
+
+
+def probe_compile_model(ns, inputs):
+    import numpy as np
+    import tensorflow as tf
+    fn = ns["compile_model"]
+    out = []
+    for case in inputs["cases"]:
+        def run():
+            V = case["vocab_size"]
+            model = tf.keras.Sequential([tf.keras.Input(shape=(None,), dtype="int64"),
+                                         tf.keras.layers.Embedding(V, 4),
+                                         tf.keras.layers.Dense(V, activation=tf.nn.log_softmax)])
+            back = fn(model)
+            loss, opt = getattr(model, "loss", None), getattr(model, "optimizer", None)
+            preds, targets = _array(case["preds"]), np.asarray(case["targets"], dtype=np.int64)
+            lr = getattr(opt, "learning_rate", None)
+            return {"same": back is model,
+                    "loss_kind": type(loss).__name__,
+                    "loss_is": isinstance(loss, tf.keras.losses.SparseCategoricalCrossentropy),
+                    "from_logits": loss.get_config().get("from_logits") if hasattr(loss, "get_config") else None,
+                    "loss_value": float(np.asarray(loss(targets, preds))) if callable(loss) else None,
+                    "optimizer_kind": type(opt).__name__,
+                    "optimizer_is": isinstance(opt, tf.keras.optimizers.Adam),
+                    "learning_rate": None if lr is None else float(tf.keras.ops.convert_to_numpy(lr))}
+
+        out.append(_observe(_call(run), lambda x: x))
+    return out
+
+
+def probe_log_perplexity(ns, inputs):
+    import tensorflow as tf
+    fn = ns["log_perplexity"]
+    return [_observe(_call(fn, tf.constant(_array(case["preds"])), tf.constant(case["targets"], dtype=tf.int64)))
+            for case in inputs["cases"]]
+
+
+def probe_temperature_random_sampling(ns, inputs):
+    import tensorflow as tf
+    fn = ns["temperature_random_sampling"]
+    out = []
+    for case in inputs["cases"]:
+        tf.keras.utils.set_random_seed(case["seed"])  # the same draws every time this is graded
+        rows = _array(case["log_probs"])
+        if "repeat" in case:
+            rows = rows.reshape(1, -1).repeat(case["repeat"], axis=0)
+        out.append(_observe(_call(fn, tf.constant(rows), case["temperature"])))
+    return out
+
+
+def _bundle_unittest(ns):
+    """The bundle's w1_unittest (for its pretrained and made-up models), loaded afresh from disk."""
+    import importlib.util
+    path = os.path.join(BUNDLE, "w1_unittest.py")
+    spec = importlib.util.spec_from_file_location("w1_unittest_for_probes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _as_text(value):
+    import numpy as np
+    import tensorflow as tf
+    if isinstance(value, tf.Tensor):
+        value = value.numpy()
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    return _text(value) if isinstance(value, (bytes, str)) else {"kind": type(value).__name__}
+
+
+def probe_GenerativeModel(ns, inputs):
+    import tensorflow as tf
+    Gen = ns["GenerativeModel"]
+    w1 = _bundle_unittest(ns)
+    voc = w1.vocab()
+    lm = w1.pretrained_lm()
+    models = {"pretrained": lambda: lm, "cycle": lambda: w1._CycleLM(voc, lm.units), "biased": lambda: w1._BiasedLM(lm)}
+    out = []
+    for case in inputs["cases"]:
+        tf.keras.utils.set_random_seed(case.get("seed", 0))
+        model = models[case["model"]]()
+        if case["call"] == "one_step":
+            def run():
+                chars, states = Gen(model, voc, temperature=case["temperature"]).generate_one_step(
+                    tf.constant([case["prefix"]]), states=None)
+                return {"chars": obs(chars), "states_shape": list(getattr(states, "shape", []) or [])}
+            out.append(_observe(_call(run), lambda x: x))
+        else:
+            result = _call(lambda: Gen(model, voc, temperature=case["temperature"]).generate_n_chars(
+                case["n"], case["prefix"]))
+            out.append(_observe(result, lambda v: {"text": _as_text(v)}))
+    return out
+
+
+PROBES = {
+    "line_to_tensor": probe_line_to_tensor,
+    "create_batch_dataset": probe_create_batch_dataset,
+    "GRULM_layers": probe_GRULM_layers,
+    "GRULM_outputs": probe_GRULM_outputs,
+    "compile_model": probe_compile_model,
+    "log_perplexity": probe_log_perplexity,
+    "temperature_random_sampling": probe_temperature_random_sampling,
+    "GenerativeModel": probe_GenerativeModel,
+}
+
+
+def run(probe: str, ns: dict, inputs_json: str) -> None:
+    """Observe the student's code for one graded cell and hand the observations to the grader.
+
+    Missing names (the student never defined the function) and anything the code raises are
+    observations too. Warnings and stderr of the student's code are simply ignored here.
+    """
+    inputs = json.loads(inputs_json)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            observation = {"observations": PROBES[probe](ns, inputs)}
+        except KeyError as e:
+            observation = {"error": f"{e.args[0]!r} is not defined"}
+        except BaseException as e:  # noqa: BLE001
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            observation = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    text = json.dumps(observation, allow_nan=True, default=lambda o: repr(o)[:200])
+    from IPython.display import display
+    display({MIME: text}, raw=True)
+    sys.stdout.flush()
