@@ -331,8 +331,16 @@ def _judge_dataset(inputs, expected, observations):
                 elif len(run) != len(chunks) // B:
                     fails.append(f"{label}: expected {len(chunks) // B} batches, got {len(run)}")
             runs_seen.append(seen)
-        if case.get("shuffled") and runs_seen and all(run == list(chunks[:len(run)]) for run in runs_seen):
-            fails.append(f"{label}: the examples are not shuffled")
+        if case.get("shuffled") and runs_seen:
+            where: dict = {}
+            for k, chunk in enumerate(chunks):
+                where.setdefault(chunk, set()).add(k)
+            batches = [run[i:i + B] for run in runs_seen for i in range(0, len(run), B)]
+            follows = lambda a, b: any(k + 1 in where.get(b, ()) for k in where.get(a, ()))
+            if all(run == list(chunks[:len(run)]) for run in runs_seen):
+                fails.append(f"{label}: the examples are not shuffled")
+            elif batches and all(all(follows(a, b) for a, b in zip(batch, batch[1:])) for batch in batches):
+                fails.append(f"{label}: every batch holds consecutive chunks: shuffle before batching")
     return fails
 
 
