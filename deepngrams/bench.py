@@ -1,6 +1,6 @@
 """Benchmarks: every figure is a ratio of two things measured side by side in this run.
 
-    python -m deepngrams.bench [--only training,generation,quality,grading] [--steps N]
+    python -m deepngrams.bench [--only training,generation,quality,grading,sandbox] [--steps N] [--submissions N]
 
 - training:   tokens/s of the fast CPU training step vs plain Keras `model.fit`, same model,
               same batches; achieved GFLOP/s (model FLOPs: 3 x forward matrix products).
@@ -10,6 +10,8 @@
               character n-gram (n = 3..9) on the same split, and vs the reference course's 1.22.
 - grading:    nbgrader autograde of the solved notebook vs of a notebook that only imports
               TensorFlow, same course configuration.
+- sandbox:    `deepngrams grade` of 20 submissions with 2 workers vs 1 (same scores), and a
+              few submissions in the sandbox vs the same grader without it.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-TARGETS = {"training": 2.5, "generation": 10.0, "grading": 2.0, "log_perplexity": 1.22}
+TARGETS = {"training": 2.5, "generation": 10.0, "grading": 2.0, "log_perplexity": 1.22, "parallel": 1.7,
+           "sandbox_overhead": 10.0}
 
 
 def _row(name: str, value: str, note: str = "") -> None:
@@ -164,11 +167,47 @@ def bench_grading() -> None:
     _row("ratio", f"{ours / baseline:.2f}x", f"target <= {TARGETS['grading']}x")
 
 
+def bench_sandbox(submissions: int) -> None:
+    """`python -m deepngrams grade`: 2 workers vs 1, and the sandbox vs the same run without it."""
+    from . import grade
+    from .config import ROOT
+    from .release import ASSIGNMENT, COURSE_DIR, SOURCE_NB
+
+    samples = sorted(p for p in (COURSE_DIR / "submitted").iterdir() if (p / ASSIGNMENT).is_dir())
+    print(f"grade: {submissions} submissions (the samples, repeated), wall time of `deepngrams grade --force`")
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
+        course = Path(tmp) / "grader"
+        (course / "source").mkdir(parents=True)
+        shutil.copy(COURSE_DIR / "nbgrader_config.py", course)
+        shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
+        for i in range(submissions):
+            shutil.copytree(samples[i % len(samples)], course / "submitted" / f"s{i:02d}-{samples[i % len(samples)].name}")
+
+        def timed(**kw) -> tuple[float, list]:
+            start = time.perf_counter()
+            outcomes = grade.grade(course, force=True, progress=False, **kw)
+            return time.perf_counter() - start, [(o.student, o.scores) for o in outcomes]
+
+        one, first = timed(workers=1)
+        two, second = timed(workers=2)
+        _row("1 worker", f"{one:.0f} s", f"{one / submissions:.1f} s a submission")
+        _row("2 workers", f"{two:.0f} s", "same scores" if first == second else "SCORES DIFFER")
+        _row("speed-up", f"{one / two:.2f}x", f"target >= {TARGETS['parallel']}x")
+        few = [f"s{i:02d}-{samples[i % len(samples)].name}" for i in range(min(4, submissions))]
+        bare, _ = timed(workers=1, students=few, sandboxed=False)
+        boxed, _ = timed(workers=1, students=few, sandboxed=True)
+        _row(f"{len(few)} submissions without the sandbox", f"{bare:.1f} s")
+        _row(f"{len(few)} submissions in the sandbox", f"{boxed:.1f} s")
+        _row("sandbox overhead", f"{100 * (boxed / bare - 1):+.1f}%", f"target <= {TARGETS['sandbox_overhead']:.0f}%")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deepngrams.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="training,generation,quality,grading")
+    p.add_argument("--only", default="training,generation,quality,grading,sandbox")
     p.add_argument("--steps", type=int, default=20, help="timed training steps for each method")
+    p.add_argument("--submissions", type=int, default=20, help="submissions graded in the sandbox benchmark")
     args = p.parse_args(argv)
     chosen = args.only.split(",")
     for name in chosen:
@@ -180,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             bench_quality()
         elif name == "grading":
             bench_grading()
+        elif name == "sandbox":
+            bench_sandbox(args.submissions)
         else:
-            raise SystemExit(f"unknown benchmark {name!r}; choose from training, generation, quality, grading")
+            raise SystemExit(f"unknown benchmark {name!r}; choose from training, generation, quality, grading, "
+                             f"sandbox")
         print()
     return 0
 

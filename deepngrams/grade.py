@@ -245,7 +245,7 @@ def _nbgrader_run(*args: str, cwd: Path, env: dict) -> tuple[int, str]:
 
 
 def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
-              work: Path, sandboxed: bool = True) -> dict:
+              work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
     """Autograde one student's submission in a private course under `work`; returns its report.
 
     The private course holds a copy of the gradebook and of the submission, and the course's
@@ -278,7 +278,7 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                DEEPNGRAMS_GRADE_JOB=json.dumps({"checks": str(checks_path), "scratch": str(work / "scratch"),
                                                 "slot": slot, "limits": asdict(limits), "report": str(report_path),
-                                                "sandboxed": sandboxed}))
+                                                "sandboxed": sandboxed, "threads": threads}))
     status, message = _nbgrader_run("autograde", ASSIGNMENT, "--student", student, "--force", cwd=private, env=env)
     if status != 0 and not reason:
         reason = f"nbgrader could not grade it: {message[:200]}"
@@ -450,6 +450,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
             prepare_checks(course, checks_path)
             template = batch / "gradebook.db"
             _copy_db(course / "gradebook.db", template)
+            threads = max(1, (os.cpu_count() or 1) // workers)
             slots: queue.Queue = queue.Queue()
             for slot in range(workers):
                 slots.put(slot)
@@ -458,7 +459,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                 slot = slots.get()
                 try:
                     return grade_one(course, student, template, checks_path, slot, limits,
-                                     Path(tempfile.mkdtemp(prefix=f"{student}-", dir=batch)), sandboxed)
+                                     Path(tempfile.mkdtemp(prefix=f"{student}-", dir=batch)), sandboxed, threads)
                 finally:
                     slots.put(slot)
 

@@ -108,7 +108,7 @@ class SandboxedExecute(NbGraderPreprocessor):
         prepared = json.loads(Path(job["checks"]).read_text())["checks"]
         limits = sandbox.Limits(**job["limits"])
         result = sandbox.run(build_job(nb, prepared, limits.cell_timeout), Path(job["scratch"]), job["slot"], limits,
-                             sandboxed=job["sandboxed"])
+                             sandboxed=job["sandboxed"], threads=job["threads"])
         failed = apply_verdicts(nb, prepared, result)
         reason = reason_of(result, limits)
         Path(job["report"]).write_text(json.dumps({"reason": reason, "failed": failed,

@@ -80,7 +80,12 @@ def _dirs_for(path: str, made: set[str]) -> list[str]:
     return args
 
 
-def bwrap_args(scratch: Path, uid: int, bundle: Path = ROOT) -> list[str]:
+def _thread_env(threads: int) -> dict:
+    """Threads of the kernel's numerical libraries: the machine's cores shared among the workers."""
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+
+
+def bwrap_args(scratch: Path, uid: int, bundle: Path = ROOT, threads: int = 1) -> list[str]:
     """The bubblewrap command line for one sandbox (the harness's command line follows it)."""
     made: set[str] = set()
     args = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -112,8 +117,7 @@ def bwrap_args(scratch: Path, uid: int, bundle: Path = ROOT) -> list[str]:
              "--setenv", "JUPYTER_DATA_DIR", "/tmp/jupyter-data", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
              "--setenv", "TF_CPP_MIN_LOG_LEVEL", "3", "--setenv", "PYTHONHASHSEED", "0",
              "--setenv", "PATH", f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
-             "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "TF_NUM_INTRAOP_THREADS", "1",
-             "--setenv", "TF_NUM_INTEROP_THREADS", "1",
+             *[a for name, value in _thread_env(threads).items() for a in ("--setenv", name, value)],
              "--unsetenv", "JUPYTER_CONFIG_DIR", "--unsetenv", "JUPYTER_PATH",
              "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
              "--bounding-set=-all", "--no-new-privs", "--"]
@@ -136,7 +140,7 @@ def _limit(limits: Limits):
 
 
 def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool = True,
-        bundle: Path = ROOT) -> RunResult:
+        bundle: Path = ROOT, threads: int = 1) -> RunResult:
     """Run the harness on `job` (notebook, probes, cell timeout) in a fresh sandbox.
 
     `sandboxed=False` runs the same harness as a plain child process, with the same limits
@@ -147,13 +151,12 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     os.chown(scratch, uid, uid)
     python = sys.executable
     if sandboxed:
-        argv = bwrap_args(scratch, uid, bundle) + [python, "/grader/harness.py"]
+        argv = bwrap_args(scratch, uid, bundle, threads) + [python, "/grader/harness.py"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     else:
         argv = [python, str(PACKAGE / "harness.py")]
         env = dict(os.environ, PYTHONPATH=str(scratch / ".probes"), DEEPNGRAMS_BUNDLE=str(bundle),
-                   NBGRADER_EXECUTION="autograde", TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1",
-                   TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+                   NBGRADER_EXECUTION="autograde", TF_CPP_MIN_LOG_LEVEL="3", **_thread_env(threads))
         (scratch / ".probes").mkdir(exist_ok=True)
         shutil.copy(PACKAGE / "probes.py", scratch / ".probes" / "deepngrams_probes.py")
     payload = json.dumps(job).encode()
