@@ -147,7 +147,7 @@ def prepare(secret: int, bundle: Path = ROOT) -> dict:
 
     # GRULM
     sizes = [(V, E, U), (15, 6, 5), tuple(int(x) for x in rng.integers(3, 12, size=3))]
-    cases = [{"sizes": s, "ids": rng.integers(2, s[0], size=(2, 7)).tolist()} for s in sizes]
+    cases = [{"sizes": list(s), "ids": rng.integers(2, s[0], size=(2, 7)).tolist()} for s in sizes]
     checks["test_GRULM_layers"] = {"inputs": {"cases": cases}, "expected": [
         {"shapes": {"embedding": [[v, e]], "gru": [[e, 3 * u], [u, 3 * u], [2, 3 * u]], "dense": [[u, v], [v]]},
          "count": v * e + 3 * (e * u + u * u + 2 * u) + u * v + v, "preds_shape": [2, 7, v]} for v, e, u in sizes]}

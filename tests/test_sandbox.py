@@ -1,0 +1,169 @@
+"""The sandbox, the preflight checks and the verdict step of `deepngrams grade`, piece by piece.
+
+(tests/test_grade_hostile.py grades whole hostile submissions in one batch.)
+"""
+import ast
+import copy
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from deepngrams import checks, grade, release, sandbox
+from deepngrams.config import ROOT
+
+pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
+
+
+def run_cells(tmp_path, *sources, limits=None, name="job"):
+    """Run a notebook of plain cells in a sandbox; returns (RunResult, outputs text of each cell)."""
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": 20}, tmp_path / name, 0,
+                         limits or sandbox.Limits(wall_timeout=60, memory_gib=2))
+    cells = (result.notebook or {}).get("cells", [])
+    texts = ["".join(o.get("text", "") + str(o.get("evalue", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     for o in c.get("outputs", [])) for c in cells]
+    return result, texts
+
+
+def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
+    course_file = release.SOURCE_NB
+    result, out = run_cells(
+        tmp_path,
+        "import os; print(os.getuid(), os.getcwd())",
+        "print(sorted(os.listdir('/bundle')), sorted(os.listdir('/bundle/model')))",
+        f"print(os.path.exists({str(course_file)!r}), os.path.exists({str(ROOT / 'grader')!r}), "
+        f"os.path.exists({str(ROOT / 'deepngrams' / 'solution.py')!r}))",
+        "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=3); print('network')\n"
+        "except OSError as e:\n    print('no network')",
+        "try:\n    open('/usr/evil', 'w'); print('wrote /usr')\nexcept OSError:\n    print('read-only')",
+        "open('mine.txt', 'w').write('ok'); print(open('mine.txt').read())",
+    )
+    assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
+    uid, cwd = out[0].split()
+    assert int(uid) >= sandbox.FIRST_UID and cwd == "/bundle/work"
+    assert out[1].strip() == f"{sorted(['data', 'model', 'w1_unittest.py', 'work'])} " \
+                             f"{sorted(['grulm.weights.h5', 'model_card.json'])}"
+    assert out[2].strip() == "False False False"
+    assert out[3].strip() == "no network"
+    assert out[4].strip() == "read-only"
+    assert out[5].strip() == "ok" and (tmp_path / "job" / "mine.txt").read_text() == "ok"
+
+
+def test_a_cell_over_its_time_is_interrupted_and_the_next_cells_run(tmp_path):
+    result, out = run_cells(tmp_path, "while True:\n    pass", "print('after')",
+                            limits=sandbox.Limits(cell_timeout=3, wall_timeout=60, memory_gib=2))
+    assert [e["event"] for e in result.events] == ["time limit"]
+    assert out[1].strip() == "after"
+    assert "time limit" in grade.reason_of(result, sandbox.Limits(cell_timeout=3))
+
+
+def test_memory_over_the_limit_is_a_memory_error(tmp_path):
+    result, out = run_cells(tmp_path, "x = bytearray(6 * 2**30)", "print('after')")
+    assert [e["event"] for e in result.events] == ["memory limit"]
+    assert "memory limit" in grade.reason_of(result, sandbox.Limits())
+
+
+def test_a_dying_kernel_and_a_hung_sandbox_get_reasons(tmp_path):
+    result, out = run_cells(tmp_path, "print('before')", "import os; os._exit(3)", "print('never')")
+    assert result.events[0]["event"] == "kernel died" and result.events[0]["cell"] == 1
+    assert "kernel died in cell 1" in grade.reason_of(result, sandbox.Limits())
+    result, _ = run_cells(tmp_path, "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                                    "while True:\n    time.sleep(1)", name="hung",
+                          limits=sandbox.Limits(cell_timeout=2, wall_timeout=15, memory_gib=2))
+    assert result.wall_timed_out and "time limit" in grade.reason_of(result, sandbox.Limits(wall_timeout=15))
+
+
+# ----------------------------------------------------------------------------------------
+# Preflight
+# ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def solved():
+    return release.sample_submissions(release.read(release.RELEASE_NB))["alice_solved"]
+
+
+GRADED = ["test_line_to_tensor", "test_log_perplexity"]
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (b"", "empty"),
+    (b"{ not json", "not json"),
+    (b"[1, 2]", "not a notebook"),
+    (json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": [], "metadata": {}}).encode(), "nbformat 3"),
+    (json.dumps({"nbformat": 5, "nbformat_minor": 0, "cells": [], "metadata": {}}).encode(), "nbformat 5"),
+    (json.dumps({"nbformat": 4, "nbformat_minor": 5, "cells": [{"cell_type": "code"}], "metadata": {}}).encode(),
+     "not a valid nbformat 4"),
+    (b"\xff\xfe garbage", "not json"),
+])
+def test_files_that_cannot_be_graded_get_a_reason(tmp_path, content, phrase):
+    path = tmp_path / "nb.ipynb"
+    path.write_bytes(content)
+    reason, notes = grade.preflight(path, GRADED)
+    assert phrase in reason.lower() and notes == []
+
+
+def test_repairable_problems_are_noted(tmp_path, solved):
+    nb = copy.deepcopy(solved)
+    nb.metadata["kernelspec"] = {"name": "ir", "language": "R", "display_name": "R"}
+    test_cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_log_perplexity")
+    nb.cells.append(copy.deepcopy(test_cell))
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_line_to_tensor"]
+    nbformat.write(nb, str(tmp_path / "nb.ipynb"))
+    reason, notes = grade.preflight(tmp_path / "nb.ipynb", GRADED)
+    assert reason == ""
+    assert any("kernel 'ir'" in n for n in notes)
+    assert any("test_log_perplexity appears 2 times" in n for n in notes)
+    assert any("deleted cell test_line_to_tensor" in n for n in notes)
+    nbformat.write(solved, str(tmp_path / "ok.ipynb"))
+    assert grade.preflight(tmp_path / "ok.ipynb", GRADED) == ("", [])
+
+
+# ----------------------------------------------------------------------------------------
+# What goes into the sandbox, and what comes out
+# ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prepared():
+    return checks.prepare(checks.secret_of(release.SOURCE_NB))
+
+
+def test_the_sandbox_gets_inputs_but_never_expected_values_or_test_code(prepared, solved):
+    source = release.read(release.SOURCE_NB)
+    job = grade.build_job(solved, prepared, 30)
+    text = json.dumps(job)
+    hidden = [c.source for c in source.cells if "BEGIN HIDDEN TESTS" in c.source]
+    assert hidden and not any(h.split("### BEGIN HIDDEN TESTS")[1][:200] in text for h in hidden)
+    assert "w1_unittest.test_" not in text  # the public test calls are replaced too
+    sent = {}
+    for cell in job["notebook"].cells:
+        if "deepngrams_probes" in cell.source:
+            call = ast.parse(cell.source).body[0].value
+            probe, inputs = ast.literal_eval(call.args[0]), json.loads(ast.literal_eval(call.args[2]))
+            sent[cell.metadata["nbgrader"]["grade_id"]] = (probe, inputs)
+    assert sent == {gid: (check["probe"], check["inputs"]) for gid, check in prepared.items()}
+    # Expected values that are not inputs: the outputs of the small random GRU, the hidden log perplexity.
+    assert repr(prepared["test_GRULM_hidden"]["expected"][0]["full"][0][0][0]) not in text
+    assert repr(prepared["test_log_perplexity_hidden"]["expected"][0]["value"]) not in text
+    probes = [c for c in job["notebook"].cells if "deepngrams_probes" in c.source]
+    assert len(probes) == len(job["probes"]) == len(prepared)
+
+
+def test_outputs_from_the_sandbox_are_kept_inert_and_test_cells_get_the_grader_verdict(prepared, solved):
+    nb = copy.deepcopy(solved)
+    for cell in nb.cells:  # faked passing outputs in the submitted file count for nothing
+        if grade.is_test_cell(cell):
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="All tests passed\n")]
+    ran = copy.deepcopy(nb)
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    ran.cells[first].outputs = [nbformat.v4.new_output("display_data", data={
+        "text/html": "<script>alert(1)</script>", "application/javascript": "alert(1)", "text/plain": "shown"}),
+        {"output_type": "bogus"}, "not even a dict"]
+    result = sandbox.RunResult(notebook=ran, probes={})
+    failed = grade.apply_verdicts(nb, prepared, result)
+    assert sorted(failed) == sorted(prepared)  # no observations: every test fails
+    assert nb.cells[first].outputs == [nbformat.v4.new_output("display_data", data={"text/plain": "shown"})]
+    for cell in nb.cells:
+        if grade.is_test_cell(cell):
+            assert [o.output_type for o in cell.outputs] == ["error"]
+    nbformat.validate(nb)
