@@ -33,6 +33,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -236,12 +237,32 @@ c.Autograde.autograde_preprocessors = [SandboxedExecute if step is Execute else 
 '''
 
 
-def _nbgrader_run(*args: str, cwd: Path, env: dict) -> tuple[int, str]:
+def worker_main(argv: list[str]) -> int:
+    """nbgrader's autograde, then its feedback, for one student of a private course (one process).
+
+    Run as a child of the grader: `python -c "...worker_main..." <private course> <student>`.
+    """
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config.loader import PyFileConfigLoader
+    private, student = Path(argv[0]), argv[1]
+    os.chdir(private)
+    api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=str(private)).load_config())
+    for step in (lambda: api.autograde(ASSIGNMENT, student, force=True, create=True),
+                 lambda: api.generate_feedback(ASSIGNMENT, student, force=True)):
+        result = step()
+        if not result["success"]:
+            lines = [x for x in (result.get("error") or result.get("log") or "").splitlines() if x.strip()]
+            print(lines[-1] if lines else "failed", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _worker(private: Path, student: str, env: dict) -> tuple[int, str]:
     import subprocess
-    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True)
-    errors = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line or "Error" in line]
-    return done.returncode, (errors[-1] if errors else (done.stdout + done.stderr).strip()[-300:])
+    code = "import sys; from deepngrams.grade import worker_main; sys.exit(worker_main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, str(private), student], cwd=private, env=env,
+                          capture_output=True, text=True)
+    return done.returncode, done.stderr.strip()[-300:]
 
 
 def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
@@ -267,8 +288,10 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
             reason = reason or f"{nb_path.name}: {problem}"
             continue
         shutil.copy(nb_path, private / "submitted" / student / ASSIGNMENT / nb_path.name)
-    if not list(sub_dir.glob("*.ipynb")):
-        reason = "no notebook handed in"
+    handed_in = sorted(p.name for p in sub_dir.glob("*.ipynb"))
+    if f"{ASSIGNMENT}.ipynb" not in handed_in:
+        reason = reason or (f"no {ASSIGNMENT}.ipynb handed in" + (f" (found {', '.join(handed_in)}: rename it)"
+                                                                    if handed_in else ""))
     if (sub_dir / "timestamp.txt").is_file():
         shutil.copy(sub_dir / "timestamp.txt", private / "submitted" / student / ASSIGNMENT / "timestamp.txt")
     (private / "nbgrader_config.py").write_text(
@@ -279,11 +302,9 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
                DEEPNGRAMS_GRADE_JOB=json.dumps({"checks": str(checks_path), "scratch": str(work / "scratch"),
                                                 "slot": slot, "limits": asdict(limits), "report": str(report_path),
                                                 "sandboxed": sandboxed, "threads": threads}))
-    status, message = _nbgrader_run("autograde", ASSIGNMENT, "--student", student, "--force", cwd=private, env=env)
+    status, message = _worker(private, student, env)
     if status != 0 and not reason:
         reason = f"nbgrader could not grade it: {message[:200]}"
-    if status == 0:
-        _nbgrader_run("generate_feedback", ASSIGNMENT, "--student", student, "--force", cwd=private, env=env)
     run = json.loads(report_path.read_text()) if report_path.is_file() else {}
     return {"student": student, "reason": reason or run.get("reason", ""), "notes": notes,
             "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0}
@@ -308,7 +329,8 @@ def merge(course: Path, report: dict) -> None:
     student = report["student"]
     db = course / "gradebook.db"
     private = Path(report["private"])
-    with atomic_path(db) as tmp:
+    with atomic_path(db) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's own session use
         _copy_db(db, Path(tmp))
         with Gradebook(_db(Path(tmp))) as gb:
             gb.update_or_create_student(student)

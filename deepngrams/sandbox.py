@@ -2,8 +2,8 @@
 
 The sandbox sees the operating system and the Python environment read-only, the bundle's
 student files read-only (w1_unittest.py, the corpus, the weights and model card: what the
-notebook legitimately reads) at /bundle, and one scratch folder of its own, /bundle/work,
-as its working directory. Nothing else of the course: not source/, not the gradebook, not
+notebook legitimately reads) at /bundle, and a scratch folder of its own in memory,
+/bundle/work (its working directory), gone when it ends. Nothing else of the course: not source/, not the gradebook, not
 other submissions, not the reference values. It has no network (its own empty network
 namespace), its own process tree, and runs as an unprivileged user of its own (one per
 worker, so the process limit counts only its processes) with no capabilities.
@@ -43,6 +43,7 @@ class Limits:
     processes: int = 512  # processes and threads of the sandbox user
     output_mib: float = 64.0  # what the notebook may send back, outputs included
     file_mib: float = 512.0  # largest file it may write
+    scratch_mib: float = 256.0  # size of its working folder and of its /tmp (both in memory)
 
 
 @dataclass
@@ -85,9 +86,10 @@ def _thread_env(threads: int) -> dict:
     return {name: str(threads) for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
 
 
-def bwrap_args(scratch: Path, uid: int, bundle: Path = ROOT, threads: int = 1) -> list[str]:
+def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1) -> list[str]:
     """The bubblewrap command line for one sandbox (the harness's command line follows it)."""
     made: set[str] = set()
+    scratch = str(int(limits.scratch_mib * 2**20))
     args = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     for system in ("/usr", "/etc"):
@@ -108,8 +110,9 @@ def bwrap_args(scratch: Path, uid: int, bundle: Path = ROOT, threads: int = 1) -
     args += ["--perms", "0755", "--dir", "/grader",
              "--ro-bind", str(PACKAGE / "harness.py"), "/grader/harness.py",
              "--ro-bind", str(PACKAGE / "probes.py"), "/grader/deepngrams_probes.py",
-             "--bind", str(scratch), f"{BUNDLE}/work",
-             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
+             "--perms", "1777", "--size", scratch, "--tmpfs", f"{BUNDLE}/work",
+             "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", scratch, "--tmpfs", "/tmp",
+             "--tmpfs", "/run",
              "--chdir", f"{BUNDLE}/work",
              "--setenv", "HOME", "/tmp", "--setenv", "PYTHONPATH", "/grader",
              "--setenv", "DEEPNGRAMS_BUNDLE", BUNDLE, "--setenv", "NBGRADER_EXECUTION", "autograde",
@@ -143,17 +146,16 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
         bundle: Path = ROOT, threads: int = 1) -> RunResult:
     """Run the harness on `job` (notebook, probes, cell timeout) in a fresh sandbox.
 
-    `sandboxed=False` runs the same harness as a plain child process, with the same limits
-    but none of the isolation: only for measuring the sandbox's cost (`make bench`).
+    `sandboxed=False` runs the same harness as a plain child process in `scratch`, with the
+    same limits but none of the isolation: only for measuring the sandbox's cost (`make bench`).
     """
-    uid = FIRST_UID + slot
-    scratch.mkdir(parents=True, exist_ok=True)
-    os.chown(scratch, uid, uid)
     python = sys.executable
     if sandboxed:
-        argv = bwrap_args(scratch, uid, bundle, threads) + [python, "/grader/harness.py"]
+        argv = bwrap_args(FIRST_UID + slot, limits, bundle, threads) + [python, "/grader/harness.py"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        scratch = Path("/")
     else:
+        scratch.mkdir(parents=True, exist_ok=True)
         argv = [python, str(PACKAGE / "harness.py")]
         env = dict(os.environ, PYTHONPATH=str(scratch / ".probes"), DEEPNGRAMS_BUNDLE=str(bundle),
                    NBGRADER_EXECUTION="autograde", TF_CPP_MIN_LOG_LEVEL="3", **_thread_env(threads))

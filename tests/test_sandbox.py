@@ -40,6 +40,8 @@ def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
         "except OSError as e:\n    print('no network')",
         "try:\n    open('/usr/evil', 'w'); print('wrote /usr')\nexcept OSError:\n    print('read-only')",
         "open('mine.txt', 'w').write('ok'); print(open('mine.txt').read())",
+        "try:\n    open('big', 'wb').write(bytes(300 * 2**20)); print('wrote 300 MiB')\nexcept OSError as e:\n"
+        "    print('full')",
     )
     assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
     uid, cwd = out[0].split()
@@ -49,7 +51,8 @@ def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
     assert out[2].strip() == "False False False"
     assert out[3].strip() == "no network"
     assert out[4].strip() == "read-only"
-    assert out[5].strip() == "ok" and (tmp_path / "job" / "mine.txt").read_text() == "ok"
+    assert out[5].strip() == "ok" and not list(tmp_path.iterdir())  # in memory, and gone
+    assert out[6].strip() == "full"  # the scratch folder holds 256 MiB
 
 
 def test_a_cell_over_its_time_is_interrupted_and_the_next_cells_run(tmp_path):
