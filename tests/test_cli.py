@@ -42,7 +42,7 @@ def test_generate_batch_and_bad_arguments():
 
 def test_help_lists_the_commands():
     out = run("--help").stdout
-    for command in ("prepare", "train", "evaluate", "generate", "reference", "release", "demo"):
+    for command in ("prepare", "train", "evaluate", "generate", "reference", "release", "demo", "grade"):
         assert command in out
 
 
@@ -50,3 +50,12 @@ def test_bench_rejects_an_unknown_benchmark():
     done = subprocess.run([sys.executable, "-m", "deepngrams.bench", "--only", "nope"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode != 0 and "unknown benchmark" in done.stderr
+
+
+def test_grade_explains_bad_arguments(tmp_path):
+    done = run("grade", "--course", str(tmp_path), check=False)
+    assert done.returncode == 2 and "no source/deep_ngrams/" in done.stderr
+    done = run("grade", "--workers", "0", check=False)
+    assert done.returncode == 2 and "--workers must be at least 1" in done.stderr
+    done = run("grade", "--student", "nobody_here", check=False)
+    assert done.returncode == 2 and "no submission from nobody_here" in done.stderr
