@@ -24,6 +24,7 @@ import concurrent.futures
 import copy
 import csv
 import hashlib
+import html
 import io
 import json
 import os
@@ -48,6 +49,12 @@ PROBE_CELL = "__import__('sys').modules['deepngrams_probes'].run({probe!r}, glob
 UNKNOWN_CELL = 'raise RuntimeError("This graded cell is not known to the grader, so it earns nothing.")'
 PASSED = "All tests passed (checked by the grader).\n"
 SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
+NOT_GRADED_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>deep_ngrams: not graded</title></head>
+<body><h1>deep_ngrams: your submission could not be graded</h1>
+<p>Student: {student}</p><p>Reason: {reason}</p><p>Every exercise scores 0. Fix this and hand it in again.</p>
+</body></html>
+"""
 GRADER_FILES = ("checks.py", "probes.py", "harness.py", "sandbox.py", "grade.py", "nbgrader_steps.py")
 
 
@@ -358,6 +365,11 @@ def merge(course: Path, report: dict) -> None:
             shutil.copytree(src, fresh)
         else:
             fresh.mkdir(parents=True)
+            if kind == "feedback":  # nothing nbgrader could grade: the feedback is the reason
+                page = fresh / ASSIGNMENT / f"{ASSIGNMENT}.html"
+                page.parent.mkdir()
+                page.write_text(NOT_GRADED_PAGE.format(student=html.escape(student),
+                                                       reason=html.escape(report["reason"] or "not graded")))
         old = course / kind / f".{student}.old"
         shutil.rmtree(old, ignore_errors=True)
         if dst.exists():

@@ -1,0 +1,97 @@
+"""`deepngrams grade` on the bundled samples: scores, resume, the report, and a gradebook never half-written."""
+import csv
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from nbgrader.api import Gradebook
+
+from deepngrams import grade, release, sandbox
+
+pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
+FULL = {"line_to_tensor": 3, "create_batch_dataset": 3, "GRULM": 4, "compile_model": 2,
+        "log_perplexity": 3, "temperature_random_sampling": 1, "GenerativeModel": 3}
+
+
+@pytest.fixture(scope="module")
+def course():
+    (release.ROOT / ".cache").mkdir(exist_ok=True)
+    course = Path(tempfile.mkdtemp(prefix="test-grade-", dir=release.ROOT / ".cache")) / "grader"
+    course.mkdir()
+    shutil.copy(release.COURSE_DIR / "nbgrader_config.py", course)
+    shutil.copytree(release.SOURCE_NB.parent, course / "source" / release.ASSIGNMENT)
+    for student in ("alice_solved", "bob_untouched", "carol_partial"):
+        shutil.copytree(release.SUBMITTED / student, course / "submitted" / student)
+    renamed = course / "submitted" / "dora_renamed" / release.ASSIGNMENT
+    renamed.mkdir(parents=True)
+    shutil.copy(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb",
+                renamed / "deep_ngrams (1).ipynb")
+    first = grade.grade(course, workers=2, progress=False)
+    yield course, {o.student: o for o in first}
+    shutil.rmtree(course.parent, ignore_errors=True)
+
+
+def points(outcome):
+    return {ex: got for ex, (got, _) in outcome.scores.items()}
+
+
+def test_the_samples_get_the_scores_plain_nbgrader_gives(course):
+    _, first = course
+    assert points(first["alice_solved"]) == FULL and first["alice_solved"].reason == ""
+    assert points(first["bob_untouched"]) == {ex: 0 for ex in FULL}
+    assert points(first["carol_partial"]) == dict(FULL, GRULM=0, compile_model=0, temperature_random_sampling=0,
+                                                  GenerativeModel=0)
+
+
+def test_a_notebook_under_another_name_is_reported(course):
+    _, first = course
+    dora = first["dora_renamed"]
+    assert points(dora) == {ex: 0 for ex in FULL}
+    assert "no deep_ngrams.ipynb handed in (found deep_ngrams (1).ipynb: rename it)" in dora.reason
+
+
+def test_report_csv_feedback_and_gradebook(course):
+    path, first = course
+    rows = {r["student"]: r for r in csv.DictReader((path / "report.csv").open())}
+    assert rows["alice_solved"]["total"] == "19" and rows["carol_partial"]["total"] == "9"
+    assert "rename it" in rows["dora_renamed"]["reason"] and float(rows["alice_solved"]["seconds"]) > 0
+    grades = {r["student_id"]: r for r in csv.DictReader((path / "grades.csv").open())}
+    assert grades["alice_solved"]["score"] == "19.0" and grades["bob_untouched"]["score"] == "0.0"
+    for student in first:
+        assert (path / "feedback" / student / release.ASSIGNMENT / "deep_ngrams.html").is_file()
+    assert "rename it" in (path / "feedback" / "dora_renamed" / release.ASSIGNMENT / "deep_ngrams.html").read_text()
+    html = (path / "feedback" / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.html").read_text()
+    assert "All tests passed (checked by the grader)" in html
+    with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as gb:
+        assert sorted(s.id for s in gb.students) == sorted(first)
+    assert not list((path / ".grading").iterdir())  # private copies are cleaned up
+
+
+def test_a_second_run_skips_graded_work_until_a_submission_changes(course):
+    path, first = course
+    again = {o.student: o for o in grade.grade(path, workers=2, progress=False)}
+    assert all(o.skipped for o in again.values())
+    assert {s: o.scores for s, o in again.items()} == {s: o.scores for s, o in first.items()}
+    solved = path / "submitted" / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"
+    shutil.copy(solved, path / "submitted" / "bob_untouched" / release.ASSIGNMENT / "deep_ngrams.ipynb")
+    third = {o.student: o for o in grade.grade(path, workers=1, progress=False)}
+    assert not third["bob_untouched"].skipped and points(third["bob_untouched"]) == FULL
+    assert all(third[s].skipped for s in ("alice_solved", "carol_partial", "dora_renamed"))
+
+
+def test_a_failed_merge_leaves_the_gradebook_as_it_was(course, monkeypatch):
+    path, _ = course
+    db = path / "gradebook.db"
+    before = db.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Gradebook, "update_or_create_submission", broken)
+    report = {"student": "alice_solved", "reason": "x", "notes": [], "seconds": 0, "private": str(path / "none"),
+              "graded": False}
+    with pytest.raises(OSError):
+        grade.merge(path, report)
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in path.iterdir() if "gradebook" in p.name) == ["gradebook.db"]
