@@ -36,5 +36,7 @@ c.Execute.timeout = 300
 c.Execute.extra_arguments = ["--IPKernelApp.capture_fd_output=False"]
 
 # nbgrader's own steps, after one of ours: `# grade-up-to-here` in a solution cell stops the run there.
+# (`python -m deepngrams grade` swaps Execute for SandboxedExecute: the notebook runs in a sandbox and
+# the grader writes each test cell's verdict; see deepngrams/grade.py.)
 c.Autograde.autograde_preprocessors = [GradeUpToHere, Execute, IgnorePattern, ClearMetadataPreprocessor,
                                        LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
