@@ -332,7 +332,7 @@ def _copy_db(src: Path, dst: Path) -> None:
 
 def merge(course: Path, report: dict) -> None:
     """Write one student's grades into the course's gradebook: a new file renamed over the old."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import Gradebook
     student = report["student"]
     db = course / "gradebook.db"
     private = Path(report["private"])

@@ -15,7 +15,6 @@ grader's.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import warnings
