@@ -72,9 +72,9 @@ def _gru_numpy(w: dict, ids: np.ndarray, h: np.ndarray | None = None):
 
 
 def _random_weights(rng, V, E, U) -> dict:
-    n = lambda *shape: (rng.normal(size=shape) * 0.5).astype(np.float32)
-    return {"embedding": n(V, E), "kernel": n(E, 3 * U), "recurrent_kernel": n(U, 3 * U), "bias": n(2, 3 * U),
-            "dense_kernel": n(U, V), "dense_bias": n(V)}
+    n = lambda scale, *shape: (rng.normal(size=shape) * scale).astype(np.float32)
+    return {"embedding": n(1.0, V, E), "kernel": n(E ** -0.5, E, 3 * U), "recurrent_kernel": n(U ** -0.5, U, 3 * U),
+            "bias": n(0.5, 2, 3 * U), "dense_kernel": n(2 * U ** -0.5, U, V), "dense_bias": n(0.5, V)}
 
 
 def _greedy(lm, vocab, prefix: str, max_chars: int, margin: float) -> str:
@@ -147,10 +147,19 @@ def prepare(secret: int, bundle: Path = ROOT) -> dict:
 
     # GRULM
     sizes = [(V, E, U), (15, 6, 5), tuple(int(x) for x in rng.integers(3, 12, size=3))]
-    cases = [{"sizes": list(s), "ids": rng.integers(2, s[0], size=(2, 7)).tolist()} for s in sizes]
-    checks["test_GRULM_layers"] = {"inputs": {"cases": cases}, "expected": [
-        {"shapes": {"embedding": [[v, e]], "gru": [[e, 3 * u], [u, 3 * u], [2, 3 * u]], "dense": [[u, v], [v]]},
-         "count": v * e + 3 * (e * u + u * u + 2 * u) + u * v + v, "preds_shape": [2, 7, v]} for v, e, u in sizes]}
+    cases, expected = [], []
+    for i, (v, e, u) in enumerate(sizes):
+        ids = rng.integers(2, v, size=(2, 7))
+        want = {"shapes": {"embedding": [[v, e]], "gru": [[e, 3 * u], [u, 3 * u], [2, 3 * u]], "dense": [[u, v], [v]]},
+                "preds_shape": [2, 7, v]}
+        case = {"sizes": [v, e, u], "ids": ids.tolist()}
+        if i:  # small models also run with the grader's weights: their log probabilities must be right
+            weights = _random_weights(rng, v, e, u)
+            case["weights"] = {k: w.tolist() for k, w in weights.items()}
+            want["preds"] = _gru_numpy(weights, ids)[0].tolist()
+        cases.append(case)
+        expected.append(want)
+    checks["test_GRULM_layers"] = {"inputs": {"cases": cases}, "expected": expected}
     ids = rng.integers(2, V, size=(2, 24))
     ids[0, -3:] = PADDING_ID
     checks["test_GRULM_outputs"] = {"inputs": {"cases": [{"sizes": [V, E, U], "weights": "pretrained",
@@ -168,16 +177,21 @@ def prepare(secret: int, bundle: Path = ROOT) -> dict:
                               "ids": ids.tolist(), "split": 3}]},
         "expected": [{"full": full.tolist(), "state": state.tolist(), "atol": 1e-4}]}
 
-    # compile_model
-    def loss_case(V):
-        preds = _log_softmax(rng.normal(size=(3, 5, V))).astype(np.float32)
-        targets = rng.integers(0, V, size=(3, 5))
-        want = -np.mean(np.take_along_axis(preds.astype(np.float64), targets[..., None], axis=-1))
-        return {"vocab_size": V, "preds": preds.tolist(), "targets": targets.tolist()}, float(want)
-
+    # compile_model: one training step with the grader's weights and data shows loss, optimizer and rate
+    from . import solution
     for gid, V in (("test_compile_model", 12), ("test_compile_model_hidden", int(rng.integers(6, 15)))):
-        case, want = loss_case(V)
-        checks[gid] = {"inputs": {"cases": [case]}, "expected": [{"loss": want, "learning_rate": 0.00125}]}
+        weights = [rng.normal(size=(V, 4)).astype(np.float32), (rng.normal(size=(4, V)) * 0.5).astype(np.float32),
+                   (rng.normal(size=V) * 0.1).astype(np.float32)]
+        x, y = rng.integers(0, V, size=(3, 5)), rng.integers(0, V, size=(3, 5))
+        model = tf.keras.Sequential([tf.keras.Input(shape=(None,), dtype="int64"), tf.keras.layers.Embedding(V, 4),
+                                     tf.keras.layers.Dense(V, activation=tf.nn.log_softmax)])
+        solution.compile_model(model)
+        model.set_weights(weights)
+        loss = float(np.asarray(model.train_on_batch(x, y)))
+        checks[gid] = {"inputs": {"cases": [{"vocab_size": V, "weights": [w.tolist() for w in weights],
+                                             "x": x.tolist(), "y": y.tolist()}]},
+                       "expected": [{"loss": loss, "weights": [w.tolist() for w in model.get_weights()],
+                                     "learning_rate": 0.00125}]}
 
     # log_perplexity
     def lp_case(preds, targets):
@@ -310,6 +324,9 @@ def _judge_dataset(inputs, expected, observations):
             continue
         if o.get("spec") != [["int64", [B, T]], ["int64", [B, T]]]:
             fails.append(f"{label}: element_spec should be two int64 tensors of shape ({B}, {T}), got {o.get('spec')}")
+        if len(o.get("runs", [])) != case.get("iterations", 1):
+            fails.append(f"{label}: the dataset could not be read {case.get('iterations', 1)} time(s)")
+            continue
         size = T + 1
         chunks = [tuple(ids[k * size:(k + 1) * size]) for k in range(len(ids) // size)]
         available = set(chunks)
@@ -365,6 +382,8 @@ def _judge_layers(inputs, expected, observations):
             fails.append(f"{label}: model(inputs) should give one tensor of shape {want['preds_shape']}")
         elif not np.all(np.abs(np.log(np.exp(preds).sum(-1))) < 1e-3):
             fails.append(f"{label}: the outputs should be log probabilities (log_softmax)")
+        elif "preds" in want and not np.allclose(preds, want["preds"], atol=1e-4, rtol=0):
+            fails.append(f"{label}: with given weights, the log probabilities differ from the expected ones")
     return fails
 
 
@@ -403,12 +422,20 @@ def _judge_compile(inputs, expected, observations):
         if not o.get("loss_is") or o.get("from_logits") is not True:
             fails.append(f"the loss should be SparseCategoricalCrossentropy(from_logits=True), got {o.get('loss_kind')} "
                          f"with from_logits={o.get('from_logits')}")
-        elif o.get("loss_value") is None or abs(o["loss_value"] - want["loss"]) > 1e-4:
-            fails.append(f"the loss of log probabilities: expected {want['loss']:.5f}, got {o.get('loss_value')}")
         if not o.get("optimizer_is") or o.get("learning_rate") is None \
                 or abs(o["learning_rate"] - want["learning_rate"]) > 1e-7:
             fails.append(f"the optimizer should be Adam(learning_rate=0.00125), got {o.get('optimizer_kind')}"
                          f"({o.get('learning_rate')})")
+        step = o.get("step") if isinstance(o.get("step"), dict) else {}
+        loss = _array(step.get("loss", {}))
+        if loss is None or loss.size < 1 or abs(float(loss.ravel()[0]) - want["loss"]) > 1e-4:
+            fails.append(f"one training step: the loss should be {want['loss']:.5f} (the mean negative log "
+                         f"probability), got {None if loss is None else loss.ravel()[:1].tolist()}")
+        weights = step.get("weights", {}).get("items") if isinstance(step.get("weights"), dict) else None
+        if not weights or len(weights) != len(want["weights"]) or not all(
+                (a := _array(w)) is not None and a.shape == np.shape(e) and np.allclose(a, e, atol=2e-5, rtol=0)
+                for w, e in zip(weights, want["weights"])):
+            fails.append("one training step: the weights should move as Adam with learning rate 0.00125 moves them")
     return fails
 
 

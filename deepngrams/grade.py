@@ -23,6 +23,7 @@ import argparse
 import concurrent.futures
 import copy
 import csv
+import errno
 import hashlib
 import html
 import io
@@ -31,6 +32,7 @@ import os
 import queue
 import shutil
 import sqlite3
+import stat
 import sys
 import tempfile
 import time
@@ -77,18 +79,38 @@ class Outcome:
 # ----------------------------------------------------------------------------------------
 # 1. Preflight: can this file be graded, and what needs repair?
 # ----------------------------------------------------------------------------------------
+def read_handed_in(path: Path, limit: int = MAX_NOTEBOOK_BYTES) -> bytes:
+    """The bytes of a file a student handed in. Links, folders and devices are refused (ValueError
+    with the reason): the grader runs as root, and a link could point at the solutions."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise ValueError("a link, not a file: hand in the notebook itself" if e.errno == errno.ELOOP
+                         else f"cannot be read ({e.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError("not a plain file (a folder?): hand in the notebook itself")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > limit:
+            raise ValueError(f"file too large ({info.st_size / 2**20:.0f} MiB, at most {limit // 2**20} MiB)")
+        return f.read(limit + 1)
+
+
 def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
     """(reason it cannot be graded or "", notes on what nbgrader will repair)."""
     import nbformat
-    size = path.stat().st_size
-    if size == 0:
-        return "empty file: nothing was handed in", []
-    if size > MAX_NOTEBOOK_BYTES:
-        return f"file too large ({size / 2**20:.0f} MiB, at most {MAX_NOTEBOOK_BYTES // 2**20} MiB)", []
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        return f"not JSON, so not a notebook ({str(e)[:100]}); was it saved from Jupyter?", []
+        raw = read_handed_in(path)
+    except ValueError as e:
+        return str(e), []
+    if not raw:
+        return "empty file: nothing was handed in", []
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        detail = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:100]
+        return f"not JSON, so not a notebook ({detail}); was it saved from Jupyter?", []
     if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
         return "valid JSON but not a notebook (no cells): hand in the .ipynb file itself", []
     version = data.get("nbformat")
@@ -109,6 +131,10 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
     for gid in graded_ids:
         if gid not in ids:
             notes.append(f"deleted cell {gid} put back")
+    for cell in nb.cells:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade") and gid not in graded_ids:
+            notes.append(f"graded cell {gid} is not part of the assignment: it counts for nothing")
     return "", notes
 
 
@@ -175,6 +201,8 @@ def reason_of(result: RunResult, limits: Limits) -> str:
             return f"time limit: a cell ran over {limits.cell_timeout:g} s and was interrupted{where}"
         if kind == "memory limit":
             return f"memory limit: the code ran out of its {limits.memory_gib:g} GiB{where}"
+        if kind == "process limit":
+            return f"process limit: the code started more than {limits.processes} processes{where}"
         if kind == "kernel died":
             code = event.get("returncode")
             how = {-9: "killed", -6: "aborted", -11: "a crash (segmentation fault)", -24: "its CPU time limit"}.get(
@@ -202,10 +230,13 @@ def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
     import nbformat
     from .checks import judge
     from .nbgrader_steps import NOT_RUN
+    from nbconvert.preprocessors.sanitize import SanitizeHTML
     ran = result.notebook.get("cells") if isinstance(result.notebook, dict) else None
     failed = []
+    sanitize = SanitizeHTML()
     for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
+        if cell.cell_type != "code":  # the feedback page shows markdown as HTML: no script from students
+            sanitize.preprocess_cell(cell, {}, i)
             continue
         cell.execution_count = None
         if not is_test_cell(cell):
@@ -253,13 +284,15 @@ def worker_main(argv: list[str]) -> int:
     from traitlets.config.loader import PyFileConfigLoader
     private, student = Path(argv[0]), argv[1]
     os.chdir(private)
+    warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's session use are not errors
     api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=str(private)).load_config())
     for step in (lambda: api.autograde(ASSIGNMENT, student, force=True, create=True),
                  lambda: api.generate_feedback(ASSIGNMENT, student, force=True)):
         result = step()
         if not result["success"]:
-            lines = [x for x in (result.get("error") or result.get("log") or "").splitlines() if x.strip()]
-            print(lines[-1] if lines else "failed", file=sys.stderr)
+            text = result.get("error") or result.get("log") or ""
+            lines = [x.strip() for x in text.splitlines() if "Error" in x or "Exception" in x] or text.splitlines()
+            print(lines[-1][-300:] if lines else "failed", file=sys.stderr)
             return 1
     return 0
 
@@ -288,19 +321,25 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
     shutil.copy(template_db, private / "gradebook.db")
     graded_ids = json.loads(checks_path.read_text())["graded_ids"]
     reason, notes = "", []
-    for nb_path in sorted(sub_dir.glob("*.ipynb")):
-        problem, found = preflight(nb_path, graded_ids)
+    target = private / "submitted" / student / ASSIGNMENT
+    handed_in = sorted(p.name for p in sub_dir.glob("*.ipynb"))
+    if any(p.is_symlink() for p in (sub_dir.parent, sub_dir)):
+        reason = "the submission folder is a link: hand in the files themselves"
+        handed_in = []
+    for name in handed_in:
+        problem, found = preflight(sub_dir / name, graded_ids)
         notes += found
         if problem:
-            reason = reason or f"{nb_path.name}: {problem}"
+            reason = reason or f"{name}: {problem}"
             continue
-        shutil.copy(nb_path, private / "submitted" / student / ASSIGNMENT / nb_path.name)
-    handed_in = sorted(p.name for p in sub_dir.glob("*.ipynb"))
-    if f"{ASSIGNMENT}.ipynb" not in handed_in:
-        reason = reason or (f"no {ASSIGNMENT}.ipynb handed in" + (f" (found {', '.join(handed_in)}: rename it)"
-                                                                    if handed_in else ""))
-    if (sub_dir / "timestamp.txt").is_file():
-        shutil.copy(sub_dir / "timestamp.txt", private / "submitted" / student / ASSIGNMENT / "timestamp.txt")
+        (target / name).write_bytes(read_handed_in(sub_dir / name))
+    if not reason and f"{ASSIGNMENT}.ipynb" not in handed_in:
+        reason = f"no {ASSIGNMENT}.ipynb handed in" + (f" (found {', '.join(handed_in)}: rename it)"
+                                                       if handed_in else "")
+    try:
+        (target / "timestamp.txt").write_bytes(read_handed_in(sub_dir / "timestamp.txt", 1000))
+    except ValueError:
+        pass  # no timestamp (or not a plain file): nbgrader grades it as not late
     (private / "nbgrader_config.py").write_text(
         PRIVATE_CONFIG.format(main=str((course / "nbgrader_config.py").resolve()), root=str(private)))
     report_path = work / "run.json"
@@ -410,13 +449,32 @@ def grader_version(course: Path) -> str:
 def submission_hash(course: Path, student: str) -> str:
     h = hashlib.sha256()
     for path in sorted((course / "submitted" / student / ASSIGNMENT).glob("*")):
-        if path.is_file():
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        h.update(path.name.encode() + b"\0")
+        if path.is_symlink():
+            h.update(b"link " + os.readlink(path).encode())
+        elif path.is_file():
+            try:
+                h.update(read_handed_in(path))
+            except ValueError:
+                h.update(str(path.stat().st_size).encode())
     return h.hexdigest()[:16]
 
 
 def _marker(course: Path, student: str) -> Path:
     return course / "autograded" / student / ASSIGNMENT / ".deepngrams-grade.json"
+
+
+def saved_outcome(course: Path, student: str, version: str | None = None) -> Outcome | None:
+    """The outcome recorded when this student was last graded, if it still holds: same files
+    and (when `version` is given) the same grader."""
+    try:
+        saved = json.loads(_marker(course, student).read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("submission") != submission_hash(course, student) or version and saved.get("grader") != version:
+        return None
+    return Outcome(student, scores_of(course, student), saved.get("reason", ""), saved.get("notes", []),
+                   saved.get("seconds", 0.0), skipped=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -463,17 +521,11 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
     outcomes: dict[str, Outcome] = {}
     todo = []
     for student in chosen:
-        marker = _marker(course, student)
-        if not force and marker.is_file():
-            try:
-                saved = json.loads(marker.read_text())
-            except ValueError:
-                saved = {}
-            if saved.get("submission") == submission_hash(course, student) and saved.get("grader") == version:
-                outcomes[student] = Outcome(student, scores_of(course, student), saved.get("reason", ""),
-                                            saved.get("notes", []), saved.get("seconds", 0.0), skipped=True)
-                continue
-        todo.append(student)
+        saved = saved_outcome(course, student, version)
+        if saved and not force:
+            outcomes[student] = saved
+        else:
+            todo.append(student)
 
     work_root = course / ".grading"
     work_root.mkdir(mode=0o700, exist_ok=True)
@@ -522,7 +574,8 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
         shutil.rmtree(batch, ignore_errors=True)
     export_grades(course)
     results = [outcomes[s] for s in sorted(outcomes)]
-    write_report(course, results)
+    everyone = {s: outcomes.get(s) or saved_outcome(course, s) for s in all_students}
+    write_report(course, [o for _, o in sorted(everyone.items()) if o is not None])
     return results
 
 

@@ -56,8 +56,12 @@ def main() -> int:
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         if seconds >= timeout and any(o.get("ename") == "KeyboardInterrupt" for o in errors):
             emit({"event": "time limit", "cell": cell_index, "seconds": round(seconds, 1)})
-        if any(o.get("ename") in MEMORY_ERRORS for o in errors):
+        streams = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+        if any(o.get("ename") in MEMORY_ERRORS for o in errors) or "MemoryError" in streams[-5000:]:
             emit({"event": "memory limit", "cell": cell_index})
+        elif any(o.get("ename") == "BlockingIOError" and "emporarily unavailable" in str(o.get("evalue"))
+                 for o in errors):
+            emit({"event": "process limit", "cell": cell_index})
         if cell_index in probes:
             found = [o for o in cell.get("outputs", []) if o.get("output_type") == "display_data"
                      and MIME in o.get("data", {})]

@@ -65,7 +65,9 @@ class OverwriteCellsKeepingOrder(OverwriteCells):
             cell = self.missing_cell_transform(sources[grade_cell.name], grade_cell.max_score,
                                                is_solution=grade_cell.name in solutions)
             earlier = order[: order.index(grade_cell.name)]
-            at = next((present.index(name) + 1 for name in reversed(earlier) if name in present), 0)
+            # After the nearest earlier cell still there; with none (a notebook rebuilt without
+            # nbgrader's metadata), at the end, after the student's code.
+            at = next((present.index(name) + 1 for name in reversed(earlier) if name in present), len(nb.cells))
             nb.cells.insert(at, cell)
         return nb, resources
 
@@ -76,6 +78,23 @@ class OverwriteCellsKeepingOrder(OverwriteCells):
         for task_cell in source_nb.task_cells:
             if task_cell.name not in present:
                 nb.cells.append(self.missing_cell_transform(sources[task_cell.name], task_cell.max_score, is_task=True))
+        return nb, resources
+
+
+class IgnoreUnknownGradedCells(NbGraderPreprocessor):
+    """A cell whose nbgrader id the source notebook does not have (made up by a student) loses its
+    nbgrader metadata: it counts for nothing, and nbgrader 0.9 no longer aborts the submission."""
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+        with Gradebook(resources["nbgrader"]["db_url"]) as gb:
+            source = gb.find_notebook(resources["nbgrader"]["notebook"], resources["nbgrader"]["assignment"])
+            known = {c.name for c in source.source_cells} | {c.name for c in source.grade_cells}
+        for cell in nb.cells:
+            grade_id = _nbgrader(cell).get("grade_id")
+            if "nbgrader" in cell.get("metadata", {}) and grade_id not in known:
+                self.log.warning("Cell %r is not in the assignment: ignoring its nbgrader metadata", grade_id)
+                del cell.metadata["nbgrader"]
         return nb, resources
 
 

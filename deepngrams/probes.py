@@ -161,7 +161,11 @@ def probe_GRULM_layers(ns, inputs):
         def build():
             model = GRULM(vocab_size=V, embedding_dim=E, rnn_units=U)
             preds = model(tf.constant(case["ids"], dtype=tf.int64))
-            return {"layers": _layers(model), "preds": obs(preds)}
+            info = _layers(model)
+            if "weights" in case:
+                _set_weights(model, case["weights"])
+                preds = model(tf.constant(case["ids"], dtype=tf.int64))
+            return {"layers": info, "preds": obs(preds)}
 
         out.append(_observe(_call(build), lambda x: x))
     return out
@@ -197,6 +201,7 @@ def probe_GRULM_outputs(ns, inputs):
 
 
 def probe_compile_model(ns, inputs):
+    """compile_model on a small model, then one training step with the grader's weights and data."""
     import numpy as np
     import tensorflow as tf
     fn = ns["compile_model"]
@@ -209,16 +214,19 @@ def probe_compile_model(ns, inputs):
                                          tf.keras.layers.Dense(V, activation=tf.nn.log_softmax)])
             back = fn(model)
             loss, opt = getattr(model, "loss", None), getattr(model, "optimizer", None)
-            preds, targets = _array(case["preds"]), np.asarray(case["targets"], dtype=np.int64)
             lr = getattr(opt, "learning_rate", None)
-            return {"same": back is model,
+            info = {"same": back is model,
                     "loss_kind": type(loss).__name__,
                     "loss_is": isinstance(loss, tf.keras.losses.SparseCategoricalCrossentropy),
                     "from_logits": loss.get_config().get("from_logits") if hasattr(loss, "get_config") else None,
-                    "loss_value": float(np.asarray(loss(targets, preds))) if callable(loss) else None,
                     "optimizer_kind": type(opt).__name__,
                     "optimizer_is": isinstance(opt, tf.keras.optimizers.Adam),
                     "learning_rate": None if lr is None else float(tf.keras.ops.convert_to_numpy(lr))}
+            model.set_weights([_array(w) for w in case["weights"]])
+            result = model.train_on_batch(np.asarray(case["x"], dtype=np.int64), np.asarray(case["y"], dtype=np.int64))
+            loss = result[0] if isinstance(result, (list, tuple)) else result  # [loss, metrics...] with metrics
+            info["step"] = {"loss": obs(loss), "weights": obs(model.get_weights())}
+            return info
 
         out.append(_observe(_call(run), lambda x: x))
     return out

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,3 +120,24 @@ def test_observations_equal_to_the_expected_answers_pass(prepared):
     assert checks.judge(check, right) == []
     wrong = {"observations": [dict(o, value=o["value"] + 0.01) for o in right["observations"]]}
     assert checks.judge(check, wrong)
+
+
+def test_flags_a_process_reports_about_itself_are_not_enough(prepared):
+    """compile_model and the layers pass only with numbers that take a working model to produce."""
+    check = prepared["test_compile_model_hidden"]
+    case, want = check["inputs"]["cases"][0], check["expected"][0]
+    forged = {"same": True, "loss_is": True, "from_logits": True, "optimizer_is": True, "learning_rate": 0.00125,
+              "step": {"loss": {"kind": "float", "dtype": "float64", "shape": [], "value": want["loss"]},
+                       "weights": {"items": [{"dtype": "float32", "shape": list(np.shape(w)), "value": w}
+                                             for w in case["weights"]]}}}  # weights never moved
+    assert checks.judge(check, {"observations": [forged]})
+    check = prepared["test_GRULM_layers"]
+    forged = []
+    for case, want in zip(check["inputs"]["cases"], check["expected"]):
+        v = case["sizes"][0]
+        uniform = np.full(want["preds_shape"], -np.log(v)).tolist()
+        forged.append({"layers": {"model": True, "gru_flags": [case["sizes"][2], True, True],
+                                  **{name: {"kind": name, "is": True, "shapes": shapes}
+                                     for name, shapes in want["shapes"].items()}},
+                       "preds": {"dtype": "float32", "shape": want["preds_shape"], "value": uniform}})
+    assert checks.judge(check, {"observations": forged})

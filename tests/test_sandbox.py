@@ -99,6 +99,7 @@ GRADED = ["test_line_to_tensor", "test_log_perplexity"]
     (json.dumps({"nbformat": 4, "nbformat_minor": 5, "cells": [{"cell_type": "code"}], "metadata": {}}).encode(),
      "not a valid nbformat 4"),
     (b"\xff\xfe garbage", "not json"),
+    (b"[" * 100000, "nested too deeply"),
 ])
 def test_files_that_cannot_be_graded_get_a_reason(tmp_path, content, phrase):
     path = tmp_path / "nb.ipynb"
@@ -107,11 +108,24 @@ def test_files_that_cannot_be_graded_get_a_reason(tmp_path, content, phrase):
     assert phrase in reason.lower() and notes == []
 
 
+def test_links_and_folders_are_refused(tmp_path):
+    """The grader runs as root: a link handed in could point at the solutions."""
+    (tmp_path / "link.ipynb").symlink_to(release.SOURCE_NB)
+    assert "a link, not a file" in grade.preflight(tmp_path / "link.ipynb", GRADED)[0]
+    with pytest.raises(ValueError, match="a link"):
+        grade.read_handed_in(tmp_path / "link.ipynb")
+    (tmp_path / "folder.ipynb").mkdir()
+    assert "not a plain file" in grade.preflight(tmp_path / "folder.ipynb", GRADED)[0]
+
+
 def test_repairable_problems_are_noted(tmp_path, solved):
     nb = copy.deepcopy(solved)
     nb.metadata["kernelspec"] = {"name": "ir", "language": "R", "display_name": "R"}
     test_cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_log_perplexity")
     nb.cells.append(copy.deepcopy(test_cell))
+    bonus = copy.deepcopy(test_cell)
+    bonus.metadata["nbgrader"]["grade_id"] = "test_bonus"
+    nb.cells.append(bonus)
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_line_to_tensor"]
     nbformat.write(nb, str(tmp_path / "nb.ipynb"))
     reason, notes = grade.preflight(tmp_path / "nb.ipynb", GRADED)
@@ -119,8 +133,10 @@ def test_repairable_problems_are_noted(tmp_path, solved):
     assert any("kernel 'ir'" in n for n in notes)
     assert any("test_log_perplexity appears 2 times" in n for n in notes)
     assert any("deleted cell test_line_to_tensor" in n for n in notes)
+    assert any("graded cell test_bonus is not part of the assignment" in n for n in notes)
     nbformat.write(solved, str(tmp_path / "ok.ipynb"))
-    assert grade.preflight(tmp_path / "ok.ipynb", GRADED) == ("", [])
+    every = [c.metadata["nbgrader"]["grade_id"] for c in solved.cells if grade.is_test_cell(c)]
+    assert grade.preflight(tmp_path / "ok.ipynb", every) == ("", [])
 
 
 # ----------------------------------------------------------------------------------------
