@@ -88,10 +88,12 @@ def _thread_env(threads: int) -> dict:
 
 def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1) -> list[str]:
     """The bubblewrap command line for one sandbox (the harness's command line follows it)."""
-    made: set[str] = set()
     scratch = str(int(limits.scratch_mib * 2**20))
     args = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+            "--die-with-parent", "--new-session", "--hostname", "sandbox",
+            # /tmp first: the environment may live below it (a clone in /tmp), bound on top of it.
+            "--perms", "1777", "--size", scratch, "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
     for system in ("/usr", "/etc"):
         args += ["--ro-bind", system, system]
     for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -111,8 +113,7 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1) 
              "--ro-bind", str(PACKAGE / "harness.py"), "/grader/harness.py",
              "--ro-bind", str(PACKAGE / "probes.py"), "/grader/deepngrams_probes.py",
              "--perms", "1777", "--size", scratch, "--tmpfs", f"{BUNDLE}/work",
-             "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", scratch, "--tmpfs", "/tmp",
-             "--tmpfs", "/run",
+             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run",
              "--chdir", f"{BUNDLE}/work",
              "--setenv", "HOME", "/tmp", "--setenv", "PYTHONPATH", "/grader",
              "--setenv", "DEEPNGRAMS_BUNDLE", BUNDLE, "--setenv", "NBGRADER_EXECUTION", "autograde",

@@ -186,3 +186,14 @@ def test_outputs_from_the_sandbox_are_kept_inert_and_test_cells_get_the_grader_v
         if grade.is_test_cell(cell):
             assert [o.output_type for o in cell.outputs] == ["error"]
     nbformat.validate(nb)
+
+
+def test_an_environment_under_tmp_stays_visible(monkeypatch):
+    """A clone in /tmp: the sandbox's own /tmp is mounted first, the environment bound on top."""
+    import sys
+    monkeypatch.setattr(sys, "prefix", "/tmp/clone/.venv")
+    args = sandbox.bwrap_args(sandbox.FIRST_UID, sandbox.Limits())
+    tmpfs = [i for i in range(len(args) - 1) if args[i] == "--tmpfs" and args[i + 1] == "/tmp"]
+    bind = args.index("/tmp/clone/.venv")
+    assert len(tmpfs) == 1 and tmpfs[0] < bind
+    assert not any(args[i] == "--dir" and args[i + 1] == "/tmp" for i in range(len(args) - 1))
