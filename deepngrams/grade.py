@@ -42,6 +42,7 @@ from pathlib import Path
 
 from .atomic import atomic_path, write_bytes
 from .config import ROOT
+from .nbgrader_steps import _nbgrader
 from .sandbox import Limits, RunResult
 
 ASSIGNMENT = "deep_ngrams"
@@ -125,15 +126,15 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
     kernel = nb.metadata.get("kernelspec", {})
     if kernel.get("language", "python") != "python" or "python" not in str(kernel.get("name", "python3")):
         notes.append(f"kernel {kernel.get('name')!r} replaced by the course's python3")
-    ids = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells]
+    ids = [_nbgrader(c).get("grade_id") for c in nb.cells]
     for gid in sorted({i for i in ids if i and ids.count(i) > 1}):
         notes.append(f"cell {gid} appears {ids.count(gid)} times: only the first counts")
     for gid in graded_ids:
         if gid not in ids:
             notes.append(f"deleted cell {gid} put back")
     for cell in nb.cells:
-        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade") and gid not in graded_ids:
+        gid = _nbgrader(cell).get("grade_id")
+        if _nbgrader(cell).get("grade") and gid not in graded_ids:
             notes.append(f"graded cell {gid} is not part of the assignment: it counts for nothing")
     return "", notes
 
@@ -141,10 +142,6 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
 # ----------------------------------------------------------------------------------------
 # 2. In the sandbox: the notebook to run, and what comes back
 # ----------------------------------------------------------------------------------------
-def _nbgrader(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
 def is_test_cell(cell) -> bool:
     return cell.cell_type == "code" and bool(_nbgrader(cell).get("grade")) and not _nbgrader(cell).get("solution")
 
