@@ -123,6 +123,20 @@ def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
         assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]], abs=1e-4)
 
 
+def test_a_run_compiles_its_evaluation_once(tmp_path, monkeypatch):
+    """A compiled pass made afresh each epoch recompiled every time (and TensorFlow warned of retracing)."""
+    made = []
+
+    def counting(model):
+        made.append(real(model))
+        return made[-1]
+
+    real = train.compiled_forward
+    monkeypatch.setattr(train, "compiled_forward", counting)
+    smoke(tmp_path, "out", epochs=3)
+    assert len(made) == 1 and made[0].experimental_get_tracing_count() == 1
+
+
 def test_a_crash_mid_epoch_keeps_the_finished_epochs(tmp_path, monkeypatch):
     smoke(tmp_path, "out", epochs=1)
     real = train.evaluate_log_perplexity
