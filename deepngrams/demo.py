@@ -25,15 +25,9 @@ def exercise_of(grade_id: str, names: list[str]) -> str:
 
 
 def unreadable(path: Path) -> str | None:
-    """Why a submitted notebook cannot be graded, or None if it can be read."""
-    import nbformat
-    try:
-        nb = nbformat.read(str(path), as_version=4)
-        nbformat.validate(nb)
-    except Exception as e:  # nbformat raises several types for bad files
-        first_line = (str(e).strip().splitlines() or [""])[0][:120]
-        return f"not a valid notebook ({type(e).__name__}: {first_line})"
-    return None
+    """Why a submitted notebook cannot be graded, or None if it can be read (the grader's own check)."""
+    from .grade import preflight
+    return preflight(path, [])[0] or None
 
 
 def score_table(course_dir: Path, reasons: dict[str, str] | None = None):

@@ -108,7 +108,7 @@ def test_an_unreadable_submission_does_not_stop_the_others(graded):
     status, scores, course, reasons = graded
     assert status != 0  # reported...
     assert scores["frank_not_json"] == {}  # ...not graded...
-    assert "not a valid notebook" in reasons["frank_not_json"]
+    assert "not JSON, so not a notebook" in reasons["frank_not_json"]
     assert reasons["alice_solved"] == ""
     assert scores["alice_solved"] == FULL  # ...and everyone else is.
     assert (course / "grades.csv").read_text().count("\n") >= 5
