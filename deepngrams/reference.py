@@ -32,8 +32,13 @@ MAX_PROBES = 3
 LINE_CASES = ["abc xyz", "To be, or not to be: that is the question.", "HAMLET\tWho's there?",
               "Ünïcödé ✓ maps to [UNK]", ""]
 PROBE_TEXTS = ["ROMEO\tBut soft, what light", "To be, or not to be, that is"]
-GREEDY_PREFIXES = ["[Exeunt", "Farewell, ", "The king ", "What say you", "I do beseech you", "QUEEN ELIZABETH\t",
-                   "Here comes ", "Thou art "]  # candidates; those with a clear greedy continuation are kept
+# Candidates: the longest clear greedy continuations are kept. Many, because which prefixes a
+# model continues clearly changes with every training run.
+GREEDY_PREFIXES = ["[Exeunt", "[Exeunt.]\n", "Farewell, ", "The king ", "What say you", "I do beseech you",
+                   "QUEEN ELIZABETH\t", "Here comes ", "Thou art ", "I thank you", "I'll ", "Now, by my ",
+                   "Well, ", "Let me see", "I pray you, ", "Good morrow, ", "What's the matter", "How now, ",
+                   "God save ", "I warrant ", "give me your hand", "With all my heart", "Come, come, ",
+                   "Ay, my lord", "I beseech your ", "God be with you", "Good night", "Welcome, "]
 
 
 def _ids(text: str, vocab: list[str]) -> list[int]:
@@ -102,7 +107,9 @@ def compute_reference(model, vocab: list[str], lines: list[str]) -> dict:
         continuation, margin = greedy_probe(model, vocab, prefix)
         if len(continuation) >= 4:
             probes.append({"prefix": prefix, "continuation": continuation, "min_margin": round(margin, 3)})
-    # A few short probes: students' generators make one call per character, and grading time counts.
+    # A few short probes (students' generators make one call per character, and grading time
+    # counts): the longest, then the clearest.
+    probes.sort(key=lambda p: (len(p["continuation"]), p["min_margin"]), reverse=True)
     ref["greedy"] = {"margin": GREEDY_MARGIN, "probes": probes[:MAX_PROBES]}
     return ref
 
