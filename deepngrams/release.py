@@ -117,15 +117,24 @@ def generate_release(course_dir: Path) -> Path:
     return course_dir / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
 
 
+def scratch_course(parent: Path) -> Path:
+    """A copy of the course (its config and source notebook, no gradebook) at `parent`/grader.
+
+    `parent` must lie inside the bundle, as grader/ does: the notebooks find w1_unittest.py,
+    the data and the model above the course directory.
+    """
+    course = parent / "grader"
+    (course / "source").mkdir(parents=True)
+    shutil.copy(COURSE_DIR / "nbgrader_config.py", course / "nbgrader_config.py")
+    shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
+    return course
+
+
 def fresh_release() -> "nbformat.NotebookNode":
     """The release notebook generated in a scratch copy of the course (leaves grader/ alone)."""
     (ROOT / ".cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
-        course = Path(tmp) / "grader"
-        (course / "source").mkdir(parents=True)
-        shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
-        shutil.copy(COURSE_DIR / "nbgrader_config.py", course / "nbgrader_config.py")
-        return read(generate_release(course))
+        return read(generate_release(scratch_course(Path(tmp))))
 
 
 # -----------------------------------------------------------------------------

@@ -17,10 +17,7 @@ FULL = {"line_to_tensor": 3, "create_batch_dataset": 3, "GRULM": 4, "compile_mod
 @pytest.fixture(scope="module")
 def course():
     (release.ROOT / ".cache").mkdir(exist_ok=True)
-    course = Path(tempfile.mkdtemp(prefix="test-grade-", dir=release.ROOT / ".cache")) / "grader"
-    course.mkdir()
-    shutil.copy(release.COURSE_DIR / "nbgrader_config.py", course)
-    shutil.copytree(release.SOURCE_NB.parent, course / "source" / release.ASSIGNMENT)
+    course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-grade-", dir=release.ROOT / ".cache")))
     for student in ("alice_solved", "bob_untouched", "carol_partial"):
         shutil.copytree(release.SUBMITTED / student, course / "submitted" / student)
     renamed = course / "submitted" / "dora_renamed" / release.ASSIGNMENT

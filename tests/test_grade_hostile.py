@@ -139,10 +139,7 @@ def graded():
     if problem := sandbox.available():
         pytest.skip(f"no sandbox here: {problem}")
     (release.ROOT / ".cache").mkdir(exist_ok=True)
-    course = Path(tempfile.mkdtemp(prefix="test-hostile-", dir=release.ROOT / ".cache")) / "grader"
-    course.mkdir()
-    shutil.copy(release.COURSE_DIR / "nbgrader_config.py", course)
-    shutil.copytree(release.SOURCE_NB.parent, course / "source" / release.ASSIGNMENT)
+    course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-hostile-", dir=release.ROOT / ".cache")))
     rel = release.read(release.RELEASE_NB)
     samples = release.sample_submissions(rel)
     token = uuid.uuid4().hex[:12]

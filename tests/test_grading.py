@@ -37,12 +37,8 @@ def up_to_here_edit(name, code):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    # Inside the bundle, as a course directory is: the notebooks find w1_unittest.py, data and model above.
     (release.ROOT / ".cache").mkdir(exist_ok=True)
-    course = Path(tempfile.mkdtemp(prefix="test-course-", dir=release.ROOT / ".cache")) / "grader"
-    course.mkdir()
-    shutil.copy(release.COURSE_DIR / "nbgrader_config.py", course)
-    shutil.copytree(release.SOURCE_NB.parent, course / "source" / release.ASSIGNMENT)
+    course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-course-", dir=release.ROOT / ".cache")))
     rel = release.read(release.RELEASE_NB)
     names = release.exercise_names()
     subs = release.sample_submissions(rel)
