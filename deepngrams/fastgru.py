@@ -10,7 +10,13 @@ the weights trained here are the weights of a plain `GRULM`.
 """
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import tensorflow as tf
+
+# Groups of streams whose time loops run side by side: one per core, up to the two measured here.
+CHAINS = max(1, min(2, os.cpu_count() or 1))
 
 
 def _mm(a: tf.Tensor, b: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
@@ -44,13 +50,28 @@ def _cell_backward(dh, zr, n, hh, d):
 
 
 def gru_recurrence(xp: tf.Tensor, rk: tf.Tensor, b_rec: tf.Tensor, h0: tf.Tensor,
-                   dtype: tf.DType = tf.bfloat16) -> tf.Tensor:
+                   dtype: tf.DType = tf.bfloat16, chains: int = CHAINS) -> tf.Tensor:
     """States of a GRU over time, with a hand-written backward pass.
 
     xp: (T, B, 3U) input projections x @ kernel + input bias, gates in Keras order z, r, h.
     rk: (U, 3U) recurrent kernel; b_rec: (3U,) recurrent bias; h0: (B, U) initial state.
-    Returns hs: (T, B, U), the state after each step. T must be static (the loop is unrolled).
+    Returns hs: (T, B, U), the state after each step. T and B must be static (the loop is unrolled).
+
+    The streams of a batch are independent, so they are cut into `chains` groups, each with its
+    own time loop. TensorFlow runs the loops side by side: on two cores each keeps one core busy
+    with its small products, where one loop over the whole batch leaves a core idle between
+    steps (0.18 s against 0.24 s a training step of the course model here).
     """
+    sizes = [len(group) for group in np.array_split(np.arange(h0.shape[0]), min(chains, h0.shape[0]))]
+    if len(sizes) == 1:
+        return _recurrence(xp, rk, b_rec, h0, dtype)
+    parts = zip(tf.split(xp, sizes, axis=1), tf.split(h0, sizes, axis=0))
+    return tf.concat([_recurrence(x, rk, b_rec, h, dtype) for x, h in parts], axis=1)
+
+
+def _recurrence(xp: tf.Tensor, rk: tf.Tensor, b_rec: tf.Tensor, h0: tf.Tensor,
+                dtype: tf.DType) -> tf.Tensor:
+    """One time loop over all the streams of `xp` (see `gru_recurrence`)."""
 
     @tf.custom_gradient
     def run(xp, rk, b_rec, h0):

@@ -54,6 +54,27 @@ def test_hand_written_backward_equals_autodiff():
         assert float(tf.norm(g - r) / tf.norm(r)) < 1e-5, p.path
 
 
+@pytest.mark.parametrize("chains", [2, 3, 5])
+def test_streams_split_into_chains_give_the_same_states_and_gradients(chains):
+    rng = np.random.default_rng(5)
+    xp, rk, b_rec, h0 = (tf.constant(rng.normal(size=shape), tf.float32)
+                         for shape in [(6, 5, 12), (4, 12), (12,), (5, 4)])
+    weights = tf.constant(rng.normal(size=(6, 5, 4)), tf.float32)  # a loss that weighs every state
+
+    def states_and_grads(chains):
+        with tf.GradientTape() as tape:
+            tape.watch([xp, rk, b_rec, h0])
+            hs = fastgru.gru_recurrence(xp, rk, b_rec, h0, tf.float32, chains=chains)
+            loss = tf.reduce_sum(hs * weights)
+        return hs, tape.gradient(loss, [xp, rk, b_rec, h0])
+
+    hs_one, grads_one = states_and_grads(1)
+    hs, grads = states_and_grads(chains)
+    np.testing.assert_allclose(hs, hs_one, atol=1e-6)
+    for g, g_one in zip(grads, grads_one):
+        np.testing.assert_allclose(g, g_one, atol=1e-5)
+
+
 def test_bfloat16_products_stay_close_to_float32():
     model = small_model()
     ids = tf.constant(np.random.default_rng(2).integers(0, 20, size=(2, 12)))
