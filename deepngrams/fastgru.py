@@ -5,7 +5,8 @@ unroll the backward pass step by step. Here the input projection is a lookup in 
 embedding table multiplied once by the GRU kernel, the recurrence has a hand-written backward pass whose
 weight gradients are again single large products, and the products run in bfloat16
 (oneDNN uses the CPU's AMX/AVX-512 units for them) while the gates and the state
-stay in float32. The math is exactly Keras' GRU (reset_after=True, sigmoid gates), so
+stay in float32, and the batch's streams run as independent time loops side by side, one
+per core. The math is exactly Keras' GRU (reset_after=True, sigmoid gates), so
 the weights trained here are the weights of a plain `GRULM`.
 """
 from __future__ import annotations
