@@ -33,6 +33,11 @@ def _row(name: str, value: str, note: str = "") -> None:
     print(f"  {name:<46} {value:>18}  {note}", flush=True)
 
 
+def _runs(seconds: list[float]) -> str:
+    """The note beside a median: every run it was taken from."""
+    return "median of [" + ", ".join(f"{t:.1f}" for t in seconds) + "]"
+
+
 def bench_training(steps: int, repeats: int = 3) -> None:
     import tensorflow as tf
 
@@ -181,20 +186,16 @@ def bench_grading(repeats: int = 3) -> None:
     tiny.cells[0].metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True,
                                           "grade_id": "import_only", "points": 1, "schema_version": 3}
     tiny.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    solved = sample_submissions(read(RELEASE_NB))["alice_solved"]
+    source, solved = read(SOURCE_NB), sample_submissions(read(RELEASE_NB))["alice_solved"]
     # One autograde varies by a few seconds from run to run here (7.6 to 10.5 s for the import-only
     # notebook), so each runs several times, in turn, and the ratio is of the medians.
     times: dict[str, list[float]] = {"baseline": [], "ours": []}
     for _ in range(repeats):
         times["baseline"].append(autograde(tiny, tiny))
-        times["ours"].append(autograde(read(SOURCE_NB), solved))
+        times["ours"].append(autograde(source, solved))
     baseline, ours = (statistics.median(times[name]) for name in ("baseline", "ours"))
-
-    def runs(name: str) -> str:
-        return "median of [" + ", ".join(f"{t:.1f}" for t in times[name]) + "]"
-
-    _row("notebook that only imports TensorFlow", f"{baseline:.1f} s", runs("baseline"))
-    _row("the solved assignment", f"{ours:.1f} s", runs("ours"))
+    _row("notebook that only imports TensorFlow", f"{baseline:.1f} s", _runs(times["baseline"]))
+    _row("the solved assignment", f"{ours:.1f} s", _runs(times["ours"]))
     _row("ratio (medians)", f"{ours / baseline:.2f}x", f"target <= {TARGETS['grading']}x")
 
 
@@ -241,9 +242,9 @@ def bench_sandbox(submissions: int) -> None:
                 result = sandbox.run(job, Path(tmp) / "scratch", 0, sandbox.Limits(), sandboxed=boxed, threads=2)
                 assert len(result.probes) == len(prepared), result.stderr[-2000:]
                 times[boxed].append(result.seconds)
-    bare, boxed = (sorted(times[b])[1] for b in (False, True))
-    _row("solved notebook, harness without the sandbox", f"{bare:.2f} s", f"median of {[round(t, 1) for t in times[False]]}")
-    _row("solved notebook, harness in the sandbox", f"{boxed:.2f} s", f"median of {[round(t, 1) for t in times[True]]}")
+    bare, boxed = (statistics.median(times[b]) for b in (False, True))
+    _row("solved notebook, harness without the sandbox", f"{bare:.2f} s", _runs(times[False]))
+    _row("solved notebook, harness in the sandbox", f"{boxed:.2f} s", _runs(times[True]))
     _row("sandbox overhead", f"{100 * (boxed / bare - 1):+.1f}%", f"target <= {TARGETS['sandbox_overhead']:.0f}%")
 
 
