@@ -38,10 +38,18 @@ class HParams:
     # previous batch's row, the GRU state carried over, as the evaluation reads the held-out text)
     # and drop the GRU's outputs at this rate before the dense layer during training. Neither adds
     # weights; the students' create_batch_dataset and compile_model stay the course's.
-    output_dropout: float = 0.2
+    output_dropout: float = 0.35
+    # And they ship an exponential moving average of the weights over the decaying epochs (this
+    # momentum per step, about the last 1000 steps; 0 turns it off), which smooths out the noise
+    # of the last updates. It adds no weights either.
+    weight_average: float = 0.999
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def averages_at(self, epoch: int) -> bool:
+        """Whether epoch `epoch` (1-based) updates the weight average: the decaying epochs."""
+        return self.weight_average > 0 and self.decay_from_epoch < epoch <= self.epochs
 
     def learning_rate_at(self, epoch: int) -> float:
         """The learning rate of epoch `epoch` (1-based)."""

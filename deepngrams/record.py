@@ -38,16 +38,31 @@ def output_paths(out_dir: Path | None) -> tuple[Path, Path, Path]:
 
 
 def run_id(hp: HParams, *extra) -> str:
-    """A run's identity, for its checkpoint: the recipe without the number of epochs and the
-    learning-rate schedule (so a run can be extended, cut short or re-scheduled and still resume)."""
-    recipe = {k: v for k, v in hp.to_dict().items() if k not in ("epochs", "decay_from_epoch", "final_rate_fraction")}
+    """A run's identity, for its checkpoint: the recipe without the number of epochs, the
+    learning-rate schedule and the weight average (so a run can be extended, cut short,
+    re-scheduled or averaged differently and still resume)."""
+    late = ("epochs", "decay_from_epoch", "final_rate_fraction", "weight_average")
+    recipe = {k: v for k, v in hp.to_dict().items() if k not in late}
     return hashlib.sha256(json.dumps([recipe, *extra]).encode()).hexdigest()[:12]
 
 
-def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
-    """One .npz with model variables, optimizer variables and the run state; atomic."""
+def update_average(average: list[np.ndarray] | None, weights: list[np.ndarray],
+                   momentum: float) -> list[np.ndarray]:
+    """One step of the exponential moving average of the weights, in place; None starts it."""
+    if average is None:
+        return [np.array(w, dtype=np.float32) for w in weights]
+    for a, w in zip(average, weights):
+        a *= momentum
+        a += (1.0 - momentum) * w
+    return average
+
+
+def save_checkpoint(path: Path, model, optimizer, state: dict,
+                    average: list[np.ndarray] | None = None) -> None:
+    """One .npz with model variables, optimizer variables, the weight average and the run state; atomic."""
     arrays = {f"model/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)}
     arrays.update({f"opt/{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    arrays.update({f"average/{i}": a for i, a in enumerate(average or [])})
     arrays["state"] = np.array(json.dumps(state))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -65,6 +80,13 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     return state
 
 
+def load_average(path: Path) -> list[np.ndarray] | None:
+    """The weight average a checkpoint holds, or None if its run had not started one."""
+    with np.load(path) as z:
+        keys = sorted((k for k in z.files if k.startswith("average/")), key=lambda k: int(k.split("/")[1]))
+        return [z[k] for k in keys] or None
+
+
 def plot_curve(history: list[dict], path: Path) -> None:
     """Train loss and eval log-perplexity per epoch."""
     import matplotlib
@@ -75,6 +97,10 @@ def plot_curve(history: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss (mean of epoch)")
     ax.plot(epochs, [h["eval_log_perplexity"] for h in history], "s-", label="eval log-perplexity")
+    averaged = [h for h in history if "eval_log_perplexity_last_weights" in h]
+    if averaged:  # the shipped curve is the weight average's from there on; the last weights beside it
+        ax.plot([h["epoch"] for h in averaged], [h["eval_log_perplexity_last_weights"] for h in averaged], "x--",
+                label="eval, last weights (not averaged)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per character")
     ax.set_title("GRULM on Shakespeare")

@@ -3,13 +3,14 @@
     python -m deepngrams train            # the full course run (resumes if interrupted)
     python -m deepngrams train --smoke    # a few steps on a slice, for tests
 
-Every epoch ends with a checkpoint (weights, Adam state, history) written atomically, so
+Every epoch ends with a checkpoint (weights, Adam state, weight average, history) written atomically, so
 an interrupted run loses at most the epoch in progress and `train` picks up where it
 stopped. The data order of each epoch is seeded from (seed, epoch), so a resumed run
 sees the same batches as an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -23,8 +24,8 @@ from . import fastgru, solution
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, HParams
 from .data import encode, stream_batches, training_data
-from .record import (cpu_name, load_checkpoint, model_card, output_paths, plot_curve, run_id, save_checkpoint,
-                     write_card)
+from .record import (cpu_name, load_average, load_checkpoint, model_card, output_paths, plot_curve, run_id,
+                     save_checkpoint, update_average, write_card)
 from .weights import build_model
 
 
@@ -42,6 +43,20 @@ def evaluate_log_perplexity(model, lines: list[str], vocab: list[str], forward=N
     ids = solution.line_to_tensor(["\n".join(lines)], vocab).to_tensor()
     inputs, targets = ids[:, :-1], ids[:, 1:]
     return solution.log_perplexity((forward or compiled_forward(model))(inputs), targets)
+
+
+@contextlib.contextmanager
+def weights_set_to(model, weights: list[np.ndarray] | None):
+    """Within the block the model holds `weights` (None: its own); its own are back afterwards."""
+    if weights is None:
+        yield
+        return
+    own = model.get_weights()
+    model.set_weights(weights)
+    try:
+        yield
+    finally:
+        model.set_weights(own)
 
 
 def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: Path = CHECKPOINT_DIR,
@@ -65,9 +80,9 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     eval_forward = compiled_forward(model)  # one compilation for every epoch's evaluation
 
     ckpt = checkpoint_dir / f"{run_id(hp, max_lines, max_steps, precision)}.npz"
-    state = {"epoch": 0, "history": [], "wall_time_s": 0.0}
+    state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0}, None
     if ckpt.exists() and not fresh:
-        state = load_checkpoint(ckpt, model, optimizer)
+        state, average = load_checkpoint(ckpt, model, optimizer), load_average(ckpt)
         for record in state["history"]:  # checkpoints written before the rate was recorded
             record.setdefault("learning_rate", hp.learning_rate_at(record["epoch"]))
         print(f"Resuming from {ckpt} after epoch {state['epoch']}.")
@@ -83,28 +98,36 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         losses, h = [], tf.zeros((hp.batch_size, hp.rnn_units))
         bar = tqdm(batches, desc=f"epoch {epoch}/{hp.epochs}", unit="step", disable=not progress,
                    total=total, dynamic_ncols=True)
+        averaging = hp.averages_at(epoch)
+        if averaging and average is None:
+            average = update_average(None, model.get_weights(), hp.weight_average)
         for step, (inputs, targets) in enumerate(bar):
             loss, h = train_step(tf.constant(inputs), tf.constant(targets), h, tf.constant([epoch_seed, step]))
             losses.append(float(loss))
+            if averaging:
+                update_average(average, model.get_weights(), hp.weight_average)
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         seconds = time.perf_counter() - start
-        log_ppx = evaluate_log_perplexity(model, eval_lines, vocab, eval_forward)
         record = {"epoch": epoch, "learning_rate": hp.learning_rate_at(epoch),
-                  "train_loss": round(float(np.mean(losses)), 5),
-                  "eval_log_perplexity": round(log_ppx, 5), "steps": len(losses),
-                  "seconds": round(seconds, 1)}
+                  "train_loss": round(float(np.mean(losses)), 5)}
+        if average is not None:  # what ships is the average; the last weights are recorded beside it
+            record["eval_log_perplexity_last_weights"] = round(
+                evaluate_log_perplexity(model, eval_lines, vocab, eval_forward), 5)
+        with weights_set_to(model, average):
+            log_ppx = evaluate_log_perplexity(model, eval_lines, vocab, eval_forward)
+        record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
         state["history"].append(record)
         state["epoch"] = epoch
         state["wall_time_s"] += seconds
-        save_checkpoint(ckpt, model, optimizer, state)
+        save_checkpoint(ckpt, model, optimizer, state, average)
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f}, eval log-perplexity "
               f"{log_ppx:.4f} (perplexity {np.exp(log_ppx):.2f}), {seconds:.0f} s", flush=True)
 
     (out_dir or weights_path.parent).mkdir(parents=True, exist_ok=True)
     # Export from an uncompiled twin: the shipped file holds the model's weights only, no Adam state.
     export = build_model(len(vocab), hp)
-    export.set_weights(model.get_weights())
+    export.set_weights(average or model.get_weights())
     with atomic_path(weights_path) as tmp:
         export.save_weights(tmp)
     card = model_card(
@@ -116,7 +139,9 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                   "backend": f"tensorflow {tf.__version__}, keras {tf.keras.version()}",
                   "method": f"deepngrams.fastgru training step, {precision} matrix products, float32 weights; "
                             f"{hp.batch_size} streams read in order with the GRU state carried across "
-                            f"batches, output dropout {hp.output_dropout}",
+                            f"batches, output dropout {hp.output_dropout}"
+                            + (f", weights averaged over the decaying epochs (EMA {hp.weight_average})"
+                               if average is not None else ""),
                   "smoke": bool(max_lines or max_steps)})
     write_card(card, card_path)
     if state["history"]:

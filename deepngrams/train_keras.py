@@ -8,7 +8,7 @@ and numpy (no tf.data, no tf.strings):
 
 It follows the recipe of deepngrams.train (same model, loss, optimizer and schedule, the
 joined training lines read as 64 streams with the GRU state carried across batches, output
-dropout, a seeded window offset per epoch),
+dropout, a seeded window offset per epoch, the weight average over the decaying epochs),
 checkpoints every epoch, resumes, and writes the same files: model/grulm.weights.h5 (Keras
 stores variables by attribute path, embedding/gru/dense, so the file loads into the
 TensorFlow notebook's GRULM), model/model_card.json and model/learning_curve.png. Then run
@@ -30,7 +30,8 @@ import numpy as np
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
 from .data import encode, stream_batches, training_data
-from .record import load_checkpoint, model_card, output_paths, plot_curve, run_id, save_checkpoint, write_card
+from .record import (load_average, load_checkpoint, model_card, output_paths, plot_curve, run_id, save_checkpoint,
+                     update_average, write_card)
 
 
 class KerasGRULM(keras.Model):
@@ -68,10 +69,19 @@ def build(vocab_size: int, hp: HParams, training: bool = False) -> KerasGRULM:
     return model
 
 
-def copy_weights(source: KerasGRULM, target: KerasGRULM) -> None:
+def layer_weights(model: KerasGRULM) -> list[np.ndarray]:
     """Layer by layer: the training twin also holds dropout's random state, which is not a weight."""
+    return [w for name in ("embedding", "gru", "dense") for w in getattr(model, name).get_weights()]
+
+
+def set_layer_weights(model: KerasGRULM, weights: list[np.ndarray]) -> None:
+    """The inverse of layer_weights."""
+    weights = list(weights)
     for name in ("embedding", "gru", "dense"):
-        getattr(target, name).set_weights(getattr(source, name).get_weights())
+        layer = getattr(model, name)
+        n = len(layer.weights)
+        layer.set_weights(weights[:n])
+        weights = weights[n:]
 
 
 def eval_log_perplexity(model, ids: np.ndarray) -> float:
@@ -118,9 +128,9 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     model.optimizer.build(model.trainable_variables)
 
     ckpt = checkpoint_dir / f"keras-{keras.backend.backend()}-{run_id(hp, max_lines, max_steps)}.npz"
-    state = {"epoch": 0, "history": [], "wall_time_s": 0.0}
+    state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0}, None
     if ckpt.exists() and not fresh:
-        state = load_checkpoint(ckpt, model, model.optimizer)
+        state, average = load_checkpoint(ckpt, model, model.optimizer), load_average(ckpt)
         for record in state["history"]:  # checkpoints written before the rate was recorded
             record.setdefault("learning_rate", hp.learning_rate_at(record["epoch"]))
         print(f"Resuming from {ckpt} after epoch {state['epoch']}.")
@@ -134,24 +144,32 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         model.gru.reset_state()  # each epoch starts its streams afresh
         batches = stream_batches(train_ids, hp.batch_size, hp.seq_length, hp.seed * 1000 + epoch)
         bar = tqdm(batches, total=total, desc=f"epoch {epoch}/{hp.epochs}", unit="step")
+        averaging = hp.averages_at(epoch)
+        if averaging and average is None:
+            average = update_average(None, layer_weights(model), hp.weight_average)
         for inputs, targets in bar:
             losses.append(float(model.train_on_batch(inputs, targets)))
+            if averaging:
+                update_average(average, layer_weights(model), hp.weight_average)
             if len(losses) == total:
                 break
         seconds = time.perf_counter() - start
-        copy_weights(model, shipped)
+        record = {"epoch": epoch, "learning_rate": hp.learning_rate_at(epoch),
+                  "train_loss": round(float(np.mean(losses)), 5)}
+        set_layer_weights(shipped, layer_weights(model))
+        if average is not None:  # what ships is the average; the last weights are recorded beside it
+            record["eval_log_perplexity_last_weights"] = round(eval_log_perplexity(shipped, eval_ids), 5)
+            set_layer_weights(shipped, average)
         log_ppx = eval_log_perplexity(shipped, eval_ids)
-        state["history"].append({"epoch": epoch, "learning_rate": hp.learning_rate_at(epoch),
-                                 "train_loss": round(float(np.mean(losses)), 5),
-                                 "eval_log_perplexity": round(log_ppx, 5), "steps": len(losses),
-                                 "seconds": round(seconds, 1)})
+        record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
+        state["history"].append(record)
         state["epoch"] = epoch
         state["wall_time_s"] += seconds
-        save_checkpoint(ckpt, model, model.optimizer, state)
+        save_checkpoint(ckpt, model, model.optimizer, state, average)
         print(f"epoch {epoch}: train loss {np.mean(losses):.4f}, eval log-perplexity {log_ppx:.4f}, {seconds:.0f} s",
               flush=True)
 
-    copy_weights(model, shipped)  # weights only: no optimizer or random state
+    set_layer_weights(shipped, average or layer_weights(model))  # weights only: no optimizer or random state
     with atomic_path(weights_path) as tmp:
         shipped.save_weights(tmp)
     device, hardware = accelerator()
@@ -161,7 +179,9 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         training={"hardware": hardware, "device": device,
                   "backend": f"keras {keras.__version__} on {keras.backend.backend()}, python {platform.python_version()}",
                   "method": f"deepngrams.train_keras: Keras train_on_batch, float32; {hp.batch_size} streams "
-                            f"read in order, stateful GRU, output dropout {hp.output_dropout}",
+                            f"read in order, stateful GRU, output dropout {hp.output_dropout}"
+                            + (f", weights averaged over the decaying epochs (EMA {hp.weight_average})"
+                               if average is not None else ""),
                   "smoke": bool(max_lines or max_steps)})
     write_card(card, card_path)
     if state["history"]:

@@ -8,10 +8,12 @@ import tensorflow as tf
 
 from deepngrams import fastgru, solution, train
 from deepngrams.config import COURSE, CORPUS_PATH
-from deepngrams.record import sha256_file
+from deepngrams.data import training_data
+from deepngrams.record import load_average, sha256_file, update_average
 from deepngrams.weights import load_pretrained
 
 SMOKE = replace(COURSE, epochs=2, seed=3)
+AVERAGING = replace(SMOKE, decay_from_epoch=1, weight_average=0.5)  # averages from epoch 2
 
 
 def small_model(vocab_size=20, seed=0):
@@ -111,8 +113,8 @@ def test_the_train_step_carries_the_state_and_drops_outputs_reproducibly():
     assert float(tf.reduce_max(tf.abs(a - whole))) > 0.01 and float(tf.reduce_max(tf.abs(a - c))) > 0.01
 
 
-def smoke(tmp_path, name, epochs=2, **kw):
-    hp = replace(SMOKE, epochs=epochs)
+def smoke(tmp_path, name, epochs=2, hp=SMOKE, **kw):
+    hp = replace(hp, epochs=epochs)
     return train.train(hp, out_dir=tmp_path / name, checkpoint_dir=tmp_path / "ckpt", max_lines=1500,
                        max_steps=2, progress=False, **kw)
 
@@ -142,6 +144,69 @@ def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
     assert resumed["history"][0] == first_run["history"][0]
     for key in ("train_loss", "eval_log_perplexity"):
         assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]], abs=1e-4)
+
+
+def test_update_average_is_an_exponential_moving_average():
+    weights = [np.array([1.0, 2.0]), np.array([[4.0]])]
+    average = update_average(None, weights, 0.9)
+    weights[0][:] = 0  # the average started as a copy, not a view
+    np.testing.assert_array_equal(average[0], [1.0, 2.0])
+    assert update_average(average, [np.array([11.0, 12.0]), np.array([[14.0]])], 0.9) is average
+    np.testing.assert_allclose(average[0], [2.0, 3.0])
+    np.testing.assert_allclose(average[1], [[5.0]])
+
+
+def checkpoint_arrays(tmp_path, prefix):
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    with np.load(ckpt) as z:
+        return [z[k] for k in sorted((k for k in z.files if k.startswith(prefix)), key=lambda k: int(k.split("/")[1]))]
+
+
+def test_the_shipped_weights_are_the_average_over_the_decaying_epochs(tmp_path, monkeypatch):
+    updates = []
+
+    def counting(average, *a):
+        updates.append(average is None)
+        return update_average(average, *a)
+
+    monkeypatch.setattr(train, "update_average", counting)
+    card = smoke(tmp_path, "out", epochs=3, hp=AVERAGING)
+    assert updates == [True] + [False] * 4  # started at epoch 2, then each of its and epoch 3's steps
+    history = card["history"]
+    assert "eval_log_perplexity_last_weights" not in history[0]
+    assert all(h["eval_log_perplexity_last_weights"] != h["eval_log_perplexity"] for h in history[1:])
+    assert "EMA 0.5" in card["training"]["method"]
+
+    model, vocab, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    average, last = load_average(ckpt), checkpoint_arrays(tmp_path, "model/")
+    for shipped, avg in zip(model.get_weights(), average, strict=True):
+        np.testing.assert_array_equal(shipped, avg)
+    assert not all(np.allclose(a, b) for a, b in zip(average, last))
+    _, _, eval_lines = training_data(1500)
+    assert train.evaluate_log_perplexity(model, eval_lines, vocab) == pytest.approx(
+        history[-1]["eval_log_perplexity"], abs=1e-4)
+
+
+def test_resume_keeps_the_weight_average(tmp_path, monkeypatch):
+    smoke(tmp_path / "a", "out", epochs=3, hp=AVERAGING)
+    real_save, saved = train.save_checkpoint, []
+
+    def stop_after_epoch_2(*a, **k):  # interrupted with an average under way
+        real_save(*a, **k)
+        saved.append(1)
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", stop_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path / "b", "out", epochs=3, hp=AVERAGING)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    smoke(tmp_path / "b", "out", epochs=3, hp=AVERAGING)
+    straight, resumed = (load_pretrained(tmp_path / d / "out" / "grulm.weights.h5",
+                                         tmp_path / d / "out" / "model_card.json")[0] for d in "ab")
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_a_run_compiles_its_evaluation_once(tmp_path, monkeypatch):
@@ -194,6 +259,19 @@ def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_pat
     enc = train_keras.encode(text, vocab)
     assert abs(train_keras.eval_log_perplexity(twin, enc)
                - train.evaluate_log_perplexity(model, text.split("\n"), vocab)) < 1e-4
+
+
+def test_backend_neutral_trainer_ships_the_weight_average(tmp_path):
+    from deepngrams import train_keras
+
+    card = train_keras.train(replace(AVERAGING, epochs=3), out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
+                             max_lines=1500, max_steps=2)
+    assert [("eval_log_perplexity_last_weights" in h) for h in card["history"]] == [False, True, True]
+    assert "EMA 0.5" in card["training"]["method"]
+    model, _, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    for shipped, avg in zip(model.get_weights(), load_average(ckpt), strict=True):
+        np.testing.assert_array_equal(shipped, avg)
 
 
 def test_stream_batches_continue_each_row_and_move_with_the_seed():
