@@ -75,6 +75,12 @@ def test_every_graded_cell_of_the_source_notebook_has_a_check(prepared):
                for check in prepared.values())
 
 
+def test_weights_that_continue_no_name_clearly_stop_the_preparation(monkeypatch):
+    monkeypatch.setattr(checks, "_greedy", lambda *a: "")
+    with pytest.raises(RuntimeError, match="speaker names.*make weights"):
+        checks.prepare(7)
+
+
 def test_hidden_inputs_come_from_the_secret(prepared):
     other = checks.prepare(12345)
     assert other["test_line_to_tensor"]["inputs"] == prepared["test_line_to_tensor"]["inputs"]  # public cases
