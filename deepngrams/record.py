@@ -80,11 +80,21 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     return state
 
 
+def checkpoint_arrays(path: Path, prefix: str) -> list[np.ndarray]:
+    """The arrays save_checkpoint stored under `prefix` ("model/", "opt/", "average/"), in order."""
+    with np.load(path) as z:
+        keys = sorted((k for k in z.files if k.startswith(prefix)), key=lambda k: int(k.split("/")[1]))
+        return [z[k] for k in keys]
+
+
 def load_average(path: Path) -> list[np.ndarray] | None:
     """The weight average a checkpoint holds, or None if its run had not started one."""
-    with np.load(path) as z:
-        keys = sorted((k for k in z.files if k.startswith("average/")), key=lambda k: int(k.split("/")[1]))
-        return [z[k] for k in keys] or None
+    return checkpoint_arrays(path, "average/") or None
+
+
+def averaging_note(hp: HParams, average: list[np.ndarray] | None) -> str:
+    """The model card's words for the weight average, empty when the shipped weights are the last ones."""
+    return "" if average is None else f", weights averaged over the decaying epochs (EMA {hp.weight_average})"
 
 
 def plot_curve(history: list[dict], path: Path) -> None:

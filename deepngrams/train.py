@@ -24,8 +24,8 @@ from . import fastgru, solution
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, HParams
 from .data import encode, stream_batches, training_data
-from .record import (cpu_name, load_average, load_checkpoint, model_card, output_paths, plot_curve, run_id,
-                     save_checkpoint, update_average, write_card)
+from .record import (averaging_note, cpu_name, load_average, load_checkpoint, model_card, output_paths, plot_curve,
+                     run_id, save_checkpoint, update_average, write_card)
 from .weights import build_model
 
 
@@ -140,8 +140,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                   "method": f"deepngrams.fastgru training step, {precision} matrix products, float32 weights; "
                             f"{hp.batch_size} streams read in order with the GRU state carried across "
                             f"batches, output dropout {hp.output_dropout}"
-                            + (f", weights averaged over the decaying epochs (EMA {hp.weight_average})"
-                               if average is not None else ""),
+                            + averaging_note(hp, average),
                   "smoke": bool(max_lines or max_steps)})
     write_card(card, card_path)
     if state["history"]:

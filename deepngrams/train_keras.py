@@ -30,8 +30,8 @@ import numpy as np
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
 from .data import encode, stream_batches, training_data
-from .record import (load_average, load_checkpoint, model_card, output_paths, plot_curve, run_id, save_checkpoint,
-                     update_average, write_card)
+from .record import (averaging_note, load_average, load_checkpoint, model_card, output_paths, plot_curve, run_id,
+                     save_checkpoint, update_average, write_card)
 
 
 class KerasGRULM(keras.Model):
@@ -180,8 +180,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                   "backend": f"keras {keras.__version__} on {keras.backend.backend()}, python {platform.python_version()}",
                   "method": f"deepngrams.train_keras: Keras train_on_batch, float32; {hp.batch_size} streams "
                             f"read in order, stateful GRU, output dropout {hp.output_dropout}"
-                            + (f", weights averaged over the decaying epochs (EMA {hp.weight_average})"
-                               if average is not None else ""),
+                            + averaging_note(hp, average),
                   "smoke": bool(max_lines or max_steps)})
     write_card(card, card_path)
     if state["history"]:

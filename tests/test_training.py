@@ -9,7 +9,7 @@ import tensorflow as tf
 from deepngrams import fastgru, solution, train
 from deepngrams.config import COURSE, CORPUS_PATH
 from deepngrams.data import training_data
-from deepngrams.record import load_average, sha256_file, update_average
+from deepngrams.record import checkpoint_arrays, load_average, sha256_file, update_average
 from deepngrams.weights import load_pretrained
 
 SMOKE = replace(COURSE, epochs=2, seed=3)
@@ -156,12 +156,6 @@ def test_update_average_is_an_exponential_moving_average():
     np.testing.assert_allclose(average[1], [[5.0]])
 
 
-def checkpoint_arrays(tmp_path, prefix):
-    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
-    with np.load(ckpt) as z:
-        return [z[k] for k in sorted((k for k in z.files if k.startswith(prefix)), key=lambda k: int(k.split("/")[1]))]
-
-
 def test_the_shipped_weights_are_the_average_over_the_decaying_epochs(tmp_path, monkeypatch):
     updates = []
 
@@ -179,7 +173,7 @@ def test_the_shipped_weights_are_the_average_over_the_decaying_epochs(tmp_path, 
 
     model, vocab, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
     (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
-    average, last = load_average(ckpt), checkpoint_arrays(tmp_path, "model/")
+    average, last = load_average(ckpt), checkpoint_arrays(ckpt, "model/")
     for shipped, avg in zip(model.get_weights(), average, strict=True):
         np.testing.assert_array_equal(shipped, avg)
     assert not all(np.allclose(a, b) for a, b in zip(average, last))
