@@ -31,25 +31,24 @@ class HParams:
     epochs: int = 30
     seed: int = 1
     # The pretrained weights: Adam at the course's rate for half the epochs, then a linear decay
-    # to a tenth of it (the students' compile_model keeps the constant rate).
+    # to half of it (the students' compile_model keeps the constant rate).
     decay_from_epoch: int = 15
-    final_rate_fraction: float = 0.1
+    final_rate_fraction: float = 0.5
     # The pretrained weights also read the text as long streams (each batch row continues the
     # previous batch's row, the GRU state carried over, as the evaluation reads the held-out text)
     # and drop the GRU's outputs at this rate before the dense layer during training. Neither adds
     # weights; the students' create_batch_dataset and compile_model stay the course's.
     output_dropout: float = 0.35
-    # And they ship an exponential moving average of the weights over the decaying epochs (this
-    # momentum per step, about the last 1000 steps; 0 turns it off), which smooths out the noise
-    # of the last updates. It adds no weights either.
-    weight_average: float = 0.999
+    # And they ship the mean of the weights after every step from this epoch on (0 turns it off),
+    # which smooths out the noise of the updates. It adds no weights either.
+    average_from_epoch: int = 17
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def averages_at(self, epoch: int) -> bool:
-        """Whether epoch `epoch` (1-based) updates the weight average: the decaying epochs."""
-        return self.weight_average > 0 and self.decay_from_epoch < epoch <= self.epochs
+        """Whether epoch `epoch` (1-based) adds its steps' weights to the shipped mean."""
+        return 0 < self.average_from_epoch <= epoch <= self.epochs
 
     def learning_rate_at(self, epoch: int) -> float:
         """The learning rate of epoch `epoch` (1-based)."""

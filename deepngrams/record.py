@@ -41,20 +41,26 @@ def run_id(hp: HParams, *extra) -> str:
     """A run's identity, for its checkpoint: the recipe without the number of epochs, the
     learning-rate schedule and the weight average (so a run can be extended, cut short,
     re-scheduled or averaged differently and still resume)."""
-    late = ("epochs", "decay_from_epoch", "final_rate_fraction", "weight_average")
+    late = ("epochs", "decay_from_epoch", "final_rate_fraction", "average_from_epoch")
     recipe = {k: v for k, v in hp.to_dict().items() if k not in late}
     return hashlib.sha256(json.dumps([recipe, *extra]).encode()).hexdigest()[:12]
 
 
-def update_average(average: list[np.ndarray] | None, weights: list[np.ndarray],
-                   momentum: float) -> list[np.ndarray]:
-    """One step of the exponential moving average of the weights, in place; None starts it."""
-    if average is None:
-        return [np.array(w, dtype=np.float32) for w in weights]
-    for a, w in zip(average, weights):
-        a *= momentum
-        a += (1.0 - momentum) * w
-    return average
+def update_mean(mean: list[np.ndarray] | None, weights: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """Add the `count`-th weights to the running mean of the weights, in place; None starts it.
+
+    The mean is kept in float64: in float32, 10,000 small steps would round away their last digits.
+    """
+    if mean is None:
+        return [np.array(w, dtype=np.float64) for w in weights]
+    for m, w in zip(mean, weights):
+        m += (w - m) / count
+    return mean
+
+
+def as_float32(weights: list[np.ndarray] | None) -> list[np.ndarray] | None:
+    """The model's dtype for a mean kept in float64 (None stays None)."""
+    return None if weights is None else [np.asarray(w, dtype=np.float32) for w in weights]
 
 
 def save_checkpoint(path: Path, model, optimizer, state: dict,
@@ -92,9 +98,22 @@ def load_average(path: Path) -> list[np.ndarray] | None:
     return checkpoint_arrays(path, "average/") or None
 
 
+def resume_checkpoint(path: Path, model, optimizer, hp: HParams) -> tuple[dict, list[np.ndarray] | None]:
+    """A run's state and weight mean from its checkpoint, the model and optimizer restored; older
+    checkpoints brought up to date (their rate recorded, an average of another kind restarted)."""
+    state, average = load_checkpoint(path, model, optimizer), load_average(path)
+    for record in state["history"]:
+        record.setdefault("learning_rate", hp.learning_rate_at(record["epoch"]))
+    if "averaged_steps" not in state:  # written when the average was an EMA: the mean starts afresh
+        state["averaged_steps"], average = 0, None
+    print(f"Resuming from {path} after epoch {state['epoch']}.")
+    return state, average
+
+
 def averaging_note(hp: HParams, average: list[np.ndarray] | None) -> str:
     """The model card's words for the weight average, empty when the shipped weights are the last ones."""
-    return "" if average is None else f", weights averaged over the decaying epochs (EMA {hp.weight_average})"
+    return "" if average is None else (f", the mean of the weights after every step of epochs "
+                                       f"{hp.average_from_epoch} to {hp.epochs}")
 
 
 def plot_curve(history: list[dict], path: Path) -> None:

@@ -24,8 +24,8 @@ from . import fastgru, solution
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, HParams
 from .data import encode, stream_batches, training_data
-from .record import (averaging_note, cpu_name, load_average, load_checkpoint, model_card, output_paths, plot_curve,
-                     run_id, save_checkpoint, update_average, write_card)
+from .record import (as_float32, averaging_note, cpu_name, model_card, output_paths,
+                     plot_curve, resume_checkpoint, run_id, save_checkpoint, update_mean, write_card)
 from .weights import build_model
 
 
@@ -80,12 +80,9 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     eval_forward = compiled_forward(model)  # one compilation for every epoch's evaluation
 
     ckpt = checkpoint_dir / f"{run_id(hp, max_lines, max_steps, precision)}.npz"
-    state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0}, None
+    state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0, "averaged_steps": 0}, None
     if ckpt.exists() and not fresh:
-        state, average = load_checkpoint(ckpt, model, optimizer), load_average(ckpt)
-        for record in state["history"]:  # checkpoints written before the rate was recorded
-            record.setdefault("learning_rate", hp.learning_rate_at(record["epoch"]))
-        print(f"Resuming from {ckpt} after epoch {state['epoch']}.")
+        state, average = resume_checkpoint(ckpt, model, optimizer, hp)
 
     for epoch in range(state["epoch"] + 1, hp.epochs + 1):
         optimizer.learning_rate.assign(hp.learning_rate_at(epoch))
@@ -99,13 +96,12 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         bar = tqdm(batches, desc=f"epoch {epoch}/{hp.epochs}", unit="step", disable=not progress,
                    total=total, dynamic_ncols=True)
         averaging = hp.averages_at(epoch)
-        if averaging and average is None:
-            average = update_average(None, model.get_weights(), hp.weight_average)
         for step, (inputs, targets) in enumerate(bar):
             loss, h = train_step(tf.constant(inputs), tf.constant(targets), h, tf.constant([epoch_seed, step]))
             losses.append(float(loss))
             if averaging:
-                update_average(average, model.get_weights(), hp.weight_average)
+                state["averaged_steps"] += 1
+                average = update_mean(average, model.get_weights(), state["averaged_steps"])
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         seconds = time.perf_counter() - start
@@ -114,7 +110,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         if average is not None:  # what ships is the average; the last weights are recorded beside it
             record["eval_log_perplexity_last_weights"] = round(
                 evaluate_log_perplexity(model, eval_lines, vocab, eval_forward), 5)
-        with weights_set_to(model, average):
+        with weights_set_to(model, as_float32(average)):
             log_ppx = evaluate_log_perplexity(model, eval_lines, vocab, eval_forward)
         record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
         state["history"].append(record)
@@ -127,7 +123,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     (out_dir or weights_path.parent).mkdir(parents=True, exist_ok=True)
     # Export from an uncompiled twin: the shipped file holds the model's weights only, no Adam state.
     export = build_model(len(vocab), hp)
-    export.set_weights(average or model.get_weights())
+    export.set_weights(as_float32(average) or model.get_weights())
     with atomic_path(weights_path) as tmp:
         export.save_weights(tmp)
     card = model_card(

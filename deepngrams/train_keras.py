@@ -8,7 +8,7 @@ and numpy (no tf.data, no tf.strings):
 
 It follows the recipe of deepngrams.train (same model, loss, optimizer and schedule, the
 joined training lines read as 64 streams with the GRU state carried across batches, output
-dropout, a seeded window offset per epoch, the weight average over the decaying epochs),
+dropout, a seeded window offset per epoch, the mean of the weights over the last epochs),
 checkpoints every epoch, resumes, and writes the same files: model/grulm.weights.h5 (Keras
 stores variables by attribute path, embedding/gru/dense, so the file loads into the
 TensorFlow notebook's GRULM), model/model_card.json and model/learning_curve.png. Then run
@@ -30,8 +30,8 @@ import numpy as np
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
 from .data import encode, stream_batches, training_data
-from .record import (averaging_note, load_average, load_checkpoint, model_card, output_paths, plot_curve, run_id,
-                     save_checkpoint, update_average, write_card)
+from .record import (as_float32, averaging_note, model_card, output_paths, plot_curve,
+                     resume_checkpoint, run_id, save_checkpoint, update_mean, write_card)
 
 
 class KerasGRULM(keras.Model):
@@ -128,12 +128,9 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     model.optimizer.build(model.trainable_variables)
 
     ckpt = checkpoint_dir / f"keras-{keras.backend.backend()}-{run_id(hp, max_lines, max_steps)}.npz"
-    state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0}, None
+    state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0, "averaged_steps": 0}, None
     if ckpt.exists() and not fresh:
-        state, average = load_checkpoint(ckpt, model, model.optimizer), load_average(ckpt)
-        for record in state["history"]:  # checkpoints written before the rate was recorded
-            record.setdefault("learning_rate", hp.learning_rate_at(record["epoch"]))
-        print(f"Resuming from {ckpt} after epoch {state['epoch']}.")
+        state, average = resume_checkpoint(ckpt, model, model.optimizer, hp)
 
     from tqdm import tqdm
     steps_per_epoch = (len(train_ids) - 1) // (hp.batch_size * hp.seq_length)
@@ -145,12 +142,11 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         batches = stream_batches(train_ids, hp.batch_size, hp.seq_length, hp.seed * 1000 + epoch)
         bar = tqdm(batches, total=total, desc=f"epoch {epoch}/{hp.epochs}", unit="step")
         averaging = hp.averages_at(epoch)
-        if averaging and average is None:
-            average = update_average(None, layer_weights(model), hp.weight_average)
         for inputs, targets in bar:
             losses.append(float(model.train_on_batch(inputs, targets)))
             if averaging:
-                update_average(average, layer_weights(model), hp.weight_average)
+                state["averaged_steps"] += 1
+                average = update_mean(average, layer_weights(model), state["averaged_steps"])
             if len(losses) == total:
                 break
         seconds = time.perf_counter() - start
@@ -159,7 +155,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         set_layer_weights(shipped, layer_weights(model))
         if average is not None:  # what ships is the average; the last weights are recorded beside it
             record["eval_log_perplexity_last_weights"] = round(eval_log_perplexity(shipped, eval_ids), 5)
-            set_layer_weights(shipped, average)
+            set_layer_weights(shipped, as_float32(average))
         log_ppx = eval_log_perplexity(shipped, eval_ids)
         record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
         state["history"].append(record)
@@ -169,7 +165,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         print(f"epoch {epoch}: train loss {np.mean(losses):.4f}, eval log-perplexity {log_ppx:.4f}, {seconds:.0f} s",
               flush=True)
 
-    set_layer_weights(shipped, average or layer_weights(model))  # weights only: no optimizer or random state
+    set_layer_weights(shipped, as_float32(average) or layer_weights(model))  # weights only: no optimizer or random state
     with atomic_path(weights_path) as tmp:
         shipped.save_weights(tmp)
     device, hardware = accelerator()

@@ -9,11 +9,11 @@ import tensorflow as tf
 from deepngrams import fastgru, solution, train
 from deepngrams.config import COURSE, CORPUS_PATH
 from deepngrams.data import training_data
-from deepngrams.record import checkpoint_arrays, load_average, sha256_file, update_average
+from deepngrams.record import checkpoint_arrays, load_average, sha256_file, update_mean
 from deepngrams.weights import load_pretrained
 
 SMOKE = replace(COURSE, epochs=2, seed=3)
-AVERAGING = replace(SMOKE, decay_from_epoch=1, weight_average=0.5)  # averages from epoch 2
+AVERAGING = replace(SMOKE, average_from_epoch=2)
 
 
 def small_model(vocab_size=20, seed=0):
@@ -146,36 +146,54 @@ def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
         assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]], abs=1e-4)
 
 
-def test_update_average_is_an_exponential_moving_average():
-    weights = [np.array([1.0, 2.0]), np.array([[4.0]])]
-    average = update_average(None, weights, 0.9)
-    weights[0][:] = 0  # the average started as a copy, not a view
-    np.testing.assert_array_equal(average[0], [1.0, 2.0])
-    assert update_average(average, [np.array([11.0, 12.0]), np.array([[14.0]])], 0.9) is average
-    np.testing.assert_allclose(average[0], [2.0, 3.0])
-    np.testing.assert_allclose(average[1], [[5.0]])
+def test_update_mean_is_the_plain_mean_of_all_the_weights_it_was_given():
+    rng = np.random.default_rng(0)
+    steps = [[rng.normal(size=3).astype(np.float32), rng.normal(size=(2, 2)).astype(np.float32)] for _ in range(7)]
+    expected = [np.mean(np.array([w[i] for w in steps], dtype=np.float64), axis=0) for i in range(2)]
+    mean = None
+    for count, weights in enumerate(steps, start=1):
+        assert (mean := update_mean(mean, weights, count)) is not weights
+    steps[0][0][:] = 0  # the mean started as a copy, not a view
+    for m, e in zip(mean, expected, strict=True):
+        assert m.dtype == np.float64
+        np.testing.assert_allclose(m, e, rtol=1e-12)
 
 
-def test_the_shipped_weights_are_the_average_over_the_decaying_epochs(tmp_path, monkeypatch):
-    updates = []
+def test_a_checkpoint_with_an_older_kind_of_average_restarts_the_mean(tmp_path):
+    """Checkpoints from before the mean held an exponential moving average and no step count."""
+    smoke(tmp_path, "out", epochs=2, hp=AVERAGING)
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    with np.load(ckpt) as z:
+        arrays = {k: z[k] for k in z.files}
+    state = json.loads(str(arrays["state"]))
+    assert state["averaged_steps"] == 2 and load_average(ckpt) is not None
+    del state["averaged_steps"]
+    arrays["state"] = np.array(json.dumps(state))
+    np.savez(ckpt, **arrays)
+    smoke(tmp_path, "out", epochs=3, hp=AVERAGING)  # resumes at epoch 3: its 2 steps start the mean anew
+    assert json.loads(str(np.load(ckpt)["state"]))["averaged_steps"] == 2
 
-    def counting(average, *a):
-        updates.append(average is None)
-        return update_average(average, *a)
 
-    monkeypatch.setattr(train, "update_average", counting)
+def test_the_shipped_weights_are_the_mean_over_the_last_epochs(tmp_path, monkeypatch):
+    counts = []
+
+    def counting(mean, weights, count):
+        counts.append(count)
+        return update_mean(mean, weights, count)
+
+    monkeypatch.setattr(train, "update_mean", counting)
     card = smoke(tmp_path, "out", epochs=3, hp=AVERAGING)
-    assert updates == [True] + [False] * 4  # started at epoch 2, then each of its and epoch 3's steps
+    assert counts == [1, 2, 3, 4]  # each step of epochs 2 and 3
     history = card["history"]
     assert "eval_log_perplexity_last_weights" not in history[0]
     assert all(h["eval_log_perplexity_last_weights"] != h["eval_log_perplexity"] for h in history[1:])
-    assert "EMA 0.5" in card["training"]["method"]
+    assert "mean of the weights after every step of epochs 2 to 3" in card["training"]["method"]
 
     model, vocab, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
     (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
     average, last = load_average(ckpt), checkpoint_arrays(ckpt, "model/")
     for shipped, avg in zip(model.get_weights(), average, strict=True):
-        np.testing.assert_array_equal(shipped, avg)
+        np.testing.assert_array_equal(shipped, avg.astype(np.float32))
     assert not all(np.allclose(a, b) for a, b in zip(average, last))
     _, _, eval_lines = training_data(1500)
     assert train.evaluate_log_perplexity(model, eval_lines, vocab) == pytest.approx(
@@ -255,17 +273,17 @@ def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_pat
                - train.evaluate_log_perplexity(model, text.split("\n"), vocab)) < 1e-4
 
 
-def test_backend_neutral_trainer_ships_the_weight_average(tmp_path):
+def test_backend_neutral_trainer_ships_the_weight_mean(tmp_path):
     from deepngrams import train_keras
 
     card = train_keras.train(replace(AVERAGING, epochs=3), out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
                              max_lines=1500, max_steps=2)
     assert [("eval_log_perplexity_last_weights" in h) for h in card["history"]] == [False, True, True]
-    assert "EMA 0.5" in card["training"]["method"]
+    assert "mean of the weights after every step of epochs 2 to 3" in card["training"]["method"]
     model, _, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
     (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
     for shipped, avg in zip(model.get_weights(), load_average(ckpt), strict=True):
-        np.testing.assert_array_equal(shipped, avg)
+        np.testing.assert_array_equal(shipped, avg.astype(np.float32))
 
 
 def test_stream_batches_continue_each_row_and_move_with_the_seed():
@@ -287,12 +305,12 @@ def test_stream_batches_continue_each_row_and_move_with_the_seed():
     assert len(offsets) > 1
 
 
-def test_learning_rate_is_constant_then_decays_to_a_tenth():
+def test_learning_rate_is_constant_then_decays_to_half():
     hp = COURSE
     rates = [hp.learning_rate_at(e) for e in range(1, hp.epochs + 1)]
     assert rates[: hp.decay_from_epoch] == [0.00125] * hp.decay_from_epoch
     assert all(a > b for a, b in zip(rates[hp.decay_from_epoch - 1:], rates[hp.decay_from_epoch:]))
-    assert rates[-1] == pytest.approx(0.000125)
+    assert rates[-1] == pytest.approx(0.000625)
     assert replace(hp, epochs=5).learning_rate_at(5) == 0.00125  # short runs never decay
 
 
