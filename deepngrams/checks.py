@@ -38,6 +38,7 @@ PROBE_OF = {
     "test_GenerativeModel_hidden": "GenerativeModel",
 }
 ATOL = 2e-3  # log probabilities of the pretrained model, across CPUs and library versions
+HIDDEN_CUTS_TRIED = 300  # corpus lines cut for the hidden GenerativeModel cases; about 1 in 4 continues clearly
 
 
 def secret_of(source_notebook: Path) -> int:
@@ -259,19 +260,23 @@ def prepare(secret: int, bundle: Path = ROOT) -> dict:
         expected.append({"prefix": prefix, "length": len(prefix) + n})
     checks["test_GenerativeModel"] = {"inputs": {"cases": cases}, "expected": expected}
     cases, expected = [], []
-    starts = sorted({line.split("\t")[0] + "\t" for line in w1._corpus_lines(0, 4000, set(alphabet)) if "\t" in line})
-    for prefix in rng.permutation(starts):  # which names the weights continue clearly varies by run
-        text = _greedy(lm, voc, str(prefix), 8, margin)
-        if text:
-            cases.append({"model": "pretrained", "call": "n_chars", "temperature": 0.0, "prefix": str(prefix),
+    # Hidden: corpus lines cut where the secret says, kept where the weights continue them clearly
+    # for a few characters (which ones they do changes with every training run).
+    lines = [line for line in w1._corpus_lines(0, 4000, set(alphabet)) if len(line) > 1]
+    for _ in range(HIDDEN_CUTS_TRIED):
+        line = lines[int(rng.integers(len(lines)))]
+        prefix = line[: int(rng.integers(1, len(line)))]
+        text = _greedy(lm, voc, prefix, 8, margin)
+        if len(text) >= 3:
+            cases.append({"model": "pretrained", "call": "n_chars", "temperature": 0.0, "prefix": prefix,
                           "n": len(text)})
-            expected.append({"text": str(prefix) + text})
+            expected.append({"text": prefix + text})
         if len(cases) == 3:
             break
-    if not cases:
-        raise RuntimeError(f"The pretrained weights continue none of the {len(starts)} speaker names of the corpus's "
-                           f"first lines clearly (top two apart by {margin} nats), so the hidden GenerativeModel "
-                           "check has no cases. Retrain (`make weights`) or lower the margin in "
+    else:
+        raise RuntimeError(f"The pretrained weights continue only {len(cases)} of {HIDDEN_CUTS_TRIED} cut corpus "
+                           f"lines clearly for 3 characters (top two apart by {margin} nats), too few for the "
+                           "hidden GenerativeModel check. Retrain (`make weights`) or lower the margin in "
                            "deepngrams/reference.py.")
     checks["test_GenerativeModel_hidden"] = {"inputs": {"cases": cases}, "expected": expected}
 

@@ -28,16 +28,13 @@ class HParams:
     batch_size: int = 64
     learning_rate: float = 0.00125
     shuffle_buffer: int = 10000
-    epochs: int = 30
+    epochs: int = 40
     seed: int = 1
-    # The pretrained weights: Adam at the course's rate for half the epochs, then a linear decay
-    # to half of it (the students' compile_model keeps the constant rate).
-    decay_from_epoch: int = 15
-    final_rate_fraction: float = 0.5
-    # The pretrained weights also read the text as long streams (each batch row continues the
-    # previous batch's row, the GRU state carried over, as the evaluation reads the held-out text)
-    # and drop the GRU's outputs at this rate before the dense layer during training. Neither adds
-    # weights; the students' create_batch_dataset and compile_model stay the course's.
+    # The pretrained weights read the text as long streams (each batch row continues the previous
+    # batch's row, the GRU state carried over, as the evaluation reads the held-out text) and drop
+    # the GRU's outputs at this rate before the dense layer during training. Neither adds weights;
+    # the students' create_batch_dataset and compile_model (Adam at the constant rate above) stay
+    # the course's.
     output_dropout: float = 0.35
     # And they ship the mean of the weights after every step from this epoch on (0 turns it off),
     # which smooths out the noise of the updates. It adds no weights either.
@@ -49,13 +46,6 @@ class HParams:
     def averages_at(self, epoch: int) -> bool:
         """Whether epoch `epoch` (1-based) adds its steps' weights to the shipped mean."""
         return 0 < self.average_from_epoch <= epoch <= self.epochs
-
-    def learning_rate_at(self, epoch: int) -> float:
-        """The learning rate of epoch `epoch` (1-based)."""
-        if epoch <= self.decay_from_epoch or self.epochs <= self.decay_from_epoch:
-            return self.learning_rate
-        done = (epoch - self.decay_from_epoch) / (self.epochs - self.decay_from_epoch)
-        return self.learning_rate * (1.0 - (1.0 - self.final_rate_fraction) * done)
 
 
 COURSE = HParams()

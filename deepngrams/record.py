@@ -38,10 +38,9 @@ def output_paths(out_dir: Path | None) -> tuple[Path, Path, Path]:
 
 
 def run_id(hp: HParams, *extra) -> str:
-    """A run's identity, for its checkpoint: the recipe without the number of epochs, the
-    learning-rate schedule and the weight average (so a run can be extended, cut short,
-    re-scheduled or averaged differently and still resume)."""
-    late = ("epochs", "decay_from_epoch", "final_rate_fraction", "average_from_epoch")
+    """A run's identity, for its checkpoint: the recipe without the number of epochs and the
+    weight average (so a run can be extended, cut short or averaged differently and still resume)."""
+    late = ("epochs", "average_from_epoch")
     recipe = {k: v for k, v in hp.to_dict().items() if k not in late}
     return hashlib.sha256(json.dumps([recipe, *extra]).encode()).hexdigest()[:12]
 
@@ -99,11 +98,13 @@ def load_average(path: Path) -> list[np.ndarray] | None:
 
 
 def resume_checkpoint(path: Path, model, optimizer, hp: HParams) -> tuple[dict, list[np.ndarray] | None]:
-    """A run's state and weight mean from its checkpoint, the model and optimizer restored; older
-    checkpoints brought up to date (their rate recorded, an average of another kind restarted)."""
+    """A run's state and weight mean from its checkpoint, the model and optimizer restored.
+
+    Older checkpoints are brought up to date: a decayed learning rate goes back to the recipe's,
+    and an average of another kind (an EMA, without a step count) restarts.
+    """
     state, average = load_checkpoint(path, model, optimizer), load_average(path)
-    for record in state["history"]:
-        record.setdefault("learning_rate", hp.learning_rate_at(record["epoch"]))
+    optimizer.learning_rate.assign(hp.learning_rate)
     if "averaged_steps" not in state:  # written when the average was an EMA: the mean starts afresh
         state["averaged_steps"], average = 0, None
     print(f"Resuming from {path} after epoch {state['epoch']}.")

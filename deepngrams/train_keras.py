@@ -3,10 +3,10 @@
 The lent GPU machines have JAX and PyTorch but no TensorFlow, so this file needs only Keras
 and numpy (no tf.data, no tf.strings):
 
-    KERAS_BACKEND=jax python -m deepngrams.train_keras            # 30 epochs on the GPU
+    KERAS_BACKEND=jax python -m deepngrams.train_keras            # the course run, on the GPU
     KERAS_BACKEND=jax python -m deepngrams.train_keras --smoke    # a few steps, to check the setup
 
-It follows the recipe of deepngrams.train (same model, loss, optimizer and schedule, the
+It follows the recipe of deepngrams.train (same model, loss and optimizer at its constant rate, the
 joined training lines read as 64 streams with the GRU state carried across batches, output
 dropout, a seeded window offset per epoch, the mean of the weights over the last epochs),
 checkpoints every epoch, resumes, and writes the same files: model/grulm.weights.h5 (Keras
@@ -135,7 +135,6 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     from tqdm import tqdm
     steps_per_epoch = (len(train_ids) - 1) // (hp.batch_size * hp.seq_length)
     for epoch in range(state["epoch"] + 1, hp.epochs + 1):
-        model.optimizer.learning_rate.assign(hp.learning_rate_at(epoch))
         start, losses = time.perf_counter(), []
         total = min(steps_per_epoch, max_steps or steps_per_epoch)
         model.gru.reset_state()  # each epoch starts its streams afresh
@@ -150,8 +149,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
             if len(losses) == total:
                 break
         seconds = time.perf_counter() - start
-        record = {"epoch": epoch, "learning_rate": hp.learning_rate_at(epoch),
-                  "train_loss": round(float(np.mean(losses)), 5)}
+        record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5)}
         set_layer_weights(shipped, layer_weights(model))
         if average is not None:  # what ships is the average; the last weights are recorded beside it
             record["eval_log_perplexity_last_weights"] = round(eval_log_perplexity(shipped, eval_ids), 5)

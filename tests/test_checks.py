@@ -75,17 +75,20 @@ def test_every_graded_cell_of_the_source_notebook_has_a_check(prepared):
                for check in prepared.values())
 
 
-def test_weights_that_continue_no_name_clearly_stop_the_preparation(monkeypatch):
-    monkeypatch.setattr(checks, "_greedy", lambda *a: "")
-    with pytest.raises(RuntimeError, match="speaker names.*make weights"):
+def test_weights_that_continue_too_few_lines_clearly_stop_the_preparation(monkeypatch):
+    clear = iter(["xyz", "xyz"])  # two clear lines, then none
+    monkeypatch.setattr(checks, "_greedy", lambda *a: next(clear, ""))
+    with pytest.raises(RuntimeError, match="only 2 of 300 cut corpus lines.*make weights"):
         checks.prepare(7)
 
 
 def test_hidden_inputs_come_from_the_secret(prepared):
     other = checks.prepare(12345)
     assert other["test_line_to_tensor"]["inputs"] == prepared["test_line_to_tensor"]["inputs"]  # public cases
-    for cell in ("test_line_to_tensor_hidden", "test_GRULM_hidden", "test_log_perplexity_hidden"):
+    for cell in ("test_line_to_tensor_hidden", "test_GRULM_hidden", "test_log_perplexity_hidden",
+                 "test_GenerativeModel_hidden"):
         assert other[cell]["inputs"] != prepared[cell]["inputs"]
+    assert len(other["test_GenerativeModel_hidden"]["inputs"]["cases"]) == 3
     assert checks.prepare(12345)["test_GRULM_hidden"]["inputs"] == other["test_GRULM_hidden"]["inputs"]
 
 

@@ -305,17 +305,31 @@ def test_stream_batches_continue_each_row_and_move_with_the_seed():
     assert len(offsets) > 1
 
 
-def test_learning_rate_is_constant_then_decays_to_half():
-    hp = COURSE
-    rates = [hp.learning_rate_at(e) for e in range(1, hp.epochs + 1)]
-    assert rates[: hp.decay_from_epoch] == [0.00125] * hp.decay_from_epoch
-    assert all(a > b for a, b in zip(rates[hp.decay_from_epoch - 1:], rates[hp.decay_from_epoch:]))
-    assert rates[-1] == pytest.approx(0.000625)
-    assert replace(hp, epochs=5).learning_rate_at(5) == 0.00125  # short runs never decay
+def test_the_recipe_rate_is_the_students_compile_model_rate():
+    model = solution.GRULM(10, embedding_dim=4, rnn_units=8)
+    assert float(solution.compile_model(model).optimizer.learning_rate.numpy()) == pytest.approx(COURSE.learning_rate)
 
 
-def test_the_schedule_is_applied_and_recorded(tmp_path):
-    hp = replace(SMOKE, epochs=3, decay_from_epoch=1, final_rate_fraction=0.5)
-    card = train.train(hp, out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt", max_lines=1500,
-                       max_steps=1, progress=False)
-    assert [h["learning_rate"] for h in card["history"]] == pytest.approx([0.00125, 0.0009375, 0.000625])
+def test_training_runs_at_the_recipe_rate_also_over_a_decayed_checkpoint(tmp_path, monkeypatch):
+    """compile_model's Adam is built at 0.00125, and a checkpoint restores its optimizer's rate:
+    the recipe's rate must win over both (earlier recipes decayed the rate before checkpointing)."""
+    rates, real = [], fastgru.make_train_step
+
+    def recording(model, optimizer, *args):
+        step = real(model, optimizer, *args)
+
+        def recorded(*a):
+            rates.append(float(optimizer.learning_rate.numpy()))
+            return step(*a)
+        return recorded
+
+    monkeypatch.setattr(train.fastgru, "make_train_step", recording)
+    hp = replace(SMOKE, learning_rate=0.002)
+    smoke(tmp_path, "out", epochs=1, hp=hp)
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    arrays = dict(np.load(ckpt))
+    assert float(arrays["opt/1"]) == pytest.approx(0.002)  # Adam's variables: iteration, learning_rate, ...
+    arrays["opt/1"] = np.float32(0.0002)
+    np.savez(ckpt, **arrays)
+    smoke(tmp_path, "out", epochs=2, hp=hp)
+    assert rates == pytest.approx([0.002] * 4)
