@@ -55,10 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(argv[1:])
     args = parser.parse_args(argv)
 
+    from .record import CheckpointError
     from .weights import WeightsError
     try:
         return _run(args)
-    except WeightsError as e:
+    except (WeightsError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

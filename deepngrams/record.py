@@ -39,7 +39,8 @@ def output_paths(out_dir: Path | None) -> tuple[Path, Path, Path]:
 
 def run_id(hp: HParams, *extra) -> str:
     """A run's identity, for its checkpoint: the recipe without the number of epochs and the
-    weight average (so a run can be extended, cut short or averaged differently and still resume)."""
+    weight average (so a run can be extended or cut short and still resume, and the epoch its average
+    starts at changed while that epoch is still ahead: see resume_checkpoint)."""
     late = ("epochs", "average_from_epoch")
     recipe = {k: v for k, v in hp.to_dict().items() if k not in late}
     return hashlib.sha256(json.dumps([recipe, *extra]).encode()).hexdigest()[:12]
@@ -97,16 +98,39 @@ def load_average(path: Path) -> list[np.ndarray] | None:
     return checkpoint_arrays(path, "average/") or None
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be resumed under the current recipe."""
+
+
+def mean_start(history: list[dict]) -> int | None:
+    """The epoch a run's weight mean began: the first whose record evaluates the last weights beside it."""
+    return next((r["epoch"] for r in history if "eval_log_perplexity_last_weights" in r), None)
+
+
 def resume_checkpoint(path: Path, model, optimizer, hp: HParams) -> tuple[dict, list[np.ndarray] | None]:
     """A run's state and weight mean from its checkpoint, the model and optimizer restored.
 
     Older checkpoints are brought up to date: a decayed learning rate goes back to the recipe's,
-    and an average of another kind (an EMA, without a step count) restarts.
+    and an average of another kind (an EMA, without a step count) restarts. A mean that began at
+    another epoch than the recipe's is dropped, with the evaluations it added to the history, when
+    the recipe's mean has not begun yet; when it has, the mean cannot be rebuilt and this refuses.
     """
     state, average = load_checkpoint(path, model, optimizer), load_average(path)
     optimizer.learning_rate.assign(hp.learning_rate)
     if "averaged_steps" not in state:  # written when the average was an EMA: the mean starts afresh
         state["averaged_steps"], average = 0, None
+    began, wanted = mean_start(state["history"]), hp.average_from_epoch or None
+    if began != wanted:
+        if wanted is not None and wanted <= state["epoch"]:
+            raise CheckpointError(
+                f"{path} has trained epochs 1 to {state['epoch']} with "
+                + (f"a weight mean from epoch {began}" if began else "no weight mean")
+                + f", but the recipe averages from epoch {wanted}: that mean cannot be rebuilt. Set "
+                f"average_from_epoch in deepngrams/config.py back to {began or 0}, or start over with --fresh.")
+        state["averaged_steps"], average = 0, None
+        for record in state["history"]:  # what the recipe records before its mean: the last weights
+            if "eval_log_perplexity_last_weights" in record:
+                record["eval_log_perplexity"] = record.pop("eval_log_perplexity_last_weights")
     print(f"Resuming from {path} after epoch {state['epoch']}.")
     return state, average
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 from deepngrams import fastgru, solution, train
 from deepngrams.config import COURSE, CORPUS_PATH
 from deepngrams.data import training_data
-from deepngrams.record import checkpoint_arrays, load_average, sha256_file, update_mean
+from deepngrams.record import CheckpointError, checkpoint_arrays, load_average, sha256_file, update_mean
 from deepngrams.weights import load_pretrained
 
 SMOKE = replace(COURSE, epochs=2, seed=3)
@@ -219,6 +219,40 @@ def test_resume_keeps_the_weight_average(tmp_path, monkeypatch):
                                          tmp_path / d / "out" / "model_card.json")[0] for d in "ab")
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_mean_begun_at_another_epoch_restarts_where_the_recipe_begins_it(tmp_path, monkeypatch):
+    """An instructor moves average_from_epoch later and resumes: the old mean must not leak into the new one."""
+    first = smoke(tmp_path, "out", epochs=2, hp=AVERAGING)  # epoch 2 averaged
+    counts = []
+
+    def counting(mean, weights, count):
+        counts.append(count)
+        return update_mean(mean, weights, count)
+
+    monkeypatch.setattr(train, "update_mean", counting)
+    card = smoke(tmp_path, "out", epochs=3, hp=replace(AVERAGING, average_from_epoch=3))
+    assert counts == [1, 2]  # the mean starts afresh with epoch 3's two steps
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    assert json.loads(str(np.load(ckpt)["state"]))["averaged_steps"] == 2
+    # Epoch 2's record is now what the recipe records before its mean: the last weights' evaluation.
+    expected = dict(first["history"][1])
+    expected["eval_log_perplexity"] = expected.pop("eval_log_perplexity_last_weights")
+    assert card["history"][1] == expected
+    assert "eval_log_perplexity_last_weights" in card["history"][2]
+    assert "epochs 3 to 3" in card["training"]["method"]
+
+
+def test_a_mean_begun_at_another_epoch_is_refused_once_the_recipe_mean_has_begun(tmp_path):
+    smoke(tmp_path, "out", epochs=3, hp=AVERAGING)  # mean from epoch 2
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    before = ckpt.read_bytes()
+    with pytest.raises(CheckpointError, match=r"mean from epoch 2, but the recipe averages from epoch 3.*--fresh"):
+        smoke(tmp_path, "out", epochs=4, hp=replace(AVERAGING, average_from_epoch=3))
+    assert ckpt.read_bytes() == before
+    smoke(tmp_path / "off", "out", epochs=2)  # its own checkpoint, without a mean
+    with pytest.raises(CheckpointError, match="epochs 1 to 2 with no weight mean, but the recipe averages from epoch 2"):
+        smoke(tmp_path / "off", "out", epochs=3, hp=AVERAGING)
 
 
 def test_a_run_compiles_its_evaluation_once(tmp_path, monkeypatch):
