@@ -126,7 +126,9 @@ def resume_checkpoint(path: Path, model, optimizer, hp: HParams) -> tuple[dict, 
                 f"{path} has trained epochs 1 to {state['epoch']} with "
                 + (f"a weight mean from epoch {began}" if began else "no weight mean")
                 + f", but the recipe averages from epoch {wanted}: that mean cannot be rebuilt. Set "
-                f"average_from_epoch in deepngrams/config.py back to {began or 0}, or start over with --fresh.")
+                f"average_from_epoch in deepngrams/config.py "
+                + (f"back to {began}" if began else f"to 0 or to an epoch after {state['epoch']}")
+                + ", or start over with --fresh.")
         state["averaged_steps"], average = 0, None
         for record in state["history"]:  # what the recipe records before its mean: the last weights
             if "eval_log_perplexity_last_weights" in record:
