@@ -98,13 +98,16 @@ def load_average(path: Path) -> list[np.ndarray] | None:
     return checkpoint_arrays(path, "average/") or None
 
 
+LAST_WEIGHTS = "eval_log_perplexity_last_weights"  # a record's eval of the unaveraged weights, once a mean ships
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be resumed under the current recipe."""
 
 
 def mean_start(history: list[dict]) -> int | None:
     """The epoch a run's weight mean began: the first whose record evaluates the last weights beside it."""
-    return next((r["epoch"] for r in history if "eval_log_perplexity_last_weights" in r), None)
+    return next((r["epoch"] for r in history if LAST_WEIGHTS in r), None)
 
 
 def resume_checkpoint(path: Path, model, optimizer, hp: HParams) -> tuple[dict, list[np.ndarray] | None]:
@@ -131,10 +134,22 @@ def resume_checkpoint(path: Path, model, optimizer, hp: HParams) -> tuple[dict, 
                 + ", or start over with --fresh.")
         state["averaged_steps"], average = 0, None
         for record in state["history"]:  # what the recipe records before its mean: the last weights
-            if "eval_log_perplexity_last_weights" in record:
-                record["eval_log_perplexity"] = record.pop("eval_log_perplexity_last_weights")
+            if LAST_WEIGHTS in record:
+                record["eval_log_perplexity"] = record.pop(LAST_WEIGHTS)
     print(f"Resuming from {path} after epoch {state['epoch']}.")
     return state, average
+
+
+def today() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def end_epoch(state: dict, record: dict) -> None:
+    """Add a finished epoch to the run state, with the date: a later export without training keeps it."""
+    state["history"].append(record)
+    state["epoch"] = record["epoch"]
+    state["wall_time_s"] += record["seconds"]
+    state["finished"] = today()
 
 
 def averaging_note(hp: HParams, average: list[np.ndarray] | None) -> str:
@@ -143,29 +158,42 @@ def averaging_note(hp: HParams, average: list[np.ndarray] | None) -> str:
                                        f"{hp.average_from_epoch} to {hp.epochs}")
 
 
-def plot_curve(history: list[dict], path: Path) -> None:
-    """Train loss and eval log-perplexity per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def curve_figure(history: list[dict]):
+    """Train loss and eval log-perplexity per epoch, and the run's second half zoomed in.
+
+    Late epochs gain a few thousandths of a nat, invisible on the whole run's scale, yet that is
+    where the weight mean and the last weights part ways.
+    """
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss (mean of epoch)")
-    ax.plot(epochs, [h["eval_log_perplexity"] for h in history], "s-", label="eval log-perplexity")
-    averaged = [h for h in history if "eval_log_perplexity_last_weights" in h]
-    if averaged:  # the shipped curve is the weight average's from there on; the last weights beside it
-        ax.plot([h["epoch"] for h in averaged], [h["eval_log_perplexity_last_weights"] for h in averaged], "x--",
-                label="eval, last weights (not averaged)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per character")
-    ax.set_title("GRULM on Shakespeare")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    starts = [epochs[0]] + ([epochs[len(epochs) // 2]] if len(epochs) >= 8 else [])
+    fig = Figure(figsize=(5.5 * len(starts), 4))
+    began = mean_start(history)
+    for ax, start in zip(fig.subplots(1, len(starts), squeeze=False)[0], starts):
+        shown = [h for h in history if h["epoch"] >= start]
+        x = [h["epoch"] for h in shown]
+        ax.plot(x, [h["train_loss"] for h in shown], "o-", ms=3, label="train loss (mean of epoch)")
+        ax.plot(x, [h["eval_log_perplexity"] for h in shown], "s-", ms=3, label="eval log-perplexity (shipped weights)")
+        averaged = [h for h in shown if LAST_WEIGHTS in h]
+        if averaged:  # the shipped curve is the weight mean's from there on; the last weights beside it
+            ax.plot([h["epoch"] for h in averaged], [h[LAST_WEIGHTS] for h in averaged], "x--", ms=4,
+                    label="eval, last weights (not averaged)")
+            ax.axvline(began - 0.5, color="gray", ls=":", label=f"weight mean from epoch {began}")
+        ax.set_title("whole run" if start == epochs[0] else f"epochs {start} to {epochs[-1]}, zoomed")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per character")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle("GRULM on Shakespeare")
     fig.tight_layout()
+    return fig
+
+
+def plot_curve(history: list[dict], path: Path) -> None:
+    """The learning curve as a PNG, written whole or not at all."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+        curve_figure(history).savefig(tmp, format="png", dpi=100)
 
 
 def model_card(*, vocab: list[str], hp: HParams, parameters: int, train_lines: int, eval_lines: int,
@@ -184,7 +212,7 @@ def model_card(*, vocab: list[str], hp: HParams, parameters: int, train_lines: i
         "epochs": state["epoch"],
         "steps_per_epoch": history[-1]["steps"] if history else 0,
         "training": {**training, "wall_time_s": round(state["wall_time_s"], 1),
-                     "finished": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")},
+                     "finished": state.get("finished") or today()},
         "history": history,
         "final": {"eval_log_perplexity": last,
                   "eval_perplexity": round(float(np.exp(last)), 4) if last is not None else None},

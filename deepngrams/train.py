@@ -24,7 +24,7 @@ from . import fastgru, solution
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, HParams
 from .data import encode, stream_batches, training_data
-from .record import (as_float32, averaging_note, cpu_name, model_card, output_paths,
+from .record import (LAST_WEIGHTS, as_float32, averaging_note, cpu_name, end_epoch, model_card, output_paths,
                      plot_curve, resume_checkpoint, run_id, save_checkpoint, update_mean, write_card)
 from .weights import build_model
 
@@ -107,14 +107,12 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         seconds = time.perf_counter() - start
         record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5)}
         if average is not None:  # what ships is the average; the last weights are recorded beside it
-            record["eval_log_perplexity_last_weights"] = round(
+            record[LAST_WEIGHTS] = round(
                 evaluate_log_perplexity(model, eval_lines, vocab, eval_forward), 5)
         with weights_set_to(model, as_float32(average)):
             log_ppx = evaluate_log_perplexity(model, eval_lines, vocab, eval_forward)
         record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
-        state["history"].append(record)
-        state["epoch"] = epoch
-        state["wall_time_s"] += seconds
+        end_epoch(state, record)
         save_checkpoint(ckpt, model, optimizer, state, average)
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f}, eval log-perplexity "
               f"{log_ppx:.4f} (perplexity {np.exp(log_ppx):.2f}), {seconds:.0f} s", flush=True)

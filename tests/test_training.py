@@ -9,7 +9,8 @@ import tensorflow as tf
 from deepngrams import fastgru, solution, train
 from deepngrams.config import COURSE, CORPUS_PATH
 from deepngrams.data import training_data
-from deepngrams.record import CheckpointError, checkpoint_arrays, load_average, sha256_file, update_mean
+from deepngrams.record import (LAST_WEIGHTS, CheckpointError, checkpoint_arrays, curve_figure, load_average,
+                               sha256_file, update_mean)
 from deepngrams.weights import load_pretrained
 
 SMOKE = replace(COURSE, epochs=2, seed=3)
@@ -135,6 +136,20 @@ def test_smoke_run_writes_weights_card_and_curve(tmp_path):
     assert not list(out.glob("*.tmp*"))
 
 
+def test_the_learning_curve_zooms_in_on_the_second_half_and_marks_where_the_mean_begins():
+    history = [{"epoch": e, "train_loss": 1.2 + 2 / e, "eval_log_perplexity": 1.2 + 1.9 / e} for e in range(1, 13)]
+    for record in history[8:]:  # a weight mean from epoch 9, the last weights beside it
+        record[LAST_WEIGHTS], record["eval_log_perplexity"] = record["eval_log_perplexity"], 1.2
+    whole, zoomed = curve_figure(history).axes
+    assert whole.get_xlim()[0] < 1 < 6 < zoomed.get_xlim()[0]
+    assert zoomed.get_ylim()[1] < 1.6 < 3 < whole.get_ylim()[1]  # the first epochs' losses are off the zoom
+    for ax in (whole, zoomed):
+        mark = [line for line in ax.get_lines() if line.get_label() == "weight mean from epoch 9"]
+        assert len(mark) == 1 and list(mark[0].get_xdata()) == [8.5, 8.5]
+    assert [ax.get_title() for ax in (whole, zoomed)] == ["whole run", "epochs 7 to 12, zoomed"]
+    assert len(curve_figure(history[:7]).axes) == 1  # too short a run to zoom
+
+
 def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
     straight = smoke(tmp_path / "a", "out", epochs=2)
     smoke(tmp_path / "b", "out", epochs=1)  # "interrupted" after its first epoch
@@ -144,6 +159,15 @@ def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
     assert resumed["history"][0] == first_run["history"][0]
     for key in ("train_loss", "eval_log_perplexity"):
         assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]], abs=1e-4)
+
+
+def test_exporting_a_finished_run_again_keeps_its_date_and_wall_time(tmp_path, monkeypatch):
+    first = smoke(tmp_path, "out", epochs=1)
+    monkeypatch.setattr("deepngrams.record.today", lambda: "2099-01-01")
+    again = smoke(tmp_path, "out", epochs=1)  # nothing left to train: a plain export
+    assert again["training"]["finished"] == first["training"]["finished"] != "2099-01-01"
+    assert again["training"]["wall_time_s"] == first["training"]["wall_time_s"] == first["history"][0]["seconds"]
+    assert smoke(tmp_path, "out", epochs=2)["training"]["finished"] == "2099-01-01"  # a new epoch, a new date
 
 
 def test_update_mean_is_the_plain_mean_of_all_the_weights_it_was_given():
