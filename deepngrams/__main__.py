@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from .config import COURSE
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ notices off the terminal
 
 
@@ -19,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
 
     p = sub.add_parser("train", help="train the course model; write model/ (weights, card, curve, reference values)")
-    p.add_argument("--epochs", type=int, help="number of epochs (default: the course's 30)")
+    p.add_argument("--epochs", type=int, help=f"number of epochs (default: the recipe's {COURSE.epochs})")
     p.add_argument("--smoke", action="store_true", help="a few steps on a slice, to check the pipeline in seconds")
     p.add_argument("--out", help="write the weights, card and curve to this folder instead of model/")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")

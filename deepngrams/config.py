@@ -27,7 +27,6 @@ class HParams:
     seq_length: int = 100
     batch_size: int = 64
     learning_rate: float = 0.00125
-    shuffle_buffer: int = 10000
     epochs: int = 72
     seed: int = 1
     # The pretrained weights read the text as long streams (each batch row continues the previous

@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--course", type=Path, default=COURSE_DIR, help="nbgrader course directory (default: grader/)")
     p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
-                   help="submissions graded at once (default: one per core)")
+                   help="submissions graded at once (default: one per core, at most 8)")
     p.add_argument("--force", action="store_true", help="grade again what is already graded")
     p.add_argument("--student", action="append", help="grade only this student (repeatable)")
     d = Limits()

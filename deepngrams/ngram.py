@@ -23,7 +23,7 @@ c(h.) == 0 the level is skipped: p_n(w | h) = p_{n-1}(w | h').
   unknown characters), so no probability is ever zero and every
   distribution sums to 1 over vocabulary + unknown.
 
-Storage is numpy rather than dicts so that a 4.4M-character corpus at order 9
+Storage is numpy rather than dicts so that a 4.9M-character corpus at order 9
 fits in well under a GiB: an n-gram is identified by its index in the sorted
 array `keys[n]` of `prefix_id * n_symbols + last_char`, where `prefix_id` is
 the index of its first n-1 characters at level n-1.  Children of a context are

@@ -1,7 +1,7 @@
 """Train the course model with plain Keras 3 on any backend: how the weights are made on a GPU.
 
-The lent GPU machines have JAX and PyTorch but no TensorFlow, so this file needs only Keras
-and numpy (no tf.data, no tf.strings):
+The lent GPU machines have JAX and PyTorch but no TensorFlow, so this file needs only Keras,
+numpy, h5py, tqdm and matplotlib (no tf.data, no tf.strings):
 
     KERAS_BACKEND=jax python -m deepngrams.train_keras            # the course run, on the GPU
     KERAS_BACKEND=jax python -m deepngrams.train_keras --smoke    # a few steps, to check the setup
@@ -30,7 +30,7 @@ import numpy as np
 from .atomic import atomic_path
 from .config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
 from .data import encode, stream_batches, training_data
-from .record import (as_float32, averaging_note, model_card, output_paths, plot_curve,
+from .record import (LAST_WEIGHTS, as_float32, averaging_note, end_epoch, model_card, output_paths, plot_curve,
                      resume_checkpoint, run_id, save_checkpoint, update_mean, write_card)
 
 
@@ -152,13 +152,11 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         record = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 5)}
         set_layer_weights(shipped, layer_weights(model))
         if average is not None:  # what ships is the average; the last weights are recorded beside it
-            record["eval_log_perplexity_last_weights"] = round(eval_log_perplexity(shipped, eval_ids), 5)
+            record[LAST_WEIGHTS] = round(eval_log_perplexity(shipped, eval_ids), 5)
             set_layer_weights(shipped, as_float32(average))
         log_ppx = eval_log_perplexity(shipped, eval_ids)
         record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
-        state["history"].append(record)
-        state["epoch"] = epoch
-        state["wall_time_s"] += seconds
+        end_epoch(state, record)
         save_checkpoint(ckpt, model, model.optimizer, state, average)
         print(f"epoch {epoch}: train loss {np.mean(losses):.4f}, eval log-perplexity {log_ppx:.4f}, {seconds:.0f} s",
               flush=True)
@@ -186,7 +184,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deepngrams.train_keras", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, help="number of epochs (default: the course's 30)")
+    p.add_argument("--epochs", type=int, help=f"number of epochs (default: the recipe's {COURSE.epochs})")
     p.add_argument("--smoke", action="store_true", help="2 epochs of 3 steps on a slice")
     p.add_argument("--out", type=Path, help="write the files here instead of model/")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")

@@ -59,3 +59,19 @@ def test_grade_explains_bad_arguments(tmp_path):
     assert done.returncode == 2 and "--workers must be at least 1" in done.stderr
     done = run("grade", "--student", "nobody_here", check=False)
     assert done.returncode == 2 and "no submission from nobody_here" in done.stderr
+
+
+def test_the_readme_and_the_help_state_the_recipe_in_config(capsys):
+    from deepngrams.__main__ import main
+    from deepngrams.config import COURSE as hp
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"(embedding {hp.embedding_dim}, GRU {hp.rnn_units}, sequences of {hp.seq_length}, batches of "
+            f"{hp.batch_size}, {hp.epochs} epochs of Adam at the course's constant rate of {hp.learning_rate};") in readme
+    assert (f"dropout {hp.output_dropout} on the GRU outputs, and the mean of the weights after every step of "
+            f"epochs {hp.average_from_epoch} to {hp.epochs} shipped") in readme
+    try:
+        main(["train", "--help"])
+    except SystemExit:
+        pass
+    assert f"(default: the recipe's {hp.epochs})" in " ".join(capsys.readouterr().out.split())
