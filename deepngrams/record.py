@@ -179,6 +179,7 @@ def curve_figure(history: list[dict]):
         if averaged:  # the shipped curve is the weight mean's from there on; the last weights beside it
             ax.plot([h["epoch"] for h in averaged], [h[LAST_WEIGHTS] for h in averaged], "x--", ms=4,
                     label="eval, last weights (not averaged)")
+        if began is not None and began >= start:  # a marker left of the panel's epochs would stretch it
             ax.axvline(began - 0.5, color="gray", ls=":", label=f"weight mean from epoch {began}")
         ax.set_title("whole run" if start == epochs[0] else f"epochs {start} to {epochs[-1]}, zoomed")
         ax.set_xlabel("epoch")

@@ -148,6 +148,12 @@ def test_the_learning_curve_zooms_in_on_the_second_half_and_marks_where_the_mean
         assert len(mark) == 1 and list(mark[0].get_xdata()) == [8.5, 8.5]
     assert [ax.get_title() for ax in (whole, zoomed)] == ["whole run", "epochs 7 to 12, zoomed"]
     assert len(curve_figure(history[:7]).axes) == 1  # too short a run to zoom
+    for record in history[2:8]:  # a mean from epoch 3, before the zoom: marked on the whole run only
+        record[LAST_WEIGHTS] = record["eval_log_perplexity"]
+    whole, zoomed = curve_figure(history).axes
+    assert [line.get_label() for line in whole.get_lines()][-1] == "weight mean from epoch 3"
+    assert not any(line.get_label().startswith("weight mean") for line in zoomed.get_lines())
+    assert zoomed.get_xlim()[0] > 6
 
 
 def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
