@@ -44,6 +44,7 @@ WEIGHTS_PATH = MODEL_DIR / "grulm.weights.h5"
 UNK_ID = 0
 PADDING_ID = 1
 _SAMPLE_LENGTH = 20  # characters sampled at temperature 1 in test_GenerativeModel
+_SAMPLE_ROWS = 2000  # prompts generate_one_step samples for at once in test_GenerativeModel
 
 __all__ = [
     "test_line_to_tensor", "test_create_batch_dataset", "test_GRULM_layers", "test_GRULM_outputs",
@@ -332,16 +333,17 @@ class _PretrainedLM:
         h = tf.zeros((batch, self.units)) if states is None else tf.cast(tf.convert_to_tensor(states), tf.float32)
         x = tf.gather(self.embedding, ids)  # (b, t, E)
         xw = tf.einsum("bte,eg->btg", x, self.kernel) + self.input_bias  # (b, t, 3U)
-        outputs = []
-        for t in range(int(ids.shape[1])):
-            x_z, x_r, x_h = tf.split(xw[:, t], 3, axis=-1)
+
+        def step(h, xw_t):
+            x_z, x_r, x_h = tf.split(xw_t, 3, axis=-1)
             h_z, h_r, h_h = tf.split(tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias, 3, axis=-1)
             z = tf.sigmoid(x_z + h_z)
             r = tf.sigmoid(x_r + h_r)
-            n = tf.tanh(x_h + r * h_h)
-            h = z * h + (1.0 - z) * n
-            outputs.append(h)
-        seq = tf.stack(outputs, axis=1) if outputs else tf.zeros((batch, 0, self.units))
+            return z * h + (1.0 - z) * tf.tanh(x_h + r * h_h)
+
+        # tf.scan, not a Python loop: the model also runs inside a student's tf.function.
+        seq = tf.transpose(tf.scan(step, tf.transpose(xw, [1, 0, 2]), initializer=h), [1, 0, 2])  # (b, t, U)
+        h = tf.cond(tf.shape(seq)[1] > 0, lambda: seq[:, -1], lambda: h)
         log_probs = tf.nn.log_softmax(tf.einsum("btu,uv->btv", seq, self.dense_kernel) + self.dense_bias, axis=-1)
         if return_state:
             return log_probs, h
@@ -397,30 +399,49 @@ class _CycleLM:
     def _next(self, last_position: int, count: int) -> int:
         return (last_position + count) % len(self.cycle)
 
-    def expected(self, prefix: str, n: int) -> str:
-        text, count = prefix, len(prefix)
-        for _ in range(n):
-            last = self.cycle.find(text[-1]) if text[-1] in self.cycle else 0
-            text += self.cycle[self._next(last, count)]
-            count += 1
-        return text
-
     def __call__(self, inputs, states=None, return_state=False, training=False):
-        ids = _np(inputs).astype(np.int64)
+        # TensorFlow ops only: the model also runs inside a student's tf.function.
+        ids = tf.cast(tf.convert_to_tensor(inputs), tf.int64)
         if isinstance(states, (list, tuple)):
             states = states[0]
-        batch, steps = ids.shape
-        count = np.zeros(batch, dtype=np.int64) if states is None else np.rint(_np(states)[:, 0]).astype(np.int64)
-        logits = np.full((batch, steps, self.vocab_size), -20.0, dtype=np.float32)
-        for t in range(steps):
-            count = count + 1
-            for b in range(batch):
-                nxt = self._next(self.position.get(int(ids[b, t]), 0), int(count[b]))
-                logits[b, t, self.cycle_ids[nxt]] = 20.0
-        state = np.zeros((batch, self.units), dtype=np.float32)
-        state[:, 0] = count
-        log_probs = tf.constant(_np_log_softmax(logits))
-        return (log_probs, tf.constant(state)) if return_state else log_probs
+        batch, steps = tf.shape(ids)[0], tf.shape(ids)[1]
+        start = tf.zeros([batch], tf.int64) if states is None else \
+            tf.cast(tf.round(tf.convert_to_tensor(states)[:, 0]), tf.int64)
+        count = start[:, None] + tf.range(1, steps + 1, dtype=tf.int64)[None, :]  # (b, t)
+        positions = tf.constant([self.position.get(i, 0) for i in range(self.vocab_size)], dtype=tf.int64)
+        following = (tf.gather(positions, ids) + count) % len(self.cycle)
+        target = tf.gather(tf.constant(self.cycle_ids, dtype=tf.int64), following)
+        log_probs = tf.nn.log_softmax(tf.one_hot(target, self.vocab_size, on_value=20.0, off_value=-20.0))
+        last = tf.cast(start + tf.cast(steps, tf.int64), tf.float32)
+        state = tf.concat([last[:, None], tf.zeros([batch, self.units - 1])], axis=1)
+        return (log_probs, state) if return_state else log_probs
+
+
+def _cycle_text(toy: _CycleLM, prefix: str, n: int) -> str:
+    """What greedy generation with `toy` writes after `prefix` (kept out of the model handed to your code)."""
+    text, count = prefix, len(prefix)
+    for _ in range(n):
+        last = toy.cycle.find(text[-1]) if text[-1] in toy.cycle else 0
+        text += toy.cycle[toy._next(last, count)]
+        count += 1
+    return text
+
+
+class _FixedLM:
+    """A made-up model that always predicts the same distribution: `p` over the characters `chars`,
+    and '[UNK]' and the padding even likelier (a generator must never emit them)."""
+
+    def __init__(self, voc: list[str], chars: str, p, units: int):
+        logits = np.full(len(voc), -40.0)
+        logits[[voc.index(c) for c in chars]] = np.log(p)
+        logits[:2] = np.log(p).max() + 1.0
+        self.log_probs = tf.constant(_np_log_softmax(logits).astype(np.float32))
+        self.vocab_size, self.units = len(voc), units
+
+    def __call__(self, inputs, states=None, return_state=False, training=False):
+        shape = tf.shape(inputs)
+        log_probs = tf.broadcast_to(self.log_probs, tf.concat([shape, [self.vocab_size]], axis=0))
+        return (log_probs, tf.zeros((shape[0], self.units))) if return_state else log_probs
 
 
 # ----------------------------------------------------------------------------------------
@@ -856,7 +877,7 @@ def test_GenerativeModel(GenerativeModel):
 
     toy = _CycleLM(voc, U)
     for prefix, n in (("ROMEO\t", 12), ("abc", 15)):
-        expected = toy.expected(prefix, n)
+        expected = _cycle_text(toy, prefix, n)
         with report.case(f"generate_n_chars({n}, {prefix!r}) with a model whose next character depends "
                          f"on its state and on the last character") as case:
             got = _as_text(GenerativeModel(toy, voc, temperature=0.0).generate_n_chars(n, prefix))
@@ -869,6 +890,26 @@ def test_GenerativeModel(GenerativeModel):
         case.check(got.startswith(prefix), "starts with the prefix", repr(prefix) + " ...", repr(got))
         case.check(len(got) == len(prefix) + n, "length: the prefix and n characters", len(prefix) + n, len(got))
         case.check("[UNK]" not in got, "no '[UNK]'", "no '[UNK]'", repr(got))
+
+    # Sampling: a batch of prompts, one step, against the distribution at each temperature. Within
+    # 6 standard errors, a correct generator fails one of these cases about once in 10^8 runs.
+    chars, p = "abcd", np.array([0.55, 0.25, 0.15, 0.05])
+    fixed = _FixedLM(voc, chars, p, U)
+    for temperature in (1.0, 0.5):
+        want = np.exp(np.log(p) / temperature)
+        want /= want.sum()
+        with report.case(f"generate_one_step on {_SAMPLE_ROWS} prompts at temperature {temperature} with a model "
+                         f"that predicts p = {p.tolist()} over {chars!r}") as case:
+            got, _ = GenerativeModel(fixed, voc, temperature=temperature).generate_one_step(
+                tf.constant(["O, "] * _SAMPLE_ROWS), states=None)
+            drawn = [c.decode("utf-8") for c in _np(got).reshape(-1).tolist()]
+            case.check(len(drawn) == _SAMPLE_ROWS, "one character per prompt", _SAMPLE_ROWS, len(drawn))
+            freq = np.array([drawn.count(c) for c in chars]) / max(1, len(drawn))
+            se = np.sqrt(want * (1 - want) / _SAMPLE_ROWS)
+            case.check(np.all(np.abs(freq - want) <= 6 * se),
+                       "frequencies of the characters: softmax(log_probs / temperature) (is the temperature "
+                       "used, and is it sampling rather than always taking the most likely?)",
+                       np.round(want, 3), np.round(freq, 3))
 
     prefix, n = "O, ", 30
     with report.case(f"generate_n_chars({n}, {prefix!r}) at temperature 1.0 with a model that "

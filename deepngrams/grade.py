@@ -58,7 +58,6 @@ NOT_GRADED_PAGE = """<!DOCTYPE html>
 <p>Student: {student}</p><p>Reason: {reason}</p><p>Every exercise scores 0. Fix this and hand it in again.</p>
 </body></html>
 """
-GRADER_FILES = ("checks.py", "probes.py", "harness.py", "sandbox.py", "grade.py", "nbgrader_steps.py")
 
 
 @dataclass
@@ -433,13 +432,19 @@ def scores_of(course: Path, student: str) -> dict:
     return scores
 
 
-def grader_version(course: Path) -> str:
-    """What a grade depends on besides the submission: the grader's code, the source, the model."""
+def grader_version(course: Path, bundle: Path = ROOT) -> str:
+    """What a verdict depends on besides the submission: every file of the grading code (the whole
+    package, the solution and the configuration included), the course's source notebook and
+    configuration, the bundle's tests, model files (weights, card, reference values) and corpus,
+    the pinned requirements and the grading key. Any change to one of them regrades everyone."""
     h = hashlib.sha256()
-    package = Path(__file__).parent
-    for path in [package / f for f in GRADER_FILES] + sorted((course / "source" / ASSIGNMENT).glob("*.ipynb")) + \
-            [ROOT / "w1_unittest.py", ROOT / "model" / "grulm.weights.h5"]:
-        h.update(path.read_bytes())
+    files = sorted((bundle / "deepngrams").rglob("*.py")) + sorted((course / "source" / ASSIGNMENT).glob("*.ipynb")) \
+        + [course / "nbgrader_config.py", bundle / "w1_unittest.py", bundle / "requirements.txt"] \
+        + sorted((bundle / "model").glob("*.json")) + sorted((bundle / "model").glob("*.h5")) \
+        + sorted((bundle / "data").glob("*.txt"))
+    for path in files:
+        h.update(path.name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"(missing)"))
+    h.update(grading_key(course))
     return h.hexdigest()[:16]
 
 
@@ -477,15 +482,33 @@ def saved_outcome(course: Path, student: str, version: str | None = None) -> Out
 # ----------------------------------------------------------------------------------------
 # 5. The batch
 # ----------------------------------------------------------------------------------------
+def grading_key(course: Path) -> bytes:
+    """The course's grading key (made on first use, readable by the grader alone): with the student
+    id and the notebook's bytes it seeds every case of a submission (checks.secret_for)."""
+    path = course / ".grading" / "hidden-cases.key"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    try:
+        key = path.read_bytes()
+        if len(key) >= 16:
+            return key
+    except FileNotFoundError:
+        pass
+    from .checks import new_key
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(new_key())
+    os.chmod(path, 0o600)
+    return path.read_bytes()
+
+
 def prepare_checks(course: Path, path: Path) -> None:
-    """The graded cells' inputs and expected answers, for this batch (grader-only file)."""
+    """What the batch's graders need besides each submission (a grader-only file): the grading key
+    and the graded cells of the source notebook. Each submission's cases are drawn from them."""
     import nbformat
-    from . import checks
     source = course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-    prepared = checks.prepare(checks.secret_of(source))
     graded_ids = [_nbgrader(c)["grade_id"] for c in nbformat.read(str(source), 4).cells if is_test_cell(c)]
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps({"checks": prepared, "graded_ids": graded_ids}))
+        Path(tmp).write_text(json.dumps({"key": grading_key(course).hex(), "graded_ids": graded_ids}))
     os.chmod(path, 0o600)
 
 

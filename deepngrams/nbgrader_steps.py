@@ -121,10 +121,14 @@ class SandboxedExecute(NbGraderPreprocessor):
     """
 
     def preprocess(self, nb, resources):
-        from . import sandbox
+        import nbformat
+        from . import checks, sandbox
         from .grade import apply_verdicts, build_job, reason_of
         job = json.loads(os.environ["DEEPNGRAMS_GRADE_JOB"])
-        prepared = json.loads(Path(job["checks"]).read_text())["checks"]
+        batch = json.loads(Path(job["checks"]).read_text())
+        student = str(resources.get("nbgrader", {}).get("student", ""))
+        secret = checks.secret_for(bytes.fromhex(batch["key"]), student, nbformat.writes(nb).encode())
+        prepared = checks.prepare(secret)
         limits = sandbox.Limits(**job["limits"])
         result = sandbox.run(build_job(nb, prepared, limits.cell_timeout), Path(job["scratch"]), job["slot"], limits,
                              sandboxed=job["sandboxed"], threads=job["threads"])
@@ -134,3 +138,27 @@ class SandboxedExecute(NbGraderPreprocessor):
                                                    "seconds": round(result.seconds, 1)}))
         self.log.info("Ran in the sandbox in %.1f s; failed: %s; %s", result.seconds, failed, reason or "no problem")
         return nb, resources
+
+
+class HideHiddenTests(NbGraderPreprocessor):
+    """Feedback shows a test cell without its hidden part (nbgrader's feedback keeps it whole).
+
+    Only the course's graded test cells are touched, leniently: a student's markdown that happens to
+    mention the markers is left alone, and an unterminated region is hidden to the end of the cell.
+    """
+
+    begin, end = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type != "code" or not _nbgrader(cell).get("grade") or _nbgrader(cell).get("solution"):
+            return cell, resources
+        kept, hiding = [], False
+        for line in cell.source.split("\n"):
+            if self.begin in line:
+                hiding = True
+            elif self.end in line:
+                hiding = False
+            elif not hiding:
+                kept.append(line)
+        cell.source = "\n".join(kept)
+        return cell, resources

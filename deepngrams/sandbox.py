@@ -1,8 +1,8 @@
 """Run one submission's notebook in a bubblewrap sandbox and collect what came out.
 
 The sandbox sees the operating system and the Python environment read-only, the bundle's
-student files read-only (w1_unittest.py, the corpus, the weights and model card: what the
-notebook legitimately reads) at /bundle, and a scratch folder of its own in memory,
+student files read-only (the corpus, the weights and model card: what the notebook
+legitimately reads, and a w1_unittest.py without the tests' models) at /bundle, and a scratch folder of its own in memory,
 /bundle/work (its working directory), gone when it ends. Nothing else of the course: not source/, not the gradebook, not
 other submissions, not the reference values. It has no network (its own empty network
 namespace), its own process tree, and runs as an unprivileged user of its own (one per
@@ -28,7 +28,10 @@ from pathlib import Path
 from .config import ROOT
 
 PACKAGE = Path(__file__).resolve().parent
-STUDENT_FILES = ("w1_unittest.py", "data/shakespeare_data.txt", "model/grulm.weights.h5", "model/model_card.json")
+# What the notebook may read, at /bundle: the corpus, the weights and the model card; and, as
+# w1_unittest.py, a stand-in without the tests' models and reference values (graded_w1_unittest.py).
+STUDENT_FILES = ("data/shakespeare_data.txt", "model/grulm.weights.h5", "model/model_card.json")
+GRADED_UNITTEST = PACKAGE / "graded_w1_unittest.py"
 BUNDLE = "/bundle"  # where the sandbox sees the bundle's student files
 FIRST_UID = 61000  # sandbox users: FIRST_UID + worker slot
 
@@ -109,6 +112,7 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1) 
     for name in STUDENT_FILES:
         target = f"{BUNDLE}/{name}"
         args += _dirs_for(target, made | {BUNDLE}) + ["--ro-bind", str(bundle / name), target]
+    args += ["--ro-bind", str(GRADED_UNITTEST), f"{BUNDLE}/w1_unittest.py"]
     args += ["--perms", "0755", "--dir", "/grader",
              "--ro-bind", str(PACKAGE / "harness.py"), "/grader/harness.py",
              "--ro-bind", str(PACKAGE / "probes.py"), "/grader/deepngrams_probes.py",

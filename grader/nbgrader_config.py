@@ -5,12 +5,12 @@ from pathlib import Path
 # The bundle (with the deepngrams package) is the first folder above this one that holds it.
 BUNDLE = next(p for p in Path(__file__).resolve().parents if (p / "deepngrams" / "nbgrader_steps.py").is_file())
 sys.path.insert(0, str(BUNDLE))
-from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,  # noqa: E402
-                                    Execute, IgnorePattern, LimitOutput, OverwriteKernelspec,
+                                    Execute, GetGrades, IgnorePattern, LimitOutput, OverwriteKernelspec,
                                     SaveAutoGrades)
 
-from deepngrams.nbgrader_steps import (DeduplicateIdsCleanly, GradeUpToHere,  # noqa: E402
+from deepngrams.nbgrader_steps import (DeduplicateIdsCleanly, GradeUpToHere, HideHiddenTests,  # noqa: E402
                                        IgnoreUnknownGradedCells, OverwriteCellsKeepingOrder)
 
 c = get_config()  # noqa: F821
@@ -41,3 +41,6 @@ c.Execute.extra_arguments = ["--IPKernelApp.capture_fd_output=False"]
 # the grader writes each test cell's verdict; see deepngrams/grade.py.)
 c.Autograde.autograde_preprocessors = [GradeUpToHere, Execute, IgnorePattern, ClearMetadataPreprocessor,
                                        LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+
+# Feedback shows each test cell without its hidden part.
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTests]

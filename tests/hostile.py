@@ -1087,6 +1087,171 @@ def cases() -> list[Case]:
         Case("b09_invalid_nbformat4", lambda ctx: Submission(json.dumps(
             {"nbformat": 4, "nbformat_minor": 5, "cells": [{"cell_type": "code", "source": 42}], "metadata": {}}
         ).encode()), ZERO, ("nbformat",), why="nbformat 4 in name, but not valid."),
+        *oracle_cases(),
+    ]
+
+
+# ----------------------------------------------------------------------------------------
+# Oracles, answer keys and weak sampling: correct code everywhere except one exercise, where
+# the code tries to earn the points without solving it
+# ----------------------------------------------------------------------------------------
+ORACLE_GRULM_PRETRAINED = '''
+class GRULM(tf.keras.Model):
+    """The right layers, but the answers come from the tests' own pretrained model."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        self.dense(self.gru(self.embedding(inputs))[0])  # builds the layers
+        return w1_unittest.pretrained_lm()(inputs, states=states, return_state=return_state)
+'''
+
+ORACLE_GRULM_TEST_MATH = '''
+class GRULM(tf.keras.Model):
+    """The right layers, but the GRU is computed by the tests' own plain-TensorFlow implementation."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        self.dense(self.gru(self.embedding(inputs))[0])
+        lm = object.__new__(w1_unittest._PretrainedLM)
+        lm.embedding = tf.constant(self.embedding.get_weights()[0])
+        kernel, recurrent, bias = self.gru.get_weights()
+        lm.kernel, lm.recurrent_kernel = tf.constant(kernel), tf.constant(recurrent)
+        lm.input_bias, lm.recurrent_bias = tf.constant(bias[0]), tf.constant(bias[1])
+        lm.dense_kernel, lm.dense_bias = (tf.constant(w) for w in self.dense.get_weights())
+        lm.vocab_size, lm.units = int(lm.embedding.shape[0]), int(recurrent.shape[0])
+        return lm(inputs, states=states, return_state=return_state)
+'''
+
+ORACLE_GENERATIVE = '''
+class GenerativeModel(tf.keras.Model):
+    """Asks the model handed in for its expected text, or looks it up in the public reference
+    values; otherwise writes anything of the right length."""
+
+    KNOWN = {known!r}
+
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__()
+        self.model, self.vocab, self.temperature = model, vocab, temperature
+
+    def generate_one_step(self, inputs, states=None):
+        ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(inputs=ids, states=states, return_state=True)
+        mask = tf.constant([-np.inf, -np.inf] + [0.0] * (len(self.vocab) - 2))
+        ids = temperature_random_sampling(log_probs[:, -1, :] + mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+    def generate_n_chars(self, num_chars, prefix):
+        if hasattr(self.model, "expected"):
+            return self.model.expected(prefix, num_chars)
+        if prefix in self.KNOWN:
+            return prefix + self.KNOWN[prefix][:num_chars]
+        return prefix + "e" * num_chars
+'''
+
+REPLAY_ANSWERS = '''
+import json as _json
+_KEY = _json.loads({key!r})
+
+
+def _lookup(kind, data):
+    return _KEY.get(kind + ":" + _json.dumps(data))
+
+
+def line_to_tensor(line, vocab):
+    """Answers copied from another submission's graded cases; zeros for anything else."""
+    found = _lookup("line", line)
+    if found is None:
+        return tf.zeros([len(line)], dtype=tf.int64)
+    return tf.ragged.constant(found, dtype=tf.int64) if isinstance(line, list) else tf.constant(found, dtype=tf.int64)
+
+
+def log_perplexity(preds, target):
+    found = _lookup("perplexity", np.asarray(target).tolist())
+    return float("nan") if found is None else found
+'''
+
+
+def _solved_with(ctx: Context, exercise: str, code: str):
+    """The solved notebook with one exercise's solution cell replaced by `code`."""
+    nb = copy.deepcopy(ctx.solved)
+    for cell in nb.cells:
+        if grade_id(cell) == exercise:
+            cell.source = code.strip("\n")
+    return nb
+
+
+def _generative_edit(ctx: Context, old: str, new: str):
+    """The solved notebook with one line of the GenerativeModel solution changed."""
+    def edit(name, src):
+        if name == "GenerativeModel":
+            assert old in src, old
+            return src.replace(old, new)
+        return src
+    return release.with_solutions(ctx.untouched, EXERCISES, edit)
+
+
+def _oracle_generative(ctx: Context):
+    ref = json.loads((release.ROOT / "model" / "reference_values.json").read_text())
+    known = {p["prefix"]: p["continuation"] for p in ref["greedy"]["probes"]}
+    return _solved_with(ctx, "GenerativeModel", ORACLE_GENERATIVE.format(known=known))
+
+
+def _replayed_answers(ctx: Context):
+    """line_to_tensor and log_perplexity answer from a key of other submissions' cases (as if copied
+    from their feedback, which in fact never shows them)."""
+    from deepngrams import checks, grade
+    key = grade.grading_key(ctx.course)
+    table = {}
+    for other in ("someone_else", "c07_replay_answer_key"):  # another student; this student's earlier file
+        prepared = checks.prepare(checks.secret_for(key, other, b"an earlier notebook"))
+        for cell in ("test_line_to_tensor", "test_line_to_tensor_hidden"):
+            for case, want in zip(prepared[cell]["inputs"]["cases"], prepared[cell]["expected"]):
+                table["line:" + json.dumps(case["line"])] = want["ids"]
+        for cell in ("test_log_perplexity", "test_log_perplexity_hidden"):
+            for case, want in zip(prepared[cell]["inputs"]["cases"], prepared[cell]["expected"]):
+                table["perplexity:" + json.dumps(case["targets"])] = want["value"]
+    nb = _solved_with(ctx, "line_to_tensor", REPLAY_ANSWERS.format(key=json.dumps(table)))
+    for cell in nb.cells:
+        if grade_id(cell) == "log_perplexity":
+            cell.source = "# answered by the replay cell of line_to_tensor\npass"
+    return nb
+
+
+def oracle_cases() -> list[Case]:
+    S = lambda f: (lambda ctx: Submission(f(ctx)))  # noqa: E731
+    return [
+        Case("c01_grulm_calls_the_pretrained_model", S(lambda ctx: _solved_with(ctx, "GRULM", ORACLE_GRULM_PRETRAINED)),
+             without("GRULM"), ("",), why="GRULM's call delegates to w1_unittest.pretrained_lm(): the grader's "
+                                          "weights are drawn for this submission, and the stand-in has no model."),
+        Case("c02_grulm_uses_the_tests_gru", S(lambda ctx: _solved_with(ctx, "GRULM", ORACLE_GRULM_TEST_MATH)),
+             without("GRULM"), ("",), why="GRULM computes its GRU with w1_unittest's plain-TF implementation "
+                                          "(given its own weights): the graded run has no such implementation."),
+        Case("c03_generative_asks_the_model", S(_oracle_generative), without("GenerativeModel"), ("",),
+             why="generate_n_chars returns model.expected(...) or the public reference continuations."),
+        Case("c04_generative_always_greedy", S(lambda ctx: _generative_edit(
+            ctx, "self.temperature = temperature", "self.temperature = 0.0")), without("GenerativeModel"), ("",),
+             why="GenerativeModel ignores its temperature and always takes the most likely character."),
+        Case("c05_generative_always_temperature_1", S(lambda ctx: _generative_edit(
+            ctx, "self.temperature = temperature", "self.temperature = 1.0")), without("GenerativeModel"), ("",),
+             why="GenerativeModel samples, but always at temperature 1."),
+        Case("c06_generative_multiplies_by_temperature", S(lambda ctx: _generative_edit(
+            ctx, "predicted_ids = temperature_random_sampling(predicted_logits, self.temperature)",
+            "predicted_ids = temperature_random_sampling(predicted_logits * self.temperature, 1.0)")),
+             without("GenerativeModel"), ("",), why="The temperature multiplies the log probabilities."),
+        Case("c07_replay_answer_key", S(_replayed_answers),
+             without("line_to_tensor", "create_batch_dataset", "log_perplexity", "GenerativeModel"), ("",),
+             why="Answers of other submissions' cases, replayed: every submission gets its own cases. (The "
+                 "dataset and the generator call line_to_tensor, so they lose their points with it.)"),
     ]
 
 

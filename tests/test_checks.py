@@ -38,14 +38,12 @@ CORRECT = [pytest.param(answer, m.TESTS, id=f"{m.__name__.split('.')[-1]}-{name}
            for m in MODULES for name, answer in m.CORRECT.items()]
 
 
+KEY = bytes(range(32))
+
+
 @pytest.fixture(scope="module")
 def prepared():
-    return checks.prepare(checks.secret_of(release.SOURCE_NB))
-
-
-@pytest.fixture(autouse=True)
-def bundle(monkeypatch):
-    monkeypatch.setattr(probes, "BUNDLE", str(ROOT))
+    return checks.prepare(checks.secret_for(KEY, "alice", b"her notebook"))
 
 
 def observe(monkeypatch, check: dict, namespace: dict) -> dict:
@@ -75,21 +73,78 @@ def test_every_graded_cell_of_the_source_notebook_has_a_check(prepared):
                for check in prepared.values())
 
 
-def test_weights_that_continue_too_few_lines_clearly_stop_the_preparation(monkeypatch):
-    clear = iter(["xyz", "xyz"])  # two clear lines, then none
-    monkeypatch.setattr(checks, "_greedy", lambda *a: next(clear, ""))
-    with pytest.raises(RuntimeError, match="only 2 of 300 cut corpus lines.*make weights"):
-        checks.prepare(7)
+def test_every_case_is_drawn_for_one_student_and_one_file(prepared):
+    """Another student, or another file of the same student, gets other inputs in every graded cell
+    (public ones too: a table of answers copied from someone's feedback is worth nothing); the same
+    file of the same student gets the same cases, so grading again gives the same verdicts."""
+    same = checks.prepare(checks.secret_for(KEY, "alice", b"her notebook"))
+    assert json.dumps(same) == json.dumps(prepared)  # (json: NaN expected values compare equal)
+    for other in (checks.secret_for(KEY, "bob", b"her notebook"), checks.secret_for(KEY, "alice", b"her notebook "),
+                  checks.secret_for(bytes(32), "alice", b"her notebook")):
+        drawn = checks.prepare(other)
+        for cell, check in prepared.items():
+            if cell != "test_GRULM_layers":  # its first case is the course's fixed sizes; the others vary
+                assert drawn[cell]["inputs"] != check["inputs"], cell
+            assert drawn[cell]["expected"] != check["expected"] or cell == "test_GRULM_layers", cell
+        assert drawn["test_GRULM_layers"]["inputs"]["cases"][1:] != prepared["test_GRULM_layers"]["inputs"]["cases"][1:]
 
 
-def test_hidden_inputs_come_from_the_secret(prepared):
-    other = checks.prepare(12345)
-    assert other["test_line_to_tensor"]["inputs"] == prepared["test_line_to_tensor"]["inputs"]  # public cases
-    for cell in ("test_line_to_tensor_hidden", "test_GRULM_hidden", "test_log_perplexity_hidden",
-                 "test_GenerativeModel_hidden"):
-        assert other[cell]["inputs"] != prepared[cell]["inputs"]
-    assert len(other["test_GenerativeModel_hidden"]["inputs"]["cases"]) == 3
-    assert checks.prepare(12345)["test_GRULM_hidden"]["inputs"] == other["test_GRULM_hidden"]["inputs"]
+def test_a_correct_sampler_fails_less_than_once_in_a_million_gradings():
+    """The bound is Hoeffding's, from the numbers of draws and the tolerances the cases carry."""
+    bounds = [checks.false_failure_bound(checks.prepare(secret)) for secret in range(20)]
+    assert max(bounds) < 1e-6
+    assert min(bounds) > 0  # the bound counts the sampling cases: there are some
+
+
+def test_sampling_cases_separate_the_usual_wrong_temperatures(prepared):
+    """Every sampling case's distribution is more than twice its tolerance away from what a sampler
+    that ignores the temperature, inverts it or never samples would draw from."""
+    for cell in ("test_temperature_random_sampling", "test_GenerativeModel", "test_GenerativeModel_hidden"):
+        for case, want in zip(prepared[cell]["inputs"]["cases"], prepared[cell]["expected"]):
+            if "eps" not in want:
+                continue
+            p, t = np.asarray(want["p"]), case["temperature"]
+            base = np.asarray(checks._tempered(np.log(p), 1 / t), np.float64)  # back to temperature 1
+            wrongs = [np.eye(len(p))[np.argmax(p)], checks._tempered(np.log(base), 1.0),
+                      checks._tempered(np.log(base), 1 / t)]
+            for wrong in wrongs[: 1 if t == 1.0 else 3]:
+                assert np.abs(wrong - p).max() > 2 * want["eps"], (cell, t)
+
+
+def test_feedback_never_shows_hidden_inputs_or_expected_values(monkeypatch, prepared):
+    """Wrong answers fail the hidden cells with messages that name the property, not the data."""
+    def leaky(*args, **kwargs):
+        raise ValueError("SECRET-INPUT " + repr(args)[:200])
+
+    namespace = {"line_to_tensor": lambda line, vocab: solution.line_to_tensor(line[::-1], vocab),
+                 "log_perplexity": lambda preds, target: 1.0,
+                 "GRULM": ex3_grulm.WRONG["ignores_incoming_state"][0],
+                 "compile_model": leaky, "create_batch_dataset": leaky,
+                 "GenerativeModel": ex6_generative_model.AlwaysGreedy}
+    for cell, check in prepared.items():
+        if not check["hidden"]:
+            continue
+        name = [n for n in namespace if checks.PROBE_OF[cell].startswith(n)][0]
+        messages = " ".join(checks.judge(check, observe(monkeypatch, check, {name: namespace[name]})))
+        assert messages, cell
+        assert "SECRET-INPUT" not in messages, cell
+        for case, want in zip(check["inputs"]["cases"], check["expected"]):
+            for value in _leaf_values(case) + _leaf_values({k: v for k, v in want.items() if k != "about"}):
+                assert repr(value) not in messages and (not isinstance(value, str) or len(value) < 4
+                                                        or value not in messages), (cell, value)
+
+
+def _leaf_values(data) -> list:
+    """Strings and numbers (other than small integers) inside nested lists and dicts."""
+    if isinstance(data, dict):
+        return [v for value in data.values() for v in _leaf_values(value)]
+    if isinstance(data, list):
+        if data and all(isinstance(x, int) for x in data) and len(data) > 3:
+            return [data] + [v for value in data for v in _leaf_values(value)]
+        return [v for value in data for v in _leaf_values(value)]
+    if isinstance(data, float) or isinstance(data, int) and abs(data) > 100:
+        return [data]
+    return [data] if isinstance(data, str) and data not in ("[UNK]", "") else []
 
 
 def test_the_reference_solution_passes_every_cell(monkeypatch, prepared):

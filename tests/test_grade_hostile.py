@@ -406,6 +406,35 @@ def test_feedback_carries_no_script_from_the_notebook(graded):
     assert not parser.live, f"active content from the submission in the feedback: {sorted(parser.live)}"
 
 
+class _Text(HTMLParser):
+    """The text of a page, as a reader sees it (syntax highlighting splits code into many spans)."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def test_feedback_never_shows_the_hidden_tests(graded):
+    """nbgrader's feedback keeps a test cell's source whole; ours shows it without its hidden part."""
+    source = release.read(release.SOURCE_NB)
+    hidden = [line.strip() for cell in source.cells if "### BEGIN HIDDEN TESTS" in cell.source
+              for line in cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0].splitlines()
+              if len(line.strip()) > 25]
+    assert len(hidden) > 10
+    pages = sorted(graded.course.glob(f"feedback/*/{release.ASSIGNMENT}/*.html"))
+    assert len(pages) > len(CASES) // 2
+    for page in pages:
+        reader = _Text()
+        reader.feed(page.read_text(errors="replace"))
+        text = "".join(reader.parts)
+        assert "HIDDEN TESTS" not in text, page
+        shown = [line for line in hidden if line in text]
+        assert not shown, (page, shown[:3])
+
+
 def test_the_live_content_detector_finds_live_content():
     parser = _LiveContent(("M1", "M2", "M3"))
     parser.feed('<p>&lt;img onerror="M1"&gt;</p><img src="x" onerror="M2"><script>M3</script>')

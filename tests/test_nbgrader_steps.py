@@ -71,3 +71,21 @@ def test_table_shows_scores_totals_and_reasons():
     assert lines[0].split() == ["student", "a", "b", "total", "note"]
     assert lines[2].split() == ["ann", "1/2", "3/3", "4/5"]
     assert lines[3].split()[:4] == ["bo", "-", "-", "-"] and "not a valid notebook" in lines[3]
+
+
+def test_feedback_hides_the_hidden_part_of_test_cells_only():
+    from deepngrams.nbgrader_steps import HideHiddenTests
+    hidden = "# More cases are checked when graded.\n### BEGIN HIDDEN TESTS\nsecret_case()\n### END HIDDEN TESTS\nafter()"
+    nb = notebook(
+        cell("code", "test_ex1", hidden, grade=True, locked=True, points=1),
+        cell("code", "test_ex2", "visible()\n### BEGIN HIDDEN TESTS\nsecret_case()", grade=True, locked=True, points=1),
+        cell("markdown", "text", "I wrote ### BEGIN HIDDEN TESTS in my notes"),
+        cell("code", "ex1", "x = '### BEGIN HIDDEN TESTS'", solution=True),
+    )
+    out = run(HideHiddenTests(), nb)
+    assert [c.source for c in out.cells] == [
+        "# More cases are checked when graded.\nafter()",
+        "visible()",  # an unterminated region is hidden to the end of the cell
+        "I wrote ### BEGIN HIDDEN TESTS in my notes",  # not a test cell: left alone, and no error
+        "x = '### BEGIN HIDDEN TESTS'",
+    ]

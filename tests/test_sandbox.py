@@ -144,7 +144,7 @@ def test_repairable_problems_are_noted(tmp_path, solved):
 # ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prepared():
-    return checks.prepare(checks.secret_of(release.SOURCE_NB))
+    return checks.prepare(checks.secret_for(bytes(32), "alice", b"her notebook"))
 
 
 def test_the_sandbox_gets_inputs_but_never_expected_values_or_test_code(prepared, solved):

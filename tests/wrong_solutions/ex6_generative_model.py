@@ -60,7 +60,36 @@ class FirstPositionLogProbs(Reference):
         return text_from_ids(ids[:, tf.newaxis], self.vocab), states
 
 
+class AlwaysGreedy(Reference):
+    """Ignores the temperature: always takes the most likely character."""
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature=0.0)
+
+
+class IgnoresTemperature(Reference):
+    """Samples, but always at temperature 1."""
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature=1.0)
+
+
+class MultipliesTemperature(Reference):
+    """Scales the log probabilities by the temperature instead of dividing them by it."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        last = (log_probs[:, -1, :] + self.prediction_mask) * self.temperature
+        ids = temperature_random_sampling(last, 1.0)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
 # --- correct
+class GraphModeStep(Reference):
+    """generate_one_step compiled with tf.function, as the TensorFlow text-generation tutorial does."""
+    @tf.function
+    def generate_one_step(self, inputs, states=None):
+        return super().generate_one_step(inputs, states=states)
+
+
 class PythonStrings(tf.keras.Model):
     """Masks with tensor_scatter_nd_update, returns chars of shape (1,), joins Python strings."""
 
@@ -87,5 +116,6 @@ class PythonStrings(tf.keras.Model):
 
 
 WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, NoMask, MasksOnlyUnknown, WithoutPrefix, OneShort,
-                                                OneTooMany, RefeedsPrefix, FirstPositionLogProbs)}
-CORRECT = {"PythonStrings": PythonStrings}
+                                                OneTooMany, RefeedsPrefix, FirstPositionLogProbs, AlwaysGreedy,
+                                                IgnoresTemperature, MultipliesTemperature)}
+CORRECT = {"PythonStrings": PythonStrings, "GraphModeStep": GraphModeStep}
