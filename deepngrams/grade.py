@@ -512,6 +512,37 @@ def prepare_checks(course: Path, path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def check_course(course: Path) -> list[str]:
+    """Why this course cannot be graded here ([] when it can): found once, before any work starts.
+
+    nbgrader logs a configuration file that fails and goes on without it, which would grade
+    every submission with its defaults (no sandbox, no verdicts) and give everyone 0.
+    """
+    from nbgrader.preprocessors import Execute
+    from traitlets.config.loader import PyFileConfigLoader
+    from .nbgrader_steps import GradeUpToHere, OverwriteCellsKeepingOrder
+    config_file = course / "nbgrader_config.py"
+    source = course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    problems = []
+    if not source.is_file():
+        problems.append(f"{source} is missing: the course needs its source notebook (copy grader/source/ from the "
+                        f"bundle {ROOT})")
+    if not config_file.is_file():
+        return problems + [f"{config_file} is missing: copy grader/nbgrader_config.py from the bundle {ROOT}"]
+    try:
+        config = PyFileConfigLoader(config_file.name, path=str(course)).load_config()
+    except Exception as e:  # noqa: BLE001 - any failure of the instructor's file is reported as it is
+        lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+        return problems + [f"{config_file} fails to load ({lines[-1][:300]}). A course kept outside the bundle "
+                           f"names it: set BUNDLE_PATH = {str(ROOT)!r} in that file (or DEEPNGRAMS_BUNDLE={ROOT})"]
+    steps = config.get("Autograde", {}).get("autograde_preprocessors", [])
+    sanitize = config.get("Autograde", {}).get("sanitize_preprocessors", [])
+    if Execute not in steps or GradeUpToHere not in steps or OverwriteCellsKeepingOrder not in sanitize:
+        problems.append(f"{config_file} does not set up this course's grading steps (Autograde.autograde_preprocessors "
+                        f"and sanitize_preprocessors): copy grader/nbgrader_config.py from the bundle {ROOT}")
+    return problems
+
+
 def ensure_assignment(course: Path) -> None:
     """Record the assignment in the gradebook (nbgrader generate_assignment), as nbgrader needs."""
     from .release import nbgrader
@@ -530,6 +561,9 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
     limits = limits or Limits()
     if sandboxed and (problem := sandbox.available()):
         raise RuntimeError(f"cannot grade: {problem}")
+    os.environ.setdefault("DEEPNGRAMS_BUNDLE", str(ROOT))  # the course's configuration finds this bundle
+    if problems := check_course(course):
+        raise RuntimeError("cannot grade " + str(course) + ":\n  " + "\n  ".join(problems))
     all_students = sorted(p.name for p in (course / "submitted").iterdir()
                           if (p / ASSIGNMENT).is_dir()) if (course / "submitted").is_dir() else []
     unknown = sorted(set(students or []) - set(all_students))

@@ -1,9 +1,27 @@
 """nbgrader configuration of the course (used by `nbgrader ...` run in this folder)."""
+import os
 import sys
 from pathlib import Path
 
-# The bundle (with the deepngrams package) is the first folder above this one that holds it.
-BUNDLE = next(p for p in Path(__file__).resolve().parents if (p / "deepngrams" / "nbgrader_steps.py").is_file())
+# The bundle (the folder with the deepngrams package, w1_unittest.py, data/ and model/). A course kept
+# outside the bundle names it here, or in the environment variable DEEPNGRAMS_BUNDLE; by default
+# it is the first folder above this one that holds it.
+BUNDLE_PATH = ""
+
+
+def _bundle() -> Path:
+    named = BUNDLE_PATH or os.environ.get("DEEPNGRAMS_BUNDLE", "")
+    candidates = [Path(named).expanduser()] if named else list(Path(__file__).resolve().parents)
+    for folder in candidates:
+        if (folder / "deepngrams" / "nbgrader_steps.py").is_file():
+            return folder.resolve()
+    where = f"{named} (named by {'BUNDLE_PATH' if BUNDLE_PATH else 'DEEPNGRAMS_BUNDLE'})" if named else \
+        f"any folder above {Path(__file__).resolve().parent}"
+    raise RuntimeError(f"the Deep N-grams bundle is not in {where}: set BUNDLE_PATH in {__file__} or the "
+                       f"environment variable DEEPNGRAMS_BUNDLE to the folder that holds deepngrams/ and w1_unittest.py")
+
+
+BUNDLE = _bundle()
 sys.path.insert(0, str(BUNDLE))
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,  # noqa: E402
