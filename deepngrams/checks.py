@@ -23,6 +23,7 @@ multiplied instead of divided, always greedy) move some probability by more than
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import hmac
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CARD_PATH, CORPUS_PATH, PADDING_ID, UNK_ID
+from .config import CARD_PATH, CORPUS_PATH, PADDING_ID, ROOT, UNK_ID
 
 # graded cell -> the probe that observes it
 PROBE_OF = {
@@ -492,15 +493,40 @@ def _array(o, dtype=np.float64):
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def keras3_pitfalls(path: Path = ROOT / "w1_unittest.py") -> tuple:
+    """w1_unittest's table of Keras 3 breaks (where the sign shows, the sign, the fix), read without
+    importing it: the students' tests and the grader's feedback give the same advice."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "KERAS3_PITFALLS" for t in node.targets):
+            return tuple(tuple(entry) for entry in ast.literal_eval(node.value))
+    raise RuntimeError(f"{path} has no KERAS3_PITFALLS table")
+
+
+def pitfall_hint(message: str, code_lines: list) -> str:
+    """The fix for a known Keras 3 break ("" when the error is not one of them)."""
+    for where, sign, hint in keras3_pitfalls():
+        haystack = message if where == "message" else "\n".join(str(line) for line in code_lines)
+        if sign.lower() in haystack.lower():
+            return hint
+    return ""
+
+
 def _raised(o: dict, hidden: bool) -> str:
-    """What the student's code raised: its type and first line, or only its type in a hidden case
-    (whose message could carry the hidden inputs)."""
+    """What the student's code raised: its type and first meaningful line (only its type in a hidden
+    case, whose message could carry the hidden inputs), the student's line that raised, and the fix
+    when it is a known Keras 3 break."""
     error = str(o.get("error", ""))
     name, _, message = error.partition(":")
-    if hidden or not message.strip():
-        return f"raised {name.strip()}"
-    first = message.strip().splitlines()[0]
-    return f"raised {name.strip()}: {first[:300]}"
+    message = str(o.get("message", message)).strip()
+    text = f"raised {name.strip()}" if hidden or not message else f"raised {name.strip()}: {message}"
+    where = o.get("where") if isinstance(o.get("where"), dict) else {}
+    if isinstance(where.get("line"), int):
+        cell = f"In [{where['cell']}], " if isinstance(where.get("cell"), int) else ""
+        text += f" (your code: {cell}line {where['line']})"
+    code = o.get("code") if isinstance(o.get("code"), list) else []
+    hint = pitfall_hint(str(o.get("message", error)), code)
+    return f"{text}. {hint}" if hint else text
 
 
 def _judge_line_to_tensor(check, observations):
@@ -789,6 +815,23 @@ def judge(check: dict, result: dict | None) -> list[str]:
             or not all(isinstance(o, dict) for o in observations):
         return ["the observations of this cell are malformed"]
     try:
-        return JUDGES[check["probe"]](check, observations)
+        return _merge_repeats(JUDGES[check["probe"]](check, observations))
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # malformed observations
         return [f"the outputs could not be checked ({type(e).__name__})"]
+
+
+def _merge_repeats(fails: list[str]) -> list[str]:
+    """The same exception in several cases, said once with their number."""
+    import re
+    groups: dict[str, list[str]] = {}
+    for message in fails:
+        at = message.find("raised ")
+        groups.setdefault(message[at:] if at >= 0 else message, []).append(message[:at] if at >= 0 else "")
+    merged = []
+    for key, labels in groups.items():
+        if len(labels) == 1 or not key.startswith("raised "):
+            merged += [label + key for label in labels]
+        else:
+            name = re.split(r"[(,:. ]", labels[0].strip(), maxsplit=1)[0]
+            merged.append(f"{name}: {len(labels)} cases {key}")
+    return merged

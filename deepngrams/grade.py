@@ -234,9 +234,11 @@ def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
         if cell.cell_type != "code":  # the feedback page shows markdown as HTML: no script from students
             sanitize.preprocess_cell(cell, {}, i)
             continue
-        cell.execution_count = None
+        same = isinstance(ran, list) and i < len(ran) and isinstance(ran[i], dict)
+        count = ran[i].get("execution_count") if same else None
+        # The run's prompt numbers stay: failure messages point at "In [k], line n" of the student's code.
+        cell.execution_count = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
         if not is_test_cell(cell):
-            same = isinstance(ran, list) and i < len(ran) and isinstance(ran[i], dict)
             cell.outputs = _safe_outputs(ran[i].get("outputs")) if same else []
             continue
         gid = _nbgrader(cell).get("grade_id")

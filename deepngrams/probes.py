@@ -68,6 +68,36 @@ def _array(data, dtype="float32"):
     return np.asarray(data, dtype=dtype)
 
 
+def _first_line(error: BaseException) -> str:
+    """The exception's first meaningful line: no terminal codes, no TensorFlow or Keras boilerplate."""
+    import re
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(error))
+    for line in text.splitlines():
+        line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
+        line = re.sub(r"\s*\[Op:\w+\]( name: .*)?$", "", line).strip()
+        if line and not line.startswith(("Exception encountered when calling", "Arguments received by",
+                                          "Graph execution error", "Detected at node", "\u2022")):
+            return line[:1000]
+    return ""
+
+
+def _failure(error: BaseException) -> dict:
+    """What the student's code raised, and where in the student's cells (IPython's cell files)."""
+    import traceback
+    try:
+        cells = get_ipython().compile._filename_map  # noqa: F821 - the kernel's own; absent outside IPython
+    except Exception:  # noqa: BLE001
+        cells = {}
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if f.filename in cells or "ipykernel_" in f.filename or f.filename.startswith("<ipython-input")]
+    out = {"error": f"{type(error).__name__}: {_first_line(error)}", "message": _first_line(error)[:2000],
+           "code": [(f.line or "")[:300] for f in frames[-8:]]}
+    if frames:
+        cell = cells.get(frames[-1].filename)
+        out["where"] = {"cell": cell if isinstance(cell, int) else None, "line": frames[-1].lineno}
+    return out
+
+
 def _call(fn, *args, **kwargs):
     """Call student code; its exception becomes an observation, not a crash of the probe."""
     try:
@@ -75,18 +105,18 @@ def _call(fn, *args, **kwargs):
     except BaseException as e:  # noqa: BLE001 - anything the student's code raises is an observation
         if isinstance(e, KeyboardInterrupt):
             raise
-        return {"ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+        return {"ok": False, "failure": _failure(e)}
 
 
 def _observe(result: dict, how=obs):
     if not result["ok"]:
-        return {"error": result["error"]}
+        return result["failure"]
     try:
         return how(result["value"])
     except BaseException as e:  # noqa: BLE001
         if isinstance(e, KeyboardInterrupt):
             raise
-        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        return _failure(e)
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""Messages a student can act on: the five Keras 3 breaks of code that circulates for this
+assignment cost their points, and the message names the cause and the fix, in w1_unittest.py
+and in the grader's feedback alike; it points at the student's line, and says a failure shared
+by several cases once.
+"""
+import json
+import linecache
+import textwrap
+
+import pytest
+
+import w1_unittest
+from deepngrams import checks, probes, solution
+
+# Code as it circulates (written for Keras 2), each with the exercise it answers, the test that
+# catches it and the words of the fix.
+SETUP = "import numpy as np\nimport tensorflow as tf\n"
+PITFALLS = {
+    "get_initial_state": ("GRULM", "test_GRULM_outputs", "takes the batch size", '''
+class GRULM(tf.keras.Model):
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
+        if states is None:
+            states = self.gru.get_initial_state(x)
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        return (x, states) if return_state else x
+'''),
+    "super_init_self": ("GRULM", "test_GRULM_outputs", "without `self`", '''
+class GRULM(tf.keras.Model):
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__(self)
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        return (x, states) if return_state else x
+'''),
+    "ragged_ids": ("GenerativeModel", "test_GenerativeModel", "`.to_tensor()`", '''
+class GenerativeModel(tf.keras.Model):
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__()
+        self.temperature, self.model, self.vocab = temperature, model, vocab
+        self.prediction_mask = tf.constant([-np.inf, -np.inf] + [0.0] * (len(vocab) - 2))
+
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab)
+        predicted_logits, states = self.model(inputs=input_ids, states=states, return_state=True)
+        predicted_logits = predicted_logits[:, -1, :] + self.prediction_mask
+        predicted_ids = temperature_random_sampling(predicted_logits, self.temperature)
+        return text_from_ids(predicted_ids[:, tf.newaxis], self.vocab), states
+
+    def generate_n_chars(self, num_chars, prefix):
+        states, next_char, result = None, tf.constant([prefix]), [tf.constant([prefix])]
+        for _ in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            result.append(next_char)
+        return tf.strings.join(result)[0].numpy().decode("utf-8")
+'''),
+    "mask_token": ("line_to_tensor", "test_line_to_tensor", "mask_token=None", '''
+def line_to_tensor(line, vocab):
+    chars = tf.strings.unicode_split(line, input_encoding="UTF-8")
+    ids = tf.keras.layers.StringLookup(vocabulary=vocab, mask_token="")(chars)
+    return ids
+'''),
+    "optimizer_lr": ("compile_model", "test_compile_model", "`learning_rate=`", '''
+def compile_model(model):
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=tf.keras.optimizers.Adam(lr=0.00125), loss=loss)
+    return model
+'''),
+}
+HINT = {name: next(hint for _, sign, hint in w1_unittest.KERAS3_PITFALLS if words in hint)
+        for name, (_, _, words, _) in PITFALLS.items()}
+
+
+def student_namespace(name: str, filename: str) -> dict:
+    """The pitfall's code defined as a notebook cell would define it (a cell file IPython knows)."""
+    exercise, _, _, code = PITFALLS[name]
+    source = textwrap.dedent(code)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns = {name: getattr(solution, name) for name in ("line_to_tensor", "text_from_ids",
+                                                    "temperature_random_sampling")}
+    exec(SETUP, ns)
+    exec(compile(source, filename, "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("name", PITFALLS)
+def test_w1_unittest_names_the_cause_and_the_fix(name):
+    exercise, test, _, _ = PITFALLS[name]
+    ns = student_namespace(name, f"/tmp/ipykernel_1/{name}.py")
+    with pytest.raises(AssertionError) as failure:
+        getattr(w1_unittest, test)(ns[exercise])
+    message = str(failure.value)
+    assert HINT[name] in message
+    assert "{{function_node" not in message and "Arguments received by" not in message
+    print(f"\n--- w1_unittest, {name} ---\n{message}")
+
+
+@pytest.mark.parametrize("name", PITFALLS)
+def test_the_feedback_names_the_cause_the_fix_and_the_students_line(monkeypatch, name):
+    exercise, test, _, code = PITFALLS[name]
+    filename = f"/tmp/ipykernel_1/{name}.py"
+    ns = student_namespace(name, filename)
+    monkeypatch.setattr(probes, "get_ipython", lambda: type("IP", (), {"compile": type(
+        "C", (), {"_filename_map": {filename: 7}})})(), raising=False)
+    shown = []
+    import IPython.display
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw=False: shown.append(data))
+    prepared = checks.prepare(11)
+    messages = []
+    for cell in (test, test + "_hidden" if test + "_hidden" in prepared else "test_GRULM_hidden"):
+        check = prepared[cell]
+        probes.run(check["probe"], {exercise: ns[exercise]}, json.dumps(check["inputs"]))
+        messages += checks.judge(check, json.loads(shown[-1][probes.MIME]))
+    text = "\n".join(messages)
+    assert HINT[name] in text, text
+    assert "your code: In [7], line " in text, text
+    assert "{{function_node" not in text and "\x1b" not in text and "Arguments received by" not in text
+    print(f"\n--- feedback, {name} ---\n{text}")
+
+
+def test_a_failure_shared_by_several_cases_is_said_once_with_their_number():
+    fails = [f"line_to_tensor, case {i} (a line): raised ValueError: boom" for i in range(1, 6)]
+    assert checks._merge_repeats(fails + ["line_to_tensor, case 6 (a list): the rows are wrong"]) == [
+        "line_to_tensor: 5 cases raised ValueError: boom", "line_to_tensor, case 6 (a list): the rows are wrong"]
+
+
+def test_hidden_cases_name_the_exception_type_only():
+    o = {"error": "ValueError: the hidden line was 'xyz'", "message": "the hidden line was 'xyz'",
+         "where": {"cell": 3, "line": 2}, "code": ["raise ValueError(line)"]}
+    assert checks._raised(o, hidden=True) == "raised ValueError (your code: In [3], line 2)"
+    assert "xyz" in checks._raised(o, hidden=False)
+
+
+def test_the_grader_reads_the_same_table_as_the_students_tests():
+    assert checks.keras3_pitfalls() == tuple(tuple(entry) for entry in w1_unittest.KERAS3_PITFALLS)
+
+
+def test_first_lines_drop_tensorflow_boilerplate_and_terminal_codes():
+    error = ValueError("Exception encountered when calling GRU.call().\n\n\x1b[1m{{function_node __wrapped__Pack_N_2}} "
+                       "Shapes of all inputs must match: a != b [Op:Pack] name: \x1b[0m\n\nArguments received by x")
+    assert probes._first_line(error) == "Shapes of all inputs must match: a != b"
+    assert w1_unittest._first_line(error) == "Shapes of all inputs must match: a != b"
