@@ -69,6 +69,34 @@ def test_memory_over_the_limit_is_a_memory_error(tmp_path):
     assert "memory limit" in grade.reason_of(result, sandbox.Limits())
 
 
+# Four children, each writing 450 MiB (under the 1.25 GiB a process may use), together 1.8 GiB.
+CHILDREN_OVER_THE_LIMIT = """
+import subprocess, sys, time
+hog = "b = b'x' * (450 * 2**20); import time; time.sleep(60)"
+children = [subprocess.Popen([sys.executable, '-c', hog]) for _ in range(4)]
+time.sleep(30)
+print('not stopped', [c.poll() for c in children])
+"""
+
+
+def test_processes_together_over_the_memory_limit_stop_the_sandbox(tmp_path):
+    limits = sandbox.Limits(wall_timeout=60, memory_gib=1.25)
+    result, out = run_cells(tmp_path, "print('before')", CHILDREN_OVER_THE_LIMIT, "print('after')", limits=limits)
+    assert result.events == [{"event": "memory limit", "scope": "sandbox", "gib": result.events[0]["gib"]}], \
+        (result.events, result.stderr[-2000:])
+    assert 1.25 < result.events[0]["gib"] < 2.0 and result.peak_memory_mib > 1.25 * 1024
+    assert result.notebook is None and result.seconds < 30  # stopped, not left to finish its sleep
+    assert grade.reason_of(result, limits) == ("memory limit: the notebook's processes together used more than "
+                                               "1.25 GiB and the sandbox was stopped; the cells after that did not run")
+
+
+def test_a_small_notebook_is_not_stopped_and_its_peak_memory_is_recorded(tmp_path):
+    result, out = run_cells(tmp_path, "b = b'x' * (100 * 2**20); print(len(b))", limits=sandbox.Limits(
+        wall_timeout=60, memory_gib=1.25))
+    assert not result.events and out[0].strip() == str(100 * 2**20)
+    assert 100 < result.peak_memory_mib < 1024, result.peak_memory_mib
+
+
 def test_a_dying_kernel_and_a_hung_sandbox_get_reasons(tmp_path):
     result, out = run_cells(tmp_path, "print('before')", "import os; os._exit(3)", "print('never')")
     assert result.events[0]["event"] == "kernel died" and result.events[0]["cell"] == 1
