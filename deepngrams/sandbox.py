@@ -75,7 +75,9 @@ class RunResult:
     output_cut: bool = False
     seconds: float = 0.0
     stderr: str = ""
-    peak_memory_mib: float = 0.0  # the most resident memory its processes held together, as sampled
+    # The most memory its processes held together, as the watchdog sampled it: resident sizes
+    # summed, or each shared page counted once where that sum was over the limit.
+    peak_memory_mib: float = 0.0
 
 
 def available() -> str | None:
@@ -272,6 +274,26 @@ def _descendants(root: int) -> tuple[list[int], int]:
     return tree, sum(rss.get(pid, 0) for pid in tree)
 
 
+def _proportional(pids: list[int]) -> int:
+    """The memory of `pids` together, in bytes, each page shared among them counted once.
+
+    The sum of the proportional set sizes (a shared page counts 1/n in each of its n users):
+    a fork shares all its parent's pages, which a sum of resident sizes would count twice. It
+    costs a walk of each process's page tables, so it is read only when the cheap sum is high.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def _pid_namespace(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/pid")
@@ -372,7 +394,8 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
 
     # The memory limit holds for the sandbox as a whole: several processes, each under its
     # address-space limit, could together take far more. Cgroups would count it exactly but
-    # are not delegated to the grader, so a watchdog samples the processes' resident memory.
+    # are not delegated to the grader, so a watchdog samples the processes' resident memory
+    # (summed; over the limit, recounted with each shared page once) and stops the sandbox.
     memory_cap = limits.memory_gib * 2**30
     stopped_at: list[int] = []  # the total (bytes) that stopped the sandbox
     namespace: list[str] = []  # the sandbox's PID namespace, once seen
@@ -385,6 +408,8 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
                 tree, total = _descendants(proc.pid)
                 if sandboxed and not namespace:
                     namespace.extend(ns for pid in tree[1:2] if (ns := _pid_namespace(pid)) not in (None, own))
+                if total > memory_cap:  # maybe counting shared pages more than once: count them exactly
+                    total = _proportional(tree)
             except Exception:  # noqa: BLE001 - a failed sample must not end the run; the next one counts
                 continue
             result.peak_memory_mib = max(result.peak_memory_mib, total / 2**20)
