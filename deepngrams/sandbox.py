@@ -11,8 +11,7 @@ worker, so the process limit counts only its processes) with no capabilities.
 Nothing survives a sandbox, so two sandboxes of one worker, one after the other, cannot pass
 a bit: files live only in its own in-memory mounts; SysV IPC and POSIX message queues in its
 own IPC namespace; abstract Unix sockets in its own network namespace; every process in its
-own PID namespace, which dies with it (and any process of its user id left afterwards is
-killed before `run` returns). The kernel's keyrings are kept per user id across sandboxes, so
+own PID namespace, which dies with it (`run` returns only once none of them is left). The kernel's keyrings are kept per user id across sandboxes, so
 a seccomp filter refuses the keyring system calls; it also refuses new user namespaces, the
 way in to mounts and namespaces of the sandbox's own making.
 
@@ -86,6 +85,10 @@ def available() -> str | None:
         return "bubblewrap is not installed (Debian: apt-get install bubblewrap)"
     if os.geteuid() != 0:
         return "the grader must run as root to give each sandbox its own user and mounts"
+    try:
+        seccomp_program()
+    except RuntimeError as e:
+        return str(e)
     return None
 
 
@@ -129,7 +132,8 @@ def seccomp_program(machine: str | None = None) -> bytes:
 
     clone3 fails with ENOSYS, as if the kernel were older: its flags lie in memory a filter
     cannot read, and the C library then falls back to clone, whose flags it can. A system
-    call of another architecture (32-bit x86 on x86_64) kills the process: its numbers differ.
+    call of another architecture (32-bit x86 on x86_64) kills the process and one of x86_64's
+    x32 ABI fails with ENOSYS: their numbers differ, so the checks above would not hold.
     """
     machine = machine or platform.machine()
     if machine not in SYSCALLS:
@@ -228,7 +232,7 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
 def _limit(limits: Limits):
     """Resource limits for the sandbox's processes, set just before bubblewrap starts."""
     def apply():
-        gib = int(limits.memory_gib * 2**30)
+        gib = int(limits.memory_gib * 2**30)  # each process's address space: within the watchdog's total
         resource.setrlimit(resource.RLIMIT_AS, (gib, gib))
         cpu = int(limits.wall_timeout * 2) + 10  # two cores for the whole wall time, then SIGXCPU
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))

@@ -243,6 +243,28 @@ def test_no_new_user_namespaces_inside(tmp_path):
     assert texts[0].strip() == "refused 1" and texts[1].strip() == "1", (texts, result.stderr[-2000:])
 
 
+# 32-bit getpid by `int 0x80` (mov eax, 20; int 0x80; ret): the i386 system call numbers differ
+# (keyctl is 288), so without the architecture check they would pass the filter.
+INT80_GETPID = """
+import ctypes, mmap, os
+m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+m.write(bytes.fromhex('b814000000cd80c3'))
+print(ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))() == os.getpid())
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="32-bit system calls of x86_64")
+def test_a_32_bit_system_call_kills_the_process(tmp_path):
+    import subprocess
+    import sys
+    here = subprocess.run([sys.executable, "-c", INT80_GETPID], capture_output=True, text=True)
+    if here.stdout.strip() != "True":
+        pytest.skip(f"no 32-bit system calls on this kernel: {here.returncode} {here.stderr[-200:]}")
+    result, texts = run_notebook(tmp_path, "int80", "import subprocess, sys\n"
+                                 f"print(subprocess.run([sys.executable, '-c', {INT80_GETPID!r}]).returncode)")
+    assert texts[0].strip() == "-31", (texts, result.stderr[-2000:])  # SIGSYS
+
+
 def test_the_filter_is_refused_clearly_on_an_unknown_architecture():
     with pytest.raises(RuntimeError, match="seccomp filter on 'riscv64'"):
         sandbox.seccomp_program("riscv64")
