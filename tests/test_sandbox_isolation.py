@@ -118,12 +118,15 @@ found = {}
 for channel, ring in rings().items():
     if ring is None:
         continue
-    key = libc.syscall(NR["keyctl"], KEYCTL_SEARCH, ctypes.c_long(ring), b"user", NAME, ctypes.c_long(0))
-    if key >= 0:
+    for _ in range(100):  # every key of that name, each invalidated once read: the user's keyrings stay clean
+        key = libc.syscall(NR["keyctl"], KEYCTL_SEARCH, ctypes.c_long(ring), b"user", NAME, ctypes.c_long(0))
+        if key < 0:
+            break
         buf = ctypes.create_string_buffer(64)
         n = libc.syscall(NR["keyctl"], KEYCTL_READ, ctypes.c_long(key), buf, ctypes.c_size_t(64))
-        found[channel] = buf.raw[:max(n, 0)].decode(errors="replace")
-        libc.syscall(NR["keyctl"], KEYCTL_INVALIDATE, ctypes.c_long(key))  # leave the user's keyrings clean
+        found.setdefault(channel, []).append(buf.raw[:max(n, 0)].decode(errors="replace"))
+        if libc.syscall(NR["keyctl"], KEYCTL_INVALIDATE, ctypes.c_long(key)) < 0:
+            break
 shm = libc.shmget(KEY, 0, 0)
 if shm >= 0:
     found["sysv_shm"] = ctypes.string_at(libc.shmat(shm, None, 0), 32).split(b"\0")[0].decode(errors="replace")
@@ -228,10 +231,10 @@ def test_two_sandboxes_of_one_worker_cannot_pass_a_bit(tmp_path):
 
 def test_without_the_seccomp_filter_the_keyrings_pass_a_token(tmp_path, monkeypatch):
     """The control: with the keyring system calls allowed, the test above does catch the channel.
-    (The reader invalidates what it finds, leaving the user's keyrings clean.)"""
+    (The reader invalidates every key it finds, leaving the user's keyrings clean.)"""
     monkeypatch.setattr(sandbox, "REFUSED", ())
     token, first, found, left = pass_token(tmp_path)
-    assert found.get("keyring_user") == found.get("keyring_persistent") == token, found
+    assert token in found.get("keyring_user", []) and token in found.get("keyring_persistent", []), found
     assert set(found) <= {"keyring_user", "keyring_user_session", "keyring_session", "keyring_persistent"}, found
 
 
