@@ -1,7 +1,7 @@
 """Nothing survives a sandbox: two sandboxes of one worker, one after the other, cannot pass a bit.
 
-The first sandbox leaves a random token in every channel it can find (keyrings, SysV and
-POSIX IPC, /dev/shm, an abstract Unix socket served by a detached process, files in every
+The first sandbox tries to leave a random token in every channel it can find (keyrings, SysV
+and POSIX IPC, /dev/shm, an abstract Unix socket served by a detached process, files in every
 writable folder, processes) and is killed at its time limit; the second, of the same worker
 (the same user id), looks in each. Plain-Python cells, no TensorFlow.
 """
@@ -12,7 +12,7 @@ import secrets
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from deepngrams import grade, sandbox
+from deepngrams import sandbox
 
 pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
 
@@ -184,15 +184,15 @@ def line_after(prefix, texts):
 
 def pass_token(tmp_path):
     """The first sandbox writes a fresh token everywhere and hangs until its time limit kills it
-    (so its processes are still running when it ends); the second reads. Returns (token, wrote,
-    found, processes of the sandbox user left between the two)."""
+    (so its processes are still running when it ends); the second reads. Returns (token, the
+    first run's RunResult, what the second found, processes of the sandbox user left between).
+    The first run's outputs never come back (it was killed): what the writer manages inside one
+    sandbox is checked by test_the_writer_reaches_every_channel_inside_one_sandbox."""
     token = secrets.token_hex(8)
     first, texts = run_notebook(tmp_path, "first", CHANNELS, WRITE.replace("TOKEN", repr(token)), HANG,
                                 wall_timeout=15)
     assert first.wall_timed_out, (first.events, first.stderr[-2000:])
     left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid_of(pid) == sandbox.FIRST_UID + SLOT]
-    # The first run was killed: its executed notebook never came back. Its writer printed to the
-    # kernel's stdout, lost too; so the writer's report comes from a second, quick run below.
     second, texts = run_notebook(tmp_path, "second", CHANNELS, READ)
     assert second.notebook is not None, second.stderr[-2000:]
     return token, first, line_after("FOUND ", texts), left
