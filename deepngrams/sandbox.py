@@ -406,30 +406,39 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     own = _pid_namespace(os.getpid())
     done = threading.Event()
 
+    # Signals go through a pidfd: once the main thread has reaped bubblewrap, its pid may name
+    # another process, the pidfd never does.
+    pidfd = os.pidfd_open(proc.pid)
+
     def watch():
-        while not done.wait(WATCH_SECONDS):
-            try:
-                tree, total = _descendants(proc.pid)
-                if sandboxed and not namespace:
-                    namespace.extend(ns for pid in tree[1:2] if (ns := _pid_namespace(pid)) not in (None, own))
-                if total > memory_cap:  # maybe counting shared pages more than once: count them exactly
-                    total = _proportional(tree)
-            except Exception:  # noqa: BLE001 - a failed sample must not end the run; the next one counts
-                continue
-            result.peak_memory_mib = max(result.peak_memory_mib, total / 2**20)
-            if total > memory_cap:
-                stopped_at.append(total)
+        try:
+            while not done.wait(WATCH_SECONDS):
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # bubblewrap; its PID namespace dies with it
-                except OSError:
-                    pass
-                if not sandboxed:  # no PID namespace: its processes one by one
-                    for pid in tree[1:]:
-                        try:
-                            os.kill(pid, signal.SIGKILL)
-                        except OSError:
-                            pass
-                return
+                    tree, total = _descendants(proc.pid)
+                    if sandboxed and not namespace:
+                        namespace.extend(ns for pid in tree[1:2] if (ns := _pid_namespace(pid)) not in (None, own))
+                    if total > memory_cap:  # maybe counting shared pages more than once: count them exactly
+                        total = _proportional(tree)
+                except Exception:  # noqa: BLE001 - a failed sample must not end the run; the next one counts
+                    continue
+                if done.is_set():
+                    return
+                result.peak_memory_mib = max(result.peak_memory_mib, total / 2**20)
+                if total > memory_cap:
+                    stopped_at.append(total)
+                    try:  # bubblewrap; the sandbox's PID namespace dies with it (--die-with-parent)
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    if not sandboxed:  # no PID namespace: its processes one by one
+                        for pid in tree[1:]:
+                            try:
+                                os.kill(pid, signal.SIGKILL)
+                            except OSError:
+                                pass
+                    return
+        finally:
+            os.close(pidfd)
 
     watchdog = threading.Thread(target=watch, daemon=True)
     watchdog.start()
