@@ -97,6 +97,24 @@ def test_a_small_notebook_is_not_stopped_and_its_peak_memory_is_recorded(tmp_pat
     assert 100 < result.peak_memory_mib < 1024, result.peak_memory_mib
 
 
+def test_a_failing_memory_sample_does_not_end_the_watch(tmp_path, monkeypatch):
+    """Processes vanish between the listing of /proc and its reading: whatever a sample raises,
+    the watchdog goes on, and the samples after it still stop the sandbox."""
+    real, calls = sandbox._descendants, []
+
+    def flaky(root):
+        calls.append(root)
+        if len(calls) % 2:
+            raise ProcessLookupError(root)
+        return real(root)
+
+    monkeypatch.setattr(sandbox, "_descendants", flaky)
+    limits = sandbox.Limits(wall_timeout=60, memory_gib=1.25)
+    result, out = run_cells(tmp_path, "print('before')", CHILDREN_OVER_THE_LIMIT, limits=limits)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], result.events
+    assert len(calls) > 2
+
+
 def test_memory_shared_after_a_fork_counts_once(tmp_path):
     """Three forks of a kernel holding 600 MiB: 2.4 GiB of resident sizes summed, 0.7 GiB in truth."""
     fork = ("import os, time\nb = b'x' * (600 * 2**20)\nkids = []\nfor _ in range(3):\n    pid = os.fork()\n"
