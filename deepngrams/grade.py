@@ -195,8 +195,11 @@ def reason_of(result: RunResult, limits: Limits) -> str:
         where = f" in cell {cell}" if isinstance(cell, int) else ""
         if kind == "time limit":
             return f"time limit: a cell ran over {limits.cell_timeout:g} s and was interrupted{where}"
+        if kind == "memory limit" and event.get("scope") == "sandbox":
+            return (f"memory limit: the notebook's processes together used more than {limits.memory_gib:g} GiB "
+                    f"and the sandbox was stopped; the cells after that did not run")
         if kind == "memory limit":
-            return f"memory limit: the code ran out of its {limits.memory_gib:g} GiB{where}"
+            return f"memory limit: a process ran out of the {limits.memory_gib:g} GiB it may use{where}"
         if kind == "process limit":
             return f"process limit: the code started more than {limits.processes} processes{where}"
         if kind == "kernel died":
@@ -678,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     d = Limits()
     p.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help="seconds a cell may run")
     p.add_argument("--timeout", type=float, default=d.wall_timeout, help="seconds a whole notebook may run")
-    p.add_argument("--memory", type=float, default=d.memory_gib, help="GiB of memory a process may use")
+    p.add_argument("--memory", type=float, default=d.memory_gib, help="GiB of memory the processes may use together")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")

@@ -8,18 +8,31 @@ other submissions, not the reference values. It has no network (its own empty ne
 namespace), its own process tree, and runs as an unprivileged user of its own (one per
 worker, so the process limit counts only its processes) with no capabilities.
 
+Nothing survives a sandbox, so two sandboxes of one worker, one after the other, cannot pass
+a bit: files live only in its own in-memory mounts; SysV IPC and POSIX message queues in its
+own IPC namespace; abstract Unix sockets in its own network namespace; every process in its
+own PID namespace, which dies with it (`run` returns only once none of them is left). The kernel's keyrings are kept per user id across sandboxes, so
+a seccomp filter refuses the keyring system calls; it also refuses new user namespaces, the
+way in to mounts and namespaces of the sandbox's own making.
+
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
-CPU time, address space (memory), processes, file size. Each hit becomes a reason.
+CPU time, memory (the resident memory of all the sandbox's processes together, watched from
+outside, and the address space of each process), processes, file size. Each hit becomes a
+reason.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import platform
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,7 +55,10 @@ class Limits:
 
     cell_timeout: float = 120.0  # seconds a cell may run before it is interrupted
     wall_timeout: float = 600.0  # seconds for the whole notebook, then the sandbox is killed
-    memory_gib: float = 6.0  # address space of each process (TensorFlow reserves ~2 GiB)
+    # Memory: the resident memory of all the sandbox's processes together (above it the whole
+    # sandbox is stopped), and the address space of each process (an allocation over it fails
+    # with a MemoryError the notebook survives; TensorFlow reserves ~2 GiB it never touches).
+    memory_gib: float = 6.0
     processes: int = 512  # processes and threads of the sandbox user
     output_mib: float = 64.0  # what the notebook may send back, outputs included
     file_mib: float = 512.0  # largest file it may write
@@ -61,6 +77,9 @@ class RunResult:
     output_cut: bool = False
     seconds: float = 0.0
     stderr: str = ""
+    # The most memory its processes held together, as the watchdog sampled it: resident sizes
+    # summed, or each shared page counted once where that sum was over the limit.
+    peak_memory_mib: float = 0.0
 
 
 def available() -> str | None:
@@ -69,6 +88,10 @@ def available() -> str | None:
         return "bubblewrap is not installed (Debian: apt-get install bubblewrap)"
     if os.geteuid() != 0:
         return "the grader must run as root to give each sandbox its own user and mounts"
+    try:
+        seccomp_program()
+    except RuntimeError as e:
+        return str(e)
     return None
 
 
@@ -89,8 +112,85 @@ def _thread_env(threads: int) -> dict:
     return {name: str(threads) for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
 
 
-def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1) -> list[str]:
-    """The bubblewrap command line for one sandbox (the harness's command line follows it)."""
+# ----------------------------------------------------------------------------------------
+# The seccomp filter: a classic-BPF program over struct seccomp_data {int nr; u32 arch;
+# u64 ip; u64 args[6];}, loaded by bubblewrap just before it starts the sandbox's command.
+# ----------------------------------------------------------------------------------------
+# Keyrings outlive the sandbox (the user keyring of its user id, the persistent keyring, the
+# session keyring it inherits) and the next sandbox of the worker runs as the same user id.
+REFUSED = ("add_key", "request_key", "keyctl")
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+SYSCALLS = {
+    "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "clone": 56, "unshare": 272, "clone3": 435},
+    "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220, "unshare": 97, "clone3": 435},
+}
+X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same audit arch, other numbers
+CLONE_NEWUSER = 0x10000000
+SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ERRNO, SECCOMP_RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
+BPF_LD_W_ABS, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06
+
+
+def seccomp_program(machine: str | None = None) -> bytes:
+    """The compiled filter: the syscalls in REFUSED and new user namespaces fail with EPERM.
+
+    clone3 fails with ENOSYS, as if the kernel were older: its flags lie in memory a filter
+    cannot read, and the C library then falls back to clone, whose flags it can. A system
+    call of another architecture (32-bit x86 on x86_64) kills the process and one of x86_64's
+    x32 ABI fails with ENOSYS: their numbers differ, so the checks above would not hold.
+    """
+    machine = machine or platform.machine()
+    if machine not in SYSCALLS:
+        raise RuntimeError(f"cannot build the sandbox's seccomp filter on {machine!r}: its system call numbers "
+                           f"are known only for {', '.join(SYSCALLS)}")
+    nr = SYSCALLS[machine]
+    # (opcode, k, jump-if-true label, jump-if-false label); None falls through, a str names a label.
+    code: list = [(BPF_LD_W_ABS, 4, None, None),  # arch
+                  (BPF_JEQ, AUDIT_ARCH[machine], None, "kill"),
+                  (BPF_LD_W_ABS, 0, None, None)]  # nr
+    if machine == "x86_64":
+        code.append((BPF_JGE, X32_SYSCALL_BIT, "enosys", None))
+    code += [(BPF_JEQ, nr[name], "eperm", None) for name in REFUSED]
+    code += [(BPF_JEQ, nr["clone3"], "enosys", None),
+             (BPF_JEQ, nr["clone"], "flags", None),
+             (BPF_JEQ, nr["unshare"], "flags", None),
+             (BPF_RET, SECCOMP_RET_ALLOW, None, None),
+             "flags", (BPF_LD_W_ABS, 16, None, None),  # low half of args[0] (little-endian): the flags
+             (BPF_JSET, CLONE_NEWUSER, "eperm", None),
+             (BPF_RET, SECCOMP_RET_ALLOW, None, None),
+             "eperm", (BPF_RET, SECCOMP_RET_ERRNO | errno.EPERM, None, None),
+             "enosys", (BPF_RET, SECCOMP_RET_ERRNO | errno.ENOSYS, None, None),
+             "kill", (BPF_RET, SECCOMP_RET_KILL_PROCESS, None, None)]
+    labels, insns = {}, []
+    for item in code:
+        if isinstance(item, str):
+            labels[item] = len(insns)
+        else:
+            insns.append(item)
+    out = bytearray()
+    for i, (op, k, jt, jf) in enumerate(insns):
+        jumps = [labels[j] - i - 1 if j else 0 for j in (jt, jf)]
+        assert all(0 <= j < 256 for j in jumps)
+        out += struct.pack("=HBBI", op, jumps[0], jumps[1], k)
+    return bytes(out)
+
+
+def _seccomp_fd() -> int:
+    """A descriptor (above 3, which the harness gets) holding the filter, for bwrap's --seccomp."""
+    memfd = os.memfd_create("deepngrams-seccomp")
+    try:
+        os.write(memfd, seccomp_program())
+        os.lseek(memfd, 0, os.SEEK_SET)
+        return fcntl.fcntl(memfd, fcntl.F_DUPFD_CLOEXEC, 10)
+    finally:
+        os.close(memfd)
+
+
+def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
+               seccomp_fd: int | None = None) -> list[str]:
+    """The bubblewrap command line for one sandbox (the harness's command line follows it).
+
+    `seccomp_fd`: a descriptor the child inherits, holding `seccomp_program()` (run passes one).
+    """
     scratch = str(int(limits.scratch_mib * 2**20))
     args = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--hostname", "sandbox",
@@ -127,6 +227,7 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1) 
              "--setenv", "PATH", f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
              *[a for name, value in _thread_env(threads).items() for a in ("--setenv", name, value)],
              "--unsetenv", "JUPYTER_CONFIG_DIR", "--unsetenv", "JUPYTER_PATH",
+             *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
              "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
              "--bounding-set=-all", "--no-new-privs", "--"]
     return args
@@ -135,7 +236,7 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1) 
 def _limit(limits: Limits):
     """Resource limits for the sandbox's processes, set just before bubblewrap starts."""
     def apply():
-        gib = int(limits.memory_gib * 2**30)
+        gib = int(limits.memory_gib * 2**30)  # each process's address space: within the watchdog's total
         resource.setrlimit(resource.RLIMIT_AS, (gib, gib))
         cpu = int(limits.wall_timeout * 2) + 10  # two cores for the whole wall time, then SIGXCPU
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
@@ -147,6 +248,98 @@ def _limit(limits: Limits):
     return apply
 
 
+WATCH_SECONDS = 0.2  # how often the memory watchdog samples the sandbox's processes
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _descendants(root: int) -> tuple[list[int], int]:
+    """`root` and every process descended from it, and their resident memory together (bytes).
+
+    One read of /proc/PID/stat per process on the machine; a process that ends meanwhile is
+    skipped. Orphans inside a sandbox are reparented to its PID namespace's init, so they stay
+    descendants of bubblewrap.
+    """
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            # After the command name (which may hold spaces and parentheses): state, ppid, ... rss (24th).
+            fields = stat[stat.rindex(b")") + 2:].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+        rss[int(name)] = pages * PAGE
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree, sum(rss.get(pid, 0) for pid in tree)
+
+
+def _proportional(pids: list[int]) -> int:
+    """The memory of `pids` together, in bytes, each page shared among them counted once.
+
+    The sum of the proportional set sizes (a shared page counts 1/n in each of its n users):
+    a fork shares all its parent's pages, which a sum of resident sizes would count twice. It
+    costs a walk of each process's page tables, so it is read only when the cheap sum is high.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _processes_in(namespace: str, uid: int) -> list[int]:
+    """The processes of user `uid` in the PID namespace `namespace` (as /proc/PID/ns/pid reads)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid and _pid_namespace(int(name)) == namespace:
+                    found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
+def _end_sandbox(namespace: str, uid: int, seconds: float = 10.0) -> list[int]:
+    """Kill what is left of a sandbox's processes and wait until none is left.
+
+    The kernel ends a PID namespace's processes when its init dies, but after bubblewrap (our
+    child) may already have been reaped; until it has, the next sandbox of the worker (same
+    user id) would share their process count. Returns those still there after `seconds`.
+    """
+    deadline = time.monotonic() + seconds
+    while (left := _processes_in(namespace, uid)) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.02)
+    return left
+
+
 def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool = True,
         bundle: Path = ROOT, threads: int = 1) -> RunResult:
     """Run the harness on `job` (notebook, probes, cell timeout) in a fresh sandbox.
@@ -155,8 +348,11 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     same limits but none of the isolation: only for measuring the sandbox's cost (`make bench`).
     """
     python = sys.executable
+    uid = FIRST_UID + slot
+    seccomp_fd = None
     if sandboxed:
-        argv = bwrap_args(FIRST_UID + slot, limits, bundle, threads) + [python, "/grader/harness.py"]
+        seccomp_fd = _seccomp_fd()
+        argv = bwrap_args(uid, limits, bundle, threads, seccomp_fd) + [python, "/grader/harness.py"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         scratch = Path("/")
     else:
@@ -170,10 +366,15 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     read_end, write_end = os.pipe()
     result = RunResult()
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            pass_fds=(3, write_end), env=env, cwd=scratch, start_new_session=True,
-                            preexec_fn=_fd3(write_end, _limit(limits)))
-    os.close(write_end)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                pass_fds=(3, write_end) + ((seccomp_fd,) if seccomp_fd is not None else ()),
+                                env=env, cwd=scratch, start_new_session=True,
+                                preexec_fn=_fd3(write_end, _limit(limits)))
+    finally:
+        os.close(write_end)
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
     lines: list[bytes] = []
     cap = int(limits.output_mib * 2**20)
 
@@ -198,6 +399,53 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
 
     err_reader = threading.Thread(target=drain_stderr, daemon=True)
     err_reader.start()
+
+    # The memory limit holds for the sandbox as a whole: several processes, each under its
+    # address-space limit, could together take far more. Cgroups would count it exactly but
+    # are not delegated to the grader, so a watchdog samples the processes' resident memory
+    # (summed; over the limit, recounted with each shared page once) and stops the sandbox.
+    memory_cap = limits.memory_gib * 2**30
+    stopped_at: list[int] = []  # the total (bytes) that stopped the sandbox
+    namespace: list[str] = []  # the sandbox's PID namespace, once seen
+    own = _pid_namespace(os.getpid())
+    done = threading.Event()
+
+    # Signals go through a pidfd: once the main thread has reaped bubblewrap, its pid may name
+    # another process, the pidfd never does.
+    pidfd = os.pidfd_open(proc.pid)
+
+    def watch():
+        try:
+            while not done.wait(WATCH_SECONDS):
+                try:
+                    tree, total = _descendants(proc.pid)
+                    if sandboxed and not namespace:
+                        namespace.extend(ns for pid in tree[1:2] if (ns := _pid_namespace(pid)) not in (None, own))
+                    if total > memory_cap:  # maybe counting shared pages more than once: count them exactly
+                        total = _proportional(tree)
+                except Exception:  # noqa: BLE001 - a failed sample must not end the run; the next one counts
+                    continue
+                if done.is_set():
+                    return
+                result.peak_memory_mib = max(result.peak_memory_mib, total / 2**20)
+                if total > memory_cap:
+                    stopped_at.append(total)
+                    try:  # bubblewrap; the sandbox's PID namespace dies with it (--die-with-parent)
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    if not sandboxed:  # no PID namespace: its processes one by one
+                        for pid in tree[1:]:
+                            try:
+                                os.kill(pid, signal.SIGKILL)
+                            except OSError:
+                                pass
+                    return
+        finally:
+            os.close(pidfd)
+
+    watchdog = threading.Thread(target=watch, daemon=True)
+    watchdog.start()
     try:
         proc.stdin.write(payload)
         proc.stdin.close()
@@ -209,6 +457,10 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
         result.wall_timed_out = True
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    done.set()
+    watchdog.join(timeout=5)
+    if namespace:
+        _end_sandbox(namespace[0], uid)
     reader.join(timeout=30)
     err_reader.join(timeout=5)
     result.returncode = proc.returncode
@@ -227,6 +479,8 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
             result.events.append(record)
         elif "notebook" in record and isinstance(record["notebook"], dict):
             result.notebook = record["notebook"]
+    if stopped_at:
+        result.events.append({"event": "memory limit", "scope": "sandbox", "gib": round(stopped_at[0] / 2**30, 2)})
     return result
 
 

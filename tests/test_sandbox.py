@@ -69,6 +69,62 @@ def test_memory_over_the_limit_is_a_memory_error(tmp_path):
     assert "memory limit" in grade.reason_of(result, sandbox.Limits())
 
 
+# Four children, each writing 450 MiB (under the 1.25 GiB a process may use), together 1.8 GiB.
+CHILDREN_OVER_THE_LIMIT = """
+import subprocess, sys, time
+hog = "b = b'x' * (450 * 2**20); import time; time.sleep(60)"
+children = [subprocess.Popen([sys.executable, '-c', hog]) for _ in range(4)]
+time.sleep(15)
+print('not stopped', [c.poll() for c in children])
+"""
+
+
+def test_processes_together_over_the_memory_limit_stop_the_sandbox(tmp_path):
+    limits = sandbox.Limits(wall_timeout=60, memory_gib=1.25)
+    result, out = run_cells(tmp_path, "print('before')", CHILDREN_OVER_THE_LIMIT, "print('after')", limits=limits)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
+        (result.events, result.peak_memory_mib, out)
+    assert 1.25 < result.events[0]["gib"] < 2.0 and result.peak_memory_mib > 1.25 * 1024
+    assert result.notebook is None and result.seconds < 15  # stopped, not left to finish its sleep
+    assert grade.reason_of(result, limits) == ("memory limit: the notebook's processes together used more than "
+                                               "1.25 GiB and the sandbox was stopped; the cells after that did not run")
+
+
+def test_a_small_notebook_is_not_stopped_and_its_peak_memory_is_recorded(tmp_path):
+    result, out = run_cells(tmp_path, "b = b'x' * (100 * 2**20); print(len(b))", limits=sandbox.Limits(
+        wall_timeout=60, memory_gib=1.25))
+    assert not result.events and out[0].strip() == str(100 * 2**20)
+    assert 100 < result.peak_memory_mib < 1024, result.peak_memory_mib
+
+
+def test_a_failing_memory_sample_does_not_end_the_watch(tmp_path, monkeypatch):
+    """Processes vanish between the listing of /proc and its reading: whatever a sample raises,
+    the watchdog goes on, and the samples after it still stop the sandbox."""
+    real, calls = sandbox._descendants, []
+
+    def flaky(root):
+        calls.append(root)
+        if len(calls) % 2:
+            raise ProcessLookupError(root)
+        return real(root)
+
+    monkeypatch.setattr(sandbox, "_descendants", flaky)
+    limits = sandbox.Limits(wall_timeout=60, memory_gib=1.25)
+    result, out = run_cells(tmp_path, "print('before')", CHILDREN_OVER_THE_LIMIT, limits=limits)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], result.events
+    assert len(calls) > 2
+
+
+def test_memory_shared_after_a_fork_counts_once(tmp_path):
+    """Three forks of a kernel holding 600 MiB: 2.4 GiB of resident sizes summed, 0.7 GiB in truth."""
+    fork = ("import os, time\nb = b'x' * (600 * 2**20)\nkids = []\nfor _ in range(3):\n    pid = os.fork()\n"
+            "    if pid == 0:\n        time.sleep(3); os._exit(0)\n    kids.append(pid)\n"
+            "for pid in kids:\n    os.waitpid(pid, 0)\nprint('done')")
+    result, out = run_cells(tmp_path, fork, limits=sandbox.Limits(wall_timeout=60, memory_gib=1.5))
+    assert not result.events and out[0].strip() == "done", (result.events, result.peak_memory_mib, out)
+    assert 600 < result.peak_memory_mib < 1.5 * 1024
+
+
 def test_a_dying_kernel_and_a_hung_sandbox_get_reasons(tmp_path):
     result, out = run_cells(tmp_path, "print('before')", "import os; os._exit(3)", "print('never')")
     assert result.events[0]["event"] == "kernel died" and result.events[0]["cell"] == 1

@@ -1,0 +1,278 @@
+"""Nothing survives a sandbox: two sandboxes of one worker, one after the other, cannot pass a bit.
+
+The first sandbox tries to leave a random token in every channel it can find (keyrings, SysV
+and POSIX IPC, /dev/shm, an abstract Unix socket served by a detached process, files in every
+writable folder, processes) and is killed at its time limit; the second, of the same worker
+(the same user id), looks in each. Plain-Python cells, no TensorFlow.
+"""
+import json
+import os
+import secrets
+
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from deepngrams import sandbox
+
+pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
+
+SLOT = 13  # a worker slot no other test uses: the sandbox user is FIRST_UID + SLOT
+
+# Both notebooks start with this cell: how to reach each channel from plain Python.
+CHANNELS = r'''
+import ctypes, ctypes.util, json, os, socket, subprocess, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+try:
+    librt = ctypes.CDLL("librt.so.1", use_errno=True)
+except OSError:
+    librt = libc
+import platform
+NR = {"x86_64": dict(add_key=248, keyctl=250), "aarch64": dict(add_key=217, keyctl=219)}[platform.machine()]
+NAME = b"deepngrams-isolation"
+KEY = 0x5EED0DD5  # SysV IPC key
+RINGS = {"keyring_user": -4, "keyring_user_session": -5, "keyring_session": -3}
+KEYCTL_GET_PERSISTENT, KEYCTL_SEARCH, KEYCTL_READ, KEYCTL_INVALIDATE = 22, 10, 11, 21
+FOLDERS = ["/tmp", "/var/tmp", os.environ.get("HOME", "/tmp"), os.getcwd(), "/dev", "/dev/shm", "/dev/mqueue",
+           "/run", "/bundle", "/grader"]
+
+def err():
+    return "failed: " + os.strerror(ctypes.get_errno())
+
+def rings():
+    found = dict(RINGS)
+    persistent = libc.syscall(NR["keyctl"], KEYCTL_GET_PERSISTENT, ctypes.c_long(-1), ctypes.c_long(-2))
+    found["keyring_persistent"] = persistent if persistent >= 0 else None
+    return found
+
+def writable_folders():
+    """Every folder this user may write to, /proc and /sys aside. Read-only mounts with no
+    mount below them are skipped whole (the environment is large)."""
+    mounts = {}
+    for line in open("/proc/self/mountinfo"):
+        fields = line.split()
+        mounts[fields[4].replace("\\040", " ")] = "ro" in fields[5].split(",")
+    def skip(path):
+        if path in ("/proc", "/sys") or any(m.startswith(path + "/") for m in mounts):
+            return path in ("/proc", "/sys")
+        return mounts[max((m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")), key=len)]
+    for top, dirs, _ in os.walk("/"):
+        dirs[:] = [d for d in dirs if not skip(os.path.join(top, d))]
+        if os.access(top, os.W_OK):
+            yield top
+'''
+
+WRITE = r'''
+token = TOKEN
+wrote = {}
+for channel, ring in rings().items():
+    if ring is None:
+        wrote[channel] = "failed: no persistent keyring: " + err()
+        continue
+    r = libc.syscall(NR["add_key"], b"user", NAME, token.encode(), ctypes.c_size_t(len(token)), ctypes.c_long(ring))
+    wrote[channel] = "ok" if r >= 0 else err()
+shm = libc.shmget(KEY, 4096, 0o1666)  # IPC_CREAT | 0666
+if shm >= 0 and libc.shmat(shm, None, 0) not in (None, ctypes.c_void_p(-1).value):
+    ctypes.memmove(libc.shmat(shm, None, 0), token.encode(), len(token))
+    wrote["sysv_shm"] = "ok"
+else:
+    wrote["sysv_shm"] = err()
+sem = libc.semget(KEY, 1, 0o1666)
+wrote["sysv_sem"] = "ok" if sem >= 0 and libc.semctl(sem, 0, 16, ctypes.c_int(int(token[:3], 16))) == 0 else err()
+msq = libc.msgget(KEY, 0o1666)
+class Msg(ctypes.Structure):
+    _fields_ = [("mtype", ctypes.c_long), ("text", ctypes.c_char * 64)]
+wrote["sysv_msg"] = "ok" if msq >= 0 and libc.msgsnd(msq, ctypes.byref(Msg(1, token.encode())), 64, 0o4000) == 0 else err()
+mq = librt.mq_open(b"/" + NAME, os.O_CREAT | os.O_RDWR, 0o666, None)
+wrote["posix_mq"] = "ok" if mq >= 0 and librt.mq_send(mq, token.encode(), len(token), 0) == 0 else err()
+# A detached process (double fork, new session) serving the token on an abstract socket; its
+# command line holds the token too. It ends by itself after two minutes if it ever escaped.
+server = ("import os, socket, sys, time\nif os.fork(): os._exit(0)\nos.setsid()\n"
+          "s = socket.socket(socket.AF_UNIX); s.bind(b'\\0' + sys.argv[1].encode()); s.listen(); s.settimeout(120)\n"
+          "while True:\n    c, _ = s.accept(); c.sendall(sys.argv[2].encode()); c.close()")
+subprocess.run([sys.executable, "-c", server, NAME.decode(), token], start_new_session=True)
+time.sleep(1)
+try:
+    probe = socket.socket(socket.AF_UNIX); probe.settimeout(3); probe.connect(b"\0" + NAME)
+    wrote["abstract_socket"] = "ok" if probe.recv(64).decode() == token else "failed: wrong answer"
+except OSError as e:
+    wrote["abstract_socket"] = f"failed: {e}"
+files = []
+for folder in list(writable_folders()) + FOLDERS:
+    try:
+        with open(os.path.join(folder, NAME.decode()), "w") as f:
+            f.write(token)
+        files.append(folder)
+    except OSError:
+        pass
+wrote["files"] = sorted(set(files))
+print("WROTE " + json.dumps(wrote))
+'''
+
+HANG = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(1)"
+
+READ = r'''
+found = {}
+for channel, ring in rings().items():
+    if ring is None:
+        continue
+    for _ in range(100):  # every key of that name, each invalidated once read: the user's keyrings stay clean
+        key = libc.syscall(NR["keyctl"], KEYCTL_SEARCH, ctypes.c_long(ring), b"user", NAME, ctypes.c_long(0))
+        if key < 0:
+            break
+        buf = ctypes.create_string_buffer(64)
+        n = libc.syscall(NR["keyctl"], KEYCTL_READ, ctypes.c_long(key), buf, ctypes.c_size_t(64))
+        found.setdefault(channel, []).append(buf.raw[:max(n, 0)].decode(errors="replace"))
+        if libc.syscall(NR["keyctl"], KEYCTL_INVALIDATE, ctypes.c_long(key)) < 0:
+            break
+shm = libc.shmget(KEY, 0, 0)
+if shm >= 0:
+    found["sysv_shm"] = ctypes.string_at(libc.shmat(shm, None, 0), 32).split(b"\0")[0].decode(errors="replace")
+sem = libc.semget(KEY, 0, 0)
+if sem >= 0:
+    found["sysv_sem"] = libc.semctl(sem, 0, 12)
+msq = libc.msgget(KEY, 0)
+if msq >= 0:
+    class Msg(ctypes.Structure):
+        _fields_ = [("mtype", ctypes.c_long), ("text", ctypes.c_char * 64)]
+    m = Msg()
+    found["sysv_msg"] = m.text.decode(errors="replace") if libc.msgrcv(msq, ctypes.byref(m), 64, 0, 0o4000) >= 0 else "exists"
+mq = librt.mq_open(b"/" + NAME, os.O_RDONLY | os.O_NONBLOCK, 0, None)
+if mq >= 0:
+    buf = ctypes.create_string_buffer(1 << 16)
+    n = librt.mq_receive(mq, buf, ctypes.c_size_t(1 << 16), None)
+    found["posix_mq"] = buf.raw[:max(n, 0)].decode(errors="replace")
+try:
+    s = socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(b"\0" + NAME)
+    found["abstract_socket"] = s.recv(64).decode(errors="replace")
+except OSError:
+    pass
+for pid in os.listdir("/proc"):
+    try:
+        if NAME in open(f"/proc/{pid}/cmdline", "rb").read():
+            found.setdefault("processes", []).append(open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"))
+    except OSError:
+        pass
+for folder in list(writable_folders()) + FOLDERS + ["/"]:
+    path = os.path.join(folder, NAME.decode())
+    if os.path.exists(path):
+        found.setdefault("files", {})[path] = open(path).read()
+print("FOUND " + json.dumps(found))
+'''
+
+
+def run_notebook(tmp_path, name, *sources, wall_timeout=60.0):
+    """Run plain cells in a sandbox of worker SLOT; returns (RunResult, text printed by each cell)."""
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    limits = sandbox.Limits(cell_timeout=30, wall_timeout=wall_timeout, memory_gib=2)
+    result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": 30}, tmp_path / name, SLOT, limits)
+    cells = (result.notebook or {}).get("cells", [])
+    return result, ["".join(o.get("text", "") + str(o.get("evalue", "")) for o in c.get("outputs", [])) for c in cells]
+
+
+def line_after(prefix, texts):
+    """The JSON printed after `prefix` in the outputs, or None."""
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix):])
+    return None
+
+
+def pass_token(tmp_path):
+    """The first sandbox writes a fresh token everywhere and hangs until its time limit kills it
+    (so its processes are still running when it ends); the second reads. Returns (token, the
+    first run's RunResult, what the second found, processes of the sandbox user left between).
+    The first run's outputs never come back (it was killed): what the writer manages inside one
+    sandbox is checked by test_the_writer_reaches_every_channel_inside_one_sandbox."""
+    token = secrets.token_hex(8)
+    first, texts = run_notebook(tmp_path, "first", CHANNELS, WRITE.replace("TOKEN", repr(token)), HANG,
+                                wall_timeout=15)
+    assert first.wall_timed_out, (first.events, first.stderr[-2000:])
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid_of(pid) == sandbox.FIRST_UID + SLOT]
+    second, texts = run_notebook(tmp_path, "second", CHANNELS, READ)
+    assert second.notebook is not None, second.stderr[-2000:]
+    return token, first, line_after("FOUND ", texts), left
+
+
+def _uid_of(pid):
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def test_the_writer_reaches_every_channel_inside_one_sandbox(tmp_path):
+    """Inside one sandbox every channel works (so the reader's finding nothing means something),
+    except the keyrings, which the seccomp filter refuses."""
+    token = secrets.token_hex(8)
+    result, texts = run_notebook(tmp_path, "alone", CHANNELS, WRITE.replace("TOKEN", repr(token)), READ)
+    wrote, found = line_after("WROTE ", texts), line_after("FOUND ", texts)
+    assert wrote is not None and found is not None, (texts, result.stderr[-2000:])
+    for channel in ("keyring_user", "keyring_user_session", "keyring_session", "keyring_persistent"):
+        assert "Operation not permitted" in wrote[channel], wrote
+    for channel in ("sysv_shm", "sysv_sem", "sysv_msg", "posix_mq", "abstract_socket"):
+        assert wrote[channel] == "ok", wrote
+    assert found["sysv_shm"] == found["sysv_msg"] == found["posix_mq"] == token
+    assert found["sysv_sem"] == int(token[:3], 16) and found["abstract_socket"] == token
+    assert any(token in p for p in found["processes"])
+    assert {"/tmp", "/bundle/work"} <= set(wrote["files"])
+    assert set(found["files"].values()) == {token}
+
+
+def test_two_sandboxes_of_one_worker_cannot_pass_a_bit(tmp_path):
+    token, first, found, left = pass_token(tmp_path)
+    assert left == [], "processes of the sandbox user outlived their sandbox"
+    assert found == {}, f"the second sandbox found what the first left: {found}"
+
+
+def test_without_the_seccomp_filter_the_keyrings_pass_a_token(tmp_path, monkeypatch):
+    """The control: with the keyring system calls allowed, the test above does catch the channel.
+    (The reader invalidates every key it finds, leaving the user's keyrings clean.)"""
+    monkeypatch.setattr(sandbox, "REFUSED", ())
+    token, first, found, left = pass_token(tmp_path)
+    assert token in found.get("keyring_user", []) and token in found.get("keyring_persistent", []), found
+    assert set(found) <= {"keyring_user", "keyring_user_session", "keyring_session", "keyring_persistent"}, found
+
+
+# In a fresh single-threaded process: a threaded one (the kernel) may never unshare its user namespace.
+UNSHARE_USER = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                "print('unshared' if libc.unshare(0x10000000) == 0 else f'refused {ctypes.get_errno()}')")
+
+
+def test_no_new_user_namespaces_inside(tmp_path):
+    result, texts = run_notebook(tmp_path, "userns", "import subprocess, sys\n"
+                                 f"print(subprocess.run([sys.executable, '-c', {UNSHARE_USER!r}], "
+                                 "capture_output=True, text=True).stdout.strip())")
+    assert texts[0].strip() == "refused 1", (texts, result.stderr[-2000:])  # EPERM; fork and threads still work
+
+
+# 32-bit getpid by `int 0x80` (mov eax, 20; int 0x80; ret): the i386 system call numbers differ
+# (keyctl is 288), so without the architecture check they would pass the filter.
+INT80_GETPID = """
+import ctypes, mmap, os
+m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+m.write(bytes.fromhex('b814000000cd80c3'))
+print(ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))() == os.getpid())
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="32-bit system calls of x86_64")
+def test_a_32_bit_system_call_kills_the_process(tmp_path):
+    import subprocess
+    import sys
+    here = subprocess.run([sys.executable, "-c", INT80_GETPID], capture_output=True, text=True)
+    if here.stdout.strip() != "True":
+        pytest.skip(f"no 32-bit system calls on this kernel: {here.returncode} {here.stderr[-200:]}")
+    result, texts = run_notebook(tmp_path, "int80", "import subprocess, sys\n"
+                                 f"print(subprocess.run([sys.executable, '-c', {INT80_GETPID!r}]).returncode)")
+    assert texts[0].strip() == "-31", (texts, result.stderr[-2000:])  # SIGSYS
+
+
+def test_the_filter_is_refused_clearly_on_an_unknown_architecture():
+    with pytest.raises(RuntimeError, match="seccomp filter on 'riscv64'"):
+        sandbox.seccomp_program("riscv64")
+    assert len(sandbox.seccomp_program("aarch64")) % 8 == 0
