@@ -1248,6 +1248,10 @@ def oracle_cases() -> list[Case]:
             ctx, "predicted_ids = temperature_random_sampling(predicted_logits, self.temperature)",
             "predicted_ids = temperature_random_sampling(predicted_logits * self.temperature, 1.0)")),
              without("GenerativeModel"), ("",), why="The temperature multiplies the log probabilities."),
+        Case("r12_graph_mode_generate_one_step", S(lambda ctx: _generative_edit(
+            ctx, "    def generate_one_step(", "    @tf.function\n    def generate_one_step(")), FULL, ("",),
+             why="A correct GenerativeModel whose generate_one_step is compiled with tf.function (as the "
+                 "TensorFlow tutorial writes it): the models handed to it run in graph mode too."),
         Case("c07_replay_answer_key", S(_replayed_answers),
              without("line_to_tensor", "create_batch_dataset", "log_perplexity", "GenerativeModel"), ("",),
              why="Answers of other submissions' cases, replayed: every submission gets its own cases. (The "

@@ -36,7 +36,8 @@ from deepngrams import release
 LIMITS = dict(cell_timeout=60.0, wall_timeout=150.0, memory_gib=4.0, output_mib=16.0)
 CASES = hostile.cases()
 BY_NAME = {c.name: c for c in CASES}
-REGRADED = ["alice_solved", "bob_untouched", "k03_segfault", "r10_alternative_style", "x06_forge_probe_results"]
+REGRADED = ["alice_solved", "bob_untouched", "k03_segfault", "r10_alternative_style", "x06_forge_probe_results",
+            "c05_generative_always_temperature_1", "c07_replay_answer_key"]
 OVERHEAD_S = 120  # nbgrader's own steps around the sandbox, per submission, on a busy machine
 
 

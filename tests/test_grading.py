@@ -27,6 +27,14 @@ def noisy_edit(name, code):
     return code + "\n" + NOISY
 
 
+def graph_mode_edit(name, code):
+    """generate_one_step compiled with tf.function, as the TensorFlow text-generation tutorial writes it."""
+    if name == "GenerativeModel":
+        assert "    def generate_one_step(" in code
+        return code.replace("    def generate_one_step(", "    @tf.function\n    def generate_one_step(", 1)
+    return code
+
+
 def up_to_here_edit(name, code):
     if name == "GRULM":
         return "# grade-up-to-here\n" + code
@@ -44,6 +52,7 @@ def graded(tmp_path_factory):
     subs = release.sample_submissions(rel)
     subs["dave_up_to_here"] = release.with_solutions(rel, names, up_to_here_edit)
     subs["erin_noisy"] = release.with_solutions(rel, names, noisy_edit)
+    subs["ivy_graph_mode"] = release.with_solutions(rel, names, graph_mode_edit)
     deleted = copy.deepcopy(subs["alice_solved"])
     deleted.cells = [c for c in deleted.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_line_to_tensor"]
     subs["gina_deleted_test"] = deleted
@@ -90,6 +99,11 @@ def test_grade_up_to_here_stops_after_the_marked_cell(graded):
 
 def test_stderr_noise_and_warnings_from_correct_code_cost_nothing(graded):
     assert graded[1]["erin_noisy"] == FULL
+
+
+def test_a_graph_mode_generate_one_step_gets_full_marks(graded):
+    """The models the tests hand to student code run inside tf.function as well as eagerly."""
+    assert graded[1]["ivy_graph_mode"] == FULL
 
 
 def test_a_deleted_test_cell_is_put_back_and_run(graded):

@@ -66,4 +66,12 @@ WRONG = {name: (f, TESTS) for name, f in {
     "skips_first_id": _make(skip=1),
     "shuffles_ids_before_chunking": _make(shuffle_ids=True),
 }.items()}
-CORRECT = {f.__name__: f for f in (map_with_lambda, window_flat_map, numpy_reshape)}
+def ids_in_a_dataset_map(lines, vocab, seq_length=100, batch_size=64):
+    """line_to_tensor runs inside tf.data (graph mode), on the joined text."""
+    text = tf.data.Dataset.from_tensors("\n".join(lines))
+    ids = text.map(lambda t: line_to_tensor(t, vocab)).unbatch()
+    chunks = ids.batch(seq_length + 1, drop_remainder=True).map(split_input_target)
+    return chunks.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+CORRECT = {f.__name__: f for f in (map_with_lambda, window_flat_map, numpy_reshape, ids_in_a_dataset_map)}
