@@ -1,10 +1,12 @@
 # Every target sets up .venv from requirements.txt (pinned) on first use.
 # nbgrader runs the `alembic` executable, so the virtual environment's bin/ goes on PATH.
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+# The stamp names the requirements and the interpreter: a change of either rebuilds .venv.
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null)
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)-py$(PYTHON_VERSION)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
@@ -24,10 +26,19 @@ help:
 	@echo "make check-data check that data/shakespeare_data.txt is what make data builds"
 	@echo "make clean      remove the virtual environment and scratch files (keeps checkpoints and grades)"
 
+# TensorFlow 2.21's wheels exist for Python 3.11 and 3.12 only (3.11.0 and later: Debian 12's 3.11.2 too).
 $(STAMP): requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' 2>/dev/null || { \
+	  echo "Python 3.11 or 3.12 is needed (TensorFlow 2.21 has wheels for those only); found: $(PYTHON) $(PYTHON_VERSION)."; \
+	  echo "Install python3.11 (Debian 12: apt-get install python3.11 python3.11-venv) or run make PYTHON=/path/to/python3.11"; \
+	  exit 1; }
 	@rm -f $(VENV)/.installed-*
+	@if [ -d $(VENV) ] && [ "$$($(PY) -c 'import platform; print(platform.python_version())' 2>/dev/null)" != "$(PYTHON_VERSION)" ]; then \
+	  echo "Rebuilding $(VENV): it was made with another Python than $(PYTHON) $(PYTHON_VERSION)"; rm -rf $(VENV); fi
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "Could not create $(VENV): Debian's python3.11 needs its venv module (apt-get install python3.11-venv)."; exit 1; }; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt || { \
+	  echo "Installing requirements.txt into $(VENV) failed (see above); the next make tries again."; exit 1; }
 	@touch $@
 
 # The grader runs each submission in a bubblewrap sandbox (Debian package bubblewrap).

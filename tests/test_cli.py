@@ -91,3 +91,42 @@ def test_make_clean_keeps_checkpoints_and_grades(tmp_path):
     assert all((tmp_path / name).exists() for name in kept)
     assert not any((tmp_path / name).exists() for name in removed)
     assert "Kept .cache/checkpoints/" in done.stdout
+
+
+def _fake_python(path, version: str):
+    """A stand-in interpreter that reports `version` and can make no virtual environment."""
+    major, minor = (int(x) for x in version.split(".")[:2])
+    path.write_text("#!/bin/sh\n"
+                    f"case \"$2\" in *python_version*) echo {version};; *version_info*) "
+                    f"[ {major} -eq 3 ] && {{ [ {minor} -eq 11 ] || [ {minor} -eq 12 ]; }} && exit 0; exit 1;; esac\n"
+                    "exit 1\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_make_says_at_once_which_python_is_needed(tmp_path):
+    """A Python TensorFlow has no wheels for is refused before anything is installed, with the fix."""
+    import shutil
+    for name in ("Makefile", "requirements.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    old = _fake_python(tmp_path / "python3.9", "3.9.18")
+    done = subprocess.run(["make", f"PYTHON={old}", "test"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Python 3.11 or 3.12 is needed" in done.stdout and "3.9.18" in done.stdout
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_make_rebuilds_a_half_made_or_foreign_venv(tmp_path):
+    """A .venv made by another interpreter, or without pip, is not trusted: make starts it again
+    (here the stand-in interpreter cannot make one, so make stops with the advice and leaves none)."""
+    import shutil
+    for name in ("Makefile", "requirements.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)  # another version's environment
+    new = _fake_python(tmp_path / "python3.11", "3.11.2")
+    done = subprocess.run(["make", f"PYTHON={new}", "test"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Rebuilding .venv: it was made with another Python" in done.stdout
+    assert "apt-get install python3.11-venv" in done.stdout
+    assert not (tmp_path / ".venv").exists()
