@@ -1181,6 +1181,30 @@ def log_perplexity(preds, target):
 '''
 
 
+KEYRING_LEFT_BEHIND = LEAK + '''
+import ctypes, os
+_libc = ctypes.CDLL(None, use_errno=True)
+_ADD_KEY, _KEYCTL = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+_persistent = _libc.syscall(_KEYCTL, 22, -1, -3)  # KEYCTL_GET_PERSISTENT: outlives the process
+for _ring in (-4, -5, -3, _persistent):  # user, user-session, session, persistent keyrings
+    if _ring == -1:
+        continue
+    if _libc.syscall(_ADD_KEY, b"user", b"deepngrams-hostile-note", b"left for the next sandbox", 25, _ring) >= 0:
+        _leak("a key was added to keyring", _ring)
+print("keyrings: refused")
+'''
+
+PROCESSES_TOGETHER_OVER_MEMORY = INSIDE_BWRAP + '''
+import subprocess, sys
+if _inside_own_process_tree():  # outside a sandbox this would really take 5 GiB: do nothing
+    _children = [subprocess.Popen([sys.executable, "-c",
+                                   "import time; b = bytearray(1 << 30); b[::4096] = bytes(1 << 18); time.sleep(120)"])
+                 for _ in range(5)]
+    for _child in _children:
+        _child.wait()
+'''
+
+
 def _solved_with(ctx: Context, exercise: str, code: str):
     """The solved notebook with one exercise's solution cell replaced by `code`."""
     nb = copy.deepcopy(ctx.solved)
@@ -1230,6 +1254,13 @@ def _replayed_answers(ctx: Context):
 def oracle_cases() -> list[Case]:
     S = lambda f: (lambda ctx: Submission(f(ctx)))  # noqa: E731
     return [
+        Case("s01_keyring_left_behind", S(lambda ctx: at_end(ctx.solved, KEYRING_LEFT_BEHIND)), FULL, ("",),
+             why="A correct notebook that tries to leave a note in the kernel keyrings (the user's, the session's "
+                 "and the persistent one) for the next sandbox of its worker: refused."),
+        Case("m04_processes_together_over_memory", S(lambda ctx: at_end(ctx.solved, PROCESSES_TOGETHER_OVER_MEMORY)),
+             FULL, ("memory limit",),
+             why="Five processes of 1 GiB each, every one under the per-process limit, together over the "
+                 "sandbox's 4 GiB: stopped with the memory reason, after every graded cell ran."),
         Case("c01_grulm_calls_the_pretrained_model", S(lambda ctx: _solved_with(ctx, "GRULM", ORACLE_GRULM_PRETRAINED)),
              without("GRULM"), ("",), why="GRULM's call delegates to w1_unittest.pretrained_lm(): the grader's "
                                           "weights are drawn for this submission, and the stand-in has no model."),
