@@ -81,13 +81,19 @@ def _first_line(error: BaseException) -> str:
     return ""
 
 
+def _cell_numbers() -> dict:
+    """IPython's cell files -> their prompt numbers (In [k]); empty outside a kernel."""
+    try:
+        from IPython import get_ipython
+        return dict(get_ipython().compile._filename_map)
+    except Exception:  # noqa: BLE001 - no kernel, or another IPython: the line number still helps
+        return {}
+
+
 def _failure(error: BaseException) -> dict:
     """What the student's code raised, and where in the student's cells (IPython's cell files)."""
     import traceback
-    try:
-        cells = get_ipython().compile._filename_map  # noqa: F821 - the kernel's own; absent outside IPython
-    except Exception:  # noqa: BLE001
-        cells = {}
+    cells = _cell_numbers()
     frames = [f for f in traceback.extract_tb(error.__traceback__)
               if f.filename in cells or "ipykernel_" in f.filename or f.filename.startswith("<ipython-input")]
     out = {"error": f"{type(error).__name__}: {_first_line(error)}", "message": _first_line(error)[:2000],
