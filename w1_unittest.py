@@ -150,9 +150,9 @@ def _short(value, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _first_line(error: BaseException) -> str:
-    """The exception's first meaningful line: no terminal codes, no TensorFlow or Keras boilerplate,
-    not cut in the middle of a sentence."""
+def _first_line(error) -> str:
+    """The exception's (or its message's) first meaningful line: no terminal codes, no TensorFlow or
+    Keras boilerplate, not cut in the middle of a sentence."""
     import re
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(error))
     for line in text.splitlines():

@@ -494,22 +494,34 @@ def _array(o, dtype=np.float64):
 
 
 @functools.lru_cache(maxsize=1)
-def keras3_pitfalls(path: Path = ROOT / "w1_unittest.py") -> tuple:
-    """w1_unittest's table of Keras 3 breaks (where the sign shows, the sign, the fix), read without
-    importing it: the students' tests and the grader's feedback give the same advice."""
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "KERAS3_PITFALLS" for t in node.targets):
-            return tuple(tuple(entry) for entry in ast.literal_eval(node.value))
-    raise RuntimeError(f"{path} has no KERAS3_PITFALLS table")
+def _from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
+    """w1_unittest's table of Keras 3 breaks and its two functions that read an exception
+    (`_first_line`, `pitfall_hint`), taken from its source without importing it (that would load
+    TensorFlow): the students' tests and the grader's feedback describe an error the same way."""
+    wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint"}
+    nodes = [node for node in ast.parse(path.read_text(encoding="utf-8")).body
+             if isinstance(node, ast.FunctionDef) and node.name in wanted
+             or isinstance(node, ast.Assign) and any(getattr(t, "id", "") in wanted for t in node.targets)]
+    namespace: dict = {}
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), str(path), "exec"), namespace)  # noqa: S102 - the bundle's own file
+    missing = wanted - set(namespace)
+    if missing:
+        raise RuntimeError(f"{path} lacks {', '.join(sorted(missing))}")
+    return namespace
+
+
+def keras3_pitfalls() -> tuple:
+    return tuple(tuple(entry) for entry in _from_w1_unittest()["KERAS3_PITFALLS"])
+
+
+def first_line(message: str) -> str:
+    """An exception's first meaningful line (no terminal codes, no TensorFlow boilerplate)."""
+    return _from_w1_unittest()["_first_line"](message)
 
 
 def pitfall_hint(message: str, code_lines: list) -> str:
     """The fix for a known Keras 3 break ("" when the error is not one of them)."""
-    for where, sign, hint in keras3_pitfalls():
-        haystack = message if where == "message" else "\n".join(str(line) for line in code_lines)
-        if sign.lower() in haystack.lower():
-            return hint
-    return ""
+    return _from_w1_unittest()["pitfall_hint"](message, [str(line) for line in code_lines])
 
 
 def _raised(o: dict, hidden: bool) -> str:
@@ -518,7 +530,7 @@ def _raised(o: dict, hidden: bool) -> str:
     when it is a known Keras 3 break."""
     error = str(o.get("error", ""))
     name, _, message = error.partition(":")
-    message = str(o.get("message", message)).strip()
+    message = first_line(str(o.get("message", message)))
     text = f"raised {name.strip()}" if hidden or not message else f"raised {name.strip()}: {message}"
     where = o.get("where") if isinstance(o.get("where"), dict) else {}
     if isinstance(where.get("line"), int):

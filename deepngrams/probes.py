@@ -68,19 +68,6 @@ def _array(data, dtype="float32"):
     return np.asarray(data, dtype=dtype)
 
 
-def _first_line(error: BaseException) -> str:
-    """The exception's first meaningful line: no terminal codes, no TensorFlow or Keras boilerplate."""
-    import re
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(error))
-    for line in text.splitlines():
-        line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
-        line = re.sub(r"\s*\[Op:\w+\]( name: .*)?$", "", line).strip()
-        if line and not line.startswith(("Exception encountered when calling", "Arguments received by",
-                                          "Graph execution error", "Detected at node", "\u2022")):
-            return line[:1000]
-    return ""
-
-
 def _cell_numbers() -> dict:
     """IPython's cell files -> their prompt numbers (In [k]); empty outside a kernel."""
     try:
@@ -96,8 +83,8 @@ def _failure(error: BaseException) -> dict:
     cells = _cell_numbers()
     frames = [f for f in traceback.extract_tb(error.__traceback__)
               if f.filename in cells or "ipykernel_" in f.filename or f.filename.startswith("<ipython-input")]
-    out = {"error": f"{type(error).__name__}: {_first_line(error)}", "message": _first_line(error)[:2000],
-           "code": [(f.line or "")[:300] for f in frames[-8:]]}
+    # The raw message: the grader picks its meaningful line (the same way w1_unittest does).
+    out = {"error": type(error).__name__, "message": str(error)[:4000], "code": [(f.line or "")[:300] for f in frames[-8:]]}
     if frames:
         cell = cells.get(frames[-1].filename)
         out["where"] = {"cell": cell if isinstance(cell, int) else None, "line": frames[-1].lineno}

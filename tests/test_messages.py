@@ -137,7 +137,7 @@ def test_a_failure_shared_by_several_cases_is_said_once_with_their_number():
 
 
 def test_hidden_cases_name_the_exception_type_only():
-    o = {"error": "ValueError: the hidden line was 'xyz'", "message": "the hidden line was 'xyz'",
+    o = {"error": "ValueError", "message": "the hidden line was 'xyz'",
          "where": {"cell": 3, "line": 2}, "code": ["raise ValueError(line)"]}
     assert checks._raised(o, hidden=True) == "raised ValueError (your code: In [3], line 2)"
     assert "xyz" in checks._raised(o, hidden=False)
@@ -150,5 +150,5 @@ def test_the_grader_reads_the_same_table_as_the_students_tests():
 def test_first_lines_drop_tensorflow_boilerplate_and_terminal_codes():
     error = ValueError("Exception encountered when calling GRU.call().\n\n\x1b[1m{{function_node __wrapped__Pack_N_2}} "
                        "Shapes of all inputs must match: a != b [Op:Pack] name: \x1b[0m\n\nArguments received by x")
-    assert probes._first_line(error) == "Shapes of all inputs must match: a != b"
+    assert checks.first_line(str(error)) == "Shapes of all inputs must match: a != b"
     assert w1_unittest._first_line(error) == "Shapes of all inputs must match: a != b"
