@@ -127,7 +127,7 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
         return "valid JSON but not a notebook (no cells): hand in the .ipynb file itself", []
     version = data.get("nbformat")
     if version != 4:
-        return f"nbformat {str(version)[:20]!r} is not supported: open it in JupyterLab and save it (nbformat 4)", []
+        return f"nbformat {repr(version)[:20]} is not supported: open it in JupyterLab and save it (nbformat 4)", []
     cells = data.get("cells")
     if isinstance(cells, list) and len(cells) > MAX_CELLS:
         return (f"too many cells ({len(cells)}, at most {MAX_CELLS}): hand in the assignment's notebook "
