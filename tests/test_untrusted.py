@@ -64,10 +64,11 @@ def test_no_script_frame_form_or_remote_resource(attack, gone):
 def test_the_notebooks_own_images_and_markup_stay():
     fragment = (f'<div class="output_png output_subarea"><img src="{PNG}" alt="plot"></div>'
                 '<table class="dataframe"><tr><th>a</th><td><code>x</code></td></tr></table>'
-                '<h2 id="sec">Title</h2><pre><span class="k">def</span></pre>')
+                '<h2 id="sec">Title</h2><pre><span class="k">def</span></pre><a name="top"></a>')
     out = clean_html(fragment)
     assert f'src="{PNG}"' in out and 'class="output_png output_subarea"' in out
     assert '<table class="dataframe">' in out and '<h2 id="sec">' in out and '<span class="k">' in out
+    assert '<a name="top"' in out
 
 
 def test_feedback_page_has_a_csp_keeps_styles_and_drops_every_script():
