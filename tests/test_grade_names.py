@@ -2,7 +2,8 @@
 
 One small batch (`grade.main`, two workers) grades a solved notebook under folder names that
 nbgrader's paths, globs and CSV cannot take, one whose graded test cell carries terminal escape
-sequences as its id (in a folder named like a spreadsheet formula), one whose merge fails, and
+sequences as its id and whose markdown links to scripts and a tracking image (in a folder named
+like a spreadsheet formula), one whose merge fails, and
 one folder whose name is not UTF-8. The tests read what the batch printed and wrote.
 """
 import contextlib
@@ -12,6 +13,7 @@ import io
 import os
 import shutil
 import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -32,8 +34,16 @@ def _solved() -> nbformat.NotebookNode:
     return nbformat.read(str(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"), 4)
 
 
+HOSTILE_MARKDOWN = """[click](javascript:alert('HOSTILE_JS')) [also](JaVaScRiPt:alert(1))
+[page](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)
+![pixel](https://tracker.example.org/HOSTILE_PIXEL.gif)
+<img src="https://tracker.example.org/HOSTILE_IMG.gif"> <a href="https://example.org/ok">a fine link</a>
+"""
+
+
 def _with_escaped_grade_id(nb):
     nb = copy.deepcopy(nb)
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(HOSTILE_MARKDOWN))
     cell = nbformat.v4.new_code_cell('print("All tests passed")')
     cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 5,
                                  "grade_id": ESCAPES, "schema_version": 3}
@@ -119,6 +129,10 @@ def test_no_control_character_or_live_formula_reaches_a_person(batch):
                 assert not any(cell[:1] == "-" and not _number(cell) for cell in row), row
     page = (course / "feedback" / "=2+5" / release.ASSIGNMENT / "deep_ngrams.html").read_text()
     assert 'http-equiv="Content-Security-Policy"' in page and "<script" not in page.lower()
+    urls = _urls(page)  # of elements, not text: escaped markup may show as text, it does not load
+    assert ("a", "https://example.org/ok") in urls
+    assert not [u for _, u in urls if u.lower().startswith(("javascript", "data:text"))], urls
+    assert not [u for tag, u in urls if tag != "a" and not u.startswith("data:image/")], urls
 
 
 def test_a_failed_merge_costs_that_student_only(batch):
@@ -138,6 +152,18 @@ def test_a_name_that_is_not_utf8_is_refused_before_the_batch(batch):
     assert not (course / "autograded" / NOT_UTF8).exists() and not (course / "feedback" / NOT_UTF8).exists()
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         assert NOT_UTF8 not in {s.id for s in gb.students}
+
+
+def _urls(page: str) -> list[tuple[str, str]]:
+    """(tag, URL) of every href and src of the page's elements."""
+    found = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend((tag, v) for k, v in attrs if k in ("href", "src") and v)
+
+    Parser().feed(page)
+    return found
 
 
 def _number(cell: str) -> bool:
