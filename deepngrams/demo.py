@@ -3,7 +3,8 @@
     python -m deepngrams demo [--course grader]
 
 It runs nbgrader's own commands in the course directory (generate_assignment to record the
-assignment in the gradebook, autograde, generate_feedback, export), then reads the gradebook.
+assignment in the gradebook, autograde, generate_feedback), makes the feedback pages safe to
+open, writes grades.csv with nbgrader export's columns, then reads the gradebook.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from .atomic import atomic_path
 from .release import ASSIGNMENT, COURSE_DIR, exercise_names, nbgrader
 
 
@@ -57,6 +57,10 @@ def score_table(course_dir: Path, reasons: dict[str, str] | None = None):
 
 
 def format_table(names: list[str], rows) -> str:
+    """The score table as text for a terminal: student ids and reasons are shown with every
+    control character escaped (deepngrams.untrusted.printable)."""
+    from .untrusted import printable
+    rows = [(printable(student), scores, printable(reason)) for student, scores, reason in rows]
     short = {n: n.replace("temperature_random_sampling", "temperature_sampling") for n in names}
     header = ["student"] + [short[n] for n in names] + ["total", "note"]
     lines = []
@@ -98,11 +102,11 @@ def run(course_dir: Path = COURSE_DIR) -> tuple[int, list[str], list]:
                 print(f"The source notebook's cells changed since these submissions were graded. To grade "
                       f"again from scratch, remove {course_dir / 'gradebook.db'} (its grades are lost).",
                       file=sys.stderr)
+    from .grade import _publish_feedback, export_grades
+    if (course_dir / "feedback").is_dir():
+        _publish_feedback(course_dir / "feedback")
     csv = course_dir / "grades.csv"
-    with atomic_path(csv) as tmp:
-        done = nbgrader("export", f"--CsvExportPlugin.to={tmp}", cwd=course_dir)
-        if done.returncode != 0:
-            raise RuntimeError(f"nbgrader export failed:\n{done.stderr}")
+    export_grades(course_dir)  # nbgrader export's columns, quoted properly
     names, rows = score_table(course_dir, reasons)
     print()
     print(format_table(names, rows))

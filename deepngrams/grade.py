@@ -20,7 +20,9 @@ graded test cell replaced by a probe, and the grader judges the probes' observat
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
+import contextlib
 import copy
 import csv
 import errno
@@ -30,9 +32,12 @@ import io
 import json
 import os
 import queue
+import secrets
 import shutil
+import signal
 import sqlite3
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,14 +45,17 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_path, write_bytes
+from .atomic import _umask, atomic_path, write_bytes
 from .config import ROOT
 from .nbgrader_steps import _nbgrader
 from .sandbox import Limits, RunResult
+from .untrusted import clean_feedback_html, csv_cell, printable
 
 ASSIGNMENT = "deep_ngrams"
 COURSE_DIR = ROOT / "grader"
 MAX_NOTEBOOK_BYTES = 20 * 2**20
+MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
+WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit
 PROBE_CELL = "__import__('sys').modules['deepngrams_probes'].run({probe!r}, globals(), {inputs!r})"
 UNKNOWN_CELL = 'raise RuntimeError("This graded cell is not known to the grader, so it earns nothing.")'
 PASSED = "All tests passed (checked by the grader).\n"
@@ -58,6 +66,8 @@ NOT_GRADED_PAGE = """<!DOCTYPE html>
 <p>Student: {student}</p><p>Reason: {reason}</p><p>Every exercise scores 0. Fix this and hand it in again.</p>
 </body></html>
 """
+GRADES_COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
+                  "raw_score", "late_submission_penalty", "score", "max_score"]  # nbgrader's CsvExportPlugin
 
 
 @dataclass
@@ -115,7 +125,11 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
         return "valid JSON but not a notebook (no cells): hand in the .ipynb file itself", []
     version = data.get("nbformat")
     if version != 4:
-        return f"nbformat {version!r} is not supported: open it in JupyterLab and save it (nbformat 4)", []
+        return f"nbformat {repr(version)[:20]} is not supported: open it in JupyterLab and save it (nbformat 4)", []
+    cells = data.get("cells")
+    if isinstance(cells, list) and len(cells) > MAX_CELLS:
+        return (f"too many cells ({len(cells)}, at most {MAX_CELLS}): hand in the assignment's notebook "
+                f"with your answers"), []
     try:
         nb = nbformat.reads(json.dumps(data), as_version=4)
         nbformat.validate(nb)
@@ -126,10 +140,11 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
     if kernel.get("language", "python") != "python" or "python" not in str(kernel.get("name", "python3")):
         notes.append(f"kernel {kernel.get('name')!r} replaced by the course's python3")
     ids = [_nbgrader(c).get("grade_id") for c in nb.cells]
-    for gid in sorted({i for i in ids if i and ids.count(i) > 1}):
-        notes.append(f"cell {gid} appears {ids.count(gid)} times: only the first counts")
+    counts = collections.Counter(i for i in ids if isinstance(i, str) and i)  # linear: a notebook may have many cells
+    for gid in sorted(g for g, n in counts.items() if n > 1):
+        notes.append(f"cell {gid} appears {counts[gid]} times: only the first counts")
     for gid in graded_ids:
-        if gid not in ids:
+        if gid not in counts:
             notes.append(f"deleted cell {gid} put back")
     for cell in nb.cells:
         gid = _nbgrader(cell).get("grade_id")
@@ -298,12 +313,56 @@ def worker_main(argv: list[str]) -> int:
     return 0
 
 
-def _worker(private: Path, student: str, env: dict) -> tuple[int, str]:
-    import subprocess
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a process, its process group and every process below it (the sandbox runs in a
+    session of its own, so the group alone would miss it)."""
+    import psutil
+    try:
+        below = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        below = []
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for p in below:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    proc.wait()
+
+
+def _worker(private: Path, student: str, env: dict, timeout: float | None = None) -> tuple[int | None, str]:
+    """Run `worker_main` in a child process; past `timeout` seconds it is killed with everything
+    it started, and the status is None."""
     code = "import sys; from deepngrams.grade import worker_main; sys.exit(worker_main(sys.argv[1:]))"
-    done = subprocess.run([sys.executable, "-c", code, str(private), student], cwd=private, env=env,
-                          capture_output=True, text=True)
-    return done.returncode, done.stderr.strip()[-300:]
+    proc = subprocess.Popen([sys.executable, "-c", code, str(private), student], cwd=private, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, errors="replace", start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc)
+        return None, f"nbgrader's steps ran over {timeout:g} s and were stopped"
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+    return proc.returncode, err.strip()[-300:]
+
+
+def internal_id(student: str) -> str:
+    """The name a student is graded under inside the grader: nbgrader globs paths and builds file
+    names from student ids, so a folder name with a comma, a glob bracket, a newline or 250 bytes
+    must never reach it."""
+    return "s" + hashlib.sha256(student.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def unusable_name(student: str) -> str:
+    """Why a student folder's name cannot be used as a student id ("" if it can)."""
+    try:
+        student.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the student folder's name is not valid UTF-8: rename the folder"
+    if not student.strip():
+        return "the student folder's name is blank: rename the folder"
+    return ""
 
 
 def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
@@ -311,18 +370,20 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
     """Autograde one student's submission in a private course under `work`; returns its report.
 
     The private course holds a copy of the gradebook and of the submission, and the course's
-    source (linked). The run's reason and notes come back in the report; the graded notebook,
+    source (linked); in it the student has an internal id (`internal_id`), never the folder's
+    name. The run's reason and notes come back in the report; the graded notebook,
     feedback and gradebook stay in `work` for the caller to merge.
     """
     start = time.monotonic()
     sub_dir = course / "submitted" / student / ASSIGNMENT
+    inner = internal_id(student)
     private = work / "course"
-    (private / "submitted" / student / ASSIGNMENT).mkdir(parents=True)
+    (private / "submitted" / inner / ASSIGNMENT).mkdir(parents=True)
     os.symlink((course / "source").resolve(), private / "source")
     shutil.copy(template_db, private / "gradebook.db")
     graded_ids = json.loads(checks_path.read_text())["graded_ids"]
     reason, notes = "", []
-    target = private / "submitted" / student / ASSIGNMENT
+    target = private / "submitted" / inner / ASSIGNMENT
     handed_in = sorted(p.name for p in sub_dir.glob("*.ipynb"))
     if any(p.is_symlink() for p in (sub_dir.parent, sub_dir)):
         reason = "the submission folder is a link: hand in the files themselves"
@@ -349,11 +410,11 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
                DEEPNGRAMS_GRADE_JOB=json.dumps({"checks": str(checks_path), "scratch": str(work / "scratch"),
                                                 "slot": slot, "limits": asdict(limits), "report": str(report_path),
                                                 "sandboxed": sandboxed, "threads": threads}))
-    status, message = _worker(private, student, env)
+    status, message = _worker(private, inner, env, limits.wall_timeout + WORKER_MARGIN_S)
     if status != 0 and not reason:
         reason = f"nbgrader could not grade it: {message[:200]}"
     run = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    return {"student": student, "reason": reason or run.get("reason", ""), "notes": notes,
+    return {"student": student, "internal": inner, "reason": reason or run.get("reason", ""), "notes": notes,
             "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0}
 
 
@@ -370,10 +431,73 @@ def _copy_db(src: Path, dst: Path) -> None:
         a.backup(b)
 
 
+def _publish_feedback(folder: Path) -> None:
+    """Every HTML page in `folder` made safe to open (deepngrams.untrusted.clean_feedback_html)."""
+    for page in folder.rglob("*.html"):
+        if page.is_file() and not page.is_symlink():
+            page.write_text(clean_feedback_html(page.read_text(encoding="utf-8", errors="replace"),
+                                                f"{ASSIGNMENT}: feedback"), encoding="utf-8")
+
+
+def _stage(course: Path, report: dict, kind: str) -> Path:
+    """A new folder for course/`kind`/<student>, beside it under a random name."""
+    src = Path(report["private"]) / kind / report.get("internal", report["student"])
+    (course / kind).mkdir(exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=".new-", dir=course / kind))
+    if src.is_dir():
+        shutil.copytree(src, fresh, dirs_exist_ok=True, symlinks=True)
+    elif kind == "feedback":  # nothing nbgrader could grade: the feedback is the reason
+        page = fresh / ASSIGNMENT / f"{ASSIGNMENT}.html"
+        page.parent.mkdir()
+        page.write_text(NOT_GRADED_PAGE.format(student=html.escape(report["student"]),
+                                               reason=html.escape(report["reason"] or "not graded")))
+    if kind == "feedback":
+        _publish_feedback(fresh)
+    os.chmod(fresh, 0o755 & ~_umask())
+    return fresh
+
+
 def merge(course: Path, report: dict) -> None:
-    """Write one student's grades into the course's gradebook: a new file renamed over the old."""
+    """Write one student's result into the course: graded notebook and feedback folders, then the
+    gradebook (a new file renamed over the old). If any step fails, the course is left as it was.
+
+    The private course knows the student by the internal id; here the real id is used, for the
+    gradebook and for the folders in autograded/ and feedback/ (temporary folders beside them
+    get random names, so a long or odd student id never makes a longer one)."""
+    student = report["student"]
+    staged: dict[str, Path] = {}
+    swapped: list[tuple[Path, Path | None]] = []  # (destination, where its old content went)
+    try:
+        for kind in ("autograded", "feedback"):
+            staged[kind] = _stage(course, report, kind)
+        for kind, fresh in staged.items():
+            dst = course / kind / student
+            old = None
+            if dst.exists() or dst.is_symlink():
+                old = course / kind / f".old-{secrets.token_hex(8)}"
+                dst.rename(old)
+            swapped.append((dst, old))
+            fresh.rename(dst)
+        _merge_gradebook(course, report)
+    except BaseException:
+        for dst, old in reversed(swapped):
+            if dst.is_dir() and not dst.is_symlink():
+                shutil.rmtree(dst, ignore_errors=True)
+            if old is not None:
+                old.rename(dst)
+        raise
+    finally:
+        for fresh in staged.values():
+            shutil.rmtree(fresh, ignore_errors=True)
+    for _, old in swapped:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _merge_gradebook(course: Path, report: dict) -> None:
     from nbgrader.api import Gradebook
     student = report["student"]
+    inner = report.get("internal", student)
     db = course / "gradebook.db"
     private = Path(report["private"])
     with atomic_path(db) as tmp, warnings.catch_warnings():
@@ -384,7 +508,7 @@ def merge(course: Path, report: dict) -> None:
             grades = {}
             if report["graded"]:
                 with Gradebook(_db(private / "gradebook.db")) as pgb:
-                    psub = pgb.find_submission(ASSIGNMENT, student)
+                    psub = pgb.find_submission(ASSIGNMENT, inner)
                     timestamp = psub.timestamp
                     for nb in psub.notebooks:
                         for g in nb.grades:
@@ -397,25 +521,6 @@ def merge(course: Path, report: dict) -> None:
                     g.auto_score, g.needs_manual_grade = grades.get((nb.name, g.name), (0.0, False))
                     g.manual_score = None
             gb.db.commit()
-    for kind in ("autograded", "feedback"):
-        src, dst = private / kind / student, course / kind / student
-        fresh = course / kind / f".{student}.new"
-        shutil.rmtree(fresh, ignore_errors=True)
-        if src.is_dir():
-            shutil.copytree(src, fresh)
-        else:
-            fresh.mkdir(parents=True)
-            if kind == "feedback":  # nothing nbgrader could grade: the feedback is the reason
-                page = fresh / ASSIGNMENT / f"{ASSIGNMENT}.html"
-                page.parent.mkdir()
-                page.write_text(NOT_GRADED_PAGE.format(student=html.escape(student),
-                                                       reason=html.escape(report["reason"] or "not graded")))
-        old = course / kind / f".{student}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if dst.exists():
-            dst.rename(old)
-        fresh.rename(dst)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def scores_of(course: Path, student: str) -> dict:
@@ -573,13 +678,17 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                           if (p / ASSIGNMENT).is_dir()) if (course / "submitted").is_dir() else []
     unknown = sorted(set(students or []) - set(all_students))
     if unknown:
-        raise ValueError(f"no submission from {', '.join(unknown)} in {course / 'submitted'}")
+        raise ValueError(f"no submission from {', '.join(map(repr, unknown))} in {course / 'submitted'}")
     chosen = students or all_students
     ensure_assignment(course)
     version = grader_version(course)
     outcomes: dict[str, Outcome] = {}
+    refused = {s: problem for s in all_students if (problem := unusable_name(s))}
     todo = []
     for student in chosen:
+        if student in refused:  # before anything is written for it
+            outcomes[student] = Outcome(student, reason=f"not graded: {refused[student]}")
+            continue
         saved = saved_outcome(course, student, version)
         if saved and not force:
             outcomes[student] = saved
@@ -604,7 +713,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                 slot = slots.get()
                 try:
                     return grade_one(course, student, template, checks_path, slot, limits,
-                                     Path(tempfile.mkdtemp(prefix=f"{student}-", dir=batch)), sandboxed, threads)
+                                     Path(tempfile.mkdtemp(prefix="s-", dir=batch)), sandboxed, threads)
                 finally:
                     slots.put(slot)
 
@@ -618,34 +727,69 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                     except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
                         report = {"student": student, "reason": f"grader error: {type(e).__name__}: {e}",
                                   "notes": [], "seconds": 0.0, "private": str(batch / "none"), "graded": False}
-                    merge(course, report)
-                    shutil.rmtree(report["private"], ignore_errors=True)
-                    outcome = Outcome(student, scores_of(course, student), report["reason"], report["notes"],
-                                      report["seconds"])
-                    write_bytes(_marker(course, student), json.dumps(
-                        {"submission": submission_hash(course, student), "grader": version, "reason": outcome.reason,
-                         "notes": outcome.notes, "seconds": outcome.seconds}, indent=1).encode())
-                    outcomes[student] = outcome
-                    bar.set_postfix_str(student[:20])
+                    outcomes[student] = record(course, report, version)
+                    bar.set_postfix_str(printable(student[:20]))
                     bar.update()
             bar.close()
     finally:
         shutil.rmtree(batch, ignore_errors=True)
     export_grades(course)
     results = [outcomes[s] for s in sorted(outcomes)]
-    everyone = {s: outcomes.get(s) or saved_outcome(course, s) for s in all_students}
+    everyone = {s: outcomes.get(s) or (None if s in refused else saved_outcome(course, s)) for s in all_students}
     write_report(course, [o for _, o in sorted(everyone.items()) if o is not None])
     return results
 
 
+def record(course: Path, report: dict, version: str) -> Outcome:
+    """Merge one student's report into the course and mark it graded; a failure here costs
+    this student alone (the gradebook stays as it was, no marker, a reason in the report)."""
+    student = report["student"]
+    try:
+        merge(course, report)
+        outcome = Outcome(student, scores_of(course, student), report["reason"], report["notes"], report["seconds"])
+        write_bytes(_marker(course, student), json.dumps(
+            {"submission": submission_hash(course, student), "grader": version, "reason": outcome.reason,
+             "notes": outcome.notes, "seconds": outcome.seconds}, indent=1).encode())
+    except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
+        outcome = Outcome(student, {}, f"not graded: the result could not be saved ({type(e).__name__}: {e})",
+                          report["notes"], report["seconds"])
+        with contextlib.suppress(OSError):
+            _marker(course, student).unlink()
+    finally:
+        shutil.rmtree(report["private"], ignore_errors=True)
+    return outcome
+
+
 def export_grades(course: Path) -> None:
-    """nbgrader's grades CSV, written atomically."""
-    from .release import nbgrader
-    csv_path = course / "grades.csv"
-    with atomic_path(csv_path) as tmp:
-        done = nbgrader("export", f"--CsvExportPlugin.to={tmp}", cwd=course)
-        if done.returncode != 0:
-            raise RuntimeError(f"nbgrader export failed:\n{done.stderr[-1000:]}")
+    """grades.csv from the gradebook, with the columns and values of `nbgrader export`, written
+    atomically. nbgrader's exporter joins fields with commas unquoted; here every cell is quoted
+    where needed and text cells cannot start a spreadsheet formula."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    def text(value) -> str:
+        return "" if value is None else csv_cell(value)
+
+    def number(value) -> str:
+        return "" if value is None else str(value)
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(GRADES_COLUMNS)
+    with warnings.catch_warnings(), Gradebook(_db(course / "gradebook.db")) as gb:
+        warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's own session use
+        for assignment in gb.assignments:
+            for student in gb.students:
+                try:
+                    sub = gb.find_submission(assignment.name, student.id)
+                except MissingEntry:
+                    timestamp, raw, penalty, score = "", 0.0, 0.0, 0.0
+                else:
+                    timestamp, raw, penalty = sub.timestamp, sub.score, sub.late_submission_penalty
+                    score = max(0.0, raw - penalty)
+                w.writerow([text(assignment.name), text(assignment.duedate), text(timestamp), text(student.id),
+                            text(student.last_name), text(student.first_name), text(student.email),
+                            number(raw), number(penalty), number(score), number(assignment.max_score)])
+    write_bytes(course / "grades.csv", buf.getvalue().encode())
 
 
 def write_report(course: Path, outcomes: list[Outcome]) -> None:
@@ -657,8 +801,8 @@ def write_report(course: Path, outcomes: list[Outcome]) -> None:
     w.writerow(["student", *names, "total", "out_of", "seconds", "reason", "notes"])
     for o in outcomes:
         got, out_of = o.total
-        w.writerow([o.student, *[f"{o.scores[n][0]:g}" if n in o.scores else "" for n in names], f"{got:g}",
-                    f"{out_of:g}", f"{o.seconds:.1f}", o.reason, "; ".join(o.notes)])
+        w.writerow([csv_cell(o.student), *[f"{o.scores[n][0]:g}" if n in o.scores else "" for n in names],
+                    f"{got:g}", f"{out_of:g}", f"{o.seconds:.1f}", csv_cell(o.reason), csv_cell("; ".join(o.notes))])
     write_bytes(course / "report.csv", buf.getvalue().encode())
 
 
@@ -693,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcomes = grade(course, workers=args.workers, force=args.force, students=args.student, limits=limits)
     except (RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     print()
     print(format_report(outcomes))

@@ -1,0 +1,120 @@
+"""Text a student controls, made safe for where it goes: a terminal, a spreadsheet, a browser.
+
+Student ids (folder names), grade ids, reasons built from them, exception text and the
+feedback pages all carry what a student wrote. Each helper here is used at the point where
+such text leaves the grader: `printable` for the terminal, `csv_cell` for CSV files read by
+spreadsheets, `clean_feedback_html` for the HTML pages handed back to students.
+"""
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+import nh3
+
+# Spreadsheets run a cell starting with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+# The feedback page may load nothing from anywhere: no script, no remote image, font or style.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; form-action 'none'; base-uri 'none'"
+
+_IMAGE = re.compile(r"data:image/(png|jpeg|gif);base64,[A-Za-z0-9+/=\s]*\Z")
+_LINK_SCHEMES = ("http:", "https:", "mailto:")
+_TAGS = set(nh3.ALLOWED_TAGS) - {"map", "area"}
+_ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()}
+_ATTRIBUTES["*"] = _ATTRIBUTES.get("*", set()) | {"class", "id", "title"}
+_ATTRIBUTES["img"] = {"src", "alt", "width", "height"}
+_ATTRIBUTES["a"] = {"href", "title", "name"}  # name: the page's own "#top" anchor
+_STYLE = re.compile(r"<style\b[^>]*>.*?</style\s*>", re.S | re.I)
+_HEAD = re.compile(r"<head\b[^>]*>(.*?)</head\s*>", re.S | re.I)
+_BODY = re.compile(r"<body\b([^>]*)>(.*)</body\s*>", re.S | re.I)
+_BODY_CLASS = re.compile(r"""\bclass\s*=\s*(["'])([\w\s-]*)\1""")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _unsafe(char: str) -> bool:
+    # Cc: C0 and C1 controls and DEL (escape sequences, bells, NUL, newlines); Cf: format
+    # characters (bidi overrides, zero-width); Cs: lone surrogates from undecodable file
+    # names; Zl/Zp: line and paragraph separators.
+    return unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def printable(text: object) -> str:
+    """`text` with every control or format character written as a visible escape (`\\x1b`),
+    so that printing it cannot move the cursor, clear the screen, retitle the window or
+    reorder what is shown around it."""
+    text = str(text)
+    if text.isprintable() and text.isascii():
+        return text
+    return "".join(_escape(c) if _unsafe(c) else c for c in text)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip() == text and text.lower().lstrip("+-") not in ("inf", "infinity", "nan")
+
+
+def csv_cell(text: object) -> str:
+    """A CSV cell that a spreadsheet shows as text: printable, and a leading =, +, -, @, tab or
+    carriage return neutralised by a leading apostrophe (numbers such as -1.5 stay numbers)."""
+    raw = str(text)
+    cell = printable(raw)
+    if _is_number(raw):
+        return cell
+    if raw.lstrip(" ").startswith(FORMULA_START) or cell.lstrip(" ").startswith(FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+def _attribute(tag: str, name: str, value: str) -> str | None:
+    """Links only to the web or mail; images only the notebook's own inline pictures."""
+    if tag == "img" and name == "src":
+        return value if _IMAGE.match(value.strip()) else None
+    if name == "href":
+        target = re.sub(r"[\x00-\x20]", "", value).lower()
+        scheme = re.match(r"[a-z][a-z0-9+.-]*:", target)
+        return value if scheme is None or scheme.group(0) in _LINK_SCHEMES else None
+    return value
+
+
+def clean_html(fragment: str) -> str:
+    """An HTML fragment with only ordinary markup left: no script, style, frame, form or event
+    handler, no `javascript:`/`data:` link and no image but an inline png, jpeg or gif."""
+    return nh3.clean(fragment, tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=_attribute,
+                     url_schemes={"http", "https", "mailto", "data"}, strip_comments=True,
+                     clean_content_tags={"script", "style", "svg", "math", "iframe", "object", "embed",
+                                         "template", "noscript", "textarea", "select", "title"})
+
+
+def clean_feedback_html(page: str, title: str = "feedback") -> str:
+    """A feedback page that is safe to open: nbconvert's styles kept, every script dropped,
+    the body sanitised, and a Content-Security-Policy that loads nothing from outside."""
+    head = _HEAD.search(page)
+    styles = _STYLE.findall(head.group(1)) if head else []
+    body = _BODY.search(page[head.end():] if head else page)
+    attrs, content = (body.group(1), body.group(2)) if body else ("", page)
+    css_class = _BODY_CLASS.search(attrs)
+    body_open = f'<body class="{html.escape(css_class.group(2))}">' if css_class else "<body>"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        "<html>",
+        "<head>",
+        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(CSP)}">',
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(printable(title))}</title>",
+        *styles,
+        "</head>",
+        body_open,
+        clean_html(content),
+        "</body>",
+        "</html>",
+        "",
+    ])

@@ -1,0 +1,133 @@
+"""The grader's own work on a student's file is bounded, and what it writes is safe to read.
+
+No submission is run here: preflight, the worker's time limit, the internal ids, the grades CSV
+and the report are checked one function at a time.
+"""
+import csv
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from deepngrams import grade, release
+from deepngrams.config import ROOT
+from deepngrams.untrusted import csv_cell
+
+ODD = ["a,b", "new\nline", "[ab]", "star*", "trailing ", "-dash", "é" * 125, "=2+5", '"quoted"', "plain"]
+
+
+def _huge_notebook(path: Path, cells: int) -> None:
+    cell = {"cell_type": "raw", "source": "", "metadata": {"nbgrader": {"grade_id": "test_line_to_tensor"}}}
+    nb = {"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": [cell] * cells}
+    path.write_text(json.dumps(nb, separators=(",", ":")))
+
+
+def _preflight_into(queue, path):
+    queue.put(grade.preflight(Path(path), ["test_line_to_tensor"]))
+
+
+def test_a_notebook_of_100k_cells_gets_a_reason_in_bounded_time(tmp_path):
+    path = tmp_path / "deep_ngrams.ipynb"
+    _huge_notebook(path, 100_000)
+    assert path.stat().st_size < grade.MAX_NOTEBOOK_BYTES
+    queue = multiprocessing.get_context("spawn").Queue()
+    child = multiprocessing.get_context("spawn").Process(target=_preflight_into, args=(queue, str(path)))
+    start = time.monotonic()
+    child.start()
+    child.join(60)  # a generous bound: it takes about a second
+    if child.is_alive():
+        child.kill()
+        pytest.fail("preflight still running after 60 s on a 100k-cell notebook")
+    reason, notes = queue.get(timeout=5)
+    assert reason.startswith("too many cells (100000, at most") and notes == []
+    assert time.monotonic() - start < 60
+
+
+def test_duplicate_ids_are_counted_in_one_pass(tmp_path):
+    path = tmp_path / "deep_ngrams.ipynb"
+    _huge_notebook(path, grade.MAX_CELLS)
+    start = time.monotonic()
+    reason, notes = grade.preflight(path, ["test_line_to_tensor", "test_GRULM"])
+    assert reason == "" and f"cell test_line_to_tensor appears {grade.MAX_CELLS} times: only the first counts" in notes
+    assert "deleted cell test_GRULM put back" in notes
+    assert time.monotonic() - start < 30
+
+
+STUCK_CONFIG = '''\
+import os, subprocess, time
+child = subprocess.Popen(["sleep", "300"])
+open("child.pid", "w").write(str(child.pid))
+time.sleep(300)
+'''
+
+
+def test_the_worker_time_limit_kills_a_stuck_nbgrader_step_and_what_it_started(tmp_path):
+    (tmp_path / "nbgrader_config.py").write_text(STUCK_CONFIG)  # worker_main loads it: it hangs
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    start = time.monotonic()
+    status, message = grade._worker(tmp_path, "s0", env, timeout=30)  # nbgrader's import alone takes seconds
+    assert time.monotonic() - start < 90
+    assert status is None and "ran over 30 s and were stopped" in message
+    pid = int((tmp_path / "child.pid").read_text())
+    time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_internal_ids_are_plain_and_distinct():
+    ids = [grade.internal_id(s) for s in ODD + [os.fsdecode(b"bad\xff")]]
+    assert len(set(ids)) == len(ids)
+    assert all(i.isascii() and i.isalnum() and len(i) < 20 for i in ids)
+    assert grade.unusable_name(os.fsdecode(b"bad\xff")).startswith("the student folder's name is not valid UTF-8")
+    assert grade.unusable_name(" ") and not any(grade.unusable_name(s) for s in ODD)
+
+
+def test_grades_csv_is_quoted_with_one_row_per_student(tmp_path):
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gb:
+        gb.add_assignment(release.ASSIGNMENT)
+        for student in ODD:
+            gb.add_student(student, last_name="=cmd|' /C calc'!A0", first_name="x,y")
+    grade.export_grades(tmp_path)
+    with (tmp_path / "grades.csv").open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == grade.GRADES_COLUMNS
+    assert sorted(r["student_id"] for r in rows) == sorted(csv_cell(s) for s in ODD)
+    for r in rows:
+        assert r["assignment"] == release.ASSIGNMENT and r["score"] == "0.0" and r["timestamp"] == ""
+        assert r["last_name"] == "'=cmd|' /C calc'!A0" and r["first_name"] == "x,y"
+    assert not list(tmp_path.glob(".grades.csv*"))
+
+
+def test_report_and_table_escape_student_text(tmp_path):
+    outcomes = [grade.Outcome("=2+5\x1b[2J", {"GRULM": (4.0, 4.0)}, "bad \x1b]0;title\x07", ["cell -x\u202e"]),
+                grade.Outcome("plain", {"GRULM": (-1.0, 4.0)}, "", [])]
+    grade.write_report(tmp_path, outcomes)
+    with (tmp_path / "report.csv").open(newline="") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"'=2+5\\x1b[2J", "plain"}
+    assert rows["'=2+5\\x1b[2J"]["reason"] == "bad \\x1b]0;title\\x07"
+    assert rows["'=2+5\\x1b[2J"]["notes"] == "cell -x\\u202e" and rows["plain"]["GRULM"] == "-1"
+    table = grade.format_report(outcomes)
+    assert "\x1b" not in table and "\u202e" not in table and "=2+5\\x1b[2J" in table and "\\x1b]0;title\\x07" in table
+
+
+def test_a_merge_failure_for_a_name_the_file_system_refuses_costs_that_student_only(tmp_path, monkeypatch):
+    course = tmp_path
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        gb.add_assignment(release.ASSIGNMENT)
+    private = tmp_path / "private"
+    private.mkdir()
+    report = {"student": "x" * 300, "reason": "no deep_ngrams.ipynb handed in", "notes": [], "seconds": 1.0,
+              "private": str(private), "graded": False}  # 300 bytes: no folder can have this name
+    before = (course / "gradebook.db").read_bytes()
+    outcome = grade.record(course, report, "v")
+    assert outcome.reason.startswith("not graded: the result could not be saved (OSError")
+    assert outcome.scores == {} and not private.exists()
+    assert (course / "gradebook.db").read_bytes() == before
+    assert not [p for kind in ("autograded", "feedback") if (course / kind).is_dir() for p in (course / kind).iterdir()]

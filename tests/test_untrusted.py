@@ -1,0 +1,120 @@
+"""Student text on its way to a person: terminal escapes, spreadsheet formulas, hostile HTML."""
+import csv
+import io
+import re
+
+import pytest
+
+from deepngrams.untrusted import clean_feedback_html, clean_html, csv_cell, printable
+
+PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8" />
+<title>deep_ngrams</title>
+<script src="https://cdn.example.org/mathjax.js"></script>
+<style type="text/css">div.cell { color: black; }</style>
+<script>window.MathJax = {};</script>
+</head>
+<body class="jp-Notebook" onload="steal()">
+<div class="cell border-box-sizing text_cell rendered"><div class="inner_cell">{student}</div></div>
+<div class="output_png output_subarea"><img src="%s"></div>
+</body>
+</html>
+""" % PNG
+
+
+@pytest.mark.parametrize("link", [
+    "javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:alert(1)", "java\tscript:alert(1)",
+    "&#106;avascript:alert(1)", "&#x6A;&#x61;vascript:alert(1)", "javascript&colon;alert(1)",
+    "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==", "DATA:text/html,<script>alert(1)</script>",
+    "vbscript:msgbox(1)", "VBScript:msgbox(1)", PNG,
+])
+def test_links_only_to_the_web_or_mail(link):
+    out = clean_html(f'<a href="{link}">click</a><a href="https://example.org/x">ok</a><a href="mailto:t@x.org">m</a>')
+    assert "click" in out
+    assert not re.search(r"(?i)javascript|vbscript|data:", out), out
+    assert 'href="https://example.org/x"' in out and 'href="mailto:t@x.org"' in out
+
+
+@pytest.mark.parametrize("attack, gone", [
+    ('<img src="https://tracker.example.org/pixel.gif?id=42">', "tracker"),
+    ('<img src="//tracker.example.org/p.gif">', "tracker"),
+    ('<img src=x onerror="alert(1)">', "onerror"),
+    ('<img src="data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=">', "svg"),
+    ("<svg><script>alert(1)</script></svg>", "alert"),
+    ("<svg onload=alert(1)></svg>", "alert"),
+    ('<style>@import url("https://evil.example.org/x.css");</style>', "evil"),
+    ('<div style="background:url(https://evil.example.org/b.png)">x</div>', "evil"),
+    ('<iframe src="https://evil.example.org"></iframe>', "evil"),
+    ('<form action="https://evil.example.org"><input name="password"></form>', "evil"),
+    ('<object data="https://evil.example.org/x.swf"></object>', "evil"),
+    ('<meta http-equiv="refresh" content="0;url=https://evil.example.org">', "evil"),
+    ('<base href="https://evil.example.org/">', "evil"),
+    ('<div onclick="alert(1)" onmouseover="alert(2)">x</div>', "alert"),
+    ("<script>alert(1)</script>", "alert"),
+])
+def test_no_script_frame_form_or_remote_resource(attack, gone):
+    out = clean_html(f"<p>before</p>{attack}<p>after</p>")
+    assert gone not in out.lower(), out
+    assert "<p>before</p>" in out and "<p>after</p>" in out
+
+
+def test_the_notebooks_own_images_and_markup_stay():
+    fragment = (f'<div class="output_png output_subarea"><img src="{PNG}" alt="plot"></div>'
+                '<table class="dataframe"><tr><th>a</th><td><code>x</code></td></tr></table>'
+                '<h2 id="sec">Title</h2><pre><span class="k">def</span></pre><a name="top"></a>')
+    out = clean_html(fragment)
+    assert f'src="{PNG}"' in out and 'class="output_png output_subarea"' in out
+    assert '<table class="dataframe">' in out and '<h2 id="sec">' in out and '<span class="k">' in out
+    assert '<a name="top"' in out
+
+
+def test_feedback_page_has_a_csp_keeps_styles_and_drops_every_script():
+    page = clean_feedback_html(PAGE.replace("{student}", '<a href="javascript:x()">a</a><img src="https://t.example/p">'))
+    head = page.split("</head>")[0]
+    assert head.index('http-equiv="Content-Security-Policy"') < head.index("<title>")
+    csp = re.search(r'Content-Security-Policy" content="([^"]*)"', page).group(1)
+    assert "default-src &#x27;none&#x27;" in csp and "img-src data:" in csp and "script-src" not in csp
+    assert "div.cell { color: black; }" in page
+    assert "<script" not in page.lower() and "mathjax" not in page.lower()
+    assert "javascript" not in page and "t.example" not in page and "onload" not in page
+    assert '<body class="jp-Notebook">' in page and f'src="{PNG}"' in page
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("\x1b[2J\x1b[H", "\\x1b[2J\\x1b[H"),  # clear screen, cursor home
+    ("\x1b]0;owned\x07", "\\x1b]0;owned\\x07"),  # OSC: window title
+    ("a\x9b31mb", "a\\x9b31mb"),  # C1 CSI
+    ("\x85next line", "\\x85next line"),  # C1 NEL
+    ("abc\u202edcba", "abc\\u202edcba"),  # bidi override
+    ("zero\u200bwidth", "zero\\u200bwidth"),
+    ("nul\x00byte\x7f", "nul\\x00byte\\x7f"),
+    ("two\nlines\r", "two\\x0alines\\x0d"),
+    ("bad\udcffname", "bad\\udcffname"),  # an undecodable byte of a file name
+    ("naïve Zoë 学生", "naïve Zoë 学生"),
+])
+def test_printable_escapes_every_control_and_format_character(text, shown):
+    assert printable(text) == shown
+    assert printable(text).isprintable()
+
+
+@pytest.mark.parametrize("cell", ["=2+5", "+SUM(A1)", "-2+3", "@cmd", "\t=1", "\r=1", "=HYPERLINK(\"http://x\")",
+                                  " =1+1", "-", "+", "=1"])
+def test_formula_cells_are_neutralised(cell):
+    out = csv_cell(cell)
+    assert out.startswith("'") and out.isprintable()
+    parsed = next(csv.reader(io.StringIO(_row([out]))))
+    assert parsed == [out]
+
+
+@pytest.mark.parametrize("cell", ["0", "19", "-1.5", "+3", "2.5e-3", "alice", "a=b", "x,y"])
+def test_numbers_and_plain_text_stay_as_they_are(cell):
+    assert csv_cell(cell) == cell
+
+
+def _row(cells):
+    buf = io.StringIO()
+    csv.writer(buf).writerow(cells)
+    return buf.getvalue()
