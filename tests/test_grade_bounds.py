@@ -7,11 +7,9 @@ import csv
 import json
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
