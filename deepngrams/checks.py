@@ -828,7 +828,8 @@ def judge(check: dict, result: dict | None) -> list[str]:
         return ["the observations of this cell are malformed"]
     try:
         return _merge_repeats(JUDGES[check["probe"]](check, observations))
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # malformed observations
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+            RecursionError) as e:  # malformed observations (forged ones: numbers too large, nested too deep)
         return [f"the outputs could not be checked ({type(e).__name__})"]
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 from .atomic import _umask, atomic_path, write_bytes
 from .config import ROOT
-from .nbgrader_steps import _nbgrader
+from .nbgrader_steps import _nbgrader, harmless_file
 from .sandbox import Limits, RunResult
 from .untrusted import clean_feedback_html, csv_cell, printable
 
@@ -111,7 +111,7 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
     """(reason it cannot be graded or "", notes on what nbgrader will repair)."""
     import nbformat
     try:
-        raw = read_handed_in(path)
+        raw = harmless_file(read_handed_in(path))
     except ValueError as e:
         return str(e), []
     if not raw:
@@ -394,7 +394,7 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
         if problem:
             reason = reason or f"{name}: {problem}"
             continue
-        (target / name).write_bytes(read_handed_in(sub_dir / name))
+        (target / name).write_bytes(harmless_file(read_handed_in(sub_dir / name)))
     if not reason and f"{ASSIGNMENT}.ipynb" not in handed_in:
         reason = f"no {ASSIGNMENT}.ipynb handed in" + (f" (found {', '.join(handed_in)}: rename it)"
                                                        if handed_in else "")

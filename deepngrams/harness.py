@@ -19,6 +19,25 @@ import time
 
 MIME = "application/vnd.deepngrams.probe+json"
 MEMORY_ERRORS = ("MemoryError", "ResourceExhaustedError", "bad_alloc")
+MAX_DEPTH = 64  # the probes' own observations are a dozen levels deep at most
+
+
+def read_observation(text) -> dict:
+    """A probe's observations from the JSON it displayed. Student code can display its own: what
+    cannot be parsed (nested too deep, a number too long) or written back is an error of that cell
+    alone, never of the harness."""
+    try:
+        result = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return {"error": "unreadable observations"}
+    stack = [(result, 0)]
+    while stack:  # depth without recursion
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return {"error": "unreadable observations (nested too deeply)"}
+        if isinstance(value, (list, dict)):
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return result if isinstance(result, dict) else {"error": "unreadable observations"}
 
 
 def _undumpable() -> None:
@@ -68,10 +87,7 @@ def main() -> int:
             cell.outputs = [o for o in cell.get("outputs", []) if o not in found]
             result = None
             if found:
-                try:
-                    result = json.loads(found[-1]["data"][MIME])
-                except (TypeError, ValueError):
-                    result = {"error": "unreadable observations"}
+                result = read_observation(found[-1]["data"][MIME])
             elif errors:
                 result = {"error": f"{errors[-1].get('ename')}: {str(errors[-1].get('evalue'))[:300]}"}
             emit({"probe": probes[cell_index]["grade_id"], "result": result})

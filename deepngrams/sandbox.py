@@ -469,7 +469,7 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     for line in lines:
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # a line too deep to parse costs what it holds, no more
             continue
         if not isinstance(record, dict):
             continue

@@ -1,0 +1,159 @@
+"""Submissions whose metadata is broken in the ways students' editors and habits break it, and a
+seeded fuzzer of metadata, for tests/test_metadata.py and tests/test_grade_metadata.py.
+
+Each builder takes the solved notebook (as JSON data) and returns the text of the file handed in:
+text, because some of these (metadata nested 1000 deep, integers of 5000 digits) cannot be
+written by `json.dumps` or nbformat at all.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+DEEP = 1000
+_PLACE = "@@deep-or-large@@"  # a string in the data, replaced in the file's text
+
+
+def _text(nb: dict, replacement: str = "") -> str:
+    return json.dumps(nb, indent=1).replace(json.dumps(_PLACE), replacement)
+
+
+def _cells(nb: dict, which) -> list[dict]:
+    return [c for c in nb["cells"] if which(c.get("metadata", {}).get("nbgrader", {}))]
+
+
+def is_test(meta: dict) -> bool:
+    return bool(meta.get("grade")) and not meta.get("solution")
+
+
+def is_solution(meta: dict) -> bool:
+    return bool(meta.get("solution"))
+
+
+def not_a_mapping(solved: dict) -> str:
+    """Every solution and test cell's nbgrader metadata replaced by a string, a list, a number, null;
+    and a plain cell's metadata by a list."""
+    nb = copy.deepcopy(solved)
+    junk = ["solution", ["grade", True], 3, None, True]
+    for i, cell in enumerate(_cells(nb, lambda m: is_test(m) or is_solution(m))):
+        cell["metadata"]["nbgrader"] = junk[i % len(junk)]
+    next(c for c in nb["cells"] if not c["metadata"])["metadata"] = ["not", "a", "mapping"]  # the whole metadata
+    return _text(nb)
+
+
+def nested_deep(solved: dict) -> str:
+    """A solution cell's and a test cell's nbgrader metadata nested 1000 deep, and another key of
+    a markdown cell, and of the notebook, too."""
+    nb = copy.deepcopy(solved)
+    solution, test = _cells(nb, is_solution)[0], _cells(nb, is_test)[0]
+    solution["metadata"]["nbgrader"] = _PLACE
+    test["metadata"]["nbgrader"] = {"grade_id": _PLACE}
+    next(c for c in nb["cells"] if c["cell_type"] == "markdown")["metadata"]["editor"] = _PLACE
+    nb["metadata"]["widgets"] = _PLACE
+    return _text(nb, "[" * DEEP + "]" * DEEP)
+
+
+def grade_id_a_list(solved: dict) -> str:
+    """Every test cell's grade_id wrapped in a list."""
+    nb = copy.deepcopy(solved)
+    for cell in _cells(nb, is_test):
+        cell["metadata"]["nbgrader"]["grade_id"] = [cell["metadata"]["nbgrader"]["grade_id"]]
+    return _text(nb)
+
+
+def solution_claims_grade(solved: dict) -> str:
+    """Every solution cell claiming to be a graded cell worth 100 points."""
+    nb = copy.deepcopy(solved)
+    for cell in _cells(nb, is_solution):
+        cell["metadata"]["nbgrader"].update(grade=True, points=100)
+    return _text(nb)
+
+
+def test_not_graded(solved: dict) -> str:
+    """Every test cell's `grade` flag turned off."""
+    nb = copy.deepcopy(solved)
+    for cell in _cells(nb, is_test):
+        cell["metadata"]["nbgrader"]["grade"] = False
+    return _text(nb)
+
+
+def unknown_ids(solved: dict) -> str:
+    """Made-up ids: a code cell claiming to be a test worth 50 points, a solution cell renamed."""
+    nb = copy.deepcopy(solved)
+    extra = copy.deepcopy(_cells(nb, is_test)[0])
+    extra["metadata"]["nbgrader"].update(grade_id="test_bonus_points", points=50)
+    extra["source"], extra["id"] = 'print("All tests passed")', "made-up"
+    nb["cells"].append(extra)
+    return _text(nb)
+
+
+def missing_attachment(solved: dict) -> str:
+    """Markdown images of attachments the file does not have, or has malformed."""
+    nb = copy.deepcopy(solved)
+    nb["cells"].insert(1, {"cell_type": "markdown", "id": "notes", "metadata": {}, "source": "My notes ![plot](attachment:plot.png)"})
+    nb["cells"].insert(2, {"cell_type": "markdown", "id": "more-notes", "metadata": {}, "attachments": {"empty.png": {}},
+                           "source": "![empty](attachment:empty.png) and ![other](attachment:image%201.png)"})
+    return _text(nb)
+
+
+def huge_number(solved: dict) -> str:
+    """A test cell's points and the notebook's metadata holding an integer of 5000 digits."""
+    nb = copy.deepcopy(solved)
+    _cells(nb, is_test)[0]["metadata"]["nbgrader"]["points"] = _PLACE
+    nb["metadata"]["big"] = _PLACE
+    return _text(nb, "9" * 5000)
+
+
+KINDS = {f.__name__: f for f in (not_a_mapping, nested_deep, grade_id_a_list, solution_claims_grade, test_not_graded,
+                                  unknown_ids, missing_attachment, huge_number)}
+
+
+# ----------------------------------------------------------------------------------------
+# Fuzzing: random types, depths and values in every cell's metadata and the notebook's
+# ----------------------------------------------------------------------------------------
+def random_value(rng: random.Random, depth: int = 0):
+    """A random JSON value: scalars of every type, strings that look like ids, nested containers."""
+    kind = rng.randrange(9 if depth < 6 else 6)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.random() < 0.5
+    if kind == 2:
+        return rng.choice([0, -1, 1, 100, 2**31, -(2**63), 10**30])
+    if kind == 3:
+        return rng.choice([0.5, -1e300, 1e308, 3.0])
+    if kind == 4:
+        return rng.choice(["", "x", "test_GRULM_outputs", "GRULM", "attachment:x.png", "é" * 3, "\u0000"])
+    if kind == 5:
+        return "s" * rng.randrange(50)
+    if kind in (6, 7):
+        return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(["a", "nbgrader", "grade", "tags", "kernelspec", "name"]) + str(i): random_value(rng, depth + 1)
+            for i in range(rng.randrange(4))}
+
+
+_NBGRADER_KEYS = ["grade", "solution", "locked", "task", "points", "schema_version", "checksum", "cell_type", "extra"]
+_CELL_KEYS = ["deletable", "editable", "collapsed", "scrolled", "tags", "jupyter", "widgets", "trusted", "name"]
+
+
+def fuzz(solved: dict, rng: random.Random) -> dict:
+    """The solved notebook with random metadata. Every cell keeps its grade_id except about one
+    in ten, whose whole nbgrader metadata becomes a random value (then it counts as deleted)."""
+    nb = copy.deepcopy(solved)
+    for cell in nb["cells"]:
+        meta = cell["metadata"]
+        for key in rng.sample(_CELL_KEYS, rng.randrange(len(_CELL_KEYS))):
+            meta[key] = random_value(rng)
+        grader = meta.get("nbgrader")
+        if isinstance(grader, dict):
+            if rng.random() < 0.1:
+                meta["nbgrader"] = random_value(rng)
+            else:
+                for key in rng.sample(_NBGRADER_KEYS, rng.randrange(len(_NBGRADER_KEYS))):
+                    grader[key] = random_value(rng)
+        elif rng.random() < 0.2:  # a cell without nbgrader metadata gets some without a known id
+            meta["nbgrader"] = random_value(rng)
+    nb["metadata"].update({k: random_value(rng) for k in rng.sample(["kernelspec", "language_info", "widgets",
+                                                                     "toc", "nbgrader"], rng.randrange(5))})
+    return nb

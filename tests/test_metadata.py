@@ -1,0 +1,164 @@
+"""A submission's metadata is normalised against the source notebook before nbgrader reads it
+(no kernel, no grading: tests/test_grade_metadata.py grades a few of these end to end)."""
+import copy
+import json
+import logging
+import random
+
+import nbformat
+import pytest
+
+from deepngrams import grade, release
+from deepngrams.nbgrader_steps import (HideHiddenTests, NormaliseMetadata, _nbgrader, harmless_file,
+                                       normalise_metadata)
+
+from metadata_cases import DEEP, KINDS, fuzz
+
+
+@pytest.fixture(scope="module")
+def solved() -> dict:
+    """The correct solved submission, as JSON data (each source one string)."""
+    return json.loads(json.dumps(release.sample_submissions(release.read(release.RELEASE_NB))["alice_solved"]))
+
+
+@pytest.fixture(scope="module")
+def source(solved) -> dict:
+    """What `source_metadata` reads from the gradebook: each source cell's nbgrader metadata by id."""
+    return {m["grade_id"]: m for m in (c["metadata"].get("nbgrader") for c in solved["cells"]) if m}
+
+
+def structure(nb) -> list[tuple]:
+    """The graded structure of a notebook: per cell with nbgrader metadata, its id, flags and points."""
+    found = []
+    for cell in nb["cells"]:
+        m = _nbgrader(cell)
+        if m:
+            found.append((m.get("grade_id"), cell["cell_type"], bool(m.get("grade")), bool(m.get("solution")),
+                          bool(m.get("locked")), float(m["points"]) if m.get("grade") else None))
+    return found
+
+
+def normalised(text: str, source: dict):
+    """A handed-in file as nbgrader gets it: made harmless, read, and normalised (as NormaliseMetadata does)."""
+    raw = harmless_file(text.encode())
+    nb = nbformat.reads(raw.decode(), as_version=4)
+    nbformat.validate(nb)
+    normalise_metadata(nb, source)
+    return nb
+
+
+def kept_ids(nb) -> list:
+    return [_nbgrader(c).get("grade_id") for c in nb.cells if _nbgrader(c)]
+
+
+def test_a_correct_submission_is_left_as_it_was(solved, source):
+    nb = normalised(json.dumps(solved), source)
+    assert structure(nb) == structure(solved)
+    assert [c.source for c in nb.cells] == [c.source for c in nbformat.from_dict(solved).cells]
+    assert normalise_metadata(nb, source) == []
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_passes_the_preflight(kind, solved, tmp_path):
+    path = tmp_path / "deep_ngrams.ipynb"
+    path.write_text(KINDS[kind](solved))
+    graded_ids = [gid for gid, _, grade_, solution, _, _ in structure(solved) if grade_ and not solution]
+    reason, _ = grade.preflight(path, graded_ids)
+    assert reason == ""
+
+
+def test_nbgrader_metadata_not_a_mapping_is_dropped(solved, source):
+    nb = normalised(KINDS["not_a_mapping"](solved), source)
+    lost = {gid for gid, _, g, s, _, _ in structure(solved) if g or s}
+    assert set(kept_ids(nb)) == set(source) - lost  # the test cells are put back later, by OverwriteCells
+    assert structure(nb) == [s for s in structure(solved) if s[0] not in lost]
+
+
+def test_metadata_nested_1000_deep_is_dropped(solved, source):
+    text = KINDS["nested_deep"](solved)
+    with pytest.raises(RecursionError):
+        json.loads(text)
+    nb = normalised(text, source)
+    first_solution = next(s[0] for s in structure(solved) if s[3])
+    first_test = next(s[0] for s in structure(solved) if s[2] and not s[3])
+    assert set(kept_ids(nb)) == set(source) - {first_solution, first_test}
+    assert "widgets" not in nb.metadata and all("editor" not in c.metadata for c in nb.cells)
+    assert len(harmless_file(text.encode())) < len(text) - DEEP
+
+
+def test_a_grade_id_that_is_a_list_is_dropped(solved, source):
+    nb = normalised(KINDS["grade_id_a_list"](solved), source)
+    tests = {s[0] for s in structure(solved) if s[2] and not s[3]}
+    assert set(kept_ids(nb)) == set(source) - tests
+
+
+def test_a_solution_cell_claiming_100_points_gets_the_source_metadata(solved, source):
+    nb = normalised(KINDS["solution_claims_grade"](solved), source)
+    assert structure(nb) == structure(solved)
+    assert not any(_nbgrader(c).get("points") == 100 for c in nb.cells)
+
+
+def test_a_test_cell_with_grade_off_is_graded_again(solved, source):
+    nb = normalised(KINDS["test_not_graded"](solved), source)
+    assert structure(nb) == structure(solved)
+
+
+def test_made_up_ids_count_for_nothing(solved, source):
+    nb = normalised(KINDS["unknown_ids"](solved), source)
+    assert structure(nb) == structure(solved)
+    assert nb.cells[-1].source == 'print("All tests passed")' and "nbgrader" not in nb.cells[-1].metadata
+
+
+def test_an_integer_of_5000_digits_in_metadata_is_dropped(solved, source):
+    text = KINDS["huge_number"](solved)
+    with pytest.raises(ValueError, match="digits"):
+        json.loads(text)
+    nb = normalised(text, source)
+    assert structure(nb) == structure(solved) and "big" not in nb.metadata
+
+
+def test_a_missing_attachment_no_longer_breaks_the_feedback(solved, source):
+    from nbconvert import HTMLExporter
+    text = KINDS["missing_attachment"](solved)
+    with pytest.raises(Exception, match="missing attachment|StopIteration"):
+        HTMLExporter().from_notebook_node(nbformat.reads(text, as_version=4))
+    nb = normalised(text, source)
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert "My notes" in html
+    assert "attachments" not in nb.cells[2]  # the malformed (empty) one is gone
+    good = copy.deepcopy(nb.cells[2])
+    good.attachments = {"plot.png": {"image/png": "iVBORw0KGgo="}}
+    good.source = "![plot](attachment:plot.png)"
+    fine = nbformat.v4.new_notebook(cells=[good])
+    normalise_metadata(fine, source)
+    assert "data:image/png;base64,iVBORw0KGgo=" in HTMLExporter().from_notebook_node(fine)[0]
+
+
+def test_the_step_reads_the_source_from_the_gradebook(solved, source, monkeypatch):
+    from deepngrams import nbgrader_steps
+    monkeypatch.setattr(nbgrader_steps, "source_metadata", lambda db, notebook, assignment: source)
+    nb = nbformat.reads(KINDS["test_not_graded"](solved), as_version=4)
+    step = NormaliseMetadata()
+    step.log = logging.getLogger("test")
+    out, _ = step.preprocess(nb, {"nbgrader": {"db_url": "sqlite://", "notebook": "n", "assignment": "a"}})
+    assert structure(out) == structure(solved)
+
+
+def test_later_steps_take_metadata_that_is_not_a_mapping():
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.metadata["nbgrader"] = ["grade", True]
+    assert _nbgrader(cell) == {} and _nbgrader({"metadata": 5}) == {} and not grade.is_test_cell(cell)
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    step = HideHiddenTests()
+    assert step.preprocess(nb, {})[0].cells[0].source == "x = 1"
+
+
+def test_fuzzed_metadata_keeps_the_graded_structure(solved, source):
+    rng = random.Random(20261130)
+    for _ in range(200):
+        nb = fuzz(solved, rng)
+        # The cells that kept their (string) grade_id get exactly the source's structure; the others none.
+        ids = {m.get("grade_id") for c in nb["cells"] if isinstance(m := c["metadata"].get("nbgrader"), dict)}
+        out = normalised(json.dumps(nb), source)
+        assert structure(out) == [s for s in structure(solved) if s[0] in ids]
+        assert all(_nbgrader(c) == source[_nbgrader(c)["grade_id"]] for c in out.cells if _nbgrader(c))
