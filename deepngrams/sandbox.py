@@ -82,6 +82,13 @@ class RunResult:
     peak_memory_mib: float = 0.0
 
 
+def venv_python() -> str:
+    """This interpreter by a path the sandbox can see: its folder resolved (a .venv may be a link to
+    another folder, and the sandbox mounts the real one), its name kept (resolving the name too
+    would step out of the virtual environment to the base interpreter)."""
+    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
+
+
 def available() -> str | None:
     """Why sandboxes cannot run here, or None if they can."""
     if shutil.which("bwrap") is None:
@@ -224,7 +231,7 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
              "--setenv", "IPYTHONDIR", "/tmp/ipython", "--setenv", "JUPYTER_RUNTIME_DIR", "/tmp/jupyter",
              "--setenv", "JUPYTER_DATA_DIR", "/tmp/jupyter-data", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
              "--setenv", "TF_CPP_MIN_LOG_LEVEL", "3", "--setenv", "PYTHONHASHSEED", "0",
-             "--setenv", "PATH", f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
+             "--setenv", "PATH", f"{os.path.dirname(venv_python())}:/usr/local/bin:/usr/bin:/bin",
              *[a for name, value in _thread_env(threads).items() for a in ("--setenv", name, value)],
              "--unsetenv", "JUPYTER_CONFIG_DIR", "--unsetenv", "JUPYTER_PATH",
              *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
@@ -347,7 +354,7 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     `sandboxed=False` runs the same harness as a plain child process in `scratch`, with the
     same limits but none of the isolation: only for measuring the sandbox's cost (`make bench`).
     """
-    python = sys.executable
+    python = venv_python()
     uid = FIRST_UID + slot
     seccomp_fd = None
     if sandboxed:

@@ -62,7 +62,8 @@ def test_report_csv_feedback_and_gradebook(course):
     assert "All tests passed (checked by the grader)" in html
     with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as gb:
         assert sorted(s.id for s in gb.students) == sorted(first)
-    assert not list((path / ".grading").iterdir())  # private copies are cleaned up
+    # private copies are cleaned up; the course's grading key stays
+    assert [p.name for p in (path / ".grading").iterdir()] == ["hidden-cases.key"]
 
 
 def test_a_second_run_skips_graded_work_until_a_submission_changes(course):

@@ -253,3 +253,16 @@ def test_an_environment_under_tmp_stays_visible(monkeypatch):
     bind = args.index("/tmp/clone/.venv")
     assert len(tmpfs) == 1 and tmpfs[0] < bind
     assert not any(args[i] == "--dir" and args[i + 1] == "/tmp" for i in range(len(args) - 1))
+
+
+def test_a_virtual_environment_reached_through_a_link_still_runs(tmp_path, monkeypatch):
+    """A .venv that is a link to another folder (a second checkout sharing one environment): the
+    sandbox mounts the real folder, so it must run the interpreter by its real folder too."""
+    import os
+    import sys
+    link = tmp_path / "linked-venv"
+    link.symlink_to(os.path.realpath(sys.prefix))
+    monkeypatch.setattr(sys, "executable", str(link / "bin" / os.path.basename(sys.executable)))
+    result, out = run_cells(tmp_path, "import sys; print(sys.prefix)")
+    assert result.notebook is not None and not result.events, (result.returncode, result.stderr[-500:])
+    assert out[0].strip() == os.path.realpath(sys.prefix)
