@@ -1,57 +1,20 @@
 """The rootless sandbox: the grader run by an ordinary user (here `nobody`) gets the same guarantees.
 
 The test process is root; each test runs tests/rootless_runner.py as nobody, which runs the
-notebooks with `sandbox.run` and reports back. Where the interpreter lives in a folder nobody
-may not enter (a Python under /root), the runner gets a private mount namespace in which that
-folder is an empty, open one holding just the interpreter.
+notebooks with `sandbox.run` and reports back. (tests/test_sandbox_isolation.py runs its
+two-sandboxes checks in both modes.)
 """
-import json
 import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from deepngrams import sandbox
 from deepngrams.config import ROOT
 
-NOBODY = 65534
-RUNNER = Path(__file__).with_name("rootless_runner.py")
+from rootless_runner import NOBODY, as_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or sandbox.available() is not None,
                                 reason="needs root (to become nobody) and bubblewrap")
-
-
-def _closed_ancestor(path: str) -> str | None:
-    """The highest folder above `path` that others may not enter, if any."""
-    parts = Path(path).parts
-    for i in range(2, len(parts)):
-        folder = str(Path(*parts[:i]))
-        if not os.stat(folder).st_mode & 0o001:
-            return folder
-    return None
-
-
-def as_nobody(request: dict, timeout: float = 300) -> dict:
-    """Run the runner as nobody on `request`; returns what it printed."""
-    home = tempfile.mkdtemp()
-    os.chmod(home, 0o777)
-    python = os.path.realpath(sys.executable)
-    env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin", "HOME": home, "PYTHONPATH": str(ROOT),
-           "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"}
-    command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, str(RUNNER)]
-    base = os.path.realpath(sys.base_prefix)
-    if (closed := _closed_ancestor(python)) is not None:
-        stash = tempfile.mkdtemp()
-        script = (f"mount --bind {base} {stash} && mount -t tmpfs -o mode=0755 tmpfs {closed} && "
-                  f"mkdir -p {base} && mount --bind {stash} {base} && exec \"$@\"")
-        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command]
-    done = subprocess.run(command, input=json.dumps(request), capture_output=True, text=True, cwd=home, env=env,
-                          timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def one(cells, **limits) -> tuple[dict, list[str]]:
