@@ -43,7 +43,7 @@ from pathlib import Path
 from .atomic import atomic_path, write_bytes
 from .config import ROOT
 from .nbgrader_steps import _nbgrader
-from .sandbox import Limits, RunResult
+from .sandbox import Limits, RunResult, mode as sandbox_mode
 
 ASSIGNMENT = "deep_ngrams"
 COURSE_DIR = ROOT / "grader"
@@ -624,7 +624,8 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                                       report["seconds"])
                     write_bytes(_marker(course, student), json.dumps(
                         {"submission": submission_hash(course, student), "grader": version, "reason": outcome.reason,
-                         "notes": outcome.notes, "seconds": outcome.seconds}, indent=1).encode())
+                         "notes": outcome.notes, "seconds": outcome.seconds,
+                         "sandbox": sandbox_mode() if sandboxed else "none"}, indent=1).encode())
                     outcomes[student] = outcome
                     bar.set_postfix_str(student[:20])
                     bar.update()
@@ -701,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     done = sum(not o.skipped for o in outcomes)
     print(f"Graded {done}, skipped {len(outcomes) - done} already graded (use --force to grade again), "
           f"in {time.monotonic() - start:.0f} s with {args.workers} workers.")
+    print(f"Sandbox:         {sandbox_mode()}")
     print(f"Report:          {course / 'report.csv'}")
     print(f"Grades (CSV):    {course / 'grades.csv'}")
     print(f"Feedback (HTML): {course / 'feedback'}/<student>/{ASSIGNMENT}/")

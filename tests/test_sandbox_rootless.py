@@ -70,6 +70,24 @@ def test_rootless_memory_per_process_is_a_memory_error():
     assert out == ["MemoryError\n", "after\n"], (out, result["stderr"][-2000:])
 
 
+# The course's GRU (embedding 256, 512 units, 81 characters) trained on a few batches: it writes
+# about 0.6 GiB but reserves over 2 GiB of address space, which a 1 GiB RLIMIT_AS would refuse.
+GRU_FIT = """
+import numpy as np, tensorflow as tf
+model = tf.keras.Sequential([tf.keras.layers.Embedding(81, 256), tf.keras.layers.GRU(512, return_sequences=True),
+                             tf.keras.layers.Dense(81)])
+model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+x = np.random.randint(0, 81, (64 * 3, 100))
+print("fit", np.isfinite(model.fit(x, x, batch_size=64, epochs=1, verbose=0).history["loss"][-1]))
+"""
+
+
+def test_rootless_a_gru_fits_in_one_gib():
+    result, out = one([GRU_FIT], memory_gib=1, cell_timeout=120, wall_timeout=180)
+    assert out == ["fit True\n"] and not result["events"], (out, result["events"], result["stderr"][-2000:])
+    assert result["peak_memory_mib"] < 1024
+
+
 CHILDREN_OVER_THE_LIMIT = """
 import subprocess, sys, time
 hog = "b = b'x' * (450 * 2**20); import time; time.sleep(60)"
