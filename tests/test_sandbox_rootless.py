@@ -13,8 +13,28 @@ from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or sandbox.available() is not None,
-                                reason="needs root (to become nobody) and bubblewrap")
+# The tests that run sandboxes become nobody: they need root and bubblewrap.
+as_nobody_here = pytest.mark.skipif(os.geteuid() != 0 or sandbox.available() is not None,
+                                    reason="needs root (to become nobody) and bubblewrap")
+
+
+def test_without_bubblewrap_the_message_says_how_to_install_it_or_grade_knowingly(monkeypatch):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    message = sandbox.available()
+    assert "bubblewrap is not installed" in message and "apt-get install bubblewrap" in message
+    assert "plain nbgrader" in message and "trusted submissions only" in message
+
+
+def test_the_mode_follows_the_effective_user(monkeypatch):
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 0)
+    assert sandbox.mode() == sandbox.ROOT_MODE
+    args = sandbox.bwrap_args(sandbox.FIRST_UID, sandbox.Limits())
+    assert "--unshare-user" not in args and f"--reuid={sandbox.FIRST_UID}" in args
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    assert sandbox.mode() == sandbox.ROOTLESS_MODE
+    args = sandbox.bwrap_args(sandbox.FIRST_UID, sandbox.Limits(processes=99))
+    assert {"--unshare-user", "--disable-userns", "--nproc=99:99"} <= set(args)
+    assert not any(a.startswith("--reuid") for a in args)
 
 
 def one(cells, **limits) -> tuple[dict, list[str]]:
@@ -26,6 +46,7 @@ def one(cells, **limits) -> tuple[dict, list[str]]:
     return result, result["texts"]
 
 
+@as_nobody_here
 def test_rootless_mode_sees_only_the_student_files_and_no_network():
     result, out = one([
         "import os; print(os.getuid(), os.getcwd())",
@@ -58,12 +79,14 @@ def test_rootless_mode_sees_only_the_student_files_and_no_network():
     assert out[9].strip() == "1"  # its own PID namespace: the grader's processes are not there
 
 
+@as_nobody_here
 def test_rootless_cell_time_limit():
     result, out = one(["while True:\n    pass", "print('after')"], cell_timeout=3)
     assert [e["event"] for e in result["events"]] == ["time limit"] and out[1].strip() == "after"
 
 
 # 2 GiB in one allocation under a 1.5 GiB limit per process: a MemoryError the kernel survives.
+@as_nobody_here
 def test_rootless_memory_per_process_is_a_memory_error():
     result, out = one(["import numpy as np\ntry:\n    x = np.ones(2**28)\n    print('allocated', x.nbytes)\n"
                        "except MemoryError:\n    print('MemoryError')", "print('after')"], memory_gib=1.5)
@@ -82,6 +105,7 @@ print("fit", np.isfinite(model.fit(x, x, batch_size=64, epochs=1, verbose=0).his
 """
 
 
+@as_nobody_here
 def test_rootless_a_gru_fits_in_one_gib():
     result, out = one([GRU_FIT], memory_gib=1, cell_timeout=120, wall_timeout=180)
     assert out == ["fit True\n"] and not result["events"], (out, result["events"], result["stderr"][-2000:])
@@ -97,6 +121,7 @@ print('not stopped', [c.poll() for c in children])
 """
 
 
+@as_nobody_here
 def test_rootless_processes_together_over_the_memory_limit_stop_the_sandbox():
     result, out = one(["print('before')", CHILDREN_OVER_THE_LIMIT, "print('after')"], memory_gib=1.25)
     assert [(e["event"], e.get("scope")) for e in result["events"]] == [("memory limit", "sandbox")], result
@@ -117,6 +142,7 @@ SMALL = ["import subprocess, sys, time\ntime.sleep(3)",  # starts once the bomb 
          "print(sum(k.wait() == 0 for k in kids))", "print(sum(range(10)))"]
 
 
+@as_nobody_here
 def test_rootless_fork_bomb_stops_only_its_own_sandbox():
     """Two sandboxes side by side as one user: one fork-bombs, the other starts 20 processes and
     finishes; the bomb gets the process-limit reason."""
