@@ -270,6 +270,9 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
              "--ro-bind", str(PACKAGE / "probes.py"), "/grader/deepngrams_probes.py",
              "--perms", "1777", "--size", scratch, "--tmpfs", f"{BUNDLE}/work",
              "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run",
+             # bubblewrap's /dev/shm would be a tmpfs of half the machine's memory, which files
+             # (not counted by any process's memory) could fill: the same cap as the scratch folders.
+             "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm",
              "--chdir", f"{BUNDLE}/work",
              "--setenv", "HOME", "/tmp", "--setenv", "PYTHONPATH", "/grader",
              "--setenv", "DEEPNGRAMS_BUNDLE", BUNDLE, "--setenv", "NBGRADER_EXECUTION", "autograde",

@@ -64,6 +64,7 @@ def test_rootless_mode_sees_only_the_student_files_and_no_network():
         "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0], "
         "open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0])",
         "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit())[0])",
+        "print([os.statvfs(d).f_blocks * os.statvfs(d).f_frsize // 2**20 for d in ('/tmp', '/dev/shm', '.')])",
     ])
     assert result["notebook"] and not result["events"], (result["events"], result["stderr"][-2000:])
     uid, cwd = out[0].split()
@@ -77,6 +78,7 @@ def test_rootless_mode_sees_only_the_student_files_and_no_network():
     assert out[7].strip() == "full"  # the scratch folder holds 256 MiB
     assert out[8].strip() == "0000000000000000 1"  # no capabilities, no new privileges
     assert out[9].strip() == "1"  # its own PID namespace: the grader's processes are not there
+    assert out[10].strip() == "[256, 256, 256]"  # every writable place is a capped tmpfs
 
 
 @as_nobody_here
