@@ -77,7 +77,7 @@ class Limits:
     # sandbox is stopped), and the address space of each process (an allocation over it fails
     # with a MemoryError the notebook survives; TensorFlow reserves ~2 GiB it never touches).
     memory_gib: float = 6.0
-    processes: int = 512  # processes and threads of the sandbox user
+    processes: int = 512  # processes and threads of the sandbox (its user; without root, its user namespace)
     output_mib: float = 64.0  # what the notebook may send back, outputs included
     file_mib: float = 512.0  # largest file it may write
     scratch_mib: float = 256.0  # size of its working folder and of its /tmp (both in memory)
