@@ -48,7 +48,7 @@ from pathlib import Path
 from .atomic import _umask, atomic_path, write_bytes
 from .config import ROOT
 from .nbgrader_steps import _nbgrader, harmless_file
-from .sandbox import Limits, RunResult
+from .sandbox import Limits, RunResult, mode as sandbox_mode
 from .untrusted import clean_feedback_html, csv_cell, printable
 
 ASSIGNMENT = "deep_ngrams"
@@ -727,7 +727,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                     except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
                         report = {"student": student, "reason": f"grader error: {type(e).__name__}: {e}",
                                   "notes": [], "seconds": 0.0, "private": str(batch / "none"), "graded": False}
-                    outcomes[student] = record(course, report, version)
+                    outcomes[student] = record(course, report, version, sandbox_mode() if sandboxed else "none")
                     bar.set_postfix_str(printable(student[:20]))
                     bar.update()
             bar.close()
@@ -740,16 +740,17 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
     return results
 
 
-def record(course: Path, report: dict, version: str) -> Outcome:
-    """Merge one student's report into the course and mark it graded; a failure here costs
-    this student alone (the gradebook stays as it was, no marker, a reason in the report)."""
+def record(course: Path, report: dict, version: str, sandbox: str = "none") -> Outcome:
+    """Merge one student's report into the course and mark it graded (with the sandbox mode it ran
+    in); a failure here costs this student alone (the gradebook stays as it was, no marker, a
+    reason in the report)."""
     student = report["student"]
     try:
         merge(course, report)
         outcome = Outcome(student, scores_of(course, student), report["reason"], report["notes"], report["seconds"])
         write_bytes(_marker(course, student), json.dumps(
             {"submission": submission_hash(course, student), "grader": version, "reason": outcome.reason,
-             "notes": outcome.notes, "seconds": outcome.seconds}, indent=1).encode())
+             "notes": outcome.notes, "seconds": outcome.seconds, "sandbox": sandbox}, indent=1).encode())
     except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
         outcome = Outcome(student, {}, f"not graded: the result could not be saved ({type(e).__name__}: {e})",
                           report["notes"], report["seconds"])
@@ -845,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     done = sum(not o.skipped for o in outcomes)
     print(f"Graded {done}, skipped {len(outcomes) - done} already graded (use --force to grade again), "
           f"in {time.monotonic() - start:.0f} s with {args.workers} workers.")
+    print(f"Sandbox:         {sandbox_mode()}")
     print(f"Report:          {course / 'report.csv'}")
     print(f"Grades (CSV):    {course / 'grades.csv'}")
     print(f"Feedback (HTML): {course / 'feedback'}/<student>/{ASSIGNMENT}/")

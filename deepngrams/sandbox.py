@@ -5,8 +5,14 @@ student files read-only (the corpus, the weights and model card: what the notebo
 legitimately reads, and a w1_unittest.py without the tests' models) at /bundle, and a scratch folder of its own in memory,
 /bundle/work (its working directory), gone when it ends. Nothing else of the course: not source/, not the gradebook, not
 other submissions, not the reference values. It has no network (its own empty network
-namespace), its own process tree, and runs as an unprivileged user of its own (one per
-worker, so the process limit counts only its processes) with no capabilities.
+namespace), its own process tree, and runs as an unprivileged user with no capabilities.
+
+Two modes, chosen by who runs the grader (`mode()`). As root, each worker's sandbox runs as a
+user of its own (FIRST_UID + slot). As an ordinary user, each sandbox gets a user namespace of
+its own (bubblewrap's --unshare-user) in which it is user FIRST_UID + slot; outside it is still
+the grader's user, but it sees nothing of the grader: not its processes (its own PID
+namespace), not its files (the same mounts as in root mode), and it cannot make namespaces or
+mounts of its own (--disable-userns and the seccomp filter below).
 
 Nothing survives a sandbox, so two sandboxes of one worker, one after the other, cannot pass
 a bit: files live only in its own in-memory mounts; SysV IPC and POSIX message queues in its
@@ -17,8 +23,13 @@ way in to mounts and namespaces of the sandbox's own making.
 
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
 CPU time, memory (the resident memory of all the sandbox's processes together, watched from
-outside, and the address space of each process), processes, file size. Each hit becomes a
-reason.
+outside, and the size of each process: its address space as root, its data segment without
+root), processes, file size. Each hit becomes a reason.
+
+The process limit (RLIMIT_NPROC) counts the processes of a user id. As root that is the
+sandbox's own user. Without root every sandbox runs as the grader's user, so the limit is set
+inside the sandbox's user namespace, where Linux (5.14 on) counts the processes of that
+namespace alone: a fork bomb in one sandbox fills its own count, not its neighbours'.
 """
 from __future__ import annotations
 
@@ -27,6 +38,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -47,6 +59,12 @@ STUDENT_FILES = ("data/shakespeare_data.txt", "model/grulm.weights.h5", "model/m
 GRADED_UNITTEST = PACKAGE / "graded_w1_unittest.py"
 BUNDLE = "/bundle"  # where the sandbox sees the bundle's student files
 FIRST_UID = 61000  # sandbox users: FIRST_UID + worker slot
+ROOT_MODE = "root: a user per sandbox"
+ROOTLESS_MODE = "rootless: a user namespace per sandbox"
+# Per-user-namespace process counts (the rootless process limit) arrived in Linux 5.14.
+ROOTLESS_KERNEL = (5, 14)
+NO_SANDBOX = ("or, for trusted submissions only, grade without a sandbox knowingly: plain nbgrader "
+              "(nbgrader autograde deep_ngrams in the course directory) runs each notebook as you, with nothing isolated")
 
 
 @dataclass(frozen=True)
@@ -59,7 +77,7 @@ class Limits:
     # sandbox is stopped), and the address space of each process (an allocation over it fails
     # with a MemoryError the notebook survives; TensorFlow reserves ~2 GiB it never touches).
     memory_gib: float = 6.0
-    processes: int = 512  # processes and threads of the sandbox user
+    processes: int = 512  # processes and threads of the sandbox (its user; without root, its user namespace)
     output_mib: float = 64.0  # what the notebook may send back, outputs included
     file_mib: float = 512.0  # largest file it may write
     scratch_mib: float = 256.0  # size of its working folder and of its /tmp (both in memory)
@@ -89,16 +107,43 @@ def venv_python() -> str:
     return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
 
 
+def mode() -> str:
+    """How sandboxes are isolated here: a user each as root, a user namespace each otherwise."""
+    return ROOT_MODE if os.geteuid() == 0 else ROOTLESS_MODE
+
+
+def _kernel_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", platform.release())[:2])
+
+
 def available() -> str | None:
-    """Why sandboxes cannot run here, or None if they can."""
+    """Why sandboxes cannot run here, or None if they can.
+
+    Nothing is installed here: a grader that cannot sandbox says what is missing and how to
+    grade without a sandbox, knowing it."""
     if shutil.which("bwrap") is None:
-        return "bubblewrap is not installed (Debian: apt-get install bubblewrap)"
-    if os.geteuid() != 0:
-        return "the grader must run as root to give each sandbox its own user and mounts"
+        return ("bubblewrap is not installed: install it (Debian, Ubuntu: apt-get install bubblewrap; "
+                "Fedora: dnf install bubblewrap; Arch: pacman -S bubblewrap; otherwise your distribution's "
+                f"bubblewrap package), {NO_SANDBOX}")
     try:
         seccomp_program()
     except RuntimeError as e:
         return str(e)
+    if os.geteuid() == 0:
+        return None
+    if _kernel_version() < ROOTLESS_KERNEL:
+        return (f"without root, sandboxes need Linux {'.'.join(map(str, ROOTLESS_KERNEL))} or later (this is "
+                f"{platform.release()}): older kernels count one process limit for all of a user's processes, so one "
+                f"notebook's fork bomb would stop the others. Run the grader as root, {NO_SANDBOX}")
+    try:  # user namespaces may be off (sysctl) or restricted (AppArmor)
+        probe = subprocess.run(["bwrap", "--unshare-user", "--disable-userns", "--ro-bind", "/", "/", "true"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"bubblewrap does not run: {e}"
+    if probe.returncode != 0:
+        return (f"bubblewrap cannot make a user namespace here ({probe.stderr.strip()[-300:]}): enable unprivileged "
+                f"user namespaces (kernel.unprivileged_userns_clone=1, or an AppArmor profile for bwrap), "
+                f"or run the grader as root, {NO_SANDBOX}")
     return None
 
 
@@ -193,13 +238,20 @@ def _seccomp_fd() -> int:
 
 
 def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
-               seccomp_fd: int | None = None) -> list[str]:
+               seccomp_fd: int | None = None, rootless: bool | None = None) -> list[str]:
     """The bubblewrap command line for one sandbox (the harness's command line follows it).
 
-    `seccomp_fd`: a descriptor the child inherits, holding `seccomp_program()` (run passes one).
+    `uid`: the sandbox's user (as root its real user; without root its user inside its own
+    user namespace). `seccomp_fd`: a descriptor the child inherits, holding `seccomp_program()`
+    (run passes one). `rootless`: the mode, by default `mode()`'s.
     """
+    if rootless is None:
+        rootless = mode() == ROOTLESS_MODE
     scratch = str(int(limits.scratch_mib * 2**20))
-    args = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+    # Without root: a user namespace of its own, which may make no other (nested ones would
+    # give it the capabilities to mount over its read-only view).
+    userns = ["--unshare-user", "--disable-userns", "--uid", str(uid), "--gid", str(uid)] if rootless else []
+    args = ["bwrap", *userns, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--hostname", "sandbox",
             # /tmp first: the environment may live below it (a clone in /tmp), bound on top of it.
             "--perms", "1777", "--size", scratch, "--tmpfs", "/tmp"]
@@ -225,6 +277,9 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
              "--ro-bind", str(PACKAGE / "probes.py"), "/grader/deepngrams_probes.py",
              "--perms", "1777", "--size", scratch, "--tmpfs", f"{BUNDLE}/work",
              "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run",
+             # bubblewrap's /dev/shm would be a tmpfs of half the machine's memory, which files
+             # (not counted by any process's memory) could fill: the same cap as the scratch folders.
+             "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm",
              "--chdir", f"{BUNDLE}/work",
              "--setenv", "HOME", "/tmp", "--setenv", "PYTHONPATH", "/grader",
              "--setenv", "DEEPNGRAMS_BUNDLE", BUNDLE, "--setenv", "NBGRADER_EXECUTION", "autograde",
@@ -234,20 +289,33 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
              "--setenv", "PATH", f"{os.path.dirname(venv_python())}:/usr/local/bin:/usr/bin:/bin",
              *[a for name, value in _thread_env(threads).items() for a in ("--setenv", name, value)],
              "--unsetenv", "JUPYTER_CONFIG_DIR", "--unsetenv", "JUPYTER_PATH",
-             *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
-             "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
-             "--bounding-set=-all", "--no-new-privs", "--"]
+             *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else [])]
+    if rootless:
+        # The process limit, set inside the user namespace, counts this sandbox's processes only.
+        # bubblewrap has already dropped every capability and set no_new_privs; setpriv checks it.
+        args += ["prlimit", f"--nproc={limits.processes}:{limits.processes}", "--",
+                 "setpriv", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    else:
+        args += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                 "--bounding-set=-all", "--no-new-privs", "--"]
     return args
 
 
-def _limit(limits: Limits):
-    """Resource limits for the sandbox's processes, set just before bubblewrap starts."""
+def _limit(limits: Limits, rootless: bool = False):
+    """Resource limits for the sandbox's processes, set just before bubblewrap starts.
+
+    Without root, the size of each process is its data segment (RLIMIT_DATA: the memory it
+    may write, which a large allocation exceeds with a MemoryError) rather than its address
+    space, and the process limit is set inside the sandbox (`bwrap_args`): here it would count
+    every process of the grader's user.
+    """
     def apply():
-        gib = int(limits.memory_gib * 2**30)  # each process's address space: within the watchdog's total
-        resource.setrlimit(resource.RLIMIT_AS, (gib, gib))
+        gib = int(limits.memory_gib * 2**30)  # each process's size: within the watchdog's total
+        resource.setrlimit(resource.RLIMIT_DATA if rootless else resource.RLIMIT_AS, (gib, gib))
         cpu = int(limits.wall_timeout * 2) + 10  # two cores for the whole wall time, then SIGXCPU
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        if not rootless:
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
         size = int(limits.file_mib * 2**20)
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -355,11 +423,13 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     same limits but none of the isolation: only for measuring the sandbox's cost (`make bench`).
     """
     python = venv_python()
+    rootless = mode() == ROOTLESS_MODE
     uid = FIRST_UID + slot
+    owner = os.geteuid() if rootless else uid  # whom the sandbox's processes belong to, seen from here
     seccomp_fd = None
     if sandboxed:
         seccomp_fd = _seccomp_fd()
-        argv = bwrap_args(uid, limits, bundle, threads, seccomp_fd) + [python, "/grader/harness.py"]
+        argv = bwrap_args(uid, limits, bundle, threads, seccomp_fd, rootless) + [python, "/grader/harness.py"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         scratch = Path("/")
     else:
@@ -377,7 +447,7 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 pass_fds=(3, write_end) + ((seccomp_fd,) if seccomp_fd is not None else ()),
                                 env=env, cwd=scratch, start_new_session=True,
-                                preexec_fn=_fd3(write_end, _limit(limits)))
+                                preexec_fn=_fd3(write_end, _limit(limits, rootless)))
     finally:
         os.close(write_end)
         if seccomp_fd is not None:
@@ -467,7 +537,7 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     done.set()
     watchdog.join(timeout=5)
     if namespace:
-        _end_sandbox(namespace[0], uid)
+        _end_sandbox(namespace[0], owner)
     reader.join(timeout=30)
     err_reader.join(timeout=5)
     result.returncode = proc.returncode

@@ -42,6 +42,7 @@ def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
         "open('mine.txt', 'w').write('ok'); print(open('mine.txt').read())",
         "try:\n    open('big', 'wb').write(bytes(300 * 2**20)); print('wrote 300 MiB')\nexcept OSError as e:\n"
         "    print('full')",
+        "print([os.statvfs(d).f_blocks * os.statvfs(d).f_frsize // 2**20 for d in ('/tmp', '/dev/shm', '.')])",
     )
     assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
     uid, cwd = out[0].split()
@@ -53,6 +54,7 @@ def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
     assert out[4].strip() == "read-only"
     assert out[5].strip() == "ok" and not list(tmp_path.iterdir())  # in memory, and gone
     assert out[6].strip() == "full"  # the scratch folder holds 256 MiB
+    assert out[7].strip() == "[256, 256, 256]"  # every writable place is a capped tmpfs
 
 
 def test_a_cell_over_its_time_is_interrupted_and_the_next_cells_run(tmp_path):

@@ -4,7 +4,11 @@ The first sandbox tries to leave a random token in every channel it can find (ke
 and POSIX IPC, /dev/shm, an abstract Unix socket served by a detached process, files in every
 writable folder, processes) and is killed at its time limit; the second, of the same worker
 (the same user id), looks in each. Plain-Python cells, no TensorFlow.
+
+Each test runs in both modes: as root (a user per sandbox) and as nobody (a user namespace
+per sandbox, through tests/rootless_runner.py).
 """
+import dataclasses
 import json
 import os
 import secrets
@@ -14,7 +18,12 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from deepngrams import sandbox
 
+from rootless_runner import as_nobody
+
 pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
+# Both modes need root here: the rootless one becomes nobody first.
+MODES = [pytest.param(m, marks=pytest.mark.skipif(os.geteuid() != 0, reason="runs as root, and as nobody from root"))
+         for m in ("root", "rootless")]
 
 SLOT = 13  # a worker slot no other test uses: the sandbox user is FIRST_UID + SLOT
 
@@ -182,20 +191,36 @@ def line_after(prefix, texts):
     return None
 
 
-def pass_token(tmp_path):
+def run_in(mode, tmp_path, notebooks, refused=None):
+    """Run `notebooks` ([(cells, wall time)]) one after the other in sandboxes of worker SLOT, the
+    grader being root or nobody. Returns for each the RunResult's fields, the text each cell
+    printed ("texts") and the processes of the sandbox's user left once it returned ("left")."""
+    if mode == "rootless":
+        report = as_nobody({"runs": [{"cells": cells, "slot": SLOT, "limits": {
+            "cell_timeout": 30, "wall_timeout": wall, "memory_gib": 2}} for cells, wall in notebooks],
+            **({"refused": list(refused)} if refused is not None else {})})
+        assert report["mode"] == sandbox.ROOTLESS_MODE, report["mode"]
+        return report["results"]
+    results = []
+    for i, (cells, wall) in enumerate(notebooks):
+        result, texts = run_notebook(tmp_path, f"run{i}", *cells, wall_timeout=wall)
+        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid_of(pid) == sandbox.FIRST_UID + SLOT]
+        results.append({**dataclasses.asdict(result), "texts": texts, "left": left})
+    return results
+
+
+def pass_token(tmp_path, mode="root", refused=None):
     """The first sandbox writes a fresh token everywhere and hangs until its time limit kills it
     (so its processes are still running when it ends); the second reads. Returns (token, the
-    first run's RunResult, what the second found, processes of the sandbox user left between).
+    first run's result, what the second found, processes of the sandbox user left between).
     The first run's outputs never come back (it was killed): what the writer manages inside one
     sandbox is checked by test_the_writer_reaches_every_channel_inside_one_sandbox."""
     token = secrets.token_hex(8)
-    first, texts = run_notebook(tmp_path, "first", CHANNELS, WRITE.replace("TOKEN", repr(token)), HANG,
-                                wall_timeout=15)
-    assert first.wall_timed_out, (first.events, first.stderr[-2000:])
-    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid_of(pid) == sandbox.FIRST_UID + SLOT]
-    second, texts = run_notebook(tmp_path, "second", CHANNELS, READ)
-    assert second.notebook is not None, second.stderr[-2000:]
-    return token, first, line_after("FOUND ", texts), left
+    first, second = run_in(mode, tmp_path, [([CHANNELS, WRITE.replace("TOKEN", repr(token)), HANG], 15),
+                                            ([CHANNELS, READ], 60)], refused)
+    assert first["wall_timed_out"], (first["events"], first["stderr"][-2000:])
+    assert second["notebook"], second["stderr"][-2000:]
+    return token, first, line_after("FOUND ", second["texts"]), first["left"]
 
 
 def _uid_of(pid):
@@ -205,13 +230,15 @@ def _uid_of(pid):
         return None
 
 
-def test_the_writer_reaches_every_channel_inside_one_sandbox(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_the_writer_reaches_every_channel_inside_one_sandbox(tmp_path, mode):
     """Inside one sandbox every channel works (so the reader's finding nothing means something),
     except the keyrings, which the seccomp filter refuses."""
     token = secrets.token_hex(8)
-    result, texts = run_notebook(tmp_path, "alone", CHANNELS, WRITE.replace("TOKEN", repr(token)), READ)
+    [result] = run_in(mode, tmp_path, [([CHANNELS, WRITE.replace("TOKEN", repr(token)), READ], 60)])
+    texts = result["texts"]
     wrote, found = line_after("WROTE ", texts), line_after("FOUND ", texts)
-    assert wrote is not None and found is not None, (texts, result.stderr[-2000:])
+    assert wrote is not None and found is not None, (texts, result["stderr"][-2000:])
     for channel in ("keyring_user", "keyring_user_session", "keyring_session", "keyring_persistent"):
         assert "Operation not permitted" in wrote[channel], wrote
     for channel in ("sysv_shm", "sysv_sem", "sysv_msg", "posix_mq", "abstract_socket"):
@@ -223,8 +250,9 @@ def test_the_writer_reaches_every_channel_inside_one_sandbox(tmp_path):
     assert set(found["files"].values()) == {token}
 
 
-def test_two_sandboxes_of_one_worker_cannot_pass_a_bit(tmp_path):
-    token, first, found, left = pass_token(tmp_path)
+@pytest.mark.parametrize("mode", MODES)
+def test_two_sandboxes_of_one_worker_cannot_pass_a_bit(tmp_path, mode):
+    token, first, found, left = pass_token(tmp_path, mode)
     assert left == [], "processes of the sandbox user outlived their sandbox"
     assert found == {}, f"the second sandbox found what the first left: {found}"
 
@@ -238,16 +266,37 @@ def test_without_the_seccomp_filter_the_keyrings_pass_a_token(tmp_path, monkeypa
     assert set(found) <= {"keyring_user", "keyring_user_session", "keyring_session", "keyring_persistent"}, found
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs as nobody from root")
+def test_rootless_keyrings_stay_in_their_sandbox_even_without_the_filter(tmp_path):
+    """Without root each sandbox has its keyrings in its own user namespace: with the keyring
+    system calls allowed, the writer reaches every keyring inside its sandbox, and the next
+    sandbox still finds none of them. (The filter refuses them all the same.)"""
+    token = secrets.token_hex(8)
+    write = WRITE.replace("TOKEN", repr(token))
+    report = as_nobody({"refused": [], "runs": [
+        {"cells": [CHANNELS, write, READ], "slot": SLOT, "limits": {"cell_timeout": 30, "wall_timeout": 60}},
+        {"cells": [CHANNELS, write, HANG], "slot": SLOT, "limits": {"cell_timeout": 30, "wall_timeout": 15}},
+        {"cells": [CHANNELS, READ], "slot": SLOT, "limits": {"cell_timeout": 30, "wall_timeout": 60}}]})
+    alone, first, second = report["results"]
+    wrote, found = line_after("WROTE ", alone["texts"]), line_after("FOUND ", alone["texts"])
+    rings = ("keyring_user", "keyring_user_session", "keyring_session", "keyring_persistent")
+    assert all(wrote[ring] == "ok" for ring in rings), wrote
+    assert token in found["keyring_session"] and token in found["keyring_persistent"], found
+    assert first["wall_timed_out"] and line_after("FOUND ", second["texts"]) == {}, second["texts"]
+
+
 # In a fresh single-threaded process: a threaded one (the kernel) may never unshare its user namespace.
 UNSHARE_USER = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                 "print('unshared' if libc.unshare(0x10000000) == 0 else f'refused {ctypes.get_errno()}')")
 
 
-def test_no_new_user_namespaces_inside(tmp_path):
-    result, texts = run_notebook(tmp_path, "userns", "import subprocess, sys\n"
-                                 f"print(subprocess.run([sys.executable, '-c', {UNSHARE_USER!r}], "
-                                 "capture_output=True, text=True).stdout.strip())")
-    assert texts[0].strip() == "refused 1", (texts, result.stderr[-2000:])  # EPERM; fork and threads still work
+@pytest.mark.parametrize("mode", MODES)
+def test_no_new_user_namespaces_inside(tmp_path, mode):
+    [result] = run_in(mode, tmp_path, [(["import subprocess, sys\n"
+                                         f"print(subprocess.run([sys.executable, '-c', {UNSHARE_USER!r}], "
+                                         "capture_output=True, text=True).stdout.strip())"], 60)])
+    texts = result["texts"]
+    assert texts[0].strip() == "refused 1", (texts, result["stderr"][-2000:])  # EPERM; fork and threads still work
 
 
 # 32-bit getpid by `int 0x80` (mov eax, 20; int 0x80; ret): the i386 system call numbers differ
@@ -261,15 +310,18 @@ print(ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="32-bit system calls of x86_64")
-def test_a_32_bit_system_call_kills_the_process(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_a_32_bit_system_call_kills_the_process(tmp_path, mode):
     import subprocess
     import sys
     here = subprocess.run([sys.executable, "-c", INT80_GETPID], capture_output=True, text=True)
     if here.stdout.strip() != "True":
         pytest.skip(f"no 32-bit system calls on this kernel: {here.returncode} {here.stderr[-200:]}")
-    result, texts = run_notebook(tmp_path, "int80", "import subprocess, sys\n"
-                                 f"print(subprocess.run([sys.executable, '-c', {INT80_GETPID!r}]).returncode)")
-    assert texts[0].strip() == "-31", (texts, result.stderr[-2000:])  # SIGSYS
+    [result] = run_in(mode, tmp_path, [(["import subprocess, sys\n"
+                                         f"print(subprocess.run([sys.executable, '-c', {INT80_GETPID!r}]).returncode)"],
+                                        60)])
+    texts = result["texts"]
+    assert texts[0].strip() == "-31", (texts, result["stderr"][-2000:])  # SIGSYS
 
 
 def test_the_filter_is_refused_clearly_on_an_unknown_architecture():
