@@ -83,7 +83,7 @@ def _failure(error: BaseException) -> dict:
     cells = _cell_numbers()
     frames = [f for f in traceback.extract_tb(error.__traceback__)
               if f.filename in cells or "ipykernel_" in f.filename or f.filename.startswith("<ipython-input")]
-    # The raw message: the grader picks its meaningful line (the same way w1_unittest does).
+    # The raw message: the grader picks its meaningful line from it.
     out = {"error": type(error).__name__, "message": str(error)[:4000], "code": [(f.line or "")[:300] for f in frames[-8:]]}
     if frames:
         cell = cells.get(frames[-1].filename)

@@ -58,7 +58,7 @@ def test_grade_explains_bad_arguments(tmp_path):
     done = run("grade", "--workers", "0", check=False)
     assert done.returncode == 2 and "--workers must be at least 1" in done.stderr
     done = run("grade", "--student", "nobody_here", check=False)
-    assert done.returncode == 2 and "no submission from nobody_here" in done.stderr
+    assert done.returncode == 2 and "no submission from 'nobody_here'" in done.stderr
 
 
 def test_the_readme_and_the_help_state_the_recipe_in_config(capsys):
