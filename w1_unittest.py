@@ -57,8 +57,8 @@ KERAS3_PITFALLS = [
     ("message", "ragged",
      "The GRU takes a dense tensor: turn the ragged ids of a list of lines into one with `.to_tensor()`."),
     ("message", "Found reserved mask token at unexpected location",
-     "With '' at index 1 of the vocabulary, Keras 3 needs `StringLookup(vocabulary=vocab, mask_token=None)`: "
-     "'' is then an ordinary token, the padding id 1."),
+     "With '' at index 1 of the vocabulary, Keras 3 refuses `mask_token=''`: pass `mask_token=None`, and '' "
+     "is then an ordinary token, the padding id 1."),
     ("message", "Argument(s) not recognized: {'lr'",
      "Keras 3 optimizers take `learning_rate=`, not `lr=`."),
 ]
@@ -927,7 +927,9 @@ def test_GenerativeModel(GenerativeModel):
 
     prefix = "ROMEO\t"
     with report.case(f"generate_one_step(tf.constant([{prefix!r}]), states=None)") as case:
-        result = GenerativeModel(lm, voc, temperature=1.0).generate_one_step(tf.constant([prefix]), states=None)
+        # The generator is kept in a variable: a tf.function method holds its object only weakly.
+        generator = GenerativeModel(lm, voc, temperature=1.0)
+        result = generator.generate_one_step(tf.constant([prefix]), states=None)
         case.check(isinstance(result, (tuple, list)) and len(result) == 2, "returns (next_chars, states)",
                    "a pair", type(result).__name__)
         chars, states = result
@@ -964,8 +966,8 @@ def test_GenerativeModel(GenerativeModel):
         want /= want.sum()
         with report.case(f"generate_one_step on {_SAMPLE_ROWS} prompts at temperature {temperature} with a model "
                          f"that predicts p = {p.tolist()} over {chars!r}") as case:
-            got, _ = GenerativeModel(fixed, voc, temperature=temperature).generate_one_step(
-                tf.constant(["O, "] * _SAMPLE_ROWS), states=None)
+            generator = GenerativeModel(fixed, voc, temperature=temperature)
+            got, _ = generator.generate_one_step(tf.constant(["O, "] * _SAMPLE_ROWS), states=None)
             drawn = [c.decode("utf-8") for c in _np(got).reshape(-1).tolist()]
             case.check(len(drawn) == _SAMPLE_ROWS, "one character per prompt", _SAMPLE_ROWS, len(drawn))
             freq = np.array([drawn.count(c) for c in chars]) / max(1, len(drawn))

@@ -325,8 +325,8 @@ def probe_GenerativeModel(ns, inputs):
         voc = list(case["vocab"])
         if case["call"] == "one_step":
             def run():
-                chars, states = Gen(model, voc, temperature=case["temperature"]).generate_one_step(
-                    tf.constant([case["prefix"]]), states=None)
+                gen = Gen(model, voc, temperature=case["temperature"])  # held: a tf.function method holds it weakly
+                chars, states = gen.generate_one_step(tf.constant([case["prefix"]]), states=None)
                 return {"chars": obs(chars), "states_shape": list(getattr(states, "shape", []) or [])}
             out.append(_observe(_call(run), lambda x: x))
         elif case["call"] == "batch":

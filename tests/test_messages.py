@@ -67,7 +67,7 @@ class GenerativeModel(tf.keras.Model):
             result.append(next_char)
         return tf.strings.join(result)[0].numpy().decode("utf-8")
 '''),
-    "mask_token": ("line_to_tensor", "test_line_to_tensor", "mask_token=None", '''
+    "mask_token": ("line_to_tensor", "test_line_to_tensor", "`mask_token=None`", '''
 def line_to_tensor(line, vocab):
     chars = tf.strings.unicode_split(line, input_encoding="UTF-8")
     ids = tf.keras.layers.StringLookup(vocabulary=vocab, mask_token="")(chars)

@@ -130,7 +130,9 @@ def test_exception_in_student_code_is_a_named_failed_case(capfd):
         w1.test_line_to_tensor(line_to_tensor)
     message = str(failure.value)
     assert "ValueError in line_to_tensor(), line" in message and ": my bug" in message
-    assert "Failed case: line_to_tensor('abc xyz', vocab)" in message
+    # Every case raised the same error: it is said once, after the cases it broke.
+    assert "Failed cases (8, the same error): line_to_tensor('abc xyz', vocab); " in message
+    assert message.count("my bug") == 1
     assert capfd.readouterr().err == ""
 
 

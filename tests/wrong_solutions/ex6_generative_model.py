@@ -87,7 +87,10 @@ class GraphModeStep(Reference):
     """generate_one_step compiled with tf.function, as the TensorFlow text-generation tutorial does."""
     @tf.function
     def generate_one_step(self, inputs, states=None):
-        return super().generate_one_step(inputs, states=states)
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
 
 
 class PythonStrings(tf.keras.Model):
