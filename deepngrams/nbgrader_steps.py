@@ -297,23 +297,6 @@ class OverwriteCellsKeepingOrder(OverwriteCells):
         return nb, resources
 
 
-class IgnoreUnknownGradedCells(NbGraderPreprocessor):
-    """A cell whose nbgrader id the source notebook does not have (made up by a student) loses its
-    nbgrader metadata: it counts for nothing, and nbgrader 0.9 no longer aborts the submission."""
-
-    def preprocess(self, nb, resources):
-        from nbgrader.api import Gradebook
-        with Gradebook(resources["nbgrader"]["db_url"]) as gb:
-            source = gb.find_notebook(resources["nbgrader"]["notebook"], resources["nbgrader"]["assignment"])
-            known = {c.name for c in source.source_cells} | {c.name for c in source.grade_cells}
-        for cell in nb.cells:
-            grade_id = _nbgrader(cell).get("grade_id")
-            if "nbgrader" in cell.get("metadata", {}) and grade_id not in known:
-                self.log.warning("Cell %r is not in the assignment: ignoring its nbgrader metadata", grade_id)
-                del cell.metadata["nbgrader"]
-        return nb, resources
-
-
 class DeduplicateIdsCleanly(DeduplicateIds):
     """nbgrader's DeduplicateIds, but a copied graded cell loses its nbgrader metadata entirely.
 

@@ -29,7 +29,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
                                     SaveAutoGrades)
 
 from deepngrams.nbgrader_steps import (DeduplicateIdsCleanly, GradeUpToHere, HideHiddenTests,  # noqa: E402
-                                       IgnoreUnknownGradedCells, NormaliseMetadata, OverwriteCellsKeepingOrder)
+                                       NormaliseMetadata, OverwriteCellsKeepingOrder)
 
 c = get_config()  # noqa: F821
 
@@ -40,12 +40,12 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
                             "w1_unittest.py", "data", "model", "deepngrams", "*.py", "*.h5", "*.txt"]
 
 # The graded structure comes from the source notebook: a submission's metadata is rebuilt against it
-# first. A test cell a student deleted is put back and run, rather than leaving its grade empty, a
-# copied graded cell counts once and a made-up one not at all; with fixes of nbgrader's own steps
-# (deepngrams/nbgrader_steps.py).
+# first (a made-up graded cell loses it and counts for nothing). A test cell a student deleted is put
+# back and run, rather than leaving its grade empty, and a copied graded cell counts once; with fixes
+# of nbgrader's own steps (deepngrams/nbgrader_steps.py).
 c.OverwriteCells.add_missing_cells = True
-c.Autograde.sanitize_preprocessors = [NormaliseMetadata, ClearOutput, IgnoreUnknownGradedCells, DeduplicateIdsCleanly,
-                                      OverwriteKernelspec, OverwriteCellsKeepingOrder, CheckCellMetadata]
+c.Autograde.sanitize_preprocessors = [NormaliseMetadata, ClearOutput, DeduplicateIdsCleanly, OverwriteKernelspec,
+                                      OverwriteCellsKeepingOrder, CheckCellMetadata]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
