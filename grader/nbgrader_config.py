@@ -13,7 +13,7 @@ def _bundle() -> Path:
     named = BUNDLE_PATH or os.environ.get("DEEPNGRAMS_BUNDLE", "")
     candidates = [Path(named).expanduser()] if named else list(Path(__file__).resolve().parents)
     for folder in candidates:
-        if (folder / "deepngrams" / "nbgrader_steps.py").is_file():
+        if (folder / "deepngrams" / "grading" / "nbgrader_steps.py").is_file():
             return folder.resolve()
     where = f"{named} (named by {'BUNDLE_PATH' if BUNDLE_PATH else 'DEEPNGRAMS_BUNDLE'})" if named else \
         f"any folder above {Path(__file__).resolve().parent}"
@@ -28,7 +28,8 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
                                     Execute, GetGrades, IgnorePattern, LimitOutput, OverwriteKernelspec,
                                     SaveAutoGrades)
 
-from deepngrams.nbgrader_steps import (DeduplicateIdsCleanly, GradeUpToHere, HideHiddenTests,  # noqa: E402
+from deepngrams.config import Limits  # noqa: E402
+from deepngrams.grading.nbgrader_steps import (DeduplicateIdsCleanly, GradeUpToHere, HideHiddenTests,  # noqa: E402
                                        NormaliseMetadata, OverwriteCellsKeepingOrder)
 
 c = get_config()  # noqa: F821
@@ -42,22 +43,22 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # The graded structure comes from the source notebook: a submission's metadata is rebuilt against it
 # first (a made-up graded cell loses it and counts for nothing). A test cell a student deleted is put
 # back and run, rather than leaving its grade empty, and a copied graded cell counts once; with fixes
-# of nbgrader's own steps (deepngrams/nbgrader_steps.py).
+# of nbgrader's own steps (deepngrams/grading/nbgrader_steps.py).
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = [NormaliseMetadata, ClearOutput, DeduplicateIdsCleanly, OverwriteKernelspec,
                                       OverwriteCellsKeepingOrder, CheckCellMetadata]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
-# Generous per-cell time: the grader's CPU may be slow and busy.
-c.Execute.timeout = 300
+# The grader's time a cell may run (deepngrams/config.py, the sandbox's limit too).
+c.Execute.timeout = int(Limits().cell_timeout)
 # TensorFlow writes C++ notices to the process's stderr; keep them out of the cell outputs,
 # where nbgrader would read any stderr as a failed test.
 c.Execute.extra_arguments = ["--IPKernelApp.capture_fd_output=False"]
 
 # nbgrader's own steps, after one of ours: `# grade-up-to-here` in a solution cell stops the run there.
 # (`python -m deepngrams grade` swaps Execute for SandboxedExecute: the notebook runs in a sandbox and
-# the grader writes each test cell's verdict; see deepngrams/grade.py.)
+# the grader writes each test cell's verdict; see deepngrams/grading/batch.py.)
 c.Autograde.autograde_preprocessors = [GradeUpToHere, Execute, IgnorePattern, ClearMetadataPreprocessor,
                                        LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 

@@ -35,7 +35,9 @@ from typing import Callable
 
 import nbformat
 
-from deepngrams import release
+from deepngrams.grading import exercises
+from deepngrams.grading import gradebook
+from deepngrams.course import release
 
 EXERCISES = ["line_to_tensor", "create_batch_dataset", "GRULM", "compile_model", "log_perplexity",
              "temperature_random_sampling", "GenerativeModel"]
@@ -895,10 +897,10 @@ def _course_paths(ctx: Context) -> list[str]:
 
 def _bundle_paths() -> list[str]:
     r = release.ROOT
-    return [str(release.SOURCE_NB), str(release.SOLUTION_NB), str(r / "deepngrams" / "solution.py"),
+    return [str(release.SOURCE_NB), str(release.SOLUTION_NB), str(r / "deepngrams" / "lm" / "solution.py"),
             str(r / "model" / "reference_values.json"),
             "{BUNDLE}/grader/source/deep_ngrams/deep_ngrams.ipynb", "{BUNDLE}/solutions/deep_ngrams.ipynb",
-            "{BUNDLE}/deepngrams/solution.py", "{BUNDLE}/model/reference_values.json",
+            "{BUNDLE}/deepngrams/lm/solution.py", "{BUNDLE}/model/reference_values.json",
             "{cwd}/../grader/source/deep_ngrams/deep_ngrams.ipynb", "{cwd}/../../grader/source/deep_ngrams/deep_ngrams.ipynb",
             "/grader/checks.py", "/grader/*.json"]
 
@@ -1233,11 +1235,10 @@ def _oracle_generative(ctx: Context):
 def _replayed_answers(ctx: Context):
     """line_to_tensor and log_perplexity answer from a key of other submissions' cases (as if copied
     from their feedback, which in fact never shows them)."""
-    from deepngrams import checks, grade
-    key = grade.grading_key(ctx.course)
+    key = gradebook.grading_key(ctx.course)
     table = {}
     for other in ("someone_else", "c07_replay_answer_key"):  # another student; this student's earlier file
-        prepared = checks.prepare(checks.secret_for(key, other, b"an earlier notebook"))
+        prepared = exercises.draw_cases(exercises.secret_for(key, other, b"an earlier notebook"))
         for cell in ("test_line_to_tensor", "test_line_to_tensor_hidden"):
             for case, want in zip(prepared[cell]["inputs"]["cases"], prepared[cell]["expected"]):
                 table["line:" + json.dumps(case["line"])] = want["ids"]

@@ -70,7 +70,7 @@ def _left() -> list[int]:
 
 def run_one(spec: dict, scratch: Path) -> dict:
     from nbformat.v4 import new_code_cell, new_notebook
-    from deepngrams import sandbox
+    from deepngrams.grading import sandbox
     nb = new_notebook(cells=[new_code_cell(s) for s in spec["cells"]])
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     limits = sandbox.Limits(**spec.get("limits", {}))
@@ -86,7 +86,7 @@ def run_one(spec: dict, scratch: Path) -> dict:
 
 
 def main() -> None:
-    from deepngrams import sandbox
+    from deepngrams.grading import sandbox
     request = json.load(sys.stdin)
     if "refused" in request:
         sandbox.REFUSED = tuple(request["refused"])

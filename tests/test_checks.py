@@ -14,7 +14,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deepngrams import checks, probes, release, solution  # noqa: E402
+from deepngrams.config import COURSE  # noqa: E402
+from deepngrams.grading.inside import probes
+from deepngrams.course import release
+from deepngrams.lm import solution  # noqa: E402
+from deepngrams.grading import exercises  # noqa: E402
+from deepngrams.grading.exercises import common  # noqa: E402
 from wrong_solutions import (ex1_line_to_tensor, ex2_create_batch_dataset, ex3_grulm,  # noqa: E402
                              ex4_compile_model, ex5_log_perplexity, ex6_generative_model, ex6_sampling)
 
@@ -43,7 +48,7 @@ KEY = bytes(range(32))
 
 @pytest.fixture(scope="module")
 def prepared():
-    return checks.prepare(checks.secret_for(KEY, "alice", b"her notebook"))
+    return exercises.draw_cases(exercises.secret_for(KEY, "alice", b"her notebook"))
 
 
 def observe(monkeypatch, check: dict, namespace: dict) -> dict:
@@ -60,7 +65,7 @@ def failures(monkeypatch, prepared, w1_tests, answer) -> dict:
     for test in w1_tests:
         name, cells = CELLS[test]
         for cell in cells:
-            found[cell] = checks.judge(prepared[cell], observe(monkeypatch, prepared[cell], {name: answer}))
+            found[cell] = exercises.judge(prepared[cell], observe(monkeypatch, prepared[cell], {name: answer}))
     return found
 
 
@@ -68,7 +73,7 @@ def test_every_graded_cell_of_the_source_notebook_has_a_check(prepared):
     import nbformat
     graded = [c.metadata["nbgrader"]["grade_id"] for c in nbformat.read(str(release.SOURCE_NB), 4).cells
               if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")]
-    assert sorted(graded) == sorted(prepared) == sorted(checks.PROBE_OF)
+    assert sorted(graded) == sorted(prepared) == sorted(exercises.CELLS)
     assert all(check["inputs"]["cases"] and len(check["expected"]) == len(check["inputs"]["cases"])
                for check in prepared.values())
 
@@ -77,11 +82,11 @@ def test_every_case_is_drawn_for_one_student_and_one_file(prepared):
     """Another student, or another file of the same student, gets other inputs in every graded cell
     (public ones too: a table of answers copied from someone's feedback is worth nothing); the same
     file of the same student gets the same cases, so grading again gives the same verdicts."""
-    same = checks.prepare(checks.secret_for(KEY, "alice", b"her notebook"))
+    same = exercises.draw_cases(exercises.secret_for(KEY, "alice", b"her notebook"))
     assert json.dumps(same) == json.dumps(prepared)  # (json: NaN expected values compare equal)
-    for other in (checks.secret_for(KEY, "bob", b"her notebook"), checks.secret_for(KEY, "alice", b"her notebook "),
-                  checks.secret_for(bytes(32), "alice", b"her notebook")):
-        drawn = checks.prepare(other)
+    for other in (exercises.secret_for(KEY, "bob", b"her notebook"), exercises.secret_for(KEY, "alice", b"her notebook "),
+                  exercises.secret_for(bytes(32), "alice", b"her notebook")):
+        drawn = exercises.draw_cases(other)
         for cell, check in prepared.items():
             if cell != "test_GRULM_layers":  # its first case is the course's fixed sizes; the others vary
                 assert drawn[cell]["inputs"] != check["inputs"], cell
@@ -91,7 +96,7 @@ def test_every_case_is_drawn_for_one_student_and_one_file(prepared):
 
 def test_a_correct_sampler_fails_less_than_once_in_a_million_gradings():
     """The bound is Hoeffding's, from the numbers of draws and the tolerances the cases carry."""
-    bounds = [checks.false_failure_bound(checks.prepare(secret)) for secret in range(20)]
+    bounds = [exercises.false_failure_bound(exercises.draw_cases(secret)) for secret in range(20)]
     assert max(bounds) < 1e-6
     assert min(bounds) > 0  # the bound counts the sampling cases: there are some
 
@@ -104,9 +109,9 @@ def test_sampling_cases_separate_the_usual_wrong_temperatures(prepared):
             if "eps" not in want:
                 continue
             p, t = np.asarray(want["p"]), case["temperature"]
-            base = np.asarray(checks._tempered(np.log(p), 1 / t), np.float64)  # back to temperature 1
-            wrongs = [np.eye(len(p))[np.argmax(p)], checks._tempered(np.log(base), 1.0),
-                      checks._tempered(np.log(base), 1 / t)]
+            base = np.asarray(common.tempered(np.log(p), 1 / t), np.float64)  # back to temperature 1
+            wrongs = [np.eye(len(p))[np.argmax(p)], common.tempered(np.log(base), 1.0),
+                      common.tempered(np.log(base), 1 / t)]
             for wrong in wrongs[: 1 if t == 1.0 else 3]:
                 assert np.abs(wrong - p).max() > 2 * want["eps"], (cell, t)
 
@@ -124,8 +129,8 @@ def test_feedback_never_shows_hidden_inputs_or_expected_values(monkeypatch, prep
     for cell, check in prepared.items():
         if not check["hidden"]:
             continue
-        name = [n for n in namespace if checks.PROBE_OF[cell].startswith(n)][0]
-        messages = " ".join(checks.judge(check, observe(monkeypatch, check, {name: namespace[name]})))
+        name = [n for n in namespace if exercises.CELLS[cell][1].startswith(n)][0]
+        messages = " ".join(exercises.judge(check, observe(monkeypatch, check, {name: namespace[name]})))
         assert messages, cell
         assert "SECRET-INPUT" not in messages, cell
         for case, want in zip(check["inputs"]["cases"], check["expected"]):
@@ -150,7 +155,7 @@ def _leaf_values(data) -> list:
 def test_the_reference_solution_passes_every_cell(monkeypatch, prepared):
     namespace = {name: getattr(solution, name) for name, _ in CELLS.values()}
     for cell, check in prepared.items():
-        assert checks.judge(check, observe(monkeypatch, check, namespace)) == [], cell
+        assert exercises.judge(check, observe(monkeypatch, check, namespace)) == [], cell
 
 
 @pytest.mark.parametrize("answer, tests", WRONG)
@@ -167,13 +172,13 @@ def test_another_correct_answer_passes(monkeypatch, prepared, answer, tests):
 
 def test_missing_names_and_malformed_observations_fail(monkeypatch, prepared):
     check = prepared["test_log_perplexity"]
-    assert "'log_perplexity' is not defined" in checks.judge(check, observe(monkeypatch, check, {}))[0]
-    assert checks.judge(check, None)  # the cell never ran
-    assert checks.judge(check, {"observations": "all good"})
-    assert checks.judge(check, {"observations": [{"value": 1.0}]})  # too few
+    assert "'log_perplexity' is not defined" in exercises.judge(check, observe(monkeypatch, check, {}))[0]
+    assert exercises.judge(check, None)  # the cell never ran
+    assert exercises.judge(check, {"observations": "all good"})
+    assert exercises.judge(check, {"observations": [{"value": 1.0}]})  # too few
     faked = {"observations": [{"kind": "float", "tensor": False, "dtype": "float64", "shape": [], "value": 0.0}
                               for _ in check["inputs"]["cases"]]}
-    assert checks.judge(check, faked)
+    assert exercises.judge(check, faked)
 
 
 def test_observations_equal_to_the_expected_answers_pass(prepared):
@@ -181,20 +186,20 @@ def test_observations_equal_to_the_expected_answers_pass(prepared):
     check = prepared["test_log_perplexity_hidden"]
     right = {"observations": [{"kind": "float", "tensor": False, "dtype": "float64", "shape": [], "value": e["value"]}
                               for e in check["expected"]]}
-    assert checks.judge(check, right) == []
+    assert exercises.judge(check, right) == []
     wrong = {"observations": [dict(o, value=o["value"] + 0.01) for o in right["observations"]]}
-    assert checks.judge(check, wrong)
+    assert exercises.judge(check, wrong)
 
 
 def test_flags_a_process_reports_about_itself_are_not_enough(prepared):
     """compile_model and the layers pass only with numbers that take a working model to produce."""
     check = prepared["test_compile_model_hidden"]
     case, want = check["inputs"]["cases"][0], check["expected"][0]
-    forged = {"same": True, "loss_is": True, "from_logits": True, "optimizer_is": True, "learning_rate": 0.00125,
+    forged = {"same": True, "loss_is": True, "from_logits": True, "optimizer_is": True, "learning_rate": COURSE.learning_rate,
               "step": {"loss": {"kind": "float", "dtype": "float64", "shape": [], "value": want["loss"]},
                        "weights": {"items": [{"dtype": "float32", "shape": list(np.shape(w)), "value": w}
                                              for w in case["weights"]]}}}  # weights never moved
-    assert checks.judge(check, {"observations": [forged]})
+    assert exercises.judge(check, {"observations": [forged]})
     check = prepared["test_GRULM_layers"]
     forged = []
     for case, want in zip(check["inputs"]["cases"], check["expected"]):
@@ -204,4 +209,4 @@ def test_flags_a_process_reports_about_itself_are_not_enough(prepared):
                                   **{name: {"kind": name, "is": True, "shapes": shapes}
                                      for name, shapes in want["shapes"].items()}},
                        "preds": {"dtype": "float32", "shape": want["preds_shape"], "value": uniform}})
-    assert checks.judge(check, {"observations": forged})
+    assert exercises.judge(check, {"observations": forged})

@@ -42,8 +42,44 @@ def test_generate_batch_and_bad_arguments():
 
 def test_help_lists_the_commands():
     out = run("--help").stdout
-    for command in ("prepare", "train", "evaluate", "generate", "reference", "release", "demo", "grade"):
+    for command in ("corpus", "train", "evaluate", "generate", "reference-values", "release", "grade", "demo",
+                    "plain-autograde"):
         assert command in out
+
+
+def _readme_commands() -> list[str]:
+    """Every `python -m deepngrams ...` and `make ...` line of the README's code blocks."""
+    import re
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```\n(.*?)^```", readme, re.S | re.M)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith(("python -m deepngrams", "make "))]
+
+
+def test_every_command_of_the_readme_exists():
+    """Each README command names a make target or a subcommand that answers --help (run for real elsewhere)."""
+    import re
+    commands = _readme_commands()
+    assert any(c.startswith("make demo") for c in commands) and any(c.startswith("python -m deepngrams") for c in commands)
+    makefile = (ROOT / "Makefile").read_text()
+    for command in commands:
+        words = command.split()
+        if words[0] == "make":
+            assert re.search(rf"^{re.escape(words[1])}:", makefile, re.M), command
+            continue
+        done = subprocess.run([sys.executable, "-m", "deepngrams", words[3], "--help"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert done.returncode == 0, f"{command}: {done.stderr[-500:]}"
+        for option in re.findall(r"--[a-z-]+", command):
+            assert option in done.stdout, f"{command}: {option} is not an option"
+
+
+def test_demo_is_the_sandboxed_grader_of_the_sample_submissions():
+    """`make demo` and `python -m deepngrams demo` are one command: the grader, on grader/."""
+    demo = run("demo", "--help").stdout
+    grade = run("grade", "--help").stdout
+    assert " ".join(demo.replace("deepngrams demo", "deepngrams grade").split()) == " ".join(grade.split())
+    assert "$(PY) -m deepngrams demo" in (ROOT / "Makefile").read_text()
 
 
 def test_bench_rejects_an_unknown_benchmark():

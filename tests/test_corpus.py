@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from deepngrams import prepare
-from deepngrams.prepare import (
+from deepngrams.lm import corpus as prepare
+from deepngrams.lm.corpus import (
     ARCHIVE_SHA256,
     CORPUS_PATH,
     ArchiveError,
@@ -48,7 +48,7 @@ def lines(built: str) -> list[str]:
 
 def test_rebuild_matches_committed_file(built: str) -> None:
     assert CORPUS_PATH.read_bytes() == built.encode("utf-8"), \
-        "data/shakespeare_data.txt is stale: run `python -m deepngrams prepare` and commit it"
+        "data/shakespeare_data.txt is stale: run `python -m deepngrams corpus` and commit it"
 
 
 def test_sha256_file_matches_committed_file() -> None:

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
-from deepngrams import grade, release, sandbox
+from deepngrams.course import release
+from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
+from deepngrams.grading import batch
 
 
 @pytest.fixture()
@@ -30,41 +32,41 @@ def _name_bundle(course, path: str) -> None:
 
 
 def test_the_bundled_course_is_ready():
-    assert grade.check_course(release.COURSE_DIR) == []
+    assert batch.check_course(release.COURSE_DIR) == []
 
 
 def test_a_course_outside_the_bundle_says_what_to_set(elsewhere):
-    problems = grade.check_course(elsewhere)
+    problems = batch.check_course(elsewhere)
     assert len(problems) == 1
     assert "BUNDLE_PATH" in problems[0] and "DEEPNGRAMS_BUNDLE" in problems[0] and str(ROOT) in problems[0]
 
 
 def test_a_course_outside_the_bundle_is_ready_once_it_names_the_bundle(elsewhere, monkeypatch):
     monkeypatch.setenv("DEEPNGRAMS_BUNDLE", str(ROOT))
-    assert grade.check_course(elsewhere) == []
+    assert batch.check_course(elsewhere) == []
     monkeypatch.delenv("DEEPNGRAMS_BUNDLE")
     _name_bundle(elsewhere, str(ROOT))
-    assert grade.check_course(elsewhere) == []
+    assert batch.check_course(elsewhere) == []
 
 
 def test_a_wrong_bundle_path_is_named_in_the_message(elsewhere):
     _name_bundle(elsewhere, "/nowhere/deep-ngrams")
-    problems = grade.check_course(elsewhere)
+    problems = batch.check_course(elsewhere)
     assert len(problems) == 1 and "/nowhere/deep-ngrams" in problems[0] and "BUNDLE_PATH" in problems[0]
 
 
 def test_a_configuration_without_the_courses_steps_is_refused(elsewhere):
     (elsewhere / "nbgrader_config.py").write_text("c = get_config()\nc.CourseDirectory.course_id = 'x'\n")
-    problems = grade.check_course(elsewhere)
+    problems = batch.check_course(elsewhere)
     assert len(problems) == 1 and "grading steps" in problems[0]
     (elsewhere / "nbgrader_config.py").unlink()
-    assert "nbgrader_config.py is missing" in grade.check_course(elsewhere)[0]
+    assert "nbgrader_config.py is missing" in batch.check_course(elsewhere)[0]
 
 
 def test_a_course_without_its_source_notebook_is_refused(elsewhere, monkeypatch):
     monkeypatch.setenv("DEEPNGRAMS_BUNDLE", str(ROOT))
     shutil.rmtree(elsewhere / "source")
-    problems = grade.check_course(elsewhere)
+    problems = batch.check_course(elsewhere)
     assert len(problems) == 1 and "source notebook" in problems[0]
 
 
@@ -75,6 +77,6 @@ def test_grading_a_misplaced_course_stops_before_any_work(elsewhere):
     shutil.copytree(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT, submitted)
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="BUNDLE_PATH"):
-        grade.grade(elsewhere, workers=1, progress=False)
+        batch.grade(elsewhere, workers=1, progress=False)
     assert time.monotonic() - start < 60  # refused at once, not after grading everyone with nbgrader's defaults
     assert not (elsewhere / "gradebook.db").exists() and not (elsewhere / "autograded").exists()

@@ -4,14 +4,15 @@ import json
 
 import pytest
 
-from deepngrams import checks, harness
+from deepngrams.grading.inside import harness
+from deepngrams.grading import exercises
 
 BIG = 10**4000  # parses (under Python's 4300-digit limit), but fits no float or C integer
 
 
 @pytest.fixture(scope="module")
 def prepared():
-    return checks.prepare(20261130)
+    return exercises.draw_cases(20261130)
 
 
 def forged(value) -> list[dict]:
@@ -28,7 +29,7 @@ def test_a_forged_value_fails_only_its_cell(prepared, value):
     for check in prepared.values():
         n = len(check["inputs"]["cases"])
         for observation in forged(value):
-            problems = checks.judge(check, {"observations": [observation] * n})
+            problems = exercises.judge(check, {"observations": [observation] * n})
             assert problems and all(isinstance(p, str) for p in problems)
 
 

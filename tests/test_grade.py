@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 from nbgrader.api import Gradebook
 
-from deepngrams import grade, release, sandbox
+from deepngrams.course import release
+from deepngrams.grading import sandbox
+from deepngrams.grading import batch
+from deepngrams.grading import gradebook
 
 pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
 FULL = {"line_to_tensor": 3, "create_batch_dataset": 3, "GRULM": 4, "compile_model": 2,
@@ -24,7 +27,7 @@ def course():
     renamed.mkdir(parents=True)
     shutil.copy(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb",
                 renamed / "deep_ngrams (1).ipynb")
-    first = grade.grade(course, workers=2, progress=False)
+    first = batch.grade(course, workers=2, progress=False)
     yield course, {o.student: o for o in first}
     shutil.rmtree(course.parent, ignore_errors=True)
 
@@ -68,12 +71,12 @@ def test_report_csv_feedback_and_gradebook(course):
 
 def test_a_second_run_skips_graded_work_until_a_submission_changes(course):
     path, first = course
-    again = {o.student: o for o in grade.grade(path, workers=2, progress=False)}
+    again = {o.student: o for o in batch.grade(path, workers=2, progress=False)}
     assert all(o.skipped for o in again.values())
     assert {s: o.scores for s, o in again.items()} == {s: o.scores for s, o in first.items()}
     solved = path / "submitted" / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"
     shutil.copy(solved, path / "submitted" / "bob_untouched" / release.ASSIGNMENT / "deep_ngrams.ipynb")
-    third = {o.student: o for o in grade.grade(path, workers=1, progress=False)}
+    third = {o.student: o for o in batch.grade(path, workers=1, progress=False)}
     assert not third["bob_untouched"].skipped and points(third["bob_untouched"]) == FULL
     assert all(third[s].skipped for s in ("alice_solved", "carol_partial", "dora_renamed"))
 
@@ -90,6 +93,6 @@ def test_a_failed_merge_leaves_the_gradebook_as_it_was(course, monkeypatch):
     report = {"student": "alice_solved", "reason": "x", "notes": [], "seconds": 0, "private": str(path / "none"),
               "graded": False}
     with pytest.raises(OSError):
-        grade.merge(path, report)
+        gradebook.merge(path, report)
     assert db.read_bytes() == before
     assert sorted(p.name for p in path.iterdir() if "gradebook" in p.name) == ["gradebook.db"]

@@ -13,9 +13,14 @@ from pathlib import Path
 import pytest
 from nbgrader.api import Gradebook
 
-from deepngrams import grade, release
+from deepngrams import config
+from deepngrams.grading import gradebook
+from deepngrams.grading import preflight
+from deepngrams.grading import report
+from deepngrams.grading import submission
+from deepngrams.course import release
 from deepngrams.config import ROOT
-from deepngrams.untrusted import csv_cell
+from deepngrams.grading.untrusted import csv_cell
 
 ODD = ["a,b", "new\nline", "[ab]", "star*", "trailing ", "-dash", "é" * 125, "=2+5", '"quoted"', "plain"]
 
@@ -27,13 +32,13 @@ def _huge_notebook(path: Path, cells: int) -> None:
 
 
 def _preflight_into(queue, path):
-    queue.put(grade.preflight(Path(path), ["test_line_to_tensor"]))
+    queue.put(preflight.preflight(Path(path), ["test_line_to_tensor"]))
 
 
 def test_a_notebook_of_100k_cells_gets_a_reason_in_bounded_time(tmp_path):
     path = tmp_path / "deep_ngrams.ipynb"
     _huge_notebook(path, 100_000)
-    assert path.stat().st_size < grade.MAX_NOTEBOOK_BYTES
+    assert path.stat().st_size < config.MAX_NOTEBOOK_BYTES
     queue = multiprocessing.get_context("spawn").Queue()
     child = multiprocessing.get_context("spawn").Process(target=_preflight_into, args=(queue, str(path)))
     start = time.monotonic()
@@ -49,10 +54,10 @@ def test_a_notebook_of_100k_cells_gets_a_reason_in_bounded_time(tmp_path):
 
 def test_duplicate_ids_are_counted_in_one_pass(tmp_path):
     path = tmp_path / "deep_ngrams.ipynb"
-    _huge_notebook(path, grade.MAX_CELLS)
+    _huge_notebook(path, config.MAX_CELLS)
     start = time.monotonic()
-    reason, notes = grade.preflight(path, ["test_line_to_tensor", "test_GRULM"])
-    assert reason == "" and f"cell test_line_to_tensor appears {grade.MAX_CELLS} times: only the first counts" in notes
+    reason, notes = preflight.preflight(path, ["test_line_to_tensor", "test_GRULM"])
+    assert reason == "" and f"cell test_line_to_tensor appears {config.MAX_CELLS} times: only the first counts" in notes
     assert "deleted cell test_GRULM put back" in notes
     assert time.monotonic() - start < 30
 
@@ -69,7 +74,7 @@ def test_the_worker_time_limit_kills_a_stuck_nbgrader_step_and_what_it_started(t
     (tmp_path / "nbgrader_config.py").write_text(STUCK_CONFIG)  # worker_main loads it: it hangs
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     start = time.monotonic()
-    status, message = grade._worker(tmp_path, "s0", env, timeout=30)  # nbgrader's import alone takes seconds
+    status, message = submission._worker(tmp_path, "s0", env, timeout=30)  # nbgrader's import alone takes seconds
     assert time.monotonic() - start < 90
     assert status is None and "ran over 30 s and were stopped" in message
     pid = int((tmp_path / "child.pid").read_text())
@@ -78,11 +83,11 @@ def test_the_worker_time_limit_kills_a_stuck_nbgrader_step_and_what_it_started(t
 
 
 def test_internal_ids_are_plain_and_distinct():
-    ids = [grade.internal_id(s) for s in ODD + [os.fsdecode(b"bad\xff")]]
+    ids = [submission.internal_id(s) for s in ODD + [os.fsdecode(b"bad\xff")]]
     assert len(set(ids)) == len(ids)
     assert all(i.isascii() and i.isalnum() and len(i) < 20 for i in ids)
-    assert grade.unusable_name(os.fsdecode(b"bad\xff")).startswith("the student folder's name is not valid UTF-8")
-    assert grade.unusable_name(" ") and not any(grade.unusable_name(s) for s in ODD)
+    assert submission.unusable_name(os.fsdecode(b"bad\xff")).startswith("the student folder's name is not valid UTF-8")
+    assert submission.unusable_name(" ") and not any(submission.unusable_name(s) for s in ODD)
 
 
 def test_grades_csv_is_quoted_with_one_row_per_student(tmp_path):
@@ -90,11 +95,11 @@ def test_grades_csv_is_quoted_with_one_row_per_student(tmp_path):
         gb.add_assignment(release.ASSIGNMENT)
         for student in ODD:
             gb.add_student(student, last_name="=cmd|' /C calc'!A0", first_name="x,y")
-    grade.export_grades(tmp_path)
+    gradebook.export_grades(tmp_path)
     with (tmp_path / "grades.csv").open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == grade.GRADES_COLUMNS
+    assert reader.fieldnames == gradebook.GRADES_COLUMNS
     assert sorted(r["student_id"] for r in rows) == sorted(csv_cell(s) for s in ODD)
     for r in rows:
         assert r["assignment"] == release.ASSIGNMENT and r["score"] == "0.0" and r["timestamp"] == ""
@@ -103,15 +108,15 @@ def test_grades_csv_is_quoted_with_one_row_per_student(tmp_path):
 
 
 def test_report_and_table_escape_student_text(tmp_path):
-    outcomes = [grade.Outcome("=2+5\x1b[2J", {"GRULM": (4.0, 4.0)}, "bad \x1b]0;title\x07", ["cell -x\u202e"]),
-                grade.Outcome("plain", {"GRULM": (-1.0, 4.0)}, "", [])]
-    grade.write_report(tmp_path, outcomes)
+    outcomes = [report.Outcome("=2+5\x1b[2J", {"GRULM": (4.0, 4.0)}, "bad \x1b]0;title\x07", ["cell -x\u202e"]),
+                report.Outcome("plain", {"GRULM": (-1.0, 4.0)}, "", [])]
+    report.write_report(tmp_path, outcomes)
     with (tmp_path / "report.csv").open(newline="") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"'=2+5\\x1b[2J", "plain"}
     assert rows["'=2+5\\x1b[2J"]["reason"] == "bad \\x1b]0;title\\x07"
     assert rows["'=2+5\\x1b[2J"]["notes"] == "cell -x\\u202e" and rows["plain"]["GRULM"] == "-1"
-    table = grade.format_report(outcomes)
+    table = report.format_report(outcomes)
     assert "\x1b" not in table and "\u202e" not in table and "=2+5\\x1b[2J" in table and "\\x1b]0;title\\x07" in table
 
 
@@ -124,7 +129,7 @@ def test_a_merge_failure_for_a_name_the_file_system_refuses_costs_that_student_o
     report = {"student": "x" * 300, "reason": "no deep_ngrams.ipynb handed in", "notes": [], "seconds": 1.0,
               "private": str(private), "graded": False}  # 300 bytes: no folder can have this name
     before = (course / "gradebook.db").read_bytes()
-    outcome = grade.record(course, report, "v")
+    outcome = gradebook.record(course, report, "v")
     assert outcome.reason.startswith("not graded: the result could not be saved (OSError")
     assert outcome.scores == {} and not private.exists()
     assert (course / "gradebook.db").read_bytes() == before

@@ -2,7 +2,7 @@
 
 One module-scoped fixture builds a scratch course with every case of tests/hostile.py, a
 correct submission ("alice_solved") and the untouched release ("bob_untouched"), and grades
-them all in ONE call of `grade.grade(course, workers=2)` with small limits. It then looks
+them all in ONE call of `batch.grade(course, workers=2)` with small limits. It then looks
 at the host (marker files, left-over processes, the gradebook, grades.csv, feedback),
 calls `grade` again without --force (everything must be skipped) and with --force for a
 few students (the verdicts must be the same). The tests only read what the fixture saw.
@@ -31,7 +31,10 @@ import nbformat
 import pytest
 
 import hostile
-from deepngrams import release
+from deepngrams.course import release
+from deepngrams.grading import batch
+from deepngrams import config
+from deepngrams.grading import gradebook
 
 LIMITS = dict(cell_timeout=60.0, wall_timeout=150.0, memory_gib=4.0, output_mib=16.0)
 CASES = hostile.cases()
@@ -79,7 +82,7 @@ def _processes_with(token: str) -> list[tuple[int, str]]:
 
 def _gradebook(course: Path) -> tuple[list, dict]:
     from nbgrader.api import Gradebook, MissingEntry
-    from deepngrams.demo import exercise_of
+    from deepngrams.grading.plain import exercise_of
     names = release.exercise_names()
     table = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
@@ -100,11 +103,10 @@ def _gradebook(course: Path) -> tuple[list, dict]:
 
 
 def _grade_all(course: Path, token: str) -> Graded:
-    from deepngrams import grade
-    limits = grade.Limits(**LIMITS)
-    version = grade.grader_version(course)
+    limits = config.Limits(**LIMITS)
+    version = gradebook.grader_version(course)
     start = time.monotonic()
-    first = grade.grade(course, workers=2, force=False, limits=limits, progress=False)
+    first = batch.grade(course, workers=2, force=False, limits=limits, progress=False)
     seconds = time.monotonic() - start
     leftovers = _processes_with(token)
     markers = [str(p) for d in hostile.outside_dirs(_ctx_stub(course, token)) for p in Path(d).glob(f"*{token}*")]
@@ -113,10 +115,10 @@ def _grade_all(course: Path, token: str) -> Graded:
     students, table = _gradebook(course)
     rows = list(csv.DictReader((course / "grades.csv").open()))
     again = forced = report_after = None
-    if grade.grader_version(course) == version:  # else the grader's code changed under us: skip those tests
-        again = {o.student: _plain(o) for o in grade.grade(course, workers=2, force=False, limits=limits,
+    if gradebook.grader_version(course) == version:  # else the grader's code changed under us: skip those tests
+        again = {o.student: _plain(o) for o in batch.grade(course, workers=2, force=False, limits=limits,
                                                            progress=False)}
-        forced = {o.student: _plain(o) for o in grade.grade(course, workers=2, force=True, students=REGRADED,
+        forced = {o.student: _plain(o) for o in batch.grade(course, workers=2, force=True, students=REGRADED,
                                                             limits=limits, progress=False)}
         report_after = [r["student"] for r in csv.DictReader((course / "report.csv").open())]
     return Graded(course, token, seconds, {o.student: _plain(o) for o in first}, again, forced,
@@ -130,7 +132,7 @@ def _ctx_stub(course: Path, token: str) -> hostile.Context:
 
 @pytest.fixture(scope="module")
 def graded():
-    from deepngrams import sandbox
+    from deepngrams.grading import sandbox
     reuse = os.environ.get("DEEPNGRAMS_HOSTILE_REUSE")
     if reuse:
         saved = json.loads((Path(reuse) / "hostile-results.json").read_text())

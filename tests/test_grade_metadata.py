@@ -12,9 +12,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from deepngrams import grade, release, sandbox
+from deepngrams.course import release
+from deepngrams.grading import sandbox
 
 from metadata_cases import KINDS, fuzz
+from deepngrams.grading import batch
+from deepngrams.grading import cells
 
 pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
 HARDER = ("not_a_mapping", "nested_deep", "grade_id_a_list", "solution_claims_grade", "test_not_graded",
@@ -34,7 +37,7 @@ def graded():
         folder = course / "submitted" / student / release.ASSIGNMENT
         folder.mkdir(parents=True)
         (folder / f"{release.ASSIGNMENT}.ipynb").write_text(text)
-    outcomes = {o.student: o for o in grade.grade(course, workers=2, progress=False)}
+    outcomes = {o.student: o for o in batch.grade(course, workers=2, progress=False)}
     yield course, outcomes
     shutil.rmtree(course.parent, ignore_errors=True)
 
@@ -54,8 +57,8 @@ def test_the_graded_notebook_has_the_source_structure(graded):
     source = nbformat.read(str(course / "source" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"), 4)
 
     def tests(nb):
-        return [(grade._nbgrader(c)["grade_id"], float(grade._nbgrader(c)["points"]))
-                for c in nb.cells if grade.is_test_cell(c)]
+        return [(cells.nbgrader_meta(c)["grade_id"], float(cells.nbgrader_meta(c)["points"]))
+                for c in nb.cells if cells.is_test_cell(c)]
 
     for student in ("solution_claims_grade", "test_not_graded", "fuzzed_0"):
         done = nbformat.read(str(course / "autograded" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"), 4)

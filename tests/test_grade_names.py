@@ -1,6 +1,6 @@
 """Student ids and student text are data: odd folder names, escape sequences, formulas, a failed merge.
 
-One small batch (`grade.main`, two workers) grades a solved notebook under folder names that
+One small batch (`batch.main`, two workers) grades a solved notebook under folder names that
 nbgrader's paths, globs and CSV cannot take, one whose graded test cell carries terminal escape
 sequences as its id and whose markdown links to scripts and a tracking image (in a folder named
 like a spreadsheet formula), one whose merge fails, and
@@ -20,8 +20,11 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from deepngrams import grade, release, sandbox
-from deepngrams.untrusted import csv_cell
+from deepngrams.course import release
+from deepngrams.grading import sandbox
+from deepngrams.grading.untrusted import csv_cell
+from deepngrams.grading import batch
+from deepngrams.grading import gradebook
 
 pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
 ESCAPES = "test_x\x1b[2J\x1b[H\x1b]0;owned\x07\x9b31m\u202e"
@@ -63,7 +66,7 @@ def batch():
                        str(folder / "deep_ngrams.ipynb"))
     shutil.copytree(release.SUBMITTED / "bob_untouched", course / "submitted" / MERGE_FAILS)
     shutil.copytree(release.SUBMITTED / "bob_untouched", course / "submitted" / NOT_UTF8)
-    real_merge = grade.merge
+    real_merge = gradebook.merge
 
     def merge(course_, report):
         if report["student"] == MERGE_FAILS:
@@ -72,8 +75,8 @@ def batch():
 
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
-        mp.setattr(grade, "merge", merge)
-        status = grade.main(["--course", str(course), "--workers", "2"])
+        mp.setattr(gradebook, "merge", merge)
+        status = batch.main(["--course", str(course), "--workers", "2"])
     yield course, status, out.getvalue()
     shutil.rmtree(course.parent, ignore_errors=True)
 

@@ -1,18 +1,21 @@
 """A verdict is never stale: the grader's fingerprint covers everything a verdict is computed from.
 
 `deepngrams grade` skips a submission graded before with the same files and the same fingerprint
-(`grade.grader_version`); changing any input of the verdicts must change the fingerprint, so that
+(`gradebook.grader_version`); changing any input of the verdicts must change the fingerprint, so that
 the next run grades everyone again.
 """
 import shutil
 
 import pytest
 
-from deepngrams import grade, release
+from deepngrams.course import release
+from deepngrams.grading import gradebook
 
 # Every kind of file a verdict depends on, as paths in a copy of the bundle.
-INPUTS = ["deepngrams/checks.py", "deepngrams/probes.py", "deepngrams/solution.py", "deepngrams/config.py",
-          "deepngrams/reference.py", "deepngrams/graded_w1_unittest.py", "deepngrams/nbgrader_steps.py",
+INPUTS = ["deepngrams/grading/exercises/__init__.py", "deepngrams/grading/exercises/sampling.py",
+          "deepngrams/grading/inside/probes.py", "deepngrams/lm/solution.py", "deepngrams/config.py",
+          "deepngrams/course/reference_values.py", "deepngrams/grading/inside/w1_unittest_standin.py",
+          "deepngrams/grading/nbgrader_steps.py",
           "w1_unittest.py", "requirements.txt", "model/reference_values.json", "model/model_card.json",
           "model/grulm.weights.h5", "data/shakespeare_data.txt", "grader/nbgrader_config.py",
           "grader/source/deep_ngrams/deep_ngrams.ipynb", "grader/.grading/hidden-cases.key"]
@@ -34,26 +37,26 @@ def bundle(tmp_path):
 @pytest.mark.parametrize("changed", INPUTS)
 def test_changing_any_input_of_the_verdicts_changes_the_fingerprint(bundle, changed):
     course = bundle / "grader"
-    before = grade.grader_version(course, bundle)
-    assert grade.grader_version(course, bundle) == before  # stable while nothing changes
+    before = gradebook.grader_version(course, bundle)
+    assert gradebook.grader_version(course, bundle) == before  # stable while nothing changes
     path = bundle / changed
     path.write_bytes(path.read_bytes() + b"\n")
-    assert grade.grader_version(course, bundle) != before, f"{changed} changed, the fingerprint did not"
+    assert gradebook.grader_version(course, bundle) != before, f"{changed} changed, the fingerprint did not"
 
 
 def test_a_new_module_of_the_package_changes_the_fingerprint(bundle):
     course = bundle / "grader"
-    before = grade.grader_version(course, bundle)
+    before = gradebook.grader_version(course, bundle)
     (bundle / "deepngrams" / "new_step.py").write_text("X = 1\n")
-    assert grade.grader_version(course, bundle) != before
+    assert gradebook.grader_version(course, bundle) != before
 
 
 def test_the_grading_key_is_made_once_and_readable_by_the_grader_alone(tmp_path):
     course = tmp_path / "course"
     course.mkdir()
-    key = grade.grading_key(course)
+    key = gradebook.grading_key(course)
     path = course / ".grading" / "hidden-cases.key"
-    assert len(key) == 32 and path.read_bytes() == key and grade.grading_key(course) == key
+    assert len(key) == 32 and path.read_bytes() == key and gradebook.grading_key(course) == key
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     (tmp_path / "other").mkdir()
-    assert grade.grading_key(tmp_path / "other") != key  # another course, other cases
+    assert gradebook.grading_key(tmp_path / "other") != key  # another course, other cases

@@ -7,7 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from deepngrams import demo, release
+from deepngrams.course import release
+from deepngrams.grading import plain
 
 FULL = {"line_to_tensor": 3, "create_batch_dataset": 3, "GRULM": 4, "compile_model": 2,
         "log_perplexity": 3, "temperature_random_sampling": 1, "GenerativeModel": 3}
@@ -70,7 +71,7 @@ def graded(tmp_path_factory):
     # A student's own w1_unittest.py that passes everything must not be used.
     (course / "submitted" / "bob_untouched" / release.ASSIGNMENT / "w1_unittest.py").write_text(
         "def __getattr__(name):\n    return lambda *a, **k: None\n")
-    status, names, rows = demo.run(course)
+    status, names, rows = plain.run(course)
     reasons = {student: reason for student, _, reason in rows}
     yield status, {student: {ex: s for ex, (s, _) in scores.items()} for student, scores, _ in rows}, course, reasons
     shutil.rmtree(course.parent, ignore_errors=True)

@@ -10,7 +10,10 @@ import textwrap
 import pytest
 
 import w1_unittest
-from deepngrams import checks, probes, solution
+from deepngrams.grading.inside import probes
+from deepngrams.lm import solution
+from deepngrams.grading.exercises import common
+from deepngrams.grading import exercises
 
 # Code as it circulates (written for Keras 2), each with the exercise it answers, the test that
 # catches it and the words of the fix.
@@ -117,12 +120,12 @@ def test_the_feedback_names_the_cause_the_fix_and_the_students_line(monkeypatch,
     shown = []
     import IPython.display
     monkeypatch.setattr(IPython.display, "display", lambda data, raw=False: shown.append(data))
-    prepared = checks.prepare(11)
+    prepared = exercises.draw_cases(11)
     messages = []
     for cell in (test, test + "_hidden" if test + "_hidden" in prepared else "test_GRULM_hidden"):
         check = prepared[cell]
         probes.run(check["probe"], {exercise: ns[exercise]}, json.dumps(check["inputs"]))
-        messages += checks.judge(check, json.loads(shown[-1][probes.MIME]))
+        messages += exercises.judge(check, json.loads(shown[-1][probes.MIME]))
     text = "\n".join(messages)
     assert HINT[name] in text, text
     assert "your code: In [7], line " in text, text
@@ -132,23 +135,23 @@ def test_the_feedback_names_the_cause_the_fix_and_the_students_line(monkeypatch,
 
 def test_a_failure_shared_by_several_cases_is_said_once_with_their_number():
     fails = [f"line_to_tensor, case {i} (a line): raised ValueError: boom" for i in range(1, 6)]
-    assert checks._merge_repeats(fails + ["line_to_tensor, case 6 (a list): the rows are wrong"]) == [
+    assert exercises._merge_repeats(fails + ["line_to_tensor, case 6 (a list): the rows are wrong"]) == [
         "line_to_tensor: 5 cases raised ValueError: boom", "line_to_tensor, case 6 (a list): the rows are wrong"]
 
 
 def test_hidden_cases_name_the_exception_type_only():
     o = {"error": "ValueError", "message": "the hidden line was 'xyz'",
          "where": {"cell": 3, "line": 2}, "code": ["raise ValueError(line)"]}
-    assert checks._raised(o, hidden=True) == "raised ValueError (your code: In [3], line 2)"
-    assert "xyz" in checks._raised(o, hidden=False)
+    assert common.raised(o, hidden=True) == "raised ValueError (your code: In [3], line 2)"
+    assert "xyz" in common.raised(o, hidden=False)
 
 
 def test_the_grader_reads_the_same_table_as_the_students_tests():
-    assert checks.keras3_pitfalls() == tuple(tuple(entry) for entry in w1_unittest.KERAS3_PITFALLS)
+    assert common.keras3_pitfalls() == tuple(tuple(entry) for entry in w1_unittest.KERAS3_PITFALLS)
 
 
 def test_first_lines_drop_tensorflow_boilerplate_and_terminal_codes():
     error = ValueError("Exception encountered when calling GRU.call().\n\n\x1b[1m{{function_node __wrapped__Pack_N_2}} "
                        "Shapes of all inputs must match: a != b [Op:Pack] name: \x1b[0m\n\nArguments received by x")
-    assert checks.first_line(str(error)) == "Shapes of all inputs must match: a != b"
+    assert common.first_line(str(error)) == "Shapes of all inputs must match: a != b"
     assert w1_unittest._first_line(error) == "Shapes of all inputs must match: a != b"

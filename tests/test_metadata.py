@@ -8,11 +8,12 @@ import random
 import nbformat
 import pytest
 
-from deepngrams import grade, release
-from deepngrams.nbgrader_steps import (HideHiddenTests, NormaliseMetadata, _nbgrader, harmless_file,
-                                       normalise_metadata)
+from deepngrams.course import release
+from deepngrams.grading.nbgrader_steps import HideHiddenTests, NormaliseMetadata, harmless_file, normalise_metadata
 
 from metadata_cases import DEEP, KINDS, fuzz
+from deepngrams.grading import cells
+from deepngrams.grading import preflight
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def structure(nb) -> list[tuple]:
     """The graded structure of a notebook: per cell with nbgrader metadata, its id, flags and points."""
     found = []
     for cell in nb["cells"]:
-        m = _nbgrader(cell)
+        m = cells.nbgrader_meta(cell)
         if m:
             found.append((m.get("grade_id"), cell["cell_type"], bool(m.get("grade")), bool(m.get("solution")),
                           bool(m.get("locked")), float(m["points"]) if m.get("grade") else None))
@@ -48,7 +49,7 @@ def normalised(text: str, source: dict):
 
 
 def kept_ids(nb) -> list:
-    return [_nbgrader(c).get("grade_id") for c in nb.cells if _nbgrader(c)]
+    return [cells.nbgrader_meta(c).get("grade_id") for c in nb.cells if cells.nbgrader_meta(c)]
 
 
 def test_a_correct_submission_is_left_as_it_was(solved, source):
@@ -63,7 +64,7 @@ def test_every_kind_passes_the_preflight(kind, solved, tmp_path):
     path = tmp_path / "deep_ngrams.ipynb"
     path.write_text(KINDS[kind](solved))
     graded_ids = [gid for gid, _, grade_, solution, _, _ in structure(solved) if grade_ and not solution]
-    reason, _ = grade.preflight(path, graded_ids)
+    reason, _ = preflight.preflight(path, graded_ids)
     assert reason == ""
 
 
@@ -95,7 +96,7 @@ def test_a_grade_id_that_is_a_list_is_dropped(solved, source):
 def test_a_solution_cell_claiming_100_points_gets_the_source_metadata(solved, source):
     nb = normalised(KINDS["solution_claims_grade"](solved), source)
     assert structure(nb) == structure(solved)
-    assert not any(_nbgrader(c).get("points") == 100 for c in nb.cells)
+    assert not any(cells.nbgrader_meta(c).get("points") == 100 for c in nb.cells)
 
 
 def test_a_test_cell_with_grade_off_is_graded_again(solved, source):
@@ -135,7 +136,7 @@ def test_a_missing_attachment_no_longer_breaks_the_feedback(solved, source):
 
 
 def test_the_step_reads_the_source_from_the_gradebook(solved, source, monkeypatch):
-    from deepngrams import nbgrader_steps
+    from deepngrams.grading import nbgrader_steps
     monkeypatch.setattr(nbgrader_steps, "source_metadata", lambda db, notebook, assignment: source)
     nb = nbformat.reads(KINDS["test_not_graded"](solved), as_version=4)
     step = NormaliseMetadata()
@@ -147,7 +148,7 @@ def test_the_step_reads_the_source_from_the_gradebook(solved, source, monkeypatc
 def test_later_steps_take_metadata_that_is_not_a_mapping():
     cell = nbformat.v4.new_code_cell("x = 1")
     cell.metadata["nbgrader"] = ["grade", True]
-    assert _nbgrader(cell) == {} and _nbgrader({"metadata": 5}) == {} and not grade.is_test_cell(cell)
+    assert cells.nbgrader_meta(cell) == {} and cells.nbgrader_meta({"metadata": 5}) == {} and not cells.is_test_cell(cell)
     nb = nbformat.v4.new_notebook(cells=[cell])
     step = HideHiddenTests()
     assert step.preprocess(nb, {})[0].cells[0].source == "x = 1"
@@ -161,4 +162,4 @@ def test_fuzzed_metadata_keeps_the_graded_structure(solved, source):
         ids = {m.get("grade_id") for c in nb["cells"] if isinstance(m := c["metadata"].get("nbgrader"), dict)}
         out = normalised(json.dumps(nb), source)
         assert structure(out) == [s for s in structure(solved) if s[0] in ids]
-        assert all(_nbgrader(c) == source[_nbgrader(c)["grade_id"]] for c in out.cells if _nbgrader(c))
+        assert all(cells.nbgrader_meta(c) == source[cells.nbgrader_meta(c)["grade_id"]] for c in out.cells if cells.nbgrader_meta(c))

@@ -3,8 +3,8 @@ import logging
 
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from deepngrams import demo
-from deepngrams.nbgrader_steps import NOT_RUN, DeduplicateIdsCleanly, GradeUpToHere
+from deepngrams.grading.nbgrader_steps import NOT_RUN, DeduplicateIdsCleanly, GradeUpToHere
+from deepngrams.grading import report
 
 
 def cell(kind, grade_id, source, **flags):
@@ -58,14 +58,14 @@ def test_a_copied_graded_cell_loses_its_metadata_entirely():
 
 def test_test_cells_map_to_their_exercise():
     names = ["line_to_tensor", "GRULM", "temperature_random_sampling", "GenerativeModel"]
-    assert demo.exercise_of("test_line_to_tensor", names) == "line_to_tensor"
-    assert demo.exercise_of("test_GRULM_outputs", names) == "GRULM"
-    assert demo.exercise_of("test_GenerativeModel_hidden", names) == "GenerativeModel"
-    assert demo.exercise_of("test_something_else", names) == "other"
+    assert report.exercise_of("test_line_to_tensor", names) == "line_to_tensor"
+    assert report.exercise_of("test_GRULM_outputs", names) == "GRULM"
+    assert report.exercise_of("test_GenerativeModel_hidden", names) == "GenerativeModel"
+    assert report.exercise_of("test_something_else", names) == "other"
 
 
 def test_table_shows_scores_totals_and_reasons():
-    table = demo.format_table(["a", "b"], [("ann", {"a": (1.0, 2.0), "b": (3.0, 3.0)}, ""),
+    table = report.format_table(["a", "b"], [("ann", {"a": (1.0, 2.0), "b": (3.0, 3.0)}, ""),
                                            ("bo", {}, "x.ipynb: not a valid notebook")])
     lines = table.splitlines()
     assert lines[0].split() == ["student", "a", "b", "total", "note"]
@@ -74,7 +74,7 @@ def test_table_shows_scores_totals_and_reasons():
 
 
 def test_feedback_hides_the_hidden_part_of_test_cells_only():
-    from deepngrams.nbgrader_steps import HideHiddenTests
+    from deepngrams.grading.nbgrader_steps import HideHiddenTests
     hidden = "# More cases are checked when graded.\n### BEGIN HIDDEN TESTS\nsecret_case()\n### END HIDDEN TESTS\nafter()"
     nb = notebook(
         cell("code", "test_ex1", hidden, grade=True, locked=True, points=1),

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from deepngrams.ngram import (
+from deepngrams.lm.ngram import (
     best_baseline,
     check_distributions,
     distribution,

@@ -13,8 +13,10 @@ import pytest
 import tensorflow as tf
 
 import w1_unittest
-from deepngrams import checks, probes, sandbox
+from deepngrams.grading.inside import probes
+from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
+from deepngrams.grading.exercises import generative_model
 
 
 def _load(path, name):
@@ -66,7 +68,7 @@ def test_the_stand_ins_visible_helpers_still_work(stand_in, capsys, monkeypatch)
 
 
 def test_the_probes_need_nothing_of_the_bundle_or_the_tests():
-    source = (ROOT / "deepngrams" / "probes.py").read_text()
+    source = (ROOT / "deepngrams" / "grading" / "inside" / "probes.py").read_text()
     for oracle in ("w1_unittest", "grulm.weights", "reference_values", "pretrained"):
         assert oracle not in source, oracle
 
@@ -74,7 +76,7 @@ def test_the_probes_need_nothing_of_the_bundle_or_the_tests():
 def test_the_models_handed_to_generative_model_run_eagerly_and_in_graph_mode_and_know_no_answer():
     vocab = w1_unittest.vocab()
     rng = np.random.default_rng(3)
-    table = checks._table_model(rng, vocab, 5, peaked=True, unknown_first=True)
+    table = generative_model._table_model(rng, vocab, 5, peaked=True, unknown_first=True)
     lm = probes.TableLM(table["transitions"], table["log_probs"], table["units"])
     assert not any(hasattr(lm, name) for name in ("expected", "answer", "text", "continuation"))
     ids = tf.constant([[5, 9, 12, 3], [7, 7, 2, 40]], dtype=tf.int64)

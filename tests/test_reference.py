@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from deepngrams import reference
+from deepngrams.course import reference_values as reference
 from deepngrams.config import REFERENCE_PATH
-from deepngrams.data import build_vocab, load_lines
-from deepngrams.weights import load_pretrained
+from deepngrams.lm.data import build_vocab, load_lines
+from deepngrams.lm.weights import load_pretrained
 
 
 @pytest.fixture(scope="module")

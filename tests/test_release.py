@@ -2,8 +2,8 @@
 import nbformat
 import pytest
 
-from deepngrams import release
-from deepngrams.demo import exercise_of
+from deepngrams.course import release
+from deepngrams.grading.report import exercise_of
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deepngrams import sample, solution
-from deepngrams.data import build_vocab
-from deepngrams.fastgru import model_variables
+from deepngrams.lm import generate as sample
+from deepngrams.lm import solution
+from deepngrams.lm.data import build_vocab
+from deepngrams.lm.fastgru import model_variables
 
 LINES = ["First Citizen:", "Before we proceed any further, hear me speak.", "All:\tSpeak, speak."]
 VOCAB = build_vocab(LINES)
@@ -129,7 +130,7 @@ def test_vocabulary_must_match_the_model(model):
 
 
 def test_cli_prints_headed_samples(model, monkeypatch, capsys):
-    monkeypatch.setattr("deepngrams.sample.load_pretrained", lambda: (model, VOCAB, {}))
+    monkeypatch.setattr("deepngrams.lm.generate.load_pretrained", lambda: (model, VOCAB, {}))
     assert sample.generate_cli("All", LENGTH, 0.8, 0, 3) == 0
     out = capsys.readouterr().out
     assert out.startswith("--- sample 1 ---\nAll")
@@ -139,17 +140,17 @@ def test_cli_prints_headed_samples(model, monkeypatch, capsys):
 def test_cli_rejects_bad_arguments_before_loading(monkeypatch, capsys):
     def no_load():
         raise AssertionError("weights loaded for invalid arguments")
-    monkeypatch.setattr("deepngrams.sample.load_pretrained", no_load)
+    monkeypatch.setattr("deepngrams.lm.generate.load_pretrained", no_load)
     assert sample.generate_cli("All", -3, 0.8, 0, 1) == 2
     assert "length" in capsys.readouterr().err
 
 
 def test_cli_lets_weights_errors_through(monkeypatch):
-    from deepngrams.weights import WeightsError
+    from deepngrams.lm.weights import WeightsError
 
     def missing():
         raise WeightsError("weights not found")
-    monkeypatch.setattr("deepngrams.sample.load_pretrained", missing)
+    monkeypatch.setattr("deepngrams.lm.generate.load_pretrained", missing)
     with pytest.raises(WeightsError):
         sample.generate_cli("All", 5, 0.8, 0, 1)
 

@@ -10,17 +10,23 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from deepngrams import checks, grade, release, sandbox
+from deepngrams.grading import cells
+from deepngrams.grading import exercises
+from deepngrams.grading import preflight
+from deepngrams.grading import verdicts
+from deepngrams.course import release
+from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 
 pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
 
 
-def run_cells(tmp_path, *sources, limits=None, name="job"):
+def run_cells(tmp_path, *sources, limits=None, name="job", cell_timeout=20, grace=10):
     """Run a notebook of plain cells in a sandbox; returns (RunResult, outputs text of each cell)."""
     nb = new_notebook(cells=[new_code_cell(s) for s in sources])
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
-    result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": 20}, tmp_path / name, 0,
+    result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": cell_timeout, "interrupt_grace": grace},
+                         tmp_path / name, 0,
                          limits or sandbox.Limits(wall_timeout=60, memory_gib=2))
     cells = (result.notebook or {}).get("cells", [])
     texts = ["".join(o.get("text", "") + str(o.get("evalue", "")) + str(o.get("data", {}).get("text/plain", ""))
@@ -62,13 +68,35 @@ def test_a_cell_over_its_time_is_interrupted_and_the_next_cells_run(tmp_path):
                             limits=sandbox.Limits(cell_timeout=3, wall_timeout=60, memory_gib=2))
     assert [e["event"] for e in result.events] == ["time limit"]
     assert out[1].strip() == "after"
-    assert "time limit" in grade.reason_of(result, sandbox.Limits(cell_timeout=3))
+    assert "time limit" in verdicts.reason_of(result, sandbox.Limits(cell_timeout=3))
+
+
+def test_a_cell_that_ignores_its_interrupt_loses_its_kernel_after_the_grace(tmp_path):
+    """Not held until the notebook's own limit: killed `interrupt_grace` seconds after the interrupt."""
+    limits = sandbox.Limits(cell_timeout=2, interrupt_grace=2, wall_timeout=120, memory_gib=2)
+    result, out = run_cells(tmp_path, "print('before')",
+                            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
+                            "print('never')", limits=limits, cell_timeout=2, grace=2)
+    assert [e["event"] for e in result.events] == ["time limit", "kernel died"]
+    assert result.events[0]["ignored_interrupt"] and result.events[0]["cell"] == 1
+    assert not result.wall_timed_out and result.seconds < 60
+    assert out[0].strip() == "before" and "never" not in "".join(out)
+    reason = verdicts.reason_of(result, limits)
+    assert reason.startswith("time limit") and "ignored the interrupt in cell 1" in reason
+
+
+def test_an_interrupted_cell_that_stops_keeps_its_kernel(tmp_path):
+    """The grace is no deadline for cells that honour the interrupt: the next cells still run."""
+    result, out = run_cells(tmp_path, "import time\nwhile True:\n    time.sleep(0.1)", "print('after')",
+                            cell_timeout=2, grace=2)
+    assert [e["event"] for e in result.events] == ["time limit"]
+    assert out[1].strip() == "after"
 
 
 def test_memory_over_the_limit_is_a_memory_error(tmp_path):
     result, out = run_cells(tmp_path, "x = bytearray(6 * 2**30)", "print('after')")
     assert [e["event"] for e in result.events] == ["memory limit"]
-    assert "memory limit" in grade.reason_of(result, sandbox.Limits())
+    assert "memory limit" in verdicts.reason_of(result, sandbox.Limits())
 
 
 # Four children, each writing 450 MiB (under the 1.25 GiB a process may use), together 1.8 GiB.
@@ -88,7 +116,7 @@ def test_processes_together_over_the_memory_limit_stop_the_sandbox(tmp_path):
         (result.events, result.peak_memory_mib, out)
     assert 1.25 < result.events[0]["gib"] < 2.0 and result.peak_memory_mib > 1.25 * 1024
     assert result.notebook is None and result.seconds < 15  # stopped, not left to finish its sleep
-    assert grade.reason_of(result, limits) == ("memory limit: the notebook's processes together used more than "
+    assert verdicts.reason_of(result, limits) == ("memory limit: the notebook's processes together used more than "
                                                "1.25 GiB and the sandbox was stopped; the cells after that did not run")
 
 
@@ -130,11 +158,11 @@ def test_memory_shared_after_a_fork_counts_once(tmp_path):
 def test_a_dying_kernel_and_a_hung_sandbox_get_reasons(tmp_path):
     result, out = run_cells(tmp_path, "print('before')", "import os; os._exit(3)", "print('never')")
     assert result.events[0]["event"] == "kernel died" and result.events[0]["cell"] == 1
-    assert "kernel died in cell 1" in grade.reason_of(result, sandbox.Limits())
+    assert "kernel died in cell 1" in verdicts.reason_of(result, sandbox.Limits())
     result, _ = run_cells(tmp_path, "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                                     "while True:\n    time.sleep(1)", name="hung",
                           limits=sandbox.Limits(cell_timeout=2, wall_timeout=15, memory_gib=2))
-    assert result.wall_timed_out and "time limit" in grade.reason_of(result, sandbox.Limits(wall_timeout=15))
+    assert result.wall_timed_out and "time limit" in verdicts.reason_of(result, sandbox.Limits(wall_timeout=15))
 
 
 # ----------------------------------------------------------------------------------------
@@ -162,18 +190,18 @@ GRADED = ["test_line_to_tensor", "test_log_perplexity"]
 def test_files_that_cannot_be_graded_get_a_reason(tmp_path, content, phrase):
     path = tmp_path / "nb.ipynb"
     path.write_bytes(content)
-    reason, notes = grade.preflight(path, GRADED)
+    reason, notes = preflight.preflight(path, GRADED)
     assert phrase in reason.lower() and notes == []
 
 
 def test_links_and_folders_are_refused(tmp_path):
     """The grader runs as root: a link handed in could point at the solutions."""
     (tmp_path / "link.ipynb").symlink_to(release.SOURCE_NB)
-    assert "a link, not a file" in grade.preflight(tmp_path / "link.ipynb", GRADED)[0]
+    assert "a link, not a file" in preflight.preflight(tmp_path / "link.ipynb", GRADED)[0]
     with pytest.raises(ValueError, match="a link"):
-        grade.read_handed_in(tmp_path / "link.ipynb")
+        preflight.read_handed_in(tmp_path / "link.ipynb")
     (tmp_path / "folder.ipynb").mkdir()
-    assert "not a plain file" in grade.preflight(tmp_path / "folder.ipynb", GRADED)[0]
+    assert "not a plain file" in preflight.preflight(tmp_path / "folder.ipynb", GRADED)[0]
 
 
 def test_repairable_problems_are_noted(tmp_path, solved):
@@ -186,15 +214,15 @@ def test_repairable_problems_are_noted(tmp_path, solved):
     nb.cells.append(bonus)
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_line_to_tensor"]
     nbformat.write(nb, str(tmp_path / "nb.ipynb"))
-    reason, notes = grade.preflight(tmp_path / "nb.ipynb", GRADED)
+    reason, notes = preflight.preflight(tmp_path / "nb.ipynb", GRADED)
     assert reason == ""
     assert any("kernel 'ir'" in n for n in notes)
     assert any("test_log_perplexity appears 2 times" in n for n in notes)
     assert any("deleted cell test_line_to_tensor" in n for n in notes)
     assert any("graded cell test_bonus is not part of the assignment" in n for n in notes)
     nbformat.write(solved, str(tmp_path / "ok.ipynb"))
-    every = [c.metadata["nbgrader"]["grade_id"] for c in solved.cells if grade.is_test_cell(c)]
-    assert grade.preflight(tmp_path / "ok.ipynb", every) == ("", [])
+    every = [c.metadata["nbgrader"]["grade_id"] for c in solved.cells if cells.is_test_cell(c)]
+    assert preflight.preflight(tmp_path / "ok.ipynb", every) == ("", [])
 
 
 # ----------------------------------------------------------------------------------------
@@ -202,12 +230,12 @@ def test_repairable_problems_are_noted(tmp_path, solved):
 # ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prepared():
-    return checks.prepare(checks.secret_for(bytes(32), "alice", b"her notebook"))
+    return exercises.draw_cases(exercises.secret_for(bytes(32), "alice", b"her notebook"))
 
 
 def test_the_sandbox_gets_inputs_but_never_expected_values_or_test_code(prepared, solved):
     source = release.read(release.SOURCE_NB)
-    job = grade.build_job(solved, prepared, 30)
+    job = verdicts.build_job(solved, prepared, sandbox.Limits(cell_timeout=30))
     text = json.dumps(job)
     hidden = [c.source for c in source.cells if "BEGIN HIDDEN TESTS" in c.source]
     assert hidden and not any(h.split("### BEGIN HIDDEN TESTS")[1][:200] in text for h in hidden)
@@ -229,7 +257,7 @@ def test_the_sandbox_gets_inputs_but_never_expected_values_or_test_code(prepared
 def test_outputs_from_the_sandbox_are_kept_inert_and_test_cells_get_the_grader_verdict(prepared, solved):
     nb = copy.deepcopy(solved)
     for cell in nb.cells:  # faked passing outputs in the submitted file count for nothing
-        if grade.is_test_cell(cell):
+        if cells.is_test_cell(cell):
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="All tests passed\n")]
     ran = copy.deepcopy(nb)
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
@@ -237,11 +265,11 @@ def test_outputs_from_the_sandbox_are_kept_inert_and_test_cells_get_the_grader_v
         "text/html": "<script>alert(1)</script>", "application/javascript": "alert(1)", "text/plain": "shown"}),
         {"output_type": "bogus"}, "not even a dict"]
     result = sandbox.RunResult(notebook=ran, probes={})
-    failed = grade.apply_verdicts(nb, prepared, result)
+    failed = verdicts.apply_verdicts(nb, prepared, result)
     assert sorted(failed) == sorted(prepared)  # no observations: every test fails
     assert nb.cells[first].outputs == [nbformat.v4.new_output("display_data", data={"text/plain": "shown"})]
     for cell in nb.cells:
-        if grade.is_test_cell(cell):
+        if cells.is_test_cell(cell):
             assert [o.output_type for o in cell.outputs] == ["error"]
     nbformat.validate(nb)
 

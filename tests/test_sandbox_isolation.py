@@ -16,7 +16,7 @@ import secrets
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from deepngrams import sandbox
+from deepngrams.grading import sandbox
 
 from rootless_runner import as_nobody
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from deepngrams import sandbox
+from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody

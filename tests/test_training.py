@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deepngrams import fastgru, solution, train
+from deepngrams.lm import fastgru
+from deepngrams.lm import solution
+from deepngrams.lm import train
 from deepngrams.config import COURSE, CORPUS_PATH
-from deepngrams.data import training_data
-from deepngrams.record import (LAST_WEIGHTS, CheckpointError, checkpoint_arrays, curve_figure, load_average,
+from deepngrams.lm.data import training_data
+from deepngrams.lm.run_record import (LAST_WEIGHTS, CheckpointError, checkpoint_arrays, curve_figure, load_average,
                                sha256_file, update_mean)
-from deepngrams.weights import load_pretrained
+from deepngrams.lm.weights import load_pretrained
 
 SMOKE = replace(COURSE, epochs=2, seed=3)
 AVERAGING = replace(SMOKE, average_from_epoch=2)
@@ -169,7 +171,7 @@ def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
 
 def test_exporting_a_finished_run_again_keeps_its_date_and_wall_time(tmp_path, monkeypatch):
     first = smoke(tmp_path, "out", epochs=1)
-    monkeypatch.setattr("deepngrams.record.today", lambda: "2099-01-01")
+    monkeypatch.setattr("deepngrams.lm.run_record.today", lambda: "2099-01-01")
     again = smoke(tmp_path, "out", epochs=1)  # nothing left to train: a plain export
     assert again["training"]["finished"] == first["training"]["finished"] != "2099-01-01"
     assert again["training"]["wall_time_s"] == first["training"]["wall_time_s"] == first["history"][0]["seconds"]
@@ -318,8 +320,8 @@ def test_a_crash_mid_epoch_keeps_the_finished_epochs(tmp_path, monkeypatch):
 
 
 def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_path):
-    """deepngrams.train_keras (the GPU path) checked here on the CPU with the TensorFlow backend."""
-    from deepngrams import train_keras
+    """deepngrams.lm.train_keras (the GPU path) checked here on the CPU with the TensorFlow backend."""
+    from deepngrams.lm import train_keras
 
     hp = replace(SMOKE, epochs=2)
     card = train_keras.train(hp, out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
@@ -340,7 +342,7 @@ def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_pat
 
 
 def test_backend_neutral_trainer_ships_the_weight_mean(tmp_path):
-    from deepngrams import train_keras
+    from deepngrams.lm import train_keras
 
     card = train_keras.train(replace(AVERAGING, epochs=3), out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
                              max_lines=1500, max_steps=2)
@@ -353,7 +355,7 @@ def test_backend_neutral_trainer_ships_the_weight_mean(tmp_path):
 
 
 def test_stream_batches_continue_each_row_and_move_with_the_seed():
-    from deepngrams.data import stream_batches
+    from deepngrams.lm.data import stream_batches
 
     ids = np.arange(100)
     batches = list(stream_batches(ids, batch_size=3, seq_length=4, seed=1))

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import w1_unittest as w1  # noqa: E402
-from deepngrams import solution  # noqa: E402
+from deepngrams.lm import solution  # noqa: E402
 from wrong_solutions import (ex1_line_to_tensor, ex2_create_batch_dataset, ex3_grulm,  # noqa: E402
                              ex4_compile_model, ex5_log_perplexity, ex6_generative_model, ex6_sampling)
 
@@ -87,7 +87,7 @@ def test_no_stderr_in_a_fresh_process_with_tensorflow_logging_on():
         sys.path.insert(0, {str(ROOT)!r})
         import tensorflow as tf
         import w1_unittest as w1
-        from deepngrams import solution
+        from deepngrams.lm import solution
         print("--- start", file=sys.stderr, flush=True)
         answers = {{test: getattr(solution, name) for test, name in {ANSWER_NAMES!r}.items()}}
         for test in answers:
@@ -106,7 +106,7 @@ def test_no_stderr_in_a_fresh_process_with_tensorflow_logging_on():
 
 
 def test_the_trusted_model_matches_keras():
-    from deepngrams.weights import load_pretrained
+    from deepngrams.lm.weights import load_pretrained
     model, vocab, _ = load_pretrained()
     assert vocab == w1.vocab()
     inputs = tf.constant(w1.load_reference()["grulm"]["inputs"], dtype=tf.int64)
@@ -185,8 +185,8 @@ def test_greedy_probes_are_checked(monkeypatch):
     """The greedy probes of the reference file are compared (made here from the current weights)."""
     import copy
 
-    from deepngrams import reference
-    from deepngrams.weights import load_pretrained
+    from deepngrams.course import reference_values as reference
+    from deepngrams.lm.weights import load_pretrained
     model, vocab, _ = load_pretrained()
     monkeypatch.setattr(reference, "GREEDY_MARGIN", 0.02)  # far above float32 differences
     probes = []

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from deepngrams.untrusted import clean_feedback_html, clean_html, csv_cell, printable
+from deepngrams.grading.untrusted import clean_feedback_html, clean_html, csv_cell, printable
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 PAGE = """<!DOCTYPE html>

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from deepngrams.config import CARD_PATH, CORPUS_PATH, WEIGHTS_PATH
-from deepngrams.data import build_vocab, load_lines
-from deepngrams.record import sha256_file
-from deepngrams.weights import WeightsError, load_pretrained
+from deepngrams.lm.data import build_vocab, load_lines
+from deepngrams.lm.run_record import sha256_file
+from deepngrams.lm.weights import WeightsError, load_pretrained
 
 
 class BriefGRULM(tf.keras.Model):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from deepngrams.solution import line_to_tensor as reference
+from deepngrams.lm.solution import line_to_tensor as reference
 
 TESTS = ("test_line_to_tensor",)
 _CARD = Path(__file__).resolve().parents[2] / "model" / "model_card.json"

@@ -1,7 +1,7 @@
 """create_batch_dataset(lines, vocab, seq_length=100, batch_size=64)."""
 import tensorflow as tf
 
-from deepngrams.solution import line_to_tensor, split_input_target
+from deepngrams.lm.solution import line_to_tensor, split_input_target
 
 TESTS = ("test_create_batch_dataset",)
 BUFFER_SIZE = 10000

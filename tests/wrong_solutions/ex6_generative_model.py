@@ -2,8 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
-from deepngrams import solution
-from deepngrams.solution import line_to_tensor, temperature_random_sampling, text_from_ids
+from deepngrams.lm import solution
+from deepngrams.lm.solution import line_to_tensor, temperature_random_sampling, text_from_ids
 
 TESTS = ("test_GenerativeModel",)
 Reference = solution.GenerativeModel

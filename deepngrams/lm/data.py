@@ -6,14 +6,14 @@ from typing import Iterator
 
 import numpy as np
 
-from .config import CORPUS_PATH, EVAL_LINES
+from deepngrams.config import CORPUS_PATH, EVAL_LINES
 
 
 def load_lines(path: Path = CORPUS_PATH) -> list[str]:
     """The corpus lines, stripped, empty lines skipped (the file has none, but be safe)."""
     if not Path(path).is_file():
         raise FileNotFoundError(
-            f"corpus not found: {path}\nRebuild it with `python -m deepngrams prepare`.")
+            f"corpus not found: {path}\nRebuild it with `python -m deepngrams corpus`.")
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
 

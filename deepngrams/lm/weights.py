@@ -6,8 +6,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from . import solution
-from .config import CARD_PATH, COURSE, WEIGHTS_PATH, HParams
+from deepngrams.lm import solution
+from deepngrams.config import CARD_PATH, COURSE, WEIGHTS_PATH, HParams
 
 REGENERATE = "Regenerate them with `make weights` (python -m deepngrams train)."
 

@@ -4,7 +4,7 @@
     python -m deepngrams release --check  # exit 1 if any committed copy is stale
 
 1. `sync`: the solution cells (and the given helpers) of the source notebook are copied from
-   the blocks of deepngrams/solution.py, so there is one copy of the solution code;
+   the blocks of deepngrams/lm/solution.py, so there is one copy of the solution code;
 2. `release`: nbgrader's generate_assignment makes the student version (in a scratch copy of
    the course, so grader/'s gradebook is not touched); it is copied to assignment/;
 3. `solutions`: the source notebook without hidden tests and solution markers, executed, with outputs;
@@ -25,16 +25,11 @@ from pathlib import Path
 
 import nbformat
 
-from .config import REFERENCE_PATH, ROOT
-from .atomic import atomic_path
+from deepngrams.atomic import atomic_path
+from deepngrams.config import (ASSIGNMENT, COURSE_DIR, REFERENCE_PATH, RELEASE_NB, ROOT, SOLUTION_NB, SOLUTION_PY,
+                               SOURCE_NB)
 
-ASSIGNMENT = "deep_ngrams"
-COURSE_DIR = ROOT / "grader"
-SOURCE_NB = COURSE_DIR / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-RELEASE_NB = ROOT / "assignment" / f"{ASSIGNMENT}.ipynb"
-SOLUTION_NB = ROOT / "solutions" / f"{ASSIGNMENT}.ipynb"
 SUBMITTED = COURSE_DIR / "submitted"
-SOLUTION_PY = Path(__file__).with_name("solution.py")
 
 _BLOCK = re.compile(r"^# --- (exercise|helper) (\w+)\n(.*?)^# --- end\n", re.S | re.M)
 _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS\n.*?^[ \t]*### END HIDDEN TESTS\n?", re.S | re.M)
@@ -84,8 +79,24 @@ def expected_evaluation_text() -> str | None:
             "The model hesitates, on average, between three or four characters.")
 
 
+HIDDEN_CELL = """\
+# More cases are checked when your notebook is graded.
+### BEGIN HIDDEN TESTS
+import sys
+sys.path.insert(0, str(BUNDLE))
+from deepngrams.grading.hidden_cells import check_cell  # the grader's own cases, probe and judge
+check_cell({grade_id!r}, globals())
+### END HIDDEN TESTS"""
+
+
+def hidden_test(grade_id: str) -> str:
+    """The source of a hidden test cell: one call of the grader's checks (written by `make release`)."""
+    return HIDDEN_CELL.format(grade_id=grade_id)
+
+
 def synced(nb):
-    """A copy of the source notebook whose solution, helper and expected-value cells are up to date."""
+    """A copy of the source notebook whose solution, helper, hidden test and expected-value cells are
+    up to date."""
     nb = copy.deepcopy(nb)
     blocks = solution_blocks()
     cells = cells_by_id(nb)
@@ -93,6 +104,9 @@ def synced(nb):
         if name not in cells:
             raise ValueError(f"{SOURCE_NB} has no cell with grade_id {name!r} for the block in {SOLUTION_PY}")
         cells[name].source = code
+    for name, cell in cells.items():
+        if name.endswith("_hidden") and cell.cell_type == "code":
+            cell.source = hidden_test(name)
     text = expected_evaluation_text()
     if text and "evaluate_expected" in cells:
         cells["evaluate_expected"].source = text
@@ -204,7 +218,7 @@ def stale() -> list[str]:
     problems = []
     source = read(SOURCE_NB)
     if _sources(synced(source)) != _sources(source):
-        problems.append(f"{_shown(SOURCE_NB)} is out of sync with {_shown(SOLUTION_PY)}")
+        problems.append(f"{_shown(SOURCE_NB)} is out of sync with {_shown(SOLUTION_PY)} or its hidden tests")
     release = fresh_release()
     if not RELEASE_NB.exists() or _sources(read(RELEASE_NB)) != _sources(release):
         problems.append(f"{_shown(RELEASE_NB)} differs from nbgrader's release of the source notebook")

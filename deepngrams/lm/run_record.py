@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
-from .config import CARD_PATH, CORPUS_PATH, CURVE_PATH, ROOT, WEIGHTS_PATH, HParams
+from deepngrams.atomic import atomic_path
+from deepngrams.config import CARD_PATH, CORPUS_PATH, CURVE_PATH, ROOT, WEIGHTS_PATH, HParams
 
 
 def cpu_name() -> str:
@@ -120,7 +120,7 @@ def resume_checkpoint(path: Path, model, optimizer, hp: HParams) -> tuple[dict, 
     """
     state, average = load_checkpoint(path, model, optimizer), load_average(path)
     optimizer.learning_rate.assign(hp.learning_rate)
-    if "averaged_steps" not in state:  # written when the average was an EMA: the mean starts afresh
+    if "averaged_steps" not in state:  # an average of another kind (an EMA, no step count): the mean starts afresh
         state["averaged_steps"], average = 0, None
     began, wanted = mean_start(state["history"]), hp.average_from_epoch or None
     if began != wanted:

@@ -5,8 +5,8 @@ on any machine: log probabilities are compared with a tolerance, greedy generati
 probes are kept only while the top two choices stay clearly apart, and no sampled text
 is ever compared.
 
-    python -m deepngrams reference           # rewrite model/reference_values.json
-    python -m deepngrams reference --check   # recompute and compare with the committed file
+    python -m deepngrams reference-values           # rewrite model/reference_values.json
+    python -m deepngrams reference-values --check   # recompute and compare with the committed file
 """
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from . import solution
-from .config import PADDING_ID, REFERENCE_PATH
-from .data import build_vocab, load_lines, split_lines
-from .train import evaluate_log_perplexity
-from .atomic import atomic_path
-from .weights import load_pretrained
+from deepngrams.lm import solution
+from deepngrams.config import GREEDY_MARGIN, PADDING_ID, REFERENCE_PATH
+from deepngrams.lm.data import build_vocab, load_lines, split_lines
+from deepngrams.lm.train import evaluate_log_perplexity
+from deepngrams.atomic import atomic_path
+from deepngrams.lm.weights import load_pretrained
 
 LOG_PROB_ATOL = 2e-3  # float32 on different CPUs/GPUs, different op orders
 PERPLEXITY_ATOL = 2e-3
-GREEDY_MARGIN = 0.5  # nats between the best and second best character at every greedy step
+
 MAX_PROBES = 3
 LINE_CASES = ["abc xyz", "To be, or not to be: that is the question.", "HAMLET\tWho's there?",
               "Ünïcödé ✓ maps to [UNK]", ""]

@@ -13,16 +13,8 @@ from pathlib import Path
 
 from nbgrader.preprocessors import DeduplicateIds, NbGraderPreprocessor, OverwriteCells
 
-MARKER = "# grade-up-to-here"
-NOT_RUN = ('raise RuntimeError("Not graded: this test comes after the cell marked '
-           '`# grade-up-to-here`.")')
+from deepngrams.grading.cells import MARKER, NOT_RUN, nbgrader_meta
 
-
-def _nbgrader(cell) -> dict:
-    """A cell's nbgrader metadata; {} where a student's file has none, or something else than a mapping."""
-    meta = cell.get("metadata") if isinstance(cell, dict) else None
-    found = meta.get("nbgrader") if isinstance(meta, dict) else None
-    return found if isinstance(found, dict) else {}
 
 
 # ----------------------------------------------------------------------------------------
@@ -157,7 +149,8 @@ def harmless_notebook(data: dict) -> dict:
 def harmless_file(raw: bytes) -> bytes:
     """A submitted notebook's bytes with its metadata made harmless, or the bytes as they were when
     they are not a JSON object (the preflight says why). Metadata nested deeper than Python's
-    recursion limit, or numbers too long to parse, no longer make the file unreadable."""
+    recursion limit, or numbers too long to parse, do not make the file unreadable (plain
+    json.loads would raise on them)."""
     try:
         text = raw.decode("utf-8")
         try:
@@ -205,7 +198,7 @@ def normalise_metadata(nb, source: dict[str, dict]) -> list[str]:
     changed = []
     nb.metadata = nbformat.from_dict(harmless_notebook_metadata(nb.get("metadata")))
     for i, cell in enumerate(nb.cells):
-        student = _nbgrader(cell)
+        student = nbgrader_meta(cell)
         grade_id = student.get("grade_id")
         had = isinstance(cell.get("metadata"), dict) and "nbgrader" in cell.metadata
         cell.metadata = nbformat.from_dict(harmless_cell_metadata(cell.get("metadata")))
@@ -244,13 +237,13 @@ class GradeUpToHere(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         cut = next((i for i, c in enumerate(nb.cells)
-                    if c.cell_type == "code" and _nbgrader(c).get("solution") and MARKER in c.source), None)
+                    if c.cell_type == "code" and nbgrader_meta(c).get("solution") and MARKER in c.source), None)
         if cut is None:
             return nb, resources
         for cell in nb.cells[cut + 1:]:
             if cell.cell_type != "code":
                 continue
-            if _nbgrader(cell).get("grade"):
+            if nbgrader_meta(cell).get("grade"):
                 cell.source = NOT_RUN
             else:
                 cell.source = "# not run: this cell comes after `# grade-up-to-here`"
@@ -274,7 +267,7 @@ class OverwriteCellsKeepingOrder(OverwriteCells):
         sources = {c.name: c for c in source_nb.source_cells}
         solutions = {c.name for c in source_nb.solution_cells}
         for grade_cell in sorted(source_nb.grade_cells, key=lambda c: order.index(c.name)):
-            present = [_nbgrader(c).get("grade_id") for c in nb.cells]
+            present = [nbgrader_meta(c).get("grade_id") for c in nb.cells]
             if grade_cell.name in present:
                 continue
             self.log.warning("Graded cell %s was deleted: putting it back", grade_cell.name)
@@ -290,7 +283,7 @@ class OverwriteCellsKeepingOrder(OverwriteCells):
     def add_missing_task_cells(self, nb, resources):
         source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
         sources = {c.name: c for c in source_nb.source_cells}
-        present = {_nbgrader(c).get("grade_id") for c in nb.cells}
+        present = {nbgrader_meta(c).get("grade_id") for c in nb.cells}
         for task_cell in source_nb.task_cells:
             if task_cell.name not in present:
                 nb.cells.append(self.missing_cell_transform(sources[task_cell.name], task_cell.max_score, is_task=True))
@@ -321,15 +314,15 @@ class SandboxedExecute(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         import nbformat
-        from . import checks, sandbox
-        from .grade import apply_verdicts, build_job, reason_of
+        from deepngrams.grading import exercises, sandbox
+        from deepngrams.grading.verdicts import apply_verdicts, build_job, reason_of
         job = json.loads(os.environ["DEEPNGRAMS_GRADE_JOB"])
         batch = json.loads(Path(job["checks"]).read_text())
         student = str(resources.get("nbgrader", {}).get("student", ""))
-        secret = checks.secret_for(bytes.fromhex(batch["key"]), student, nbformat.writes(nb).encode())
-        prepared = checks.prepare(secret)
+        secret = exercises.secret_for(bytes.fromhex(batch["key"]), student, nbformat.writes(nb).encode())
+        prepared = exercises.draw_cases(secret)
         limits = sandbox.Limits(**job["limits"])
-        result = sandbox.run(build_job(nb, prepared, limits.cell_timeout), Path(job["scratch"]), job["slot"], limits,
+        result = sandbox.run(build_job(nb, prepared, limits), Path(job["scratch"]), job["slot"], limits,
                              sandboxed=job["sandboxed"], threads=job["threads"])
         failed = apply_verdicts(nb, prepared, result)
         reason = reason_of(result, limits)
@@ -349,7 +342,7 @@ class HideHiddenTests(NbGraderPreprocessor):
     begin, end = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 
     def preprocess_cell(self, cell, resources, cell_index):
-        if cell.cell_type != "code" or not _nbgrader(cell).get("grade") or _nbgrader(cell).get("solution"):
+        if cell.cell_type != "code" or not nbgrader_meta(cell).get("grade") or nbgrader_meta(cell).get("solution"):
             return cell, resources
         kept, hiding = [], False
         for line in cell.source.split("\n"):

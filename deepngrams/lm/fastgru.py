@@ -16,7 +16,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-# Groups of streams whose time loops run side by side: one per core, up to the two measured here.
+# Groups of streams whose time loops run side by side: one per core, at most two, the case the
+# side-by-side loops were built and benchmarked for (`make bench`, docs/figures.md).
 CHAINS = max(1, min(2, os.cpu_count() or 1))
 
 
@@ -61,7 +62,7 @@ def gru_recurrence(xp: tf.Tensor, rk: tf.Tensor, b_rec: tf.Tensor, h0: tf.Tensor
     The streams of a batch are independent, so they are cut into `chains` groups, each with its
     own time loop. TensorFlow runs the loops side by side: on two cores each keeps one core busy
     with its small products, where one loop over the whole batch leaves a core idle between
-    steps (about 0.17 s against 0.24 s a training step of the course model here).
+    steps.
     """
     sizes = [len(group) for group in np.array_split(np.arange(h0.shape[0]), min(chains, h0.shape[0]))]
     if len(sizes) == 1:

@@ -20,13 +20,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from . import fastgru, solution
-from .atomic import atomic_path
-from .config import CHECKPOINT_DIR, COURSE, HParams
-from .data import encode, stream_batches, training_data
-from .record import (LAST_WEIGHTS, as_float32, averaging_note, cpu_name, end_epoch, model_card, output_paths,
+from deepngrams.lm import fastgru
+from deepngrams.lm import solution
+from deepngrams.atomic import atomic_path
+from deepngrams.config import CHECKPOINT_DIR, COURSE, HParams
+from deepngrams.lm.data import encode, stream_batches, training_data
+from deepngrams.lm.run_record import (LAST_WEIGHTS, as_float32, averaging_note, cpu_name, end_epoch, model_card, output_paths,
                      plot_curve, resume_checkpoint, run_id, save_checkpoint, update_mean, write_card)
-from .weights import build_model
+from deepngrams.lm.weights import build_model
 
 
 def compiled_forward(model) -> tf.types.experimental.GenericFunction:
@@ -130,7 +131,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                   "device": "cpu",
                   "note": "Trained on a CPU: no GPU was available. The same recipe on a GPU takes minutes.",
                   "backend": f"tensorflow {tf.__version__}, keras {tf.keras.version()}",
-                  "method": f"deepngrams.fastgru training step, {precision} matrix products, float32 weights; "
+                  "method": f"deepngrams.lm.fastgru training step, {precision} matrix products, float32 weights; "
                             f"{hp.batch_size} streams read in order with the GRU state carried across "
                             f"batches, output dropout {hp.output_dropout}"
                             + averaging_note(hp, average),

@@ -3,10 +3,10 @@
 The lent GPU machines have JAX and PyTorch but no TensorFlow, so this file needs only Keras,
 numpy, h5py, tqdm and matplotlib (no tf.data, no tf.strings):
 
-    KERAS_BACKEND=jax python -m deepngrams.train_keras            # the course run, on the GPU
-    KERAS_BACKEND=jax python -m deepngrams.train_keras --smoke    # a few steps, to check the setup
+    KERAS_BACKEND=jax python -m deepngrams.lm.train_keras            # the course run, on the GPU
+    KERAS_BACKEND=jax python -m deepngrams.lm.train_keras --smoke    # a few steps, to check the setup
 
-It follows the recipe of deepngrams.train (same model, loss and optimizer at its constant rate, the
+It follows the recipe of deepngrams.lm.train (same model, loss and optimizer at its constant rate, the
 joined training lines read as 64 streams with the GRU state carried across batches, output
 dropout, a seeded window offset per epoch, the mean of the weights over the last epochs),
 checkpoints every epoch, resumes, and writes the same files: model/grulm.weights.h5 (Keras
@@ -27,10 +27,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .atomic import atomic_path
-from .config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
-from .data import encode, stream_batches, training_data
-from .record import (LAST_WEIGHTS, as_float32, averaging_note, end_epoch, model_card, output_paths, plot_curve,
+from deepngrams.atomic import atomic_path
+from deepngrams.config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
+from deepngrams.lm.data import encode, stream_batches, training_data
+from deepngrams.lm.run_record import (LAST_WEIGHTS, as_float32, averaging_note, end_epoch, model_card, output_paths, plot_curve,
                      resume_checkpoint, run_id, save_checkpoint, update_mean, write_card)
 
 
@@ -110,7 +110,7 @@ def accelerator() -> tuple[str, str]:
                 return "gpu", "GPU (TensorFlow)"
     except Exception:
         pass
-    from .record import cpu_name
+    from deepngrams.lm.run_record import cpu_name
     return "cpu", f"CPU: {cpu_name()} ({os.cpu_count()} cores)"
 
 
@@ -170,7 +170,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         eval_lines=len(eval_lines), state=state, weights_path=weights_path,
         training={"hardware": hardware, "device": device,
                   "backend": f"keras {keras.__version__} on {keras.backend.backend()}, python {platform.python_version()}",
-                  "method": f"deepngrams.train_keras: Keras train_on_batch, float32; {hp.batch_size} streams "
+                  "method": f"deepngrams.lm.train_keras: Keras train_on_batch, float32; {hp.batch_size} streams "
                             f"read in order, stateful GRU, output dropout {hp.output_dropout}"
                             + averaging_note(hp, average),
                   "smoke": bool(max_lines or max_steps)})
@@ -182,7 +182,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deepngrams.train_keras", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m deepngrams.lm.train_keras", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, help=f"number of epochs (default: the recipe's {COURSE.epochs})")
     p.add_argument("--smoke", action="store_true", help="2 epochs of 3 steps on a slice")

@@ -2,7 +2,7 @@
 
 This file runs in the student's kernel, where nothing can be trusted: it only calls the
 student's functions on the inputs the grader sends and reports what came back. Whether
-that is right is decided outside, by `deepngrams.checks`, which alone knows the expected
+that is right is decided outside, by the grader (grading/exercises/), which alone knows the expected
 values. So patching this module, the tests, numpy or builtins changes observations, never
 verdicts: a faked observation passes only if it equals the right answer on inputs the
 student never saw.
@@ -358,23 +358,26 @@ PROBES = {
 }
 
 
-def run(probe: str, ns: dict, inputs_json: str) -> None:
-    """Observe the student's code for one graded cell and hand the observations to the grader.
-
-    Missing names (the student never defined the function) and anything the code raises are
-    observations too. Warnings and stderr of the student's code are simply ignored here.
+def observe(probe: str, ns: dict, inputs: dict) -> dict:
+    """What the student's code does on `inputs` for one graded cell: {"observations": [...]}, or
+    {"error": ...}. Missing names (the student never defined the function) and anything the code
+    raises are observations too. Warnings and stderr of the student's code are simply ignored here.
     """
-    inputs = json.loads(inputs_json)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            observation = {"observations": PROBES[probe](ns, inputs)}
+            return {"observations": PROBES[probe](ns, inputs)}
         except KeyError as e:
-            observation = {"error": f"{e.args[0]!r} is not defined"}
+            return {"error": f"{e.args[0]!r} is not defined"}
         except BaseException as e:  # noqa: BLE001
             if isinstance(e, KeyboardInterrupt):
                 raise
-            observation = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+
+
+def run(probe: str, ns: dict, inputs_json: str) -> None:
+    """Observe the student's code for one graded cell and hand the observations to the grader."""
+    observation = observe(probe, ns, json.loads(inputs_json))
     text = json.dumps(observation, allow_nan=True, default=lambda o: repr(o)[:200])
     from IPython.display import display
     display({MIME: text}, raw=True)

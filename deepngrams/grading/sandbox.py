@@ -50,13 +50,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ROOT
+from deepngrams.config import ROOT, Limits
 
-PACKAGE = Path(__file__).resolve().parent
+INSIDE = Path(__file__).resolve().parent / "inside"  # what runs in the sandbox: imports nothing of the package
 # What the notebook may read, at /bundle: the corpus, the weights and the model card; and, as
-# w1_unittest.py, a stand-in without the tests' models and reference values (graded_w1_unittest.py).
+# w1_unittest.py, a stand-in without the tests' models and reference values (inside/w1_unittest_standin.py).
 STUDENT_FILES = ("data/shakespeare_data.txt", "model/grulm.weights.h5", "model/model_card.json")
-GRADED_UNITTEST = PACKAGE / "graded_w1_unittest.py"
+GRADED_UNITTEST = INSIDE / "w1_unittest_standin.py"
 BUNDLE = "/bundle"  # where the sandbox sees the bundle's student files
 FIRST_UID = 61000  # sandbox users: FIRST_UID + worker slot
 ROOT_MODE = "root: a user per sandbox"
@@ -64,23 +64,7 @@ ROOTLESS_MODE = "rootless: a user namespace per sandbox"
 # Per-user-namespace process counts (the rootless process limit) arrived in Linux 5.14.
 ROOTLESS_KERNEL = (5, 14)
 NO_SANDBOX = ("or, for trusted submissions only, grade without a sandbox knowingly: plain nbgrader "
-              "(nbgrader autograde deep_ngrams in the course directory) runs each notebook as you, with nothing isolated")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one submission may use. The defaults suit the course notebook on a slow CPU."""
-
-    cell_timeout: float = 120.0  # seconds a cell may run before it is interrupted
-    wall_timeout: float = 600.0  # seconds for the whole notebook, then the sandbox is killed
-    # Memory: the resident memory of all the sandbox's processes together (above it the whole
-    # sandbox is stopped), and the address space of each process (an allocation over it fails
-    # with a MemoryError the notebook survives; TensorFlow reserves ~2 GiB it never touches).
-    memory_gib: float = 6.0
-    processes: int = 512  # processes and threads of the sandbox (its user; without root, its user namespace)
-    output_mib: float = 64.0  # what the notebook may send back, outputs included
-    file_mib: float = 512.0  # largest file it may write
-    scratch_mib: float = 256.0  # size of its working folder and of its /tmp (both in memory)
+              "(nbgrader autograde in the course directory) runs each notebook as you, with nothing isolated")
 
 
 @dataclass
@@ -273,8 +257,8 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
         args += _dirs_for(target, made | {BUNDLE}) + ["--ro-bind", str(bundle / name), target]
     args += ["--ro-bind", str(GRADED_UNITTEST), f"{BUNDLE}/w1_unittest.py"]
     args += ["--perms", "0755", "--dir", "/grader",
-             "--ro-bind", str(PACKAGE / "harness.py"), "/grader/harness.py",
-             "--ro-bind", str(PACKAGE / "probes.py"), "/grader/deepngrams_probes.py",
+             "--ro-bind", str(INSIDE / "harness.py"), "/grader/harness.py",
+             "--ro-bind", str(INSIDE / "probes.py"), "/grader/deepngrams_probes.py",
              "--perms", "1777", "--size", scratch, "--tmpfs", f"{BUNDLE}/work",
              "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run",
              # bubblewrap's /dev/shm would be a tmpfs of half the machine's memory, which files
@@ -434,11 +418,11 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
         scratch = Path("/")
     else:
         scratch.mkdir(parents=True, exist_ok=True)
-        argv = [python, str(PACKAGE / "harness.py")]
+        argv = [python, str(INSIDE / "harness.py")]
         env = dict(os.environ, PYTHONPATH=str(scratch / ".probes"), DEEPNGRAMS_BUNDLE=str(bundle),
                    NBGRADER_EXECUTION="autograde", TF_CPP_MIN_LOG_LEVEL="3", **_thread_env(threads))
         (scratch / ".probes").mkdir(exist_ok=True)
-        shutil.copy(PACKAGE / "probes.py", scratch / ".probes" / "deepngrams_probes.py")
+        shutil.copy(INSIDE / "probes.py", scratch / ".probes" / "deepngrams_probes.py")
     payload = json.dumps(job).encode()
     read_end, write_end = os.pipe()
     result = RunResult()

@@ -1,0 +1,215 @@
+"""Grade every submission of a course: in parallel, sandboxed, with the grader's own verdicts.
+
+    python -m deepngrams grade [--course grader] [--workers 2] [--force] [--student ID ...]
+
+It keeps nbgrader's course layout, gradebook and feedback, and runs nbgrader's own autograde
+pipeline for each submission, with one step swapped: instead of running the notebook in the
+grader's process, `SandboxedExecute` runs it in a sandbox (grading.sandbox) with every graded
+test cell replaced by a probe, and the grader judges the probes' observations (grading.exercises).
+So:
+
+1. every file is checked first (grading.preflight): what nbgrader can repair is repaired and
+   noted, the rest gets a reason and zero points;
+2. each submission is autograded in a private copy of the course (grading.submission), several
+   at a time, and the course's gradebook is then updated for that student alone, by writing a
+   new file and renaming it over the old one (grading.gradebook);
+3. a submission already graded (same files, same grader) is skipped unless `--force`;
+4. the report (grading.report): a table per exercise with time and reason, `report.csv`,
+   nbgrader's `grades.csv` and HTML feedback.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from deepngrams.atomic import atomic_path
+from deepngrams.config import ASSIGNMENT, COURSE_DIR, ROOT, SOURCE_NB
+from deepngrams.grading.cells import is_test_cell, nbgrader_meta
+from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, grading_key, record, saved_outcome
+from deepngrams.grading.report import Outcome, format_report, write_report
+from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
+from deepngrams.grading.submission import grade_one, unusable_name
+from deepngrams.grading.untrusted import printable
+
+
+def prepare_checks(course: Path, path: Path) -> None:
+    """What the batch's graders need besides each submission (a grader-only file): the grading key
+    and the graded cells of the source notebook. Each submission's cases are drawn from them."""
+    import nbformat
+    source = course / SOURCE_NB.relative_to(COURSE_DIR)
+    graded_ids = [nbgrader_meta(c)["grade_id"] for c in nbformat.read(str(source), 4).cells if is_test_cell(c)]
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps({"key": grading_key(course).hex(), "graded_ids": graded_ids}))
+    os.chmod(path, 0o600)
+
+
+def check_course(course: Path) -> list[str]:
+    """Why this course cannot be graded here ([] when it can): found once, before any work starts.
+
+    nbgrader logs a configuration file that fails and goes on without it, which would grade
+    every submission with its defaults (no sandbox, no verdicts) and give everyone 0.
+    """
+    from nbgrader.preprocessors import Execute
+    from traitlets.config.loader import PyFileConfigLoader
+    from deepngrams.grading.nbgrader_steps import GradeUpToHere, OverwriteCellsKeepingOrder
+    config_file = course / "nbgrader_config.py"
+    source = course / SOURCE_NB.relative_to(COURSE_DIR)
+    problems = []
+    if not source.is_file():
+        problems.append(f"{source} is missing: the course needs its source notebook (copy grader/source/ from the "
+                        f"bundle {ROOT})")
+    if not config_file.is_file():
+        return problems + [f"{config_file} is missing: copy grader/nbgrader_config.py from the bundle {ROOT}"]
+    try:
+        config = PyFileConfigLoader(config_file.name, path=str(course)).load_config()
+    except Exception as e:  # noqa: BLE001 - any failure of the instructor's file is reported as it is
+        lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+        return problems + [f"{config_file} fails to load ({lines[-1][:300]}). A course kept outside the bundle "
+                           f"names it: set BUNDLE_PATH = {str(ROOT)!r} in that file (or DEEPNGRAMS_BUNDLE={ROOT})"]
+    steps = config.get("Autograde", {}).get("autograde_preprocessors", [])
+    sanitize = config.get("Autograde", {}).get("sanitize_preprocessors", [])
+    if Execute not in steps or GradeUpToHere not in steps or OverwriteCellsKeepingOrder not in sanitize:
+        problems.append(f"{config_file} does not set up this course's grading steps (Autograde.autograde_preprocessors "
+                        f"and sanitize_preprocessors): copy grader/nbgrader_config.py from the bundle {ROOT}")
+    return problems
+
+
+def ensure_assignment(course: Path) -> None:
+    """Record the assignment in the gradebook (nbgrader generate_assignment), as nbgrader needs."""
+    from deepngrams.course.release import nbgrader
+    done = nbgrader("generate_assignment", ASSIGNMENT, "--force", cwd=course)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        raise RuntimeError(f"nbgrader generate_assignment failed in {course}:\n{tail}")
+
+
+def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, students: list[str] | None = None,
+          limits: Limits | None = None, progress: bool = True, sandboxed: bool = True) -> list[Outcome]:
+    """Grade the course's submissions; returns one Outcome per student, sorted by name."""
+    from tqdm import tqdm
+    from deepngrams.grading import sandbox
+    course = Path(course).resolve()
+    limits = limits or Limits()
+    if sandboxed and (problem := sandbox.available()):
+        raise RuntimeError(f"cannot grade: {problem}")
+    os.environ.setdefault("DEEPNGRAMS_BUNDLE", str(ROOT))  # the course's configuration finds this bundle
+    if problems := check_course(course):
+        raise RuntimeError("cannot grade " + str(course) + ":\n  " + "\n  ".join(problems))
+    all_students = sorted(p.name for p in (course / "submitted").iterdir()
+                          if (p / ASSIGNMENT).is_dir()) if (course / "submitted").is_dir() else []
+    unknown = sorted(set(students or []) - set(all_students))
+    if unknown:
+        raise ValueError(f"no submission from {', '.join(map(repr, unknown))} in {course / 'submitted'}")
+    chosen = students or all_students
+    ensure_assignment(course)
+    version = grader_version(course)
+    outcomes: dict[str, Outcome] = {}
+    refused = {s: problem for s in all_students if (problem := unusable_name(s))}
+    todo = []
+    for student in chosen:
+        if student in refused:  # before anything is written for it
+            outcomes[student] = Outcome(student, reason=f"not graded: {refused[student]}")
+            continue
+        saved = saved_outcome(course, student, version)
+        if saved and not force:
+            outcomes[student] = saved
+        else:
+            todo.append(student)
+
+    work_root = course / ".grading"
+    work_root.mkdir(mode=0o700, exist_ok=True)
+    batch = Path(tempfile.mkdtemp(prefix="batch-", dir=work_root))
+    try:
+        if todo:
+            checks_path = batch / "checks.json"
+            prepare_checks(course, checks_path)
+            template = batch / "gradebook.db"
+            _copy_db(course / "gradebook.db", template)
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            slots: queue.Queue = queue.Queue()
+            for slot in range(workers):
+                slots.put(slot)
+
+            def task(student: str) -> dict:
+                slot = slots.get()
+                try:
+                    return grade_one(course, student, template, checks_path, slot, limits,
+                                     Path(tempfile.mkdtemp(prefix="s-", dir=batch)), sandboxed, threads)
+                finally:
+                    slots.put(slot)
+
+            bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress, dynamic_ncols=True)
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(task, s): s for s in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    student = futures[future]
+                    try:
+                        report = future.result()
+                    except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
+                        report = {"student": student, "reason": f"grader error: {type(e).__name__}: {e}",
+                                  "notes": [], "seconds": 0.0, "private": str(batch / "none"), "graded": False}
+                    outcomes[student] = record(course, report, version, sandbox_mode() if sandboxed else "none")
+                    bar.set_postfix_str(printable(student[:20]))
+                    bar.update()
+            bar.close()
+    finally:
+        shutil.rmtree(batch, ignore_errors=True)
+    export_grades(course)
+    results = [outcomes[s] for s in sorted(outcomes)]
+    everyone = {s: outcomes.get(s) or (None if s in refused else saved_outcome(course, s)) for s in all_students}
+    write_report(course, [o for _, o in sorted(everyone.items()) if o is not None])
+    return results
+
+
+
+
+
+
+
+
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--course", type=Path, default=COURSE_DIR, help="nbgrader course directory (default: grader/)")
+    p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
+                   help="submissions graded at once (default: one per core, at most 8)")
+    p.add_argument("--force", action="store_true", help="grade again what is already graded")
+    p.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    d = Limits()
+    p.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help="seconds a cell may run")
+    p.add_argument("--timeout", type=float, default=d.wall_timeout, help="seconds a whole notebook may run")
+    p.add_argument("--memory", type=float, default=d.memory_gib, help="GiB of memory the processes may use together")
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    limits = Limits(cell_timeout=args.cell_timeout, wall_timeout=args.timeout, memory_gib=args.memory)
+    course = args.course.resolve()
+    if not (course / "source" / ASSIGNMENT).is_dir():
+        p.error(f"{course} is not the course directory: it has no source/{ASSIGNMENT}/")
+    start = time.monotonic()
+    try:
+        outcomes = grade(course, workers=args.workers, force=args.force, students=args.student, limits=limits)
+    except (RuntimeError, ValueError) as e:
+        print(f"error: {printable(e)}", file=sys.stderr)
+        return 2
+    print()
+    print(format_report(outcomes))
+    print()
+    done = sum(not o.skipped for o in outcomes)
+    print(f"Graded {done}, skipped {len(outcomes) - done} already graded (use --force to grade again), "
+          f"in {time.monotonic() - start:.0f} s with {args.workers} workers.")
+    print(f"Sandbox:         {sandbox_mode()}")
+    print(f"Report:          {course / 'report.csv'}")
+    print(f"Grades (CSV):    {course / 'grades.csv'}")
+    print(f"Feedback (HTML): {course / 'feedback'}/<student>/{ASSIGNMENT}/")
+    return 0

@@ -1,0 +1,20 @@
+"""What the grader reads of a notebook's cells. The metadata comes from a student's file, so every
+accessor accepts anything and never raises."""
+from __future__ import annotations
+
+MARKER = "# grade-up-to-here"
+NOT_RUN = ('raise RuntimeError("Not graded: this test comes after the cell marked '
+           '`# grade-up-to-here`.")')
+
+
+def nbgrader_meta(cell) -> dict:
+    """A cell's nbgrader metadata; {} where a student's file has none, or something else than a mapping."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    found = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def is_test_cell(cell) -> bool:
+    """A graded test cell (graded, and not a solution cell)."""
+    return cell.get("cell_type") == "code" and bool(nbgrader_meta(cell).get("grade")) \
+        and not nbgrader_meta(cell).get("solution")

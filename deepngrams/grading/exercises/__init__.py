@@ -1,0 +1,121 @@
+"""The grader's verdicts: each graded cell's inputs, the expected answers, and the judgement.
+
+One module per exercise holds its graded cells (`CELLS`: cell -> probe, hidden or not), its cases
+(`cases`) and its judge (`judge`); its probe, which runs in the sandbox, is `probe_<name>` of
+grading/inside/probes.py. Adding an exercise is one module here, one probe there and a line in
+EXERCISES.
+
+Only the grader runs this file, outside the sandbox. `draw_cases` draws every graded cell's
+inputs from a secret that is new for every student and every submitted file (`secret_for`:
+an HMAC of the student id and the notebook's bytes under a key only the grader holds), and
+computes what a correct solution returns with numpy alone. Only the inputs go into the
+sandbox, where the probes (grading/inside/probes.py) call the student's code on them; `judge` compares the
+observations with the expected answers here, where student code never runs. So nothing in
+the sandbox can compute or look up an answer: the models handed to student code are tables
+or random weights drawn for this submission, not the pretrained model, and one student's
+feedback is no answer key for anyone else's file.
+
+Messages say which property failed ("padding positions were counted"), never the inputs or
+the expected values; for hidden cells an exception is named by its type only.
+
+Sampling is judged statistically. Each sampling case draws `n` ids (or characters) from a
+known distribution and fails when some category's frequency is more than `eps` from its
+probability. By Hoeffding's inequality a correct sampler fails a case with probability at
+most 2 * categories * exp(-2 n eps^2); `eps` is chosen so that this is at most
+FALSE_FAILURE_PER_CASE, and the few sampling cases of a notebook together stay under one in
+a million gradings (`false_failure_bound`). The wrong temperatures students write (ignored,
+multiplied instead of divided, always greedy) move some probability by more than 2 * eps.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from deepngrams.config import CARD_PATH, CORPUS_PATH
+from deepngrams.grading.exercises import (compile_model, create_batch_dataset, generative_model, grulm, line_to_tensor,
+                                          log_perplexity, sampling)
+from deepngrams.grading.exercises.common import course_files, raised
+
+# In the notebook's order: a submission's cases are drawn in this order from its secret.
+EXERCISES = (line_to_tensor, create_batch_dataset, grulm, compile_model, log_perplexity, sampling, generative_model)
+CELLS = {grade_id: (module, probe, hidden) for module in EXERCISES for grade_id, (probe, hidden) in module.CELLS.items()}
+KEY_BYTES = 32
+
+
+def new_key() -> bytes:
+    """A course's grading key: kept by the grader (never in a sandbox), it seeds every hidden case."""
+    return os.urandom(KEY_BYTES)
+
+
+def secret_for(key: bytes, student: str, notebook: bytes) -> int:
+    """The seed of one submission's cases: another student, or another file, gets other cases;
+    grading the same file again gets the same ones."""
+    message = student.encode("utf-8", "surrogatepass") + b"\0" + hashlib.sha256(notebook).digest()
+    return int.from_bytes(hmac.new(key, message, hashlib.sha256).digest()[:8], "big")
+
+
+def draw_cases(secret: int, card_path: Path = CARD_PATH, corpus_path: Path = CORPUS_PATH) -> dict:
+    """{grade_id: {"probe", "hidden", "inputs", "expected"}} for every graded cell of one submission."""
+    course = course_files(str(card_path), str(corpus_path))
+    rng = np.random.default_rng(secret)
+    drawn: dict = {}
+    for grade_id, (module, probe, hidden) in CELLS.items():
+        inputs, expected = module.cases(probe, rng, course, hidden)
+        drawn[grade_id] = {"probe": probe, "hidden": hidden, "inputs": {"cases": inputs}, "expected": expected}
+    return drawn
+
+
+def false_failure_bound(prepared: dict) -> float:
+    """The chance that a correct solution fails some sampling case of one notebook (Hoeffding)."""
+    total = 0.0
+    for check in prepared.values():
+        for case, want in zip(check["inputs"]["cases"], check["expected"]):
+            if "eps" in want:
+                n = case.get("repeat") or case["rows"] * case["steps"]
+                categories = len(want["p"]) + (1 if "chars" in want else 0)
+                total += 2 * categories * math.exp(-2 * n * want["eps"] ** 2)
+            elif "top" in want:  # the same character n times in a row
+                total += want["top"] ** case["n"]
+    return total
+
+
+
+def judge(check: dict, result: dict | None) -> list[str]:
+    """Why the observed code fails this check ([] when it passes). `result` came from the sandbox."""
+    if not isinstance(result, dict):
+        return ["the cell did not run (an earlier cell stopped the notebook)"]
+    if "error" in result:
+        return [raised(result, check.get("hidden", True)).replace("raised ", "the check could not run: ", 1)]
+    observations = result.get("observations")
+    cases = check["inputs"]["cases"]
+    if not isinstance(observations, list) or len(observations) != len(cases) \
+            or not all(isinstance(o, dict) for o in observations):
+        return ["the observations of this cell are malformed"]
+    try:
+        module = next(m for m, probe, _ in CELLS.values() if probe == check["probe"])
+        return _merge_repeats(module.judge(check, observations))
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+            RecursionError) as e:  # malformed observations (forged ones: numbers too large, nested too deep)
+        return [f"the outputs could not be checked ({type(e).__name__})"]
+
+
+def _merge_repeats(fails: list[str]) -> list[str]:
+    """The same exception in several cases, said once with their number."""
+    groups: dict[str, list[str]] = {}
+    for message in fails:
+        at = message.find("raised ")
+        groups.setdefault(message[at:] if at >= 0 else message, []).append(message[:at] if at >= 0 else "")
+    merged = []
+    for key, labels in groups.items():
+        if len(labels) == 1 or not key.startswith("raised "):
+            merged += [label + key for label in labels]
+        else:
+            name = re.split(r"[(,:. ]", labels[0].strip(), maxsplit=1)[0]
+            merged.append(f"{name}: {len(labels)} cases {key}")
+    return merged

@@ -1,0 +1,86 @@
+"""The create_batch_dataset exercise: its cases (drawn for one submission) and its judge."""
+from __future__ import annotations
+
+import numpy as np
+
+from deepngrams.grading.exercises.common import char_ids, passage, raised
+
+
+# graded cell -> (probe, hidden)
+CELLS = {"test_create_batch_dataset": ("create_batch_dataset", False),
+         "test_create_batch_dataset_hidden": ("create_batch_dataset", True)}
+
+
+def cases_create_batch_dataset(rng, vocab, lines, hidden: bool):
+    if hidden:
+        letters = list("abcdefgh XYZ")
+        random_lines = ["".join(rng.choice(letters, size=int(rng.integers(3, 12)))) for _ in range(40)]
+        cases = [{"lines": random_lines, "vocab": vocab, "seq_length": int(rng.integers(4, 8)),
+                  "batch_size": int(rng.integers(2, 5))}]
+    else:
+        cases = [{"lines": passage(rng, lines, 4), "vocab": vocab, "seq_length": 10, "batch_size": 4},
+                 {"lines": passage(rng, lines, 90), "vocab": vocab, "seq_length": 10, "batch_size": 4,
+                  "iterations": 2, "shuffled": True},
+                 {"lines": passage(rng, lines, 1500), "vocab": vocab}]
+    expected = [{"ids": char_ids("\n".join(c["lines"]), vocab), "seq_length": c.get("seq_length", 100),
+                 "batch_size": c.get("batch_size", 64)} for c in cases]
+    return cases, expected
+
+
+def judge(check, observations):
+    fails = []
+    for case, want, o in zip(check["inputs"]["cases"], check["expected"], observations):
+        T, B, ids = want["seq_length"], want["batch_size"], want["ids"]
+        label = "create_batch_dataset (a hidden case)" if check["hidden"] else \
+            f"create_batch_dataset(seq_length={T}, batch_size={B})"
+        if "error" in o:
+            fails.append(f"{label} {raised(o, check['hidden'])}")
+            continue
+        if not o.get("dataset"):
+            fails.append(f"{label}: expected a tf.data.Dataset, got {o.get('kind')}")
+            continue
+        if o.get("spec") != [["int64", [B, T]], ["int64", [B, T]]]:
+            fails.append(f"{label}: element_spec should be two int64 tensors of shape (batch_size, seq_length)")
+        if len(o.get("runs", [])) != case.get("iterations", 1):
+            fails.append(f"{label}: the dataset could not be read {case.get('iterations', 1)} time(s)")
+            continue
+        size = T + 1
+        chunks = [tuple(ids[k * size:(k + 1) * size]) for k in range(len(ids) // size)]
+        available = set(chunks)
+        runs_seen = []
+        for run in o.get("runs", []):
+            seen = []
+            for x, y in run:
+                x, y = np.asarray(x), np.asarray(y)
+                if x.shape != (B, T) or y.shape != (B, T) or not np.array_equal(x[:, 1:], y[:, :-1]):
+                    fails.append(f"{label}: each batch is (input, target) of shape (batch_size, seq_length), the "
+                                 f"target the input shifted by one")
+                    break
+                seen += [tuple(x[r].tolist() + [int(y[r, -1])]) for r in range(B)]
+            else:
+                if any(chunk not in available for chunk in seen):
+                    fails.append(f"{label}: every example is a chunk of seq_length + 1 ids cut from the start of "
+                                 f"the lines joined with '\\n'")
+                elif len(seen) != len(set(seen)) and len(set(chunks)) == len(chunks):
+                    fails.append(f"{label}: a chunk is used twice")
+                elif len(run) != len(chunks) // B:
+                    fails.append(f"{label}: the number of batches is wrong (drop the remainders: "
+                                 f"drop_remainder=True)")
+            runs_seen.append(seen)
+        if case.get("shuffled") and runs_seen:
+            where: dict = {}
+            for k, chunk in enumerate(chunks):
+                where.setdefault(chunk, set()).add(k)
+            batches = [run[i:i + B] for run in runs_seen for i in range(0, len(run), B)]
+            follows = lambda a, b: any(k + 1 in where.get(b, ()) for k in where.get(a, ()))  # noqa: E731
+            if all(run == list(chunks[:len(run)]) for run in runs_seen):
+                fails.append(f"{label}: the examples are not shuffled")
+            elif batches and all(all(follows(a, b) for a, b in zip(batch, batch[1:])) for batch in batches):
+                fails.append(f"{label}: every batch holds consecutive chunks: shuffle before batching")
+    return fails
+
+
+def cases(probe: str, rng, course, hidden: bool):
+    """(inputs of each case, expected of each case) of one graded cell."""
+    vocab, sizes, lines = course
+    return cases_create_batch_dataset(rng, vocab, lines, hidden)

@@ -1,0 +1,170 @@
+"""The generative_model exercise: its cases (drawn for one submission) and its judge."""
+from __future__ import annotations
+
+import numpy as np
+
+from deepngrams.config import PADDING_ID, UNK_ID
+from deepngrams.grading.exercises.common import char_ids, frequencies_fail, hoeffding_eps, log_softmax, raised, separated_distribution, tempered
+
+
+# graded cell -> (probe, hidden)
+CELLS = {"test_GenerativeModel": ("GenerativeModel", False), "test_GenerativeModel_hidden": ("GenerativeModel", True)}
+
+
+GENERATED_ROWS, GENERATED_STEPS = 2000, 2  # generate_one_step on 2000 prompts, twice, per sampling case
+
+
+SAMPLED_TEXT, SAMPLED_TEXT_TOP = 40, 0.6  # generate_n_chars at temperature 1: characters, top probability
+
+
+STATE_UNITS = 16  # width of the state vector of the table models handed to GenerativeModel
+
+
+def _table_model(rng, vocab: list[str], states: int, peaked: bool, unknown_first: bool) -> dict:
+    """A language model given as tables (the next state from the state and the id read; the log
+    probabilities from the state), as the probes build it in the sandbox. When `peaked`, every state
+    has one clear favourite character (4 nats ahead of the next); when `unknown_first`, '[UNK]' or the
+    padding is even more likely in some states, which a generator must never emit."""
+    V = len(vocab)
+    transitions = rng.integers(0, states, size=(states, V))
+    logits = rng.normal(size=(states, V))
+    if peaked:
+        for s in range(states):
+            logits[s, int(rng.integers(2, V))] = logits[s].max() + 4.0 + rng.uniform(0, 2)
+            if unknown_first and rng.random() < 0.6:
+                logits[s, int(rng.integers(0, 2))] = logits[s].max() + 3.0
+    return {"transitions": transitions.tolist(), "log_probs": log_softmax(logits).astype(np.float32).tolist(),
+            "units": STATE_UNITS}
+
+
+def _greedy_text(model: dict, vocab: list[str], prefix: str, n: int, carry_state: bool = True) -> str:
+    """What greedy generation writes with a table model (never '[UNK]' or padding). With
+    `carry_state=False`, what a generator writes that forgets the state between steps."""
+    T, L = np.asarray(model["transitions"]), np.asarray(model["log_probs"], np.float64)
+    s = 0
+    for i in char_ids(prefix, vocab):
+        s = T[s, i]
+    text = prefix
+    for _ in range(n):
+        row = L[s].copy()
+        row[[UNK_ID, PADDING_ID]] = -np.inf
+        best = int(np.argmax(row))
+        text += vocab[best]
+        s = T[s if carry_state else 0, best]
+    return text
+
+
+def _memoryless_model(vocab: list[str], chars: list[int], p: np.ndarray) -> dict:
+    """A table model that always gives the same distribution: `p` over `chars`, next to nothing on the
+    rest, and '[UNK]' and padding above everything (a generator must skip them)."""
+    logits = np.full(len(vocab), -40.0)
+    logits[chars] = np.log(p)
+    logits[[UNK_ID, PADDING_ID]] = np.log(p).max() + 1.0
+    return {"transitions": np.zeros((1, len(vocab)), dtype=int).tolist(),
+            "log_probs": log_softmax(logits[None]).astype(np.float32).tolist(), "units": STATE_UNITS}
+
+
+def cases_GenerativeModel(rng, vocab, hidden: bool):
+    cases, expected = [], []
+    alphabet = vocab[2:]
+    letters = np.arange(2, len(vocab))
+    for _ in range(1 if hidden else 2):
+        while True:  # a model whose text tells whether the state is carried from step to step
+            model = _table_model(rng, vocab, int(rng.integers(4, 8)), peaked=True, unknown_first=True)
+            prefix = "".join(rng.choice(alphabet, size=int(rng.integers(1, 9))))
+            n = int(rng.integers(8, 15))
+            text = _greedy_text(model, vocab, prefix, n)
+            if text != _greedy_text(model, vocab, prefix, n, carry_state=False):
+                break
+        cases.append({"model": model, "vocab": vocab, "call": "n_chars", "temperature": 0.0, "prefix": prefix,
+                      "n": n})
+        expected.append({"text": text, "about": "greedy text (temperature 0) from a model whose next character "
+                                                "depends on its state and on the character it just read: is the "
+                                                "state carried from step to step, the generated character fed "
+                                                "back, and '[UNK]' and padding never chosen?"})
+    if not hidden:
+        model = _table_model(rng, vocab, 3, peaked=False, unknown_first=False)
+        cases.append({"model": model, "vocab": vocab, "call": "one_step", "temperature": 1.0,
+                      "prefix": "".join(rng.choice(alphabet, size=5))})
+        expected.append({"states_shape": [1, STATE_UNITS], "about": "generate_one_step returns one character and "
+                                                                    "the new state"})
+        # generate_n_chars samples at temperature 1: not the same character all along.
+        k = int(rng.integers(3, 6))
+        while (p := np.sort(rng.dirichlet(np.ones(k)))[::-1])[0] > SAMPLED_TEXT_TOP:
+            pass
+        chars = [int(i) for i in rng.choice(letters, size=k, replace=False)]
+        cases.append({"model": _memoryless_model(vocab, chars, p), "vocab": vocab, "call": "n_chars",
+                      "temperature": 1.0, "prefix": "".join(rng.choice(alphabet, size=3)), "n": SAMPLED_TEXT,
+                      "seed": int(rng.integers(2**31))})
+        expected.append({"length": SAMPLED_TEXT, "top": float(p[0]),
+                         "about": "generate_n_chars at temperature 1 samples (it does not always take the most "
+                                  "likely character) and never writes '[UNK]' or padding"})
+    temperatures = [round(float(rng.uniform(1.6, 2.4)), 3)] if hidden else [1.0, round(float(rng.uniform(0.4, 0.6)), 3)]
+    for t in temperatures:
+        k = int(rng.integers(3, 5))
+        eps = hoeffding_eps(GENERATED_ROWS * GENERATED_STEPS, k + 1)
+        p = separated_distribution(rng, k, (t,), 2.2 * eps)
+        chars = [int(i) for i in rng.choice(letters, size=k, replace=False)]
+        cases.append({"model": _memoryless_model(vocab, chars, p), "vocab": vocab, "call": "batch", "temperature": t,
+                      "prefix": "".join(rng.choice(alphabet, size=3)), "rows": GENERATED_ROWS,
+                      "steps": GENERATED_STEPS, "seed": int(rng.integers(2**31))})
+        expected.append({"chars": [vocab[c] for c in chars], "p": tempered(np.log(p), t).tolist(), "eps": eps,
+                         "about": "generate_one_step on a batch: characters drawn from the model's "
+                                  "softmax(log_probs / temperature), never '[UNK]' or padding"})
+    return cases, expected
+
+
+def judge(check, observations):
+    fails = []
+    for case, want, o in zip(check["inputs"]["cases"], check["expected"], observations):
+        label = "GenerativeModel (a hidden case)" if check["hidden"] else \
+            f"GenerativeModel(temperature={case['temperature']:g})"
+        if "error" in o:
+            fails.append(f"{label} {raised(o, check['hidden'])}")
+        elif case["call"] == "one_step":
+            chars = o.get("chars", {})
+            value = chars.get("value")
+            char = value[0] if isinstance(value, list) and len(value) == 1 else value
+            if chars.get("dtype") not in ("object", "bytes", "str") or not isinstance(char, str) or len(char) != 1 \
+                    or o.get("states_shape") != want["states_shape"]:
+                fails.append(f"{label}.generate_one_step should return a string tensor with one character and "
+                             f"states of shape {want['states_shape']}, got {o.get('kind')} and "
+                             f"{o.get('states_shape')}")
+        elif case["call"] == "batch":
+            steps = o.get("steps")
+            rows, n = case["rows"], case["rows"] * case["steps"]
+            if not isinstance(steps, list) or len(steps) != case["steps"] or not all(
+                    isinstance(chars, list) and len(chars) == rows for chars in steps):
+                fails.append(f"{label}.generate_one_step on a batch of {rows} strings should return {rows} "
+                             f"characters (and take them back with the states it returned)")
+                continue
+            drawn = [c for chars in steps for c in chars]
+            if any(not isinstance(c, str) or len(c) != 1 for c in drawn):
+                fails.append(f"{label}.generate_one_step should return one character per string, never "
+                             f"'[UNK]' or the padding ''")
+                continue
+            counts = np.array([drawn.count(c) for c in want["chars"]] + [n - sum(map(drawn.count, want["chars"]))])
+            if frequencies_fail(counts, np.append(want["p"], 0.0), want["eps"]):
+                fails.append(f"{label}: the characters are not drawn from softmax(log_probs / temperature) "
+                             f"(their frequencies over {n} draws are off: is the temperature used, and is it "
+                             f"sampling rather than always taking the most likely?)")
+        elif not isinstance(o.get("text"), str):
+            fails.append(f"{label}.generate_n_chars should return a string, got {o.get('text', {}).get('kind')}")
+        elif "text" in want:
+            if o["text"] != want["text"]:
+                fails.append(f"{label}: {want['about']} The text differs from the expected one.")
+        else:
+            text, prefix = o["text"], case["prefix"]
+            if not text.startswith(prefix) or len(text) != len(prefix) + want["length"] or "[UNK]" in text:
+                fails.append(f"{label}.generate_n_chars(n, prefix) should return the prefix and n characters, "
+                             f"never '[UNK]' or padding")
+            elif len(set(text[len(prefix):])) < 2:
+                fails.append(f"{label}.generate_n_chars: at temperature 1 it should sample, not always take the "
+                             f"most likely character")
+    return fails
+
+
+def cases(probe: str, rng, course, hidden: bool):
+    """(inputs of each case, expected of each case) of one graded cell."""
+    vocab, sizes, lines = course
+    return cases_GenerativeModel(rng, vocab, hidden)

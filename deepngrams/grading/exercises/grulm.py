@@ -1,0 +1,115 @@
+"""The grulm exercise: its cases (drawn for one submission) and its judge."""
+from __future__ import annotations
+
+import numpy as np
+
+from deepngrams.config import PADDING_ID
+from deepngrams.grading.exercises.common import array, gru_numpy, raised, random_weights
+
+
+# graded cell -> (probe, hidden)
+CELLS = {"test_GRULM_layers": ("GRULM_layers", False), "test_GRULM_outputs": ("GRULM_outputs", False),
+         "test_GRULM_hidden": ("GRULM_outputs", True)}
+
+
+def cases_GRULM_layers(rng, sizes):
+    V, E, U = sizes
+    cases, expected = [], []
+    small = [tuple(int(x) for x in rng.integers(3, 16, size=3)) for _ in range(2)]
+    for i, (v, e, u) in enumerate([(V, E, U), *small]):
+        ids = rng.integers(2, v, size=(2, 7))
+        want = {"shapes": {"embedding": [[v, e]], "gru": [[e, 3 * u], [u, 3 * u], [2, 3 * u]], "dense": [[u, v], [v]]},
+                "preds_shape": [2, 7, v]}
+        case = {"sizes": [v, e, u], "ids": ids.tolist()}
+        if i:  # small models also run with weights drawn here: their log probabilities must be right
+            weights = random_weights(rng, v, e, u)
+            case["weights"] = {k: w.tolist() for k, w in weights.items()}
+            want["preds"] = gru_numpy(weights, ids)[0].tolist()
+        cases.append(case)
+        expected.append(want)
+    return cases, expected
+
+
+def cases_GRULM_outputs(rng, sizes, hidden: bool):
+    V = sizes[0] if not hidden else int(rng.integers(8, 20))
+    E, U = int(rng.integers(6, 17)), int(rng.integers(6, 25))
+    weights = random_weights(rng, V, E, U)
+    steps = int(rng.integers(12, 25))
+    ids = rng.integers(2 if not hidden else 0, V, size=(2, steps))
+    if not hidden:
+        ids[0, -3:] = PADDING_ID
+    split = int(rng.integers(3, steps - 3))
+    full, state = gru_numpy(weights, ids)
+    case = {"sizes": [V, E, U], "weights": {k: w.tolist() for k, w in weights.items()}, "ids": ids.tolist(),
+            "split": split}
+    return [case], [{"full": full.tolist(), "state": state.tolist(), "atol": 1e-4}]
+
+
+def _grulm_label(check, case) -> str:
+    return "GRULM (a hidden case)" if check["hidden"] else \
+        "GRULM(vocab_size={}, embedding_dim={}, rnn_units={})".format(*case["sizes"])
+
+
+def judge_layers(check, observations):
+    fails = []
+    for case, want, o in zip(check["inputs"]["cases"], check["expected"], observations):
+        label = _grulm_label(check, case)
+        if "error" in o:
+            fails.append(f"{label} {raised(o, check['hidden'])}")
+            continue
+        layers = o["layers"]
+        if not layers.get("model"):
+            fails.append(f"{label}: GRULM is not a tf.keras.Model")
+        for name in ("embedding", "gru", "dense"):
+            if not layers[name]["is"] or layers[name]["shapes"] != want["shapes"][name]:
+                fails.append(f"{label}: self.{name} should be a {name} layer with weights {want['shapes'][name]}, "
+                             f"got {layers[name]['kind']} with {layers[name]['shapes']}")
+        if layers.get("gru_flags") != [case["sizes"][2], True, True]:
+            fails.append(f"{label}: the GRU needs rnn_units units, return_sequences=True and return_state=True")
+        preds = array(o["preds"])
+        if preds is None or list(preds.shape) != want["preds_shape"]:
+            fails.append(f"{label}: model(inputs) should give one tensor of shape {want['preds_shape']}")
+        elif not np.all(np.abs(np.log(np.exp(preds).sum(-1))) < 1e-3):
+            fails.append(f"{label}: the outputs should be log probabilities (log_softmax)")
+        elif "preds" in want and not np.allclose(preds, want["preds"], atol=1e-4, rtol=0):
+            fails.append(f"{label}: with the grader's weights in its layers, the log probabilities are wrong "
+                         f"(embedding, then the GRU, then the dense layer, each used once)")
+    return fails
+
+
+def judge_outputs(check, observations):
+    fails = []
+    for case, want, o in zip(check["inputs"]["cases"], check["expected"], observations):
+        label = _grulm_label(check, case)
+        if "error" in o:
+            fails.append(f"{label} {raised(o, check['hidden'])}")
+            continue
+        full, state, atol = np.asarray(want["full"]), np.asarray(want["state"]), want["atol"]
+        k = case["split"]
+        got = array(o["full"])
+        if got is None or got.shape != full.shape or not np.allclose(got, full, atol=atol, rtol=0):
+            fails.append(f"{label}: with the grader's weights in its layers, model(inputs) gives wrong log "
+                         f"probabilities (atol {atol})")
+            continue
+        items = o["pair"].get("items") if isinstance(o["pair"], dict) else None
+        pair_state = array(items[1]) if items and len(items) == 2 else None
+        if pair_state is None or pair_state.shape != state.shape or not np.allclose(pair_state, state, atol=atol,
+                                                                                    rtol=0):
+            fails.append(f"{label}: model(inputs, return_state=True) should return (log_probs, final GRU state)")
+            continue
+        tail, tail_state = array(o["tail"]), array(o["tail_state"])
+        if tail is None or tail.shape != full[:, k:].shape or not np.allclose(tail, full[:, k:], atol=atol, rtol=0) \
+                or tail_state is None or not np.allclose(tail_state, state, atol=atol, rtol=0):
+            fails.append(f"{label}: continuing from a given state (states=...) should equal running the whole "
+                         f"sequence at once: pass the states to the GRU as its initial_state")
+    return fails
+
+
+def cases(probe: str, rng, course, hidden: bool):
+    """(inputs of each case, expected of each case) of one graded cell."""
+    vocab, sizes, lines = course
+    return cases_GRULM_layers(rng, sizes) if probe == "GRULM_layers" else cases_GRULM_outputs(rng, sizes, hidden)
+
+
+def judge(check, observations):
+    return (judge_layers if check["probe"] == "GRULM_layers" else judge_outputs)(check, observations)

@@ -1,0 +1,161 @@
+"""One submission: nbgrader's autograde and feedback in a private copy of the course, in a child process."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+from deepngrams.config import ASSIGNMENT, ROOT, WORKER_MARGIN_S
+from deepngrams.grading.nbgrader_steps import harmless_file
+from deepngrams.grading.preflight import preflight, read_handed_in
+from deepngrams.grading.sandbox import Limits
+
+PRIVATE_CONFIG = '''\
+# A private course for grading one submission (made by deepngrams.grade; removed afterwards).
+from nbgrader.preprocessors import Execute
+from deepngrams.grading.nbgrader_steps import SandboxedExecute
+
+c = get_config()  # noqa: F821
+load_subconfig({main!r})  # noqa: F821 - the course's own configuration
+c.CourseDirectory.root = {root!r}
+c.Autograde.autograde_preprocessors = [SandboxedExecute if step is Execute else step
+                                       for step in c.Autograde.autograde_preprocessors]
+'''
+
+
+def worker_main(argv: list[str]) -> int:
+    """nbgrader's autograde, then its feedback, for one student of a private course (one process).
+
+    Run as a child of the grader: `python -c "...worker_main..." <private course> <student>`.
+    """
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config.loader import PyFileConfigLoader
+    private, student = Path(argv[0]), argv[1]
+    os.chdir(private)
+    warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's session use are not errors
+    api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=str(private)).load_config())
+    for step in (lambda: api.autograde(ASSIGNMENT, student, force=True, create=True),
+                 lambda: api.generate_feedback(ASSIGNMENT, student, force=True)):
+        result = step()
+        if not result["success"]:
+            text = result.get("error") or result.get("log") or ""
+            lines = [x.strip() for x in text.splitlines() if "Error" in x or "Exception" in x] or text.splitlines()
+            print(lines[-1][-300:] if lines else "failed", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a process, its process group and every process below it (the sandbox runs in a
+    session of its own, so the group alone would miss it)."""
+    import psutil
+    try:
+        below = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        below = []
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for p in below:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    proc.wait()
+
+
+def _worker(private: Path, student: str, env: dict, timeout: float | None = None) -> tuple[int | None, str]:
+    """Run `worker_main` in a child process; past `timeout` seconds it is killed with everything
+    it started, and the status is None."""
+    # No IRI checker for jsonschema (see grading/inside/harness.py): nbgrader's notebooks have no IRI.
+    code = ("import sys; sys.modules['rfc3987_syntax'] = None; "
+            "from deepngrams.grading.submission import worker_main; sys.exit(worker_main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(private), student], cwd=private, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, errors="replace", start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc)
+        return None, f"nbgrader's steps ran over {timeout:g} s and were stopped"
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+    return proc.returncode, err.strip()[-300:]
+
+
+def internal_id(student: str) -> str:
+    """The name a student is graded under inside the grader: nbgrader globs paths and builds file
+    names from student ids, so a folder name with a comma, a glob bracket, a newline or 250 bytes
+    must never reach it."""
+    return "s" + hashlib.sha256(student.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def unusable_name(student: str) -> str:
+    """Why a student folder's name cannot be used as a student id ("" if it can)."""
+    try:
+        student.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the student folder's name is not valid UTF-8: rename the folder"
+    if not student.strip():
+        return "the student folder's name is blank: rename the folder"
+    return ""
+
+
+def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
+              work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
+    """Autograde one student's submission in a private course under `work`; returns its report.
+
+    The private course holds a copy of the gradebook and of the submission, and the course's
+    source (linked); in it the student has an internal id (`internal_id`), never the folder's
+    name. The run's reason and notes come back in the report; the graded notebook,
+    feedback and gradebook stay in `work` for the caller to merge.
+    """
+    start = time.monotonic()
+    sub_dir = course / "submitted" / student / ASSIGNMENT
+    inner = internal_id(student)
+    private = work / "course"
+    (private / "submitted" / inner / ASSIGNMENT).mkdir(parents=True)
+    os.symlink((course / "source").resolve(), private / "source")
+    shutil.copy(template_db, private / "gradebook.db")
+    graded_ids = json.loads(checks_path.read_text())["graded_ids"]
+    reason, notes = "", []
+    target = private / "submitted" / inner / ASSIGNMENT
+    handed_in = sorted(p.name for p in sub_dir.glob("*.ipynb"))
+    if any(p.is_symlink() for p in (sub_dir.parent, sub_dir)):
+        reason = "the submission folder is a link: hand in the files themselves"
+        handed_in = []
+    for name in handed_in:
+        problem, found = preflight(sub_dir / name, graded_ids)
+        notes += found
+        if problem:
+            reason = reason or f"{name}: {problem}"
+            continue
+        (target / name).write_bytes(harmless_file(read_handed_in(sub_dir / name)))
+    if not reason and f"{ASSIGNMENT}.ipynb" not in handed_in:
+        reason = f"no {ASSIGNMENT}.ipynb handed in" + (f" (found {', '.join(handed_in)}: rename it)"
+                                                       if handed_in else "")
+    try:
+        (target / "timestamp.txt").write_bytes(read_handed_in(sub_dir / "timestamp.txt", 1000))
+    except ValueError:
+        pass  # no timestamp (or not a plain file): nbgrader grades it as not late
+    (private / "nbgrader_config.py").write_text(
+        PRIVATE_CONFIG.format(main=str((course / "nbgrader_config.py").resolve()), root=str(private)))
+    report_path = work / "run.json"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               DEEPNGRAMS_GRADE_JOB=json.dumps({"checks": str(checks_path), "scratch": str(work / "scratch"),
+                                                "slot": slot, "limits": asdict(limits), "report": str(report_path),
+                                                "sandboxed": sandboxed, "threads": threads}))
+    status, message = _worker(private, inner, env, limits.wall_timeout + WORKER_MARGIN_S)
+    if status != 0 and not reason:
+        reason = f"nbgrader could not grade it: {message[:200]}"
+    run = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return {"student": student, "internal": inner, "reason": reason or run.get("reason", ""), "notes": notes,
+            "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0}

@@ -1,0 +1,88 @@
+"""docs/figures.md as `make bench` rewrites it: the merge of new rows into the page, no benchmark run."""
+import os
+
+from deepngrams import bench
+from deepngrams.bench import KEYS, ROW_ORDER, merge_figures, parse_figures
+
+TRAINING, GENERATION = KEYS["training"][0], KEYS["generation"][0]
+HAND = "`make test` / `make demo` from a clean clone"
+
+PAGE = f"""# Figures
+
+This page is written by `make bench`: run it again rather than editing here.
+
+Measured on: Old CPU, 4 cores
+
+Each pair is measured side by side in one run.
+
+| what | figure |
+|---|---|
+| {HAND} | 40 min / 79 s |
+| {TRAINING} | 1 vs 2 tokens/s |
+| {GENERATION} | 3 vs 4 characters/s |
+| a row no section writes any more | kept as it is |
+"""
+
+HEADER = ["# Figures", "", "This page is written by `make bench`: run it again rather than editing here.", "",
+          "Measured on: New CPU, 2 cores", "", "Each pair is measured side by side in one run.", "",
+          "| what | figure |", "|---|---|"]
+
+
+def rows_of(text):
+    return parse_figures(text)[0]
+
+
+def test_a_new_row_replaces_the_row_of_its_key_and_every_other_row_is_kept():
+    out = merge_figures(PAGE, {TRAINING: "10 vs 20 tokens/s"}, "New CPU, 2 cores")
+    assert out.splitlines()[:len(HEADER)] == HEADER
+    rows = rows_of(out)
+    assert rows[TRAINING] == "10 vs 20 tokens/s"
+    assert rows[GENERATION] == "3 vs 4 characters/s"  # a section this run left out (--only)
+    assert rows[HAND] == "40 min / 79 s"  # measured by hand
+    assert rows["a row no section writes any more"] == "kept as it is"
+    assert out.count(TRAINING) == 1 and "1 vs 2 tokens/s" not in out
+
+
+def test_bench_rows_come_first_in_section_order_then_the_others_as_found():
+    out = merge_figures(PAGE, {KEYS["quality"][0]: "1.2197"}, "x")
+    assert list(rows_of(out)) == [TRAINING, GENERATION, KEYS["quality"][0], HAND, "a row no section writes any more"]
+    assert set(ROW_ORDER) == {key for keys in KEYS.values() for key in keys}
+
+
+def test_the_machine_line_is_the_new_one_or_else_the_old_one():
+    assert "Measured on: New CPU, 2 cores\n" in merge_figures(PAGE, {}, "New CPU, 2 cores")
+    assert "Measured on: Old CPU, 4 cores\n" in merge_figures(PAGE, {})
+    assert "Measured on: unknown\n" in merge_figures(None, {})
+
+
+def test_the_page_written_is_read_back_as_written():
+    out = merge_figures(PAGE, {GENERATION: "5 | 6 characters/s\nover two lines"}, "New CPU, 2 cores")
+    assert merge_figures(out, {}) == out
+    assert rows_of(out)[GENERATION] == "5 | 6 characters/s over two lines"
+    assert "5 \\| 6" in out  # a pipe in a figure does not make a third column
+
+
+def test_a_missing_empty_or_malformed_page_gives_a_well_formed_one():
+    new = {TRAINING: "10 vs 20 tokens/s"}
+    for existing in (None, "", "not markdown at all\n\x00\x01", "| only one cell |\n|\n||\n| | no key |\n",
+                     "# Figures\n| what | figure |\n|---|---|\n| unclosed row | figure\n",
+                     "| what | figure |\n|:--|--:|\n| " + TRAINING + " | old |"):
+        out = merge_figures(existing, new, "New CPU, 2 cores")
+        assert out.splitlines()[:len(HEADER)] == HEADER, existing
+        assert rows_of(out) == new, existing
+        assert out.endswith(" |\n")
+
+
+def test_rows_beyond_two_cells_and_duplicate_keys_are_read_without_loss_of_the_first():
+    rows = rows_of(f"| a | b | c |\n| {HAND} | first |\n| {HAND} | second |\n")
+    assert rows == {"a": "b | c", HAND: "first"}
+
+
+def test_write_figures_replaces_the_page_and_leaves_no_temporary_file(tmp_path):
+    page = tmp_path / "figures.md"
+    page.write_text(PAGE)
+    bench.write_figures({TRAINING: "10 vs 20 tokens/s"}, page)
+    assert rows_of(page.read_text())[TRAINING] == "10 vs 20 tokens/s"
+    assert rows_of(page.read_text())[HAND] == "40 min / 79 s"
+    assert page.read_text().splitlines()[4] == "Measured on: " + bench.machine()
+    assert os.listdir(tmp_path) == ["figures.md"]
