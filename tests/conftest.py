@@ -5,3 +5,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: runs notebooks, sandboxes, nbgrader commands, training or a grading batch "
+                   "(left out of `make check`, the fast layer)")

@@ -23,6 +23,8 @@ from deepngrams.grading.exercises import common  # noqa: E402
 from wrong_solutions import (ex1_line_to_tensor, ex2_create_batch_dataset, ex3_grulm,  # noqa: E402
                              ex4_compile_model, ex5_log_perplexity, ex6_generative_model, ex6_sampling)
 
+pytestmark = pytest.mark.xdist_group("test_checks")  # its module fixtures run once, in one worker
+
 # w1_unittest's test -> (the name the notebook defines, the graded cells the grader checks it with)
 CELLS = {
     "test_line_to_tensor": ("line_to_tensor", ["test_line_to_tensor", "test_line_to_tensor_hidden"]),
@@ -116,6 +118,7 @@ def test_sampling_cases_separate_the_usual_wrong_temperatures(prepared):
                 assert np.abs(wrong - p).max() > 2 * want["eps"], (cell, t)
 
 
+@pytest.mark.slow
 def test_feedback_never_shows_hidden_inputs_or_expected_values(monkeypatch, prepared):
     """Wrong answers fail the hidden cells with messages that name the property, not the data."""
     def leaky(*args, **kwargs):
@@ -152,18 +155,21 @@ def _leaf_values(data) -> list:
     return [data] if isinstance(data, str) and data not in ("[UNK]", "") else []
 
 
+@pytest.mark.slow
 def test_the_reference_solution_passes_every_cell(monkeypatch, prepared):
     namespace = {name: getattr(solution, name) for name, _ in CELLS.values()}
     for cell, check in prepared.items():
         assert exercises.judge(check, observe(monkeypatch, check, namespace)) == [], cell
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("answer, tests", WRONG)
 def test_a_wrong_answer_fails_a_cell_of_its_exercise(monkeypatch, prepared, answer, tests):
     found = failures(monkeypatch, prepared, tests, answer)
     assert any(found.values()), found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("answer, tests", CORRECT)
 def test_another_correct_answer_passes(monkeypatch, prepared, answer, tests):
     found = failures(monkeypatch, prepared, tests, answer)

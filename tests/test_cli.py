@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from deepngrams.config import REFERENCE_PATH, ROOT
 
 
@@ -16,6 +18,7 @@ def run(*args, check=True):
     return done
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_reference_log_perplexity():
     out = run("evaluate").stdout
     expected = json.loads(REFERENCE_PATH.read_text())["eval"]["log_perplexity"]
@@ -24,6 +27,7 @@ def test_evaluate_prints_the_reference_log_perplexity():
     assert "last 1000 lines" in out
 
 
+@pytest.mark.slow
 def test_generate_is_reproducible_for_a_seed_and_never_emits_specials():
     first = run("generate", "--prompt", "ROMEO\t", "--length", "120", "--temperature", "1.0", "--seed", "7").stdout
     again = run("generate", "--prompt", "ROMEO\t", "--length", "120", "--temperature", "1.0", "--seed", "7").stdout
@@ -33,6 +37,7 @@ def test_generate_is_reproducible_for_a_seed_and_never_emits_specials():
     assert len(first.rstrip("\n")) == len("ROMEO\t") + 120
 
 
+@pytest.mark.slow
 def test_generate_batch_and_bad_arguments():
     out = run("generate", "--prompt", "KING", "--length", "30", "--batch", "3", "--seed", "1").stdout
     assert out.count("--- sample") == 3
@@ -56,6 +61,7 @@ def _readme_commands() -> list[str]:
     return [line for line in lines if line.startswith(("python -m deepngrams", "make "))]
 
 
+@pytest.mark.slow
 def test_every_command_of_the_readme_exists():
     """Each README command names a make target or a subcommand that answers --help (run for real elsewhere)."""
     import re
@@ -74,6 +80,7 @@ def test_every_command_of_the_readme_exists():
             assert option in done.stdout, f"{command}: {option} is not an option"
 
 
+@pytest.mark.slow
 def test_demo_is_the_sandboxed_grader_of_the_sample_submissions():
     """`make demo` and `python -m deepngrams demo` are one command: the grader, on grader/."""
     demo = run("demo", "--help").stdout
@@ -88,6 +95,7 @@ def test_bench_rejects_an_unknown_benchmark():
     assert done.returncode != 0 and "unknown benchmark" in done.stderr
 
 
+@pytest.mark.slow
 def test_grade_explains_bad_arguments(tmp_path):
     done = run("grade", "--course", str(tmp_path), check=False)
     assert done.returncode == 2 and "no source/deep_ngrams/" in done.stderr

@@ -21,6 +21,8 @@ from deepngrams.lm.corpus import (
     write_corpus,
 )
 
+pytestmark = pytest.mark.xdist_group("test_corpus")  # its module fixtures run once, in one worker
+
 MARKUP = set("_{}*@/#~<>|=\\`^$%+\r\x0b\x0c")
 SPEAKER_NAME = re.compile(r"^[A-Z0-9][A-Z0-9 .,'&-]*[A-Z0-9]$")
 
@@ -46,6 +48,7 @@ def lines(built: str) -> list[str]:
 # reproducibility
 
 
+@pytest.mark.slow
 def test_rebuild_matches_committed_file(built: str) -> None:
     assert CORPUS_PATH.read_bytes() == built.encode("utf-8"), \
         "data/shakespeare_data.txt is stale: run `python -m deepngrams corpus` and commit it"
@@ -166,6 +169,7 @@ def test_tampered_archive_is_refused(archive: Path, tmp_path: Path, capsys) -> N
     assert ARCHIVE_SHA256 in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_check_reports_a_stale_file(archive: Path, built: str, tmp_path: Path,
                                     monkeypatch, capsys) -> None:
     stale = tmp_path / "shakespeare_data.txt"

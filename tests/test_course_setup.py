@@ -14,6 +14,8 @@ from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 from deepngrams.grading import batch
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture()
 def elsewhere(tmp_path, monkeypatch):

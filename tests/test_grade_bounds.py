@@ -35,6 +35,7 @@ def _preflight_into(queue, path):
     queue.put(preflight.preflight(Path(path), ["test_line_to_tensor"]))
 
 
+@pytest.mark.slow
 def test_a_notebook_of_100k_cells_gets_a_reason_in_bounded_time(tmp_path):
     path = tmp_path / "deep_ngrams.ipynb"
     _huge_notebook(path, 100_000)
@@ -70,6 +71,7 @@ time.sleep(300)
 '''
 
 
+@pytest.mark.slow
 def test_the_worker_time_limit_kills_a_stuck_nbgrader_step_and_what_it_started(tmp_path):
     (tmp_path / "nbgrader_config.py").write_text(STUCK_CONFIG)  # worker_main loads it: it hangs
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
@@ -129,7 +131,7 @@ def test_a_merge_failure_for_a_name_the_file_system_refuses_costs_that_student_o
     report = {"student": "x" * 300, "reason": "no deep_ngrams.ipynb handed in", "notes": [], "seconds": 1.0,
               "private": str(private), "graded": False}  # 300 bytes: no folder can have this name
     before = (course / "gradebook.db").read_bytes()
-    outcome = gradebook.record(course, report, "v")
+    outcome = gradebook.save_outcome(course, report, "v")
     assert outcome.reason.startswith("not graded: the result could not be saved (OSError")
     assert outcome.scores == {} and not private.exists()
     assert (course / "gradebook.db").read_bytes() == before

@@ -15,6 +15,8 @@ from metadata_cases import DEEP, KINDS, fuzz
 from deepngrams.grading import cells
 from deepngrams.grading import preflight
 
+pytestmark = pytest.mark.xdist_group("test_metadata")  # its module fixtures run once, in one worker
+
 
 @pytest.fixture(scope="module")
 def solved() -> dict:
@@ -154,6 +156,7 @@ def test_later_steps_take_metadata_that_is_not_a_mapping():
     assert step.preprocess(nb, {})[0].cells[0].source == "x = 1"
 
 
+@pytest.mark.slow
 def test_fuzzed_metadata_keeps_the_graded_structure(solved, source):
     rng = random.Random(20261130)
     for _ in range(200):

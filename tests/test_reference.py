@@ -9,6 +9,8 @@ from deepngrams.config import REFERENCE_PATH
 from deepngrams.lm.data import build_vocab, load_lines
 from deepngrams.lm.weights import load_pretrained
 
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_reference")]
+
 
 @pytest.fixture(scope="module")
 def recomputed():

@@ -5,6 +5,8 @@ import pytest
 from deepngrams.course import release
 from deepngrams.grading.report import exercise_of
 
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_release")]
+
 
 @pytest.fixture(scope="module")
 def source():

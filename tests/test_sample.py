@@ -13,6 +13,8 @@ from deepngrams.lm import solution
 from deepngrams.lm.data import build_vocab
 from deepngrams.lm.fastgru import model_variables
 
+pytestmark = pytest.mark.xdist_group("test_sample")  # its module fixtures run once, in one worker
+
 LINES = ["First Citizen:", "Before we proceed any further, hear me speak.", "All:\tSpeak, speak."]
 VOCAB = build_vocab(LINES)
 LENGTH = 25  # one length (and prompts < 64 chars) keeps every test on the same compiled program
@@ -57,6 +59,7 @@ def test_step_log_probs_match_keras_model(model):
         assert np.all(log_probs[:2] == -np.inf)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt", ["First", "s", "Speak, x€"])  # "x" and "€" are not in the vocabulary
 def test_greedy_matches_course_generator(model, prompt):
     expected = solution.GenerativeModel(model, VOCAB, temperature=0).generate_n_chars(LENGTH, prompt)
@@ -91,6 +94,7 @@ def test_never_emits_unknown_or_padding(model, temperature):
         assert set(generated) <= set(VOCAB[2:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_sampling_distribution_is_softmax_of_log_probs_over_temperature(model, temperature):
     """With zero kernels the next character ignores the context: its law is softmax(bias / T) over ids >= 2."""
@@ -155,6 +159,7 @@ def test_cli_lets_weights_errors_through(monkeypatch):
         sample.generate_cli("All", 5, 0.8, 0, 1)
 
 
+@pytest.mark.slow
 def test_straightforward_baseline_agrees_when_greedy(model):
     fast = sample.generate(model, VOCAB, "First", 10, temperature=0)[0]
     assert sample.straightforward_generate(model, VOCAB, "First", 10, temperature=0) == fast

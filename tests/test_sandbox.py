@@ -4,7 +4,9 @@
 """
 import ast
 import copy
+import fcntl
 import json
+import os
 
 import nbformat
 import pytest
@@ -18,7 +20,7 @@ from deepngrams.course import release
 from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 
-pytestmark = pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
+pytestmark = [pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available())), pytest.mark.xdist_group("test_sandbox")]
 
 
 def run_cells(tmp_path, *sources, limits=None, name="job", cell_timeout=20, grace=10):
@@ -34,6 +36,7 @@ def run_cells(tmp_path, *sources, limits=None, name="job", cell_timeout=20, grac
     return result, texts
 
 
+@pytest.mark.slow
 def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
     course_file = release.SOURCE_NB
     result, out = run_cells(
@@ -63,6 +66,7 @@ def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
     assert out[7].strip() == "[256, 256, 256]"  # every writable place is a capped tmpfs
 
 
+@pytest.mark.slow
 def test_a_cell_over_its_time_is_interrupted_and_the_next_cells_run(tmp_path):
     result, out = run_cells(tmp_path, "while True:\n    pass", "print('after')",
                             limits=sandbox.Limits(cell_timeout=3, wall_timeout=60, memory_gib=2))
@@ -71,6 +75,7 @@ def test_a_cell_over_its_time_is_interrupted_and_the_next_cells_run(tmp_path):
     assert "time limit" in verdicts.reason_of(result, sandbox.Limits(cell_timeout=3))
 
 
+@pytest.mark.slow
 def test_a_cell_that_ignores_its_interrupt_loses_its_kernel_after_the_grace(tmp_path):
     """Not held until the notebook's own limit: killed `interrupt_grace` seconds after the interrupt."""
     limits = sandbox.Limits(cell_timeout=2, interrupt_grace=2, wall_timeout=120, memory_gib=2)
@@ -85,6 +90,7 @@ def test_a_cell_that_ignores_its_interrupt_loses_its_kernel_after_the_grace(tmp_
     assert reason.startswith("time limit") and "ignored the interrupt in cell 1" in reason
 
 
+@pytest.mark.slow
 def test_an_interrupted_cell_that_stops_keeps_its_kernel(tmp_path):
     """The grace is no deadline for cells that honour the interrupt: the next cells still run."""
     result, out = run_cells(tmp_path, "import time\nwhile True:\n    time.sleep(0.1)", "print('after')",
@@ -93,6 +99,33 @@ def test_an_interrupted_cell_that_stops_keeps_its_kernel(tmp_path):
     assert out[1].strip() == "after"
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandbox users are real users as root only")
+def test_sandboxes_at_once_never_share_a_user_even_for_one_slot(tmp_path):
+    """Two batches (or two graders) on one machine: a fork bomb in one must not use up the other's
+    process limit, so no two sandboxes run as one user, whatever slot they were given."""
+    import concurrent.futures
+    cell = "import os, time\nprint(os.getuid())\ntime.sleep(4)"
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        runs = [pool.submit(run_cells, tmp_path, cell, name=f"job{i}") for i in range(3)]
+        uids = [int(future.result()[1][0]) for future in runs]
+    assert len(set(uids)) == 3 and all(sandbox.FIRST_UID <= uid < sandbox.FIRST_UID + sandbox.SANDBOX_USERS
+                                       for uid in uids)
+    free = []  # their users are free again: each lock can be taken at once
+    for uid in uids:
+        fd = os.open(sandbox.USER_LOCKS / str(uid), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free.append(uid)
+        except BlockingIOError:  # another test's sandbox may hold it by now
+            pass
+        finally:
+            os.close(fd)
+    assert free
+    assert oct(sandbox.USER_LOCKS.stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.slow
 def test_memory_over_the_limit_is_a_memory_error(tmp_path):
     result, out = run_cells(tmp_path, "x = bytearray(6 * 2**30)", "print('after')")
     assert [e["event"] for e in result.events] == ["memory limit"]
@@ -109,6 +142,7 @@ print('not stopped', [c.poll() for c in children])
 """
 
 
+@pytest.mark.slow
 def test_processes_together_over_the_memory_limit_stop_the_sandbox(tmp_path):
     limits = sandbox.Limits(wall_timeout=60, memory_gib=1.25)
     result, out = run_cells(tmp_path, "print('before')", CHILDREN_OVER_THE_LIMIT, "print('after')", limits=limits)
@@ -120,6 +154,7 @@ def test_processes_together_over_the_memory_limit_stop_the_sandbox(tmp_path):
                                                "1.25 GiB and the sandbox was stopped; the cells after that did not run")
 
 
+@pytest.mark.slow
 def test_a_small_notebook_is_not_stopped_and_its_peak_memory_is_recorded(tmp_path):
     result, out = run_cells(tmp_path, "b = b'x' * (100 * 2**20); print(len(b))", limits=sandbox.Limits(
         wall_timeout=60, memory_gib=1.25))
@@ -127,6 +162,7 @@ def test_a_small_notebook_is_not_stopped_and_its_peak_memory_is_recorded(tmp_pat
     assert 100 < result.peak_memory_mib < 1024, result.peak_memory_mib
 
 
+@pytest.mark.slow
 def test_a_failing_memory_sample_does_not_end_the_watch(tmp_path, monkeypatch):
     """Processes vanish between the listing of /proc and its reading: whatever a sample raises,
     the watchdog goes on, and the samples after it still stop the sandbox."""
@@ -145,6 +181,7 @@ def test_a_failing_memory_sample_does_not_end_the_watch(tmp_path, monkeypatch):
     assert len(calls) > 2
 
 
+@pytest.mark.slow
 def test_memory_shared_after_a_fork_counts_once(tmp_path):
     """Three forks of a kernel holding 600 MiB: 2.4 GiB of resident sizes summed, 0.7 GiB in truth."""
     fork = ("import os, time\nb = b'x' * (600 * 2**20)\nkids = []\nfor _ in range(3):\n    pid = os.fork()\n"
@@ -155,6 +192,7 @@ def test_memory_shared_after_a_fork_counts_once(tmp_path):
     assert 600 < result.peak_memory_mib < 1.5 * 1024
 
 
+@pytest.mark.slow
 def test_a_dying_kernel_and_a_hung_sandbox_get_reasons(tmp_path):
     result, out = run_cells(tmp_path, "print('before')", "import os; os._exit(3)", "print('never')")
     assert result.events[0]["event"] == "kernel died" and result.events[0]["cell"] == 1
@@ -285,6 +323,7 @@ def test_an_environment_under_tmp_stays_visible(monkeypatch):
     assert not any(args[i] == "--dir" and args[i + 1] == "/tmp" for i in range(len(args) - 1))
 
 
+@pytest.mark.slow
 def test_a_virtual_environment_reached_through_a_link_still_runs(tmp_path, monkeypatch):
     """A .venv that is a link to another folder (a second checkout sharing one environment): the
     sandbox mounts the real folder, so it must run the interpreter by its real folder too."""

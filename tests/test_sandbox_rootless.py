@@ -13,6 +13,8 @@ from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody
 
+pytestmark = pytest.mark.slow
+
 # The tests that run sandboxes become nobody: they need root and bubblewrap.
 as_nobody_here = pytest.mark.skipif(os.geteuid() != 0 or sandbox.available() is not None,
                                     reason="needs root (to become nobody) and bubblewrap")

@@ -59,6 +59,7 @@ def test_hand_written_backward_equals_autodiff():
         assert float(tf.norm(g - r) / tf.norm(r)) < 1e-5, p.path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chains", [2, 3, 5])
 def test_streams_split_into_chains_give_the_same_states_and_gradients(chains):
     rng = np.random.default_rng(5)
@@ -89,6 +90,7 @@ def test_bfloat16_products_stay_close_to_float32():
     assert float(tf.reduce_max(tf.abs(f32 - bf16))) < 0.05
 
 
+@pytest.mark.slow
 def test_train_step_lowers_the_loss():
     model = small_model()
     step = fastgru.make_train_step(model, tf.keras.optimizers.Adam(0.01))
@@ -122,6 +124,7 @@ def smoke(tmp_path, name, epochs=2, hp=SMOKE, **kw):
                        max_steps=2, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_weights_card_and_curve(tmp_path):
     card = smoke(tmp_path, "out")
     out = tmp_path / "out"
@@ -158,6 +161,7 @@ def test_the_learning_curve_zooms_in_on_the_second_half_and_marks_where_the_mean
     assert zoomed.get_xlim()[0] > 6
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
     straight = smoke(tmp_path / "a", "out", epochs=2)
     smoke(tmp_path / "b", "out", epochs=1)  # "interrupted" after its first epoch
@@ -169,6 +173,7 @@ def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
         assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_exporting_a_finished_run_again_keeps_its_date_and_wall_time(tmp_path, monkeypatch):
     first = smoke(tmp_path, "out", epochs=1)
     monkeypatch.setattr("deepngrams.lm.run_record.today", lambda: "2099-01-01")
@@ -191,6 +196,7 @@ def test_update_mean_is_the_plain_mean_of_all_the_weights_it_was_given():
         np.testing.assert_allclose(m, e, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_an_older_kind_of_average_restarts_the_mean(tmp_path):
     """Checkpoints from before the mean held an exponential moving average and no step count."""
     smoke(tmp_path, "out", epochs=2, hp=AVERAGING)
@@ -206,6 +212,7 @@ def test_a_checkpoint_with_an_older_kind_of_average_restarts_the_mean(tmp_path):
     assert json.loads(str(np.load(ckpt)["state"]))["averaged_steps"] == 2
 
 
+@pytest.mark.slow
 def test_the_shipped_weights_are_the_mean_over_the_last_epochs(tmp_path, monkeypatch):
     counts = []
 
@@ -232,6 +239,7 @@ def test_the_shipped_weights_are_the_mean_over_the_last_epochs(tmp_path, monkeyp
         history[-1]["eval_log_perplexity"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_weight_average(tmp_path, monkeypatch):
     smoke(tmp_path / "a", "out", epochs=3, hp=AVERAGING)
     real_save, saved = train.save_checkpoint, []
@@ -253,6 +261,7 @@ def test_resume_keeps_the_weight_average(tmp_path, monkeypatch):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_mean_begun_at_another_epoch_restarts_where_the_recipe_begins_it(tmp_path, monkeypatch):
     """An instructor moves average_from_epoch later and resumes: the old mean must not leak into the new one."""
     first = smoke(tmp_path, "out", epochs=2, hp=AVERAGING)  # epoch 2 averaged
@@ -275,6 +284,7 @@ def test_a_mean_begun_at_another_epoch_restarts_where_the_recipe_begins_it(tmp_p
     assert "epochs 3 to 3" in card["training"]["method"]
 
 
+@pytest.mark.slow
 def test_a_mean_begun_at_another_epoch_is_refused_once_the_recipe_mean_has_begun(tmp_path):
     smoke(tmp_path, "out", epochs=3, hp=AVERAGING)  # mean from epoch 2
     (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
@@ -289,6 +299,7 @@ def test_a_mean_begun_at_another_epoch_is_refused_once_the_recipe_mean_has_begun
         smoke(tmp_path / "off", "out", epochs=3, hp=AVERAGING)
 
 
+@pytest.mark.slow
 def test_a_run_compiles_its_evaluation_once(tmp_path, monkeypatch):
     """A compiled pass made afresh each epoch recompiled every time (and TensorFlow warned of retracing)."""
     made = []
@@ -303,6 +314,7 @@ def test_a_run_compiles_its_evaluation_once(tmp_path, monkeypatch):
     assert len(made) == 1 and made[0].experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow
 def test_a_crash_mid_epoch_keeps_the_finished_epochs(tmp_path, monkeypatch):
     smoke(tmp_path, "out", epochs=1)
     real = train.evaluate_log_perplexity
@@ -319,6 +331,7 @@ def test_a_crash_mid_epoch_keeps_the_finished_epochs(tmp_path, monkeypatch):
     assert not list((tmp_path / "ckpt").glob("*.tmp*"))
 
 
+@pytest.mark.slow
 def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_path):
     """deepngrams.lm.train_keras (the GPU path) checked here on the CPU with the TensorFlow backend."""
     from deepngrams.lm import train_keras
@@ -341,6 +354,7 @@ def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_pat
                - train.evaluate_log_perplexity(model, text.split("\n"), vocab)) < 1e-4
 
 
+@pytest.mark.slow
 def test_backend_neutral_trainer_ships_the_weight_mean(tmp_path):
     from deepngrams.lm import train_keras
 
@@ -378,6 +392,7 @@ def test_the_recipe_rate_is_the_students_compile_model_rate():
     assert float(solution.compile_model(model).optimizer.learning_rate.numpy()) == pytest.approx(COURSE.learning_rate)
 
 
+@pytest.mark.slow
 def test_training_runs_at_the_recipe_rate_also_over_a_decayed_checkpoint(tmp_path, monkeypatch):
     """compile_model's Adam is built at 0.00125, and a checkpoint restores its optimizer's rate:
     the recipe's rate must win over both (earlier recipes decayed the rate before checkpointing)."""

@@ -53,6 +53,7 @@ def _process_state():
     return (list(warnings.filters), logging.root.manager.disable, os.fstat(2).st_ino, sys.stderr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test", list(REFERENCE))
 def test_reference_solution_passes_quietly(test, capfd):
     before = _process_state()
@@ -63,6 +64,7 @@ def test_reference_solution_passes_quietly(test, capfd):
     assert _process_state() == before  # nothing global outlives the test
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test, answer", WRONG)
 def test_wrong_answer_fails(test, answer, short_sample, capfd):
     with pytest.raises(AssertionError) as failure:
@@ -72,6 +74,7 @@ def test_wrong_answer_fails(test, answer, short_sample, capfd):
     assert "All tests passed" not in capfd.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test, answer", CORRECT)
 def test_other_correct_answer_passes(test, answer, short_sample, capfd):
     getattr(w1, test)(answer)
@@ -80,6 +83,7 @@ def test_other_correct_answer_passes(test, answer, short_sample, capfd):
     assert err == ""
 
 
+@pytest.mark.slow
 def test_no_stderr_in_a_fresh_process_with_tensorflow_logging_on():
     """nbgrader scores 0 for any stderr output; the notebook does not lower TensorFlow's log level."""
     script = textwrap.dedent(f"""
@@ -181,6 +185,7 @@ def test_module_is_fit_to_give_to_students():
         assert giveaway not in source, giveaway
 
 
+@pytest.mark.slow
 def test_greedy_probes_are_checked(monkeypatch):
     """The greedy probes of the reference file are compared (made here from the current weights)."""
     import copy

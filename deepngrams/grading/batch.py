@@ -33,7 +33,7 @@ from pathlib import Path
 from deepngrams.atomic import atomic_path
 from deepngrams.config import ASSIGNMENT, COURSE_DIR, ROOT, SOURCE_NB
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta
-from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, grading_key, record, saved_outcome
+from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, grading_key, save_outcome, saved_outcome
 from deepngrams.grading.report import Outcome, format_report, write_report
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 from deepngrams.grading.submission import grade_one, unusable_name
@@ -156,7 +156,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                     except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
                         report = {"student": student, "reason": f"grader error: {type(e).__name__}: {e}",
                                   "notes": [], "seconds": 0.0, "private": str(batch / "none"), "graded": False}
-                    outcomes[student] = record(course, report, version, sandbox_mode() if sandboxed else "none")
+                    outcomes[student] = save_outcome(course, report, version, sandbox_mode() if sandboxed else "none")
                     bar.set_postfix_str(printable(student[:20]))
                     bar.update()
             bar.close()

@@ -214,7 +214,7 @@ def saved_outcome(course: Path, student: str, version: str | None = None) -> Out
                    saved.get("seconds", 0.0), skipped=True)
 
 
-def record(course: Path, report: dict, version: str, sandbox: str = "none") -> Outcome:
+def save_outcome(course: Path, report: dict, version: str, sandbox: str = "none") -> Outcome:
     """Merge one student's report into the course and mark it graded (with the sandbox mode it ran
     in); a failure here costs this student alone (the gradebook stays as it was, no marker, a
     reason in the report)."""

@@ -44,6 +44,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import stat
 import struct
 import threading
 import time
@@ -399,6 +400,30 @@ def _end_sandbox(namespace: str, uid: int, seconds: float = 10.0) -> list[int]:
     return left
 
 
+SANDBOX_USERS = 256  # sandbox users FIRST_UID ... FIRST_UID + 255, as root
+USER_LOCKS = Path("/run/deepngrams-sandbox-users")  # as root: one lock per sandbox user in use
+
+
+def _claim_user(preferred: int) -> tuple[int, int]:
+    """A sandbox user no other sandbox on this machine has now (as root): (uid, its lock's descriptor).
+
+    Two sandboxes of one user would share its process limit (a fork bomb in one starves the other),
+    so even two batches at once, or another grader's, get users of their own: each holds a lock on
+    its user until it ends, and a slot whose user is taken gets the next free one."""
+    USER_LOCKS.mkdir(mode=0o700, exist_ok=True)
+    info = USER_LOCKS.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o077:
+        raise RuntimeError(f"{USER_LOCKS} must be a folder of root's alone (mode 0700): remove it and grade again")
+    for uid in [preferred] + list(range(FIRST_UID, FIRST_UID + SANDBOX_USERS)):
+        fd = os.open(USER_LOCKS / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return uid, fd
+        except BlockingIOError:
+            os.close(fd)
+    raise RuntimeError(f"all {SANDBOX_USERS} sandbox users are in use: grade with fewer workers")
+
+
 def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool = True,
         bundle: Path = ROOT, threads: int = 1) -> RunResult:
     """Run the harness on `job` (notebook, probes, cell timeout) in a fresh sandbox.
@@ -406,9 +431,19 @@ def run(job: dict, scratch: Path, slot: int, limits: Limits, *, sandboxed: bool 
     `sandboxed=False` runs the same harness as a plain child process in `scratch`, with the
     same limits but none of the isolation: only for measuring the sandbox's cost (`make bench`).
     """
-    python = venv_python()
     rootless = mode() == ROOTLESS_MODE
-    uid = FIRST_UID + slot
+    if not sandboxed or rootless:  # without root each sandbox is a user namespace of its own
+        return _run(job, scratch, FIRST_UID + slot, limits, sandboxed, bundle, threads, rootless)
+    uid, lock = _claim_user(FIRST_UID + slot)
+    try:
+        return _run(job, scratch, uid, limits, sandboxed, bundle, threads, rootless)
+    finally:
+        os.close(lock)
+
+
+def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bundle: Path, threads: int,
+         rootless: bool) -> RunResult:
+    python = venv_python()
     owner = os.geteuid() if rootless else uid  # whom the sandbox's processes belong to, seen from here
     seccomp_fd = None
     if sandboxed:

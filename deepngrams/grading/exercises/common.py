@@ -114,10 +114,11 @@ def array(o, dtype=np.float64):
 
 @functools.lru_cache(maxsize=1)
 def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
-    """w1_unittest's table of Keras 3 breaks and its two functions that read an exception
+    """w1_unittest's tolerances, its table of Keras 3 breaks and its two functions that read an exception
     (`_first_line`, `pitfall_hint`), taken from its source without importing it (that would load
-    TensorFlow): the students' tests and the grader's feedback describe an error the same way."""
-    wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint"}
+    TensorFlow): the students' tests and the grader judge with the same tolerances and describe an
+    error the same way."""
+    wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint", "ATOL", "LOG_SUM_ATOL", "RATE_ATOL"}
     nodes = [node for node in ast.parse(path.read_text(encoding="utf-8")).body
              if isinstance(node, ast.FunctionDef) and node.name in wanted
              or isinstance(node, ast.Assign) and any(getattr(t, "id", "") in wanted for t in node.targets)]
@@ -127,6 +128,11 @@ def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
     if missing:
         raise RuntimeError(f"{path} lacks {', '.join(sorted(missing))}")
     return namespace
+
+
+def tolerance(name: str) -> float:
+    """One of w1_unittest's tolerances: ATOL, LOG_SUM_ATOL or RATE_ATOL."""
+    return float(from_w1_unittest()[name])
 
 
 def keras3_pitfalls() -> tuple:

@@ -6,7 +6,10 @@ import math
 import numpy as np
 
 from deepngrams.config import COURSE
-from deepngrams.grading.exercises.common import array, log_softmax, raised
+from deepngrams.grading.exercises.common import array, log_softmax, raised, tolerance
+
+
+MOVED = 1e-4  # a weight whose gradient is larger moves by about the rate in Adam's first step: compared
 
 
 # graded cell -> (probe, hidden)
@@ -51,7 +54,7 @@ def cases_compile_model(rng, hidden: bool):
     loss, afters, grads = _adam_step(weights, x, y)
     case = {"vocab_size": V, "weights": [w.tolist() for w in weights], "x": x.tolist(), "y": y.tolist()}
     # Where a gradient is within float32 noise of 0, float32 rounding decides Adam's first step: not compared.
-    compared = [(g > 1e-4).tolist() for g in grads]
+    compared = [(g > MOVED).tolist() for g in grads]
     return [case], [{"loss": loss, "weights": [[w.tolist() for w in after] for after in afters], "compared": compared,
                      "learning_rate": COURSE.learning_rate}]
 
@@ -78,12 +81,12 @@ def judge(check, observations):
             fails.append(f"the loss should be SparseCategoricalCrossentropy(from_logits=True), got {o.get('loss_kind')} "
                          f"with from_logits={o.get('from_logits')}")
         if not o.get("optimizer_is") or o.get("learning_rate") is None \
-                or abs(o["learning_rate"] - want["learning_rate"]) > 1e-7:
+                or abs(o["learning_rate"] - want["learning_rate"]) > tolerance("RATE_ATOL"):
             fails.append(f"the optimizer should be Adam(learning_rate={want['learning_rate']}), got "
                          f"{o.get('optimizer_kind')}({o.get('learning_rate')})")
         step = o.get("step") if isinstance(o.get("step"), dict) else {}
         loss = array(step.get("loss", {}))
-        if loss is None or loss.size < 1 or abs(float(loss.ravel()[0]) - want["loss"]) > 1e-4:
+        if loss is None or loss.size < 1 or abs(float(loss.ravel()[0]) - want["loss"]) > tolerance("ATOL"):
             fails.append("one training step: the loss is not the mean negative log probability of the targets")
         weights = step.get("weights", {}).get("items") if isinstance(step.get("weights"), dict) else None
         if not any(_weights_match(weights, after, want["compared"]) for after in want["weights"]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepngrams.config import PADDING_ID
-from deepngrams.grading.exercises.common import array, gru_numpy, raised, random_weights
+from deepngrams.grading.exercises.common import array, gru_numpy, raised, random_weights, tolerance
 
 
 # graded cell -> (probe, hidden)
@@ -42,7 +42,7 @@ def cases_GRULM_outputs(rng, sizes, hidden: bool):
     full, state = gru_numpy(weights, ids)
     case = {"sizes": [V, E, U], "weights": {k: w.tolist() for k, w in weights.items()}, "ids": ids.tolist(),
             "split": split}
-    return [case], [{"full": full.tolist(), "state": state.tolist(), "atol": 1e-4}]
+    return [case], [{"full": full.tolist(), "state": state.tolist(), "atol": tolerance("ATOL")}]
 
 
 def _grulm_label(check, case) -> str:
@@ -69,9 +69,9 @@ def judge_layers(check, observations):
         preds = array(o["preds"])
         if preds is None or list(preds.shape) != want["preds_shape"]:
             fails.append(f"{label}: model(inputs) should give one tensor of shape {want['preds_shape']}")
-        elif not np.all(np.abs(np.log(np.exp(preds).sum(-1))) < 1e-3):
+        elif not np.all(np.abs(np.log(np.exp(preds).sum(-1))) < tolerance("LOG_SUM_ATOL")):
             fails.append(f"{label}: the outputs should be log probabilities (log_softmax)")
-        elif "preds" in want and not np.allclose(preds, want["preds"], atol=1e-4, rtol=0):
+        elif "preds" in want and not np.allclose(preds, want["preds"], atol=tolerance("ATOL"), rtol=0):
             fails.append(f"{label}: with the grader's weights in its layers, the log probabilities are wrong "
                          f"(embedding, then the GRU, then the dense layer, each used once)")
     return fails

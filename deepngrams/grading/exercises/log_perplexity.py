@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from deepngrams.config import PADDING_ID
-from deepngrams.grading.exercises.common import array, log_softmax, raised
+from deepngrams.grading.exercises.common import array, log_softmax, raised, tolerance
 
 
 # graded cell -> (probe, hidden)
@@ -67,9 +67,9 @@ def judge(check, observations):
             fails.append(f"{label}: expected one number, got {o.get('kind')} of shape {o.get('shape')}")
         elif math.isnan(want["value"]) != math.isnan(float(got)):
             fails.append(f"{label}: " + ("expected NaN" if math.isnan(want["value"]) else "got NaN"))
-        elif not math.isnan(want["value"]) and abs(float(got) - want["value"]) > 1e-4:
+        elif not math.isnan(want["value"]) and abs(float(got) - want["value"]) > tolerance("ATOL"):
             sign = " (it should be positive: the negative of the mean log probability)" \
-                if abs(float(got) + want["value"]) <= 1e-4 else ""
+                if abs(float(got) + want["value"]) <= tolerance("ATOL") else ""
             fails.append(f"{label}: wrong value{sign}")
     return fails
 
