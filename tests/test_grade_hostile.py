@@ -38,7 +38,7 @@ from deepngrams.grading import gradebook
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_grade_hostile")]
 
 LIMITS = dict(cell_timeout=40.0, wall_timeout=150.0, memory_gib=4.0, output_mib=16.0)
-WORKERS = 4  # several cases wait on their limits: more sandboxes than cores keep the cores busy
+WORKERS = 3  # several cases wait on their limits: more sandboxes than cores keep the cores busy
 CASES = hostile.cases()
 BY_NAME = {c.name: c for c in CASES}
 REGRADED = ["alice_solved", "bob_untouched", "k03_segfault", "r10_alternative_style", "x06_forge_probe_results",

@@ -6,6 +6,7 @@ import ast
 import copy
 import fcntl
 import json
+import time
 import os
 
 import nbformat
@@ -126,6 +127,36 @@ def test_sandboxes_at_once_never_share_a_user_even_for_one_slot(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_watchdog_walks_the_sandbox_tree_as_a_full_scan_would(monkeypatch):
+    """The cheap walk (children lists) finds what a read of every process finds: children of other
+    threads and grandchildren included; a kernel without children lists gets the full scan."""
+    import subprocess
+    import sys as _sys
+    code = ("import subprocess, threading, time\n"
+            "kids = []\n"
+            "t = threading.Thread(target=lambda: kids.append(subprocess.Popen(['sleep', '30'])))\n"
+            "t.start(); t.join()\n"
+            "kids.append(subprocess.Popen(['sh', '-c', 'sleep 30 & sleep 30; wait']))\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([_sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while len(sandbox._descendants_by_scan(proc.pid)[0]) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        walked, scanned = sandbox._descendants(proc.pid), sandbox._descendants_by_scan(proc.pid)
+        assert len(scanned[0]) == 5 and sorted(walked[0]) == sorted(scanned[0])
+        assert walked[1] > 0 and abs(walked[1] - scanned[1]) < 2**20
+        monkeypatch.setattr(sandbox, "_children", lambda pid: None)
+        assert sorted(sandbox._descendants(proc.pid)[0]) == sorted(scanned[0])
+    finally:
+        for pid in sandbox._descendants_by_scan(proc.pid)[0][::-1]:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        proc.wait()
+
+
 def test_memory_over_the_limit_is_a_memory_error(tmp_path):
     result, out = run_cells(tmp_path, "x = bytearray(6 * 2**30)", "print('after')")
     assert [e["event"] for e in result.events] == ["memory limit"]

@@ -312,13 +312,58 @@ WATCH_SECONDS = 0.2  # how often the memory watchdog samples the sandbox's proce
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def _children(pid: int) -> list[int] | None:
+    """The children of `pid` (of each of its threads), or None where the kernel does not list them."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found  # it ended
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found += [int(child) for child in f.read().split()]
+        except FileNotFoundError:
+            if os.path.exists(f"/proc/{pid}/task/{tid}"):
+                return None  # a kernel without CONFIG_PROC_CHILDREN
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+    return found
+
+
+def _resident(pid: int) -> int:
+    """Resident memory of one process in bytes (0 once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # After the command name (which may hold spaces and parentheses): state, ppid, ... rss (24th).
+        return int(stat[stat.rindex(b")") + 2:].split()[21]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _descendants(root: int) -> tuple[list[int], int]:
     """`root` and every process descended from it, and their resident memory together (bytes).
 
-    One read of /proc/PID/stat per process on the machine; a process that ends meanwhile is
-    skipped. Orphans inside a sandbox are reparented to its PID namespace's init, so they stay
-    descendants of bubblewrap.
+    The tree is walked down from `root` through each process's list of children, so a sample
+    reads a few files of the sandbox's processes, not one of every process on the machine (the
+    watchdog samples several times a second for every sandbox). Orphans inside a sandbox are
+    reparented to its PID namespace's init, so they stay descendants of bubblewrap. A kernel
+    that does not list children gets one read of /proc/PID/stat per process on the machine.
     """
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        children = _children(pid)
+        if children is None:
+            return _descendants_by_scan(root)
+        tree.append(pid)
+        todo.extend(children)
+    return tree, sum(_resident(pid) for pid in tree)
+
+
+def _descendants_by_scan(root: int) -> tuple[list[int], int]:
+    """`_descendants` from one read of /proc/PID/stat per process on the machine."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for name in os.listdir("/proc"):
