@@ -23,7 +23,6 @@ from deepngrams.grading.exercises import common  # noqa: E402
 from wrong_solutions import (ex1_line_to_tensor, ex2_create_batch_dataset, ex3_grulm,  # noqa: E402
                              ex4_compile_model, ex5_log_perplexity, ex6_generative_model, ex6_sampling)
 
-pytestmark = pytest.mark.xdist_group("test_checks")  # its module fixtures run once, in one worker
 
 # w1_unittest's test -> (the name the notebook defines, the graded cells the grader checks it with)
 CELLS = {

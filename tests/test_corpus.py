@@ -21,7 +21,6 @@ from deepngrams.lm.corpus import (
     write_corpus,
 )
 
-pytestmark = pytest.mark.xdist_group("test_corpus")  # its module fixtures run once, in one worker
 
 MARKUP = set("_{}*@/#~<>|=\\`^$%+\r\x0b\x0c")
 SPEAKER_NAME = re.compile(r"^[A-Z0-9][A-Z0-9 .,'&-]*[A-Z0-9]$")

@@ -14,7 +14,7 @@ from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 from deepngrams.grading import batch
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("batches")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()

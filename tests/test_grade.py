@@ -12,7 +12,7 @@ from deepngrams.grading import sandbox
 from deepngrams.grading import batch
 from deepngrams.grading import gradebook
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available())), pytest.mark.xdist_group("batches")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 FULL = {"line_to_tensor": 3, "create_batch_dataset": 3, "GRULM": 4, "compile_model": 2,
         "log_perplexity": 3, "temperature_random_sampling": 1, "GenerativeModel": 3}
 

@@ -35,7 +35,7 @@ from deepngrams.grading import batch
 from deepngrams import config
 from deepngrams.grading import gradebook
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_grade_hostile")]
+pytestmark = pytest.mark.slow
 
 LIMITS = dict(cell_timeout=40.0, wall_timeout=150.0, memory_gib=4.0, output_mib=16.0)
 WORKERS = 3  # several cases wait on their limits: more sandboxes than cores keep the cores busy

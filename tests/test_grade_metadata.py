@@ -19,7 +19,7 @@ from metadata_cases import KINDS, fuzz
 from deepngrams.grading import batch
 from deepngrams.grading import cells
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available())), pytest.mark.xdist_group("batches")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 HARDER = ("not_a_mapping", "nested_deep", "grade_id_a_list", "solution_claims_grade", "test_not_graded",
           "missing_attachment", "huge_number")
 FUZZED = 3

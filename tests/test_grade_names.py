@@ -26,7 +26,7 @@ from deepngrams.grading.untrusted import csv_cell
 from deepngrams.grading import batch
 from deepngrams.grading import gradebook
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available())), pytest.mark.xdist_group("batches")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 ESCAPES = "test_x\x1b[2J\x1b[H\x1b]0;owned\x07\x9b31m\u202e"
 ODD = ["a,b", "new\nline", "[ab]", "star*", "trailing ", "-dash", "é" * 125, "=2+5"]  # "é" * 125: 250 bytes
 MERGE_FAILS = "zz_merge_fails"

@@ -10,7 +10,7 @@ import pytest
 from deepngrams.course import release
 from deepngrams.grading import plain
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("batches")]
+pytestmark = pytest.mark.slow
 
 FULL = {"line_to_tensor": 3, "create_batch_dataset": 3, "GRULM": 4, "compile_model": 2,
         "log_perplexity": 3, "temperature_random_sampling": 1, "GenerativeModel": 3}

@@ -15,7 +15,6 @@ from deepngrams.lm import solution
 from deepngrams.grading.exercises import common
 from deepngrams.grading import exercises
 
-pytestmark = pytest.mark.xdist_group("test_messages")  # its module fixtures run once, in one worker
 
 # Code as it circulates (written for Keras 2), each with the exercise it answers, the test that
 # catches it and the words of the fix.

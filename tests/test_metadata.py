@@ -15,7 +15,6 @@ from metadata_cases import DEEP, KINDS, fuzz
 from deepngrams.grading import cells
 from deepngrams.grading import preflight
 
-pytestmark = pytest.mark.xdist_group("test_metadata")  # its module fixtures run once, in one worker
 
 
 @pytest.fixture(scope="module")

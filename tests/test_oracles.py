@@ -18,7 +18,6 @@ from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 from deepngrams.grading.exercises import generative_model
 
-pytestmark = pytest.mark.xdist_group("test_oracles")  # its module fixtures run once, in one worker
 
 
 def _load(path, name):

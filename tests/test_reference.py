@@ -9,7 +9,7 @@ from deepngrams.config import REFERENCE_PATH
 from deepngrams.lm.data import build_vocab, load_lines
 from deepngrams.lm.weights import load_pretrained
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_reference")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from deepngrams.course import release
 from deepngrams.grading.report import exercise_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_release")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

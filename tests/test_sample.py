@@ -13,7 +13,6 @@ from deepngrams.lm import solution
 from deepngrams.lm.data import build_vocab
 from deepngrams.lm.fastgru import model_variables
 
-pytestmark = pytest.mark.xdist_group("test_sample")  # its module fixtures run once, in one worker
 
 LINES = ["First Citizen:", "Before we proceed any further, hear me speak.", "All:\tSpeak, speak."]
 VOCAB = build_vocab(LINES)

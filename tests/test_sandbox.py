@@ -21,7 +21,7 @@ from deepngrams.course import release
 from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 
-pytestmark = [pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available())), pytest.mark.xdist_group("test_sandbox")]
+pytestmark = [pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 
 
 def run_cells(tmp_path, *sources, limits=None, name="job", cell_timeout=20, grace=10):

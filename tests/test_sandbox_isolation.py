@@ -20,7 +20,7 @@ from deepngrams.grading import sandbox
 
 from rootless_runner import as_nobody
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available())), pytest.mark.xdist_group("test_sandbox")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 # Both modes need root here: the rootless one becomes nobody first.
 MODES = [pytest.param(m, marks=pytest.mark.skipif(os.geteuid() != 0, reason="runs as root, and as nobody from root"))
          for m in ("root", "rootless")]

@@ -13,7 +13,7 @@ from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_sandbox")]
+pytestmark = pytest.mark.slow
 
 # The tests that run sandboxes become nobody: they need root and bubblewrap.
 as_nobody_here = pytest.mark.skipif(os.geteuid() != 0 or sandbox.available() is not None,
