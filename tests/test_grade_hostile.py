@@ -84,7 +84,7 @@ def _processes_with(token: str) -> list[tuple[int, str]]:
 
 def _gradebook(course: Path) -> tuple[list, dict]:
     from nbgrader.api import Gradebook, MissingEntry
-    from deepngrams.grading.plain import exercise_of
+    from deepngrams.grading.report import exercise_of
     names = release.exercise_names()
     table = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:

@@ -1,6 +1,6 @@
 """Student ids and student text are data: odd folder names, escape sequences, formulas, a failed merge.
 
-One small batch (`batch.main`, two workers) grades a solved notebook under folder names that
+One small batch (`python -m deepngrams grade`, two workers) grades a solved notebook under folder names that
 nbgrader's paths, globs and CSV cannot take, one whose graded test cell carries terminal escape
 sequences as its id and whose markdown links to scripts and a tracking image (in a folder named
 like a spreadsheet formula), one whose merge fails, and
@@ -23,7 +23,7 @@ from nbgrader.api import Gradebook
 from deepngrams.course import release
 from deepngrams.grading import sandbox
 from deepngrams.grading.untrusted import csv_cell
-from deepngrams.grading import batch
+from deepngrams.grading.batch import main as grade_main
 from deepngrams.grading import gradebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
@@ -76,7 +76,7 @@ def batch():
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
         mp.setattr(gradebook, "merge", merge)
-        status = batch.main(["--course", str(course), "--workers", "2"])
+        status = grade_main(["--course", str(course), "--workers", "2"])
     yield course, status, out.getvalue()
     shutil.rmtree(course.parent, ignore_errors=True)
 
