@@ -45,6 +45,7 @@ from deepngrams.grading.exercises.common import course_files, raised
 # In the notebook's order: a submission's cases are drawn in this order from its secret.
 EXERCISES = (line_to_tensor, create_batch_dataset, grulm, compile_model, log_perplexity, sampling, generative_model)
 CELLS = {grade_id: (module, probe, hidden) for module in EXERCISES for grade_id, (probe, hidden) in module.CELLS.items()}
+JUDGE_OF = {probe: module.judge for module, probe, _ in CELLS.values()}
 KEY_BYTES = 32
 
 
@@ -98,8 +99,7 @@ def judge(check: dict, result: dict | None) -> list[str]:
             or not all(isinstance(o, dict) for o in observations):
         return ["the observations of this cell are malformed"]
     try:
-        module = next(m for m, probe, _ in CELLS.values() if probe == check["probe"])
-        return _merge_repeats(module.judge(check, observations))
+        return _merge_repeats(JUDGE_OF[check["probe"]](check, observations))
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
             RecursionError) as e:  # malformed observations (forged ones: numbers too large, nested too deep)
         return [f"the outputs could not be checked ({type(e).__name__})"]
