@@ -25,14 +25,18 @@ BUNDLE = _bundle()
 sys.path.insert(0, str(BUNDLE))
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,  # noqa: E402
-                                    Execute, GetGrades, IgnorePattern, LimitOutput, OverwriteKernelspec,
-                                    SaveAutoGrades)
+                                    GetGrades, IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
 
 from deepngrams.config import Limits  # noqa: E402
+from deepngrams.course.course_setup import set_up  # noqa: E402
 from deepngrams.grading.nbgrader_steps import (DeduplicateIdsCleanly, GradeUpToHere, HideHiddenTests,  # noqa: E402
-                                       NormaliseMetadata, OverwriteCellsKeepingOrder)
+                                               NormaliseMetadata, OverwriteCellsKeepingOrder, SandboxedExecute)
 
 c = get_config()  # noqa: F821
+
+# A fresh course is ready for every door: the assignment recorded in the gradebook (no need to
+# click Generate first) and the students named (students.csv, nbgrader's roster format).
+set_up(Path(__file__).resolve().parent)
 
 c.CourseDirectory.course_id = "deep-ngrams"
 # Files handed in beside the notebook are never copied for grading: the course's own
@@ -50,17 +54,29 @@ c.Autograde.sanitize_preprocessors = [NormaliseMetadata, ClearOutput, Deduplicat
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
-# The grader's time a cell may run (deepngrams/config.py, the sandbox's limit too).
-c.Execute.timeout = int(Limits().cell_timeout)
-# TensorFlow writes C++ notices to the process's stderr; keep them out of the cell outputs,
-# where nbgrader would read any stderr as a failed test.
-c.Execute.extra_arguments = ["--IPKernelApp.capture_fd_output=False"]
-
-# nbgrader's own steps, after one of ours: `# grade-up-to-here` in a solution cell stops the run there.
-# (`python -m deepngrams grade` swaps Execute for SandboxedExecute: the notebook runs in a sandbox and
-# the grader writes each test cell's verdict; see deepngrams/grading/batch.py.)
-c.Autograde.autograde_preprocessors = [GradeUpToHere, Execute, IgnorePattern, ClearMetadataPreprocessor,
+# nbgrader's own steps, with two of ours: `# grade-up-to-here` in a solution cell stops the run there,
+# and SandboxedExecute takes Execute's place: the notebook runs in a sandbox, each graded test cell
+# is a probe, and the grader writes each test's verdict (deepngrams/grading/nbgrader_steps.py). So
+# the Formgrader's Autograde, plain `nbgrader autograde` and `python -m deepngrams grade` grade alike.
+# Without bubblewrap it refuses to run; DEEPNGRAMS_NO_SANDBOX=1 runs notebooks as you (trusted only).
+c.Autograde.autograde_preprocessors = [GradeUpToHere, SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor,
                                        LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+
+# A course that puts nbgrader's stock Execute back runs the hidden test cells of the source
+# notebook instead, with the grader's time limit per cell (deepngrams/config.py) and TensorFlow's
+# C++ notices kept out of the outputs (nbgrader would read any stderr as a failed test).
+c.Execute.timeout = int(Limits().cell_timeout)
+c.Execute.extra_arguments = ["--IPKernelApp.capture_fd_output=False"]
 
 # Feedback shows each test cell without its hidden part.
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTests]
+
+# The course exchange (nbgrader's default exchange), shared by the instructor and the students:
+# DEEPNGRAMS_EXCHANGE names the folder, else nbgrader's own default. `make exchange` creates it
+# (mode 1777); each student's ~/.jupyter/nbgrader_config.py names the same course id and folder.
+c.Exchange.root = os.environ.get("DEEPNGRAMS_EXCHANGE") or "/usr/local/share/nbgrader/exchange"
+# The ignore list above drops every .txt handed in, but a submission's timestamp.txt and
+# submission_secret.txt come from nbgrader's submit: collect keeps them, so late penalties count and
+# release_feedback finds the feedback's key.
+from deepngrams.course.exchange import keeping_submission_files  # noqa: E402
+c.CourseDirectory.ignore = keeping_submission_files(c.CourseDirectory.ignore)

@@ -1243,7 +1243,7 @@ def _oracle_generative(ctx: Context):
 def _replayed_answers(ctx: Context):
     """line_to_tensor and log_perplexity answer from a key of other submissions' cases (as if copied
     from their feedback, which in fact never shows them)."""
-    key = gradebook.grading_key(ctx.course)
+    key = exercises.grading_key(ctx.course)
     table = {}
     for other in ("someone_else", "c07_replay_answer_key"):  # another student; this student's earlier file
         prepared = exercises.draw_cases(exercises.secret_for(key, other, b"an earlier notebook"))

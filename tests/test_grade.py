@@ -65,8 +65,9 @@ def test_report_csv_feedback_and_gradebook(course):
     assert "All tests passed (checked by the grader)" in html
     with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as gb:
         assert sorted(s.id for s in gb.students) == sorted(first)
-    # private copies are cleaned up; the course's grading key stays
-    assert [p.name for p in (path / ".grading").iterdir()] == ["hidden-cases.key"]
+    # private copies are cleaned up; the course's grading key and its set-up record stay
+    assert sorted(p.name for p in (path / ".grading").iterdir()) == ["hidden-cases.key", "recorded-source.sha256",
+                                                                    "setup.lock"]
 
 
 def test_a_second_run_skips_graded_work_until_a_submission_changes(course):

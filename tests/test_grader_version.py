@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from deepngrams.course import release
-from deepngrams.grading import gradebook
+from deepngrams.grading import exercises, gradebook
 
 # Every kind of file a verdict depends on, as paths in a copy of the bundle.
 INPUTS = ["deepngrams/grading/exercises/__init__.py", "deepngrams/grading/exercises/sampling.py",
@@ -54,9 +54,9 @@ def test_a_new_module_of_the_package_changes_the_fingerprint(bundle):
 def test_the_grading_key_is_made_once_and_readable_by_the_grader_alone(tmp_path):
     course = tmp_path / "course"
     course.mkdir()
-    key = gradebook.grading_key(course)
+    key = exercises.grading_key(course)
     path = course / ".grading" / "hidden-cases.key"
-    assert len(key) == 32 and path.read_bytes() == key and gradebook.grading_key(course) == key
+    assert len(key) == 32 and path.read_bytes() == key and exercises.grading_key(course) == key
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     (tmp_path / "other").mkdir()
-    assert gradebook.grading_key(tmp_path / "other") != key  # another course, other cases
+    assert exercises.grading_key(tmp_path / "other") != key  # another course, other cases

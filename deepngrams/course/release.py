@@ -122,9 +122,10 @@ def synced(nb):
 NBGRADER = "import sys; sys.modules['rfc3987_syntax'] = None; from nbgrader.apps.nbgraderapp import main; main()"
 
 
-def nbgrader(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run nbgrader from this Python's environment (its alembic must be on PATH)."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+def nbgrader(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run nbgrader from this Python's environment (its alembic must be on PATH); `env`: more variables."""
+    env = dict(os.environ, **(env or {}))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run([sys.executable, "-c", NBGRADER, *args], cwd=cwd, env=env,
                           capture_output=True, text=True)
 
@@ -138,7 +139,7 @@ def generate_release(course_dir: Path) -> Path:
 
 
 def scratch_course(parent: Path) -> Path:
-    """A copy of the course (its config and source notebook, no gradebook) at `parent`/grader.
+    """A copy of the course (its config, roster and source notebook, no gradebook) at `parent`/grader.
 
     `parent` must lie inside the bundle, as grader/ does: the notebooks find w1_unittest.py,
     the data and the model above the course directory.
@@ -146,6 +147,7 @@ def scratch_course(parent: Path) -> Path:
     course = parent / "grader"
     (course / "source").mkdir(parents=True)
     shutil.copy(COURSE_DIR / "nbgrader_config.py", course / "nbgrader_config.py")
+    shutil.copy(COURSE_DIR / "students.csv", course / "students.csv")
     shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
     return course
 

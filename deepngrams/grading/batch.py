@@ -3,10 +3,10 @@
     python -m deepngrams grade [--course grader] [--workers 2] [--force] [--student ID ...]
 
 It keeps nbgrader's course layout, gradebook and feedback, and runs nbgrader's own autograde
-pipeline for each submission, with one step swapped: instead of running the notebook in the
-grader's process, `SandboxedExecute` runs it in a sandbox (grading.sandbox) with every graded
-test cell replaced by a probe, and the grader judges the probes' observations (grading.exercises).
-So:
+pipeline for each submission, as the course's configuration sets it up: its `SandboxedExecute`
+step runs the notebook in a sandbox (grading.sandbox) with every graded test cell replaced by a
+probe, and the grader judges the probes' observations (grading.exercises). What this adds to
+plain `nbgrader autograde` (which grades with the same steps, one notebook at a time):
 
 1. every file is checked first (grading.preflight): what nbgrader can repair is repaired and
    noted, the rest gets a reason and zero points;
@@ -32,8 +32,10 @@ from pathlib import Path
 
 from deepngrams.atomic import atomic_path
 from deepngrams.config import ASSIGNMENT, COURSE_DIR, ROOT, SOURCE_NB
+from deepngrams.course.course_setup import name_students, record_assignment
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta
-from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, grading_key, save_outcome, saved_outcome
+from deepngrams.grading.exercises import grading_key
+from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, save_outcome, saved_outcome
 from deepngrams.grading.report import Outcome, format_report, write_report
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 from deepngrams.grading.submission import grade_one, unusable_name
@@ -57,9 +59,8 @@ def check_course(course: Path) -> list[str]:
     nbgrader logs a configuration file that fails and goes on without it, which would grade
     every submission with its defaults (no sandbox, no verdicts) and give everyone 0.
     """
-    from nbgrader.preprocessors import Execute
     from traitlets.config.loader import PyFileConfigLoader
-    from deepngrams.grading.nbgrader_steps import GradeUpToHere, OverwriteCellsKeepingOrder
+    from deepngrams.grading.nbgrader_steps import GradeUpToHere, OverwriteCellsKeepingOrder, SandboxedExecute
     config_file = course / "nbgrader_config.py"
     source = course / SOURCE_NB.relative_to(COURSE_DIR)
     problems = []
@@ -76,19 +77,10 @@ def check_course(course: Path) -> list[str]:
                            f"names it: set BUNDLE_PATH = {str(ROOT)!r} in that file (or DEEPNGRAMS_BUNDLE={ROOT})"]
     steps = config.get("Autograde", {}).get("autograde_preprocessors", [])
     sanitize = config.get("Autograde", {}).get("sanitize_preprocessors", [])
-    if Execute not in steps or GradeUpToHere not in steps or OverwriteCellsKeepingOrder not in sanitize:
+    if SandboxedExecute not in steps or GradeUpToHere not in steps or OverwriteCellsKeepingOrder not in sanitize:
         problems.append(f"{config_file} does not set up this course's grading steps (Autograde.autograde_preprocessors "
                         f"and sanitize_preprocessors): copy grader/nbgrader_config.py from the bundle {ROOT}")
     return problems
-
-
-def ensure_assignment(course: Path) -> None:
-    """Record the assignment in the gradebook (nbgrader generate_assignment), as nbgrader needs."""
-    from deepngrams.course.release import nbgrader
-    done = nbgrader("generate_assignment", ASSIGNMENT, "--force", cwd=course)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
-        raise RuntimeError(f"nbgrader generate_assignment failed in {course}:\n{tail}")
 
 
 def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, students: list[str] | None = None,
@@ -109,7 +101,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
     if unknown:
         raise ValueError(f"no submission from {', '.join(map(repr, unknown))} in {course / 'submitted'}")
     chosen = students or all_students
-    ensure_assignment(course)
+    record_assignment(course)
     version = grader_version(course)
     outcomes: dict[str, Outcome] = {}
     refused = {s: problem for s in all_students if (problem := unusable_name(s))}
@@ -162,6 +154,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
             bar.close()
     finally:
         shutil.rmtree(batch, ignore_errors=True)
+    name_students(course)
     export_grades(course)
     results = [outcomes[s] for s in sorted(outcomes)]
     everyone = {s: outcomes.get(s) or (None if s in refused else saved_outcome(course, s)) for s in all_students}

@@ -20,7 +20,7 @@ from deepngrams.atomic import _umask, atomic_path, write_bytes
 from deepngrams.config import ASSIGNMENT, ROOT
 from deepngrams.grading.preflight import read_handed_in
 from deepngrams.course.release import exercise_names
-from deepngrams.grading.exercises import new_key
+from deepngrams.grading.exercises import grading_key
 from deepngrams.grading.report import Outcome, exercise_of, publish_feedback
 from deepngrams.grading.untrusted import csv_cell
 
@@ -146,24 +146,6 @@ def scores_of(course: Path, student: str) -> dict:
                 got, out_of = scores.get(exercise_of(g.name, names), (0.0, 0.0))
                 scores[exercise_of(g.name, names)] = (got + (g.score or 0.0), out_of + g.max_score)
     return scores
-
-
-def grading_key(course: Path) -> bytes:
-    """The course's grading key (made on first use, readable by the grader alone): with the student
-    id and the notebook's bytes it seeds every case of a submission (checks.secret_for)."""
-    path = course / ".grading" / "hidden-cases.key"
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    try:
-        key = path.read_bytes()
-        if len(key) >= 16:
-            return key
-    except FileNotFoundError:
-        pass
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(new_key())
-    os.chmod(path, 0o600)
-    return path.read_bytes()
 
 
 def grader_version(course: Path, bundle: Path = ROOT) -> str:

@@ -5,6 +5,7 @@ enabled by default: a plain nbconvert Preprocessor would silently do nothing).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -304,32 +305,72 @@ class DeduplicateIdsCleanly(DeduplicateIds):
         return cell, resources
 
 
+NO_SANDBOX_ENV = "DEEPNGRAMS_NO_SANDBOX"  # "1": run notebooks without a sandbox (trusted submissions only)
+
+
 class SandboxedExecute(NbGraderPreprocessor):
     """nbgrader's Execute, replaced: the notebook runs in a sandbox, the grader judges the tests.
 
-    Used by `python -m deepngrams grade`, which describes the job in $DEEPNGRAMS_GRADE_JOB.
-    Every graded test cell gets its output from the grader's verdict (a pass, or an error
-    that says what was wrong), so nbgrader's SaveAutoGrades scores it as usual.
+    Every graded test cell gets its output from the grader's verdict (a pass, or an error that
+    says what was wrong), so nbgrader's SaveAutoGrades scores it as usual. The course's
+    configuration puts it in place of Execute, so every door grades alike: `python -m deepngrams
+    grade` (which describes each submission's job in $DEEPNGRAMS_GRADE_JOB), plain `nbgrader
+    autograde` and the Formgrader's Autograde button (which grade one notebook at a time here).
     """
 
     def preprocess(self, nb, resources):
         import nbformat
         from deepngrams.grading import exercises, sandbox
         from deepngrams.grading.verdicts import apply_verdicts, build_job, reason_of
-        job = json.loads(os.environ["DEEPNGRAMS_GRADE_JOB"])
-        batch = json.loads(Path(job["checks"]).read_text())
         student = str(resources.get("nbgrader", {}).get("student", ""))
-        secret = exercises.secret_for(bytes.fromhex(batch["key"]), student, nbformat.writes(nb).encode())
-        prepared = exercises.draw_cases(secret)
-        limits = sandbox.Limits(**job["limits"])
-        result = sandbox.run(build_job(nb, prepared, limits), Path(job["scratch"]), job["slot"], limits,
-                             sandboxed=job["sandboxed"], threads=job["threads"])
+        with _job(self, resources) as job:
+            secret = exercises.secret_for(job["key"], student, nbformat.writes(nb).encode())
+            prepared = exercises.draw_cases(secret)
+            limits = sandbox.Limits(**job["limits"])
+            result = sandbox.run(build_job(nb, prepared, limits), Path(job["scratch"]), job["slot"], limits,
+                                 sandboxed=job["sandboxed"], threads=job["threads"])
         failed = apply_verdicts(nb, prepared, result)
         reason = reason_of(result, limits)
-        Path(job["report"]).write_text(json.dumps({"reason": reason, "failed": failed,
-                                                   "seconds": round(result.seconds, 1)}))
-        self.log.info("Ran in the sandbox in %.1f s; failed: %s; %s", result.seconds, failed, reason or "no problem")
+        if job.get("report"):
+            Path(job["report"]).write_text(json.dumps({"reason": reason, "failed": failed,
+                                                       "seconds": round(result.seconds, 1)}))
+        where = "in the sandbox" if job["sandboxed"] else "WITHOUT a sandbox"
+        self.log.info("Ran %s in %.1f s; failed: %s; %s", where, result.seconds, failed, reason or "no problem")
+        if reason and not job.get("report"):
+            self.log.warning("%s: %s", student, reason)
         return nb, resources
+
+
+@contextlib.contextmanager
+def _job(step: NbGraderPreprocessor, resources: dict):
+    """What one notebook's run needs: the grading key, limits, sandbox slot and scratch folder.
+
+    From $DEEPNGRAMS_GRADE_JOB under the batch grader; otherwise from the course itself (its key,
+    the default limits, a scratch folder in its .grading/), for nbgrader run by hand or by the
+    Formgrader. Without a usable sandbox this refuses to run the notebook, unless the grader
+    chose to (DEEPNGRAMS_NO_SANDBOX=1, trusted submissions only).
+    """
+    import tempfile
+    from dataclasses import asdict
+    from deepngrams.grading import sandbox
+    from deepngrams.grading.exercises import grading_key
+    if "DEEPNGRAMS_GRADE_JOB" in os.environ:
+        job = json.loads(os.environ["DEEPNGRAMS_GRADE_JOB"])
+        job["key"] = bytes.fromhex(json.loads(Path(job["checks"]).read_text())["key"])
+        yield job
+        return
+    from nbgrader.coursedir import CourseDirectory
+    course = Path(CourseDirectory(parent=step).root).resolve()
+    sandboxed = os.environ.get(NO_SANDBOX_ENV) != "1"
+    if sandboxed and (problem := sandbox.available()):
+        raise RuntimeError(f"cannot grade {resources.get('nbgrader', {}).get('student')!r}: {problem}")
+    if not sandboxed:
+        step.log.warning("%s=1: the notebook runs as you, with nothing isolated (trusted submissions only)",
+                         NO_SANDBOX_ENV)
+    key = grading_key(course)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=course / ".grading") as scratch:
+        yield {"key": key, "limits": asdict(sandbox.Limits()), "scratch": scratch, "slot": 0,
+               "sandboxed": sandboxed, "threads": os.cpu_count() or 1}
 
 
 class HideHiddenTests(NbGraderPreprocessor):

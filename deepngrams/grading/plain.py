@@ -1,9 +1,10 @@
-"""Plain nbgrader, without the sandbox: autograde a course's submissions and print the score table.
+"""nbgrader's own commands, without the sandbox: autograde a course's submissions, print the score table.
 
     python -m deepngrams plain-autograde [--course grader]
 
-For trusted submissions only (each notebook runs as you, in nbgrader's own process tree).
-It runs nbgrader's own commands in the course directory (generate_assignment to record the
+For trusted submissions only: each notebook runs as you, with nothing isolated
+(DEEPNGRAMS_NO_SANDBOX=1 for the course's SandboxedExecute step; the verdicts are the grader's
+as always). It runs nbgrader in the course directory (generate_assignment to record the
 assignment in the gradebook, autograde, generate_feedback), makes the feedback pages safe to
 open, writes grades.csv with nbgrader export's columns, then reads the gradebook.
 """
@@ -18,6 +19,7 @@ from deepngrams.config import ASSIGNMENT, COURSE_DIR
 from deepngrams.course.release import nbgrader
 from deepngrams.grading.preflight import preflight
 from deepngrams.grading.gradebook import export_grades
+from deepngrams.grading.nbgrader_steps import NO_SANDBOX_ENV
 from deepngrams.grading.report import format_table, publish_feedback, score_table
 
 
@@ -42,7 +44,7 @@ def run(course_dir: Path = COURSE_DIR) -> tuple[int, list[str], list]:
             if problem:
                 reasons[student] = f"{nb.name}: {problem}"
     for args in steps:
-        done = nbgrader(*args, cwd=course_dir)
+        done = nbgrader(*args, cwd=course_dir, env={NO_SANDBOX_ENV: "1"})
         errors = [line for line in (done.stdout + done.stderr).splitlines() if "| ERROR]" in line]
         if done.returncode != 0:
             failed = True

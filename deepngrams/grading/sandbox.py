@@ -64,8 +64,9 @@ ROOT_MODE = "root: a user per sandbox"
 ROOTLESS_MODE = "rootless: a user namespace per sandbox"
 # Per-user-namespace process counts (the rootless process limit) arrived in Linux 5.14.
 ROOTLESS_KERNEL = (5, 14)
-NO_SANDBOX = ("or, for trusted submissions only, grade without a sandbox knowingly: plain nbgrader "
-              "(nbgrader autograde in the course directory) runs each notebook as you, with nothing isolated")
+NO_SANDBOX = ("or, for trusted submissions only, grade without a sandbox knowingly: python -m deepngrams "
+              "plain-autograde (or nbgrader with DEEPNGRAMS_NO_SANDBOX=1) runs each notebook as you, with nothing "
+              "isolated")
 
 
 @dataclass

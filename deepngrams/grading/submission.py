@@ -21,14 +21,9 @@ from deepngrams.grading.sandbox import Limits
 
 PRIVATE_CONFIG = '''\
 # A private course for grading one submission (made by deepngrams.grade; removed afterwards).
-from nbgrader.preprocessors import Execute
-from deepngrams.grading.nbgrader_steps import SandboxedExecute
-
 c = get_config()  # noqa: F821
 load_subconfig({main!r})  # noqa: F821 - the course's own configuration
 c.CourseDirectory.root = {root!r}
-c.Autograde.autograde_preprocessors = [SandboxedExecute if step is Execute else step
-                                       for step in c.Autograde.autograde_preprocessors]
 '''
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepngrams.atomic import atomic_path
 from deepngrams.config import CARD_PATH, CORPUS_PATH
 from deepngrams.grading.exercises import (compile_model, create_batch_dataset, generative_model, grulm, line_to_tensor,
                                           log_perplexity, sampling)
@@ -52,6 +53,24 @@ KEY_BYTES = 32
 def new_key() -> bytes:
     """A course's grading key: kept by the grader (never in a sandbox), it seeds every hidden case."""
     return os.urandom(KEY_BYTES)
+
+
+def grading_key(course: Path) -> bytes:
+    """The course's grading key (made on first use, readable by the grader alone): with the student
+    id and the notebook's bytes it seeds every case of a submission (secret_for)."""
+    path = course / ".grading" / "hidden-cases.key"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    try:
+        key = path.read_bytes()
+        if len(key) >= 16:
+            return key
+    except FileNotFoundError:
+        pass
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(new_key())
+    os.chmod(path, 0o600)
+    return path.read_bytes()
 
 
 def secret_for(key: bytes, student: str, notebook: bytes) -> int:

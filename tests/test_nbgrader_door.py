@@ -1,0 +1,92 @@
+"""Plain `nbgrader autograde` (what the Formgrader's Autograde button runs) grades as the batch does.
+
+A fresh course (no Generate clicked, no gradebook) is set up by its configuration; the notebooks
+run sandboxed, with the grader's verdicts; the roster names the students.
+"""
+import shutil
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import hostile
+from deepngrams.course import course_setup, release
+from deepngrams.grading import sandbox
+from deepngrams.grading.report import score_table
+
+pytestmark = pytest.mark.slow
+
+FULL = dict(hostile.POINTS)
+CAROL = dict(FULL, GRULM=0, compile_model=0, temperature_random_sampling=0, GenerativeModel=0)
+
+
+def _write(course: Path, student: str, nb) -> None:
+    path = course / "submitted" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
+    path.parent.mkdir(parents=True)
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture(scope="module")
+def course():
+    if problem := sandbox.available():
+        pytest.skip(f"no sandbox here: {problem}")
+    (release.ROOT / ".cache").mkdir(exist_ok=True)
+    course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-door-", dir=release.ROOT / ".cache")))
+    (course / "students.csv").write_text("id,first_name,last_name,email\nalice_solved,Alice,Liddell,\n")
+    rel = release.read(release.RELEASE_NB)
+    samples = release.sample_submissions(rel)
+    _write(course, "alice_solved", samples["alice_solved"])
+    _write(course, "carol_partial", samples["carol_partial"])
+    ctx = hostile.Context(course, samples["alice_solved"], samples["bob_untouched"], "door", 120.0, 300.0, 4.0)
+    patcher = next(c for c in hostile.cases() if c.name == "x02_patch_unittest")
+    patcher.build(ctx).write(course / "submitted" / "mallory_patcher" / release.ASSIGNMENT)
+    done = release.nbgrader("autograde", release.ASSIGNMENT, cwd=course)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    yield course, done.stdout + done.stderr
+    shutil.rmtree(course.parent, ignore_errors=True)
+
+
+def _scores(course: Path) -> dict:
+    names, rows = score_table(course, {})
+    return {student: {ex: got for ex, (got, _) in scores.items()} for student, scores, _ in rows}
+
+
+def test_a_fresh_course_records_its_assignment_when_its_configuration_loads(course):
+    course, _ = course
+    assert course_setup.assignment_recorded(course)
+
+
+def test_the_samples_get_the_batchs_scores(course):
+    scores = _scores(course[0])
+    assert scores["alice_solved"] == FULL
+    assert scores["carol_partial"] == CAROL
+
+
+def test_notebooks_run_in_the_sandbox_and_the_grader_judges(course):
+    course, log = course
+    assert "Ran in the sandbox" in log and "WITHOUT a sandbox" not in log
+    assert _scores(course)["mallory_patcher"] == {ex: 0 for ex in FULL}
+
+
+def test_students_have_names_from_the_roster_or_their_id(course):
+    course, _ = course
+    with sqlite3.connect(course / "gradebook.db") as con:
+        names = {i: (first, last) for i, first, last in con.execute("SELECT id, first_name, last_name FROM student")}
+    assert names["alice_solved"] == ("Alice", "Liddell")
+    assert names["carol_partial"] == ("", "carol_partial")
+    assert names["mallory_patcher"] == ("", "mallory_patcher")
+
+
+def test_without_bubblewrap_nbgrader_refuses_to_run_a_notebook(course, tmp_path):
+    """No silent fall-back to running student code unsandboxed: the message names the fix."""
+    course, _ = course
+    venv_bin = str(Path(sys.executable).parent)
+    assert shutil.which("bwrap", path=venv_bin) is None
+    done = release.nbgrader("autograde", release.ASSIGNMENT, "--force", "--student", "carol_partial",
+                            cwd=course, env={"PATH": venv_bin})  # the environment's python and alembic, no bwrap
+    text = done.stdout + done.stderr
+    assert "bubblewrap is not installed" in text and "DEEPNGRAMS_NO_SANDBOX=1" in text
+    assert "Ran in the sandbox" not in text and "WITHOUT a sandbox" not in text
