@@ -1,4 +1,5 @@
-"""Command line: python -m deepngrams {corpus,train,evaluate,generate,reference-values,release,grade,demo,plain-autograde}."""
+"""Command line: python -m deepngrams {corpus,train,evaluate,generate,reference-values,release,grade,demo,plain-autograde,
+exchange-setup}."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="grade the bundled sample submissions (the same as make demo)", add_help=False)
     sub.add_parser("plain-autograde", help="plain nbgrader autograde of a course, without the sandbox (trusted "
                    "submissions only)", add_help=False)
+    sub.add_parser("exchange-setup", help="create the course exchange (nbgrader's shared folder, mode 1777) or say "
+                   "what keeps it from working", add_help=False)
 
     p = sub.add_parser("train", help="train the course model; write model/ (weights, card, curve, reference values)")
     p.add_argument("--epochs", type=int, help=f"number of epochs (default: the recipe's {COURSE.epochs})")
@@ -58,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "plain-autograde":
         from deepngrams.grading import plain
         return plain.main(argv[1:])
+    if argv and argv[0] == "exchange-setup":
+        from deepngrams.course import exchange
+        return exchange.main(argv[1:])
     args = parser.parse_args(argv)
 
     from deepngrams.lm.run_record import CheckpointError

@@ -1,0 +1,181 @@
+"""The course exchange: the folder where nbgrader hands assignments, submissions and feedback over.
+
+    python -m deepngrams exchange-setup [--root DIR]
+
+nbgrader's default exchange is one folder shared by the instructor and every student: the
+instructor's release_assignment, collect and release_feedback and the students' fetch_assignment,
+submit and fetch_feedback (the Assignments panel of JupyterLab runs the same) all work in it, each
+as its own Linux user. So its root must be writable by everyone, and sticky as /tmp is (mode 1777),
+so that no student can rename or remove the course's folder inside it; and every folder above it
+must let everyone through. nbgrader finds none of this out until a command fails, and the panel
+then says only that the exchange does not exist; this module says what is wrong and how to fix it.
+
+The course's nbgrader_config.py sets the root: the environment variable DEEPNGRAMS_EXCHANGE, or
+nbgrader's own default (`DEFAULT_ROOT`).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shlex
+import stat
+import sys
+from pathlib import Path
+
+DEFAULT_ROOT = Path("/usr/local/share/nbgrader/exchange")  # nbgrader's default Exchange.root
+ENVIRONMENT_VARIABLE = "DEEPNGRAMS_EXCHANGE"
+MODE = 0o1777  # everyone writes, no one removes another's entries: as /tmp
+# What nbgrader's submit writes beside the notebooks: the submission's time (late penalties) and the
+# secret release_feedback files the student's feedback under. Without them release_feedback fails.
+SUBMISSION_FILES = ("timestamp.txt", "submission_secret.txt")
+
+
+def configured_root() -> Path:
+    """The exchange root the course's configuration uses (DEEPNGRAMS_EXCHANGE, else nbgrader's default)."""
+    return Path(os.environ.get(ENVIRONMENT_VARIABLE) or DEFAULT_ROOT)
+
+
+def fix_command(root: Path) -> str:
+    """The administrator's commands that make `root` a working exchange."""
+    quoted = shlex.quote(str(root))
+    return f"sudo mkdir -p {quoted} && sudo chmod 1777 {quoted}"
+
+
+def _closed_ancestor(root: Path) -> Path | None:
+    """The first folder above `root` that not everyone may pass through (students could not reach it)."""
+    for folder in reversed(root.parents):
+        try:
+            if not folder.stat().st_mode & stat.S_IXOTH:
+                return folder
+        except OSError:
+            return None  # missing or unreachable: exchange_problem reports it at the root
+    return None
+
+
+def exchange_problem(root: Path) -> str:
+    """What keeps `root` from serving as the course's exchange for everyone, or "" when nothing does.
+
+    Checked before any nbgrader step, since nbgrader itself finds out only when a transfer fails.
+    """
+    root = Path(root)
+    quoted = shlex.quote(str(root))
+    setup = f"python -m deepngrams exchange-setup --root {quoted}"
+    closed = _closed_ancestor(root)
+    if closed is not None:
+        return (f"students cannot reach the exchange folder {root}: {closed} (mode "
+                f"{stat.S_IMODE(closed.stat().st_mode):04o}) lets only its owner through. Choose an exchange "
+                f"outside it (DEEPNGRAMS_EXCHANGE=/path), or open it: chmod o+x {shlex.quote(str(closed))}")
+    try:
+        mode = stat.S_IMODE(root.stat().st_mode)
+        is_dir = root.is_dir()
+    except FileNotFoundError:
+        if root.is_symlink():
+            return (f"the exchange {root} is a link to a folder that does not exist: remove the link, then "
+                    f"create the folder with `{setup}` (or, as an administrator: {fix_command(root)})")
+        return (f"the exchange folder {root} does not exist: create it with `{setup}` "
+                f"(or, as an administrator: {fix_command(root)})")
+    except OSError as e:
+        return (f"the exchange folder {root} cannot be reached ({e.strerror}): every folder on its path must "
+                f"be a folder everyone may pass through; as an administrator run {fix_command(root)}")
+    if not is_dir:
+        return (f"the exchange {root} is a file, not a folder: move the file away, then create the folder with "
+                f"`{setup}` (or, as an administrator: {fix_command(root)})")
+    if mode & MODE != MODE:
+        if mode & 0o777 != 0o777:
+            why = "writable by everyone: the instructor and each student write in it as themselves"
+        else:
+            why = "sticky: without it any user may rename or remove the course's folder in it"
+        return (f"the exchange folder {root} has mode {mode:04o}, not {MODE:o}: it must be {why}. Fix it with "
+                f"`{setup}` as its owner, or as an administrator: sudo chmod 1777 {quoted}")
+    if not os.access(root, os.W_OK | os.X_OK):
+        return f"you cannot write in the exchange folder {root}: ask its administrator to run sudo chmod 1777 {quoted}"
+    return ""
+
+
+def _create(root: Path) -> None:
+    """Create `root` and any missing folder above it: the folders above open to everyone (0755), `root` 1777."""
+    missing = [folder for folder in (root, *root.parents) if not os.path.lexists(folder)]
+    for folder in reversed(missing):
+        folder.mkdir()
+        folder.chmod(MODE if folder == root else 0o755)  # mkdir's mode is cut by the umask and never sticky
+
+
+def setup_exchange(root: Path) -> str:
+    """Make `root` a working exchange where this user may: create it, or set its mode when it is ours.
+
+    Returns what is still wrong ("" when the exchange is ready), with the fix only someone else can make.
+    """
+    root = Path(root)
+    if _closed_ancestor(root) is not None:
+        return exchange_problem(root)  # a folder made there would be out of the students' reach
+    if not os.path.lexists(root):
+        try:
+            _create(root)
+        except OSError as e:
+            return (f"cannot create the exchange folder {root} ({e.strerror}): as an administrator run "
+                    f"{fix_command(root)}")
+    elif os.path.isdir(root) and stat.S_IMODE(root.stat().st_mode) & MODE != MODE:
+        if root.stat().st_uid != os.geteuid():
+            return exchange_problem(root)  # someone else's folder: its owner or an administrator decides
+        if not looks_like_an_exchange(root):
+            return (f"{root} holds files that are not an nbgrader exchange's: it is left as it is (mode "
+                    f"{stat.S_IMODE(root.stat().st_mode):04o}). Choose a new or empty folder for the exchange.")
+        root.chmod(MODE)
+    return exchange_problem(root)
+
+
+def looks_like_an_exchange(root: Path) -> bool:
+    """Whether `root` is empty or holds only course folders of nbgrader (inbound, outbound, feedback):
+    the only folders exchange-setup opens to everyone, so a mistyped --root never opens a home or /usr."""
+    try:
+        return all(course.is_dir() and not course.is_symlink()
+                   and {p.name for p in course.iterdir()} <= {"inbound", "outbound", "feedback"}
+                   for course in root.iterdir())
+    except OSError:
+        return False
+
+
+def keeping_submission_files(ignore: list[str]) -> list[str]:
+    """nbgrader's CourseDirectory.ignore, but letting SUBMISSION_FILES through collect, autograde and
+    generate_feedback (which all copy with it): each pattern "*SUFFIX" that would drop one of them is
+    replaced by patterns that drop every other name ending in SUFFIX (nbgrader matches globs only)."""
+    kept = []
+    for pattern in ignore:
+        suffix = pattern[1:]
+        stems = {name[:-len(suffix)] for name in SUBMISSION_FILES if suffix and name.endswith(suffix)}
+        if pattern.startswith("*") and stems and not glob.has_magic(suffix):
+            kept += _names_ending_in(suffix, "", stems)
+        else:
+            kept.append(pattern)
+    return kept
+
+
+def _names_ending_in(suffix: str, prefix: str, excluded_stems: set[str]) -> list[str]:
+    """Globs matching every name prefix + stem + suffix whose stem is not one of `excluded_stems`."""
+    start = glob.escape(prefix)
+    if not excluded_stems:
+        return [f"{start}*{suffix}"]
+    patterns = [] if "" in excluded_stems else [f"{start}{suffix}"]
+    nexts = sorted({stem[0] for stem in excluded_stems if stem})
+    patterns.append(f"{start}[!{''.join(nexts)}]*{suffix}" if nexts else f"{start}?*{suffix}")
+    for char in nexts:
+        patterns += _names_ending_in(suffix, prefix + char, {stem[1:] for stem in excluded_stems if stem[:1] == char})
+    return patterns
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepngrams exchange-setup", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=None, metavar="DIR",
+                        help=f"the exchange folder (default: ${ENVIRONMENT_VARIABLE}, else {DEFAULT_ROOT})")
+    args = parser.parse_args(argv)
+    root = (args.root or configured_root()).expanduser().absolute()
+    problem = setup_exchange(root)
+    if problem:
+        print(f"exchange-setup: {problem}", file=sys.stderr)
+        return 1
+    print(f"The exchange {root} is ready (mode 1777). Instructors: set {ENVIRONMENT_VARIABLE}={root} "
+          f"when it is not {DEFAULT_ROOT}; students: c.Exchange.root = {str(root)!r} in "
+          f"~/.jupyter/nbgrader_config.py.")
+    return 0
