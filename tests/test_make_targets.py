@@ -218,6 +218,16 @@ def test_make_sandbox_with_bwrap_is_silent(tmp_path):
     assert not calls.exists(), calls.read_text()
 
 
+@needs_make
+def test_make_browser_test_without_chromium_says_what_to_do_and_installs_nothing(tmp_path):
+    path, calls = _fake_path(tmp_path, with_bwrap=True)
+    done = _make("browser-test", path, "-o", _stamp())
+    assert done.returncode != 0
+    assert "Chromium is not installed" in done.stderr and "as root: apt-get install chromium" in done.stderr
+    assert "pytest" not in done.stdout + done.stderr
+    assert not calls.exists(), calls.read_text()
+
+
 def test_readme_quick_start_names_what_a_user_needs():
     readme = (ROOT / "README.md").read_text()
     quick_start = readme.split("## ")[0]
