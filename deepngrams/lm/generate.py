@@ -9,19 +9,27 @@ by XLA into a single program that runs without returning to Python. A step then 
 one pass over the recurrent kernel. The math is the Keras model's (float32, GRU with reset_after=True), and
 the sampling is the course's Gumbel-max trick with stateless random numbers, so a seed
 always gives the same text.
+
+Several prompts, of any lengths, run as one batch, one row each. The rule: row i's text
+depends only on its prompt, the seed, the temperature and i, never on the other rows, and a
+longer `length` only extends it. So the first prompt writes what it writes alone, and prompt
+i writes what `generate(..., prompt_i, batch=i + 1)[i]` writes. `sample_texts` is the whole
+generator as one TensorFlow function, strings in and strings out: `generate` runs it and
+`deepngrams.lm.export` saves it, so the two agree by construction.
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
+from pathlib import Path
 
 import tensorflow as tf
 
 from deepngrams.lm import solution
 from deepngrams.config import PADDING_ID, UNK_ID
 from deepngrams.lm.fastgru import model_variables
-from deepngrams.lm.weights import load_pretrained
+from deepngrams.lm.weights import load_model_dir, load_pretrained
 
 
 # ------------------------------------------------------------------ one step, as Keras does it
@@ -51,8 +59,9 @@ def _next_log_probs(h: tf.Tensor, dense_kernel: tf.Tensor, dense_bias: tf.Tensor
 def _gumbel_max(log_probs: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """The course's sampling (solution.temperature_random_sampling) with stateless random numbers.
 
-    Row b of a batch gets the same numbers whatever the batch size, so the first text of a
-    batch is the text a single-stream call gives for the same seed.
+    Row b of a batch gets the same numbers whatever the batch size (the stateless generator
+    fills the (batch, V) block row after row), so a row's text does not depend on how many
+    rows there are.
     """
     u = tf.random.stateless_uniform(tf.shape(log_probs), seed=seed, minval=1e-6, maxval=1.0 - 1e-6)
     gumbel = -tf.math.log(-tf.math.log(u))
@@ -63,39 +72,97 @@ def _gumbel_max(log_probs: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor) -
 
 @tf.function(jit_compile=True)
 def _sample_ids(embedding, kernel, recurrent_kernel, bias, dense_kernel, dense_bias,
-                prompt_ids, prompt_len, length, seed, temperature, batch: int, capacity: int) -> tf.Tensor:
-    """Feed the prompt, then sample `length` ids for each of `batch` rows: (batch, capacity) ids.
+                prompt_ids, prompt_lengths, length, seed, temperature, out) -> tf.Tensor:
+    """Feed each row's prompt, then sample `length` ids for every row: (rows, capacity) ids.
 
-    Only the first `length` columns are written. `capacity` and the padded prompt length are
-    static (XLA needs them), `length` and `prompt_len` are not, so one compiled program
-    serves every length up to `capacity`.
+    `prompt_ids` (rows, width) holds each prompt from column 0, padded on the right, and
+    `prompt_lengths` their lengths. The prompts are fed right-aligned, so that all end at the
+    same step; a row's state stays exactly zero until its prompt starts, so each prompt leads
+    to the state it leads to alone. `out` (capacity, rows) is the buffer the ids are written
+    to: XLA needs its shape and the width of `prompt_ids` to be static, `length` and the
+    prompt lengths need not be, so one compiled program serves every length up to `capacity`.
+    Only the first `length` columns are written.
     """
     # Row i is the input projection of character i: the embedding and the kernel multiplied once.
     table = tf.matmul(embedding, kernel) + bias[0]
-    # All but the last prompt character build the state (identical for every row, so computed once).
-    h = tf.zeros((1, recurrent_kernel.shape[0]))
-    for t in tf.range(prompt_len - 1):
-        h = _gru_step(tf.gather(table, prompt_ids[t])[tf.newaxis], h, recurrent_kernel, bias[1])
-    h = tf.tile(h, [batch, 1])
-    ids = tf.fill([batch], prompt_ids[prompt_len - 1])
-    out = tf.TensorArray(tf.int32, size=capacity)
+    longest = tf.reduce_max(prompt_lengths)
+    starts = longest - prompt_lengths  # the step at which each row's prompt starts
+    h = tf.zeros((tf.shape(prompt_ids)[0], recurrent_kernel.shape[0]))
+    # All but the last prompt character build the state; rows whose prompt has not started keep theirs.
+    for t in tf.range(longest - 1):
+        column = t - starts
+        x = tf.gather(table, tf.gather(prompt_ids, tf.maximum(column, 0), batch_dims=1))
+        h = tf.where((column >= 0)[:, tf.newaxis], _gru_step(x, h, recurrent_kernel, bias[1]), h)
+    ids = tf.gather(prompt_ids, prompt_lengths - 1, batch_dims=1)
     for t in tf.range(length):
         h = _gru_step(tf.gather(table, ids), h, recurrent_kernel, bias[1])
         log_probs = _next_log_probs(h, dense_kernel, dense_bias)
         ids = _gumbel_max(log_probs, temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
-        out = out.write(t, ids)
-    return tf.transpose(out.stack())
+        out = tf.tensor_scatter_nd_update(out, [[t]], ids[tf.newaxis])
+    return tf.transpose(out)
 
 
-def _bucket(n: int) -> int:
-    """A power of two >= n (at least 64): XLA compiles once per size, so nearby sizes share a program."""
-    return max(64, 1 << (max(n, 1) - 1).bit_length())
+def _bucket(n: tf.Tensor) -> tf.Tensor:
+    """A power of two >= n (at least 64): XLA compiles once per shape, so nearby sizes share a program."""
+    return tf.while_loop(lambda size: size < n, lambda size: (size * 2,), (tf.constant(64),))[0]
 
 
-def _check_args(prompt: str, length: int, temperature: float, batch: int) -> None:
+def char_ids(prompts: tf.Tensor, vocab: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
+    """The ids of each prompt's characters (a ragged row a prompt), and whether each is in `vocab`.
+
+    A character outside `vocab` gets the id of '[UNK]', as `solution.line_to_tensor` reads it.
+    """
+    chars = tf.strings.unicode_split(prompts, "UTF-8")
+    matches = tf.equal(chars.flat_values[:, tf.newaxis], vocab[tf.newaxis, :])
+    known = tf.reduce_any(matches, axis=1)
+    ids = tf.where(known, tf.argmax(tf.cast(matches, tf.int32), axis=1, output_type=tf.int32), UNK_ID)
+    return chars.with_flat_values(ids), chars.with_flat_values(known)
+
+
+@tf.function(reduce_retracing=True)
+def sample_texts(weights: tuple[tf.Tensor, ...], vocab: tf.Tensor, prompts: tf.Tensor, length: tf.Tensor,
+                 temperature: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Each prompt (tf.string, one a row) followed by `length` sampled characters.
+
+    The one generator that both `generate` runs and `export` saves. `weights` are the GRULM's
+    variables in WEIGHT_NAMES' order; `length` is int32, `temperature` float32, `seed` int64.
+    The arguments are not checked here: `generate` checks them in Python, the export in its graph.
+    """
+    ids, _ = char_ids(prompts, vocab)
+    lengths = tf.cast(ids.row_lengths(), tf.int32)
+    rows = tf.shape(prompts)[0]
+    prompt_ids = ids.to_tensor(default_value=PADDING_ID, shape=tf.stack([rows, _bucket(tf.reduce_max(lengths))]))
+    out = tf.zeros(tf.stack([_bucket(length), rows]), tf.int32)
+    new_ids = _sample_ids(*weights, prompt_ids, lengths, length, seed, temperature, out)
+    return prompts + tf.strings.reduce_join(tf.gather(vocab, new_ids[:, :length]), axis=1)
+
+
+WEIGHT_NAMES = ("embedding", "kernel", "recurrent_kernel", "bias", "dense_kernel", "dense_bias")
+
+
+def model_weights(model) -> tuple[tf.Tensor, ...]:
+    """The GRULM's variables as `sample_texts` takes them."""
+    v = model_variables(model)
+    return tuple(tf.convert_to_tensor(v[name]) for name in WEIGHT_NAMES)
+
+
+# ------------------------------------------------------------------ checks
+
+def _which(k: int, prompts: list[str]) -> str:
+    """How a message names prompt k (1-based): by its place when there are several, and its start."""
+    shown = prompts[k - 1] if len(prompts[k - 1]) <= 40 else prompts[k - 1][:37] + "..."
+    return f"the prompt {shown!r}" if len(prompts) == 1 else f"prompt {k} of {len(prompts)} ({shown!r})"
+
+
+def _check_args(prompts: list[str], length: int, temperature: float, batch: int = 1) -> None:
     """Reject arguments the generator cannot honour, saying which and why."""
-    if not isinstance(prompt, str) or not prompt:
-        raise ValueError(f"prompt must be a non-empty string (the model needs a character to start from), got {prompt!r}")
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError(f"give at least one prompt, as a list of strings; got {prompts!r}")
+    for k, prompt in enumerate(prompts, start=1):
+        if not isinstance(prompt, str) or not prompt:
+            where = "prompt" if len(prompts) == 1 else f"prompt {k} of {len(prompts)}"
+            raise ValueError(f"{where} must be a non-empty string (the model needs a character to start from), "
+                             f"got {prompt!r}")
     if int(length) != length or length < 0:
         raise ValueError(f"length must be a whole number >= 0 (characters to generate), got {length!r}")
     if not math.isfinite(temperature) or temperature < 0:
@@ -104,7 +171,34 @@ def _check_args(prompt: str, length: int, temperature: float, batch: int) -> Non
         raise ValueError(f"batch must be a whole number >= 1 (texts to generate), got {batch!r}")
 
 
+def check_vocabulary(prompts: list[str], vocab: list[str]) -> None:
+    """Refuse a prompt character the model has no id for, naming the character and its prompt."""
+    known = set(vocab)
+    for k, prompt in enumerate(prompts, start=1):
+        for position, ch in enumerate(prompt, start=1):
+            if ch not in known:
+                raise ValueError(f"{_which(k, prompts)} has the character {ch!r} (U+{ord(ch):04X}) at position "
+                                 f"{position}, which is not in the model's vocabulary: write it with the characters "
+                                 f"the model was trained on (its model card lists them)")
+
+
+def _check_model(model, vocab: list[str]) -> None:
+    predicted = model_variables(model)["dense_bias"].shape[0]
+    if predicted != len(vocab):
+        raise ValueError(f"the vocabulary has {len(vocab)} entries but the model predicts "
+                         f"{predicted}: use the vocabulary the model was trained with")
+    if len(vocab) <= 2:
+        raise ValueError("the vocabulary has no characters besides '[UNK]' and ''")
+
+
 # ------------------------------------------------------------------ public API
+
+def _run(model, vocab: list[str], prompts: list[str], length: int, temperature: float, seed: int) -> list[str]:
+    texts = sample_texts(model_weights(model), tf.constant(vocab), tf.constant(prompts),
+                         tf.constant(int(length), tf.int32), tf.constant(temperature, tf.float32),
+                         tf.constant(seed, tf.int64))
+    return [text.decode("utf-8") for text in texts.numpy().tolist()]
+
 
 def generate(model, vocab: list[str], prompt: str, length: int, temperature: float = 1.0,
              seed: int = 0, batch: int = 1) -> list[str]:
@@ -114,26 +208,23 @@ def generate(model, vocab: list[str], prompt: str, length: int, temperature: flo
     distribution. Characters of the prompt that are not in `vocab` are read as '[UNK]', as
     `solution.line_to_tensor` does; '[UNK]' and the padding '' are never generated.
     """
-    _check_args(prompt, length, temperature, batch)
-    v = model_variables(model)
-    if v["dense_bias"].shape[0] != len(vocab):
-        raise ValueError(f"the vocabulary has {len(vocab)} entries but the model predicts "
-                         f"{v['dense_bias'].shape[0]}: use the vocabulary the model was trained with")
-    if len(vocab) <= 2:
-        raise ValueError("the vocabulary has no characters besides '[UNK]' and ''")
-    length, batch = int(length), int(batch)
-    if length == 0:
-        return [prompt] * batch
+    _check_args([prompt], length, temperature, batch)
+    _check_model(model, vocab)
+    return _run(model, vocab, [prompt] * int(batch), length, temperature, seed)
 
-    index = {ch: i for i, ch in enumerate(vocab)}
-    prompt_ids = [index.get(ch, UNK_ID) for ch in prompt]
-    padded = prompt_ids + [PADDING_ID] * (_bucket(len(prompt_ids)) - len(prompt_ids))
-    weights = [tf.convert_to_tensor(v[k]) for k in
-               ("embedding", "kernel", "recurrent_kernel", "bias", "dense_kernel", "dense_bias")]
-    ids = _sample_ids(*weights, tf.constant(padded, tf.int32), tf.constant(len(prompt_ids), tf.int32),
-                      tf.constant(length, tf.int32), tf.constant(seed, tf.int64),
-                      tf.constant(temperature, tf.float32), batch, _bucket(length))
-    return [prompt + "".join(vocab[i] for i in row[:length]) for row in ids.numpy().tolist()]
+
+def generate_many(model, vocab: list[str], prompts: list[str], length: int, temperature: float = 1.0,
+                  seed: int = 0) -> list[str]:
+    """Each prompt followed by `length` sampled characters, all prompts in one batch.
+
+    Prompts may differ in length. Prompt i's text depends only on it, the seed, the
+    temperature and i (the module's rule): the first prompt writes what `generate` writes for
+    it alone. Every character of every prompt must be in `vocab`.
+    """
+    _check_args(prompts, length, temperature)
+    _check_model(model, vocab)
+    check_vocabulary(prompts, vocab)
+    return _run(model, vocab, list(prompts), length, temperature, seed)
 
 
 def _straightforward_model(model, vocab: list[str], temperature: float) -> solution.GenerativeModel:
@@ -146,7 +237,7 @@ def _straightforward_model(model, vocab: list[str], temperature: float) -> solut
 def straightforward_generate(model, vocab: list[str], prompt: str, length: int,
                              temperature: float = 1.0, seed: int = 0) -> str:
     """One text from the course's generator: one TensorFlow call per character."""
-    _check_args(prompt, length, temperature, 1)
+    _check_args([prompt], length, temperature)
     tf.random.set_seed(seed)
     return _straightforward_model(model, vocab, temperature).generate_n_chars(int(length), prompt)
 
@@ -170,17 +261,39 @@ def straightforward_throughput(model, vocab: list[str], *, length: int = 300) ->
     return length / (time.perf_counter() - start)
 
 
-def generate_cli(prompt: str, length: int, temperature: float, seed: int, batch: int) -> int:
-    """`python -m deepngrams generate`: print texts from the pretrained model; 2 on bad arguments."""
+def load_model(model_dir: Path | None = None) -> tuple:
+    """The GRULM, vocabulary and model card of `model_dir` (laid out as model/), or of the bundled model/."""
+    return load_pretrained() if model_dir is None else load_model_dir(model_dir)
+
+
+def generate_cli(prompts: str | list[str], length: int, temperature: float, seed: int, batch: int = 1,
+                 model_dir: Path | None = None) -> int:
+    """`python -m deepngrams generate`: print texts from the pretrained model; 2 on bad arguments.
+
+    One prompt gives `batch` samples of it; several prompts give one text each, in one batch.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     try:
-        _check_args(prompt, length, temperature, batch)
+        _check_args(prompts, length, temperature, batch)
+        if len(prompts) > 1 and batch > 1:
+            raise ValueError("--batch gives several samples of one prompt; with several --prompt, give a prompt "
+                             "more than once to get more samples of it")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model, vocab, _ = load_pretrained()
-    texts = generate(model, vocab, prompt, length, temperature=temperature, seed=seed, batch=batch)
+    model, vocab, _ = load_model(model_dir)
+    try:
+        check_vocabulary(prompts, vocab)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(prompts) == 1:
+        texts, heading = generate(model, vocab, prompts[0], length, temperature=temperature, seed=seed,
+                                  batch=batch), "sample"
+    else:
+        texts, heading = generate_many(model, vocab, prompts, length, temperature=temperature, seed=seed), "prompt"
     for k, text in enumerate(texts, start=1):
-        if batch > 1:
-            print(("\n" if k > 1 else "") + f"--- sample {k} ---")
+        if len(texts) > 1:
+            print(("\n" if k > 1 else "") + f"--- {heading} {k} ---")
         print(text)
     return 0

@@ -55,3 +55,15 @@ def load_pretrained(weights_path: Path = WEIGHTS_PATH, card_path: Path = CARD_PA
     except Exception as e:  # h5py/Keras raise many types for a bad file
         raise WeightsError(f"cannot load {weights_path}: {type(e).__name__}: {e}. {REGENERATE}") from None
     return model, card["vocab"], card
+
+
+def load_model_dir(folder: Path) -> tuple[solution.GRULM, list[str], dict]:
+    """The GRULM, vocabulary and model card kept in `folder`, laid out as model/ is."""
+    folder = Path(folder)
+    needed = (WEIGHTS_PATH.name, CARD_PATH.name)
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        what = "no such folder" if not folder.is_dir() else "it lacks " + " and ".join(missing)
+        raise WeightsError(f"cannot load a model from {folder}: {what}. A model folder holds {needed[0]} and "
+                           f"{needed[1]}, as model/ does; `python -m deepngrams train --out DIR` writes one.")
+    return load_pretrained(folder / WEIGHTS_PATH.name, folder / CARD_PATH.name)
