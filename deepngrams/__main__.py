@@ -1,14 +1,23 @@
-"""Command line: python -m deepngrams {corpus,train,evaluate,generate,reference-values,release,grade,demo,plain-autograde,
-exchange-setup}."""
+"""Command line: python -m deepngrams {corpus,train,evaluate,generate,export,reference-values,release,grade,demo,
+plain-autograde,exchange-setup,worker-check}."""
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from deepngrams.config import COURSE
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ notices off the terminal
+
+
+DEFAULT_PROMPT = "ROMEO\t"
+
+
+def _unescape(prompt: str) -> str:
+    """A prompt as typed in a shell: \\t, \\n and \\\\ are a tab, a newline and a backslash."""
+    return re.sub(r"\\([tn\\])", lambda m: {"t": "\t", "n": "\n", "\\": "\\"}[m.group(1)], prompt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="grade the bundled sample submissions (the same as make demo)", add_help=False)
     sub.add_parser("plain-autograde", help="plain nbgrader autograde of a course, without the sandbox (trusted "
                    "submissions only)", add_help=False)
+    sub.add_parser("worker-check", help="say whether this machine, or each worker of a Dask cluster, can grade",
+                   add_help=False)
     sub.add_parser("exchange-setup", help="create the course exchange (nbgrader's shared folder, mode 1777) or say "
                    "what keeps it from working", add_help=False)
 
@@ -38,11 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("evaluate", help="eval log-perplexity of the pretrained weights on the held-out lines")
 
     p = sub.add_parser("generate", help="generate text with the pretrained weights")
-    p.add_argument("--prompt", default="ROMEO\t", help="text to start from (default: %(default)r)")
+    p.add_argument("--prompt", action="append", type=_unescape, dest="prompts", metavar="TEXT",
+                   help=f"text to start from (default: {DEFAULT_PROMPT!r}); \\t and \\n stand for a tab and a "
+                        "newline. Give it several times to generate for several prompts in one batch")
     p.add_argument("--length", type=int, default=300, help="characters to generate")
     p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; higher is more random")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=1, help="generate this many texts at once")
+    p.add_argument("--batch", type=int, default=1, help="generate this many texts of the one prompt at once")
+    p.add_argument("--model", metavar="DIR", help="a folder laid out as model/ (weights and model card) to use instead of model/")
+
+    p = sub.add_parser("export", help="write the generator as a TensorFlow SavedModel (and the model as .keras)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write: new, empty, or a previous export (replaced)")
+    p.add_argument("--model", metavar="DIR", help="a folder laid out as model/ (weights and model card) to use instead of model/")
 
     p = sub.add_parser("reference-values", help="recompute model/reference_values.json from the weights")
     p.add_argument("--check", action="store_true", help="compare with the committed file instead of writing")
@@ -61,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "plain-autograde":
         from deepngrams.grading import plain
         return plain.main(argv[1:])
+    if argv and argv[0] == "worker-check":
+        from deepngrams.grading.engine import worker_check_main
+        return worker_check_main(argv[1:])
     if argv and argv[0] == "exchange-setup":
         from deepngrams.course import exchange
         return exchange.main(argv[1:])
@@ -108,7 +129,11 @@ def _run(args) -> int:
         return 0
     if args.command == "generate":
         from deepngrams.lm.generate import generate_cli
-        return generate_cli(args.prompt, args.length, args.temperature, args.seed, args.batch)
+        return generate_cli(args.prompts or [DEFAULT_PROMPT], args.length, args.temperature, args.seed, args.batch,
+                            model_dir=Path(args.model) if args.model else None)
+    if args.command == "export":
+        from deepngrams.lm.export import export_cli
+        return export_cli(Path(args.out), model_dir=Path(args.model) if args.model else None)
     if args.command == "reference-values":
         from deepngrams.course import reference_values
         return reference_values.main(check=args.check)

@@ -1,18 +1,23 @@
 """Benchmarks: every figure is a ratio of two things measured side by side in this run.
 
-    python -m deepngrams.bench [--only training,generation,quality,grading,sandbox] [--steps N] [--repeats N] [--submissions N]
-                               [--no-write]
+    python -m deepngrams.bench [--only training,generation,prompts,quality,grading,sandbox,engine]
+                               [--steps N] [--repeats N] [--submissions N] [--no-write]
 
 - training:   tokens/s of the fast CPU training step vs plain Keras `model.fit`, same model,
               same batches; achieved GFLOP/s (model FLOPs: 3 x forward matrix products).
 - generation: characters/s of deepngrams.lm.generate vs the straightforward generator
               that calls a tf.function once per character; batched throughput too.
+- prompts:    characters/s of 8 prompts of different lengths generated in one batch
+              (generate_many) vs the same 8 one after another, medians of runs taken in turn.
 - quality:    eval log-perplexity of the shipped weights vs the best interpolated Kneser-Ney
               character n-gram (n = 3..9) on the same split, and vs the reference course's 1.22.
 - grading:    nbgrader autograde of the solved notebook vs of a notebook that only imports
               TensorFlow, same course configuration, medians of runs taken in turn.
 - sandbox:    `deepngrams grade` of 20 submissions with 2 workers vs 1 (same scores), and the
               solved notebook's run in the sandbox vs the same run without it.
+- engine:     `deepngrams grade` (a local Dask cluster) of a batch of 8 solved submissions on one
+              worker, per submission, vs the floor (plain nbgrader autograde of a notebook that only
+              imports TensorFlow); 16 solved submissions on 2 workers vs 1.
 
 Each section also gives one or two rows of docs/figures.md, which the run rewrites at its end
 (unless --no-write): the rows of the sections it ran are replaced, every other row is kept, so
@@ -32,7 +37,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TARGETS = {"training": 2.5, "generation": 10.0, "grading": 2.0, "log_perplexity": 1.22, "parallel": 1.7,
-           "sandbox_overhead": 10.0}
+           "sandbox_overhead": 10.0, "amortized": 1.5, "engine_parallel": 1.8}
 
 
 FIGURES_PATH = Path(__file__).resolve().parent.parent / "docs" / "figures.md"
@@ -46,10 +51,14 @@ TABLE_HEAD = ("| what | figure |", "|---|---|")
 KEYS = {
     "training": ("training, `deepngrams.lm.fastgru` step vs plain `model.fit`",),
     "generation": ("generation, one stream, vs one `tf.function` call per character",),
+    "prompts": ("generation, 8 prompts of different lengths in one batch vs one after another",),
     "quality": ("shipped weights, eval log-perplexity (last 1000 lines)",),
     "grading": ("`nbgrader autograde` of the solved notebook vs a notebook that only imports TensorFlow",),
     "sandbox": ("`deepngrams grade` of the sample submissions, 2 workers vs 1",
                 "the solved notebook's run in the sandbox vs the same run without it"),
+    "engine": ("`deepngrams grade`, a solved submission in a batch of 8 on 1 worker vs `nbgrader autograde` of a "
+               "notebook that only imports TensorFlow",
+               "`deepngrams grade`, 16 solved submissions on 2 workers vs 1"),
 }
 ROW_ORDER = tuple(key for keys in KEYS.values() for key in keys)
 
@@ -243,6 +252,44 @@ def bench_generation() -> dict[str, str]:
                                    f"64 streams: {batched:,.0f}/s"}
 
 
+def bench_prompts(repeats: int = 3, length: int = 500) -> dict[str, str]:
+    """8 prompts of different lengths (1 to 150 characters of the corpus) in one batch vs one after another."""
+    from deepngrams.lm import generate as sample
+    from deepngrams.lm.data import load_lines
+    from deepngrams.lm.weights import load_pretrained
+
+    model, vocab, _ = load_pretrained()
+    text = "\n".join(load_lines()[:200])
+    prompts = [text[:n] for n in (1, 5, 12, 20, 33, 47, 80, 150)]
+    chars = len(prompts) * length
+    print(f"prompts: {len(prompts)} prompts of {len(prompts[0])} to {len(prompts[-1])} characters, {length} characters "
+          f"each, in one batch vs one after another; {repeats} runs of each, taken in turn, after warm-up")
+
+    def batched() -> None:
+        sample.generate_many(model, vocab, prompts, length, temperature=0.8, seed=0)
+
+    def one_by_one() -> None:
+        for prompt in prompts:
+            sample.generate_many(model, vocab, [prompt], length, temperature=0.8, seed=0)
+
+    times: dict[str, list[float]] = {"batched": [], "one_by_one": []}
+    batched(), one_by_one()  # compile the programs both use
+    for _ in range(repeats):
+        for name, run in (("batched", batched), ("one_by_one", one_by_one)):
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    together, apart = (chars / statistics.median(times[name]) for name in ("batched", "one_by_one"))
+    def note(name: str) -> str:
+        return "median of [" + ", ".join(f"{t:.2f}" for t in times[name]) + "] s"
+    _row(f"{len(prompts)} prompts, one after another", f"{apart:,.0f} char/s", note("one_by_one"))
+    _row(f"{len(prompts)} prompts in one batch", f"{together:,.0f} char/s", note("batched"))
+    _row("speed-up", f"{together / apart:.2f}x")
+    return {KEYS["prompts"][0]: f"{together:,.0f} vs {apart:,.0f} characters/s: {together / apart:.2f}x "
+                                f"({len(prompts[0])} to {len(prompts[-1])} characters each, {length} generated; "
+                                f"medians of {repeats} runs each, in turn)"}
+
+
 def bench_quality() -> dict[str, str]:
     import math
 
@@ -376,10 +423,81 @@ def bench_sandbox(submissions: int) -> dict[str, str]:
     return figures
 
 
+def _tiny_autograde_seconds(repeats: int) -> list[float]:
+    """The floor: plain `nbgrader autograde` of a notebook that only imports TensorFlow (stock
+    nbgrader steps), timed `repeats` times."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    from deepngrams.config import ROOT
+    from deepngrams.course.release import ASSIGNMENT, nbgrader
+
+    tiny = new_notebook(cells=[new_code_cell("import tensorflow as tf")])
+    tiny.cells[0].metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True,
+                                          "grade_id": "import_only", "points": 1, "schema_version": 3}
+    tiny.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    times = []
+    with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
+        course = Path(tmp) / "grader"
+        nbformat.write(tiny, str(_mkparent(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")))
+        nbformat.write(tiny, str(_mkparent(course / "submitted" / "student" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")))
+        done = nbgrader("generate_assignment", ASSIGNMENT, "--force", cwd=course)
+        assert done.returncode == 0, done.stderr
+        for _ in range(repeats):
+            start = time.perf_counter()
+            done = nbgrader("autograde", ASSIGNMENT, "--force", cwd=course)
+            times.append(time.perf_counter() - start)
+            assert done.returncode == 0, done.stderr
+    return times
+
+
+def _mkparent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bench_engine(batch: int = 8, parallel: int = 16) -> dict[str, str]:
+    """The grading engine's cost per submission against the floor, and 2 workers against 1."""
+    from deepngrams.config import ROOT
+    from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, SOURCE_NB
+    from deepngrams.course.course_setup import record_assignment
+    from deepngrams.grading import batch as grading
+
+    print("engine: `deepngrams grade` of solved submissions (local Dask cluster) vs the floor")
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    solved = COURSE_DIR / "submitted" / "alice_solved" / ASSIGNMENT
+
+    def timed(n: int, workers: int) -> tuple[float, list]:
+        with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
+            course = Path(tmp) / "grader"
+            (course / "source").mkdir(parents=True)
+            shutil.copy(COURSE_DIR / "nbgrader_config.py", course)
+            shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
+            for i in range(n):
+                shutil.copytree(solved, course / "submitted" / f"s{i:02d}" / ASSIGNMENT)
+            record_assignment(course)  # once per course, not per submission
+            start = time.perf_counter()
+            outcomes = grading.grade(course, workers=workers, progress=False)
+            return time.perf_counter() - start, sorted(str(o.scores) for o in outcomes)
+
+    floor = statistics.median(_tiny_autograde_seconds(3))
+    eight, _ = timed(batch, 1)
+    per = eight / batch
+    _row("floor: nbgrader autograde, TensorFlow import only", f"{floor:.1f} s", "median of 3")
+    _row(f"a solved submission, batch of {batch} on 1 worker", f"{per:.1f} s",
+         f"{per / floor:.2f}x the floor, target <= {TARGETS['amortized']}x")
+    one, first = timed(parallel, 1)
+    two, second = timed(parallel, 2)
+    same = "same scores" if first == second else "SCORES DIFFER"
+    _row(f"{parallel} solved, 1 worker / 2 workers", f"{one:.0f} s / {two:.0f} s",
+         f"{one / two:.2f}x, target >= {TARGETS['engine_parallel']}x; {same}")
+    return {KEYS["engine"][0]: f"{per:.1f} s vs {floor:.1f} s: {per / floor:.2f}x",
+            KEYS["engine"][1]: f"{two:.0f} s vs {one:.0f} s: {one / two:.2f}x, {same}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deepngrams.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="training,generation,quality,grading,sandbox")
+    p.add_argument("--only", default=",".join(KEYS))
     p.add_argument("--steps", type=int, default=20, help="timed training steps for each method")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each training method and of each graded notebook, taken in turn")
     p.add_argument("--submissions", type=int, default=20, help="submissions graded in the sandbox benchmark")
@@ -389,20 +507,23 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.only.split(",")
     for name in chosen:  # before any benchmark runs, so a typo does not cost a long run
         if name not in KEYS:
-            raise SystemExit(f"unknown benchmark {name!r}; choose from training, generation, quality, grading, "
-                             f"sandbox")
+            raise SystemExit(f"unknown benchmark {name!r}; choose from {', '.join(KEYS)}")
     rows: dict[str, str] = {}
     for name in chosen:
         if name == "training":
             rows.update(bench_training(args.steps, args.repeats))
         elif name == "generation":
             rows.update(bench_generation())
+        elif name == "prompts":
+            rows.update(bench_prompts(args.repeats))
         elif name == "quality":
             rows.update(bench_quality())
         elif name == "grading":
             rows.update(bench_grading(args.repeats))
         elif name == "sandbox":
             rows.update(bench_sandbox(args.submissions))
+        elif name == "engine":
+            rows.update(bench_engine())
         print()
     if not args.no_write:
         write_figures(rows)

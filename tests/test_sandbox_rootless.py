@@ -24,7 +24,7 @@ def test_without_bubblewrap_the_message_says_how_to_install_it_or_grade_knowingl
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     message = sandbox.available()
     assert "bubblewrap is not installed" in message and "apt-get install bubblewrap" in message
-    assert "plain nbgrader" in message and "trusted submissions only" in message
+    assert "plain-autograde" in message and "DEEPNGRAMS_NO_SANDBOX=1" in message and "trusted submissions only" in message
 
 
 def test_the_mode_follows_the_effective_user(monkeypatch):

@@ -88,12 +88,13 @@ def roster(course: Path) -> dict[str, dict]:
 
 
 def name_students(course: Path) -> None:
-    """Every student of the roster and of submitted/ in the gradebook, with a name: the roster's,
-    else the id as last name (the Formgrader would show "None, None")."""
+    """The roster's students in the gradebook with their names, and every other student there
+    without a name given their id as last name (the Formgrader would show "None, None"). A
+    student is never added for a folder in submitted/: only grading adds one, so a submission
+    that could not be graded has no row of zeros in nbgrader's export."""
     names = roster(course)
-    submitted = course / "submitted"
-    ids = set(names) | ({p.name for p in submitted.iterdir() if p.is_dir()} if submitted.is_dir() else set())
-    todo = {i for i in ids if _PLAIN_ID.fullmatch(i)} - _named_students(course)
+    known, named = _students(course)
+    todo = {i for i in set(names) | known if _PLAIN_ID.fullmatch(i)} - named
     if not todo:
         return
     from nbgrader.api import Gradebook
@@ -105,14 +106,14 @@ def name_students(course: Path) -> None:
                                         email=row.get("email") or None)
 
 
-def _named_students(course: Path) -> set[str]:
-    """The ids of the gradebook's students that have a name (a cheap query, without nbgrader)."""
+def _students(course: Path) -> tuple[set[str], set[str]]:
+    """The ids of the gradebook's students, and of those with a name (a cheap query, without nbgrader)."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{course / 'gradebook.db'}?mode=ro", uri=True)) as con:
-            return {row[0] for row in con.execute(
-                "SELECT id FROM student WHERE first_name IS NOT NULL OR last_name IS NOT NULL")}
+            rows = con.execute("SELECT id, first_name IS NOT NULL OR last_name IS NOT NULL FROM student").fetchall()
     except sqlite3.Error:
-        return set()
+        return set(), set()
+    return {i for i, _ in rows}, {i for i, has_name in rows if has_name}
 
 
 def set_up(course: Path) -> None:
@@ -121,7 +122,8 @@ def set_up(course: Path) -> None:
     Called by the course's configuration as it loads, so it never raises: a course it cannot set
     up (read-only, broken source) is left to nbgrader's own messages.
     """
-    if os.environ.get(SETTING_UP_ENV) or os.environ.get("DEEPNGRAMS_GRADE_JOB") or "generate_assignment" in sys.argv[:3]:
+    inside = os.environ.get(SETTING_UP_ENV) or os.environ.get("DEEPNGRAMS_GRADE_JOB")
+    if inside or "generate_assignment" in sys.argv[:3]:
         return  # the set-up's own nbgrader run, one submission of a batch, or generate_assignment itself
     if not source_notebook(course).is_file() or not os.access(course, os.W_OK):
         return

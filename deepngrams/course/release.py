@@ -139,7 +139,7 @@ def generate_release(course_dir: Path) -> Path:
 
 
 def scratch_course(parent: Path) -> Path:
-    """A copy of the course (its config, roster and source notebook, no gradebook) at `parent`/grader.
+    """A copy of the course (its config and source notebook, no gradebook, no roster) at `parent`/grader.
 
     `parent` must lie inside the bundle, as grader/ does: the notebooks find w1_unittest.py,
     the data and the model above the course directory.
@@ -147,7 +147,6 @@ def scratch_course(parent: Path) -> Path:
     course = parent / "grader"
     (course / "source").mkdir(parents=True)
     shutil.copy(COURSE_DIR / "nbgrader_config.py", course / "nbgrader_config.py")
-    shutil.copy(COURSE_DIR / "students.csv", course / "students.csv")
     shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
     return course
 

@@ -20,10 +20,8 @@ plain `nbgrader autograde` (which grades with the same steps, one notebook at a 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
-import queue
 import shutil
 import sys
 import tempfile
@@ -38,7 +36,8 @@ from deepngrams.grading.exercises import grading_key
 from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, save_outcome, saved_outcome
 from deepngrams.grading.report import Outcome, format_report, write_report
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
-from deepngrams.grading.submission import grade_one, unusable_name
+from deepngrams.grading import engine
+from deepngrams.grading.submission import handed_in_files, unusable_name
 from deepngrams.grading.untrusted import printable
 
 
@@ -84,8 +83,14 @@ def check_course(course: Path) -> list[str]:
 
 
 def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, students: list[str] | None = None,
-          limits: Limits | None = None, progress: bool = True, sandboxed: bool = True) -> list[Outcome]:
-    """Grade the course's submissions; returns one Outcome per student, sorted by name."""
+          limits: Limits | None = None, progress: bool = True, sandboxed: bool = True, scheduler: str | None = None,
+          tls=None) -> list[Outcome]:
+    """Grade the course's submissions; returns one Outcome per student, sorted by name.
+
+    On a local Dask cluster of `workers` processes, or on the cluster whose scheduler is at
+    `scheduler` (`tls`: its distributed.Security); see grading.engine.
+    """
+    from distributed import as_completed
     from tqdm import tqdm
     from deepngrams.grading import sandbox
     course = Path(course).resolve()
@@ -125,32 +130,45 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
             prepare_checks(course, checks_path)
             template = batch / "gradebook.db"
             _copy_db(course / "gradebook.db", template)
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            slots: queue.Queue = queue.Queue()
-            for slot in range(workers):
-                slots.put(slot)
-
-            def task(student: str) -> dict:
-                slot = slots.get()
-                try:
-                    return grade_one(course, student, template, checks_path, slot, limits,
-                                     Path(tempfile.mkdtemp(prefix="s-", dir=batch)), sandboxed, threads)
-                finally:
-                    slots.put(slot)
-
+            graded_ids = json.loads(checks_path.read_text())["graded_ids"]
+            blob = engine.course_blob(course, template, checks_path)
+            # One sandbox per local worker process, sharing the cores; a remote worker uses one thread.
+            threads = 1 if scheduler else max(1, (os.cpu_count() or 1) // workers)
             bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress, dynamic_ncols=True)
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(task, s): s for s in todo}
-                for future in concurrent.futures.as_completed(futures):
-                    student = futures[future]
+            client = engine.client_for(scheduler, workers, tls)
+            try:
+                course_future = engine.course_future(client, blob)
+                waiting, found = iter(todo), {}
+                running = as_completed()
+
+                def submit_next() -> None:
+                    """The next submission's task: read and checked here, where the course is, a few
+                    at a time (a course of 100,000 is never all in memory)."""
+                    student = next(waiting, None)
+                    if student is not None:
+                        files, reason, notes = handed_in_files(course, student, graded_ids)
+                        future = engine.submit(client, student, files, course_future, limits, sandboxed, threads)
+                        found[future.key] = (student, reason, notes)
+                        running.add(future)
+
+                for _ in range(engine.window(client)):
+                    submit_next()
+                for future in running:
+                    student, reason, notes = found.pop(future.key)
                     try:
-                        report = future.result()
-                    except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
-                        report = {"student": student, "reason": f"grader error: {type(e).__name__}: {e}",
-                                  "notes": [], "seconds": 0.0, "private": str(batch / "none"), "graded": False}
-                    outcomes[student] = save_outcome(course, report, version, sandbox_mode() if sandboxed else "none")
+                        report = engine.unpack_result(future.result(), Path(tempfile.mkdtemp(prefix="r-", dir=batch)))
+                    except Exception as e:  # noqa: BLE001 - the machinery failed, not the student: graded next run
+                        outcomes[student] = Outcome(student, reason=f"not graded: {engine.failure(e)}", notes=notes)
+                    else:
+                        report = dict(report, reason=reason or report["reason"], notes=notes)
+                        outcomes[student] = save_outcome(course, report, version,
+                                                         sandbox_mode() if sandboxed else "none")
+                    future.release()
                     bar.set_postfix_str(printable(student[:20]))
                     bar.update()
+                    submit_next()
+            finally:
+                engine.close(client)
             bar.close()
     finally:
         shutil.rmtree(batch, ignore_errors=True)
@@ -182,17 +200,32 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     p.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help="seconds a cell may run")
     p.add_argument("--timeout", type=float, default=d.wall_timeout, help="seconds a whole notebook may run")
     p.add_argument("--memory", type=float, default=d.memory_gib, help="GiB of memory the processes may use together")
+    p.add_argument("--scheduler", default=os.environ.get(engine.SCHEDULER_ENV) or None, metavar="ADDRESS",
+                   help=f"grade on the Dask cluster of this scheduler (tcp://HOST:PORT or tls://HOST:PORT; default: "
+                        f"${engine.SCHEDULER_ENV}, else a local cluster of --workers processes)")
+    p.add_argument("--tls-ca-file", help="TLS: the certificate authority of the cluster")
+    p.add_argument("--tls-cert", help="TLS: this client's certificate")
+    p.add_argument("--tls-key", help="TLS: this client's private key")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a scheduler on another machine without TLS (a network you trust)")
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    try:
+        tls = engine.security(args.tls_ca_file, args.tls_cert, args.tls_key)
+    except ValueError as e:
+        p.error(str(e))
+    if args.scheduler and (problem := engine.scheduler_problem(args.scheduler, tls is not None, args.insecure)):
+        p.error(problem)
     limits = Limits(cell_timeout=args.cell_timeout, wall_timeout=args.timeout, memory_gib=args.memory)
     course = args.course.resolve()
     if not (course / "source" / ASSIGNMENT).is_dir():
         p.error(f"{course} is not the course directory: it has no source/{ASSIGNMENT}/")
     start = time.monotonic()
     try:
-        outcomes = grade(course, workers=args.workers, force=args.force, students=args.student, limits=limits)
-    except (RuntimeError, ValueError) as e:
+        outcomes = grade(course, workers=args.workers, force=args.force, students=args.student, limits=limits,
+                         scheduler=args.scheduler, tls=tls)
+    except (RuntimeError, ValueError, OSError) as e:
         print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     print()
@@ -200,7 +233,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     print()
     done = sum(not o.skipped for o in outcomes)
     print(f"Graded {done}, skipped {len(outcomes) - done} already graded (use --force to grade again), "
-          f"in {time.monotonic() - start:.0f} s with {args.workers} workers.")
+          f"in {time.monotonic() - start:.0f} s on {args.scheduler or f'{args.workers} local workers'}.")
     print(f"Sandbox:         {sandbox_mode()}")
     print(f"Report:          {course / 'report.csv'}")
     print(f"Grades (CSV):    {course / 'grades.csv'}")

@@ -334,6 +334,8 @@ class SandboxedExecute(NbGraderPreprocessor):
         if job.get("report"):
             Path(job["report"]).write_text(json.dumps({"reason": reason, "failed": failed,
                                                        "seconds": round(result.seconds, 1)}))
+        if job.get("course"):  # nbgrader by hand or the Formgrader: the student it just added gets a name
+            _name_students(Path(job["course"]), self.log)
         where = "in the sandbox" if job["sandboxed"] else "WITHOUT a sandbox"
         self.log.info("Ran %s in %.1f s; failed: %s; %s", where, result.seconds, failed, reason or "no problem")
         if reason and not job.get("report"):
@@ -370,7 +372,15 @@ def _job(step: NbGraderPreprocessor, resources: dict):
     key = grading_key(course)
     with tempfile.TemporaryDirectory(prefix="run-", dir=course / ".grading") as scratch:
         yield {"key": key, "limits": asdict(sandbox.Limits()), "scratch": scratch, "slot": 0,
-               "sandboxed": sandboxed, "threads": os.cpu_count() or 1}
+               "sandboxed": sandboxed, "threads": os.cpu_count() or 1, "course": str(course)}
+
+
+def _name_students(course: Path, log) -> None:
+    from deepngrams.course.course_setup import name_students
+    try:
+        name_students(course)
+    except Exception as e:  # noqa: BLE001 - a name is never worth a grade
+        log.warning("could not name the students: %s", e)
 
 
 class HideHiddenTests(NbGraderPreprocessor):

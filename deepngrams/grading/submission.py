@@ -30,8 +30,10 @@ c.CourseDirectory.root = {root!r}
 def worker_main(argv: list[str]) -> int:
     """nbgrader's autograde, then its feedback, for one student of a private course (one process).
 
-    Run as a child of the grader: `python -c "...worker_main..." <private course> <student>`.
+    Run as a child of the grader: `python -c "...worker_main..." <private course> <student> <grader's pid>`.
     """
+    if len(argv) > 2:
+        _die_with_parent(int(argv[2]))
     from nbgrader.apps import NbGraderAPI
     from traitlets.config.loader import PyFileConfigLoader
     private, student = Path(argv[0]), argv[1]
@@ -47,6 +49,17 @@ def worker_main(argv: list[str]) -> int:
             print(lines[-1][-300:] if lines else "failed", file=sys.stderr)
             return 1
     return 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Be killed when the grader thread that started this process ends: a worker killed mid-submission
+    (SIGKILL, the kernel's OOM killer) takes its submission with it instead of leaving it running,
+    unseen, until its timeout. The sandbox dies with this process (bubblewrap's --die-with-parent)."""
+    import ctypes
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the grader ended before the line above
+        os._exit(1)
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -71,8 +84,8 @@ def _worker(private: Path, student: str, env: dict, timeout: float | None = None
     # No IRI checker for jsonschema (see grading/inside/harness.py): nbgrader's notebooks have no IRI.
     code = ("import sys; sys.modules['rfc3987_syntax'] = None; "
             "from deepngrams.grading.submission import worker_main; sys.exit(worker_main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(private), student], cwd=private, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", code, str(private), student, str(os.getpid())], cwd=private,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, errors="replace", start_new_session=True)
     try:
         _, err = proc.communicate(timeout=timeout)
@@ -103,25 +116,13 @@ def unusable_name(student: str) -> str:
     return ""
 
 
-def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
-              work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
-    """Autograde one student's submission in a private course under `work`; returns its report.
-
-    The private course holds a copy of the gradebook and of the submission, and the course's
-    source (linked); in it the student has an internal id (`internal_id`), never the folder's
-    name. The run's reason and notes come back in the report; the graded notebook,
-    feedback and gradebook stay in `work` for the caller to merge.
-    """
-    start = time.monotonic()
+def handed_in_files(course: Path, student: str, graded_ids: list[str]) -> tuple[dict[str, bytes], str, list[str]]:
+    """What of a student's folder goes to grading, read where the course is: each notebook checked
+    (grading.preflight) and its metadata made harmless, and nbgrader's timestamp. Returns the
+    files by name, the reason the submission cannot be graded ("" if none) and the notes."""
     sub_dir = course / "submitted" / student / ASSIGNMENT
-    inner = internal_id(student)
-    private = work / "course"
-    (private / "submitted" / inner / ASSIGNMENT).mkdir(parents=True)
-    os.symlink((course / "source").resolve(), private / "source")
-    shutil.copy(template_db, private / "gradebook.db")
-    graded_ids = json.loads(checks_path.read_text())["graded_ids"]
+    files: dict[str, bytes] = {}
     reason, notes = "", []
-    target = private / "submitted" / inner / ASSIGNMENT
     handed_in = sorted(p.name for p in sub_dir.glob("*.ipynb"))
     if any(p.is_symlink() for p in (sub_dir.parent, sub_dir)):
         reason = "the submission folder is a link: hand in the files themselves"
@@ -132,14 +133,35 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
         if problem:
             reason = reason or f"{name}: {problem}"
             continue
-        (target / name).write_bytes(harmless_file(read_handed_in(sub_dir / name)))
+        files[name] = harmless_file(read_handed_in(sub_dir / name))
     if not reason and f"{ASSIGNMENT}.ipynb" not in handed_in:
         reason = f"no {ASSIGNMENT}.ipynb handed in" + (f" (found {', '.join(handed_in)}: rename it)"
                                                        if handed_in else "")
     try:
-        (target / "timestamp.txt").write_bytes(read_handed_in(sub_dir / "timestamp.txt", 1000))
+        files["timestamp.txt"] = read_handed_in(sub_dir / "timestamp.txt", 1000)
     except ValueError:
         pass  # no timestamp (or not a plain file): nbgrader grades it as not late
+    return files, reason, notes
+
+
+def autograde(course: Path, student: str, files: dict[str, bytes], template_db: Path, checks_path: Path, slot: int,
+              limits: Limits, work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
+    """nbgrader's autograde and feedback of `files` (from `handed_in_files`) in a private course under
+    `work`, made from `course`'s configuration and source; returns the run's report.
+
+    The private course holds a copy of the gradebook, the files and the course's source (linked);
+    in it the student has an internal id (`internal_id`), never the folder's name. The graded
+    notebook, feedback and gradebook stay in `work` (report["private"]) for the caller to merge.
+    """
+    start = time.monotonic()
+    inner = internal_id(student)
+    private = work / "course"
+    target = private / "submitted" / inner / ASSIGNMENT
+    target.mkdir(parents=True)
+    os.symlink((course / "source").resolve(), private / "source")
+    shutil.copy(template_db, private / "gradebook.db")
+    for name, data in files.items():
+        (target / Path(name).name).write_bytes(data)
     (private / "nbgrader_config.py").write_text(
         PRIVATE_CONFIG.format(main=str((course / "nbgrader_config.py").resolve()), root=str(private)))
     report_path = work / "run.json"
@@ -149,8 +171,17 @@ def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, 
                                                 "slot": slot, "limits": asdict(limits), "report": str(report_path),
                                                 "sandboxed": sandboxed, "threads": threads}))
     status, message = _worker(private, inner, env, limits.wall_timeout + WORKER_MARGIN_S)
-    if status != 0 and not reason:
-        reason = f"nbgrader could not grade it: {message[:200]}"
     run = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    return {"student": student, "internal": inner, "reason": reason or run.get("reason", ""), "notes": notes,
+    reason = run.get("reason", "") if status == 0 else f"nbgrader could not grade it: {message[:200]}"
+    return {"student": student, "internal": inner, "reason": reason, "notes": [],
             "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0}
+
+
+def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
+              work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
+    """Autograde one student's submission of `course` in a private course under `work` (both here)."""
+    start = time.monotonic()
+    graded_ids = json.loads(checks_path.read_text())["graded_ids"]
+    files, reason, notes = handed_in_files(course, student, graded_ids)
+    report = autograde(course, student, files, template_db, checks_path, slot, limits, work, sandboxed, threads)
+    return dict(report, reason=reason or report["reason"], notes=notes, seconds=round(time.monotonic() - start, 1))
