@@ -319,9 +319,18 @@ def bench_quality() -> dict[str, str]:
                                 f"best Kneser-Ney n-gram (n={best}): {per_order[best]:.3f}"}
 
 
+def _tiny_notebook():
+    """The floor's notebook: one graded cell that only imports TensorFlow."""
+    from nbformat.v4 import new_code_cell, new_notebook
+    tiny = new_notebook(cells=[new_code_cell("import tensorflow as tf")])
+    tiny.cells[0].metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True,
+                                          "grade_id": "import_only", "points": 1, "schema_version": 3}
+    tiny.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    return tiny
+
+
 def bench_grading(repeats: int = 3) -> dict[str, str]:
     import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
 
     from deepngrams.config import ROOT
     from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, RELEASE_NB, SOURCE_NB, nbgrader, read, sample_submissions
@@ -346,10 +355,7 @@ def bench_grading(repeats: int = 3) -> dict[str, str]:
             assert done.returncode == 0, done.stderr
             return seconds
 
-    tiny = new_notebook(cells=[new_code_cell("import tensorflow as tf")])
-    tiny.cells[0].metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True,
-                                          "grade_id": "import_only", "points": 1, "schema_version": 3}
-    tiny.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    tiny = _tiny_notebook()
     source, solved = read(SOURCE_NB), sample_submissions(read(RELEASE_NB))["alice_solved"]
     # One autograde's wall time varies widely from run to run (the spread is on the page), so each
     # runs several times, in turn, and the ratio is of the medians.
@@ -369,17 +375,14 @@ def bench_sandbox(submissions: int) -> dict[str, str]:
     """`python -m deepngrams grade`: 2 workers vs 1, and the sandbox vs the same run without it."""
     from deepngrams.grading import batch as grade
     from deepngrams.config import ROOT
-    from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, SOURCE_NB
+    from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, scratch_course
 
     figures: dict[str, str] = {}
     samples = sorted(p for p in (COURSE_DIR / "submitted").iterdir() if (p / ASSIGNMENT).is_dir())
     print(f"grade: {submissions} submissions (the samples, repeated), wall time of `deepngrams grade --force`")
     (ROOT / ".cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
-        course = Path(tmp) / "grader"
-        (course / "source").mkdir(parents=True)
-        shutil.copy(COURSE_DIR / "nbgrader_config.py", course)
-        shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
+        course = scratch_course(Path(tmp))
         for i in range(submissions):
             shutil.copytree(samples[i % len(samples)], course / "submitted" / f"s{i:02d}-{samples[i % len(samples)].name}")
 
@@ -427,14 +430,10 @@ def _tiny_autograde_seconds(repeats: int) -> list[float]:
     """The floor: plain `nbgrader autograde` of a notebook that only imports TensorFlow (stock
     nbgrader steps), timed `repeats` times."""
     import nbformat
-    from nbformat.v4 import new_code_cell, new_notebook
     from deepngrams.config import ROOT
     from deepngrams.course.release import ASSIGNMENT, nbgrader
 
-    tiny = new_notebook(cells=[new_code_cell("import tensorflow as tf")])
-    tiny.cells[0].metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True,
-                                          "grade_id": "import_only", "points": 1, "schema_version": 3}
-    tiny.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    tiny = _tiny_notebook()
     times = []
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
         course = Path(tmp) / "grader"
@@ -458,8 +457,8 @@ def _mkparent(path: Path) -> Path:
 def bench_engine(batch: int = 8, parallel: int = 16) -> dict[str, str]:
     """The grading engine's cost per submission against the floor, and 2 workers against 1."""
     from deepngrams.config import ROOT
-    from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, SOURCE_NB
     from deepngrams.course.course_setup import record_assignment
+    from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, scratch_course
     from deepngrams.grading import batch as grading
 
     print("engine: `deepngrams grade` of solved submissions (local Dask cluster) vs the floor")
@@ -468,10 +467,7 @@ def bench_engine(batch: int = 8, parallel: int = 16) -> dict[str, str]:
 
     def timed(n: int, workers: int) -> tuple[float, list]:
         with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
-            course = Path(tmp) / "grader"
-            (course / "source").mkdir(parents=True)
-            shutil.copy(COURSE_DIR / "nbgrader_config.py", course)
-            shutil.copytree(SOURCE_NB.parent, course / "source" / ASSIGNMENT)
+            course = scratch_course(Path(tmp))
             for i in range(n):
                 shutil.copytree(solved, course / "submitted" / f"s{i:02d}" / ASSIGNMENT)
             record_assignment(course)  # once per course, not per submission
