@@ -193,11 +193,12 @@ def _inside_own_process_tree():
         return False
 '''
 
+# A process's size is limited by its address space (as root) or its data segment (without root).
 ADDRESS_LIMIT = '''
 import resource
 def _address_space_limited():
-    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-    return soft != resource.RLIM_INFINITY and soft <= (32 << 30)
+    softs = [resource.getrlimit(which)[0] for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA)]
+    return any(soft != resource.RLIM_INFINITY and soft <= (32 << 30) for soft in softs)
 '''
 
 INFINITE_LOOP = '''
@@ -446,8 +447,12 @@ ASK_INPUT = 'name = input("What is your name? ")'
 FILESYSTEMS = LEAK + '''
 import json, os
 _seen = {}
-for _path in ("/tmp", "/run", "/dev/shm", "/dev", "/var/tmp", "/home", "/root", os.getcwd()):
+with open("/proc/self/mounts") as _mounts:
+    _mounted = [line.split()[1] for line in _mounts]
+for _path in ["/", "/tmp", "/run", "/dev/shm", "/dev", "/var/tmp", "/home", "/root", os.getcwd(), *_mounted]:
     try:
+        if not os.path.isdir(_path):
+            continue  # a device node bound in /dev (/dev/null): a file, not room for files
         st = os.statvfs(_path)
     except OSError:
         continue

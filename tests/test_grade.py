@@ -56,6 +56,8 @@ def test_report_csv_feedback_and_gradebook(course):
     rows = {r["student"]: r for r in csv.DictReader((path / "report.csv").open())}
     assert rows["alice_solved"]["total"] == "19" and rows["carol_partial"]["total"] == "9"
     assert "rename it" in rows["dora_renamed"]["reason"] and float(rows["alice_solved"]["seconds"]) > 0
+    assert {r["sandbox"] for r in rows.values()} == {sandbox.mode()}  # the mode each one ran in
+    assert all(o.sandbox == sandbox.mode() for o in first.values())
     grades = {r["student_id"]: r for r in csv.DictReader((path / "grades.csv").open())}
     assert grades["alice_solved"]["score"] == "19.0" and grades["bob_untouched"]["score"] == "0.0"
     for student in first:
@@ -73,7 +75,7 @@ def test_report_csv_feedback_and_gradebook(course):
 def test_a_second_run_skips_graded_work_until_a_submission_changes(course):
     path, first = course
     again = {o.student: o for o in batch.grade(path, workers=2, progress=False)}
-    assert all(o.skipped for o in again.values())
+    assert all(o.skipped and o.sandbox == sandbox.mode() for o in again.values())  # the mode is kept
     assert {s: o.scores for s, o in again.items()} == {s: o.scores for s, o in first.items()}
     solved = path / "submitted" / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"
     shutil.copy(solved, path / "submitted" / "bob_untouched" / release.ASSIGNMENT / "deep_ngrams.ipynb")

@@ -8,7 +8,9 @@ writable folder, processes) and is killed at its time limit; the second, of the 
 Each test runs in both modes: as root (a user per sandbox) and as nobody (a user namespace
 per sandbox, through tests/rootless_runner.py).
 """
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import secrets
@@ -18,6 +20,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from deepngrams.grading import sandbox
 
+import hostile
 from rootless_runner import as_nobody
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
@@ -43,7 +46,7 @@ NR = {"x86_64": dict(add_key=248, keyctl=250), "aarch64": dict(add_key=217, keyc
 NAME = b"deepngrams-isolation"
 KEY = 0x5EED0DD5  # SysV IPC key
 RINGS = {"keyring_user": -4, "keyring_user_session": -5, "keyring_session": -3}
-KEYCTL_GET_PERSISTENT, KEYCTL_SEARCH, KEYCTL_READ, KEYCTL_INVALIDATE = 22, 10, 11, 21
+KEYCTL_GET_PERSISTENT, KEYCTL_SEARCH, KEYCTL_READ, KEYCTL_INVALIDATE, KEYCTL_LINK = 22, 10, 11, 21, 8
 FOLDERS = ["/tmp", "/var/tmp", os.environ.get("HOME", "/tmp"), os.getcwd(), "/dev", "/dev/shm", "/dev/mqueue",
            "/run", "/bundle", "/grader"]
 
@@ -51,6 +54,10 @@ def err():
     return "failed: " + os.strerror(ctypes.get_errno())
 
 def rings():
+    # The user id's keyrings, linked into this process's session keyring: their keys are then
+    # this process's own (possessed), to read and to invalidate.
+    for ring in (RINGS["keyring_user"], RINGS["keyring_user_session"]):
+        libc.syscall(NR["keyctl"], KEYCTL_LINK, ctypes.c_long(ring), ctypes.c_long(RINGS["keyring_session"]))
     found = dict(RINGS)
     persistent = libc.syscall(NR["keyctl"], KEYCTL_GET_PERSISTENT, ctypes.c_long(-1), ctypes.c_long(-2))
     found["keyring_persistent"] = persistent if persistent >= 0 else None
@@ -182,6 +189,21 @@ def run_notebook(tmp_path, name, *sources, wall_timeout=60.0):
     return result, ["".join(o.get("text", "") + str(o.get("evalue", "")) for o in c.get("outputs", [])) for c in cells]
 
 
+# The serial number of the session keyring (KEYCTL_GET_KEYRING_ID of KEY_SPEC_SESSION_KEYRING, not
+# created if missing); x86_64 and aarch64 numbers as in sandbox.SYSCALLS.
+KEYCTL_SESSION_ID = (
+    "import ctypes, platform\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "nr = {'x86_64': 250, 'aarch64': 219}[platform.machine()]\n"
+    "print('SESSION', libc.syscall(nr, 0, -3, 0))")
+
+
+def _session_keyring_id() -> int:
+    ns: dict = {}
+    with contextlib.redirect_stdout(out := io.StringIO()):
+        exec(KEYCTL_SESSION_ID, ns)
+    return int(out.getvalue().split()[1])
+
+
 def line_after(prefix, texts):
     """The JSON printed after `prefix` in the outputs, or None."""
     for text in texts:
@@ -259,11 +281,30 @@ def test_two_sandboxes_of_one_worker_cannot_pass_a_bit(tmp_path, mode):
 
 def test_without_the_seccomp_filter_the_keyrings_pass_a_token(tmp_path, monkeypatch):
     """The control: with the keyring system calls allowed, the test above does catch the channel.
+    As root, the keyrings of the sandbox's user id (its user and persistent keyrings) carry the
+    token; each sandbox's session keyring is its own, so that one does not. Without root, every
+    keyring lives in the sandbox's own user namespace, and none carries it.
     (The reader invalidates every key it finds, leaving the user's keyrings clean.)"""
     monkeypatch.setattr(sandbox, "REFUSED", ())
     token, first, found, left = pass_token(tmp_path)
-    assert token in found.get("keyring_user", []) and token in found.get("keyring_persistent", []), found
-    assert set(found) <= {"keyring_user", "keyring_user_session", "keyring_session", "keyring_persistent"}, found
+    if os.geteuid() == 0:
+        assert token in found.get("keyring_user", []) and token in found.get("keyring_persistent", []), found
+        assert set(found) <= {"keyring_user", "keyring_user_session", "keyring_persistent"}, found
+    else:
+        assert found == {}, found
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_sandbox_has_a_session_keyring_of_its_own(tmp_path, mode, monkeypatch):
+    """Not the grader's: a sandbox's session keyring is a new one, so with the keyring calls
+    allowed, what one sandbox adds to it the next does not find (see _own_session_keyring)."""
+    monkeypatch.setattr(sandbox, "REFUSED", ())
+    own = KEYCTL_SESSION_ID
+    first, second = run_in(mode, tmp_path, [([own], 60), ([own], 60)], refused=())
+    ids = [line_after("SESSION ", r["texts"]) for r in (first, second)]
+    grader = _session_keyring_id()
+    assert all(isinstance(i, int) and i > 0 for i in ids), (ids, first["stderr"][-2000:])
+    assert ids[0] != ids[1] and grader not in ids, (ids, grader)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs as nobody from root")
@@ -283,6 +324,20 @@ def test_rootless_keyrings_stay_in_their_sandbox_even_without_the_filter(tmp_pat
     assert all(wrote[ring] == "ok" for ring in rings), wrote
     assert token in found["keyring_session"] and token in found["keyring_persistent"], found
     assert first["wall_timed_out"] and line_after("FOUND ", second["texts"]) == {}, second["texts"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_writable_file_system_is_capped(tmp_path, mode):
+    """Files in a tmpfs count against no process's memory: every folder a sandbox may write to
+    lies on a file system no larger than its memory limit (2 GiB here), and its root and /dev
+    (tmpfs of bubblewrap's, as large as half the machine's memory) are read-only."""
+    [result] = run_in(mode, tmp_path, [([hostile.FILESYSTEMS], 60)])
+    seen = line_after("FILESYSTEMS ", result["texts"])
+    assert seen and {"/", "/tmp", "/run", "/dev/shm", "/dev", "/bundle/work"} <= set(seen), (seen, result["stderr"])
+    too_big = {p: round(v["bytes"] / 2**30, 1) for p, v in seen.items() if v["writable"] and v["bytes"] > 2 * 2**30}
+    assert not too_big, f"writable file systems larger than the memory limit (GiB): {too_big}"
+    assert not seen["/"]["writable"] and not seen["/dev"]["writable"], seen
+    assert all(seen[p]["writable"] for p in ("/tmp", "/run", "/dev/shm", "/bundle/work")), seen
 
 
 # In a fresh single-threaded process: a threaded one (the kernel) may never unshare its user namespace.

@@ -12,6 +12,7 @@ from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody
+from test_sandbox import CHILDREN_OVER_THE_LIMIT, STOPPED_WITHIN_S
 
 pytestmark = pytest.mark.slow
 
@@ -116,20 +117,12 @@ def test_rootless_a_gru_fits_in_one_gib():
     assert result["peak_memory_mib"] < 1024
 
 
-CHILDREN_OVER_THE_LIMIT = """
-import subprocess, sys, time
-hog = "b = b'x' * (450 * 2**20); import time; time.sleep(60)"
-children = [subprocess.Popen([sys.executable, '-c', hog]) for _ in range(4)]
-time.sleep(15)
-print('not stopped', [c.poll() for c in children])
-"""
-
-
 @as_nobody_here
 def test_rootless_processes_together_over_the_memory_limit_stop_the_sandbox():
-    result, out = one(["print('before')", CHILDREN_OVER_THE_LIMIT, "print('after')"], memory_gib=1.25)
+    result, out = one(["print('before')", CHILDREN_OVER_THE_LIMIT, "print('after')"], memory_gib=1.25,
+                      wall_timeout=120, cell_timeout=90)
     assert [(e["event"], e.get("scope")) for e in result["events"]] == [("memory limit", "sandbox")], result
-    assert not result["notebook"] and result["seconds"] < 15
+    assert not result["notebook"] and result["seconds"] < STOPPED_WITHIN_S
 
 
 # Forks sleepers until the kernel refuses, then keeps them: the sandbox's processes stay at its limit.

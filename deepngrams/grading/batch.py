@@ -161,8 +161,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                         outcomes[student] = Outcome(student, reason=f"not graded: {engine.failure(e)}", notes=notes)
                     else:
                         report = dict(report, reason=reason or report["reason"], notes=notes)
-                        outcomes[student] = save_outcome(course, report, version,
-                                                         sandbox_mode() if sandboxed else "none")
+                        outcomes[student] = save_outcome(course, report, version)
                     future.release()
                     bar.set_postfix_str(printable(student[:20]))
                     bar.update()
@@ -234,7 +233,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     done = sum(not o.skipped for o in outcomes)
     print(f"Graded {done}, skipped {len(outcomes) - done} already graded (use --force to grade again), "
           f"in {time.monotonic() - start:.0f} s on {args.scheduler or f'{args.workers} local workers'}.")
-    print(f"Sandbox:         {sandbox_mode()}")
+    # Where the workers ran (a cluster's may differ from here); here, when nothing ran this time.
+    modes = sorted({o.sandbox for o in outcomes if not o.skipped and o.sandbox}) or [sandbox_mode()]
+    print(f"Sandbox:         {', '.join(modes)}")
     print(f"Report:          {course / 'report.csv'}")
     print(f"Grades (CSV):    {course / 'grades.csv'}")
     print(f"Feedback (HTML): {course / 'feedback'}/<student>/{ASSIGNMENT}/")

@@ -193,17 +193,18 @@ def saved_outcome(course: Path, student: str, version: str | None = None) -> Out
     if saved.get("submission") != submission_hash(course, student) or version and saved.get("grader") != version:
         return None
     return Outcome(student, scores_of(course, student), saved.get("reason", ""), saved.get("notes", []),
-                   saved.get("seconds", 0.0), skipped=True)
+                   saved.get("seconds", 0.0), skipped=True, sandbox=saved.get("sandbox", ""))
 
 
-def save_outcome(course: Path, report: dict, version: str, sandbox: str = "none") -> Outcome:
+def save_outcome(course: Path, report: dict, version: str) -> Outcome:
     """Merge one student's report into the course and mark it graded (with the sandbox mode it ran
-    in); a failure here costs this student alone (the gradebook stays as it was, no marker, a
-    reason in the report)."""
-    student = report["student"]
+    in, report["sandbox"]); a failure here costs this student alone (the gradebook stays as it
+    was, no marker, a reason in the report)."""
+    student, sandbox = report["student"], report.get("sandbox", "none")
     try:
         merge(course, report)
-        outcome = Outcome(student, scores_of(course, student), report["reason"], report["notes"], report["seconds"])
+        outcome = Outcome(student, scores_of(course, student), report["reason"], report["notes"], report["seconds"],
+                          sandbox=sandbox)
         write_bytes(_marker(course, student), json.dumps(
             {"submission": submission_hash(course, student), "grader": version, "reason": outcome.reason,
              "notes": outcome.notes, "seconds": outcome.seconds, "sandbox": sandbox}, indent=1).encode())

@@ -76,6 +76,7 @@ class Outcome:
     notes: list = field(default_factory=list)  # what was repaired
     seconds: float = 0.0
     skipped: bool = False
+    sandbox: str = ""  # the sandbox mode it ran in (sandbox.mode(), or "none"); "" when it did not run
 
     @property
     def total(self) -> tuple[float, float]:
@@ -91,15 +92,17 @@ def publish_feedback(folder: Path) -> None:
 
 
 def write_report(course: Path, outcomes: list[Outcome]) -> None:
-    """report.csv: per student, the points of each exercise, the total, the time and the reason."""
+    """report.csv: per student, the points of each exercise, the total, the time, the sandbox mode
+    it ran in and the reason."""
     names = exercise_names()
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["student", *names, "total", "out_of", "seconds", "reason", "notes"])
+    w.writerow(["student", *names, "total", "out_of", "seconds", "sandbox", "reason", "notes"])
     for o in outcomes:
         got, out_of = o.total
         w.writerow([csv_cell(o.student), *[f"{o.scores[n][0]:g}" if n in o.scores else "" for n in names],
-                    f"{got:g}", f"{out_of:g}", f"{o.seconds:.1f}", csv_cell(o.reason), csv_cell("; ".join(o.notes))])
+                    f"{got:g}", f"{out_of:g}", f"{o.seconds:.1f}", o.sandbox, csv_cell(o.reason),
+                    csv_cell("; ".join(o.notes))])
     write_bytes(course / "report.csv", buf.getvalue().encode())
 
 

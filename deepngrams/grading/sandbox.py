@@ -15,11 +15,13 @@ namespace), not its files (the same mounts as in root mode), and it cannot make 
 mounts of its own (--disable-userns and the seccomp filter below).
 
 Nothing survives a sandbox, so two sandboxes of one worker, one after the other, cannot pass
-a bit: files live only in its own in-memory mounts; SysV IPC and POSIX message queues in its
-own IPC namespace; abstract Unix sockets in its own network namespace; every process in its
-own PID namespace, which dies with it (`run` returns only once none of them is left). The kernel's keyrings are kept per user id across sandboxes, so
-a seccomp filter refuses the keyring system calls; it also refuses new user namespaces, the
-way in to mounts and namespaces of the sandbox's own making.
+a bit: files live only in its own in-memory mounts, each capped (the root and /dev, which are
+bubblewrap's own and uncapped, are read-only); SysV IPC and POSIX message queues in its own
+IPC namespace; abstract Unix sockets in its own network namespace; every process in its own
+PID namespace, which dies with it (`run` returns only once none of them is left). The kernel's
+keyrings are kept per user id across sandboxes, so a seccomp filter refuses the keyring system
+calls (and each sandbox starts with a session keyring of its own, not the grader's); the filter
+also refuses new user namespaces, the way in to mounts and namespaces of the sandbox's own making.
 
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
 CPU time, memory (the resident memory of all the sandbox's processes together, watched from
@@ -33,6 +35,7 @@ namespace alone: a fork bomb in one sandbox fills its own count, not its neighbo
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
@@ -262,10 +265,16 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
              "--ro-bind", str(INSIDE / "harness.py"), "/grader/harness.py",
              "--ro-bind", str(INSIDE / "probes.py"), "/grader/deepngrams_probes.py",
              "--perms", "1777", "--size", scratch, "--tmpfs", f"{BUNDLE}/work",
-             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/run",
-             # bubblewrap's /dev/shm would be a tmpfs of half the machine's memory, which files
-             # (not counted by any process's memory) could fill: the same cap as the scratch folders.
+             # Files in a tmpfs count against no process's memory: every writable one is capped
+             # (a bare --tmpfs is half the machine's memory). bubblewrap's /dev is such a tmpfs,
+             # writable by the sandbox's user in its own namespace, so it is made read-only (its
+             # device nodes still open for writing), and its /dev/shm is a capped one.
+             "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+             "--perms", "1777", "--size", scratch, "--tmpfs", "/run",
              "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm",
+             # The root itself is bubblewrap's tmpfs, owned by the sandbox's user in its own
+             # namespace: read-only, once every mount on it is made (the last mount here).
+             "--remount-ro", "/",
              "--chdir", f"{BUNDLE}/work",
              "--setenv", "HOME", "/tmp", "--setenv", "PYTHONPATH", "/grader",
              "--setenv", "DEEPNGRAMS_BUNDLE", BUNDLE, "--setenv", "NBGRADER_EXECUTION", "autograde",
@@ -626,11 +635,26 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
     return result
 
 
+KEYCTL_JOIN_SESSION_KEYRING = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _own_session_keyring() -> None:
+    """Give the sandbox an empty session keyring of its own, in place of the one it would inherit
+    from the grader: with the keyring calls refused by the filter this changes nothing, without
+    it no two sandboxes (and not the grader) share one. Where keyrings are not available (a
+    container's seccomp profile), there is nothing to share."""
+    nr = SYSCALLS.get(platform.machine(), {}).get("keyctl")
+    if nr is not None:
+        _LIBC.syscall(nr, KEYCTL_JOIN_SESSION_KEYRING, None)
+
+
 def _fd3(fd: int, then):
     """Make `fd` the child's descriptor 3 (where the harness writes), then apply the limits."""
     def setup():
         if fd != 3:
             os.dup2(fd, 3)
             os.close(fd)
+        _own_session_keyring()
         then()
     return setup

@@ -17,7 +17,7 @@ from pathlib import Path
 from deepngrams.config import ASSIGNMENT, ROOT, WORKER_MARGIN_S
 from deepngrams.grading.nbgrader_steps import harmless_file
 from deepngrams.grading.preflight import preflight, read_handed_in
-from deepngrams.grading.sandbox import Limits
+from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 
 PRIVATE_CONFIG = '''\
 # A private course for grading one submission (made by deepngrams.grade; removed afterwards).
@@ -174,7 +174,8 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
     run = json.loads(report_path.read_text()) if report_path.is_file() else {}
     reason = run.get("reason", "") if status == 0 else f"nbgrader could not grade it: {message[:200]}"
     return {"student": student, "internal": inner, "reason": reason, "notes": [],
-            "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0}
+            "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0,
+            "sandbox": sandbox_mode() if sandboxed else "none"}
 
 
 def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
