@@ -22,7 +22,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from deepngrams.course import release
-from deepngrams.grading import batch, engine, gradebook, sandbox
+from deepngrams.grading import batch, engine, gradebook, nbgrader_host, sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 
@@ -269,7 +269,7 @@ def grading_child(pid: int) -> psutil.Process | None:
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                if any("worker_main" in part for part in child.cmdline()):
+                if child.name() == nbgrader_host.CHILD_NAME.decode():
                     return child
     return None
 

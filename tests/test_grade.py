@@ -99,3 +99,29 @@ def test_a_failed_merge_leaves_the_gradebook_as_it_was(course, monkeypatch):
         gradebook.merge(path, report)
     assert db.read_bytes() == before
     assert sorted(p.name for p in path.iterdir() if "gradebook" in p.name) == ["gradebook.db"]
+
+
+def test_a_merge_that_fails_half_way_leaves_no_half_of_it(course, monkeypatch):
+    """The gradebook is written in place, in one transaction: a new student added before the
+    submission's write fails is not in it either, nor are its folders."""
+    path, _ = course
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Gradebook, "update_or_create_submission", broken)
+    report = {"student": "erin_new", "reason": "x", "notes": [], "seconds": 0, "private": str(path / "none"),
+              "graded": False}
+    with pytest.raises(OSError):
+        gradebook.merge(path, report)
+    with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as gb:
+        assert "erin_new" not in {s.id for s in gb.students}
+    assert not (path / "autograded" / "erin_new").exists() and not (path / "feedback" / "erin_new").exists()
+    monkeypatch.undo()
+    gradebook.merge(path, report)  # the same result, merged whole once nothing fails
+    with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as gb:
+        assert gb.find_submission(release.ASSIGNMENT, "erin_new").score == 0
+        gb.remove_submission(release.ASSIGNMENT, "erin_new")
+        gb.remove_student("erin_new")
+    for kind in ("autograded", "feedback"):
+        shutil.rmtree(path / kind / "erin_new")

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from deepngrams.atomic import _umask, atomic_path, write_bytes
+from deepngrams.atomic import _umask, write_bytes
 from deepngrams.config import ASSIGNMENT, ROOT
 from deepngrams.grading.preflight import read_handed_in
 from deepngrams.course.release import exercise_names
@@ -102,33 +102,48 @@ def merge(course: Path, report: dict) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def one_transaction(gb):
+    """nbgrader's Gradebook commits after each of its calls; within this block its calls share one
+    SQLite transaction, committed at the end or rolled back whole (by SQLite's journal if the
+    process dies first). The gradebook is written in place, at a cost that does not grow with the
+    course, and never holds half of a result."""
+    session = gb.db
+    session.commit = session.flush  # shadows the session's own commit for nbgrader's calls
+    try:
+        yield
+        del session.commit
+        session.commit()
+    except BaseException:
+        vars(session).pop("commit", None)
+        session.rollback()
+        raise
+
+
 def _merge_gradebook(course: Path, report: dict) -> None:
     from nbgrader.api import Gradebook
     student = report["student"]
     inner = report.get("internal", student)
-    db = course / "gradebook.db"
     private = Path(report["private"])
-    with atomic_path(db) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's own session use
-        _copy_db(db, Path(tmp))
-        with Gradebook(_db(Path(tmp))) as gb:
-            gb.update_or_create_student(student)
-            grades = {}
-            if report["graded"]:
-                with Gradebook(_db(private / "gradebook.db")) as pgb:
-                    psub = pgb.find_submission(ASSIGNMENT, inner)
-                    timestamp = psub.timestamp
-                    for nb in psub.notebooks:
-                        for g in nb.grades:
-                            grades[(nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
-                sub = gb.update_or_create_submission(ASSIGNMENT, student, timestamp=timestamp)
-            else:
-                sub = gb.update_or_create_submission(ASSIGNMENT, student)
-            for nb in sub.notebooks:
+    grades, timestamp = {}, None
+    if report["graded"]:
+        with Gradebook(_db(private / "gradebook.db")) as pgb:
+            psub = pgb.find_submission(ASSIGNMENT, inner)
+            timestamp = psub.timestamp
+            for nb in psub.notebooks:
                 for g in nb.grades:
-                    g.auto_score, g.needs_manual_grade = grades.get((nb.name, g.name), (0.0, False))
-                    g.manual_score = None
-            gb.db.commit()
+                    grades[(nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
+    with warnings.catch_warnings(), Gradebook(_db(course / "gradebook.db")) as gb, one_transaction(gb):
+        warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's own session use
+        gb.update_or_create_student(student)
+        if report["graded"]:
+            sub = gb.update_or_create_submission(ASSIGNMENT, student, timestamp=timestamp)
+        else:
+            sub = gb.update_or_create_submission(ASSIGNMENT, student)
+        for nb in sub.notebooks:
+            for g in nb.grades:
+                g.auto_score, g.needs_manual_grade = grades.get((nb.name, g.name), (0.0, False))
+                g.manual_score = None
 
 
 def scores_of(course: Path, student: str) -> dict:

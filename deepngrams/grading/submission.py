@@ -1,4 +1,5 @@
-"""One submission: nbgrader's autograde and feedback in a private copy of the course, in a child process."""
+"""One submission: nbgrader's autograde and feedback in a private copy of the course, in a fresh child of
+nbgrader's host (grading.nbgrader_host)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, ROOT, WORKER_MARGIN_S
+from deepngrams.grading import nbgrader_host
 from deepngrams.grading.nbgrader_steps import harmless_file
 from deepngrams.grading.preflight import preflight, read_handed_in
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
@@ -27,16 +28,12 @@ c.CourseDirectory.root = {root!r}
 '''
 
 
-def worker_main(argv: list[str]) -> int:
-    """nbgrader's autograde, then its feedback, for one student of a private course (one process).
-
-    Run as a child of the grader: `python -c "...worker_main..." <private course> <student> <grader's pid>`.
-    """
-    if len(argv) > 2:
-        _die_with_parent(int(argv[2]))
+def run_steps(private: Path, student: str) -> int:
+    """nbgrader's autograde, then its feedback, for one student of a private course; 0 when both
+    succeeded, else 1 with the last error line on stderr. Runs in a child of nbgrader's host
+    (grading.nbgrader_host), with the submission's environment."""
     from nbgrader.apps import NbGraderAPI
     from traitlets.config.loader import PyFileConfigLoader
-    private, student = Path(argv[0]), argv[1]
     os.chdir(private)
     warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's session use are not errors
     api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=str(private)).load_config())
@@ -51,51 +48,37 @@ def worker_main(argv: list[str]) -> int:
     return 0
 
 
-def _die_with_parent(parent: int) -> None:
-    """Be killed when the grader thread that started this process ends: a worker killed mid-submission
-    (SIGKILL, the kernel's OOM killer) takes its submission with it instead of leaving it running,
-    unseen, until its timeout. The sandbox dies with this process (bubblewrap's --die-with-parent)."""
-    import ctypes
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the grader ended before the line above
-        os._exit(1)
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
+def _kill_tree(pid: int) -> None:
     """Kill a process, its process group and every process below it (the sandbox runs in a
     session of its own, so the group alone would miss it)."""
     import psutil
     try:
-        below = psutil.Process(proc.pid).children(recursive=True)
+        below = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         below = []
     with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     for p in below:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    proc.wait()
 
 
 def _worker(private: Path, student: str, env: dict, timeout: float | None = None) -> tuple[int | None, str]:
-    """Run `worker_main` in a child process; past `timeout` seconds it is killed with everything
-    it started, and the status is None."""
-    # No IRI checker for jsonschema (see grading/inside/harness.py): nbgrader's notebooks have no IRI.
-    code = ("import sys; sys.modules['rfc3987_syntax'] = None; "
-            "from deepngrams.grading.submission import worker_main; sys.exit(worker_main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(private), student, str(os.getpid())], cwd=private,
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_tree(proc)
+    """Run `run_steps` in a fresh child of this thread's nbgrader host; past `timeout` seconds it
+    is killed with everything it started, and the status is None. A host that fails is replaced
+    once; a second failure is the machinery's (nbgrader_host.HostFailed), never the student's."""
+    stderr = private.parent / "nbgrader-stderr.txt"
+    for attempt in (1, 2):
+        try:
+            status = nbgrader_host.host().run(private, student, env, stderr, timeout, _kill_tree)
+            break
+        except nbgrader_host.HostFailed:
+            if attempt == 2:
+                raise
+    err = stderr.read_text(errors="replace").strip()[-300:] if stderr.is_file() else ""
+    if status is None:
         return None, f"nbgrader's steps ran over {timeout:g} s and were stopped"
-    finally:
-        if proc.poll() is None:
-            _kill_tree(proc)
-    return proc.returncode, err.strip()[-300:]
+    return status, err
 
 
 def internal_id(student: str) -> str:

@@ -1,0 +1,128 @@
+"""nbgrader's host: one process with nbgrader loaded, a fresh forked child for each submission.
+
+The child runs the private course's nbgrader_config.py first (`submission.run_steps`), so each
+test's configuration file is the code under test: it records what the child sees.
+"""
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from deepngrams.grading import nbgrader_host
+
+RECORD = '''\
+import json, os
+import deepngrams.grading.nbgrader_steps as steps
+seen = {"polluted": getattr(steps, "POLLUTED", None), "env": os.environ.get("CHECK_ENV"),
+        "host_env": os.environ.get("ONLY_IN_THE_HOST"), "pid": os.getpid(), "pgid": os.getpgid(0)}
+steps.POLLUTED = os.environ.get("CHECK_ENV")
+open("seen.json", "w").write(json.dumps(seen))
+'''
+
+
+@pytest.fixture
+def host(monkeypatch):
+    monkeypatch.setenv("ONLY_IN_THE_HOST", "yes")
+    h = nbgrader_host.Host()
+    yield h
+    h.close()
+
+
+def private(tmp_path: Path, name: str, config: str) -> Path:
+    folder = tmp_path / name / "course"
+    folder.mkdir(parents=True)
+    (folder / "nbgrader_config.py").write_text(config)
+    return folder
+
+
+def run(host, folder: Path, env: dict, timeout=60, on_timeout=None):
+    env = dict(env, PYTHONPATH=os.environ.get("PYTHONPATH", ""), PATH=os.environ["PATH"])
+    return host.run(folder, "s0", env, folder.parent / "stderr.txt", timeout, on_timeout or (lambda pid: None))
+
+
+def test_each_submission_gets_a_fresh_child_with_its_own_environment(host, tmp_path):
+    firsts = []
+    for name in ("a", "b"):
+        folder = private(tmp_path, name, RECORD)
+        status = run(host, folder, {"CHECK_ENV": name})
+        assert status == 1  # the private course has no assignment: nbgrader fails, after the config ran
+        firsts.append(json.loads((folder / "seen.json").read_text()))
+        assert (folder.parent / "stderr.txt").read_text().strip(), "the child's error reaches its stderr file"
+    a, b = firsts
+    assert a["polluted"] is None and b["polluted"] is None, "the second child saw what the first changed"
+    assert (a["env"], b["env"]) == ("a", "b") and a["host_env"] is None and b["host_env"] is None
+    assert a["pid"] != b["pid"] and a["pgid"] == a["pid"] and b["pgid"] == b["pid"]  # a group each, to kill whole
+    assert host.alive()
+
+
+def test_a_child_killed_by_a_signal_reports_it_and_the_host_goes_on(host, tmp_path):
+    folder = private(tmp_path, "a", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    assert run(host, folder, {}) == -signal.SIGKILL
+    folder = private(tmp_path, "b", RECORD)
+    assert run(host, folder, {"CHECK_ENV": "b"}) == 1 and (folder / "seen.json").is_file()
+
+
+def test_a_child_past_its_time_is_handed_to_the_caller_to_stop(host, tmp_path):
+    folder = private(tmp_path, "a", "import time\ntime.sleep(300)\n")
+    stopped = []
+
+    def stop(pid):
+        stopped.append(pid)
+        os.killpg(pid, signal.SIGKILL)
+
+    start = time.monotonic()
+    assert run(host, folder, {}, timeout=2, on_timeout=stop) is None
+    assert stopped and time.monotonic() - start < 30 and not psutil.pid_exists(stopped[0])
+    assert run(host, private(tmp_path, "b", RECORD), {}) == 1  # the host answers the next one
+
+
+def test_a_host_that_dies_is_a_machinery_failure_and_is_replaced(tmp_path):
+    first = nbgrader_host.host()
+    assert nbgrader_host.host() is first  # one per thread, kept
+    first.proc.kill()
+    first.proc.wait()
+    with pytest.raises(nbgrader_host.HostFailed):
+        run(first, private(tmp_path, "a", RECORD), {})
+    second = nbgrader_host.host()
+    try:
+        assert second is not first and second.alive()
+        assert run(second, private(tmp_path, "b", RECORD), {}) == 1
+    finally:
+        second.close()
+
+
+def test_the_host_and_its_child_end_with_the_thread_that_started_the_host(tmp_path):
+    """A worker that dies mid-submission leaves nothing running: the host dies with its thread,
+    the child with the host."""
+    started, result = threading.Event(), {}
+    folder = private(tmp_path, "a", "import time\nopen('started', 'w').close()\ntime.sleep(300)\n")
+
+    def grade():
+        h = nbgrader_host.Host()
+        result["host"] = h.proc.pid
+        h.proc.stdin.write(json.dumps({"private": str(folder), "student": "s0", "env": dict(os.environ),
+                                       "stderr": str(tmp_path / "err.txt")}).encode() + b"\n")
+        h.proc.stdin.flush()
+        result["child"] = h._read(60)["pid"]
+        started.set()
+        while not (folder / "started").exists():
+            time.sleep(0.1)
+        # the thread ends here, its host and the child still running
+
+    thread = threading.Thread(target=grade)
+    thread.start()
+    thread.join(120)
+    assert started.is_set()
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(result["child"]):
+        assert time.monotonic() < deadline, "the child outlived its host"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(result["host"]) and psutil.Process(result["host"]).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the host outlived the thread that started it"
+        time.sleep(0.1)
