@@ -3,11 +3,12 @@ plain-autograde,exchange-setup,worker-check}."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
 
-from deepngrams.config import COURSE
+from deepngrams.config import COURSE, SAMPLE_TEMPERATURES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ notices off the terminal
 
@@ -18,6 +19,25 @@ DEFAULT_PROMPT = "ROMEO\t"
 def _unescape(prompt: str) -> str:
     """A prompt as typed in a shell: \\t, \\n and \\\\ are a tab, a newline and a backslash."""
     return re.sub(r"\\([tn\\])", lambda m: {"t": "\t", "n": "\n", "\\": "\\"}[m.group(1)], prompt)
+
+
+def _temperature_list(text: str) -> list[float]:
+    """--temperatures as typed: numbers >= 0 separated by commas, each checked so the message can name it."""
+    items = [item.strip() for item in text.split(",")]
+    if items == [""]:
+        raise argparse.ArgumentTypeError("give at least one temperature, e.g. 0.2,0.5,1.0,1.2")
+    temperatures = []
+    for item in items:
+        try:
+            temperature = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a number" if item else
+                                             f"an empty entry in {text!r}: give numbers separated by commas") from None
+        if not math.isfinite(temperature) or temperature < 0:
+            raise argparse.ArgumentTypeError(f"{item} is not a temperature: each must be a finite number >= 0 "
+                                             "(0 is greedy, 1 samples the model)")
+        temperatures.append(temperature)
+    return temperatures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"text to start from (default: {DEFAULT_PROMPT!r}); \\t and \\n stand for a tab and a "
                         "newline. Give it several times to generate for several prompts in one batch")
     p.add_argument("--length", type=int, default=300, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; higher is more random")
+    one_or_several = p.add_mutually_exclusive_group()
+    one_or_several.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; higher is more random")
+    one_or_several.add_argument("--temperatures", nargs="?", type=_temperature_list, const=list(SAMPLE_TEMPERATURES),
+                                metavar="T1,T2,...",
+                                help="print one prompt's text at each of these temperatures, side by side, all with "
+                                     "the same seed (without a list: %s, as training writes after each epoch)"
+                                     % ",".join(map(str, SAMPLE_TEMPERATURES)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=1, help="generate this many texts of the one prompt at once")
     p.add_argument("--model", metavar="DIR", help="a folder laid out as model/ (weights and model card) to use instead of model/")
@@ -130,7 +156,7 @@ def _run(args) -> int:
     if args.command == "generate":
         from deepngrams.lm.generate import generate_cli
         return generate_cli(args.prompts or [DEFAULT_PROMPT], args.length, args.temperature, args.seed, args.batch,
-                            model_dir=Path(args.model) if args.model else None)
+                            model_dir=Path(args.model) if args.model else None, temperatures=args.temperatures)
     if args.command == "export":
         from deepngrams.lm.export import export_cli
         return export_cli(Path(args.out), model_dir=Path(args.model) if args.model else None)

@@ -59,6 +59,14 @@ class HParams:
 
 COURSE = HParams()
 
+# The samples a training run writes after every epoch, one column per temperature: the same prompt
+# and seed each time, so the columns change only with training and, across a table, with the
+# temperature. `generate --temperatures` without a list sweeps the same temperatures.
+SAMPLE_PROMPT = "ROMEO\tHe jests at scars"  # the start of a line of the corpus (Romeo and Juliet, II.2)
+SAMPLE_TEMPERATURES = (0.2, 0.5, 1.0, 1.2)
+SAMPLE_LENGTH = 120  # characters: short, so that an epoch's samples take a moment
+SAMPLE_SEED = 0
+
 
 # Greedy text is only compared where the model's best next character beats the second best by
 # this many nats at every step: elsewhere float noise of a correct model could flip the choice.

@@ -84,6 +84,19 @@ def test_never_emits_unknown_or_padding(model, temperature):
         assert set(text[len(prompt):]) <= set(VOCAB[2:]) and len(text) == len(prompt) + LENGTH
 
 
+def test_models_of_several_sizes_sample_in_one_process(model):
+    """A training run samples its model after tests sampled tiny ones: the shared trace must not fix a size."""
+    before = sample.generate_many(model, VOCAB, PROMPTS, LENGTH, temperature=1.0, seed=6)
+    for embedding_dim, rnn_units in [(8, 48), (24, 64)]:
+        tf.keras.utils.set_random_seed(1)
+        other = solution.GRULM(vocab_size=len(VOCAB), embedding_dim=embedding_dim, rnn_units=rnn_units)
+        other(tf.zeros((1, 1), tf.int64))
+        texts = sample.generate_many(other, VOCAB, PROMPTS, LENGTH, temperature=0.0)
+        assert [text[:len(prompt)] for text, prompt in zip(texts, PROMPTS)] == PROMPTS
+        assert all(set(text[len(prompt):]) <= set(VOCAB[2:]) for text, prompt in zip(texts, PROMPTS))
+    assert sample.generate_many(model, VOCAB, PROMPTS, LENGTH, temperature=1.0, seed=6) == before
+
+
 @pytest.mark.slow
 def test_greedy_matches_the_course_generator_for_every_prompt(model):
     """At temperature 0 each row is the course's GenerativeModel on that prompt alone: the padding changes nothing."""

@@ -1,5 +1,7 @@
 """The fast training step, the training command, checkpoints and resume."""
 import json
+import re
+import textwrap
 from dataclasses import replace
 
 import numpy as np
@@ -9,10 +11,10 @@ import tensorflow as tf
 from deepngrams.lm import fastgru
 from deepngrams.lm import solution
 from deepngrams.lm import train
-from deepngrams.config import COURSE, CORPUS_PATH
+from deepngrams.config import COURSE, CORPUS_PATH, SAMPLE_TEMPERATURES
 from deepngrams.lm.data import training_data
 from deepngrams.lm.run_record import (LAST_WEIGHTS, CheckpointError, checkpoint_arrays, curve_figure, load_average,
-                               sha256_file, update_mean)
+                               output_paths, sha256_file, update_mean)
 from deepngrams.lm.weights import load_pretrained
 
 SMOKE = replace(COURSE, epochs=2, seed=3)
@@ -139,6 +141,69 @@ def test_smoke_run_writes_weights_card_and_curve(tmp_path):
     model, vocab, _ = load_pretrained(out / "grulm.weights.h5", out / "model_card.json")
     assert vocab == card["vocab"] and model.count_params() == card["parameters"]
     assert not list(out.glob("*.tmp*"))
+
+
+def sample_entries(path) -> dict[int, str]:
+    """A samples file's entries by epoch, each the table as printed (the file indents it)."""
+    parts = re.split(r"^## Epoch (\d+)\n", path.read_text(), flags=re.M)
+    numbers = [int(n) for n in parts[1::2]]
+    assert len(set(numbers)) == len(numbers), f"an epoch recorded twice: {numbers}"
+    return {n: textwrap.dedent(text.split("\n\n", 1)[1]).strip("\n") for n, text in zip(numbers, parts[2::2])}
+
+
+@pytest.mark.slow
+def test_a_run_prints_and_keeps_each_epochs_samples_from_the_weights_it_would_ship(tmp_path, capsys):
+    smoke(tmp_path, "out", epochs=2, hp=AVERAGING)  # epoch 2 ships the weight mean
+    entries = sample_entries(tmp_path / "out" / "samples.md")
+    assert list(entries) == [1, 2]
+    out = capsys.readouterr().out
+    for epoch, table in entries.items():
+        heading = table.split("\n")[1]
+        assert [h.strip() for h in heading.split(" | ")] == [f"T={float(t)}" for t in SAMPLE_TEMPERATURES]
+        assert out.index(f"epoch {epoch}: train loss") < out.index(table)  # printed after the epoch's line
+    model, vocab, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
+    assert entries[2] == train.epoch_samples(model, vocab)
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    model.set_weights(checkpoint_arrays(ckpt, "model/"))
+    assert entries[2] != train.epoch_samples(model, vocab)  # the last weights, not the mean, write otherwise
+    assert entries[1] != entries[2]
+    assert not list((tmp_path / "out").glob(".*tmp*"))
+
+
+@pytest.mark.slow
+def test_a_resumed_run_records_each_epochs_samples_once(tmp_path, monkeypatch):
+    smoke(tmp_path, "out", epochs=1)
+    samples = tmp_path / "out" / "samples.md"
+    first = sample_entries(samples)
+
+    def crash(*a, **k):  # the samples of epoch 2 are written, its checkpoint is not
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        smoke(tmp_path, "out", epochs=2)
+    assert list(sample_entries(samples)) == [1, 2]
+    monkeypatch.undo()
+    smoke(tmp_path, "out", epochs=2)  # redoes epoch 2
+    resumed = sample_entries(samples)
+    assert list(resumed) == [1, 2] and resumed[1] == first[1]
+    before = samples.read_bytes()
+    smoke(tmp_path, "out", epochs=2)  # nothing left to train
+    assert samples.read_bytes() == before
+    smoke(tmp_path, "out", epochs=1, fresh=True)  # a fresh start drops the old run's later epochs
+    assert list(sample_entries(samples)) == [1]
+
+
+@pytest.mark.slow
+def test_the_course_run_keeps_its_samples_beside_its_checkpoint(tmp_path, monkeypatch):
+    """The course run writes model/; its samples must not change the bundled folder."""
+    model_dir = tmp_path / "model"
+    monkeypatch.setattr(train, "output_paths", lambda out_dir: tuple(model_dir / p.name for p in output_paths(None)))
+    train.train(replace(SMOKE, epochs=1), checkpoint_dir=tmp_path / "ckpt", max_lines=1500, max_steps=2,
+                progress=False)
+    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    assert list(sample_entries(ckpt.with_suffix(".samples.md"))) == [1]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["grulm.weights.h5", "learning_curve.png", "model_card.json"]
 
 
 def test_the_learning_curve_zooms_in_on_the_second_half_and_marks_where_the_mean_begins():

@@ -16,12 +16,17 @@ longer `length` only extends it. So the first prompt writes what it writes alone
 i writes what `generate(..., prompt_i, batch=i + 1)[i]` writes. `sample_texts` is the whole
 generator as one TensorFlow function, strings in and strings out: `generate` runs it and
 `deepngrams.lm.export` saves it, so the two agree by construction.
+
+`generate_at_temperatures` writes from one prompt at several temperatures with one seed, and
+`temperature_table` lays the texts side by side, so that what the temperature does can be read across.
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
+import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow as tf
@@ -51,9 +56,9 @@ def _gru_step(x_proj: tf.Tensor, h: tf.Tensor, recurrent_kernel: tf.Tensor, recu
 def _next_log_probs(h: tf.Tensor, dense_kernel: tf.Tensor, dense_bias: tf.Tensor) -> tf.Tensor:
     """Log probabilities of the next character, with '[UNK]' and the padding '' made impossible."""
     log_probs = tf.nn.log_softmax(tf.matmul(h, dense_kernel) + dense_bias)
-    # As in solution.GenerativeModel: ids 0 and 1 are '[UNK]' and ''.
-    mask = tf.constant([-math.inf, -math.inf] + [0.0] * (log_probs.shape[-1] - 2))
-    return log_probs + mask
+    # As in solution.GenerativeModel: ids 0 and 1 are '[UNK]' and ''. The vocabulary's size is read
+    # at run time: once models of several sizes have been sampled, the trace no longer knows it.
+    return tf.where(tf.range(tf.shape(log_probs)[-1]) < 2, -math.inf, log_probs)
 
 
 def _gumbel_max(log_probs: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -87,7 +92,7 @@ def _sample_ids(embedding, kernel, recurrent_kernel, bias, dense_kernel, dense_b
     table = tf.matmul(embedding, kernel) + bias[0]
     longest = tf.reduce_max(prompt_lengths)
     starts = longest - prompt_lengths  # the step at which each row's prompt starts
-    h = tf.zeros((tf.shape(prompt_ids)[0], recurrent_kernel.shape[0]))
+    h = tf.zeros((tf.shape(prompt_ids)[0], tf.shape(recurrent_kernel)[0]))  # shapes of any model (see _next_log_probs)
     # All but the last prompt character build the state; rows whose prompt has not started keep theirs.
     for t in tf.range(longest - 1):
         column = t - starts
@@ -191,6 +196,86 @@ def _check_model(model, vocab: list[str]) -> None:
         raise ValueError("the vocabulary has no characters besides '[UNK]' and ''")
 
 
+# ------------------------------------------------------------------ samples side by side
+
+TABLE_WIDTH = 100  # characters: the table fits a terminal 100 columns wide
+COLUMN_GAP = " | "
+MIN_COLUMN_WIDTH = 10  # the longest escape, \U000e0001, fits in a column: many temperatures widen the table instead
+
+
+def _char_width(ch: str) -> int:
+    """Columns a terminal gives a character: 0 for a combining mark, 2 for a wide (East Asian) one, else 1."""
+    if unicodedata.category(ch) in ("Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def _width(text: str) -> int:
+    return sum(_char_width(ch) for ch in text)
+
+
+def _cells(line: str) -> list[str]:
+    """A line's characters as shown: a tab or another character that moves the cursor or is invisible
+    becomes its escape (\\t, \\x1b, \\u202e), which is never split across rows; the rest as written."""
+    return [ch if ch == " " or ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in line]
+
+
+def _wrap_line(cells: list[str], width: int) -> list[str]:
+    """Rows of at most `width` columns, each broken after its last space so that words move whole to the next row.
+
+    Every cell is kept, spaces included (a space never starts a row unless a word filled the row
+    before it): a word longer than a row is cut where the row ends.
+    """
+    rows, row = [], []
+    for cell in cells:
+        if _width("".join(row + [cell])) > width:
+            spaces = [i for i, c in enumerate(row) if c == " "]
+            cut = spaces[-1] + 1 if spaces else len(row)
+            rows.append("".join(row[:cut]))
+            row = row[cut:]
+            if _width("".join(row + [cell])) > width:  # a wide character or an escape after a word nearly a row long
+                rows.append("".join(row))
+                row = []
+        row.append(cell)
+    return rows + ["".join(row)]
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """A text's rows in a column `width` wide: each newline of the text starts a row."""
+    return [row for line in text.split("\n") for row in _wrap_line(_cells(line), width)]
+
+
+def _join_columns(columns: list[list[str]], width: int) -> list[str]:
+    """Lines made of the columns' rows side by side, each row padded to `width` (a shorter column leaves blanks)."""
+    depth = max(len(rows) for rows in columns)
+    padded = [[row + " " * (width - _width(row)) for row in rows + [""] * (depth - len(rows))] for rows in columns]
+    return [COLUMN_GAP.join(parts).rstrip(" ") for parts in zip(*padded)]
+
+
+def side_by_side(texts: Sequence[str], headings: Sequence[str], width: int = TABLE_WIDTH) -> str:
+    """The texts as columns of plain text under their headings, `width` characters wide in all.
+
+    Samples of one prompt compare best read across, line by line. Any character passes as
+    written except tabs and other control or invisible characters, shown as escapes, so no
+    text can shift the columns; a wide character counts two columns.
+    """
+    if not texts or len(texts) != len(headings):
+        raise ValueError(f"give one heading a text and at least one text; got {len(texts)} texts and "
+                         f"{len(headings)} headings")
+    column = max(MIN_COLUMN_WIDTH, (width - len(COLUMN_GAP) * (len(texts) - 1)) // len(texts))
+    head = _join_columns([_wrap(heading, column) for heading in headings], column)
+    rule = "-+-".join("-" * column for _ in texts)
+    return "\n".join(head + [rule] + _join_columns([_wrap(text, column) for text in texts], column))
+
+
+def temperature_table(prompt: str, temperatures: Sequence[float], texts: Sequence[str], seed: int,
+                      width: int = TABLE_WIDTH) -> str:
+    """What followed `prompt` at each temperature, side by side under T=..., the prompt and seed above once."""
+    written = [text[len(prompt):] if text.startswith(prompt) else text for text in texts]
+    return (f"prompt {prompt!r}, seed {seed}:\n"
+            + side_by_side(written, [f"T={float(t)}" for t in temperatures], width))
+
+
 # ------------------------------------------------------------------ public API
 
 def _run(model, vocab: list[str], prompts: list[str], length: int, temperature: float, seed: int) -> list[str]:
@@ -225,6 +310,21 @@ def generate_many(model, vocab: list[str], prompts: list[str], length: int, temp
     _check_model(model, vocab)
     check_vocabulary(prompts, vocab)
     return _run(model, vocab, list(prompts), length, temperature, seed)
+
+
+def generate_at_temperatures(model, vocab: list[str], prompt: str, length: int, temperatures: Sequence[float],
+                             seed: int = 0) -> list[str]:
+    """`prompt` followed by `length` characters at each temperature: `generate`'s text at that temperature and seed.
+
+    One seed draws the same random numbers at every temperature, so the texts differ by the
+    temperature alone and can be read side by side (`temperature_table`).
+    """
+    if not temperatures:
+        raise ValueError("give at least one temperature")
+    for temperature in temperatures:
+        _check_args([prompt], length, temperature)
+    _check_model(model, vocab)
+    return [_run(model, vocab, [prompt], length, temperature, seed)[0] for temperature in temperatures]
 
 
 def _straightforward_model(model, vocab: list[str], temperature: float) -> solution.GenerativeModel:
@@ -266,15 +366,30 @@ def load_model(model_dir: Path | None = None) -> tuple:
     return load_pretrained() if model_dir is None else load_model_dir(model_dir)
 
 
+def _check_sweep(prompts: list[str], batch: int, temperatures: Sequence[float]) -> None:
+    """Refuse a temperature sweep the command line cannot lay out: one prompt, one sample a temperature."""
+    if not temperatures:
+        raise ValueError("--temperatures needs at least one temperature, e.g. 0.2,0.5,1.0,1.2")
+    if len(prompts) > 1:
+        raise ValueError(f"--temperatures samples one prompt at several temperatures; give one --prompt, "
+                         f"not {len(prompts)}")
+    if batch > 1:
+        raise ValueError("--temperatures writes one sample at each temperature; leave out --batch")
+
+
 def generate_cli(prompts: str | list[str], length: int, temperature: float, seed: int, batch: int = 1,
-                 model_dir: Path | None = None) -> int:
+                 model_dir: Path | None = None, temperatures: Sequence[float] | None = None) -> int:
     """`python -m deepngrams generate`: print texts from the pretrained model; 2 on bad arguments.
 
     One prompt gives `batch` samples of it; several prompts give one text each, in one batch.
+    With `temperatures` (which then replace `temperature`), one prompt's text at each, side by side.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     try:
-        _check_args(prompts, length, temperature, batch)
+        for t in [temperature] if temperatures is None else temperatures:
+            _check_args(prompts, length, t, batch)
+        if temperatures is not None:
+            _check_sweep(prompts, batch, temperatures)
         if len(prompts) > 1 and batch > 1:
             raise ValueError("--batch gives several samples of one prompt; with several --prompt, give a prompt "
                              "more than once to get more samples of it")
@@ -287,6 +402,10 @@ def generate_cli(prompts: str | list[str], length: int, temperature: float, seed
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if temperatures is not None:
+        texts = generate_at_temperatures(model, vocab, prompts[0], length, temperatures, seed=seed)
+        print(temperature_table(prompts[0], temperatures, texts, seed))
+        return 0
     if len(prompts) == 1:
         texts, heading = generate(model, vocab, prompts[0], length, temperature=temperature, seed=seed,
                                   batch=batch), "sample"

@@ -9,11 +9,12 @@ import datetime as dt
 import hashlib
 import json
 import platform
+import re
 from pathlib import Path
 
 import numpy as np
 
-from deepngrams.atomic import atomic_path
+from deepngrams.atomic import atomic_path, write_bytes
 from deepngrams.config import CARD_PATH, CORPUS_PATH, CURVE_PATH, ROOT, WEIGHTS_PATH, HParams
 
 
@@ -35,6 +36,28 @@ def output_paths(out_dir: Path | None) -> tuple[Path, Path, Path]:
     """Where a run writes its weights, model card and curve: model/, unless told otherwise."""
     paths = (WEIGHTS_PATH, CARD_PATH, CURVE_PATH)
     return paths if out_dir is None else tuple(Path(out_dir) / p.name for p in paths)
+
+
+def samples_path(out_dir: Path | None, checkpoint: Path) -> Path:
+    """Where a run keeps the samples it writes after each epoch: in its folder, or, for a run that
+    writes model/ (whose files are the bundle's), beside its checkpoint."""
+    return Path(out_dir) / "samples.md" if out_dir is not None else checkpoint.with_suffix(".samples.md")
+
+
+EPOCH_HEADING = re.compile(r"^## Epoch (\d+)\n", re.M)  # the trainer indents the samples: none can look like one
+
+
+def record_samples(path: Path, preamble: str, epoch: int, body: str) -> None:
+    """Write `epoch`'s samples after those of the epochs before it, atomically.
+
+    Entries of this epoch and later ones are dropped: they were written by an attempt that a
+    resumed or restarted run is redoing, so no epoch is in the file twice. A file whose
+    preamble is not `preamble` (another run, another prompt) is started afresh.
+    """
+    parts = EPOCH_HEADING.split(path.read_text(encoding="utf-8") if path.exists() else "")
+    entries = zip(parts[1::2], parts[2::2]) if parts[0] == preamble else []
+    kept = "".join(f"## Epoch {n}\n{text}" for n, text in entries if int(n) < epoch)
+    write_bytes(path, (preamble + kept + f"## Epoch {epoch}\n{body}").encode("utf-8"))
 
 
 def run_id(hp: HParams, *extra) -> str:

@@ -1,4 +1,4 @@
-"""Train the course GRULM and write the pretrained weights, the model card and the curve.
+"""Train the course GRULM and write the pretrained weights, the model card, the curve and samples.
 
     python -m deepngrams train            # the full course run (resumes if interrupted)
     python -m deepngrams train --smoke    # a few steps on a slice, for tests
@@ -6,13 +6,15 @@
 Every epoch ends with a checkpoint (weights, Adam state, weight average, history) written atomically, so
 an interrupted run loses at most the epoch in progress and `train` picks up where it
 stopped. The data order of each epoch is seeded from (seed, epoch), so a resumed run
-sees the same batches as an uninterrupted one.
+sees the same batches as an uninterrupted one. After each epoch the model writes from one prompt
+at several temperatures, printed side by side and kept in the run's samples file (samples_path).
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
 import os
+import textwrap
 import time
 from pathlib import Path
 
@@ -23,10 +25,13 @@ from tqdm import tqdm
 from deepngrams.lm import fastgru
 from deepngrams.lm import solution
 from deepngrams.atomic import atomic_path
-from deepngrams.config import CHECKPOINT_DIR, COURSE, HParams
+from deepngrams.config import (CHECKPOINT_DIR, COURSE, SAMPLE_LENGTH, SAMPLE_PROMPT, SAMPLE_SEED, SAMPLE_TEMPERATURES,
+                               HParams)
 from deepngrams.lm.data import encode, stream_batches, training_data
+from deepngrams.lm.generate import check_vocabulary, generate_at_temperatures, temperature_table
 from deepngrams.lm.run_record import (LAST_WEIGHTS, as_float32, averaging_note, cpu_name, end_epoch, model_card, output_paths,
-                     plot_curve, resume_checkpoint, run_id, save_checkpoint, update_mean, write_card)
+                     plot_curve, record_samples, resume_checkpoint, run_id, samples_path, save_checkpoint,
+                     update_mean, write_card)
 from deepngrams.lm.weights import build_model
 
 
@@ -46,6 +51,23 @@ def evaluate_log_perplexity(model, lines: list[str], vocab: list[str], forward=N
     return solution.log_perplexity((forward or compiled_forward(model))(inputs), targets)
 
 
+def epoch_samples(model, vocab: list[str]) -> str:
+    """The table of what the model writes now from the sample prompt at each sample temperature.
+
+    Read after every epoch, the tables show what training changes; across one, what the temperature does.
+    """
+    texts = generate_at_temperatures(model, vocab, SAMPLE_PROMPT, SAMPLE_LENGTH, SAMPLE_TEMPERATURES, SAMPLE_SEED)
+    return temperature_table(SAMPLE_PROMPT, SAMPLE_TEMPERATURES, texts, SAMPLE_SEED)
+
+
+def samples_preamble(run: str) -> str:
+    """The samples file's opening: what its tables show, and which run wrote them (see record_samples)."""
+    return (f"# Samples while training\n\nRun {run}: after each epoch, {SAMPLE_LENGTH} characters after the prompt "
+            f"{SAMPLE_PROMPT!r} at temperatures {', '.join(map(str, SAMPLE_TEMPERATURES))} (seed {SAMPLE_SEED}), "
+            "written with the weights the run would ship then (the weight mean once it has begun). Read a table "
+            "across for the temperature, and down the file for the training.\n\n")
+
+
 @contextlib.contextmanager
 def weights_set_to(model, weights: list[np.ndarray] | None):
     """Within the block the model holds `weights` (None: its own); its own are back afterwards."""
@@ -63,13 +85,14 @@ def weights_set_to(model, weights: list[np.ndarray] | None):
 def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: Path = CHECKPOINT_DIR,
           max_lines: int | None = None, max_steps: int | None = None, fresh: bool = False,
           precision: str = "bfloat16", progress: bool = True) -> dict:
-    """Train, checkpointing every epoch; write weights, model card and learning curve.
+    """Train, checkpointing and writing samples every epoch; write weights, model card and learning curve.
 
     `max_lines` / `max_steps` make the smoke run: a slice of the corpus, a few steps an epoch.
     Returns the model card.
     """
     weights_path, card_path, curve_path = output_paths(out_dir)
     vocab, train_lines, eval_lines = training_data(max_lines)
+    check_vocabulary([SAMPLE_PROMPT], vocab)  # now, rather than after the first epoch
 
     tf.keras.utils.set_random_seed(hp.seed)
     model = build_model(len(vocab), hp)
@@ -82,6 +105,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     eval_forward = compiled_forward(model)  # one compilation for every epoch's evaluation
 
     ckpt = checkpoint_dir / f"{run_id(hp, max_lines, max_steps, precision)}.npz"
+    samples_file = samples_path(out_dir, ckpt)
     state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0, "averaged_steps": 0}, None
     if ckpt.exists() and not fresh:
         state, average = resume_checkpoint(ckpt, model, optimizer, hp)
@@ -112,11 +136,16 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                 evaluate_log_perplexity(model, eval_lines, vocab, eval_forward), 5)
         with weights_set_to(model, as_float32(average)):
             log_ppx = evaluate_log_perplexity(model, eval_lines, vocab, eval_forward)
+            samples = epoch_samples(model, vocab)
         record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
         end_epoch(state, record)
+        # Before the checkpoint: an epoch that must be redone after a crash between the two replaces its entry.
+        record_samples(samples_file, samples_preamble(ckpt.stem), epoch,
+                       f"\neval log-perplexity {log_ppx:.4f}\n\n{textwrap.indent(samples, '    ')}\n\n")
         save_checkpoint(ckpt, model, optimizer, state, average)
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f}, eval log-perplexity "
               f"{log_ppx:.4f} (perplexity {np.exp(log_ppx):.2f}), {seconds:.0f} s", flush=True)
+        print(samples, flush=True)
 
     (out_dir or weights_path.parent).mkdir(parents=True, exist_ok=True)
     # Export from an uncompiled twin: the shipped file holds the model's weights only, no Adam state.
@@ -139,5 +168,6 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     write_card(card, card_path)
     if state["history"]:
         plot_curve(state["history"], curve_path)
-    print(f"Wrote {weights_path}, {card_path} and {curve_path}.")
+    print(f"Wrote {weights_path}, {card_path} and {curve_path}."
+          + (f" The samples of each epoch are in {samples_file}." if samples_file.exists() else ""))
     return card
