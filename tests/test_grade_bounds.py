@@ -73,7 +73,7 @@ time.sleep(300)
 
 @pytest.mark.slow
 def test_the_worker_time_limit_kills_a_stuck_nbgrader_step_and_what_it_started(tmp_path):
-    (tmp_path / "nbgrader_config.py").write_text(STUCK_CONFIG)  # worker_main loads it: it hangs
+    (tmp_path / "nbgrader_config.py").write_text(STUCK_CONFIG)  # run_steps loads it: it hangs
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     start = time.monotonic()
     status, message = submission._worker(tmp_path, "s0", env, timeout=30)  # nbgrader's import alone takes seconds

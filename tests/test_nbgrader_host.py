@@ -1,6 +1,6 @@
 """nbgrader's host: one process with nbgrader loaded, a fresh forked child for each submission.
 
-The child runs the private course's nbgrader_config.py first (`submission.run_steps`), so each
+The child runs the private course's nbgrader_config.py first (`nbgrader_host.run_steps`), so each
 test's configuration file is the code under test: it records what the child sees.
 """
 import json

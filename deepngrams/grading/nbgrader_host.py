@@ -78,7 +78,6 @@ def _child(request: dict) -> None:
             os.dup2(target, fd)
         os.environ.clear()
         os.environ.update(request["env"])
-        from deepngrams.grading.submission import run_steps
         code = run_steps(Path(request["private"]), request["student"])
     except BaseException as e:  # noqa: BLE001 - reported as the child's failure, never the host's
         with contextlib.suppress(Exception):
@@ -89,6 +88,28 @@ def _child(request: dict) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 1)
+
+
+def run_steps(private: Path, student: str) -> int:
+    """nbgrader's autograde, then its feedback, for one student of a private course; 0 when both
+    succeeded, else 1 with the last error line on stderr. Runs in a forked child of the host, with
+    the submission's environment."""
+    import warnings
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config.loader import PyFileConfigLoader
+    from deepngrams.config import ASSIGNMENT
+    os.chdir(private)
+    warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's session use are not errors
+    api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=str(private)).load_config())
+    for step in (lambda: api.autograde(ASSIGNMENT, student, force=True, create=True),
+                 lambda: api.generate_feedback(ASSIGNMENT, student, force=True)):
+        result = step()
+        if not result["success"]:
+            text = result.get("error") or result.get("log") or ""
+            lines = [x.strip() for x in text.splitlines() if "Error" in x or "Exception" in x] or text.splitlines()
+            print(lines[-1][-300:] if lines else "failed", file=sys.stderr)
+            return 1
+    return 0
 
 
 def serve(parent: int) -> None:

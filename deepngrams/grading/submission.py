@@ -10,7 +10,6 @@ import shutil
 import signal
 import sys
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,26 +25,6 @@ c = get_config()  # noqa: F821
 load_subconfig({main!r})  # noqa: F821 - the course's own configuration
 c.CourseDirectory.root = {root!r}
 '''
-
-
-def run_steps(private: Path, student: str) -> int:
-    """nbgrader's autograde, then its feedback, for one student of a private course; 0 when both
-    succeeded, else 1 with the last error line on stderr. Runs in a child of nbgrader's host
-    (grading.nbgrader_host), with the submission's environment."""
-    from nbgrader.apps import NbGraderAPI
-    from traitlets.config.loader import PyFileConfigLoader
-    os.chdir(private)
-    warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's session use are not errors
-    api = NbGraderAPI(config=PyFileConfigLoader("nbgrader_config.py", path=str(private)).load_config())
-    for step in (lambda: api.autograde(ASSIGNMENT, student, force=True, create=True),
-                 lambda: api.generate_feedback(ASSIGNMENT, student, force=True)):
-        result = step()
-        if not result["success"]:
-            text = result.get("error") or result.get("log") or ""
-            lines = [x.strip() for x in text.splitlines() if "Error" in x or "Exception" in x] or text.splitlines()
-            print(lines[-1][-300:] if lines else "failed", file=sys.stderr)
-            return 1
-    return 0
 
 
 def _kill_tree(pid: int) -> None:
@@ -64,7 +43,7 @@ def _kill_tree(pid: int) -> None:
 
 
 def _worker(private: Path, student: str, env: dict, timeout: float | None = None) -> tuple[int | None, str]:
-    """Run `run_steps` in a fresh child of this thread's nbgrader host; past `timeout` seconds it
+    """Run `nbgrader_host.run_steps` in a fresh child of this thread's nbgrader host; past `timeout` seconds it
     is killed with everything it started, and the status is None. A host that fails is replaced
     once; a second failure is the machinery's (nbgrader_host.HostFailed), never the student's."""
     stderr = private.parent / "nbgrader-stderr.txt"
