@@ -40,9 +40,9 @@ def private(tmp_path: Path, name: str, config: str) -> Path:
     return folder
 
 
-def run(host, folder: Path, env: dict, timeout=60, on_timeout=None):
+def run(host, folder: Path, env: dict, timeout=60):
     env = dict(env, PYTHONPATH=os.environ.get("PYTHONPATH", ""), PATH=os.environ["PATH"])
-    return host.run(folder, "s0", env, folder.parent / "stderr.txt", timeout, on_timeout or (lambda pid: None))
+    return host.run(folder, "s0", env, folder.parent / "stderr.txt", timeout)
 
 
 def test_each_submission_gets_a_fresh_child_with_its_own_environment(host, tmp_path):
@@ -67,18 +67,40 @@ def test_a_child_killed_by_a_signal_reports_it_and_the_host_goes_on(host, tmp_pa
     assert run(host, folder, {"CHECK_ENV": "b"}) == 1 and (folder / "seen.json").is_file()
 
 
-def test_a_child_past_its_time_is_handed_to_the_caller_to_stop(host, tmp_path):
-    folder = private(tmp_path, "a", "import time\ntime.sleep(300)\n")
-    stopped = []
+STUCK = """\
+import os, subprocess, time
+sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)  # as the sandbox is: a session of its own
+open("pids", "w").write(f"{os.getpid()} {sleeper.pid}")
+time.sleep(300)
+"""
 
-    def stop(pid):
-        stopped.append(pid)
-        os.killpg(pid, signal.SIGKILL)
 
+def test_a_child_past_its_time_is_stopped_by_the_host_with_everything_it_started(host, tmp_path):
+    folder = private(tmp_path, "a", STUCK)
     start = time.monotonic()
-    assert run(host, folder, {}, timeout=2, on_timeout=stop) is None
-    assert stopped and time.monotonic() - start < 30 and not psutil.pid_exists(stopped[0])
+    assert run(host, folder, {}, timeout=5) is None
+    assert time.monotonic() - start < 60
+    pids = [int(x) for x in (folder / "pids").read_text().split()]
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+        assert time.monotonic() < deadline, "the child or what it started outlived its time limit"
+        time.sleep(0.1)
     assert run(host, private(tmp_path, "b", RECORD), {}) == 1  # the host answers the next one
+
+
+def test_quick_children_are_answered_in_step(host, tmp_path):
+    """A child that ends at once puts its pid and its status on the channel together: each
+    answer still goes to its own request."""
+    for code in [0, 5, 1, 7, 0, 2, 9, 3] * 3:
+        folder = private(tmp_path, f"quick{time.monotonic_ns()}", f"import os\nos._exit({code})\n")
+        assert run(host, folder, {}) == code
+
+
+def test_a_request_out_of_step_ends_the_host(host):
+    host._send({"not": "a request"})
+    with pytest.raises(nbgrader_host.HostFailed):
+        host._expect("pid", 30, "did not start a child")
+    assert not host.alive()
 
 
 def test_a_host_that_dies_is_a_machinery_failure_and_is_replaced(tmp_path):
@@ -105,10 +127,9 @@ def test_the_host_and_its_child_end_with_the_thread_that_started_the_host(tmp_pa
     def grade():
         h = nbgrader_host.Host()
         result["host"] = h.proc.pid
-        h.proc.stdin.write(json.dumps({"private": str(folder), "student": "s0", "env": dict(os.environ),
-                                       "stderr": str(tmp_path / "err.txt")}).encode() + b"\n")
-        h.proc.stdin.flush()
-        result["child"] = h._read(60)["pid"]
+        h._send({"private": str(folder), "student": "s0", "env": dict(os.environ),
+                 "stderr": str(tmp_path / "err.txt")})
+        result["child"] = h._expect("pid", 60, "did not start a child")
         started.set()
         while not (folder / "started").exists():
             time.sleep(0.1)

@@ -67,7 +67,7 @@ def _stage(course: Path, report: dict, kind: str) -> Path:
 
 def merge(course: Path, report: dict) -> None:
     """Write one student's result into the course: graded notebook and feedback folders, then the
-    gradebook (a new file renamed over the old). If any step fails, the course is left as it was.
+    gradebook (one transaction). If any step fails, the course is left as it was.
 
     The private course knows the student by the internal id; here the real id is used, for the
     gradebook and for the folders in autograded/ and feedback/ (temporary folders beside them
@@ -122,28 +122,31 @@ def one_transaction(gb):
 
 def _merge_gradebook(course: Path, report: dict) -> None:
     from nbgrader.api import Gradebook
-    student = report["student"]
-    inner = report.get("internal", student)
-    private = Path(report["private"])
     grades, timestamp = {}, None
-    if report["graded"]:
-        with Gradebook(_db(private / "gradebook.db")) as pgb:
-            psub = pgb.find_submission(ASSIGNMENT, inner)
-            timestamp = psub.timestamp
-            for nb in psub.notebooks:
-                for g in nb.grades:
-                    grades[(nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
-    with warnings.catch_warnings(), Gradebook(_db(course / "gradebook.db")) as gb, one_transaction(gb):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's own session use
-        gb.update_or_create_student(student)
         if report["graded"]:
-            sub = gb.update_or_create_submission(ASSIGNMENT, student, timestamp=timestamp)
-        else:
-            sub = gb.update_or_create_submission(ASSIGNMENT, student)
-        for nb in sub.notebooks:
-            for g in nb.grades:
-                g.auto_score, g.needs_manual_grade = grades.get((nb.name, g.name), (0.0, False))
-                g.manual_score = None
+            with Gradebook(_db(Path(report["private"]) / "gradebook.db")) as private:
+                psub = private.find_submission(ASSIGNMENT, report.get("internal", report["student"]))
+                timestamp = psub.timestamp
+                for nb in psub.notebooks:
+                    for g in nb.grades:
+                        grades[(nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
+        with Gradebook(_db(course / "gradebook.db")) as gb, one_transaction(gb):
+            _write_result(gb, report["student"], report["graded"], grades, timestamp)
+
+
+def _write_result(gb, student: str, graded: bool, grades: dict, timestamp) -> None:
+    """One student's submission and grades, through nbgrader's own calls."""
+    gb.update_or_create_student(student)
+    if graded:
+        sub = gb.update_or_create_submission(ASSIGNMENT, student, timestamp=timestamp)
+    else:
+        sub = gb.update_or_create_submission(ASSIGNMENT, student)
+    for nb in sub.notebooks:
+        for g in nb.grades:
+            g.auto_score, g.needs_manual_grade = grades.get((nb.name, g.name), (0.0, False))
+            g.manual_score = None
 
 
 def scores_of(course: Path, student: str) -> dict:
@@ -225,7 +228,7 @@ def save_outcome(course: Path, report: dict, version: str) -> Outcome:
              "notes": outcome.notes, "seconds": outcome.seconds, "sandbox": sandbox}, indent=1).encode())
     except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
         outcome = Outcome(student, {}, f"not graded: the result could not be saved ({type(e).__name__}: {e})",
-                          report["notes"], report["seconds"])
+                          report["notes"], report["seconds"], sandbox=sandbox)
         with contextlib.suppress(OSError):
             _marker(course, student).unlink()
     finally:

@@ -11,8 +11,14 @@ The host is a plain single-threaded process started with subprocess (forking a t
 would not be safe), speaking one JSON line each way over its stdin and stdout:
 
     -> {"private": DIR, "student": ID, "env": {...}, "stderr": FILE}
-    <- {"pid": PID}                  the child started (the caller may kill its tree on timeout)
+    <- {"pid": PID}                  the child started
+    -> {"stop": true}                (only past the caller's time limit) kill the child's tree
     <- {"status": CODE}              it ended: its exit code, or -N for signal N
+
+The host kills the child itself: until it reaps the child, the pid cannot name another process.
+Both sides read the channel with os.read and a line buffer of their own, so that a wait on the
+descriptor never misses a line already read into a buffer. Anything unexpected on the channel
+ends the host: the next submission gets a new one, never an answer meant for another.
 
 The host dies with the thread that started it, and each child with the host (PR_SET_PDEATHSIG):
 a worker killed mid-submission leaves nothing running.
@@ -112,25 +118,98 @@ def run_steps(private: Path, student: str) -> int:
     return 0
 
 
+class Channel:
+    """Lines of JSON read from a descriptor, waiting at most a given time for each."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer = fd, b""
+        self.poll = select.poll()
+        self.poll.register(fd, select.POLLIN)
+
+    def read(self, timeout: float | None) -> dict | None:
+        """The next line's object; None past `timeout` seconds; EOFError once the other side closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.poll.poll(None if wait is None else wait * 1000):
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process, its process group and every process below it (the sandbox runs in a
+    session of its own, so the group alone would miss it)."""
+    import psutil
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        below = []
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    for p in below:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+def _wait_child(pid: int, requests: Channel) -> int:
+    """The child's exit code, once it ends by itself or is stopped on the caller's request."""
+    pidfd = os.pidfd_open(pid)
+    watch = select.poll()
+    watch.register(pidfd, select.POLLIN)
+    watch.register(requests.fd, select.POLLIN)
+    try:
+        while True:
+            if b"\n" in requests.buffer:
+                if requests.read(0) != {"stop": True}:
+                    os._exit(3)  # the channel is out of step
+                kill_tree(pid)
+                break
+            ready = {fd for fd, _ in watch.poll()}
+            if pidfd in ready:
+                break
+            if requests.fd in ready:
+                chunk = os.read(requests.fd, 65536)
+                if not chunk:
+                    raise EOFError
+                requests.buffer += chunk
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def serve(parent: int) -> None:
     """The host's loop: one request at a time, each answered with the child's pid, then its status."""
     _die_with_parent(parent, HOST_NAME)
-    channel_in, channel_out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb", buffering=0)
+    requests, answers = Channel(0), os.fdopen(os.dup(1), "wb", buffering=0)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 1)  # nothing else may write on the channel
     _preload()
-    channel_out.write(b'{"ready": true}\n')
-    for line in channel_in:
-        request = json.loads(line)
+    answers.write(b'{"ready": true}\n')
+    while True:
+        try:
+            request = requests.read(None)
+        except EOFError:
+            return
+        if set(request) != {"private", "student", "env", "stderr"}:
+            os._exit(3)
         request["host"] = os.getpid()
         pid = os.fork()
         if pid == 0:
-            channel_out.close()
+            answers.close()
             _child(request)
-        channel_out.write(json.dumps({"pid": pid}).encode() + b"\n")
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        channel_out.write(json.dumps({"status": code}).encode() + b"\n")
+        answers.write(json.dumps({"pid": pid}).encode() + b"\n")
+        try:
+            code = _wait_child(pid, requests)
+        except EOFError:
+            kill_tree(pid)
+            return
+        answers.write(json.dumps({"status": code}).encode() + b"\n")
 
 
 class Host:
@@ -141,46 +220,52 @@ class Host:
         env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(os.getpid())], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                                     start_new_session=True)
-        if self._read(120.0) != {"ready": True}:
-            self.close()
-            raise HostFailed("nbgrader's host process did not start")
+                                     start_new_session=True, bufsize=0)
+        self.answers = Channel(self.proc.stdout.fileno())
+        self._expect("ready", 120.0, "did not start")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def _read(self, timeout: float | None) -> dict | None:
-        """The host's next answer; None past `timeout` seconds. HostFailed if it ended."""
-        fd = self.proc.stdout.fileno()
-        if timeout is not None and not select.select([fd], [], [], max(0.0, timeout))[0]:
-            return None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise HostFailed(f"nbgrader's host process ended (status {self.proc.poll()})")
-        return json.loads(line)
-
-    def run(self, private: Path, student: str, env: dict, stderr: Path, timeout: float | None,
-            on_timeout) -> int | None:
-        """nbgrader's steps for one submission in a fresh child; its exit code, or None when it ran
-        past `timeout` seconds and `on_timeout(pid)` was called to stop it."""
-        request = {"private": str(private), "student": student, "env": env, "stderr": str(stderr)}
+    def _expect(self, key: str, timeout: float | None, what: str):
+        """The value of `key` in the host's next answer. Anything else (nothing in time, another
+        answer, the host gone) ends the host and raises HostFailed."""
         try:
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
-            self.proc.stdin.flush()
+            answer = self.answers.read(timeout)
+        except (EOFError, ValueError):
+            answer = None
+        if not isinstance(answer, dict) or key not in answer:
+            self.close()
+            raise HostFailed(f"nbgrader's host process {what} (status {self.proc.poll()})")
+        return answer[key]
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(message).encode() + b"\n")
         except OSError as e:
+            self.close()
             raise HostFailed(f"nbgrader's host process is gone ({e})") from None
-        started = self._read(60.0)
-        if started is None:
-            raise HostFailed("nbgrader's host process did not start a child")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        done = self._read(None if deadline is None else deadline - time.monotonic())
-        if done is None:
-            on_timeout(started["pid"])
-            self._read(60.0)  # its status, once stopped
-            return None
-        return done["status"]
+
+    def run(self, private: Path, student: str, env: dict, stderr: Path, timeout: float | None) -> int | None:
+        """nbgrader's steps for one submission in a fresh child; its exit code, or None when it ran
+        past `timeout` seconds and was stopped, with everything it started."""
+        self._send({"private": str(private), "student": student, "env": env, "stderr": str(stderr)})
+        self._expect("pid", 60.0, "did not start a child")
+        try:
+            answer = self.answers.read(timeout)
+        except (EOFError, ValueError):
+            answer = None
+        if answer is not None:
+            if not isinstance(answer, dict) or "status" not in answer:
+                self.close()
+                raise HostFailed(f"nbgrader's host process ended or answered out of step (status {self.proc.poll()})")
+            return answer["status"]
+        self._send({"stop": True})
+        self._expect("status", 60.0, "did not stop a child past its time")
+        return None
 
     def close(self) -> None:
+        """End the host (and, through it, any child still running)."""
         with contextlib.suppress(OSError):
             self.proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -188,11 +273,15 @@ class Host:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()
 
 
 def host() -> Host:
     """This thread's host, started (again) when it has none or its host has ended."""
     current = getattr(_local, "host", None)
     if current is None or not current.alive():
+        if current is not None:
+            current.close()
         _local.host = current = Host()
     return current

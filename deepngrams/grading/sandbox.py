@@ -636,7 +636,7 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
 
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)
+_SYSCALL = ctypes.CDLL(None, use_errno=True).syscall  # looked up here, not in the forked child
 
 
 def _own_session_keyring() -> None:
@@ -646,7 +646,7 @@ def _own_session_keyring() -> None:
     container's seccomp profile), there is nothing to share."""
     nr = SYSCALLS.get(platform.machine(), {}).get("keyctl")
     if nr is not None:
-        _LIBC.syscall(nr, KEYCTL_JOIN_SESSION_KEYRING, None)
+        _SYSCALL(nr, KEYCTL_JOIN_SESSION_KEYRING, None)
 
 
 def _fd3(fd: int, then):

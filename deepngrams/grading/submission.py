@@ -2,12 +2,10 @@
 nbgrader's host (grading.nbgrader_host)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import asdict
@@ -27,21 +25,6 @@ c.CourseDirectory.root = {root!r}
 '''
 
 
-def _kill_tree(pid: int) -> None:
-    """Kill a process, its process group and every process below it (the sandbox runs in a
-    session of its own, so the group alone would miss it)."""
-    import psutil
-    try:
-        below = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        below = []
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
-    for p in below:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-
-
 def _worker(private: Path, student: str, env: dict, timeout: float | None = None) -> tuple[int | None, str]:
     """Run `nbgrader_host.run_steps` in a fresh child of this thread's nbgrader host; past `timeout` seconds it
     is killed with everything it started, and the status is None. A host that fails is replaced
@@ -49,7 +32,7 @@ def _worker(private: Path, student: str, env: dict, timeout: float | None = None
     stderr = private.parent / "nbgrader-stderr.txt"
     for attempt in (1, 2):
         try:
-            status = nbgrader_host.host().run(private, student, env, stderr, timeout, _kill_tree)
+            status = nbgrader_host.host().run(private, student, env, stderr, timeout)
             break
         except nbgrader_host.HostFailed:
             if attempt == 2:
