@@ -84,19 +84,25 @@ def test_a_second_run_skips_graded_work_until_a_submission_changes(course):
     assert all(third[s].skipped for s in ("alice_solved", "carol_partial", "dora_renamed"))
 
 
-def test_a_failed_merge_leaves_the_gradebook_as_it_was(course, monkeypatch):
-    path, _ = course
-    db = path / "gradebook.db"
-    before = db.read_bytes()
-
+def merge_failing_at_the_submission(path, student: str, monkeypatch) -> dict:
+    """Merge an ungraded result for `student` with nbgrader's submission write failing (the disk
+    is full); the merge must raise. Returns the report."""
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(Gradebook, "update_or_create_submission", broken)
-    report = {"student": "alice_solved", "reason": "x", "notes": [], "seconds": 0, "private": str(path / "none"),
+    report = {"student": student, "reason": "x", "notes": [], "seconds": 0, "private": str(path / "none"),
               "graded": False}
     with pytest.raises(OSError):
         gradebook.merge(path, report)
+    return report
+
+
+def test_a_failed_merge_leaves_the_gradebook_as_it_was(course, monkeypatch):
+    path, _ = course
+    db = path / "gradebook.db"
+    before = db.read_bytes()
+    merge_failing_at_the_submission(path, "alice_solved", monkeypatch)
     assert db.read_bytes() == before
     assert sorted(p.name for p in path.iterdir() if "gradebook" in p.name) == ["gradebook.db"]
 
@@ -105,15 +111,7 @@ def test_a_merge_that_fails_half_way_leaves_no_half_of_it(course, monkeypatch):
     """The gradebook is written in place, in one transaction: a new student added before the
     submission's write fails is not in it either, nor are its folders."""
     path, _ = course
-
-    def broken(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(Gradebook, "update_or_create_submission", broken)
-    report = {"student": "erin_new", "reason": "x", "notes": [], "seconds": 0, "private": str(path / "none"),
-              "graded": False}
-    with pytest.raises(OSError):
-        gradebook.merge(path, report)
+    report = merge_failing_at_the_submission(path, "erin_new", monkeypatch)
     with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as gb:
         assert "erin_new" not in {s.id for s in gb.students}
     assert not (path / "autograded" / "erin_new").exists() and not (path / "feedback" / "erin_new").exists()
