@@ -85,6 +85,7 @@ class Limits:
     # with a MemoryError the notebook survives; TensorFlow reserves ~2 GiB it never touches).
     memory_gib: float = 6.0
     processes: int = 512  # processes and threads of the sandbox (its user; without root, its user namespace)
+    open_files: int = 1024  # descriptors each of its processes may hold (pipes and sockets included)
     output_mib: float = 64.0  # what the notebook may send back, outputs included
     file_mib: float = 512.0  # largest file it may write
     scratch_mib: float = 256.0  # size of its working folder and of its /tmp (both in memory)

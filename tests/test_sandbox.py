@@ -189,6 +189,80 @@ def test_processes_together_over_the_memory_limit_stop_the_sandbox(tmp_path):
                                                "1.25 GiB and the sandbox was stopped; the cells after that did not run")
 
 
+# Memory that no process's resident size shows: memory files written (never mapped) and SysV
+# shared memory filled a slice at a time (each segment detached again). Each line says how much
+# the notebook held that way, or the error that stopped it; then how many sockets it could open.
+HIDDEN_MEMORY = r"""
+import ctypes, errno, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+CHUNK = 64 * 2**20
+def memfd(mib):
+    held, fds = 0, []
+    try:
+        while held < mib:
+            fd = os.memfd_create('hidden')
+            fds.append(fd)
+            for _ in range(4):  # 256 MiB a file, under the file size limit
+                os.write(fd, b'x' * CHUNK)
+                held += CHUNK // 2**20
+        return f'{held} MiB'
+    except OSError as e:
+        return f'{type(e).__name__} {errno.errorcode.get(e.errno)} after {held} MiB'
+def sysv_shm(mib):
+    held = 0
+    while held < mib:
+        shm = libc.shmget(0, 128 * 2**20, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+        if shm < 0:
+            return f'shmget {errno.errorcode.get(ctypes.get_errno())} after {held} MiB'
+        at = libc.shmat(shm, None, 0)
+        ctypes.memset(at, 1, 128 * 2**20)
+        libc.shmdt(ctypes.c_void_p(at))
+        held += 128
+    return f'{held} MiB'
+def queue():
+    return 'msgget ' + ('ok' if libc.msgget(0, 0o1600) >= 0 else errno.errorcode.get(ctypes.get_errno()))
+def sockets():
+    pairs = []
+    try:
+        while len(pairs) < 5000:
+            pairs.append(socket.socketpair())
+        return f'{len(pairs)} pairs'
+    except OSError as e:
+        return f'{errno.errorcode.get(e.errno)} after {len(pairs)} pairs'
+print("memfd", memfd(1536)); print("shm", sysv_shm(1536)); print(queue()); print('sockets', sockets())
+"""
+HIDDEN_MEMORY_LIMITS = dict(wall_timeout=90, memory_gib=1.0)
+
+
+def hidden_memory_lines(text: str) -> dict:
+    return dict(line.split(" ", 1) for line in text.strip().splitlines())
+
+
+@pytest.mark.slow
+def test_memory_that_no_process_shows_is_refused(tmp_path):
+    """Memory files and SysV shared memory are refused (the watchdog could not see them), and a
+    process may hold a thousand descriptors (pipes and sockets hold memory too), not a million."""
+    result, out = run_cells(tmp_path, HIDDEN_MEMORY, limits=sandbox.Limits(**HIDDEN_MEMORY_LIMITS))
+    assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
+    found = hidden_memory_lines(out[0])
+    assert found["memfd"] == "PermissionError EPERM after 0 MiB", found
+    assert found["shm"] == "shmget EPERM after 0 MiB" and found["msgget"] == "EPERM", found
+    assert found["sockets"].startswith("EMFILE after ") and int(found["sockets"].split()[2]) < 520, found
+
+
+@pytest.mark.slow
+def test_without_the_filter_memory_files_and_shared_memory_hide_from_the_watchdog(tmp_path, monkeypatch):
+    """The control: with those calls allowed, a notebook held 3 GiB past a 1 GiB limit unseen."""
+    monkeypatch.setattr(sandbox, "REFUSED", ("add_key", "request_key", "keyctl"))
+    result, out = run_cells(tmp_path, HIDDEN_MEMORY, limits=sandbox.Limits(**HIDDEN_MEMORY_LIMITS))
+    assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
+    found = hidden_memory_lines(out[0])
+    assert found["memfd"] == found["shm"] == "1536 MiB" and found["msgget"] == "ok", found
+    assert result.peak_memory_mib < 1024, result.peak_memory_mib
+
+
 @pytest.mark.slow
 def test_a_small_notebook_is_not_stopped_and_its_peak_memory_is_recorded(tmp_path):
     result, out = run_cells(tmp_path, "b = b'x' * (100 * 2**20); print(len(b))", limits=sandbox.Limits(

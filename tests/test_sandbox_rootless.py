@@ -12,7 +12,8 @@ from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody
-from test_sandbox import CHILDREN_OVER_THE_LIMIT, STOPPED_WITHIN_S
+from test_sandbox import (CHILDREN_OVER_THE_LIMIT, HIDDEN_MEMORY, HIDDEN_MEMORY_LIMITS, STOPPED_WITHIN_S,
+                          hidden_memory_lines)
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +152,15 @@ def test_rootless_fork_bomb_stops_only_its_own_sandbox():
     assert "emporarily unavailable" in bomb["texts"][0] and bomb["texts"][1].strip() == "after"
     assert not small["events"] and small["texts"][1:] == ["20\n", "45\n"], (small["events"], small["texts"])
     assert bomb["seconds"] < 60 and small["seconds"] < 60
+
+
+@as_nobody_here
+def test_rootless_mode_refuses_memory_that_no_process_shows():
+    """As in root mode (tests/test_sandbox.py, with its control): memory files and SysV shared
+    memory are refused, and the descriptors of a process are capped."""
+    result, out = one([HIDDEN_MEMORY], **HIDDEN_MEMORY_LIMITS)
+    assert result["notebook"] and not result["events"], (result["events"], result["stderr"][-2000:])
+    found = hidden_memory_lines(out[0])
+    assert found["memfd"] == "PermissionError EPERM after 0 MiB", found
+    assert found["shm"] == "shmget EPERM after 0 MiB" and found["msgget"] == "EPERM", found
+    assert found["sockets"].startswith("EMFILE after ") and int(found["sockets"].split()[2]) < 520, found

@@ -21,7 +21,8 @@ IPC namespace; abstract Unix sockets in its own network namespace; every process
 PID namespace, which dies with it (`run` returns only once none of them is left). The kernel's
 keyrings are kept per user id across sandboxes, so a seccomp filter refuses the keyring system
 calls (and each sandbox starts with a session keyring of its own, not the grader's); the filter
-also refuses new user namespaces, the way in to mounts and namespaces of the sandbox's own making.
+also refuses new user namespaces, the way in to mounts and namespaces of the sandbox's own making,
+and memory that no process's size shows (memory files, SysV shared memory and message queues).
 
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
 CPU time, memory (the resident memory of all the sandbox's processes together, watched from
@@ -159,11 +160,17 @@ def _thread_env(threads: int) -> dict:
 # ----------------------------------------------------------------------------------------
 # Keyrings outlive the sandbox (the user keyring of its user id, the persistent keyring, the
 # session keyring it inherits) and the next sandbox of the worker runs as the same user id.
-REFUSED = ("add_key", "request_key", "keyctl")
+# Memory files (memfd) and SysV shared memory and message queues hold memory that no process's
+# resident size shows while nothing maps it: the watchdog would not see it, and a notebook could
+# fill the machine. Nothing a notebook needs uses them (POSIX shared memory lives in the capped
+# /dev/shm).
+REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "shmget", "msgget")
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {
-    "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "clone": 56, "unshare": 272, "clone3": 435},
-    "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220, "unshare": 97, "clone3": 435},
+    "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319, "memfd_secret": 447,
+               "shmget": 29, "msgget": 68, "clone": 56, "unshare": 272, "clone3": 435},
+    "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279, "memfd_secret": 447,
+                "shmget": 194, "msgget": 186, "clone": 220, "unshare": 97, "clone3": 435},
 }
 X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same audit arch, other numbers
 CLONE_NEWUSER = 0x10000000
@@ -313,6 +320,9 @@ def _limit(limits: Limits, rootless: bool = False):
             resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
         size = int(limits.file_mib * 2**20)
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        # Each open pipe or socket holds kernel memory the watchdog cannot see: a few per process.
+        files = min(limits.open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # never above the grader's own
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.umask(0o022)
     return apply
