@@ -263,6 +263,41 @@ def test_without_the_filter_memory_files_and_shared_memory_hide_from_the_watchdo
     assert result.peak_memory_mib < 1024, result.peak_memory_mib
 
 
+# Files in the sandbox's in-memory folders: 180 MiB of data in each of the four (720 MiB) and
+# 300,000 empty files (about 290 MiB the kernel keeps for them, which no tmpfs size caps).
+IN_MEMORY_FILES = """
+import os, time
+for d in ('/tmp', '/run', '/dev/shm', '.'):
+    with open(os.path.join(d, 'data'), 'wb') as f:
+        for _ in range(180):
+            f.write(b'x' * 2**20)
+    os.mkdir(os.path.join(d, 'many'))
+    for i in range(75_000):
+        os.close(os.open(os.path.join(d, 'many', str(i)), os.O_CREAT | os.O_WRONLY))
+time.sleep(3)
+print('not stopped')
+"""
+IN_MEMORY_FILES_LIMITS = dict(wall_timeout=120, memory_gib=1.0)
+
+
+@pytest.mark.slow
+def test_files_in_memory_count_against_the_memory_limit(tmp_path):
+    """The in-memory folders' files, their data and each file itself, are the sandbox's memory."""
+    result, out = run_cells(tmp_path, IN_MEMORY_FILES, limits=sandbox.Limits(**IN_MEMORY_FILES_LIMITS), cell_timeout=100)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
+        (result.events, result.peak_memory_mib, result.stderr[-2000:])
+    assert result.notebook is None
+
+
+@pytest.mark.slow
+def test_without_counting_each_file_many_empty_files_pass_the_limit(tmp_path, monkeypatch):
+    """The control: counting the files' data alone, the same notebook runs to its end."""
+    monkeypatch.setattr(sandbox, "INODE_BYTES", 0)
+    result, out = run_cells(tmp_path, IN_MEMORY_FILES, limits=sandbox.Limits(**IN_MEMORY_FILES_LIMITS), cell_timeout=100)
+    assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
+    assert "not stopped" in out[0] and 720 < result.peak_memory_mib < 1024, result.peak_memory_mib
+
+
 @pytest.mark.slow
 def test_a_small_notebook_is_not_stopped_and_its_peak_memory_is_recorded(tmp_path):
     result, out = run_cells(tmp_path, "b = b'x' * (100 * 2**20); print(len(b))", limits=sandbox.Limits(

@@ -12,8 +12,8 @@ from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody
-from test_sandbox import (CHILDREN_OVER_THE_LIMIT, HIDDEN_MEMORY, HIDDEN_MEMORY_LIMITS, STOPPED_WITHIN_S,
-                          hidden_memory_lines)
+from test_sandbox import (CHILDREN_OVER_THE_LIMIT, HIDDEN_MEMORY, HIDDEN_MEMORY_LIMITS, IN_MEMORY_FILES,
+                          IN_MEMORY_FILES_LIMITS, STOPPED_WITHIN_S, hidden_memory_lines)
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +164,11 @@ def test_rootless_mode_refuses_memory_that_no_process_shows():
     assert found["memfd"] == "PermissionError EPERM after 0 MiB", found
     assert found["shm"] == "shmget EPERM after 0 MiB" and found["msgget"] == "EPERM", found
     assert found["sockets"].startswith("EMFILE after ") and int(found["sockets"].split()[2]) < 520, found
+
+
+@as_nobody_here
+def test_rootless_mode_counts_files_in_memory_against_the_memory_limit():
+    """As in root mode: the watchdog reads the sandbox's in-memory folders from outside."""
+    result, out = one([IN_MEMORY_FILES], **IN_MEMORY_FILES_LIMITS, cell_timeout=100)
+    assert [(e["event"], e.get("scope")) for e in result["events"]] == [("memory limit", "sandbox")], \
+        (result["events"], result["peak_memory_mib"], result["stderr"][-2000:])

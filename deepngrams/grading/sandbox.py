@@ -25,9 +25,10 @@ also refuses new user namespaces, the way in to mounts and namespaces of the san
 and memory that no process's size shows (memory files, SysV shared memory and message queues).
 
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
-CPU time, memory (the resident memory of all the sandbox's processes together, watched from
-outside, and the size of each process: its address space as root, its data segment without
-root), processes, file size. Each hit becomes a reason.
+CPU time, memory (the resident memory of all the sandbox's processes and the files of its
+in-memory folders together, watched from outside, and the size of each process: its address
+space as root, its data segment without root), processes, open files, file size. Each hit
+becomes a reason.
 
 The process limit (RLIMIT_NPROC) counts the processes of a user id. As root that is the
 sandbox's own user. Without root every sandbox runs as the grader's user, so the limit is set
@@ -407,6 +408,34 @@ def _descendants_by_scan(root: int) -> tuple[list[int], int]:
     return tree, sum(rss.get(pid, 0) for pid in tree)
 
 
+# The sandbox's writable in-memory folders (tmpfs): their files count against its memory.
+SCRATCH_MOUNTS = ("/tmp", f"{BUNDLE}/work", "/run", "/dev/shm")
+# What the kernel keeps for each file or folder in a tmpfs (inode and directory entry), which
+# the tmpfs's size does not cap: millions of empty files would fill the machine.
+INODE_BYTES = 1024
+
+
+def _scratch_usage(pids: list[int], scratch_bytes: int) -> int | None:
+    """Bytes held by the files in the sandbox's in-memory folders (their data, and INODE_BYTES
+    for each file), read through /proc/PID/root of a process inside it; None if none is readable.
+
+    A folder counts only if it is the sandbox's own, of the scratch size: a process still
+    outside (bubblewrap before it changes its root) would show the grader's folders."""
+    size = -(-scratch_bytes // PAGE) * PAGE
+    for pid in pids:
+        total = 0
+        try:
+            for mount in SCRATCH_MOUNTS:
+                st = os.statvfs(f"/proc/{pid}/root{mount}")
+                if st.f_blocks * st.f_frsize != size:
+                    raise FileNotFoundError(mount)
+                total += (st.f_blocks - st.f_bfree) * st.f_frsize + (st.f_files - st.f_ffree) * INODE_BYTES
+        except OSError:
+            continue  # it ended, or it is not inside yet
+        return total
+    return None
+
+
 def _proportional(pids: list[int]) -> int:
     """The memory of `pids` together, in bytes, each page shared among them counted once.
 
@@ -564,8 +593,10 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
     # The memory limit holds for the sandbox as a whole: several processes, each under its
     # address-space limit, could together take far more. Cgroups would count it exactly but
     # are not delegated to the grader, so a watchdog samples the processes' resident memory
-    # (summed; over the limit, recounted with each shared page once) and stops the sandbox.
+    # (summed; over the limit, recounted with each shared page once) and the files of its
+    # in-memory folders (_scratch_usage), and stops the sandbox.
     memory_cap = limits.memory_gib * 2**30
+    scratch_bytes = int(limits.scratch_mib * 2**20)
     stopped_at: list[int] = []  # the total (bytes) that stopped the sandbox
     namespace: list[str] = []  # the sandbox's PID namespace, once seen
     own = _pid_namespace(os.getpid())
@@ -582,8 +613,10 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
                     tree, total = _descendants(proc.pid)
                     if sandboxed and not namespace:
                         namespace.extend(ns for pid in tree[1:2] if (ns := _pid_namespace(pid)) not in (None, own))
-                    if total > memory_cap:  # maybe counting shared pages more than once: count them exactly
+                    files = (_scratch_usage(tree[:0:-1], scratch_bytes) or 0) if sandboxed else 0
+                    if total + files > memory_cap:  # maybe counting shared pages more than once: count them exactly
                         total = _proportional(tree)
+                    total += files
                 except Exception:  # noqa: BLE001 - a failed sample must not end the run; the next one counts
                     continue
                 if done.is_set():
