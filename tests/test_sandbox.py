@@ -283,7 +283,8 @@ IN_MEMORY_FILES_LIMITS = dict(wall_timeout=120, memory_gib=1.0)
 @pytest.mark.slow
 def test_files_in_memory_count_against_the_memory_limit(tmp_path):
     """The in-memory folders' files, their data and each file itself, are the sandbox's memory."""
-    result, out = run_cells(tmp_path, IN_MEMORY_FILES, limits=sandbox.Limits(**IN_MEMORY_FILES_LIMITS), cell_timeout=100)
+    result, out = run_cells(tmp_path, IN_MEMORY_FILES, limits=sandbox.Limits(**IN_MEMORY_FILES_LIMITS),
+                            cell_timeout=100)
     assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
         (result.events, result.peak_memory_mib, result.stderr[-2000:])
     assert result.notebook is None
@@ -293,7 +294,8 @@ def test_files_in_memory_count_against_the_memory_limit(tmp_path):
 def test_without_counting_each_file_many_empty_files_pass_the_limit(tmp_path, monkeypatch):
     """The control: counting the files' data alone, the same notebook runs to its end."""
     monkeypatch.setattr(sandbox, "INODE_BYTES", 0)
-    result, out = run_cells(tmp_path, IN_MEMORY_FILES, limits=sandbox.Limits(**IN_MEMORY_FILES_LIMITS), cell_timeout=100)
+    result, out = run_cells(tmp_path, IN_MEMORY_FILES, limits=sandbox.Limits(**IN_MEMORY_FILES_LIMITS),
+                            cell_timeout=100)
     assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
     assert "not stopped" in out[0] and 720 < result.peak_memory_mib < 1024, result.peak_memory_mib
 

@@ -61,7 +61,8 @@ from deepngrams.config import ROOT, Limits
 INSIDE = Path(__file__).resolve().parent / "inside"  # what runs in the sandbox: imports nothing of the package
 # What the notebook may read, at /bundle: the corpus, the weights and the model card; and, as
 # w1_unittest.py, a stand-in without the tests' models and reference values (inside/w1_unittest_standin.py).
-STUDENT_FILES = ("data/shakespeare_data.txt", "model/grulm.weights.h5", "model/model_card.json")
+STUDENT_FILES = ("data/shakespeare_data.txt", "data/ngram_baseline.json", "model/grulm.weights.h5",
+                 "model/model_card.json")
 GRADED_UNITTEST = INSIDE / "w1_unittest_standin.py"
 BUNDLE = "/bundle"  # where the sandbox sees the bundle's student files
 FIRST_UID = 61000  # sandbox users: FIRST_UID + worker slot

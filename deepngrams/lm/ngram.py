@@ -34,6 +34,7 @@ order model exactly (`best_baseline` relies on that).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -351,3 +352,40 @@ def best_baseline(
     scores = {k: float(-np.log(p).mean()) for k, p in probs.items()}
     best = min(orders, key=lambda k: (scores[k], k))
     return best, scores
+
+
+BASELINE_ORDERS = range(1, 10)
+
+
+def course_baseline(orders: Iterable[int] = BASELINE_ORDERS) -> dict:
+    """The baseline the notebook plots against the GRU: the held-out log perplexity of the
+    interpolated Kneser-Ney model of each order, trained and scored on the course's split."""
+    from deepngrams.lm.data import training_data
+    _, train_lines, eval_lines = training_data()
+    best, scores = best_baseline("\n".join(train_lines), "\n".join(eval_lines), orders)
+    return {"about": "Held-out log perplexity (nats per character) of interpolated Kneser-Ney character "
+                     "n-gram models fitted to the training lines, scored on the last 1000 lines read as one "
+                     "text, as the GRU is. Written by python -m deepngrams ngram-baseline (make weights).",
+            "best_order": best, "log_perplexity": {str(k): round(v, 4) for k, v in scores.items()}}
+
+
+def baseline_main(check: bool = False) -> int:
+    """Write data/ngram_baseline.json, or (`check`) say whether the committed one is current."""
+    import json
+
+    from deepngrams.atomic import atomic_path
+    from deepngrams.config import NGRAM_BASELINE_PATH
+    baseline = course_baseline()
+    text = json.dumps(baseline, indent=1) + "\n"
+    if check:
+        current = NGRAM_BASELINE_PATH.read_text() if NGRAM_BASELINE_PATH.is_file() else None
+        if current != text:
+            print(f"{NGRAM_BASELINE_PATH} is stale or missing: run python -m deepngrams ngram-baseline")
+            return 1
+        print(f"{NGRAM_BASELINE_PATH} is current")
+        return 0
+    with atomic_path(NGRAM_BASELINE_PATH) as tmp:
+        Path(tmp).write_text(text)
+    print(f"Wrote {NGRAM_BASELINE_PATH}: best order {baseline['best_order']}, "
+          f"log perplexity {baseline['log_perplexity'][str(baseline['best_order'])]}")
+    return 0
