@@ -33,13 +33,80 @@ def eval_text(lines: list[str]) -> str:
     return "\n".join(split_lines(lines)[1])
 
 
-def training_data(max_lines: int | None = None) -> tuple[list[str], list[str], list[str]]:
-    """(vocabulary, training lines, eval lines); `max_lines` keeps a slice, for smoke runs."""
-    lines = load_lines()
-    train_lines, eval_lines = split_lines(lines)
+def training_data(max_lines: int | None = None,
+                  corpus: Path | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(vocabulary, training lines, eval lines); `max_lines` keeps a slice, for smoke runs.
+
+    Without `corpus`, the course's; with it, that text read the course's way (see `read_corpus`).
+    """
+    if corpus is None:
+        lines = load_lines()
+        train_lines, eval_lines = split_lines(lines)
+    else:
+        lines = read_corpus(corpus)
+        train_lines, eval_lines = split_lines(lines, held_out_lines(len(lines)))
     if max_lines:
         train_lines, eval_lines = train_lines[:max_lines], eval_lines[: max(10, max_lines // 100)]
     return build_vocab(lines), train_lines, eval_lines
+
+
+class CorpusError(ValueError):
+    """A text given to train on cannot be used as it is."""
+
+
+def held_out_lines(count: int) -> int:
+    """How many last lines of a text of `count` lines are held out: the course's 1000, but never more
+    than a tenth of the text (at least one line)."""
+    return max(1, min(EVAL_LINES, count // 10))
+
+
+def read_corpus(path: Path) -> list[str]:
+    """The lines of a UTF-8 text to train on, stripped, empty lines skipped (as the course reads its corpus).
+
+    Refuses what cannot be trained on, saying where and what to do: a missing file, bytes that
+    are not UTF-8 (the line and byte named), a text with fewer than two lines (one to train on,
+    one to hold out).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file. Give --corpus the path of a UTF-8 text file.")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise CorpusError(
+            f"{path} is not UTF-8 text: at byte {e.start} (line {line}, byte {column} of the line), "
+            f"0x{data[e.start]:02x}: {e.reason}. Convert the file to UTF-8 "
+            f"first, e.g. iconv -f latin1 -t utf-8 {path} > text.utf8 (name its real encoding).") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise CorpusError(f"{path} is empty: it holds no text to learn from (only blank lines or nothing).")
+    if len(lines) < 2:
+        raise CorpusError(f"{path} has a single line of text: training needs at least two, the last ones being "
+                          "held out to measure the model on text it has not seen.")
+    return lines
+
+
+def check_long_enough(train_lines: list[str], batch_size: int, seq_length: int, source: Path | str) -> None:
+    """Refuse a training text too short for one batch: `batch_size` streams of `seq_length` characters
+    (and the window's offset, up to one sequence more)."""
+    have = len("\n".join(train_lines))
+    need = (batch_size + 1) * seq_length + 1
+    if have < need:
+        fitting = (have - 1) // (batch_size + 1)
+        raise CorpusError(
+            f"{source} is too short to train on: its training part (all but the held-out last lines) has "
+            f"{have:,} characters, and one batch of {batch_size} streams of {seq_length} characters needs "
+            f"{need:,}. Give a longer text" + (f", or shorter sequences (--seq-length {fitting} fits)." if fitting >= 2
+                                               else "."))
+
+
+def sample_prompt(eval_lines: list[str], length: int = 24) -> str:
+    """A prompt for the samples written while training on a text of one's own: the start of its first
+    held-out line, so every character is one the model knows and the text is the corpus's kind."""
+    return eval_lines[0][:length]
 
 
 def encode(text: str, vocab: list[str]) -> np.ndarray:

@@ -35,7 +35,8 @@ import numpy as np
 import tensorflow as tf
 
 from deepngrams.lm import solution
-from deepngrams.lm.generate import WEIGHT_NAMES, char_ids, load_model, model_weights, sample_texts
+from deepngrams.lm.charlm import CELLS, KerasCharLM
+from deepngrams.lm.generate import WEIGHT_NAMES, cell_of, char_ids, load_model, model_weights, sample_texts
 
 MARKER = "export.json"
 FORMAT = "deepngrams generator export"
@@ -56,6 +57,7 @@ class Generator(tf.Module):
         self.weights = [tf.Variable(w, trainable=False, name=name)
                         for name, w in zip(WEIGHT_NAMES, model_weights(model))]
         self.vocab = tf.Variable(vocab, trainable=False, name="vocab")
+        self.cell = cell_of(model)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts"),
                                   tf.TensorSpec([], tf.int32, name="length"),
@@ -66,7 +68,7 @@ class Generator(tf.Module):
         checks = _graph_checks(prompts, length, temperature, vocab)
         with tf.control_dependencies(checks):
             texts = sample_texts(tuple(tf.convert_to_tensor(w) for w in self.weights), vocab,
-                                 tf.identity(prompts), length, temperature, seed)
+                                 tf.identity(prompts), length, temperature, seed, self.cell)
         return {"texts": texts}
 
 
@@ -125,9 +127,17 @@ def savable(model: solution.GRULM) -> SavedGRULM:
     return copy
 
 
-def load_keras(path: Path) -> SavedGRULM:
+def keras_file(model) -> tuple[str, keras.Model]:
+    """The .keras file's name and the model it holds: a GRULM as a SavedGRULM (grulm.keras), an LSTM
+    model of `train --cell lstm` as it is (lstmlm.keras: its class states its configuration)."""
+    if isinstance(model, KerasCharLM) and model.cell_kind != "gru":
+        return f"{CELLS[model.cell_kind].lower()}.keras", model
+    return KERAS_NAME, savable(model)
+
+
+def load_keras(path: Path) -> keras.Model:
     """A model written by `export` as .keras: Keras needs to be told the class (custom_objects)."""
-    return keras.saving.load_model(path, custom_objects={"SavedGRULM": SavedGRULM})
+    return keras.saving.load_model(path, custom_objects={"SavedGRULM": SavedGRULM, "KerasCharLM": KerasCharLM})
 
 
 # ------------------------------------------------------------------ writing the folder
@@ -157,18 +167,20 @@ def export(model: solution.GRULM, vocab: list[str], out: Path, card: dict | None
     try:
         generator = Generator(model, vocab)
         tf.saved_model.save(generator, str(tmp), signatures={"serving_default": generator.generate})
-        keras_path = tmp / KERAS_NAME
-        savable(model).save(keras_path)
+        keras_name, keras_model = keras_file(model)
+        keras_path = tmp / keras_name
+        keras_model.save(keras_path)
         reloaded = load_keras(keras_path)
         if not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reloaded.get_weights())):
-            raise ExportError(f"{KERAS_NAME} did not read back with the model's weights")
+            raise ExportError(f"{keras_name} did not read back with the model's weights")
         marker = {
             "format": FORMAT,
             "serving_default": {"inputs": {"prompts": "string [batch]", "length": "int32", "temperature": "float32",
                                            "seed": "int64"},
                                 "outputs": {"texts": "string [batch]: each prompt followed by `length` characters"}},
-            "keras": {"file": KERAS_NAME, "load": "keras.saving.load_model(path, custom_objects={'SavedGRULM': "
-                                                  "deepngrams.lm.export.SavedGRULM})"},
+            "keras": {"file": keras_name, "load": "deepngrams.lm.export.load_keras(path), i.e. keras.saving.load_model("
+                                                  "path, custom_objects={'SavedGRULM': SavedGRULM, 'KerasCharLM': "
+                                                  "KerasCharLM})"},
             "vocab": list(vocab),
             "hparams": (card or {}).get("hparams"),
         }
@@ -209,5 +221,5 @@ def export_cli(out: Path, model_dir: Path | None = None) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}: the SavedModel (tf.saved_model.load; signature serving_default) and {KERAS_NAME}")
+    print(f"wrote {out}: the SavedModel (tf.saved_model.load; signature serving_default) and {keras_file(model)[0]}")
     return 0

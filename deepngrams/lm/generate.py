@@ -33,7 +33,6 @@ import tensorflow as tf
 
 from deepngrams.lm import solution
 from deepngrams.config import PADDING_ID, UNK_ID
-from deepngrams.lm.fastgru import model_variables
 from deepngrams.lm.weights import load_model_dir, load_pretrained
 
 
@@ -75,9 +74,21 @@ def _gumbel_max(log_probs: tf.Tensor, temperature: tf.Tensor, seed: tf.Tensor) -
 
 # ------------------------------------------------------------------ the compiled loop
 
+def _lstm_step(x_proj: tf.Tensor, state: tf.Tensor, recurrent_kernel: tf.Tensor) -> tf.Tensor:
+    """The next LSTM state [h, c] (one tensor, h first) from the projected input x @ kernel + bias (Keras' LSTM).
+
+    Gates in Keras' order i, f, c, o: the cell keeps f of what it held and adds i of the
+    candidate tanh(...), and the output h is o of tanh(cell).
+    """
+    h, c = tf.split(state, 2, axis=-1)
+    i, f, g, o = tf.split(x_proj + tf.matmul(h, recurrent_kernel), 4, axis=-1)
+    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    return tf.concat([tf.sigmoid(o) * tf.tanh(c), c], axis=-1)
+
+
 @tf.function(jit_compile=True)
 def _sample_ids(embedding, kernel, recurrent_kernel, bias, dense_kernel, dense_bias,
-                prompt_ids, prompt_lengths, length, seed, temperature, out) -> tf.Tensor:
+                prompt_ids, prompt_lengths, length, seed, temperature, out, cell="gru") -> tf.Tensor:
     """Feed each row's prompt, then sample `length` ids for every row: (rows, capacity) ids.
 
     `prompt_ids` (rows, width) holds each prompt from column 0, padded on the right, and
@@ -87,21 +98,36 @@ def _sample_ids(embedding, kernel, recurrent_kernel, bias, dense_kernel, dense_b
     to: XLA needs its shape and the width of `prompt_ids` to be static, `length` and the
     prompt lengths need not be, so one compiled program serves every length up to `capacity`.
     Only the first `length` columns are written.
+
+    `cell` says whose the weights are: a GRU model's (Keras' GRU keeps two biases, input and
+    recurrent: `bias` is (2, 3U)) or an LSTM model's ("lstm": one bias, (4U,); the state carries
+    h and the cell c). It is a Python string, so each kind gets its own trace.
     """
+    units = tf.shape(recurrent_kernel)[0]  # shapes of any model (see _next_log_probs)
+    lstm = cell == "lstm"
     # Row i is the input projection of character i: the embedding and the kernel multiplied once.
-    table = tf.matmul(embedding, kernel) + bias[0]
+    table = tf.matmul(embedding, kernel) + (bias if lstm else bias[0])
+
+    def step(x, state):
+        new = _lstm_step(x, state, recurrent_kernel) if lstm else _gru_step(x, state, recurrent_kernel, bias[1])
+        return tf.ensure_shape(new, [None, None])  # (rows, state width), whatever the trace knows of the sizes
+
     longest = tf.reduce_max(prompt_lengths)
     starts = longest - prompt_lengths  # the step at which each row's prompt starts
-    h = tf.zeros((tf.shape(prompt_ids)[0], tf.shape(recurrent_kernel)[0]))  # shapes of any model (see _next_log_probs)
+    state = tf.zeros((tf.shape(prompt_ids)[0], units * (2 if lstm else 1)))
     # All but the last prompt character build the state; rows whose prompt has not started keep theirs.
     for t in tf.range(longest - 1):
+        # Traces shared by models of several sizes know no state width (see _next_log_probs): say so.
+        tf.autograph.experimental.set_loop_options(shape_invariants=[(state, tf.TensorShape([None, None]))])
         column = t - starts
         x = tf.gather(table, tf.gather(prompt_ids, tf.maximum(column, 0), batch_dims=1))
-        h = tf.where((column >= 0)[:, tf.newaxis], _gru_step(x, h, recurrent_kernel, bias[1]), h)
+        state = tf.where((column >= 0)[:, tf.newaxis], step(x, state), state)
     ids = tf.gather(prompt_ids, prompt_lengths - 1, batch_dims=1)
     for t in tf.range(length):
-        h = _gru_step(tf.gather(table, ids), h, recurrent_kernel, bias[1])
-        log_probs = _next_log_probs(h, dense_kernel, dense_bias)
+        tf.autograph.experimental.set_loop_options(shape_invariants=[(state, tf.TensorShape([None, None])),
+                                                                     (ids, tf.TensorShape([None]))])
+        state = step(tf.gather(table, ids), state)
+        log_probs = _next_log_probs(state[:, :units], dense_kernel, dense_bias)
         ids = _gumbel_max(log_probs, temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
         out = tf.tensor_scatter_nd_update(out, [[t]], ids[tf.newaxis])
     return tf.transpose(out)
@@ -126,10 +152,10 @@ def char_ids(prompts: tf.Tensor, vocab: tf.Tensor) -> tuple[tf.RaggedTensor, tf.
 
 @tf.function(reduce_retracing=True)
 def sample_texts(weights: tuple[tf.Tensor, ...], vocab: tf.Tensor, prompts: tf.Tensor, length: tf.Tensor,
-                 temperature: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+                 temperature: tf.Tensor, seed: tf.Tensor, cell: str = "gru") -> tf.Tensor:
     """Each prompt (tf.string, one a row) followed by `length` sampled characters.
 
-    The one generator that both `generate` runs and `export` saves. `weights` are the GRULM's
+    The one generator that both `generate` runs and `export` saves. `weights` are the model's
     variables in WEIGHT_NAMES' order; `length` is int32, `temperature` float32, `seed` int64.
     The arguments are not checked here: `generate` checks them in Python, the export in its graph.
     """
@@ -138,17 +164,23 @@ def sample_texts(weights: tuple[tf.Tensor, ...], vocab: tf.Tensor, prompts: tf.T
     rows = tf.shape(prompts)[0]
     prompt_ids = ids.to_tensor(default_value=PADDING_ID, shape=tf.stack([rows, _bucket(tf.reduce_max(lengths))]))
     out = tf.zeros(tf.stack([_bucket(length), rows]), tf.int32)
-    new_ids = _sample_ids(*weights, prompt_ids, lengths, length, seed, temperature, out)
+    new_ids = _sample_ids(*weights, prompt_ids, lengths, length, seed, temperature, out, cell)
     return prompts + tf.strings.reduce_join(tf.gather(vocab, new_ids[:, :length]), axis=1)
 
 
 WEIGHT_NAMES = ("embedding", "kernel", "recurrent_kernel", "bias", "dense_kernel", "dense_bias")
 
 
+def cell_of(model) -> str:
+    """The recurrent layer of a model: "lstm" for one of `train --cell lstm`, else "gru"."""
+    return "lstm" if hasattr(model, "lstm") else "gru"
+
+
 def model_weights(model) -> tuple[tf.Tensor, ...]:
-    """The GRULM's variables as `sample_texts` takes them."""
-    v = model_variables(model)
-    return tuple(tf.convert_to_tensor(v[name]) for name in WEIGHT_NAMES)
+    """The model's variables as `sample_texts` takes them: a GRULM's, or an LSTM model's (its `lstm` layer)."""
+    rnn = getattr(model, cell_of(model))
+    return tuple(tf.convert_to_tensor(w) for w in (model.embedding.embeddings, rnn.cell.kernel, rnn.cell.recurrent_kernel,
+                                                   rnn.cell.bias, model.dense.kernel, model.dense.bias))
 
 
 # ------------------------------------------------------------------ checks
@@ -188,7 +220,7 @@ def check_vocabulary(prompts: list[str], vocab: list[str]) -> None:
 
 
 def _check_model(model, vocab: list[str]) -> None:
-    predicted = model_variables(model)["dense_bias"].shape[0]
+    predicted = model.dense.bias.shape[0]
     if predicted != len(vocab):
         raise ValueError(f"the vocabulary has {len(vocab)} entries but the model predicts "
                          f"{predicted}: use the vocabulary the model was trained with")
@@ -281,7 +313,7 @@ def temperature_table(prompt: str, temperatures: Sequence[float], texts: Sequenc
 def _run(model, vocab: list[str], prompts: list[str], length: int, temperature: float, seed: int) -> list[str]:
     texts = sample_texts(model_weights(model), tf.constant(vocab), tf.constant(prompts),
                          tf.constant(int(length), tf.int32), tf.constant(temperature, tf.float32),
-                         tf.constant(seed, tf.int64))
+                         tf.constant(seed, tf.int64), cell_of(model))
     return [text.decode("utf-8") for text in texts.numpy().tolist()]
 
 

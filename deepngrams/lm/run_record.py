@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from deepngrams.atomic import atomic_path, write_bytes
-from deepngrams.config import CARD_PATH, CORPUS_PATH, CURVE_PATH, ROOT, WEIGHTS_PATH, HParams
+from deepngrams.config import CARD_PATH, CORPUS_PATH, CURVE_PATH, ROOT, SAMPLE_PROMPT, WEIGHTS_PATH, HParams
+from deepngrams.lm.data import check_long_enough, sample_prompt, training_data
 
 
 def cpu_name() -> str:
@@ -32,10 +33,77 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def output_paths(out_dir: Path | None) -> tuple[Path, Path, Path]:
+def weights_name(model_name: str = "GRULM") -> str:
+    """The weights file of a model folder: grulm.weights.h5 for the course's GRULM, lstmlm.weights.h5 for an LSTM."""
+    return f"{model_name.lower()}.weights.h5"
+
+
+def output_paths(out_dir: Path | None, model_name: str = "GRULM") -> tuple[Path, Path, Path]:
     """Where a run writes its weights, model card and curve: model/, unless told otherwise."""
-    paths = (WEIGHTS_PATH, CARD_PATH, CURVE_PATH)
-    return paths if out_dir is None else tuple(Path(out_dir) / p.name for p in paths)
+    if out_dir is None:
+        return WEIGHTS_PATH, CARD_PATH, CURVE_PATH
+    return Path(out_dir) / weights_name(model_name), Path(out_dir) / CARD_PATH.name, Path(out_dir) / CURVE_PATH.name
+
+
+class OutputError(RuntimeError):
+    """The folder a run was told to write holds something it must not replace."""
+
+
+def corpus_record(corpus: Path = CORPUS_PATH) -> dict:
+    """How a model card names its corpus: the path (within the bundle, relative to it) and its sha256."""
+    path = Path(corpus).resolve()
+    shown = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+    return {"path": shown, "sha256": sha256_file(path)}
+
+
+def check_out_dir(out_dir: Path, corpus: Path, model_name: str) -> None:
+    """Refuse to write over a model of another corpus or another kind: a run replaces only its own results.
+
+    Called before training, so a mistaken --out costs nothing.
+    """
+    card_path = Path(out_dir) / CARD_PATH.name
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise OutputError(f"--out {out_dir} is a file, not a folder: name a folder to write the model into.")
+    if not card_path.exists():
+        return
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        theirs, kind = card["corpus"], card.get("model", "GRULM")
+        theirs["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OutputError(f"--out {out_dir} holds a {CARD_PATH.name} that cannot be read: give another --out, or "
+                          "remove that folder if nothing in it is needed.") from None
+    ours = corpus_record(corpus)
+    if theirs["sha256"] != ours["sha256"]:
+        raise OutputError(
+            f"--out {out_dir} holds a model of another corpus ({theirs.get('path', '?')}, sha256 "
+            f"{str(theirs['sha256'])[:12]}...; this run trains on {ours['path']}, sha256 {ours['sha256'][:12]}...): "
+            "give another --out, or remove that folder to replace its model.")
+    if kind != model_name:
+        raise OutputError(f"--out {out_dir} holds a model of kind {kind} and this run trains one of kind "
+                          f"{model_name}: give another --out, or remove that folder to replace its model.")
+
+
+def corpus_run(corpus: Path | None, out_dir: Path | None, model_name: str, hp: HParams,
+               max_lines: int | None = None) -> tuple[list[str], list[str], list[str], str, tuple]:
+    """(vocabulary, training lines, eval lines, sample prompt, identity for the checkpoint) of a run.
+
+    Without `corpus`, the course's corpus and sample prompt, and the course's checkpoint names.
+    With one: read the course's way, checked (UTF-8, not empty, long enough for one batch), the
+    sample prompt taken from its held-out text, and `out_dir` checked not to hold a model of another
+    corpus or kind. All before training starts, so a mistake costs nothing.
+    """
+    if corpus is None:
+        vocab, train_lines, eval_lines = training_data(max_lines)
+        if out_dir is not None:
+            check_out_dir(out_dir, CORPUS_PATH, model_name)
+        return vocab, train_lines, eval_lines, SAMPLE_PROMPT, ()
+    if out_dir is None:
+        raise OutputError("a model of another corpus needs a folder of its own: give --out DIR (model/ is the course's)")
+    vocab, train_lines, eval_lines = training_data(max_lines, corpus)
+    check_long_enough(train_lines, hp.batch_size, hp.seq_length, corpus)
+    check_out_dir(out_dir, corpus, model_name)
+    return vocab, train_lines, eval_lines, sample_prompt(eval_lines), (model_name, corpus_record(corpus)["sha256"])
 
 
 def samples_path(out_dir: Path | None, checkpoint: Path) -> Path:
@@ -181,7 +249,7 @@ def averaging_note(hp: HParams, average: list[np.ndarray] | None) -> str:
                                        f"{hp.average_from_epoch} to {hp.epochs}")
 
 
-def curve_figure(history: list[dict]):
+def curve_figure(history: list[dict], title: str = "GRULM on Shakespeare"):
     """Train loss and eval log-perplexity per epoch, and the run's second half zoomed in.
 
     Late epochs gain a few thousandths of a nat, invisible on the whole run's scale, yet that is
@@ -209,30 +277,34 @@ def curve_figure(history: list[dict]):
         ax.set_ylabel("nats per character")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle("GRULM on Shakespeare")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def plot_curve(history: list[dict], path: Path) -> None:
+def curve_title(model_name: str, corpus: Path | None) -> str:
+    return f"{model_name} on " + ("Shakespeare" if corpus is None else Path(corpus).name)
+
+
+def plot_curve(history: list[dict], path: Path, title: str = "GRULM on Shakespeare") -> None:
     """The learning curve as a PNG, written whole or not at all."""
     with atomic_path(path) as tmp:
-        curve_figure(history).savefig(tmp, format="png", dpi=100)
+        curve_figure(history, title).savefig(tmp, format="png", dpi=100)
 
 
 def model_card(*, vocab: list[str], hp: HParams, parameters: int, train_lines: int, eval_lines: int,
-               state: dict, training: dict, weights_path: Path) -> dict:
+               state: dict, training: dict, weights_path: Path, corpus: Path = CORPUS_PATH,
+               model_name: str = "GRULM") -> dict:
     """The model card: what was trained, on what, where, how long, and how well."""
     history = state["history"]
     last = history[-1]["eval_log_perplexity"] if history else None
     return {
-        "model": "GRULM",
+        "model": model_name,
         "vocab": vocab,
         "vocab_size": len(vocab),
         "hparams": hp.to_dict(),
         "parameters": parameters,
-        "corpus": {"path": CORPUS_PATH.relative_to(ROOT).as_posix(), "sha256": sha256_file(CORPUS_PATH),
-                   "train_lines": train_lines, "eval_lines": eval_lines},
+        "corpus": {**corpus_record(corpus), "train_lines": train_lines, "eval_lines": eval_lines},
         "epochs": state["epoch"],
         "steps_per_epoch": history[-1]["steps"] if history else 0,
         "training": {**training, "wall_time_s": round(state["wall_time_s"], 1),

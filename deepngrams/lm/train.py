@@ -25,13 +25,13 @@ from tqdm import tqdm
 from deepngrams.lm import fastgru
 from deepngrams.lm import solution
 from deepngrams.atomic import atomic_path
-from deepngrams.config import (CHECKPOINT_DIR, COURSE, SAMPLE_LENGTH, SAMPLE_PROMPT, SAMPLE_SEED, SAMPLE_TEMPERATURES,
-                               HParams)
-from deepngrams.lm.data import encode, stream_batches, training_data
+from deepngrams.config import (CHECKPOINT_DIR, CORPUS_PATH, COURSE, SAMPLE_LENGTH, SAMPLE_PROMPT, SAMPLE_SEED,
+                               SAMPLE_TEMPERATURES, HParams)
+from deepngrams.lm.data import encode, stream_batches
 from deepngrams.lm.generate import check_vocabulary, generate_at_temperatures, temperature_table
-from deepngrams.lm.run_record import (LAST_WEIGHTS, as_float32, averaging_note, cpu_name, end_epoch, model_card, output_paths,
-                     plot_curve, record_samples, resume_checkpoint, run_id, samples_path, save_checkpoint,
-                     update_mean, write_card)
+from deepngrams.lm.run_record import (LAST_WEIGHTS, as_float32, averaging_note, corpus_run, cpu_name, end_epoch,
+                                      curve_title, model_card, output_paths, plot_curve, record_samples, resume_checkpoint, run_id,
+                                      samples_path, save_checkpoint, update_mean, write_card)
 from deepngrams.lm.weights import build_model
 
 
@@ -51,19 +51,19 @@ def evaluate_log_perplexity(model, lines: list[str], vocab: list[str], forward=N
     return solution.log_perplexity((forward or compiled_forward(model))(inputs), targets)
 
 
-def epoch_samples(model, vocab: list[str]) -> str:
+def epoch_samples(model, vocab: list[str], prompt: str = SAMPLE_PROMPT) -> str:
     """The table of what the model writes now from the sample prompt at each sample temperature.
 
     Read after every epoch, the tables show what training changes; across one, what the temperature does.
     """
-    texts = generate_at_temperatures(model, vocab, SAMPLE_PROMPT, SAMPLE_LENGTH, SAMPLE_TEMPERATURES, SAMPLE_SEED)
-    return temperature_table(SAMPLE_PROMPT, SAMPLE_TEMPERATURES, texts, SAMPLE_SEED)
+    texts = generate_at_temperatures(model, vocab, prompt, SAMPLE_LENGTH, SAMPLE_TEMPERATURES, SAMPLE_SEED)
+    return temperature_table(prompt, SAMPLE_TEMPERATURES, texts, SAMPLE_SEED)
 
 
-def samples_preamble(run: str) -> str:
+def samples_preamble(run: str, prompt: str = SAMPLE_PROMPT) -> str:
     """The samples file's opening: what its tables show, and which run wrote them (see record_samples)."""
     return (f"# Samples while training\n\nRun {run}: after each epoch, {SAMPLE_LENGTH} characters after the prompt "
-            f"{SAMPLE_PROMPT!r} at temperatures {', '.join(map(str, SAMPLE_TEMPERATURES))} (seed {SAMPLE_SEED}), "
+            f"{prompt!r} at temperatures {', '.join(map(str, SAMPLE_TEMPERATURES))} (seed {SAMPLE_SEED}), "
             "written with the weights the run would ship then (the weight mean once it has begun). Read a table "
             "across for the temperature, and down the file for the training.\n\n")
 
@@ -82,17 +82,18 @@ def weights_set_to(model, weights: list[np.ndarray] | None):
         model.set_weights(own)
 
 
-def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: Path = CHECKPOINT_DIR,
+def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: Path | None = None,
           max_lines: int | None = None, max_steps: int | None = None, fresh: bool = False,
-          precision: str = "bfloat16", progress: bool = True) -> dict:
+          precision: str = "bfloat16", progress: bool = True, corpus: Path | None = None) -> dict:
     """Train, checkpointing and writing samples every epoch; write weights, model card and learning curve.
 
     `max_lines` / `max_steps` make the smoke run: a slice of the corpus, a few steps an epoch.
+    `corpus` trains on another text (see `run_record.corpus_run`); `out_dir` is then required.
     Returns the model card.
     """
     weights_path, card_path, curve_path = output_paths(out_dir)
-    vocab, train_lines, eval_lines = training_data(max_lines)
-    check_vocabulary([SAMPLE_PROMPT], vocab)  # now, rather than after the first epoch
+    vocab, train_lines, eval_lines, prompt, corpus_id = corpus_run(corpus, out_dir, "GRULM", hp, max_lines)
+    check_vocabulary([prompt], vocab)  # now, rather than after the first epoch
 
     tf.keras.utils.set_random_seed(hp.seed)
     model = build_model(len(vocab), hp)
@@ -104,7 +105,8 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     train_ids = encode("\n".join(train_lines), vocab)
     eval_forward = compiled_forward(model)  # one compilation for every epoch's evaluation
 
-    ckpt = checkpoint_dir / f"{run_id(hp, max_lines, max_steps, precision)}.npz"
+    checkpoint_dir = CHECKPOINT_DIR if checkpoint_dir is None else Path(checkpoint_dir)
+    ckpt = checkpoint_dir / f"{run_id(hp, max_lines, max_steps, precision, *corpus_id)}.npz"
     samples_file = samples_path(out_dir, ckpt)
     state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0, "averaged_steps": 0}, None
     if ckpt.exists() and not fresh:
@@ -136,11 +138,11 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                 evaluate_log_perplexity(model, eval_lines, vocab, eval_forward), 5)
         with weights_set_to(model, as_float32(average)):
             log_ppx = evaluate_log_perplexity(model, eval_lines, vocab, eval_forward)
-            samples = epoch_samples(model, vocab)
+            samples = epoch_samples(model, vocab, prompt)
         record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
         end_epoch(state, record)
         # Before the checkpoint: an epoch that must be redone after a crash between the two replaces its entry.
-        record_samples(samples_file, samples_preamble(ckpt.stem), epoch,
+        record_samples(samples_file, samples_preamble(ckpt.stem, prompt), epoch,
                        f"\neval log-perplexity {log_ppx:.4f}\n\n{textwrap.indent(samples, '    ')}\n\n")
         save_checkpoint(ckpt, model, optimizer, state, average)
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f}, eval log-perplexity "
@@ -164,10 +166,11 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
                             f"{hp.batch_size} streams read in order with the GRU state carried across "
                             f"batches, output dropout {hp.output_dropout}"
                             + averaging_note(hp, average),
-                  "smoke": bool(max_lines or max_steps)})
+                  "smoke": bool(max_lines or max_steps)},
+        corpus=corpus or CORPUS_PATH)
     write_card(card, card_path)
     if state["history"]:
-        plot_curve(state["history"], curve_path)
+        plot_curve(state["history"], curve_path, curve_title("GRULM", corpus))
     print(f"Wrote {weights_path}, {card_path} and {curve_path}."
           + (f" The samples of each epoch are in {samples_file}." if samples_file.exists() else ""))
     return card

@@ -12,7 +12,10 @@ dropout, a seeded window offset per epoch, the mean of the weights over the last
 checkpoints every epoch, resumes, and writes the same files: model/grulm.weights.h5 (Keras
 stores variables by attribute path, embedding/gru/dense, so the file loads into the
 TensorFlow notebook's GRULM), model/model_card.json and model/learning_curve.png. Then run
-`make reference` on the CPU machine.
+`make reference-values` on the CPU machine.
+
+With `corpus` and `cell` it trains a model of any text, GRU or LSTM (`python -m deepngrams train
+--corpus FILE --cell lstm --out DIR` runs it for the LSTM, which the fast GRU step does not cover).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import argparse
 import os
 import platform
 import sys
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,60 +32,12 @@ import keras
 import numpy as np
 
 from deepngrams.atomic import atomic_path
-from deepngrams.config import CHECKPOINT_DIR, COURSE, PADDING_ID, HParams
-from deepngrams.lm.data import encode, stream_batches, training_data
-from deepngrams.lm.run_record import (LAST_WEIGHTS, as_float32, averaging_note, end_epoch, model_card, output_paths, plot_curve,
-                     resume_checkpoint, run_id, save_checkpoint, update_mean, write_card)
-
-
-class KerasGRULM(keras.Model):
-    """The course's GRULM, written with backend-neutral Keras (same layers, same attribute names).
-
-    `batch_size` builds the training twin: a stateful GRU (each batch continues the streams of
-    the one before) and dropout on its outputs. Neither adds weights.
-    """
-
-    def __init__(self, vocab_size: int, embedding_dim: int, rnn_units: int, dropout: float = 0.0,
-                 batch_size: int | None = None, seed: int | None = None):
-        super().__init__()
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim)
-        self.gru = keras.layers.GRU(rnn_units, return_sequences=True, return_state=True,
-                                    stateful=batch_size is not None)
-        self.dense = keras.layers.Dense(vocab_size, activation="log_softmax")
-        self.dropout = keras.layers.Dropout(dropout, seed=seed) if dropout else None
-
-    def call(self, inputs, training=False):
-        x, _ = self.gru(self.embedding(inputs), training=training)
-        if self.dropout is not None:
-            x = self.dropout(x, training=training)
-        return self.dense(x)
-
-
-def build(vocab_size: int, hp: HParams, training: bool = False) -> KerasGRULM:
-    """The model as shipped, or (`training`) its stateful twin with dropout."""
-    if not training:
-        model = KerasGRULM(vocab_size, hp.embedding_dim, hp.rnn_units)
-        model(np.zeros((1, 1), dtype="int64"))
-        return model
-    model = KerasGRULM(vocab_size, hp.embedding_dim, hp.rnn_units, hp.output_dropout, hp.batch_size, hp.seed)
-    model(np.zeros((hp.batch_size, hp.seq_length), dtype="int64"))
-    model.gru.reset_state()
-    return model
-
-
-def layer_weights(model: KerasGRULM) -> list[np.ndarray]:
-    """Layer by layer: the training twin also holds dropout's random state, which is not a weight."""
-    return [w for name in ("embedding", "gru", "dense") for w in getattr(model, name).get_weights()]
-
-
-def set_layer_weights(model: KerasGRULM, weights: list[np.ndarray]) -> None:
-    """The inverse of layer_weights."""
-    weights = list(weights)
-    for name in ("embedding", "gru", "dense"):
-        layer = getattr(model, name)
-        n = len(layer.weights)
-        layer.set_weights(weights[:n])
-        weights = weights[n:]
+from deepngrams.config import CHECKPOINT_DIR, CORPUS_PATH, COURSE, PADDING_ID, HParams
+from deepngrams.lm.charlm import CELLS, build, layer_weights, set_layer_weights
+from deepngrams.lm.data import encode, stream_batches
+from deepngrams.lm.run_record import (LAST_WEIGHTS, OutputError, as_float32, averaging_note, corpus_run, curve_title,
+                                      end_epoch, model_card, output_paths, plot_curve, record_samples, resume_checkpoint,
+                                      run_id, samples_path, save_checkpoint, update_mean, write_card)
 
 
 def eval_log_perplexity(model, ids: np.ndarray) -> float:
@@ -114,20 +70,35 @@ def accelerator() -> tuple[str, str]:
     return "cpu", f"CPU: {cpu_name()} ({os.cpu_count()} cores)"
 
 
-def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: Path = CHECKPOINT_DIR,
-          max_lines: int | None = None, max_steps: int | None = None, fresh: bool = False) -> dict:
-    """Train with model.train_on_batch, checkpointing every epoch; write weights, card and curve."""
-    weights_path, card_path, curve_path = output_paths(out_dir)
-    vocab, train_lines, eval_lines = training_data(max_lines)
+def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: Path | None = None,
+          max_lines: int | None = None, max_steps: int | None = None, fresh: bool = False,
+          corpus: Path | None = None, cell: str = "gru") -> dict:
+    """Train with model.train_on_batch, checkpointing every epoch; write weights, card and curve.
+
+    `corpus` trains on another text and `cell="lstm"` swaps the GRU for an LSTM (both need `out_dir`:
+    see run_record.corpus_run). On the TensorFlow backend each epoch also writes its samples, as
+    deepngrams.lm.train does (elsewhere the generator, which is TensorFlow's, is not there).
+    """
+    model_name = CELLS[cell]
+    if out_dir is None and cell != "gru":
+        raise OutputError(f"an {model_name} needs a folder of its own: give --out DIR (model/ holds the course's GRULM)")
+    weights_path, card_path, curve_path = output_paths(out_dir, model_name)
+    vocab, train_lines, eval_lines, prompt, corpus_id = corpus_run(corpus, out_dir, model_name, hp, max_lines)
     train_ids, eval_ids = encode("\n".join(train_lines), vocab), encode("\n".join(eval_lines), vocab)
+    # The samples each epoch writes need the generator, which is TensorFlow's: the GPU machines have none.
+    samples_on = keras.backend.backend() == "tensorflow"
+    if samples_on:
+        from deepngrams.lm.train import epoch_samples, samples_preamble
 
     keras.utils.set_random_seed(hp.seed)
-    model, shipped = build(len(vocab), hp, training=True), build(len(vocab), hp)
+    model, shipped = build(len(vocab), hp, training=True, cell=cell), build(len(vocab), hp, cell=cell)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.optimizer.build(model.trainable_variables)
 
-    ckpt = checkpoint_dir / f"keras-{keras.backend.backend()}-{run_id(hp, max_lines, max_steps)}.npz"
+    checkpoint_dir = CHECKPOINT_DIR if checkpoint_dir is None else Path(checkpoint_dir)
+    ckpt = checkpoint_dir / f"keras-{keras.backend.backend()}-{run_id(hp, max_lines, max_steps, *corpus_id)}.npz"
+    samples_file = samples_path(out_dir, ckpt)
     state, average = {"epoch": 0, "history": [], "wall_time_s": 0.0, "averaged_steps": 0}, None
     if ckpt.exists() and not fresh:
         state, average = resume_checkpoint(ckpt, model, model.optimizer, hp)
@@ -137,7 +108,7 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     for epoch in range(state["epoch"] + 1, hp.epochs + 1):
         start, losses = time.perf_counter(), []
         total = min(steps_per_epoch, max_steps or steps_per_epoch)
-        model.gru.reset_state()  # each epoch starts its streams afresh
+        model.rnn.reset_state()  # each epoch starts its streams afresh
         batches = stream_batches(train_ids, hp.batch_size, hp.seq_length, hp.seed * 1000 + epoch)
         bar = tqdm(batches, total=total, desc=f"epoch {epoch}/{hp.epochs}", unit="step")
         averaging = hp.averages_at(epoch)
@@ -157,27 +128,35 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
         log_ppx = eval_log_perplexity(shipped, eval_ids)
         record.update({"eval_log_perplexity": round(log_ppx, 5), "steps": len(losses), "seconds": round(seconds, 1)})
         end_epoch(state, record)
+        table = epoch_samples(shipped, vocab, prompt) if samples_on else None
+        if table is not None:  # before the checkpoint, as deepngrams.lm.train does
+            record_samples(samples_file, samples_preamble(ckpt.stem, prompt), epoch,
+                           f"\neval log-perplexity {log_ppx:.4f}\n\n{textwrap.indent(table, '    ')}\n\n")
         save_checkpoint(ckpt, model, model.optimizer, state, average)
         print(f"epoch {epoch}: train loss {np.mean(losses):.4f}, eval log-perplexity {log_ppx:.4f}, {seconds:.0f} s",
               flush=True)
+        if table is not None:
+            print(table, flush=True)
 
     set_layer_weights(shipped, as_float32(average) or layer_weights(model))  # weights only: no optimizer or random state
     with atomic_path(weights_path) as tmp:
         shipped.save_weights(tmp)
     device, hardware = accelerator()
     card = model_card(
-        vocab=vocab, hp=hp, parameters=int(model.count_params()), train_lines=len(train_lines),
+        vocab=vocab, hp=hp, parameters=int(model.count_params()), train_lines=len(train_lines), model_name=model_name,
+        corpus=corpus or CORPUS_PATH,
         eval_lines=len(eval_lines), state=state, weights_path=weights_path,
         training={"hardware": hardware, "device": device,
                   "backend": f"keras {keras.__version__} on {keras.backend.backend()}, python {platform.python_version()}",
                   "method": f"deepngrams.lm.train_keras: Keras train_on_batch, float32; {hp.batch_size} streams "
-                            f"read in order, stateful GRU, output dropout {hp.output_dropout}"
+                            f"read in order, stateful {cell.upper()}, output dropout {hp.output_dropout}"
                             + averaging_note(hp, average),
                   "smoke": bool(max_lines or max_steps)})
     write_card(card, card_path)
     if state["history"]:
-        plot_curve(state["history"], curve_path)
-    print(f"Wrote {weights_path}, {card_path} and {curve_path}. Now run `make reference` (needs TensorFlow).")
+        plot_curve(state["history"], curve_path, curve_title(model_name, corpus))
+    after = " Now run `make reference-values` (needs TensorFlow)." if out_dir is None else ""
+    print(f"Wrote {weights_path}, {card_path} and {curve_path}.{after}")
     return card
 
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from deepngrams.lm import solution
 from deepngrams.config import CARD_PATH, COURSE, WEIGHTS_PATH, HParams
+from deepngrams.lm.run_record import weights_name
 
 REGENERATE = "Regenerate them with `make weights` (python -m deepngrams train)."
 
@@ -21,6 +22,20 @@ def build_model(vocab_size: int, hp: HParams = COURSE) -> solution.GRULM:
     model = solution.GRULM(vocab_size=vocab_size, embedding_dim=hp.embedding_dim, rnn_units=hp.rnn_units)
     model(tf.zeros((1, 1), dtype=tf.int64))
     return model
+
+
+def model_for_card(card: dict):
+    """A built model of the kind and sizes `card` records: the course's GRULM, or an LSTM model
+    (deepngrams.lm.charlm), whose weights file is named for it."""
+    hp = HParams(**{k: v for k, v in card["hparams"].items() if k in HParams.__dataclass_fields__})
+    kind = card.get("model", "GRULM")
+    if kind == "GRULM":
+        return build_model(len(card["vocab"]), hp)
+    from deepngrams.lm.charlm import CELLS, build
+    cells = {name: cell for cell, name in CELLS.items()}
+    if kind not in cells:
+        raise WeightsError(f"the model card names a model {kind!r}: this bundle builds {', '.join(CELLS.values())}")
+    return build(len(card["vocab"]), hp, cell=cells[kind])
 
 
 def load_card(card_path: Path = CARD_PATH) -> dict:
@@ -48,8 +63,7 @@ def load_pretrained(weights_path: Path = WEIGHTS_PATH, card_path: Path = CARD_PA
             + REGENERATE)
     if not Path(weights_path).is_file():
         raise WeightsError(f"weights not found: {weights_path}. {REGENERATE}")
-    hp = HParams(**{k: v for k, v in card["hparams"].items() if k in HParams.__dataclass_fields__})
-    model = build_model(len(card["vocab"]), hp)
+    model = model_for_card(card)
     try:
         model.load_weights(weights_path)
     except Exception as e:  # h5py/Keras raise many types for a bad file
@@ -60,10 +74,15 @@ def load_pretrained(weights_path: Path = WEIGHTS_PATH, card_path: Path = CARD_PA
 def load_model_dir(folder: Path) -> tuple[solution.GRULM, list[str], dict]:
     """The GRULM, vocabulary and model card kept in `folder`, laid out as model/ is."""
     folder = Path(folder)
-    needed = (WEIGHTS_PATH.name, CARD_PATH.name)
+    needed = [CARD_PATH.name, WEIGHTS_PATH.name]
+    try:  # an LSTM's weights file is named for it; a card that cannot be read is reported by load_pretrained
+        kind = str(json.loads((folder / CARD_PATH.name).read_text()).get("model", "GRULM"))
+        needed[1] = weights_name(kind if kind.isalnum() else "GRULM")
+    except (OSError, ValueError, AttributeError):
+        pass
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         what = "no such folder" if not folder.is_dir() else "it lacks " + " and ".join(missing)
-        raise WeightsError(f"cannot load a model from {folder}: {what}. A model folder holds {needed[0]} and "
-                           f"{needed[1]}, as model/ does; `python -m deepngrams train --out DIR` writes one.")
-    return load_pretrained(folder / WEIGHTS_PATH.name, folder / CARD_PATH.name)
+        raise WeightsError(f"cannot load a model from {folder}: {what}. A model folder holds a weights file and "
+                           f"{needed[0]}, as model/ does; `python -m deepngrams train --out DIR` writes one.")
+    return load_pretrained(folder / needed[1], folder / needed[0])

@@ -1,0 +1,254 @@
+"""Training on any text, GRU or LSTM: what is refused before training starts, and what a run leaves.
+
+The text is a licence the system ships (not Shakespeare: its characters, lines and held-out part
+are its own).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deepngrams.__main__ import main
+from deepngrams.config import MODEL_DIR, SAMPLE_PROMPT
+from deepngrams.lm import generate as sample
+from deepngrams.lm import train, train_keras
+from deepngrams.lm.data import build_vocab, check_long_enough, held_out_lines, read_corpus, CorpusError
+from deepngrams.lm.run_record import sha256_file
+from deepngrams.lm.weights import load_model_dir
+
+CANDIDATES = [Path("/usr/share/common-licenses/GPL-3"), Path("/usr/share/common-licenses/Apache-2.0"),
+              Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "LICENSE.txt"]
+LICENCE = next((path for path in CANDIDATES if path.is_file()), None)
+needs_licence = pytest.mark.skipif(LICENCE is None, reason="no licence text on this system: "
+                                   + ", ".join(map(str, CANDIDATES)))
+SIZES = ["--units", "16", "--embedding", "8", "--seq-length", "20"]
+
+
+def folder_state(folder: Path) -> dict:
+    """Every file under `folder` with its sha256: to show a refused run changed nothing."""
+    if not folder.exists():
+        return {}
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def no_training(monkeypatch, tmp_path):
+    """Building a model fails the test: these runs must be refused before training starts. Checkpoints go
+    to a folder of the test's, which must stay empty."""
+    def started(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(train, "build_model", started)
+    monkeypatch.setattr(train_keras, "build", started)
+    checkpoints = tmp_path / "checkpoints"
+    monkeypatch.setattr(train, "CHECKPOINT_DIR", checkpoints)
+    monkeypatch.setattr(train_keras, "CHECKPOINT_DIR", checkpoints)
+    yield
+    assert not checkpoints.exists()
+
+
+def refused(args: list[str], capsys) -> str:
+    assert main(["train", *args]) == 2
+    return capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ bad input, refused before training
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("data, line, byte", [
+    (b"first line\nsecond \xe9t\xe9\n", 2, "0xe9"),  # Latin-1
+    (b"a\nb\nc\x80d\n", 3, "0x80"),  # a continuation byte with nothing to continue
+    (b"fine\n" + "\u65e5\u672c".encode("utf-8")[:-1], 2, "0xe6"),  # a character cut off at the end
+    ("text\nmore\n".encode("utf-16"), 1, "0xff"),  # UTF-16, byte-order mark first
+])
+def test_a_text_that_is_not_utf8_is_refused_with_where(tmp_path, capsys, no_training, cell, data, line, byte):
+    corpus, out = tmp_path / "text.txt", tmp_path / "out"
+    corpus.write_bytes(data)
+    err = refused(["--corpus", str(corpus), "--cell", cell, "--out", str(out)], capsys)
+    assert f"{corpus} is not UTF-8 text" in err and f"line {line}," in err and byte in err and "iconv" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "is empty"), (b"\n\n   \n\t\n", "is empty"),
+    (b"one line of text\n", "single line"), (b"\n  only this  \n\n", "single line"),
+])
+def test_an_empty_or_one_line_text_is_refused(tmp_path, capsys, no_training, data, words):
+    corpus = tmp_path / "text.txt"
+    corpus.write_bytes(data)
+    assert words in refused(["--corpus", str(corpus), "--out", str(tmp_path / "out")], capsys)
+
+
+@needs_licence
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_text_too_short_for_one_batch_is_refused_and_told_the_sequence_length_that_fits(tmp_path, capsys,
+                                                                                          no_training, cell):
+    corpus = tmp_path / "short.txt"
+    corpus.write_bytes(LICENCE.read_bytes()[:3000].rsplit(b"\n", 1)[0] + b"\n")
+    err = refused(["--corpus", str(corpus), "--cell", cell, "--out", str(tmp_path / "out")], capsys)
+    assert "too short to train on" in err and "64 streams of 100 characters" in err
+    fits = int(err.split("--seq-length ")[1].split()[0])
+    lines = read_corpus(corpus)
+    train_lines = lines[:-held_out_lines(len(lines))]
+    check_long_enough(train_lines, 64, fits, corpus)  # the advice holds
+    with pytest.raises(CorpusError):
+        check_long_enough(train_lines, 64, fits + 1, corpus)  # and is the longest that does
+
+
+def test_a_missing_text_is_refused(tmp_path, capsys, no_training):
+    assert "no such file" in refused(["--corpus", str(tmp_path / "nowhere.txt"), "--out", str(tmp_path / "o")], capsys)
+
+
+@needs_licence
+def test_an_out_folder_holding_a_model_of_another_corpus_or_kind_is_left_alone(tmp_path, capsys, no_training):
+    out = tmp_path / "out"
+    out.mkdir()
+    card = {"model": "GRULM", "corpus": {"path": "other.txt", "sha256": "0" * 64}, "vocab": [], "hparams": {}}
+    (out / "model_card.json").write_text(json.dumps(card))
+    (out / "grulm.weights.h5").write_bytes(b"weights of the other model")
+    before = folder_state(out)
+    assert "holds a model of another corpus (other.txt" in refused(["--corpus", str(LICENCE), "--out", str(out)], capsys)
+
+    card["corpus"]["sha256"] = sha256_file(LICENCE)
+    (out / "model_card.json").write_text(json.dumps(card))
+    before = folder_state(out)
+    err = refused(["--corpus", str(LICENCE), "--cell", "lstm", "--out", str(out)], capsys)
+    assert "holds a model of kind GRULM" in err and "LSTMLM" in err
+
+    (out / "model_card.json").write_text("{not json")
+    before = folder_state(out)
+    assert "cannot be read" in refused(["--corpus", str(LICENCE), "--out", str(out)], capsys)
+    assert folder_state(out) == before
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert "is a file, not a folder" in refused(["--corpus", str(LICENCE), "--out", str(a_file)], capsys)
+
+
+@needs_licence
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_course_model_folder_is_not_overwritten_by_another_corpus(capsys, no_training, cell):
+    before = folder_state(MODEL_DIR)
+    assert "holds a model of another corpus" in refused(["--corpus", str(LICENCE), "--cell", cell,
+                                                         "--out", str(MODEL_DIR)], capsys)
+    assert folder_state(MODEL_DIR) == before
+
+
+@pytest.mark.parametrize("flags", [["--corpus", "x.txt"], ["--cell", "lstm"], ["--units", "64"],
+                                   ["--embedding", "32"], ["--seq-length", "50"]])
+def test_anything_but_the_course_recipe_needs_an_out_folder(capsys, no_training, flags):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", *flags])
+    assert stop.value.code == 2 and "give --out DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--units", "--embedding", "--seq-length", "--epochs"])
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_sizes_must_be_whole_numbers_above_zero(capsys, no_training, flag, value):
+    with pytest.raises(SystemExit):
+        main(["train", flag, value, "--out", "nowhere"])
+    assert f"argument {flag}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ runs
+
+def held_out(corpus: Path) -> list[str]:
+    lines = read_corpus(corpus)
+    return lines[-held_out_lines(len(lines)):]
+
+
+def check_run(out: Path, corpus: Path, model_name: str, epochs: int) -> dict:
+    """What every run on a text of one's own leaves: the course's files, for that text."""
+    card = json.loads((out / "model_card.json").read_text())
+    lines = read_corpus(corpus)
+    assert card["model"] == model_name and card["epochs"] == epochs and len(card["history"]) == epochs
+    assert card["corpus"]["path"] == str(corpus.resolve()) and card["corpus"]["sha256"] == sha256_file(corpus)
+    assert card["vocab"] == build_vocab(lines) and "\t" not in card["vocab"]  # the licence has no tab; Shakespeare has
+    assert card["corpus"]["eval_lines"] == held_out_lines(len(lines)) < 1000
+    assert card["corpus"]["train_lines"] == len(lines) - held_out_lines(len(lines))
+    assert (card["hparams"]["rnn_units"], card["hparams"]["embedding_dim"], card["hparams"]["seq_length"]) == (16, 8, 20)
+    assert (out / f"{model_name.lower()}.weights.h5").is_file() and (out / "learning_curve.png").stat().st_size > 1000
+    samples = (out / "samples.md").read_text()
+    prompt = held_out(corpus)[0][:24]
+    assert repr(prompt) in samples and SAMPLE_PROMPT not in samples
+    assert [f"## Epoch {n}" in samples for n in range(1, epochs + 1)] == [True] * epochs
+    assert "[UNK]" not in samples
+    return card
+
+
+@needs_licence
+@pytest.mark.slow
+def test_a_gru_trains_on_a_licence_text_resumes_and_its_folder_generates(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    out = tmp_path / "gru"
+    assert main(["train", "--corpus", str(LICENCE), "--out", str(out), "--epochs", "1", *SIZES]) == 0
+    first = check_run(out, LICENCE, "GRULM", 1)
+    printed = capsys.readouterr().out
+    assert "epoch 1: train loss" in printed and "T=0.2" in printed and "T=1.2" in printed
+
+    assert main(["train", "--corpus", str(LICENCE), "--out", str(out), "--epochs", "2", *SIZES]) == 0
+    card = check_run(out, LICENCE, "GRULM", 2)
+    assert "Resuming from" in capsys.readouterr().out
+    assert card["history"][0] == first["history"][0]
+    assert card["history"][1]["train_loss"] < card["history"][0]["train_loss"]
+
+    model, vocab, loaded_card = load_model_dir(out)
+    assert vocab == card["vocab"]
+    log_ppx = train.evaluate_log_perplexity(model, held_out(LICENCE), vocab)
+    assert log_ppx == pytest.approx(card["final"]["eval_log_perplexity"], abs=1e-4)
+    texts = sample.generate_many(model, vocab, ["GNU", "the Program"], 40, temperature=1.0, seed=2)
+    assert [t[:3] for t in texts] == ["GNU", "the"] and all(len(t) > 40 and "[UNK]" not in t for t in texts)
+
+    another = tmp_path / "another.txt"
+    another.write_text(LICENCE.read_text() + "\nOne more line.\n")
+    assert main(["train", "--corpus", str(another), "--out", str(out), "--epochs", "1", *SIZES]) == 2
+    assert "another corpus" in capsys.readouterr().err
+
+
+@needs_licence
+@pytest.mark.slow
+def test_an_lstm_trains_with_plain_keras_and_generates_and_exports_what_keras_computes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_keras, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    out = tmp_path / "lstm"
+    assert main(["train", "--corpus", str(LICENCE), "--cell", "lstm", "--out", str(out), "--epochs", "1", *SIZES]) == 0
+    first = check_run(out, LICENCE, "LSTMLM", 1)
+    assert "T=0.5" in capsys.readouterr().out
+    assert main(["train", "--corpus", str(LICENCE), "--cell", "lstm", "--out", str(out), "--epochs", "2", *SIZES]) == 0
+    card = check_run(out, LICENCE, "LSTMLM", 2)
+    assert "Resuming from" in capsys.readouterr().out and card["history"][0] == first["history"][0]
+    assert "Keras" in card["training"]["method"] and "stateful LSTM" in card["training"]["method"]
+
+    model, vocab, _ = load_model_dir(out)
+    assert model.cell_kind == "lstm" and not hasattr(model, "gru")
+    # The generator's LSTM step gives, character after character, the log probabilities the Keras model gives.
+    text = held_out(LICENCE)[1][:30]
+    ids = [vocab.index(ch) for ch in text]
+    keras_log_probs = model(np.array([ids]))[0].numpy()
+    embedding, kernel, recurrent_kernel, bias, dense_kernel, dense_bias = sample.model_weights(model)
+    state = tf.zeros((1, 2 * recurrent_kernel.shape[0]))
+    for t, i in enumerate(ids):
+        state = sample._lstm_step(tf.matmul(embedding[i:i + 1], kernel) + bias, state, recurrent_kernel)
+        ours = sample._next_log_probs(state[:, :recurrent_kernel.shape[0]], dense_kernel, dense_bias)[0].numpy()
+        np.testing.assert_allclose(ours[2:], keras_log_probs[t, 2:], atol=2e-5)
+        assert np.isneginf(ours[:2]).all()  # '[UNK]' and '' never come out
+
+    prompts = ["GNU", "the Program", "T"]
+    texts = sample.generate_many(model, vocab, prompts, 50, temperature=0.8, seed=7)
+    assert all(t.startswith(p) and len(t) == len(p) + 50 and "[UNK]" not in t for p, t in zip(prompts, texts))
+    assert texts[0] == sample.generate(model, vocab, prompts[0], 50, temperature=0.8, seed=7)[0]
+
+    assert main(["export", "--model", str(out), "--out", str(tmp_path / "export")]) == 0
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+    exported = served(prompts=tf.constant(prompts), length=tf.constant(50), temperature=tf.constant(0.8),
+                      seed=tf.constant(7, tf.int64))["texts"]
+    assert [t.decode() for t in exported.numpy().tolist()] == texts
+    from deepngrams.lm.export import load_keras
+    reloaded = load_keras(tmp_path / "export" / "lstmlm.keras")
+    np.testing.assert_allclose(reloaded(np.array([ids]))[0].numpy(), keras_log_probs, atol=1e-6)
