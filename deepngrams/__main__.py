@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 
 from deepngrams.config import COURSE, SAMPLE_TEMPERATURES
 
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-length", type=_positive,
                    help=f"characters each stream reads per step (default {COURSE.seq_length}); needs --out")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--precision", choices=["bfloat16", "float32"], default="bfloat16",
-                   help="precision of the matrix products (weights stay float32)")
+    p.add_argument("--precision", choices=["bfloat16", "float32"],
+                   help="precision of the GRU step's matrix products (default bfloat16; weights stay float32)")
     p.add_argument("--no-reference", action="store_true",
                    help="do not recompute the reference values and the n-gram baseline")
 
@@ -144,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         own = [flag for flag, given in (("--corpus", args.corpus), ("--cell lstm", args.cell == "lstm"),
                                         ("--units", args.units), ("--embedding", args.embedding),
                                         ("--seq-length", args.seq_length)) if given]
-        if own and not args.out:
+        from deepngrams.config import MODEL_DIR
+
+        if own and (not (args.out or args.smoke) or (args.out and Path(args.out).absolute() == MODEL_DIR)):
             parser.error(f"with {' and '.join(own)}, train makes a model other than the course's: give --out DIR for it "
-                         "(model/ holds the course's model, which the notebook and the grader read)")
+                         "(not model/: it holds the course's model, which the notebook and the grader read)")
+        if args.cell == "lstm" and args.precision:
+            parser.error("--precision sets the GRU's fast training step; an LSTM trains with plain Keras in float32")
 
     from deepngrams.lm.data import CorpusError
     from deepngrams.lm.run_record import CheckpointError, OutputError
@@ -160,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from dataclasses import replace
-    from pathlib import Path
 
     from deepngrams.config import COURSE
 
@@ -179,7 +183,7 @@ def _run(args) -> int:
             train_keras.train(hp, cell="lstm", **run)
         else:
             from deepngrams.lm import train
-            train.train(hp, precision=args.precision, **run)
+            train.train(hp, precision=args.precision or "bfloat16", **run)
         if not args.no_reference and out is None:
             from deepngrams.course import reference_values
             from deepngrams.lm import ngram

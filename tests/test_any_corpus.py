@@ -15,11 +15,14 @@ import pytest
 import tensorflow as tf
 
 from deepngrams.__main__ import main
-from deepngrams.config import MODEL_DIR, SAMPLE_PROMPT
+from dataclasses import replace
+
+from deepngrams.config import COURSE, MODEL_DIR, SAMPLE_PROMPT
 from deepngrams.lm import generate as sample
 from deepngrams.lm import train, train_keras
-from deepngrams.lm.data import build_vocab, check_long_enough, held_out_lines, read_corpus, CorpusError
-from deepngrams.lm.run_record import sha256_file
+from deepngrams.lm.charlm import build as build_charlm
+from deepngrams.lm.data import build_vocab, encode, held_out_lines, load_lines, read_corpus, stream_batches
+from deepngrams.lm.run_record import OutputError, corpus_run, sha256_file
 from deepngrams.lm.weights import load_model_dir
 
 CANDIDATES = [Path("/usr/share/common-licenses/GPL-3"), Path("/usr/share/common-licenses/Apache-2.0"),
@@ -62,28 +65,52 @@ def refused(args: list[str], capsys) -> str:
 # ------------------------------------------------------------------ bad input, refused before training
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-@pytest.mark.parametrize("data, line, byte", [
-    (b"first line\nsecond \xe9t\xe9\n", 2, "0xe9"),  # Latin-1
-    (b"a\nb\nc\x80d\n", 3, "0x80"),  # a continuation byte with nothing to continue
-    (b"fine\n" + "\u65e5\u672c".encode("utf-8")[:-1], 2, "0xe6"),  # a character cut off at the end
-    ("text\nmore\n".encode("utf-16"), 1, "0xff"),  # UTF-16, byte-order mark first
+@pytest.mark.parametrize("data, where, encoding", [
+    (b"first line\nsecond \xe9t\xe9\n", "0xe9 at line 2, character 8 (invalid continuation byte; offset 18", "latin1"),
+    (b"a\nb\nc\x80d\n", "0x80 at line 3, character 2 (invalid start byte; offset 5", "latin1"),
+    (b"fine\n" + "\u65e5\u672c".encode("utf-8")[:-1], "0xe6 at line 2, character 2 (unexpected end of data; offset 8",
+     "latin1"),  # a character cut off at the end
+    (b"one\r\ntwo\rthree \xff\r", "0xff at line 3, character 7 (invalid start byte; offset 15", "latin1"),
+    ("text\nmore\n".encode("utf-16"), "at line 1, character 1 (invalid start byte; offset 0", "utf-16"),
 ])
-def test_a_text_that_is_not_utf8_is_refused_with_where(tmp_path, capsys, no_training, cell, data, line, byte):
+def test_a_text_that_is_not_utf8_is_refused_with_where(tmp_path, capsys, no_training, cell, data, where, encoding):
     corpus, out = tmp_path / "text.txt", tmp_path / "out"
     corpus.write_bytes(data)
     err = refused(["--corpus", str(corpus), "--cell", cell, "--out", str(out)], capsys)
-    assert f"{corpus} is not UTF-8 text" in err and f"line {line}," in err and byte in err and "iconv" in err
+    assert f"{corpus} is not UTF-8 text: byte " in err and where in err and f"iconv -f {encoding} -t utf-8" in err
     assert not out.exists()
+
+
+def test_a_text_is_split_into_lines_as_the_course_reads_its_corpus(tmp_path):
+    """Universal newlines (\\n, \\r\\n, \\r); a form feed or a Unicode line separator stays inside its line."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_bytes("a\x0cb\r\n  c\u2028d \rlast\x85line\n\n".encode("utf-8"))
+    assert read_corpus(corpus) == load_lines(corpus) == ["a\x0cb", "c\u2028d", "last\x85line"]
 
 
 @pytest.mark.parametrize("data, words", [
     (b"", "is empty"), (b"\n\n   \n\t\n", "is empty"),
     (b"one line of text\n", "single line"), (b"\n  only this  \n\n", "single line"),
+    (b"x" * 8000 + b"\n}\n", "held-out part (the last line) has fewer than two characters"),
 ])
-def test_an_empty_or_one_line_text_is_refused(tmp_path, capsys, no_training, data, words):
+def test_an_empty_or_one_line_text_or_one_without_enough_to_hold_out_is_refused(tmp_path, capsys, no_training,
+                                                                                 data, words):
     corpus = tmp_path / "text.txt"
     corpus.write_bytes(data)
     assert words in refused(["--corpus", str(corpus), "--out", str(tmp_path / "out")], capsys)
+
+
+def test_a_folder_or_an_unreadable_file_is_refused(tmp_path, capsys, no_training, monkeypatch):
+    assert "is a folder" in refused(["--corpus", str(tmp_path), "--out", str(tmp_path / "out")], capsys)
+    corpus = tmp_path / "locked.txt"
+    corpus.write_text("two\nlines\n")
+
+    def locked(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", locked)  # root reads through any mode bits
+    assert f"cannot read {corpus}: Permission denied" in refused(["--corpus", str(corpus), "--out",
+                                                                  str(tmp_path / "out")], capsys)
 
 
 @needs_licence
@@ -96,10 +123,10 @@ def test_a_text_too_short_for_one_batch_is_refused_and_told_the_sequence_length_
     assert "too short to train on" in err and "64 streams of 100 characters" in err
     fits = int(err.split("--seq-length ")[1].split()[0])
     lines = read_corpus(corpus)
-    train_lines = lines[:-held_out_lines(len(lines))]
-    check_long_enough(train_lines, 64, fits, corpus)  # the advice holds
-    with pytest.raises(CorpusError):
-        check_long_enough(train_lines, 64, fits + 1, corpus)  # and is the longest that does
+    ids = encode("\n".join(lines[:-held_out_lines(len(lines))]), build_vocab(lines))
+    # At that length every window offset (a seed draws one below the sequence length) gives a batch; one more, not.
+    assert all(next(stream_batches(ids, 64, fits, seed), None) is not None for seed in range(300))
+    assert any(next(stream_batches(ids, 64, fits + 1, seed), None) is None for seed in range(300))
 
 
 def test_a_missing_text_is_refused(tmp_path, capsys, no_training):
@@ -115,12 +142,14 @@ def test_an_out_folder_holding_a_model_of_another_corpus_or_kind_is_left_alone(t
     (out / "grulm.weights.h5").write_bytes(b"weights of the other model")
     before = folder_state(out)
     assert "holds a model of another corpus (other.txt" in refused(["--corpus", str(LICENCE), "--out", str(out)], capsys)
+    assert folder_state(out) == before
 
     card["corpus"]["sha256"] = sha256_file(LICENCE)
     (out / "model_card.json").write_text(json.dumps(card))
     before = folder_state(out)
     err = refused(["--corpus", str(LICENCE), "--cell", "lstm", "--out", str(out)], capsys)
     assert "holds a model of kind GRULM" in err and "LSTMLM" in err
+    assert folder_state(out) == before
 
     (out / "model_card.json").write_text("{not json")
     before = folder_state(out)
@@ -130,15 +159,50 @@ def test_an_out_folder_holding_a_model_of_another_corpus_or_kind_is_left_alone(t
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     assert "is a file, not a folder" in refused(["--corpus", str(LICENCE), "--out", str(a_file)], capsys)
+    assert a_file.read_text() == "x"
+
+
+def test_a_course_corpus_run_refuses_an_out_folder_holding_another_kind(tmp_path, capsys, no_training):
+    """The course's text, an LSTM, and a folder where the course's GRU was written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_card.json").write_text((MODEL_DIR / "model_card.json").read_text())
+    before = folder_state(out)
+    assert "holds a model of kind GRULM" in refused(["--cell", "lstm", "--out", str(out)], capsys)
+    assert folder_state(out) == before
 
 
 @needs_licence
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_the_course_model_folder_is_not_overwritten_by_another_corpus(capsys, no_training, cell):
     before = folder_state(MODEL_DIR)
-    assert "holds a model of another corpus" in refused(["--corpus", str(LICENCE), "--cell", cell,
-                                                         "--out", str(MODEL_DIR)], capsys)
+    with pytest.raises(SystemExit):
+        main(["train", "--corpus", str(LICENCE), "--cell", cell, "--out", str(MODEL_DIR)])
+    assert "not model/" in capsys.readouterr().err
+    for trainer, kwargs in ((train.train, {}), (train_keras.train, {"cell": cell})):
+        with pytest.raises(OutputError, match="not model/"):
+            trainer(COURSE, out_dir=MODEL_DIR, corpus=LICENCE, **kwargs)
     assert folder_state(MODEL_DIR) == before
+
+
+@pytest.mark.parametrize("flags", [["--units", "64"], ["--embedding", "32"], ["--seq-length", "50"], ["--cell", "lstm"]])
+def test_the_course_text_with_other_sizes_or_cell_does_not_write_model(capsys, no_training, flags):
+    before = folder_state(MODEL_DIR)
+    with pytest.raises(SystemExit):
+        main(["train", *flags, "--out", str(MODEL_DIR)])
+    assert "not model/" in capsys.readouterr().err
+    with pytest.raises(OutputError, match="not model/"):
+        train.train(replace(COURSE, rnn_units=64))  # the course's folder, by default
+    assert folder_state(MODEL_DIR) == before
+
+
+def test_the_course_runs_keep_their_checkpoint_names(tmp_path):
+    """Course runs resume from checkpoints named as before; any other run gets a name of its own."""
+    assert corpus_run(None, None, "GRULM", COURSE)[4] == ()
+    assert corpus_run(None, tmp_path / "lstm", "LSTMLM", COURSE)[4] == ("LSTMLM",)
+    if LICENCE is not None:
+        assert corpus_run(LICENCE, tmp_path / "g", "GRULM", COURSE)[4] != corpus_run(LICENCE, tmp_path / "l", "LSTMLM",
+                                                                                    COURSE)[4]
 
 
 @pytest.mark.parametrize("flags", [["--corpus", "x.txt"], ["--cell", "lstm"], ["--units", "64"],
@@ -155,6 +219,26 @@ def test_sizes_must_be_whole_numbers_above_zero(capsys, no_training, flag, value
     with pytest.raises(SystemExit):
         main(["train", flag, value, "--out", "nowhere"])
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_the_samplers_lstm_step_is_keras_lstm():
+    """The compiled sampler's LSTM step gives, character after character, the Keras model's log probabilities."""
+    model = build_charlm(12, replace(COURSE, embedding_dim=5, rnn_units=7), cell="lstm")
+    for layer in (model.lstm, model.dense):  # biases too: every term of the gates counts
+        layer.set_weights([np.random.default_rng(1).normal(0, 0.5, w.shape) for w in layer.get_weights()])
+    assert_sampler_follows_keras(model, [3, 7, 2, 11, 5, 5, 9, 4])
+
+
+def assert_sampler_follows_keras(model, ids: list[int]) -> None:
+    keras_log_probs = model(np.array([ids]))[0].numpy()
+    embedding, kernel, recurrent_kernel, bias, dense_kernel, dense_bias = sample.model_weights(model)
+    units = recurrent_kernel.shape[0]
+    state = tf.zeros((1, 2 * units))
+    for t, i in enumerate(ids):
+        state = sample._lstm_step(tf.matmul(embedding[i:i + 1], kernel) + bias, state, recurrent_kernel)
+        ours = sample._next_log_probs(state[:, :units], dense_kernel, dense_bias)[0].numpy()
+        np.testing.assert_allclose(ours[2:], keras_log_probs[t, 2:], atol=2e-5)
+        assert np.isneginf(ours[:2]).all()  # '[UNK]' and '' never come out
 
 
 # ------------------------------------------------------------------ runs
@@ -227,17 +311,10 @@ def test_an_lstm_trains_with_plain_keras_and_generates_and_exports_what_keras_co
 
     model, vocab, _ = load_model_dir(out)
     assert model.cell_kind == "lstm" and not hasattr(model, "gru")
-    # The generator's LSTM step gives, character after character, the log probabilities the Keras model gives.
     text = held_out(LICENCE)[1][:30]
     ids = [vocab.index(ch) for ch in text]
+    assert_sampler_follows_keras(model, ids)
     keras_log_probs = model(np.array([ids]))[0].numpy()
-    embedding, kernel, recurrent_kernel, bias, dense_kernel, dense_bias = sample.model_weights(model)
-    state = tf.zeros((1, 2 * recurrent_kernel.shape[0]))
-    for t, i in enumerate(ids):
-        state = sample._lstm_step(tf.matmul(embedding[i:i + 1], kernel) + bias, state, recurrent_kernel)
-        ours = sample._next_log_probs(state[:, :recurrent_kernel.shape[0]], dense_kernel, dense_bias)[0].numpy()
-        np.testing.assert_allclose(ours[2:], keras_log_probs[t, 2:], atol=2e-5)
-        assert np.isneginf(ours[:2]).all()  # '[UNK]' and '' never come out
 
     prompts = ["GNU", "the Program", "T"]
     texts = sample.generate_many(model, vocab, prompts, 50, temperature=0.8, seed=7)

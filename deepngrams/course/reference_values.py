@@ -154,7 +154,7 @@ def main(check: bool = False) -> int:
     for p in problems:
         print(f"stale: {p}", file=sys.stderr)
     if problems:
-        print(f"{REFERENCE_PATH} does not match the weights; run `make reference`.", file=sys.stderr)
+        print(f"{REFERENCE_PATH} does not match the weights; run `make reference-values`.", file=sys.stderr)
         return 1
     print(f"{REFERENCE_PATH} matches the weights.")
     return 0

@@ -40,7 +40,7 @@ class KerasCharLM(keras.Model):
         self.dropout = keras.layers.Dropout(dropout, seed=seed) if dropout else None
 
     @property
-    def rnn(self):
+    def rnn(self):  # a property, not an attribute: the layer is tracked (and saved) under its own name only
         return getattr(self, self.cell_kind)
 
     def call(self, inputs, training=False):

@@ -1,6 +1,7 @@
 """The corpus as the course sees it: lines, the train/eval split and the vocabulary."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterator
 
@@ -61,26 +62,33 @@ def held_out_lines(count: int) -> int:
 
 
 def read_corpus(path: Path) -> list[str]:
-    """The lines of a UTF-8 text to train on, stripped, empty lines skipped (as the course reads its corpus).
+    """The lines of a UTF-8 text to train on, split and stripped as the course reads its corpus
+    (universal newlines, empty lines skipped).
 
-    Refuses what cannot be trained on, saying where and what to do: a missing file, bytes that
-    are not UTF-8 (the line and byte named), a text with fewer than two lines (one to train on,
-    one to hold out).
+    Refuses what cannot be trained on, saying where and what to do: a missing or unreadable file,
+    bytes that are not UTF-8 (the line and character named), a text with fewer than two lines (one
+    to train on, one to hold out).
     """
     path = Path(path)
+    if path.is_dir():
+        raise CorpusError(f"{path} is a folder: give --corpus the path of a UTF-8 text file.")
     if not path.is_file():
         raise CorpusError(f"{path}: no such file. Give --corpus the path of a UTF-8 text file.")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CorpusError(f"cannot read {path}: {e.strerror}.") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        before = data[:e.start].decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "latin1"
         raise CorpusError(
-            f"{path} is not UTF-8 text: at byte {e.start} (line {line}, byte {column} of the line), "
-            f"0x{data[e.start]:02x}: {e.reason}. Convert the file to UTF-8 "
-            f"first, e.g. iconv -f latin1 -t utf-8 {path} > text.utf8 (name its real encoding).") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+            f"{path} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {len(before)}, character "
+            f"{len(before[-1]) + 1} ({e.reason}; offset {e.start} in the file, counting from 0). Convert the file "
+            f"to UTF-8 first, e.g. iconv -f {encoding} -t utf-8 {path} > text.utf8"
+            + (" (it starts with UTF-16's byte-order mark)." if encoding == "utf-16" else " (name its real encoding)."))
+    lines = [line.strip() for line in io.StringIO(text, newline=None) if line.strip()]
     if not lines:
         raise CorpusError(f"{path} is empty: it holds no text to learn from (only blank lines or nothing).")
     if len(lines) < 2:
@@ -89,18 +97,23 @@ def read_corpus(path: Path) -> list[str]:
     return lines
 
 
-def check_long_enough(train_lines: list[str], batch_size: int, seq_length: int, source: Path | str) -> None:
-    """Refuse a training text too short for one batch: `batch_size` streams of `seq_length` characters
-    (and the window's offset, up to one sequence more)."""
+def check_long_enough(train_lines: list[str], eval_lines: list[str], batch_size: int, seq_length: int,
+                      source: Path | str) -> None:
+    """Refuse a text too short to train on: one batch takes `batch_size` streams of `seq_length` characters,
+    read from an offset of up to one more sequence (see stream_batches); the held-out part needs two
+    characters, one to read and one to predict."""
     have = len("\n".join(train_lines))
-    need = (batch_size + 1) * seq_length + 1
+    need = (batch_size + 1) * seq_length
     if have < need:
-        fitting = (have - 1) // (batch_size + 1)
+        fitting = have // (batch_size + 1)
         raise CorpusError(
             f"{source} is too short to train on: its training part (all but the held-out last lines) has "
-            f"{have:,} characters, and one batch of {batch_size} streams of {seq_length} characters needs "
-            f"{need:,}. Give a longer text" + (f", or shorter sequences (--seq-length {fitting} fits)." if fitting >= 2
-                                               else "."))
+            f"{have:,} characters, and one batch of {batch_size} streams of {seq_length} characters, read from "
+            f"an offset of up to one more sequence, needs {need:,}. Give a longer text"
+            + (f", or shorter sequences (--seq-length {fitting} fits)." if fitting >= 2 else "."))
+    if len("\n".join(eval_lines)) < 2:
+        raise CorpusError(f"{source}: its held-out part (the last line{'s' if len(eval_lines) > 1 else ''}) has fewer "
+                          "than two characters, too few to measure the model on: give a longer text.")
 
 
 def sample_prompt(eval_lines: list[str], length: int = 24) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from deepngrams.atomic import atomic_path, write_bytes
-from deepngrams.config import CARD_PATH, CORPUS_PATH, CURVE_PATH, ROOT, SAMPLE_PROMPT, WEIGHTS_PATH, HParams
+from deepngrams.config import CARD_PATH, CORPUS_PATH, COURSE, CURVE_PATH, MODEL_DIR, ROOT, SAMPLE_PROMPT, WEIGHTS_PATH, HParams
 from deepngrams.lm.data import check_long_enough, sample_prompt, training_data
 
 
@@ -51,8 +51,8 @@ class OutputError(RuntimeError):
 
 def corpus_record(corpus: Path = CORPUS_PATH) -> dict:
     """How a model card names its corpus: the path (within the bundle, relative to it) and its sha256."""
-    path = Path(corpus).resolve()
-    shown = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+    path = Path(corpus).absolute()
+    shown = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path.resolve())
     return {"path": shown, "sha256": sha256_file(path)}
 
 
@@ -93,17 +93,22 @@ def corpus_run(corpus: Path | None, out_dir: Path | None, model_name: str, hp: H
     sample prompt taken from its held-out text, and `out_dir` checked not to hold a model of another
     corpus or kind. All before training starts, so a mistake costs nothing.
     """
-    if corpus is None:
-        vocab, train_lines, eval_lines = training_data(max_lines)
-        if out_dir is not None:
-            check_out_dir(out_dir, CORPUS_PATH, model_name)
-        return vocab, train_lines, eval_lines, SAMPLE_PROMPT, ()
-    if out_dir is None:
-        raise OutputError("a model of another corpus needs a folder of its own: give --out DIR (model/ is the course's)")
+    course_model = corpus is None and model_name == "GRULM" and same_model(hp, COURSE)
+    if not course_model and (out_dir is None or Path(out_dir).absolute() == MODEL_DIR):
+        raise OutputError("a model other than the course's needs a folder of its own: give --out DIR (not model/, "
+                          "which holds the course's model that the notebook and the grader read)")
     vocab, train_lines, eval_lines = training_data(max_lines, corpus)
-    check_long_enough(train_lines, hp.batch_size, hp.seq_length, corpus)
-    check_out_dir(out_dir, corpus, model_name)
+    check_long_enough(train_lines, eval_lines, hp.batch_size, hp.seq_length, corpus or CORPUS_PATH)
+    if out_dir is not None:
+        check_out_dir(out_dir, corpus or CORPUS_PATH, model_name)
+    if corpus is None:  # the course's checkpoint names, as before there were other corpora and cells
+        return vocab, train_lines, eval_lines, SAMPLE_PROMPT, () if model_name == "GRULM" else (model_name,)
     return vocab, train_lines, eval_lines, sample_prompt(eval_lines), (model_name, corpus_record(corpus)["sha256"])
+
+
+def same_model(hp: HParams, other: HParams) -> bool:
+    """Whether two recipes make models of the same shape (the course's sizes: model/'s weights fit both)."""
+    return (hp.embedding_dim, hp.rnn_units) == (other.embedding_dim, other.rnn_units)
 
 
 def samples_path(out_dir: Path | None, checkpoint: Path) -> Path:

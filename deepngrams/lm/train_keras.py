@@ -14,7 +14,8 @@ stores variables by attribute path, embedding/gru/dense, so the file loads into 
 TensorFlow notebook's GRULM), model/model_card.json and model/learning_curve.png. Then run
 `make reference-values` on the CPU machine.
 
-With `corpus` and `cell` it trains a model of any text, GRU or LSTM (`python -m deepngrams train
+On the TensorFlow backend it also writes each epoch's samples, as deepngrams.lm.train does (beside
+the checkpoint for the course run). With `corpus` and `cell` it trains a model of any text, GRU or LSTM (`python -m deepngrams train
 --corpus FILE --cell lstm --out DIR` runs it for the LSTM, which the fast GRU step does not cover).
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from deepngrams.atomic import atomic_path
 from deepngrams.config import CHECKPOINT_DIR, CORPUS_PATH, COURSE, PADDING_ID, HParams
 from deepngrams.lm.charlm import CELLS, build, layer_weights, set_layer_weights
 from deepngrams.lm.data import encode, stream_batches
-from deepngrams.lm.run_record import (LAST_WEIGHTS, OutputError, as_float32, averaging_note, corpus_run, curve_title,
+from deepngrams.lm.run_record import (LAST_WEIGHTS, as_float32, averaging_note, corpus_run, curve_title,
                                       end_epoch, model_card, output_paths, plot_curve, record_samples, resume_checkpoint,
                                       run_id, samples_path, save_checkpoint, update_mean, write_card)
 
@@ -80,8 +81,6 @@ def train(hp: HParams = COURSE, *, out_dir: Path | None = None, checkpoint_dir: 
     deepngrams.lm.train does (elsewhere the generator, which is TensorFlow's, is not there).
     """
     model_name = CELLS[cell]
-    if out_dir is None and cell != "gru":
-        raise OutputError(f"an {model_name} needs a folder of its own: give --out DIR (model/ holds the course's GRULM)")
     weights_path, card_path, curve_path = output_paths(out_dir, model_name)
     vocab, train_lines, eval_lines, prompt, corpus_id = corpus_run(corpus, out_dir, model_name, hp, max_lines)
     train_ids, eval_ids = encode("\n".join(train_lines), vocab), encode("\n".join(eval_lines), vocab)
