@@ -25,6 +25,7 @@ RELEASE_NB = ROOT / "assignment" / f"{ASSIGNMENT}.ipynb"
 SOLUTION_NB = ROOT / "solutions" / f"{ASSIGNMENT}.ipynb"
 
 EVAL_LINES = 1000  # the last lines of the corpus are held out for evaluation
+MAX_CORPUS_BYTES = 2 * 2**30  # a text of one's own (train --corpus) is read whole into memory
 PADDING_ID = 1  # id of the empty string '' in the vocabulary
 UNK_ID = 0  # id of '[UNK]'
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -172,17 +173,70 @@ def test_a_course_corpus_run_refuses_an_out_folder_holding_another_kind(tmp_path
     assert folder_state(out) == before
 
 
+def names_of_model_dir(tmp_path: Path) -> list[Path]:
+    """model/ and a folder inside it, by several names: plain, with .., through a link."""
+    link = tmp_path / "link-to-model"
+    link.symlink_to(MODEL_DIR, target_is_directory=True)
+    return [MODEL_DIR, MODEL_DIR / ".." / MODEL_DIR.name, link, MODEL_DIR / "sub", link / "sub"]
+
+
 @needs_licence
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_the_course_model_folder_is_not_overwritten_by_another_corpus(capsys, no_training, cell):
+def test_the_course_model_folder_is_not_overwritten_by_another_corpus(tmp_path, capsys, no_training, cell):
     before = folder_state(MODEL_DIR)
+    for name in names_of_model_dir(tmp_path):
+        with pytest.raises(SystemExit):
+            main(["train", "--corpus", str(LICENCE), "--cell", cell, "--out", str(name)])
+        assert "not model/" in capsys.readouterr().err
+        for trainer, kwargs in ((train.train, {}), (train_keras.train, {"cell": cell})):
+            with pytest.raises(OutputError, match="not model/"):
+                trainer(COURSE, out_dir=name, corpus=LICENCE, **kwargs)
     with pytest.raises(SystemExit):
-        main(["train", "--corpus", str(LICENCE), "--cell", cell, "--out", str(MODEL_DIR)])
+        main(["train", "--smoke", "--out", str(MODEL_DIR / ".." / MODEL_DIR.name)])
     assert "not model/" in capsys.readouterr().err
-    for trainer, kwargs in ((train.train, {}), (train_keras.train, {"cell": cell})):
-        with pytest.raises(OutputError, match="not model/"):
-            trainer(COURSE, out_dir=MODEL_DIR, corpus=LICENCE, **kwargs)
-    assert folder_state(MODEL_DIR) == before
+    assert folder_state(MODEL_DIR) == before and not (MODEL_DIR / "sub").exists()
+
+
+def test_an_out_folder_that_cannot_be_made_or_holds_the_text_is_refused(tmp_path, capsys, no_training):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("a first line of text\n" * 400 + "held out\n")
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nothing")
+    assert "is a link to nothing" in refused(["--corpus", str(corpus), "--out", str(dangling)], capsys)
+    under_a_file = tmp_path / "a-file"
+    under_a_file.write_text("x")
+    assert f"{under_a_file} is not a folder" in refused(["--corpus", str(corpus), "--out", str(under_a_file / "sub")],
+                                                        capsys)
+    inside = tmp_path / "run"
+    inside.mkdir()
+    (inside / "samples.md").write_text("a first line of text\n" * 400 + "held out\n")
+    assert "is one of the files the run writes" in refused(["--corpus", str(inside / "samples.md"), "--out",
+                                                            str(inside), "--seq-length", "5"], capsys)
+    fifo_card = tmp_path / "fifo-card"
+    fifo_card.mkdir()
+    os.mkfifo(fifo_card / "model_card.json")  # reading it would wait forever
+    assert "cannot be read" in refused(["--corpus", str(corpus), "--out", str(fifo_card), "--seq-length", "5"], capsys)
+    deep = tmp_path / "deep-card"
+    deep.mkdir()
+    (deep / "model_card.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert "cannot be read" in refused(["--corpus", str(corpus), "--out", str(deep), "--seq-length", "5"], capsys)
+
+
+def test_what_is_not_a_regular_text_file_is_refused(tmp_path, capsys, no_training):
+    out = str(tmp_path / "out")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert "not a regular file" in refused(["--corpus", str(fifo), "--out", out], capsys)
+    assert "not a regular file" in refused(["--corpus", "/dev/null", "--out", out], capsys)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert "link to nothing (or a loop" in refused(["--corpus", str(loop), "--out", out], capsys)
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"plain text\n" * 3 + b"and then\x00binary\n" + b"more\n" * 2000)
+    assert "NUL character at line 4, character 9" in refused(["--corpus", str(nul), "--out", out], capsys)
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeffFirst line\nsecond\n".encode("utf-8"))
+    assert read_corpus(bom) == ["First line", "second"]
 
 
 @pytest.mark.parametrize("flags", [["--units", "64"], ["--embedding", "32"], ["--seq-length", "50"], ["--cell", "lstm"]])

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import numpy as np
 
-from deepngrams.config import CORPUS_PATH, EVAL_LINES
+from deepngrams.config import CORPUS_PATH, EVAL_LINES, MAX_CORPUS_BYTES
 
 
 def load_lines(path: Path = CORPUS_PATH) -> list[str]:
@@ -72,14 +72,22 @@ def read_corpus(path: Path) -> list[str]:
     path = Path(path)
     if path.is_dir():
         raise CorpusError(f"{path} is a folder: give --corpus the path of a UTF-8 text file.")
-    if not path.is_file():
+    if path.is_symlink() and not path.exists():
+        raise CorpusError(f"{path} is a link to nothing (or a loop of links): give --corpus the path of a UTF-8 text file.")
+    if not path.exists():
         raise CorpusError(f"{path}: no such file. Give --corpus the path of a UTF-8 text file.")
+    if not path.is_file():
+        raise CorpusError(f"{path} is not a regular file (a device, a pipe or a socket): give --corpus the path of a "
+                          "UTF-8 text file.")
+    if path.stat().st_size > MAX_CORPUS_BYTES:
+        raise CorpusError(f"{path} is larger than {MAX_CORPUS_BYTES // 2**30} GiB, more than a character model is "
+                          "trained on here: give a part of it.")
     try:
         data = path.read_bytes()
     except OSError as e:
         raise CorpusError(f"cannot read {path}: {e.strerror}.") from None
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark is not part of the text
     except UnicodeDecodeError as e:
         before = data[:e.start].decode("utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")
         encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "latin1"
@@ -88,7 +96,12 @@ def read_corpus(path: Path) -> list[str]:
             f"{len(before[-1]) + 1} ({e.reason}; offset {e.start} in the file, counting from 0). Convert the file "
             f"to UTF-8 first, e.g. iconv -f {encoding} -t utf-8 {path} > text.utf8"
             + (" (it starts with UTF-16's byte-order mark)." if encoding == "utf-16" else " (name its real encoding)."))
-    lines = [line.strip() for line in io.StringIO(text, newline=None) if line.strip()]
+    raw = io.StringIO(text, newline=None).read().split("\n")  # universal newlines, as open() reads the course's
+    for number, line in enumerate(raw, start=1):
+        if "\x00" in line:  # TensorFlow's string lookup would take it for the padding ''
+            raise CorpusError(f"{path} holds a NUL character at line {number}, character {line.index(chr(0)) + 1}: "
+                              "that is binary data, not text. Give a text file.")
+    lines = [line.strip() for line in raw if line.strip()]
     if not lines:
         raise CorpusError(f"{path} is empty: it holds no text to learn from (only blank lines or nothing).")
     if len(lines) < 2:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import platform
 import re
 from pathlib import Path
@@ -56,31 +57,52 @@ def corpus_record(corpus: Path = CORPUS_PATH) -> dict:
     return {"path": shown, "sha256": sha256_file(path)}
 
 
+def inside_model_dir(out_dir: Path) -> bool:
+    """Whether a folder is model/ or lies within it, however it is named (.., links)."""
+    return Path(out_dir).resolve().is_relative_to(MODEL_DIR.resolve())
+
+
 def check_out_dir(out_dir: Path, corpus: Path, model_name: str) -> None:
-    """Refuse to write over a model of another corpus or another kind: a run replaces only its own results.
+    """Refuse an --out the run could not write, or whose model (of another corpus or kind) or corpus it
+    would write over: a run replaces only its own results.
 
     Called before training, so a mistaken --out costs nothing.
     """
-    card_path = Path(out_dir) / CARD_PATH.name
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise OutputError(f"--out {out_dir} is a file, not a folder: name a folder to write the model into.")
-    if not card_path.exists():
+    out = Path(out_dir)
+    if out.is_symlink() and not out.exists():
+        raise OutputError(f"--out {out} is a link to nothing: name a folder to write the model into.")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder: name a folder to write the model into.")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out} cannot be made: {existing} is " + (
+            "not a folder" if not existing.is_dir() else "a folder you cannot write in") + ". Name another --out.")
+    written = {p.resolve() for p in (*output_paths(out, model_name), out / "samples.md")}
+    if Path(corpus).resolve() in written:
+        raise OutputError(f"--corpus {corpus} is one of the files the run writes into --out {out}: move the text "
+                          "out of that folder, or give another --out.")
+    card_path = out / CARD_PATH.name
+    if not (card_path.exists() or card_path.is_symlink()):
         return
     try:
+        if not card_path.is_file():
+            raise ValueError("not a regular file")
         card = json.loads(card_path.read_text(encoding="utf-8"))
         theirs, kind = card["corpus"], card.get("model", "GRULM")
         theirs["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise OutputError(f"--out {out_dir} holds a {CARD_PATH.name} that cannot be read: give another --out, or "
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise OutputError(f"--out {out} holds a {CARD_PATH.name} that cannot be read: give another --out, or "
                           "remove that folder if nothing in it is needed.") from None
     ours = corpus_record(corpus)
     if theirs["sha256"] != ours["sha256"]:
         raise OutputError(
-            f"--out {out_dir} holds a model of another corpus ({theirs.get('path', '?')}, sha256 "
+            f"--out {out} holds a model of another corpus ({theirs.get('path', '?')}, sha256 "
             f"{str(theirs['sha256'])[:12]}...; this run trains on {ours['path']}, sha256 {ours['sha256'][:12]}...): "
             "give another --out, or remove that folder to replace its model.")
     if kind != model_name:
-        raise OutputError(f"--out {out_dir} holds a model of kind {kind} and this run trains one of kind "
+        raise OutputError(f"--out {out} holds a model of kind {kind} and this run trains one of kind "
                           f"{model_name}: give another --out, or remove that folder to replace its model.")
 
 
@@ -94,7 +116,7 @@ def corpus_run(corpus: Path | None, out_dir: Path | None, model_name: str, hp: H
     corpus or kind. All before training starts, so a mistake costs nothing.
     """
     course_model = corpus is None and model_name == "GRULM" and same_model(hp, COURSE)
-    if not course_model and (out_dir is None or Path(out_dir).absolute() == MODEL_DIR):
+    if not course_model and (out_dir is None or inside_model_dir(out_dir)):
         raise OutputError("a model other than the course's needs a folder of its own: give --out DIR (not model/, "
                           "which holds the course's model that the notebook and the grader read)")
     vocab, train_lines, eval_lines = training_data(max_lines, corpus)
