@@ -127,12 +127,15 @@ def savable(model: solution.GRULM) -> SavedGRULM:
     return copy
 
 
-def keras_file(model) -> tuple[str, keras.Model]:
-    """The .keras file's name and the model it holds: a GRULM as a SavedGRULM (grulm.keras), an LSTM
-    model of `train --cell lstm` as it is (lstmlm.keras: its class states its configuration)."""
-    if isinstance(model, KerasCharLM) and model.cell_kind != "gru":
-        return f"{CELLS[model.cell_kind].lower()}.keras", model
-    return KERAS_NAME, savable(model)
+def keras_name(model) -> str:
+    """The .keras file's name: grulm.keras for a GRULM, lstmlm.keras for an LSTM model of `train --cell lstm`."""
+    return KERAS_NAME if cell_of(model) == "gru" else f"{CELLS['lstm'].lower()}.keras"
+
+
+def keras_model(model) -> keras.Model:
+    """What the .keras file holds: a GRULM as a SavedGRULM, an LSTM model as it is (its class states its
+    configuration)."""
+    return savable(model) if cell_of(model) == "gru" else model
 
 
 def load_keras(path: Path) -> keras.Model:
@@ -167,18 +170,17 @@ def export(model: solution.GRULM, vocab: list[str], out: Path, card: dict | None
     try:
         generator = Generator(model, vocab)
         tf.saved_model.save(generator, str(tmp), signatures={"serving_default": generator.generate})
-        keras_name, keras_model = keras_file(model)
-        keras_path = tmp / keras_name
-        keras_model.save(keras_path)
+        keras_path = tmp / keras_name(model)
+        keras_model(model).save(keras_path)
         reloaded = load_keras(keras_path)
         if not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reloaded.get_weights())):
-            raise ExportError(f"{keras_name} did not read back with the model's weights")
+            raise ExportError(f"{keras_path.name} did not read back with the model's weights")
         marker = {
             "format": FORMAT,
             "serving_default": {"inputs": {"prompts": "string [batch]", "length": "int32", "temperature": "float32",
                                            "seed": "int64"},
                                 "outputs": {"texts": "string [batch]: each prompt followed by `length` characters"}},
-            "keras": {"file": keras_name, "load": "deepngrams.lm.export.load_keras(path), i.e. keras.saving.load_model("
+            "keras": {"file": keras_path.name, "load": "deepngrams.lm.export.load_keras(path), i.e. keras.saving.load_model("
                                                   "path, custom_objects={'SavedGRULM': SavedGRULM, 'KerasCharLM': "
                                                   "KerasCharLM})"},
             "vocab": list(vocab),
@@ -221,5 +223,5 @@ def export_cli(out: Path, model_dir: Path | None = None) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}: the SavedModel (tf.saved_model.load; signature serving_default) and {keras_file(model)[0]}")
+    print(f"wrote {out}: the SavedModel (tf.saved_model.load; signature serving_default) and {keras_name(model)}")
     return 0

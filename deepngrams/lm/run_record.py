@@ -34,6 +34,9 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+SAMPLES_NAME = "samples.md"  # the samples a run writes after each epoch, in its --out folder (see samples_path)
+
+
 def weights_name(model_name: str = "GRULM") -> str:
     """The weights file of a model folder: grulm.weights.h5 for the course's GRULM, lstmlm.weights.h5 for an LSTM."""
     return f"{model_name.lower()}.weights.h5"
@@ -79,7 +82,7 @@ def check_out_dir(out_dir: Path, corpus: Path, model_name: str) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"--out {out} cannot be made: {existing} is " + (
             "not a folder" if not existing.is_dir() else "a folder you cannot write in") + ". Name another --out.")
-    written = {p.resolve() for p in (*output_paths(out, model_name), out / "samples.md")}
+    written = {p.resolve() for p in (*output_paths(out, model_name), out / SAMPLES_NAME)}
     if Path(corpus).resolve() in written:
         raise OutputError(f"--corpus {corpus} is one of the files the run writes into --out {out}: move the text "
                           "out of that folder, or give another --out.")
@@ -136,7 +139,7 @@ def same_model(hp: HParams, other: HParams) -> bool:
 def samples_path(out_dir: Path | None, checkpoint: Path) -> Path:
     """Where a run keeps the samples it writes after each epoch: in its folder, or, for a run that
     writes model/ (whose files are the bundle's), beside its checkpoint."""
-    return Path(out_dir) / "samples.md" if out_dir is not None else checkpoint.with_suffix(".samples.md")
+    return Path(out_dir) / SAMPLES_NAME if out_dir is not None else checkpoint.with_suffix(f".{SAMPLES_NAME}")
 
 
 EPOCH_HEADING = re.compile(r"^## Epoch (\d+)\n", re.M)  # the trainer indents the samples: none can look like one
