@@ -122,9 +122,11 @@ def main() -> int:
                 if self.task_poll_for_reply is not None:  # as nbclient does when it finds the kernel dead
                     self.task_poll_for_reply.cancel()
 
+    # The kernel is killed once the last cell is done: a polite shutdown would wait a second or more
+    # for TensorFlow to tear itself down, and nothing of the kernel outlives the sandbox anyway.
     client = Client(
         nb, timeout=timeout, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
-        record_timing=False, on_cell_execute=on_start, on_cell_executed=on_done,
+        record_timing=False, shutdown_kernel="immediate", on_cell_execute=on_start, on_cell_executed=on_done,
         resources={"metadata": {"path": os.getcwd()}},
         extra_arguments=["--IPKernelApp.capture_fd_output=False",
                          "--IPKernelApp.exec_lines=['import deepngrams_probes']"])
