@@ -67,7 +67,7 @@ release: $(STAMP)
 # The whole suite, in parallel: the slow tests wait on sandboxes and kernels as much as they compute.
 # One worker a file, so a file's module fixtures (a graded batch) run once.
 test: $(STAMP) sandbox
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 tests
 
 # The fast layer for the inner loop: no notebook runs, no batch grading.
 check: $(STAMP)

@@ -1,5 +1,5 @@
 """Submissions whose metadata is broken in the ways students' editors and habits break it, and a
-seeded fuzzer of metadata, for tests/test_metadata.py and tests/test_grade_metadata.py.
+seeded fuzzer of metadata, for tests/test_metadata.py and tests/test_grade_student_data.py.
 
 Each builder takes the solved notebook (as JSON data) and returns the text of the file handed in:
 text, because some of these (metadata nested 1000 deep, integers of 5000 digits) cannot be

@@ -99,3 +99,11 @@ def test_what_runs_in_the_sandbox_imports_nothing_of_the_package():
             elif isinstance(node, ast.Import):
                 assert all(a.name.split(".")[0] != "deepngrams" for a in node.names), path.name
         assert "from deepngrams" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_the_longest_first_order_names_test_files_that_exist():
+    """conftest's scheduling order is only as good as its names: a renamed file would start last."""
+    from conftest import LONGEST_FIRST
+    here = Path(__file__).resolve().parent
+    assert [name for name in LONGEST_FIRST if not (here / f"{name}.py").is_file()] == []
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)

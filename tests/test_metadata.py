@@ -1,5 +1,5 @@
 """A submission's metadata is normalised against the source notebook before nbgrader reads it
-(no kernel, no grading: tests/test_grade_metadata.py grades a few of these end to end)."""
+(no kernel, no grading: tests/test_grade_student_data.py grades a few of these end to end)."""
 import copy
 import json
 import logging

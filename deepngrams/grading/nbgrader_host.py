@@ -70,7 +70,9 @@ def _preload() -> None:
     import traitlets.config.loader  # noqa: F401
     import deepngrams.grading.nbgrader_steps  # noqa: F401
     import deepngrams.grading.verdicts  # noqa: F401
+    from deepngrams.grading import exercises
     nbformat.validate(nbformat.v4.new_notebook())  # compiles the notebook schema's validator
+    exercises.draw_cases(0)  # reads the course's vocabulary and corpus, which every submission's cases come from
 
 
 def _child(request: dict) -> None:

@@ -1,16 +1,21 @@
-"""Student ids and student text are data: odd folder names, escape sequences, formulas, a failed merge.
+"""Student ids, student text and notebook metadata are data: odd folder names, escape sequences,
+formulas, broken or fuzzed metadata, a failed merge.
 
-One small batch (`python -m deepngrams grade`, two workers) grades a solved notebook under folder names that
-nbgrader's paths, globs and CSV cannot take, one whose graded test cell carries terminal escape
-sequences as its id and whose markdown links to scripts and a tracking image (in a folder named
-like a spreadsheet formula), one whose merge fails, and
-one folder whose name is not UTF-8. The tests read what the batch printed and wrote.
+One batch (`python -m deepngrams grade`, two workers) grades a solved notebook under folder names
+that nbgrader's paths, globs and CSV cannot take, each handing it in with its metadata broken in
+one of the ways students' editors and hands break it (tests/metadata_cases.py), and a few more
+with fuzzed metadata; one whose graded test cell carries terminal escape sequences as its id and
+whose markdown links to scripts and a tracking image (in a folder named like a spreadsheet
+formula); one whose merge fails; and one folder whose name is not UTF-8. A correct notebook gets
+19/19 whatever its name and its metadata. The tests read what the batch printed and wrote.
 """
 import contextlib
 import copy
 import csv
 import io
+import json
 import os
+import random
 import shutil
 import tempfile
 from html.parser import HTMLParser
@@ -21,14 +26,20 @@ import pytest
 from nbgrader.api import Gradebook
 
 from deepngrams.course import release
-from deepngrams.grading import sandbox
-from deepngrams.grading.untrusted import csv_cell
+from deepngrams.grading import cells, gradebook, sandbox
 from deepngrams.grading.batch import main as grade_main
-from deepngrams.grading import gradebook
+from deepngrams.grading.untrusted import csv_cell
+
+from metadata_cases import KINDS, fuzz
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 ESCAPES = "test_x\x1b[2J\x1b[H\x1b]0;owned\x07\x9b31m\u202e"
 ODD = ["a,b", "new\nline", "[ab]", "star*", "trailing ", "-dash", "é" * 125, "=2+5"]  # "é" * 125: 250 bytes
+# The metadata each odd name hands in its solved notebook with (the last odd name has the escaped grade id).
+HARDER = ("not_a_mapping", "nested_deep", "grade_id_a_list", "solution_claims_grade", "test_not_graded",
+          "missing_attachment", "huge_number")
+STUDENT_OF = dict(zip(HARDER, ODD))
+FUZZED = [f"fuzzed_{i}" for i in range(3)]
 MERGE_FAILS = "zz_merge_fails"
 NOT_UTF8 = os.fsdecode(b"bad\xffname")
 
@@ -54,16 +65,25 @@ def _with_escaped_grade_id(nb):
     return nb
 
 
+def _handed_in() -> dict[str, str]:
+    """The text of the notebook each student hands in."""
+    solved = _solved()
+    data = json.loads(nbformat.writes(solved))
+    texts = {STUDENT_OF[kind]: KINDS[kind](data) for kind in HARDER}
+    texts["=2+5"] = nbformat.writes(_with_escaped_grade_id(solved))
+    rng = random.Random(7)
+    texts.update({student: json.dumps(fuzz(data, rng)) for student in FUZZED})
+    return texts
+
+
 @pytest.fixture(scope="module")
 def batch():
     (release.ROOT / ".cache").mkdir(exist_ok=True)
     course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-names-", dir=release.ROOT / ".cache")))
-    solved = _solved()
-    for student in ODD:
+    for student, text in _handed_in().items():
         folder = course / "submitted" / student / release.ASSIGNMENT
         folder.mkdir(parents=True)
-        nbformat.write(_with_escaped_grade_id(solved) if student == "=2+5" else solved,
-                       str(folder / "deep_ngrams.ipynb"))
+        (folder / "deep_ngrams.ipynb").write_text(text, encoding="utf-8")
     shutil.copytree(release.SUBMITTED / "bob_untouched", course / "submitted" / MERGE_FAILS)
     shutil.copytree(release.SUBMITTED / "bob_untouched", course / "submitted" / NOT_UTF8)
     real_merge = gradebook.merge
@@ -110,7 +130,7 @@ def test_every_odd_folder_name_gets_its_points(batch):
 def test_grades_csv_has_one_quoted_row_per_student(batch):
     course, _, _ = batch
     grades = _rows(course / "grades.csv", "student_id")
-    assert set(grades) == {csv_cell(s) for s in ODD}  # the merge that failed wrote nothing
+    assert set(grades) == {csv_cell(s) for s in ODD + FUZZED}  # the merge that failed wrote nothing
     for student in ODD:
         assert grades[csv_cell(student)]["score"] == "19.0"
     assert grades["'=2+5"]["assignment"] == release.ASSIGNMENT
@@ -175,3 +195,30 @@ def _number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ----------------------------------------------------------------------------------------
+# Metadata: whatever a student's editor or hand put there, a correct notebook gets 19/19
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", [*HARDER, *FUZZED])
+def test_a_correct_submission_gets_full_marks_whatever_its_metadata(batch, kind):
+    course, _, _ = batch
+    student = STUDENT_OF.get(kind, kind)
+    row = _rows(course / "report.csv", "student")[csv_cell(student)]
+    assert row["reason"] == "", row
+    assert (row["total"], row["out_of"]) == ("19", "19"), row
+    page = course / "feedback" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.html"
+    assert "All tests passed (checked by the grader)" in page.read_text()
+
+
+def test_the_graded_notebook_has_the_source_structure(batch):
+    course, _, _ = batch
+    source = nbformat.read(str(course / "source" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"), 4)
+
+    def tests(nb):
+        return [(cells.nbgrader_meta(c)["grade_id"], float(cells.nbgrader_meta(c)["points"]))
+                for c in nb.cells if cells.is_test_cell(c)]
+
+    for student in (STUDENT_OF["solution_claims_grade"], STUDENT_OF["test_not_graded"], FUZZED[0]):
+        done = nbformat.read(str(course / "autograded" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"), 4)
+        assert tests(done) == tests(source)
