@@ -1,6 +1,7 @@
 """The fast training step, the training command, checkpoints and resume."""
 import json
 import re
+import shutil
 import textwrap
 from dataclasses import replace
 
@@ -128,10 +129,62 @@ def smoke(tmp_path, name, epochs=2, hp=SMOKE, **kw):
                        max_steps=2, progress=False, **kw)
 
 
+# Runs shared by the tests of this module: each is trained once, in a folder of its own (out/ and ckpt/,
+# as `smoke` lays them out). A test that resumes or changes a run works on a copy (copy_run).
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """(folder, card) of a smoke run stopped after its first epoch: where the resume tests start."""
+    folder = tmp_path_factory.mktemp("one_epoch")
+    return folder, smoke(folder, "out", epochs=1)
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """(folder, card) of a smoke run of 2 epochs, without a weight mean, run straight through."""
+    folder = tmp_path_factory.mktemp("two_epochs")
+    return folder, smoke(folder, "out", epochs=2)
+
+
+@pytest.fixture(scope="module")
+def averaged_two(tmp_path_factory):
+    """(folder, card) of a smoke run of 2 epochs whose second epoch is averaged."""
+    folder = tmp_path_factory.mktemp("averaged_two")
+    return folder, smoke(folder, "out", epochs=2, hp=AVERAGING)
+
+
+@pytest.fixture(scope="module")
+def averaged_three(tmp_path_factory):
+    """A smoke run of 3 epochs averaged from epoch 2, run straight through, with what it called on the way:
+    (folder, card, the count of each update_mean call, each compiled forward pass made)."""
+    folder = tmp_path_factory.mktemp("averaged_three")
+    counts, forwards = [], []
+
+    def counting(mean, weights, count):
+        counts.append(count)
+        return update_mean(mean, weights, count)
+
+    def recording(model):
+        forwards.append(real_forward(model))
+        return forwards[-1]
+
+    real_forward = train.compiled_forward
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "update_mean", counting)
+        patch.setattr(train, "compiled_forward", recording)
+        card = smoke(folder, "out", epochs=3, hp=AVERAGING)
+    return folder, card, counts, forwards
+
+
+def copy_run(run: tuple, tmp_path) -> None:
+    """Copy a shared run's folder into the test's `tmp_path` (the test may resume or change it there)."""
+    shutil.copytree(run[0], tmp_path, dirs_exist_ok=True)
+
+
 @pytest.mark.slow
-def test_smoke_run_writes_weights_card_and_curve(tmp_path):
-    card = smoke(tmp_path, "out")
-    out = tmp_path / "out"
+def test_smoke_run_writes_weights_card_and_curve(two_epochs):
+    folder, card = two_epochs
+    out = folder / "out"
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((out / "model_card.json").read_text())
     assert saved == card
@@ -175,8 +228,8 @@ def test_a_run_prints_and_keeps_each_epochs_samples_from_the_weights_it_would_sh
 
 
 @pytest.mark.slow
-def test_a_resumed_run_records_each_epochs_samples_once(tmp_path, monkeypatch):
-    smoke(tmp_path, "out", epochs=1)
+def test_a_resumed_run_records_each_epochs_samples_once(tmp_path, monkeypatch, one_epoch):
+    copy_run(one_epoch, tmp_path)
     samples = tmp_path / "out" / "samples.md"
     first = sample_entries(samples)
 
@@ -203,8 +256,10 @@ def test_the_course_run_keeps_its_samples_beside_its_checkpoint(tmp_path, monkey
     """The course run writes model/; its samples must not change the bundled folder."""
     model_dir = tmp_path / "model"
     monkeypatch.setattr(train, "output_paths", lambda out_dir: tuple(model_dir / p.name for p in output_paths(None)))
-    train.train(replace(COURSE, epochs=1, seed=3), checkpoint_dir=tmp_path / "ckpt", max_lines=1500, max_steps=2,
-                progress=False)  # the course's sizes: the course run writes model/
+    # The course's model sizes make a course run, which writes model/ (run_record.same_model); shorter
+    # sequences than the course's keep its training step quick to trace.
+    train.train(replace(COURSE, epochs=1, seed=3, seq_length=SMOKE.seq_length), checkpoint_dir=tmp_path / "ckpt",
+                max_lines=1500, max_steps=2, progress=False)
     (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
     assert list(sample_entries(ckpt.with_suffix(".samples.md"))) == [1]
     assert sorted(p.name for p in model_dir.iterdir()) == ["grulm.weights.h5", "learning_curve.png", "model_card.json"]
@@ -231,20 +286,21 @@ def test_the_learning_curve_zooms_in_on_the_second_half_and_marks_where_the_mean
 
 
 @pytest.mark.slow
-def test_resume_gives_the_same_run_as_no_interruption(tmp_path):
-    straight = smoke(tmp_path / "a", "out", epochs=2)
-    smoke(tmp_path / "b", "out", epochs=1)  # "interrupted" after its first epoch
-    resumed = smoke(tmp_path / "b", "out", epochs=2)
+def test_resume_gives_the_same_run_as_no_interruption(tmp_path, one_epoch, two_epochs):
+    straight = two_epochs[1]
+    copy_run(one_epoch, tmp_path)  # "interrupted" after its first epoch
+    resumed = smoke(tmp_path, "out", epochs=2)
     # The first epoch was not redone: its record (including its wall time) is the one saved.
-    first_run = json.loads((tmp_path / "b" / "out" / "model_card.json").read_text())
+    first_run = one_epoch[1]
     assert resumed["history"][0] == first_run["history"][0]
     for key in ("train_loss", "eval_log_perplexity"):
         assert [h[key] for h in resumed["history"]] == pytest.approx([h[key] for h in straight["history"]], abs=1e-4)
 
 
 @pytest.mark.slow
-def test_exporting_a_finished_run_again_keeps_its_date_and_wall_time(tmp_path, monkeypatch):
-    first = smoke(tmp_path, "out", epochs=1)
+def test_exporting_a_finished_run_again_keeps_its_date_and_wall_time(tmp_path, monkeypatch, one_epoch):
+    copy_run(one_epoch, tmp_path)
+    first = one_epoch[1]
     monkeypatch.setattr("deepngrams.lm.run_record.today", lambda: "2099-01-01")
     again = smoke(tmp_path, "out", epochs=1)  # nothing left to train: a plain export
     assert again["training"]["finished"] == first["training"]["finished"] != "2099-01-01"
@@ -266,9 +322,9 @@ def test_update_mean_is_the_plain_mean_of_all_the_weights_it_was_given():
 
 
 @pytest.mark.slow
-def test_a_checkpoint_with_an_older_kind_of_average_restarts_the_mean(tmp_path):
+def test_a_checkpoint_with_an_older_kind_of_average_restarts_the_mean(tmp_path, averaged_two):
     """Checkpoints from before the mean held an exponential moving average and no step count."""
-    smoke(tmp_path, "out", epochs=2, hp=AVERAGING)
+    copy_run(averaged_two, tmp_path)
     (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
     with np.load(ckpt) as z:
         arrays = {k: z[k] for k in z.files}
@@ -282,23 +338,16 @@ def test_a_checkpoint_with_an_older_kind_of_average_restarts_the_mean(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_shipped_weights_are_the_mean_over_the_last_epochs(tmp_path, monkeypatch):
-    counts = []
-
-    def counting(mean, weights, count):
-        counts.append(count)
-        return update_mean(mean, weights, count)
-
-    monkeypatch.setattr(train, "update_mean", counting)
-    card = smoke(tmp_path, "out", epochs=3, hp=AVERAGING)
+def test_the_shipped_weights_are_the_mean_over_the_last_epochs(averaged_three):
+    folder, card, counts, _ = averaged_three
     assert counts == [1, 2, 3, 4]  # each step of epochs 2 and 3
     history = card["history"]
     assert "eval_log_perplexity_last_weights" not in history[0]
     assert all(h["eval_log_perplexity_last_weights"] != h["eval_log_perplexity"] for h in history[1:])
     assert "mean of the weights after every step of epochs 2 to 3" in card["training"]["method"]
 
-    model, vocab, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
-    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    model, vocab, _ = load_pretrained(folder / "out" / "grulm.weights.h5", folder / "out" / "model_card.json")
+    (ckpt,) = (folder / "ckpt").glob("*.npz")
     average, last = load_average(ckpt), checkpoint_arrays(ckpt, "model/")
     for shipped, avg in zip(model.get_weights(), average, strict=True):
         np.testing.assert_array_equal(shipped, avg.astype(np.float32))
@@ -309,8 +358,7 @@ def test_the_shipped_weights_are_the_mean_over_the_last_epochs(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_resume_keeps_the_weight_average(tmp_path, monkeypatch):
-    smoke(tmp_path / "a", "out", epochs=3, hp=AVERAGING)
+def test_resume_keeps_the_weight_average(tmp_path, monkeypatch, averaged_three):
     real_save, saved = train.save_checkpoint, []
 
     def stop_after_epoch_2(*a, **k):  # interrupted with an average under way
@@ -321,19 +369,20 @@ def test_resume_keeps_the_weight_average(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "save_checkpoint", stop_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        smoke(tmp_path / "b", "out", epochs=3, hp=AVERAGING)
+        smoke(tmp_path, "out", epochs=3, hp=AVERAGING)
     monkeypatch.setattr(train, "save_checkpoint", real_save)
-    smoke(tmp_path / "b", "out", epochs=3, hp=AVERAGING)
-    straight, resumed = (load_pretrained(tmp_path / d / "out" / "grulm.weights.h5",
-                                         tmp_path / d / "out" / "model_card.json")[0] for d in "ab")
+    smoke(tmp_path, "out", epochs=3, hp=AVERAGING)
+    straight, resumed = (load_pretrained(folder / "out" / "grulm.weights.h5", folder / "out" / "model_card.json")[0]
+                         for folder in (averaged_three[0], tmp_path))
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_a_mean_begun_at_another_epoch_restarts_where_the_recipe_begins_it(tmp_path, monkeypatch):
+def test_a_mean_begun_at_another_epoch_restarts_where_the_recipe_begins_it(tmp_path, monkeypatch, averaged_two):
     """An instructor moves average_from_epoch later and resumes: the old mean must not leak into the new one."""
-    first = smoke(tmp_path, "out", epochs=2, hp=AVERAGING)  # epoch 2 averaged
+    copy_run(averaged_two, tmp_path)
+    first = averaged_two[1]  # epoch 2 averaged
     counts = []
 
     def counting(mean, weights, count):
@@ -354,38 +403,33 @@ def test_a_mean_begun_at_another_epoch_restarts_where_the_recipe_begins_it(tmp_p
 
 
 @pytest.mark.slow
-def test_a_mean_begun_at_another_epoch_is_refused_once_the_recipe_mean_has_begun(tmp_path):
-    smoke(tmp_path, "out", epochs=3, hp=AVERAGING)  # mean from epoch 2
+def test_a_mean_begun_at_another_epoch_is_refused_once_the_recipe_mean_has_begun(tmp_path, averaged_three,
+                                                                                 two_epochs):
+    copy_run(averaged_three, tmp_path)  # mean from epoch 2
     (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
     before = ckpt.read_bytes()
     with pytest.raises(CheckpointError, match=r"mean from epoch 2, but the recipe averages from epoch 3.*back to 2, "
                                               r"or start over with --fresh"):
         smoke(tmp_path, "out", epochs=4, hp=replace(AVERAGING, average_from_epoch=3))
     assert ckpt.read_bytes() == before
-    smoke(tmp_path / "off", "out", epochs=2)  # its own checkpoint, without a mean
+    copy_run(two_epochs, tmp_path / "off")  # its own checkpoint, without a mean
     with pytest.raises(CheckpointError, match="epochs 1 to 2 with no weight mean, but the recipe averages from epoch 2.*"
                                               "to 0 or to an epoch after 2, or start over with --fresh"):
         smoke(tmp_path / "off", "out", epochs=3, hp=AVERAGING)
 
 
 @pytest.mark.slow
-def test_a_run_compiles_its_evaluation_once(tmp_path, monkeypatch):
-    """A compiled pass made afresh each epoch recompiled every time (and TensorFlow warned of retracing)."""
-    made = []
+def test_a_run_compiles_its_evaluation_once(averaged_three):
+    """A compiled pass made afresh each epoch recompiled every time (and TensorFlow warned of retracing).
 
-    def counting(model):
-        made.append(real(model))
-        return made[-1]
-
-    real = train.compiled_forward
-    monkeypatch.setattr(train, "compiled_forward", counting)
-    smoke(tmp_path, "out", epochs=3)
+    The run evaluates 5 times: each epoch's weights, and from epoch 2 the mean beside them."""
+    made = averaged_three[3]
     assert len(made) == 1 and made[0].experimental_get_tracing_count() == 1
 
 
 @pytest.mark.slow
-def test_a_crash_mid_epoch_keeps_the_finished_epochs(tmp_path, monkeypatch):
-    smoke(tmp_path, "out", epochs=1)
+def test_a_crash_mid_epoch_keeps_the_finished_epochs(tmp_path, monkeypatch, one_epoch):
+    copy_run(one_epoch, tmp_path)
     real = train.evaluate_log_perplexity
 
     def crash(*a, **k):
@@ -400,20 +444,35 @@ def test_a_crash_mid_epoch_keeps_the_finished_epochs(tmp_path, monkeypatch):
     assert not list((tmp_path / "ckpt").glob("*.tmp*"))
 
 
+KERAS_HP = replace(AVERAGING, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def keras_run(tmp_path_factory):
+    """(folder, card) of one run of deepngrams.lm.train_keras on the TensorFlow backend, averaged from epoch 2.
+
+    Its held-out slice is short (max_lines 1000 holds out 10 lines): on TensorFlow the trainer evaluates
+    it with an eager call of the model, 5 times in this run."""
+    from deepngrams.lm import train_keras
+
+    folder = tmp_path_factory.mktemp("keras")
+    card = train_keras.train(KERAS_HP, out_dir=folder / "out", checkpoint_dir=folder / "ckpt", max_lines=1000,
+                             max_steps=2)
+    return folder, card
+
+
 @pytest.mark.slow
-def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_path):
+def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(keras_run):
     """deepngrams.lm.train_keras (the GPU path) checked here on the CPU with the TensorFlow backend."""
     from deepngrams.lm import train_keras
 
-    hp = replace(SMOKE, epochs=2)
-    card = train_keras.train(hp, out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
-                             max_lines=1500, max_steps=2)
-    assert [h["steps"] for h in card["history"]] == [2, 2]
+    folder, card = keras_run
+    assert [h["steps"] for h in card["history"]] == [2, 2, 2]
     assert card["training"]["device"] == "cpu" and "keras" in card["training"]["backend"]
     assert card["history"][1]["train_loss"] < card["history"][0]["train_loss"] + 0.5
-    model, vocab, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
-    twin = train_keras.build(len(vocab), hp)
-    twin.load_weights(tmp_path / "out" / "grulm.weights.h5")
+    model, vocab, _ = load_pretrained(folder / "out" / "grulm.weights.h5", folder / "out" / "model_card.json")
+    twin = train_keras.build(len(vocab), KERAS_HP)
+    twin.load_weights(folder / "out" / "grulm.weights.h5")
     ids = np.array([[5, 9, 30, 41, 2, 60, 7]])
     np.testing.assert_allclose(model(ids), twin(ids), atol=1e-5)
     # Its evaluation agrees with the notebook's.
@@ -424,15 +483,12 @@ def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(tmp_pat
 
 
 @pytest.mark.slow
-def test_backend_neutral_trainer_ships_the_weight_mean(tmp_path):
-    from deepngrams.lm import train_keras
-
-    card = train_keras.train(replace(AVERAGING, epochs=3), out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
-                             max_lines=1500, max_steps=2)
+def test_backend_neutral_trainer_ships_the_weight_mean(keras_run):
+    folder, card = keras_run
     assert [("eval_log_perplexity_last_weights" in h) for h in card["history"]] == [False, True, True]
     assert "mean of the weights after every step of epochs 2 to 3" in card["training"]["method"]
-    model, _, _ = load_pretrained(tmp_path / "out" / "grulm.weights.h5", tmp_path / "out" / "model_card.json")
-    (ckpt,) = (tmp_path / "ckpt").glob("*.npz")
+    model, _, _ = load_pretrained(folder / "out" / "grulm.weights.h5", folder / "out" / "model_card.json")
+    (ckpt,) = (folder / "ckpt").glob("*.npz")
     for shipped, avg in zip(model.get_weights(), load_average(ckpt), strict=True):
         np.testing.assert_array_equal(shipped, avg.astype(np.float32))
 
