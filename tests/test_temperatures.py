@@ -14,6 +14,9 @@ from deepngrams.lm.run_record import record_samples, samples_path
 from test_generate_batch import VOCAB, tiny_model, write_model_dir
 
 PROMPT = "All:\t"
+# Characters sampled after PROMPT. XLA compiles the generator anew for each length and prompt length
+# it meets (about half a second a program): every sample here, the command line's too, shares one.
+LENGTH = 40
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +101,17 @@ def test_the_temperature_table_shows_the_prompt_once_and_what_followed_it():
 
 def test_each_temperature_writes_what_generate_writes_at_it_with_the_seed(model):
     temperatures = [0.0, 0.5, 1.0, 1.5]
-    texts = sample.generate_at_temperatures(model, VOCAB, PROMPT, 40, temperatures, seed=7)
+    texts = sample.generate_at_temperatures(model, VOCAB, PROMPT, LENGTH, temperatures, seed=7)
     for temperature, text in zip(temperatures, texts, strict=True):
-        assert text == sample.generate(model, VOCAB, PROMPT, 40, temperature=temperature, seed=7)[0]
+        assert text == sample.generate(model, VOCAB, PROMPT, LENGTH, temperature=temperature, seed=7)[0]
     assert len(set(texts)) > 1
-    assert sample.generate_at_temperatures(model, VOCAB, PROMPT, 40, temperatures, seed=8)[3] != texts[3]
+    assert sample.generate_at_temperatures(model, VOCAB, PROMPT, LENGTH, temperatures, seed=8)[3] != texts[3]
 
 
 def test_temperature_zero_writes_the_greedy_text(model):
-    greedy, sampled = sample.generate_at_temperatures(model, VOCAB, PROMPT, 40, [0.0, 1.0], seed=1)
+    greedy, sampled = sample.generate_at_temperatures(model, VOCAB, PROMPT, LENGTH, [0.0, 1.0], seed=1)
     assert greedy != sampled
-    assert sample.generate_at_temperatures(model, VOCAB, PROMPT, 40, [0.0], seed=2) == [greedy]  # no randomness
+    assert sample.generate_at_temperatures(model, VOCAB, PROMPT, LENGTH, [0.0], seed=2) == [greedy]  # no randomness
     ids = [VOCAB.index(ch) for ch in greedy]
     log_probs = tf.nn.log_softmax(model(tf.constant([ids[:-1]]))[0]).numpy()
     for position in range(len(PROMPT) - 1, len(greedy) - 1):  # each written character is the most likely one
@@ -171,16 +174,17 @@ def _columns(table: str) -> list[str]:
 
 def test_the_command_line_prints_one_column_per_temperature(model, tmp_path, capsys):
     folder = write_model_dir(model, tmp_path / "tiny")
-    assert main(["generate", "--model", str(folder), "--prompt", "All:\\t", "--length", "70", "--seed", "4",
+    assert main(["generate", "--model", str(folder), "--prompt", "All:\\t", "--length", str(LENGTH), "--seed", "4",
                  "--temperatures", "0,0.7,1.5"]) == 0
     out = capsys.readouterr().out
     assert out.split("\n")[0] == "prompt 'All:\\t', seed 4:"
     assert out.split("\n")[1].split() == ["T=0.0", "|", "T=0.7", "|", "T=1.5"]
     for temperature, column in zip([0.0, 0.7, 1.5], _columns(out), strict=True):
-        written = sample.generate(model, VOCAB, PROMPT, 70, temperature=temperature, seed=4)[0][len(PROMPT):]
+        written = sample.generate(model, VOCAB, PROMPT, LENGTH, temperature=temperature, seed=4)[0][len(PROMPT):]
         assert column == written.replace("\t", "\\t").replace("\n", "").replace(" ", "")
 
-    assert main(["generate", "--model", str(folder), "--prompt", "All", "--temperatures", "--length", "10"]) == 0
+    assert main(["generate", "--model", str(folder), "--prompt", "All:\\t", "--temperatures", "--length",
+                 str(LENGTH)]) == 0
     heading = capsys.readouterr().out.split("\n")[1]
     assert [h.strip() for h in heading.split(" | ")] == [f"T={float(t)}" for t in SAMPLE_TEMPERATURES]
 
