@@ -25,10 +25,26 @@ open("seen.json", "w").write(json.dumps(seen))
 '''
 
 
+def started_host() -> nbgrader_host.Host:
+    """A new host, with a variable in its environment that its children must not see."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ONLY_IN_THE_HOST", "yes")
+        return nbgrader_host.Host()
+
+
+@pytest.fixture(scope="module")
+def host():
+    """One host for the tests that leave it running, as a grading thread keeps one for all its
+    submissions (each start imports nbgrader, a second or two)."""
+    h = started_host()
+    yield h
+    h.close()
+
+
 @pytest.fixture
-def host(monkeypatch):
-    monkeypatch.setenv("ONLY_IN_THE_HOST", "yes")
-    h = nbgrader_host.Host()
+def fresh_host():
+    """A host of the test's own, for a test that ends it."""
+    h = started_host()
     yield h
     h.close()
 
@@ -96,11 +112,11 @@ def test_quick_children_are_answered_in_step(host, tmp_path):
         assert run(host, folder, {}) == code
 
 
-def test_a_request_out_of_step_ends_the_host(host):
-    host._send({"not": "a request"})
+def test_a_request_out_of_step_ends_the_host(fresh_host):
+    fresh_host._send({"not": "a request"})
     with pytest.raises(nbgrader_host.HostFailed):
-        host._expect("pid", 30, "did not start a child")
-    assert not host.alive()
+        fresh_host._expect("pid", 30, "did not start a child")
+    assert not fresh_host.alive()
 
 
 def test_a_host_that_dies_is_a_machinery_failure_and_is_replaced(tmp_path):

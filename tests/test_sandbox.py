@@ -70,7 +70,7 @@ def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
 @pytest.mark.slow
 def test_a_cell_over_its_time_is_interrupted_and_the_next_cells_run(tmp_path):
     result, out = run_cells(tmp_path, "while True:\n    pass", "print('after')",
-                            limits=sandbox.Limits(cell_timeout=3, wall_timeout=60, memory_gib=2))
+                            limits=sandbox.Limits(cell_timeout=3, wall_timeout=60, memory_gib=2), cell_timeout=3)
     assert [e["event"] for e in result.events] == ["time limit"]
     assert out[1].strip() == "after"
     assert "time limit" in verdicts.reason_of(result, sandbox.Limits(cell_timeout=3))
@@ -343,10 +343,11 @@ def test_a_dying_kernel_and_a_hung_sandbox_get_reasons(tmp_path):
     result, out = run_cells(tmp_path, "print('before')", "import os; os._exit(3)", "print('never')")
     assert result.events[0]["event"] == "kernel died" and result.events[0]["cell"] == 1
     assert "kernel died in cell 1" in verdicts.reason_of(result, sandbox.Limits())
+    # Hung past the wall limit, well before its cell's own limit would interrupt it.
     result, _ = run_cells(tmp_path, "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                                     "while True:\n    time.sleep(1)", name="hung",
-                          limits=sandbox.Limits(cell_timeout=2, wall_timeout=15, memory_gib=2))
-    assert result.wall_timed_out and "time limit" in verdicts.reason_of(result, sandbox.Limits(wall_timeout=15))
+                          limits=sandbox.Limits(wall_timeout=8, memory_gib=2), cell_timeout=60)
+    assert result.wall_timed_out and "time limit" in verdicts.reason_of(result, sandbox.Limits(wall_timeout=8))
 
 
 # ----------------------------------------------------------------------------------------

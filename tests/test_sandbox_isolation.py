@@ -109,12 +109,17 @@ server = ("import os, socket, sys, time\nif os.fork(): os._exit(0)\nos.setsid()\
           "s = socket.socket(socket.AF_UNIX); s.bind(b'\\0' + sys.argv[1].encode()); s.listen(); s.settimeout(120)\n"
           "while True:\n    c, _ = s.accept(); c.sendall(sys.argv[2].encode()); c.close()")
 subprocess.run([sys.executable, "-c", server, NAME.decode(), token], start_new_session=True)
-time.sleep(1)
-try:
-    probe = socket.socket(socket.AF_UNIX); probe.settimeout(3); probe.connect(b"\0" + NAME)
-    wrote["abstract_socket"] = "ok" if probe.recv(64).decode() == token else "failed: wrong answer"
-except OSError as e:
-    wrote["abstract_socket"] = f"failed: {e}"
+deadline = time.monotonic() + 10
+while True:  # until the server listens
+    try:
+        probe = socket.socket(socket.AF_UNIX); probe.settimeout(3); probe.connect(b"\0" + NAME)
+        wrote["abstract_socket"] = "ok" if probe.recv(64).decode() == token else "failed: wrong answer"
+        break
+    except OSError as e:
+        if time.monotonic() > deadline:
+            wrote["abstract_socket"] = f"failed: {e}"
+            break
+        time.sleep(0.05)
 files = []
 for folder in list(writable_folders()) + FOLDERS:
     try:
