@@ -163,3 +163,37 @@ def test_the_host_and_its_child_end_with_the_thread_that_started_the_host(tmp_pa
     while psutil.pid_exists(result["host"]) and psutil.Process(result["host"]).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the host outlived the thread that started it"
         time.sleep(0.1)
+
+
+ORPHAN = """\
+import json, os, subprocess
+subprocess.run(["sh", "-c", "sleep 30 & echo $! > orphan.pid"], check=True)  # sh ends: its sleep is an orphan
+orphan = int(open("orphan.pid").read())
+parent = int(open(f"/proc/{orphan}/stat").read().rsplit(")", 1)[1].split()[1])
+os.kill(orphan, 9)
+open("seen.json", "w").write(json.dumps({"child": os.getpid(), "orphan_parent": parent}))
+"""
+
+
+def test_what_the_child_starts_is_reparented_to_it_not_to_the_machines_init(host, tmp_path):
+    """The sandbox's init outlives bubblewrap: the child adopts it and reaps it itself, rather than
+    waiting for the machine's init, which on some machines reaps only every second or so."""
+    folder = private(tmp_path, "a", ORPHAN)
+    assert run(host, folder, {}) == 1  # the config ran, then nbgrader failed (no assignment)
+    seen = json.loads((folder / "seen.json").read_text())
+    assert seen["orphan_parent"] == seen["child"]
+
+
+def test_an_ended_child_is_reaped_and_anything_else_left_alone():
+    import subprocess
+    from deepngrams.grading import sandbox
+    proc = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 30
+    while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sandbox._reap_if_child(proc.pid)
+    assert not psutil.pid_exists(proc.pid)
+    sandbox._reap_if_child(1)  # not a child of this process: nothing happens
+    assert psutil.pid_exists(1)
+    proc.returncode = 0  # reaped above: Popen must not wait for it again

@@ -48,14 +48,17 @@ class HostFailed(RuntimeError):
 HOST_NAME, CHILD_NAME = b"nbgrader-host", b"nbgrader-child"  # what `ps` shows for each
 
 
-def _die_with_parent(parent: int, name: bytes) -> None:
+def _die_with_parent(parent: int, name: bytes, subreaper: bool = False) -> None:
     """Be named `name` in process listings, and SIGKILLed when the thread that started this
-    process ends."""
+    process ends; with `subreaper`, adopt the orphans of what this process starts (the sandbox's
+    init, which outlives bubblewrap, is then reaped here as soon as it ends: sandbox._end_sandbox)."""
     import ctypes
-    pr_set_pdeathsig, pr_set_name = 1, 15
+    pr_set_pdeathsig, pr_set_name, pr_set_child_subreaper = 1, 15, 36
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(pr_set_name, ctypes.c_char_p(name), 0, 0, 0)
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if subreaper:
+        libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
     if os.getppid() != parent:  # the parent ended before the line above
         os._exit(1)
 
@@ -79,7 +82,7 @@ def _child(request: dict) -> None:
     """In the forked child: nbgrader's steps for one submission, then exit with their status."""
     try:
         os.setsid()  # a process group of its own, for the caller to kill as a whole
-        _die_with_parent(int(request["host"]), CHILD_NAME)
+        _die_with_parent(int(request["host"]), CHILD_NAME, subreaper=True)
         err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         null = os.open(os.devnull, os.O_RDWR)
         for fd, target in ((0, null), (1, null), (2, err)):
