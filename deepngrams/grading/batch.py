@@ -179,14 +179,6 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
     return results
 
 
-
-
-
-
-
-
-
-
 def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
