@@ -145,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         own = [flag for flag, given in (("--corpus", args.corpus), ("--cell lstm", args.cell == "lstm"),
                                         ("--units", args.units), ("--embedding", args.embedding),
                                         ("--seq-length", args.seq_length)) if given]
-        from deepngrams.lm.run_record import inside_model_dir
-
-        if own and (not (args.out or args.smoke) or (args.out and inside_model_dir(Path(args.out)))):
-            parser.error(f"with {' and '.join(own)}, train makes a model other than the course's: give --out DIR for it "
-                         "(not model/: it holds the course's model, which the notebook and the grader read)")
-        if args.smoke and args.out and inside_model_dir(Path(args.out)):
-            parser.error("--smoke writes a model of a few steps: give it an --out of its own, not model/")
+        from deepngrams.lm.run_record import OutputError, check_own_folder
+        out = Path(args.out) if args.out else (Path("model-smoke") if args.smoke else None)
+        try:  # before TensorFlow is imported: a mistaken --out costs nothing
+            check_own_folder(not own, out, f"with {' and '.join(own)}, train makes a model other than the course's: it")
+            check_own_folder(not args.smoke, out, "--smoke writes a model of a few steps: it")
+        except OutputError as e:
+            parser.error(str(e))
         if args.cell == "lstm" and args.precision:
             parser.error("--precision sets the GRU's fast training step; an LSTM trains with plain Keras in float32")
 
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from dataclasses import replace
 
-    from deepngrams.config import COURSE, MODEL_DIR
+    from deepngrams.config import COURSE
+    from deepngrams.lm import run_record
 
     if args.command == "train":
         sizes = {"epochs": args.epochs, "rnn_units": args.units, "embedding_dim": args.embedding,
@@ -176,9 +177,10 @@ def _run(args) -> int:
         hp = replace(COURSE, **{name: value for name, value in sizes.items() if value is not None})
         if args.smoke:
             hp = replace(hp, epochs=args.epochs or 2)
-        out = Path(args.out) if args.out else (Path("model-smoke") if args.smoke else None)
-        if out is not None and not args.smoke and out.resolve() == MODEL_DIR.resolve():
-            out = None  # model/ named as such: the course run, which also writes what depends on the weights
+        if args.smoke:
+            out = Path(args.out) if args.out else Path("model-smoke")
+        else:
+            out = run_record.course_out_dir(Path(args.out) if args.out else None)
         run = {"out_dir": out, "fresh": args.fresh, "corpus": Path(args.corpus) if args.corpus else None}
         if args.smoke:
             run.update(max_lines=2000, max_steps=3)

@@ -85,39 +85,11 @@ def run_one(spec: dict, scratch: Path) -> dict:
     return out
 
 
-def _reap_orphans_while_the_runner_runs() -> None:
-    """Become a child subreaper and go on in a forked child; this process reaps what is
-    reparented to it and exits with the child's status once the child ends.
-
-    bubblewrap returns when the sandbox's command ends, leaving the sandbox's init (a process of
-    this user) to end after it, reparented; `sandbox.run` waits until it is gone. A service
-    manager reaps it at once; the init of some machines (containers, microVMs) only every second
-    or so, which would add that to every sandbox here.
-    """
-    import ctypes
-    import signal
-    pr_set_pdeathsig, pr_set_child_subreaper = 1, 36
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
-    reaper = os.getpid()
-    runner = os.fork()
-    if runner == 0:
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)  # killed with the reaper (as_nobody's timeout)
-        if os.getppid() != reaper:
-            os._exit(1)
-        return
-    while True:
-        pid, status = os.wait()
-        if pid == runner:
-            code = os.waitstatus_to_exitcode(status)
-            os._exit(code if code >= 0 else 128 - code)
-
-
 def main() -> None:
-    _reap_orphans_while_the_runner_runs()
-    # As in the sandbox's harness: jsonschema's IRI checker compiles a grammar on import (over a
-    # second of CPU), and nothing here validates an IRI.
-    sys.modules.setdefault("rfc3987_syntax", None)
+    # As the product's grading child does: adopt each sandbox's init, which outlives bubblewrap, so
+    # that sandbox.run reaps it as soon as it ends (the init of some machines reaps only every second).
+    from deepngrams.grading import nbgrader_host
+    nbgrader_host._die_with_parent(os.getppid(), b"rootless-runner", subreaper=True)
     from deepngrams.grading import sandbox
     request = json.load(sys.stdin)
     if "refused" in request:

@@ -385,3 +385,15 @@ def test_an_lstm_trains_with_plain_keras_and_generates_and_exports_what_keras_co
     from deepngrams.lm.export import load_keras
     reloaded = load_keras(tmp_path / "export" / "lstmlm.keras")
     np.testing.assert_allclose(reloaded(np.array([ids]))[0].numpy(), keras_log_probs, atol=1e-6)
+
+
+def test_a_file_hashed_again_once_it_changes(tmp_path):
+    """A run asks for its corpus's sha256 several times and gets it computed once; a file that
+    changed in between (the same size, even) is hashed anew."""
+    text = tmp_path / "text.txt"
+    text.write_bytes(b"first version\n")
+    first = sha256_file(text)
+    assert sha256_file(text) == first == hashlib.sha256(b"first version\n").hexdigest()
+    text.write_bytes(b"other version\n")
+    os.utime(text, ns=(1, 1))
+    assert sha256_file(text) == hashlib.sha256(b"other version\n").hexdigest()

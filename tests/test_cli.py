@@ -22,8 +22,7 @@ def run(*args, check=True):
 
 @functools.cache
 def help_run(command: str) -> subprocess.CompletedProcess:
-    """`python -m deepngrams COMMAND --help`, run once for all the tests of this module: its output does not change,
-    and a command that grades imports the grader (seconds) before it prints its help."""
+    """`python -m deepngrams COMMAND --help`, run once for all the tests of this module: its output does not change."""
     return run(command, "--help", check=False)
 
 
@@ -68,6 +67,20 @@ def _readme_commands() -> list[str]:
     blocks = re.findall(r"^```[a-z]*\n(.*?)^```", readme, re.S | re.M)
     lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
     return [line for line in lines if line.startswith(("python -m deepngrams", "make "))]
+
+
+HEAVY = ("tensorflow", "keras", "nbgrader", "nbconvert", "distributed", "dask", "rfc3987_syntax")
+
+
+@pytest.mark.parametrize("command", ["grade", "demo", "train", "generate", "bench", "release"])
+def test_help_answers_before_loading_any_heavy_library(command):
+    """`--help` (and a mistaken argument) costs a fraction of a second: the libraries a command
+    needs load once its arguments are read."""
+    probe = ("import sys\nfrom deepngrams.__main__ import main\ntry:\n    main([%r, '--help'])\n"
+             "except SystemExit:\n    pass\nprint(sorted(m for m in %r if sys.modules.get(m)))") % (command, HEAVY)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout[-500:]
 
 
 @pytest.mark.slow

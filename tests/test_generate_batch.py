@@ -98,6 +98,25 @@ def test_models_of_several_sizes_sample_in_one_process(model):
 
 
 @pytest.mark.slow
+def test_one_compiled_program_serves_every_length_and_prompt_of_a_bucket(model):
+    """The program XLA compiles for the sampling loop takes the number of characters and the prompt
+    lengths as data: the same program, whatever they are within a bucket (64 here), so a new length
+    or prompt costs no new compilation."""
+    vocab = tf.constant(VOCAB)
+
+    def program(prompt: str, length: int) -> str:
+        ids, _ = sample.char_ids(tf.constant([prompt]), vocab)
+        prompt_ids = ids.to_tensor(default_value=sample.PADDING_ID, shape=[1, 64])
+        ir = sample._sample_ids.experimental_get_compiler_ir(
+            *sample.model_weights(model), prompt_ids, tf.cast(ids.row_lengths(), tf.int32), tf.constant(length),
+            tf.constant(0, tf.int64), tf.constant(1.0), tf.zeros([64, 1], tf.int32), "gru")
+        return ir(stage="hlo")
+
+    first = program("Speak", 10)
+    assert program("Speak", 20) == first
+    assert program("Before we proceed", 10) == first
+
+
 def test_greedy_matches_the_course_generator_for_every_prompt(model):
     """At temperature 0 each row is the course's GenerativeModel on that prompt alone: the padding changes nothing."""
     texts = sample.generate_many(model, VOCAB, PROMPTS, LENGTH, temperature=0)

@@ -9,7 +9,8 @@ import nbformat
 import pytest
 
 from deepngrams.course import release
-from deepngrams.grading.nbgrader_steps import HideHiddenTests, NormaliseMetadata, harmless_file, normalise_metadata
+from deepngrams.grading.harmless import harmless_file
+from deepngrams.grading.nbgrader_steps import HideHiddenTests, NormaliseMetadata, normalise_metadata
 
 from metadata_cases import DEEP, KINDS, fuzz
 from deepngrams.grading import cells

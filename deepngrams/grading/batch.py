@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     print()
     done = sum(not o.skipped for o in outcomes)
     print(f"Graded {done}, skipped {len(outcomes) - done} already graded (use --force to grade again), "
-          f"in {time.monotonic() - start:.0f} s on {args.scheduler or f'{args.workers} local workers'}.")
+          f"in {time.monotonic() - start:.0f} s on {args.scheduler or f'{args.workers} local worker' + 's' * (args.workers != 1)}.")
     # Where the workers ran (a cluster's may differ from here); here, when nothing ran this time.
     modes = sorted({o.sandbox for o in outcomes if not o.skipped and o.sandbox}) or [sandbox_mode()]
     print(f"Sandbox:         {', '.join(modes)}")

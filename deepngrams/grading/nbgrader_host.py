@@ -65,7 +65,6 @@ def _die_with_parent(parent: int, name: bytes, subreaper: bool = False) -> None:
 
 def _preload() -> None:
     """What every submission's nbgrader run would otherwise import (and build) for itself."""
-    sys.modules["rfc3987_syntax"] = None  # no IRI checker for jsonschema (see grading/inside/harness.py)
     import nbformat
     import nbgrader.apps  # noqa: F401
     import nbgrader.converters  # noqa: F401

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from deepngrams.config import MAX_CELLS, MAX_NOTEBOOK_BYTES
 from deepngrams.grading.cells import nbgrader_meta
-from deepngrams.grading.nbgrader_steps import harmless_file
+from deepngrams.grading.harmless import harmless_file
 
 
 def read_handed_in(path: Path, limit: int = MAX_NOTEBOOK_BYTES) -> bytes:

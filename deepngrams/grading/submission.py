@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, ROOT, WORKER_MARGIN_S
 from deepngrams.grading import nbgrader_host
-from deepngrams.grading.nbgrader_steps import harmless_file
+from deepngrams.grading.harmless import harmless_file
 from deepngrams.grading.preflight import preflight, read_handed_in
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 

@@ -116,20 +116,26 @@ def _sample_ids(embedding, kernel, recurrent_kernel, bias, dense_kernel, dense_b
     starts = longest - prompt_lengths  # the step at which each row's prompt starts
     state = tf.zeros((tf.shape(prompt_ids)[0], units * (2 if lstm else 1)))
     # All but the last prompt character build the state; rows whose prompt has not started keep theirs.
-    for t in tf.range(longest - 1):
+    # `while` loops, not `for ... in tf.range`: under XLA, AutoGraph gives a range loop its length as
+    # maximum_iterations, which XLA needs as a constant, so each new length would compile a new program.
+    t = tf.constant(0)
+    while t < longest - 1:
         # Traces shared by models of several sizes know no state width (see _next_log_probs): say so.
         tf.autograph.experimental.set_loop_options(shape_invariants=[(state, tf.TensorShape([None, None]))])
         column = t - starts
         x = tf.gather(table, tf.gather(prompt_ids, tf.maximum(column, 0), batch_dims=1))
         state = tf.where((column >= 0)[:, tf.newaxis], step(x, state), state)
+        t += 1
     ids = tf.gather(prompt_ids, prompt_lengths - 1, batch_dims=1)
-    for t in tf.range(length):
+    t = tf.constant(0)
+    while t < length:
         tf.autograph.experimental.set_loop_options(shape_invariants=[(state, tf.TensorShape([None, None])),
                                                                      (ids, tf.TensorShape([None]))])
         state = step(tf.gather(table, ids), state)
         log_probs = _next_log_probs(state[:, :units], dense_kernel, dense_bias)
         ids = _gumbel_max(log_probs, temperature, tf.stack([seed, tf.cast(t, tf.int64)]))
         out = tf.tensor_scatter_nd_update(out, [[t]], ids[tf.newaxis])
+        t += 1
     return tf.transpose(out)
 
 

@@ -6,6 +6,7 @@ backend), so it imports neither TensorFlow nor a backend.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import numpy as np
 
 from deepngrams.atomic import atomic_path, write_bytes
 from deepngrams.config import CARD_PATH, CORPUS_PATH, COURSE, CURVE_PATH, MODEL_DIR, ROOT, SAMPLE_PROMPT, WEIGHTS_PATH, HParams
+from deepngrams.lm.corpus import sha256_of
 from deepngrams.lm.data import check_long_enough, sample_prompt, training_data
 
 
@@ -31,7 +33,15 @@ def cpu_name() -> str:
 
 
 def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """sha256 of a file; computed once while the file stays as it was (a run asks for its corpus's
+    several times: to check --out, to name its checkpoint, for the model card)."""
+    st = os.stat(path)
+    return _sha256_as_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_as_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of(Path(path))
 
 
 SAMPLES_NAME = "samples.md"  # the samples a run writes after each epoch, in its --out folder (see samples_path)
@@ -63,6 +73,20 @@ def corpus_record(corpus: Path = CORPUS_PATH) -> dict:
 def inside_model_dir(out_dir: Path) -> bool:
     """Whether a folder is model/ or lies within it, however it is named (.., links)."""
     return Path(out_dir).resolve().is_relative_to(MODEL_DIR.resolve())
+
+
+def course_out_dir(out_dir: Path | None) -> Path | None:
+    """None (the course's own run) where `out_dir` names model/ itself, however it is named: that run
+    also rewrites what depends on the weights. Any other folder as given."""
+    return None if out_dir is None or Path(out_dir).resolve() == MODEL_DIR.resolve() else Path(out_dir)
+
+
+def check_own_folder(course_model: bool, out_dir: Path | None, what: str = "a model other than the course's") -> None:
+    """Refuse to write anything but the course's own model into model/ (or nowhere): the notebook
+    and the grader read that folder."""
+    if not course_model and (out_dir is None or inside_model_dir(out_dir)):
+        raise OutputError(f"{what} needs a folder of its own: give --out DIR (not model/, which holds the "
+                          "course's model that the notebook and the grader read)")
 
 
 def check_out_dir(out_dir: Path, corpus: Path, model_name: str) -> None:
@@ -118,10 +142,7 @@ def corpus_run(corpus: Path | None, out_dir: Path | None, model_name: str, hp: H
     sample prompt taken from its held-out text, and `out_dir` checked not to hold a model of another
     corpus or kind. All before training starts, so a mistake costs nothing.
     """
-    course_model = corpus is None and model_name == "GRULM" and same_model(hp, COURSE)
-    if not course_model and (out_dir is None or inside_model_dir(out_dir)):
-        raise OutputError("a model other than the course's needs a folder of its own: give --out DIR (not model/, "
-                          "which holds the course's model that the notebook and the grader read)")
+    check_own_folder(corpus is None and model_name == "GRULM" and same_model(hp, COURSE), out_dir)
     vocab, train_lines, eval_lines = training_data(max_lines, corpus)
     check_long_enough(train_lines, eval_lines, hp.batch_size, hp.seq_length, corpus or CORPUS_PATH)
     if out_dir is not None:

@@ -211,9 +211,7 @@ def probe_GRULM_outputs(ns, inputs):
             pair = model(ids, return_state=True)
             _, head_state = model(ids[:, :k], return_state=True)
             tail, tail_state = model(ids[:, k:], states=head_state, return_state=True)
-            fresh = model(ids[:, k:])
-            return {"full": obs(full), "pair": obs(pair), "tail": obs(tail), "tail_state": obs(tail_state),
-                    "fresh": obs(fresh)}
+            return {"full": obs(full), "pair": obs(pair), "tail": obs(tail), "tail_state": obs(tail_state)}
 
         out.append(_observe(_call(run), lambda x: x))
     return out

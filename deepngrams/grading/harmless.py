@@ -1,0 +1,151 @@
+"""A submission's metadata made harmless before nbgrader reads the file: only the plain values
+nbgrader and nbconvert need are kept, whatever a student's file holds (nested past Python's
+recursion limit, numbers too long to parse, broken attachments). Standard library only, so
+the preflight and the command line start without loading nbgrader."""
+from __future__ import annotations
+
+import json
+import re
+
+SCHEMA_VERSION = 3
+_FLAGS = ("deletable", "editable", "collapsed")  # the cell metadata Jupyter needs (booleans)
+_NBGRADER_KEYS = ("grade", "solution", "locked", "task", "points", "grade_id", "schema_version", "checksum",
+                  "cell_type")
+_TOKEN = re.compile(r'\s*(?:([\[\]{},:])|("(?:[^"\\]+|\\.)*")|(-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)'
+                    r'|(true|false|null))', re.S)
+_WORDS = {"true": True, "false": False, "null": None}
+_ATTACHMENT = re.compile(r"(?<!missing-)attachment:(?:([A-Za-z0-9._-]+)(?=[\s)]|$))?")
+
+
+def _int(digits: str):
+    """JSON integers: one too long for Python to parse (over 4300 digits) reads as null, not as an error."""
+    return int(digits) if len(digits) <= 4000 else None
+
+
+def _loads_deep(text: str):
+    """json.loads without recursion, for JSON nested deeper than Python's recursion limit.
+
+    Lenient about commas and colons: it only reads files whose every value is later checked again.
+    """
+    stack: list = []  # [open list or dict, the dict's pending key]
+    pos = 0
+    while True:
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"not JSON at character {pos}")
+        pos = m.end()
+        punct, string, number, word = m.groups()
+        if punct in ("[", "{"):
+            stack.append([[] if punct == "[" else {}, None])
+            continue
+        if punct in (",", ":"):
+            continue
+        if punct:  # ] or }
+            if not stack:
+                raise ValueError(f"unbalanced {punct!r} at character {pos}")
+            value = stack.pop()[0]
+        elif string is not None:
+            value = json.loads(string)
+            if stack and isinstance(stack[-1][0], dict) and stack[-1][1] is None:
+                stack[-1][1] = value  # an object's key
+                continue
+        elif number is not None:
+            value = json.loads(number, parse_int=_int)
+        else:
+            value = _WORDS[word]
+        if not stack:
+            if text[pos:].strip():
+                raise ValueError(f"extra data at character {pos}")
+            return value
+        container, key = stack[-1]
+        if isinstance(container, list):
+            container.append(value)
+        else:
+            container[key] = value
+            stack[-1][1] = None
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (bool, str, float)) or isinstance(value, int) and abs(value) < 2**53
+
+
+def harmless_cell_metadata(meta) -> dict:
+    """What nbgrader and nbconvert can take of a cell's metadata: Jupyter's boolean flags, and the
+    nbgrader metadata's plain values when it is a mapping with a string grade_id (NormaliseMetadata
+    then rebuilds it from the source notebook). Everything else (tags, widgets, editor state) goes."""
+    if not isinstance(meta, dict):
+        return {}
+    kept = {k: meta[k] for k in _FLAGS if isinstance(meta.get(k), bool)}
+    found = meta.get("nbgrader")
+    if isinstance(found, dict) and isinstance(found.get("grade_id"), str):
+        kept["nbgrader"] = {k: found[k] for k in _NBGRADER_KEYS if k in found and _scalar(found[k])}
+    return kept
+
+
+def harmless_notebook_metadata(meta) -> dict:
+    """The notebook's kernel and language names (all nbconvert reads); OverwriteKernelspec then puts
+    the course's kernel in."""
+    meta = meta if isinstance(meta, dict) else {}
+    kept: dict = {}
+    kernel = meta.get("kernelspec")
+    if isinstance(kernel, dict) and all(isinstance(kernel.get(k), str) for k in ("name", "display_name")):
+        kept["kernelspec"] = {k: kernel[k] for k in ("name", "display_name", "language") if isinstance(kernel.get(k), str)}
+    language = meta.get("language_info")
+    if isinstance(language, dict) and isinstance(language.get("name"), str):
+        kept["language_info"] = {"name": language["name"]}
+    return kept
+
+
+def harmless_attachments(cell: dict) -> None:
+    """Markdown attachments nbconvert can render: well-formed ones are kept, and an image that refers
+    to a missing or malformed one is pointed elsewhere (nbconvert raises "missing attachment", and
+    the feedback of the whole notebook fails)."""
+    found = cell.get("attachments")
+    good = {}
+    for name, bundle in (found.items() if isinstance(found, dict) else ()):
+        if isinstance(bundle, dict):
+            bundle = {k: "".join(v) if isinstance(v, list) else v for k, v in bundle.items()
+                      if isinstance(k, str) and "/" in k and (isinstance(v, str) or isinstance(v, list)
+                                                              and all(isinstance(x, str) for x in v))}
+            if bundle:
+                good[name] = bundle
+    if good:
+        cell["attachments"] = good
+    else:
+        cell.pop("attachments", None)
+    if cell.get("cell_type") != "markdown":
+        return
+    source = cell.get("source", "")
+    source = "".join(x for x in source if isinstance(x, str)) if isinstance(source, list) else source
+    if isinstance(source, str):
+        cell["source"] = _ATTACHMENT.sub(lambda m: m.group(0) if m.group(1) and m.group(1) in good
+                                         else "missing-" + m.group(0), source)
+
+
+def harmless_notebook(data: dict) -> dict:
+    """The parsed JSON of a submission with its metadata made harmless (in place, and returned)."""
+    data["metadata"] = harmless_notebook_metadata(data.get("metadata"))
+    for cell in data.get("cells") if isinstance(data.get("cells"), list) else ():
+        if isinstance(cell, dict):
+            cell["metadata"] = harmless_cell_metadata(cell.get("metadata"))
+            if cell.get("cell_type") in ("markdown", "raw") or "attachments" in cell:
+                harmless_attachments(cell)
+    return data
+
+
+def harmless_file(raw: bytes) -> bytes:
+    """A submitted notebook's bytes with its metadata made harmless, or the bytes as they were when
+    they are not a JSON object (the preflight says why). Metadata nested deeper than Python's
+    recursion limit, or numbers too long to parse, do not make the file unreadable (plain
+    json.loads would raise on them)."""
+    try:
+        text = raw.decode("utf-8")
+        try:
+            data = json.loads(text, parse_int=_int)
+        except RecursionError:
+            data = _loads_deep(text)
+        if not isinstance(data, dict):
+            return raw
+        return json.dumps(harmless_notebook(data), ensure_ascii=False).encode("utf-8")
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return raw
