@@ -36,7 +36,6 @@ from typing import Callable
 import nbformat
 
 from deepngrams.grading import exercises
-from deepngrams.grading import gradebook
 from deepngrams.course import release
 
 EXERCISES = ["line_to_tensor", "create_batch_dataset", "GRULM", "compile_model", "log_perplexity",
@@ -908,7 +907,7 @@ def _steal_from(ctx: Context, candidates: list[str]):
 
 def _course_paths(ctx: Context) -> list[str]:
     c = ctx.course
-    return [str(c / "source" / release.ASSIGNMENT / NOTEBOOK), str(c / ".grading" / "*" / "checks.json"),
+    return [str(c / "source" / release.ASSIGNMENT / NOTEBOOK), str(c / ".grading" / "hidden-cases.key"),
             str(c / ".grading" / "*" / "*" / "course" / "source" / release.ASSIGNMENT / NOTEBOOK),
             str(c / "gradebook.db")]
 

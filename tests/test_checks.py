@@ -79,6 +79,18 @@ def test_every_graded_cell_of_the_source_notebook_has_a_check(prepared):
                for check in prepared.values())
 
 
+def test_a_students_key_draws_that_students_cases_and_no_one_elses():
+    """A worker gets one student's key (never the course's): with it, that student's cases for any
+    file, as the course's key draws them; another student's key, or another course's, draws others."""
+    alice = exercises.student_key(KEY, "alice")
+    for notebook in (b"her notebook", b"her notebook ", b""):
+        assert exercises.secret_from(alice, notebook) == exercises.secret_for(KEY, "alice", notebook)
+        assert exercises.secret_from(alice, notebook) != exercises.secret_for(KEY, "bob", notebook)
+    others = {exercises.student_key(KEY, "bob"), exercises.student_key(bytes(32), "alice"),
+              exercises.student_key(KEY, "alice\0"), exercises.student_key(KEY, "Alice")}
+    assert alice not in others and len(others) == 4 and KEY not in {alice, *others}
+
+
 def test_every_case_is_drawn_for_one_student_and_one_file(prepared):
     """Another student, or another file of the same student, gets other inputs in every graded cell
     (public ones too: a table of answers copied from someone's feedback is worth nothing); the same

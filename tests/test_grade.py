@@ -1,5 +1,6 @@
 """`deepngrams grade` on the bundled samples: scores, resume, the report, and a gradebook never half-written."""
 import csv
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,7 +10,8 @@ from nbgrader.api import Gradebook
 
 from deepngrams.course import release
 from deepngrams.grading import sandbox
-from deepngrams.grading import batch
+from deepngrams.grading import batch, engine, exercises
+from deepngrams.grading.submission import internal_id
 from deepngrams.grading import gradebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
@@ -27,9 +29,19 @@ def course():
     renamed.mkdir(parents=True)
     shutil.copy(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb",
                 renamed / "deep_ngrams (1).ipynb")
-    first = batch.grade(course, workers=2, progress=False)
+    with pytest.MonkeyPatch.context() as patch:  # what the client hands to Dask, as the workers get it
+        submit, course_future = engine.submit, engine.course_future
+        patch.setattr(engine, "submit", lambda client, student, files, secret, *rest: (
+            SENT.append(("submission", student, secret, pickle.dumps((student, files, secret, *rest[1:])))),
+            submit(client, student, files, secret, *rest))[1])
+        patch.setattr(engine, "course_future", lambda client, blob: (
+            SENT.append(("course", None, None, pickle.dumps(blob))), course_future(client, blob))[1])
+        first = batch.grade(course, workers=2, progress=False)
     yield course, {o.student: o for o in first}
     shutil.rmtree(course.parent, ignore_errors=True)
+
+
+SENT: list = []  # (kind, student, student's key, the pickled arguments) of each task the batch made
 
 
 def points(outcome):
@@ -42,6 +54,21 @@ def test_the_samples_get_the_scores_plain_nbgrader_gives(course):
     assert points(first["bob_untouched"]) == {ex: 0 for ex in FULL}
     assert points(first["carol_partial"]) == dict(FULL, GRULM=0, compile_model=0, temperature_random_sampling=0,
                                                   GenerativeModel=0)
+
+
+def test_the_course_key_never_leaves_the_client(course):
+    """Workers get the course's files and, with each submission, the key of that student's cases
+    alone: the course's grading key, which draws everyone's, stays where the course is."""
+    path, first = course
+    key = exercises.grading_key(path)
+    assert {kind for kind, *_ in SENT} == {"course", "submission"}
+    assert sorted(student for kind, student, *_ in SENT if kind == "submission") == sorted(first)
+    for kind, student, secret, sent in SENT:
+        assert key not in sent and key.hex().encode() not in sent, kind
+        if kind == "submission":
+            assert secret == exercises.student_key(key, internal_id(student)), student
+    secrets = [secret for kind, _, secret, _ in SENT if kind == "submission"]
+    assert len(set(secrets)) == len(secrets)
 
 
 def test_a_notebook_under_another_name_is_reported(course):

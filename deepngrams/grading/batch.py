@@ -20,7 +20,6 @@ plain `nbgrader autograde` (which grades with the same steps, one notebook at a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -28,28 +27,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from deepngrams.atomic import atomic_path
 from deepngrams.config import ASSIGNMENT, COURSE_DIR, ROOT, SOURCE_NB
 from deepngrams.course.course_setup import name_students, record_assignment
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta
-from deepngrams.grading.exercises import grading_key
+from deepngrams.grading.exercises import grading_key, student_key
 from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, save_outcome, saved_outcome
 from deepngrams.grading.report import Outcome, format_report, write_report
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 from deepngrams.grading import engine
-from deepngrams.grading.submission import handed_in_files, unusable_name
+from deepngrams.grading.submission import handed_in_files, internal_id, unusable_name
 from deepngrams.grading.untrusted import printable
 
 
-def prepare_checks(course: Path, path: Path) -> None:
-    """What the batch's graders need besides each submission (a grader-only file): the grading key
-    and the graded cells of the source notebook. Each submission's cases are drawn from them."""
+def graded_cells(course: Path) -> list[str]:
+    """The graded cells of the course's source notebook: what the preflight looks for in each file."""
     import nbformat
     source = course / SOURCE_NB.relative_to(COURSE_DIR)
-    graded_ids = [nbgrader_meta(c)["grade_id"] for c in nbformat.read(str(source), 4).cells if is_test_cell(c)]
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps({"key": grading_key(course).hex(), "graded_ids": graded_ids}))
-    os.chmod(path, 0o600)
+    return [nbgrader_meta(c)["grade_id"] for c in nbformat.read(str(source), 4).cells if is_test_cell(c)]
 
 
 def check_course(course: Path) -> list[str]:
@@ -126,12 +120,10 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
     batch = Path(tempfile.mkdtemp(prefix="batch-", dir=work_root))
     try:
         if todo:
-            checks_path = batch / "checks.json"
-            prepare_checks(course, checks_path)
+            graded_ids, key = graded_cells(course), grading_key(course)
             template = batch / "gradebook.db"
             _copy_db(course / "gradebook.db", template)
-            graded_ids = json.loads(checks_path.read_text())["graded_ids"]
-            blob = engine.course_blob(course, template, checks_path)
+            blob = engine.course_blob(course, template)
             # One sandbox per local worker process, sharing the cores; a remote worker uses one thread.
             threads = 1 if scheduler else max(1, (os.cpu_count() or 1) // workers)
             bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress, dynamic_ncols=True)
@@ -147,7 +139,8 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                     student = next(waiting, None)
                     if student is not None:
                         files, reason, notes = handed_in_files(course, student, graded_ids)
-                        future = engine.submit(client, student, files, course_future, limits, sandboxed, threads)
+                        future = engine.submit(client, student, files, student_key(key, internal_id(student)),
+                                               course_future, limits, sandboxed, threads)
                         found[future.key] = (student, reason, notes)
                         running.add(future)
 
@@ -223,8 +216,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     print(format_report(outcomes))
     print()
     done = sum(not o.skipped for o in outcomes)
+    where = args.scheduler or (f"{args.workers} local workers" if args.workers != 1 else "1 local worker")
     print(f"Graded {done}, skipped {len(outcomes) - done} already graded (use --force to grade again), "
-          f"in {time.monotonic() - start:.0f} s on {args.scheduler or f'{args.workers} local worker' + 's' * (args.workers != 1)}.")
+          f"in {time.monotonic() - start:.0f} s on {where}.")
     # Where the workers ran (a cluster's may differ from here); here, when nothing ran this time.
     modes = sorted({o.sandbox for o in outcomes if not o.skipped and o.sandbox}) or [sandbox_mode()]
     print(f"Sandbox:         {', '.join(modes)}")

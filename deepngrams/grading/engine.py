@@ -1,9 +1,10 @@
 """Where submissions are graded: Dask tasks, on a local cluster by default or on a cluster's scheduler.
 
-A task takes bytes and gives bytes: in, one submission's checked files and the course (its
-configuration, source notebook, gradebook template and grading key, sent once as a task of their
-own, addressed by their content, so each worker fetches them once); out, the run's report, the private
-gradebook, the graded notebook and the feedback. No file system is shared: the client (the
+A task takes bytes and gives bytes: in, one submission's checked files, the key of that student's
+cases (the course's grading key never leaves the client) and the course (its configuration,
+source notebook and gradebook template, sent once as a task of their own, addressed by their
+content, so each worker fetches them once); out, the run's report, the private gradebook, the
+graded notebook and the feedback. No file system is shared: the client (the
 grader's own process) reads the submissions and is the only writer of the course. Student code
 runs only in the sandbox that a task starts on its worker, never in a worker process.
 
@@ -33,15 +34,15 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # ----------------------------------------------------------------------------------------
 # The client's side: what goes out, what comes back
 # ----------------------------------------------------------------------------------------
-def course_blob(course: Path, template_db: Path, checks_path: Path) -> dict:
-    """What every task needs of the course, as bytes: its configuration and source folder, the
-    gradebook template (the assignment recorded) and the checks (grading key, graded cells)."""
+def course_blob(course: Path, template_db: Path) -> dict:
+    """What every task needs of the course, as bytes: its configuration and source folder and the
+    gradebook template (the assignment recorded)."""
     files = {"nbgrader_config.py": (course / "nbgrader_config.py").read_bytes()}
     source = course / "source" / ASSIGNMENT
     for path in sorted(source.rglob("*")):
         if path.is_file() and not path.is_symlink():
             files[str(Path("source", ASSIGNMENT, path.relative_to(source)))] = path.read_bytes()
-    blob = {"files": files, "template_db": template_db.read_bytes(), "checks": checks_path.read_bytes()}
+    blob = {"files": files, "template_db": template_db.read_bytes()}
     blob["digest"] = _digest(blob)
     return blob
 
@@ -61,7 +62,7 @@ def _digest(blob: dict) -> str:
     h = hashlib.sha256()
     for name, data in sorted(blob["files"].items()):
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    h.update(hashlib.sha256(blob["template_db"]).digest() + hashlib.sha256(blob["checks"]).digest())
+    h.update(hashlib.sha256(blob["template_db"]).digest())
     return h.hexdigest()
 
 
@@ -106,15 +107,13 @@ def _course_here(blob: dict) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         (folder / "gradebook.db").write_bytes(blob["template_db"])
-        (folder / "checks.json").write_bytes(blob["checks"])
-        os.chmod(folder / "checks.json", 0o600)
         _COURSES[blob["digest"]] = folder
         return folder
 
 
 def _scratch_root() -> str | None:
     """The worker's own folder, which Dask removes when the worker ends (or, after a crash, when the
-    next worker starts): the course copies hold the grading key. None outside a worker."""
+    next worker starts). None outside a worker."""
     try:
         from distributed import get_worker
         return get_worker().local_directory
@@ -122,15 +121,15 @@ def _scratch_root() -> str | None:
         return None
 
 
-def grade_task(student: str, files: dict[str, bytes], blob: dict, limits: dict, sandboxed: bool,
-               threads: int) -> dict:
+def grade_task(student: str, files: dict[str, bytes], student_secret: bytes, blob: dict, limits: dict,
+               sandboxed: bool, threads: int) -> dict:
     """One submission, graded on this worker: bytes in, bytes out (see the module's doc)."""
     from deepngrams.grading.submission import autograde
     os.environ.setdefault("DEEPNGRAMS_BUNDLE", str(ROOT))
     folder = _course_here(blob)
     work = Path(tempfile.mkdtemp(prefix="deepngrams-submission-", dir=_scratch_root()))
     try:
-        report = autograde(folder / "course", student, files, folder / "gradebook.db", folder / "checks.json", 0,
+        report = autograde(folder / "course", student, files, folder / "gradebook.db", student_secret, 0,
                            Limits(**limits), work, sandboxed, threads)
         private = Path(report.pop("private"))
         result = {"report": report, "gradebook": (private / "gradebook.db").read_bytes()}
@@ -161,8 +160,8 @@ def is_local(address: str) -> bool:
 
 
 def scheduler_problem(address: str, tls: bool, insecure: bool) -> str:
-    """Why the grader refuses this scheduler ("" if it does not): student work and the grading key
-    cross the network, so a scheduler on another machine needs TLS unless the user says --insecure."""
+    """Why the grader refuses this scheduler ("" if it does not): student work and the keys of the
+    students' cases cross the network, so a scheduler on another machine needs TLS unless the user says --insecure."""
     scheme = urlsplit(address).scheme if "://" in address else "tcp"
     if scheme not in ("tcp", "tls", "inproc", "ucx", "ws", "wss"):
         return f"the scheduler address {address!r} is not a Dask address (tcp://HOST:PORT or tls://HOST:PORT)"
@@ -172,8 +171,8 @@ def scheduler_problem(address: str, tls: bool, insecure: bool) -> str:
         return (f"the scheduler {address} speaks TLS: give the grader its certificates (--tls-ca-file, --tls-cert, "
                 f"--tls-key)")
     return (f"the scheduler {address} is on another machine and its traffic would be unencrypted (submissions "
-            f"and the grading key cross the network): start it with TLS and use tls://, with --tls-ca-file, "
-            f"--tls-cert and --tls-key, or say --insecure on a network you trust")
+            f"and the keys of their hidden cases cross the network): start it with TLS and use tls://, with "
+            f"--tls-ca-file, --tls-cert and --tls-key, or say --insecure on a network you trust")
 
 
 def security(ca_file: str | None, cert: str | None, key: str | None):
@@ -226,12 +225,13 @@ def failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[-1][:300] if text else ''} (a re-run grades it)"
 
 
-def submit(client, student: str, files: dict[str, bytes], blob_future, limits: Limits, sandboxed: bool, threads: int):
+def submit(client, student: str, files: dict[str, bytes], student_secret: bytes, blob_future, limits: Limits,
+           sandboxed: bool, threads: int):
     """One submission's task; its key names the student and the files, so a client that restarts
     and submits the same work again meets the same task."""
     digest = hashlib.sha256(student.encode("utf-8", "surrogateescape") + b"\0" + b"".join(
         name.encode() + b"\0" + hashlib.sha256(data).digest() for name, data in sorted(files.items()))).hexdigest()
-    return client.submit(grade_task, student, files, blob_future, asdict(limits), sandboxed, threads,
+    return client.submit(grade_task, student, files, student_secret, blob_future, asdict(limits), sandboxed, threads,
                          key=f"grade-{digest[:32]}", retries=RETRIES, pure=False)
 
 

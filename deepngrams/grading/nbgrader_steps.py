@@ -177,7 +177,7 @@ class SandboxedExecute(NbGraderPreprocessor):
         from deepngrams.grading.verdicts import apply_verdicts, build_job, reason_of
         student = str(resources.get("nbgrader", {}).get("student", ""))
         with _job(self, resources) as job:
-            secret = exercises.secret_for(job["key"], student, nbformat.writes(nb).encode())
+            secret = exercises.secret_from(job["student_key"], nbformat.writes(nb).encode())
             prepared = exercises.draw_cases(secret)
             limits = sandbox.Limits(**job["limits"])
             result = sandbox.run(build_job(nb, prepared, limits), Path(job["scratch"]), job["slot"], limits,
@@ -198,9 +198,11 @@ class SandboxedExecute(NbGraderPreprocessor):
 
 @contextlib.contextmanager
 def _job(step: NbGraderPreprocessor, resources: dict):
-    """What one notebook's run needs: the grading key, limits, sandbox slot and scratch folder.
+    """What one notebook's run needs: the student's key (exercises.student_key), limits, sandbox slot
+    and scratch folder.
 
-    From $DEEPNGRAMS_GRADE_JOB under the batch grader; otherwise from the course itself (its key,
+    From $DEEPNGRAMS_GRADE_JOB under the batch grader, which names a file with the student's key
+    (the course's key stays with the batch's client); otherwise from the course itself (its key,
     the default limits, a scratch folder in its .grading/), for nbgrader run by hand or by the
     Formgrader. Without a usable sandbox this refuses to run the notebook, unless the grader
     chose to (DEEPNGRAMS_NO_SANDBOX=1, trusted submissions only).
@@ -208,10 +210,10 @@ def _job(step: NbGraderPreprocessor, resources: dict):
     import tempfile
     from dataclasses import asdict
     from deepngrams.grading import sandbox
-    from deepngrams.grading.exercises import grading_key
+    from deepngrams.grading.exercises import grading_key, student_key
     if "DEEPNGRAMS_GRADE_JOB" in os.environ:
         job = json.loads(os.environ["DEEPNGRAMS_GRADE_JOB"])
-        job["key"] = bytes.fromhex(json.loads(Path(job["checks"]).read_text())["key"])
+        job["student_key"] = bytes.fromhex(Path(job["student_key_file"]).read_text())
         yield job
         return
     from nbgrader.coursedir import CourseDirectory
@@ -222,9 +224,9 @@ def _job(step: NbGraderPreprocessor, resources: dict):
     if not sandboxed:
         step.log.warning("%s=1: the notebook runs as you, with nothing isolated (trusted submissions only)",
                          NO_SANDBOX_ENV)
-    key = grading_key(course)
+    key = student_key(grading_key(course), str(resources.get("nbgrader", {}).get("student", "")))
     with tempfile.TemporaryDirectory(prefix="run-", dir=course / ".grading") as scratch:
-        yield {"key": key, "limits": asdict(sandbox.Limits()), "scratch": scratch, "slot": 0,
+        yield {"student_key": key, "limits": asdict(sandbox.Limits()), "scratch": scratch, "slot": 0,
                "sandboxed": sandboxed, "threads": os.cpu_count() or 1, "course": str(course)}
 
 

@@ -89,10 +89,11 @@ def handed_in_files(course: Path, student: str, graded_ids: list[str]) -> tuple[
     return files, reason, notes
 
 
-def autograde(course: Path, student: str, files: dict[str, bytes], template_db: Path, checks_path: Path, slot: int,
-              limits: Limits, work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
+def autograde(course: Path, student: str, files: dict[str, bytes], template_db: Path, student_secret: bytes,
+              slot: int, limits: Limits, work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
     """nbgrader's autograde and feedback of `files` (from `handed_in_files`) in a private course under
-    `work`, made from `course`'s configuration and source; returns the run's report.
+    `work`, made from `course`'s configuration and source; returns the run's report. `student_secret`
+    is the key of the student's cases (exercises.student_key of the internal id).
 
     The private course holds a copy of the gradebook, the files and the course's source (linked);
     in it the student has an internal id (`internal_id`), never the folder's name. The graded
@@ -109,10 +110,12 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
         (target / Path(name).name).write_bytes(data)
     (private / "nbgrader_config.py").write_text(
         PRIVATE_CONFIG.format(main=str((course / "nbgrader_config.py").resolve()), root=str(private)))
-    report_path = work / "run.json"
+    report_path, key_path = work / "run.json", work / "student.key"
+    key_path.touch(mode=0o600)
+    key_path.write_text(student_secret.hex())
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               DEEPNGRAMS_GRADE_JOB=json.dumps({"checks": str(checks_path), "scratch": str(work / "scratch"),
+               DEEPNGRAMS_GRADE_JOB=json.dumps({"student_key_file": str(key_path), "scratch": str(work / "scratch"),
                                                 "slot": slot, "limits": asdict(limits), "report": str(report_path),
                                                 "sandboxed": sandboxed, "threads": threads}))
     status, message = _worker(private, inner, env, limits.wall_timeout + WORKER_MARGIN_S)
@@ -121,13 +124,3 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
     return {"student": student, "internal": inner, "reason": reason, "notes": [],
             "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0,
             "sandbox": sandbox_mode() if sandboxed else "none"}
-
-
-def grade_one(course: Path, student: str, template_db: Path, checks_path: Path, slot: int, limits: Limits,
-              work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
-    """Autograde one student's submission of `course` in a private course under `work` (both here)."""
-    start = time.monotonic()
-    graded_ids = json.loads(checks_path.read_text())["graded_ids"]
-    files, reason, notes = handed_in_files(course, student, graded_ids)
-    report = autograde(course, student, files, template_db, checks_path, slot, limits, work, sandboxed, threads)
-    return dict(report, reason=reason or report["reason"], notes=notes, seconds=round(time.monotonic() - start, 1))

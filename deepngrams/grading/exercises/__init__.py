@@ -7,7 +7,9 @@ EXERCISES.
 
 Only the grader runs this file, outside the sandbox. `draw_cases` draws every graded cell's
 inputs from a secret that is new for every student and every submitted file (`secret_for`:
-an HMAC of the student id and the notebook's bytes under a key only the grader holds), and
+an HMAC of the notebook's bytes under the student's own key, itself an HMAC of the student id
+under the course's key; the course's key never leaves the grader's machine, and a worker is
+given only the keys of the students it grades), and
 computes what a correct solution returns with numpy alone. Only the inputs go into the
 sandbox, where the probes (grading/inside/probes.py) call the student's code on them; `judge` compares the
 observations with the expected answers here, where student code never runs. So nothing in
@@ -73,11 +75,22 @@ def grading_key(course: Path) -> bytes:
     return path.read_bytes()
 
 
+def student_key(key: bytes, student: str) -> bytes:
+    """One student's key, from the course's: it draws that student's cases and nobody else's, so a
+    grading worker gets this, never the course's key."""
+    return hmac.new(key, b"student\0" + student.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+def secret_from(student_secret: bytes, notebook: bytes) -> int:
+    """The seed of one submission's cases, from its student's key (`student_key`) and its notebook."""
+    return int.from_bytes(hmac.new(student_secret, hashlib.sha256(notebook).digest(), hashlib.sha256).digest()[:8],
+                          "big")
+
+
 def secret_for(key: bytes, student: str, notebook: bytes) -> int:
     """The seed of one submission's cases: another student, or another file, gets other cases;
     grading the same file again gets the same ones."""
-    message = student.encode("utf-8", "surrogatepass") + b"\0" + hashlib.sha256(notebook).digest()
-    return int.from_bytes(hmac.new(key, message, hashlib.sha256).digest()[:8], "big")
+    return secret_from(student_key(key, student), notebook)
 
 
 def draw_cases(secret: int, card_path: Path = CARD_PATH, corpus_path: Path = CORPUS_PATH) -> dict:
