@@ -482,6 +482,24 @@ def test_backend_neutral_trainer_writes_weights_the_notebook_model_loads(keras_r
                - train.evaluate_log_perplexity(model, text.split("\n"), vocab)) < 1e-4
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_keras_trainers_evaluation_runs_the_recurrent_step_compiled(cell):
+    """The held-out text is read as one long sequence: run eagerly, the recurrent cell would be one
+    Python call a character (minutes an epoch on the course's text); compiled, it is traced once."""
+    from deepngrams.lm import train_keras
+    from deepngrams.lm.charlm import build
+
+    model = build(12, SMOKE, cell=cell)
+    ids = np.random.default_rng(0).integers(2, 12, size=300)
+    step, calls = model.rnn.cell.call, []
+    model.rnn.cell.call = lambda *a, **k: (calls.append(1), step(*a, **k))[1]
+    value = train_keras.eval_log_perplexity(model, ids)
+    assert 0 < len(calls) < 10, len(calls)
+    model.rnn.cell.call = step
+    preds = np.asarray(model(ids[None, :-1]))[0]  # the same value as the plain call
+    assert value == pytest.approx(float(-preds[np.arange(299), ids[1:]].mean()), abs=1e-5)
+
+
 @pytest.mark.slow
 def test_backend_neutral_trainer_ships_the_weight_mean(keras_run):
     folder, card = keras_run
