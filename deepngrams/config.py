@@ -98,3 +98,6 @@ class Limits:
 MAX_NOTEBOOK_BYTES = 20 * 2**20  # a handed-in file larger than this is refused unread
 MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
 WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit
+# Set by the batch grader in each submission's nbgrader run (JSON: the sandbox's limits, slot and
+# scratch, and the file holding the student's key); never passed on to the notebook.
+GRADE_JOB_ENV = "DEEPNGRAMS_GRADE_JOB"

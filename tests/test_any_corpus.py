@@ -23,6 +23,7 @@ from deepngrams.lm import generate as sample
 from deepngrams.lm import train, train_keras
 from deepngrams.lm.charlm import build as build_charlm
 from deepngrams.lm.data import build_vocab, encode, held_out_lines, load_lines, read_corpus, stream_batches
+from deepngrams.lm.corpus import sha256_of
 from deepngrams.lm.run_record import OutputError, corpus_run, sha256_file
 from deepngrams.lm.weights import load_model_dir
 
@@ -387,13 +388,21 @@ def test_an_lstm_trains_with_plain_keras_and_generates_and_exports_what_keras_co
     np.testing.assert_allclose(reloaded(np.array([ids]))[0].numpy(), keras_log_probs, atol=1e-6)
 
 
-def test_a_file_hashed_again_once_it_changes(tmp_path):
-    """A run asks for its corpus's sha256 several times and gets it computed once; a file that
-    changed in between (the same size, even) is hashed anew."""
+def test_a_file_hashed_again_once_it_changes(tmp_path, monkeypatch):
+    """A run asks for its corpus's sha256 several times and gets it computed once; a file rewritten
+    since (the same size, its modification time put back as `cp -p` does) is hashed anew, and so
+    is one changed in the last seconds, whose times may not have moved yet."""
+    from deepngrams.lm import run_record
+    hashed = []
+    monkeypatch.setattr(run_record, "sha256_of", lambda path: (hashed.append(path), sha256_of(path))[1])
     text = tmp_path / "text.txt"
     text.write_bytes(b"first version\n")
-    first = sha256_file(text)
-    assert sha256_file(text) == first == hashlib.sha256(b"first version\n").hexdigest()
+    assert sha256_file(text) == sha256_file(text) == hashlib.sha256(b"first version\n").hexdigest()
+    assert len(hashed) == 2  # just written: hashed each time
+    monkeypatch.setattr(run_record, "RECENT_NS", 0)
+    long_ago = 10**18
+    os.utime(text, ns=(long_ago, long_ago))
+    assert sha256_file(text) == sha256_file(text) and len(hashed) == 3  # as it was: hashed once
     text.write_bytes(b"other version\n")
-    os.utime(text, ns=(1, 1))
+    os.utime(text, ns=(long_ago, long_ago))
     assert sha256_file(text) == hashlib.sha256(b"other version\n").hexdigest()

@@ -79,6 +79,17 @@ def test_every_graded_cell_of_the_source_notebook_has_a_check(prepared):
                for check in prepared.values())
 
 
+def test_the_seed_of_a_submission_is_the_documented_pair_of_hmacs():
+    """The scheme, spelled out (README, exercises' doc): a change to it draws new cases for every
+    submission, so it is pinned here rather than only compared with itself."""
+    import hashlib
+    import hmac
+    student = hmac.new(KEY, b"student\0alice", hashlib.sha256).digest()
+    assert exercises.student_key(KEY, "alice") == student
+    seed = hmac.new(student, hashlib.sha256(b"her notebook").digest(), hashlib.sha256).digest()[:8]
+    assert exercises.secret_for(KEY, "alice", b"her notebook") == int.from_bytes(seed, "big")
+
+
 def test_a_students_key_draws_that_students_cases_and_no_one_elses():
     """A worker gets one student's key (never the course's): with it, that student's cases for any
     file, as the course's key draws them; another student's key, or another course's, draws others."""

@@ -97,7 +97,6 @@ def test_models_of_several_sizes_sample_in_one_process(model):
     assert sample.generate_many(model, VOCAB, PROMPTS, LENGTH, temperature=1.0, seed=6) == before
 
 
-@pytest.mark.slow
 def test_one_compiled_program_serves_every_length_and_prompt_of_a_bucket(model):
     """The program XLA compiles for the sampling loop takes the number of characters and the prompt
     lengths as data: the same program, whatever they are within a bucket (64 here), so a new length
@@ -117,6 +116,7 @@ def test_one_compiled_program_serves_every_length_and_prompt_of_a_bucket(model):
     assert program("Before we proceed", 10) == first
 
 
+@pytest.mark.slow
 def test_greedy_matches_the_course_generator_for_every_prompt(model):
     """At temperature 0 each row is the course's GenerativeModel on that prompt alone: the padding changes nothing."""
     texts = sample.generate_many(model, VOCAB, PROMPTS, LENGTH, temperature=0)

@@ -30,18 +30,27 @@ def course():
     shutil.copy(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb",
                 renamed / "deep_ngrams (1).ipynb")
     with pytest.MonkeyPatch.context() as patch:  # what the client hands to Dask, as the workers get it
-        submit, course_future = engine.submit, engine.course_future
-        patch.setattr(engine, "submit", lambda client, student, files, secret, *rest: (
-            SENT.append(("submission", student, secret, pickle.dumps((student, files, secret, *rest[1:])))),
-            submit(client, student, files, secret, *rest))[1])
-        patch.setattr(engine, "course_future", lambda client, blob: (
-            SENT.append(("course", None, None, pickle.dumps(blob))), course_future(client, blob))[1])
+        client_for = engine.client_for
+
+        def spying_client_for(*args, **kwargs):
+            client = client_for(*args, **kwargs)
+            submit = client.submit
+
+            def spy(fn, *task_args, **task_kwargs):
+                given = [a for a in task_args if type(a).__name__ != "Future"]
+                SENT.append((fn.__name__, given, pickle.dumps((given, task_kwargs))))
+                return submit(fn, *task_args, **task_kwargs)
+
+            client.submit = spy
+            return client
+
+        patch.setattr(engine, "client_for", spying_client_for)
         first = batch.grade(course, workers=2, progress=False)
     yield course, {o.student: o for o in first}
     shutil.rmtree(course.parent, ignore_errors=True)
 
 
-SENT: list = []  # (kind, student, student's key, the pickled arguments) of each task the batch made
+SENT: list = []  # (function, its arguments but futures, all pickled) of each task the batch handed to Dask
 
 
 def points(outcome):
@@ -61,14 +70,12 @@ def test_the_course_key_never_leaves_the_client(course):
     alone: the course's grading key, which draws everyone's, stays where the course is."""
     path, first = course
     key = exercises.grading_key(path)
-    assert {kind for kind, *_ in SENT} == {"course", "submission"}
-    assert sorted(student for kind, student, *_ in SENT if kind == "submission") == sorted(first)
-    for kind, student, secret, sent in SENT:
-        assert key not in sent and key.hex().encode() not in sent, kind
-        if kind == "submission":
-            assert secret == exercises.student_key(key, internal_id(student)), student
-    secrets = [secret for kind, _, secret, _ in SENT if kind == "submission"]
-    assert len(set(secrets)) == len(secrets)
+    assert sorted(name for name, *_ in SENT) == ["_the_course"] + ["grade_task"] * len(first)
+    for name, _, sent in SENT:
+        assert key not in sent and key.hex().encode() not in sent, name
+    secrets = {args[0]: args[2] for name, args, _ in SENT if name == "grade_task"}  # student, files, their key
+    assert secrets == {s: exercises.student_key(key, internal_id(s)) for s in first}
+    assert len(set(secrets.values())) == len(secrets)
 
 
 def test_a_notebook_under_another_name_is_reported(course):

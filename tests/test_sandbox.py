@@ -19,7 +19,7 @@ from deepngrams.grading import preflight
 from deepngrams.grading import verdicts
 from deepngrams.course import release
 from deepngrams.grading import sandbox
-from deepngrams.config import ROOT
+from deepngrams.config import GRADE_JOB_ENV, ROOT
 
 pytestmark = [pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 
@@ -65,6 +65,21 @@ def test_the_sandbox_sees_only_the_student_files_and_no_network(tmp_path):
     assert out[5].strip() == "ok" and not list(tmp_path.iterdir())  # in memory, and gone
     assert out[6].strip() == "full"  # the scratch folder holds 256 MiB
     assert out[7].strip() == "[256, 256, 256]"  # every writable place is a capped tmpfs
+
+
+def test_the_graders_job_never_reaches_the_notebook(tmp_path, monkeypatch):
+    """The batch describes each submission's job, with the file that holds its student's key, in the
+    grading process's environment: the notebook's kernel never gets it, in the sandbox or without
+    one (DEEPNGRAMS_NO_SANDBOX=1, for trusted submissions)."""
+    monkeypatch.setenv(GRADE_JOB_ENV, '{"student_key_file": "/somewhere/student.key"}')
+    nb = new_notebook(cells=[new_code_cell(f"import os; print(repr(os.environ.get({GRADE_JOB_ENV!r})), "
+                                           "'student.key' in str(os.environ))")])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    for sandboxed in (True, False):
+        result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": 20}, tmp_path / f"run-{sandboxed}", 0,
+                             sandbox.Limits(wall_timeout=60, memory_gib=2), sandboxed=sandboxed)
+        outputs = result.notebook["cells"][0]["outputs"]
+        assert [o.get("text", "").strip() for o in outputs] == ["None False"], (sandboxed, outputs, result.stderr[-500:])
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from deepngrams.config import ASSIGNMENT, COURSE_DIR, SOURCE_NB
+from deepngrams.config import ASSIGNMENT, COURSE_DIR, GRADE_JOB_ENV, SOURCE_NB
 
 SETTING_UP_ENV = "DEEPNGRAMS_SETTING_UP"  # set in the nbgrader command that set_up runs (no recursion)
 ROSTER = "students.csv"  # nbgrader's roster columns: id, first_name, last_name, email
@@ -122,7 +122,7 @@ def set_up(course: Path) -> None:
     Called by the course's configuration as it loads, so it never raises: a course it cannot set
     up (read-only, broken source) is left to nbgrader's own messages.
     """
-    inside = os.environ.get(SETTING_UP_ENV) or os.environ.get("DEEPNGRAMS_GRADE_JOB")
+    inside = os.environ.get(SETTING_UP_ENV) or os.environ.get(GRADE_JOB_ENV)
     if inside or "generate_assignment" in sys.argv[:3]:
         return  # the set-up's own nbgrader run, one submission of a batch, or generate_assignment itself
     if not source_notebook(course).is_file() or not os.access(course, os.W_OK):

@@ -89,7 +89,8 @@ def harmless_notebook_metadata(meta) -> dict:
     kept: dict = {}
     kernel = meta.get("kernelspec")
     if isinstance(kernel, dict) and all(isinstance(kernel.get(k), str) for k in ("name", "display_name")):
-        kept["kernelspec"] = {k: kernel[k] for k in ("name", "display_name", "language") if isinstance(kernel.get(k), str)}
+        kept["kernelspec"] = {k: kernel[k] for k in ("name", "display_name", "language")
+                              if isinstance(kernel.get(k), str)}
     language = meta.get("language_info")
     if isinstance(language, dict) and isinstance(language.get("name"), str):
         kept["language_info"] = {"name": language["name"]}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nbgrader.preprocessors import DeduplicateIds, NbGraderPreprocessor, OverwriteCells
 
+from deepngrams.config import GRADE_JOB_ENV
 from deepngrams.grading.cells import MARKER, NOT_RUN, nbgrader_meta
 from deepngrams.grading.harmless import (SCHEMA_VERSION, harmless_attachments, harmless_cell_metadata,
                                          harmless_notebook_metadata)
@@ -211,8 +212,8 @@ def _job(step: NbGraderPreprocessor, resources: dict):
     from dataclasses import asdict
     from deepngrams.grading import sandbox
     from deepngrams.grading.exercises import grading_key, student_key
-    if "DEEPNGRAMS_GRADE_JOB" in os.environ:
-        job = json.loads(os.environ["DEEPNGRAMS_GRADE_JOB"])
+    if GRADE_JOB_ENV in os.environ:
+        job = json.loads(os.environ[GRADE_JOB_ENV])
         job["student_key"] = bytes.fromhex(Path(job["student_key_file"]).read_text())
         yield job
         return

@@ -56,7 +56,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepngrams.config import ROOT, Limits
+from deepngrams.config import GRADE_JOB_ENV, ROOT, Limits
 
 INSIDE = Path(__file__).resolve().parent / "inside"  # what runs in the sandbox: imports nothing of the package
 # What the notebook may read, at /bundle: the corpus, the weights and the model card; and, as
@@ -562,6 +562,7 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
         argv = [python, str(INSIDE / "harness.py")]
         env = dict(os.environ, PYTHONPATH=str(scratch / ".probes"), DEEPNGRAMS_BUNDLE=str(bundle),
                    NBGRADER_EXECUTION="autograde", TF_CPP_MIN_LOG_LEVEL="3", **_thread_env(threads))
+        env.pop(GRADE_JOB_ENV, None)  # the grader's job (where the student's key is) is not the notebook's
         (scratch / ".probes").mkdir(exist_ok=True)
         shutil.copy(INSIDE / "probes.py", scratch / ".probes" / "deepngrams_probes.py")
     payload = json.dumps(job).encode()

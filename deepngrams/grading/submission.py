@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from deepngrams.config import ASSIGNMENT, ROOT, WORKER_MARGIN_S
+from deepngrams.config import ASSIGNMENT, GRADE_JOB_ENV, ROOT, WORKER_MARGIN_S
 from deepngrams.grading import nbgrader_host
 from deepngrams.grading.harmless import harmless_file
 from deepngrams.grading.preflight import preflight, read_handed_in
@@ -111,13 +111,13 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
     (private / "nbgrader_config.py").write_text(
         PRIVATE_CONFIG.format(main=str((course / "nbgrader_config.py").resolve()), root=str(private)))
     report_path, key_path = work / "run.json", work / "student.key"
-    key_path.touch(mode=0o600)
-    key_path.write_text(student_secret.hex())
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # new, the grader's alone
+    with os.fdopen(fd, "w") as f:
+        f.write(student_secret.hex())
+    job = {"student_key_file": str(key_path), "scratch": str(work / "scratch"), "slot": slot, "limits": asdict(limits),
+           "report": str(report_path), "sandboxed": sandboxed, "threads": threads}
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               DEEPNGRAMS_GRADE_JOB=json.dumps({"student_key_file": str(key_path), "scratch": str(work / "scratch"),
-                                                "slot": slot, "limits": asdict(limits), "report": str(report_path),
-                                                "sandboxed": sandboxed, "threads": threads}))
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **{GRADE_JOB_ENV: json.dumps(job)})
     status, message = _worker(private, inner, env, limits.wall_timeout + WORKER_MARGIN_S)
     run = json.loads(report_path.read_text()) if report_path.is_file() else {}
     reason = run.get("reason", "") if status == 0 else f"nbgrader could not grade it: {message[:200]}"

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +35,22 @@ def cpu_name() -> str:
 
 def sha256_file(path: Path) -> str:
     """sha256 of a file; computed once while the file stays as it was (a run asks for its corpus's
-    several times: to check --out, to name its checkpoint, for the model card)."""
+    several times: to check --out, to name its checkpoint, for the model card).
+
+    "As it was": the same file (device, inode), size, modification and change times. A file changed
+    within the last seconds is hashed afresh every time, as git does, since a rewrite in the same
+    tick of the file system's clock would leave its times as they were."""
     st = os.stat(path)
-    return _sha256_as_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RECENT_NS:
+        return sha256_of(Path(path))
+    return _sha256_as_of(str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+RECENT_NS = 2 * 10**9
 
 
 @functools.lru_cache(maxsize=16)
-def _sha256_as_of(path: str, size: int, mtime_ns: int) -> str:
+def _sha256_as_of(path: str, *identity: int) -> str:
     return sha256_of(Path(path))
 
 
