@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                                         ("--units", args.units), ("--embedding", args.embedding),
                                         ("--seq-length", args.seq_length)) if given]
         from deepngrams.lm.run_record import OutputError, check_own_folder
-        out = Path(args.out) if args.out else (Path("model-smoke") if args.smoke else None)
+        out = _train_out(args)
         try:  # before TensorFlow is imported: a mistaken --out costs nothing
             check_own_folder(not own, out, f"with {' and '.join(own)}, train makes a model other than the course's: it")
             check_own_folder(not args.smoke, out, "--smoke writes a model of a few steps: it")
@@ -165,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _train_out(args) -> Path | None:
+    """Where `train` writes: --out, or model-smoke/ for --smoke, or None for the course's model/."""
+    return Path(args.out) if args.out else (Path("model-smoke") if args.smoke else None)
+
+
 def _run(args) -> int:
     from dataclasses import replace
 
@@ -177,10 +182,7 @@ def _run(args) -> int:
         hp = replace(COURSE, **{name: value for name, value in sizes.items() if value is not None})
         if args.smoke:
             hp = replace(hp, epochs=args.epochs or 2)
-        if args.smoke:
-            out = Path(args.out) if args.out else Path("model-smoke")
-        else:
-            out = run_record.course_out_dir(Path(args.out) if args.out else None)
+        out = _train_out(args) if args.smoke else run_record.course_out_dir(_train_out(args))
         run = {"out_dir": out, "fresh": args.fresh, "corpus": Path(args.corpus) if args.corpus else None}
         if args.smoke:
             run.update(max_lines=2000, max_steps=3)

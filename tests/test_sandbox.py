@@ -24,13 +24,14 @@ from deepngrams.config import GRADE_JOB_ENV, ROOT
 pytestmark = [pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 
 
-def run_cells(tmp_path, *sources, limits=None, name="job", cell_timeout=20, grace=10):
-    """Run a notebook of plain cells in a sandbox; returns (RunResult, outputs text of each cell)."""
+def run_cells(tmp_path, *sources, limits=None, name="job", cell_timeout=20, grace=10, sandboxed=True):
+    """Run a notebook of plain cells in a sandbox (or, with sandboxed=False, without one); returns
+    (RunResult, outputs text of each cell)."""
     nb = new_notebook(cells=[new_code_cell(s) for s in sources])
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": cell_timeout, "interrupt_grace": grace},
                          tmp_path / name, 0,
-                         limits or sandbox.Limits(wall_timeout=60, memory_gib=2))
+                         limits or sandbox.Limits(wall_timeout=60, memory_gib=2), sandboxed=sandboxed)
     cells = (result.notebook or {}).get("cells", [])
     texts = ["".join(o.get("text", "") + str(o.get("evalue", "")) + str(o.get("data", {}).get("text/plain", ""))
                      for o in c.get("outputs", [])) for c in cells]
@@ -72,14 +73,10 @@ def test_the_graders_job_never_reaches_the_notebook(tmp_path, monkeypatch):
     grading process's environment: the notebook's kernel never gets it, in the sandbox or without
     one (DEEPNGRAMS_NO_SANDBOX=1, for trusted submissions)."""
     monkeypatch.setenv(GRADE_JOB_ENV, '{"student_key_file": "/somewhere/student.key"}')
-    nb = new_notebook(cells=[new_code_cell(f"import os; print(repr(os.environ.get({GRADE_JOB_ENV!r})), "
-                                           "'student.key' in str(os.environ))")])
-    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    cell = f"import os; print(repr(os.environ.get({GRADE_JOB_ENV!r})), 'student.key' in str(os.environ))"
     for sandboxed in (True, False):
-        result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": 20}, tmp_path / f"run-{sandboxed}", 0,
-                             sandbox.Limits(wall_timeout=60, memory_gib=2), sandboxed=sandboxed)
-        outputs = result.notebook["cells"][0]["outputs"]
-        assert [o.get("text", "").strip() for o in outputs] == ["None False"], (sandboxed, outputs, result.stderr[-500:])
+        result, out = run_cells(tmp_path, cell, name=f"run-{sandboxed}", sandboxed=sandboxed)
+        assert [text.strip() for text in out] == ["None False"], (sandboxed, out, result.stderr[-500:])
 
 
 @pytest.mark.slow

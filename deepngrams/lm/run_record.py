@@ -33,6 +33,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+RECENT_NS = 2 * 10**9  # a file changed this recently is hashed afresh (sha256_file)
+
+
 def sha256_file(path: Path) -> str:
     """sha256 of a file; computed once while the file stays as it was (a run asks for its corpus's
     several times: to check --out, to name its checkpoint, for the model card).
@@ -44,9 +47,6 @@ def sha256_file(path: Path) -> str:
     if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RECENT_NS:
         return sha256_of(Path(path))
     return _sha256_as_of(str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-RECENT_NS = 2 * 10**9
 
 
 @functools.lru_cache(maxsize=16)
