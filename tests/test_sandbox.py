@@ -175,6 +175,14 @@ def test_memory_over_the_limit_is_a_memory_error(tmp_path):
     assert "memory limit" in verdicts.reason_of(result, sandbox.Limits())
 
 
+def test_a_total_just_over_the_limit_never_reads_as_the_limit():
+    limit = int(1.25 * 2**30)
+    assert sandbox.gib_rounded_up(limit + 1) > 1.25
+    assert sandbox.gib_rounded_up(limit + 5 * 2**20) == 1.26
+    assert sandbox.gib_rounded_up(limit) == 1.25
+    assert sandbox.gib_rounded_up(2 * 2**30) == 2.0
+
+
 # Four children, each writing 450 MiB (under the 1.25 GiB a process may use), together 1.8 GiB.
 # Four children of 450 MiB each, then a minute's sleep: a sandbox that is not stopped runs over a
 # minute (the bound the tests check, far above a stop's few seconds even on a loaded machine).

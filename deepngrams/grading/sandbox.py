@@ -41,6 +41,7 @@ import ctypes
 import errno
 import fcntl
 import json
+import math
 import os
 import platform
 import re
@@ -687,8 +688,13 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
         elif "notebook" in record and isinstance(record["notebook"], dict):
             result.notebook = record["notebook"]
     if stopped_at:
-        result.events.append({"event": "memory limit", "scope": "sandbox", "gib": round(stopped_at[0] / 2**30, 2)})
+        result.events.append({"event": "memory limit", "scope": "sandbox", "gib": gib_rounded_up(stopped_at[0])})
     return result
+
+
+def gib_rounded_up(n_bytes: int) -> float:
+    """Bytes in GiB to two decimals, rounded up: a total just over the limit must not read as the limit."""
+    return math.ceil(n_bytes * 100 / 2**30) / 100
 
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
