@@ -120,8 +120,9 @@ def test_the_shipped_baseline_is_what_the_corpus_gives():
     assert ngram.baseline_main(check=True) == 0
 
 
-def test_while_grading_the_shading_and_the_table_are_short(cells):
-    """Under nbgrader (QUICK) the cells that run the model do little: one line, two characters."""
+def test_under_validate_the_shading_and_the_table_are_short(cells):
+    """Under nbgrader's Validate (QUICK) the cells that run the model do little: one line, two
+    characters. (The grader does not run them at all: they come after the last graded cell.)"""
     model = small_model(3)
     _, shown = run(cells, ["model_picture", "surprise", "temperature_table"], model=model,
                    eval_lines=["abc de", "ROMEO\tfgh"])

@@ -117,6 +117,16 @@ def test_a_copied_graded_cell_does_not_count_twice_or_stop_the_batch(graded):
     assert graded[1]["hank_duplicated_cell"] == FULL
 
 
+def test_the_course_cells_after_the_last_graded_cell_are_not_run(graded):
+    """The closer look (locked, after every graded cell) costs no grading time; the tests still run."""
+    status, scores, course, reasons = graded
+    nb = nbformat.read(str(course / "autograded" / "alice_solved" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"), 4)
+    shown = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    assert shown["test_GenerativeModel_hidden"].outputs and shown["load_weights"].outputs
+    assert not shown["temperature_table"].outputs and not shown["generate_demo"].outputs
+    assert scores["alice_solved"] == FULL and reasons["alice_solved"] == ""
+
+
 def test_an_unreadable_submission_does_not_stop_the_others(graded):
     status, scores, course, reasons = graded
     assert status != 0  # reported...

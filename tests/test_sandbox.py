@@ -459,6 +459,46 @@ def test_the_sandbox_gets_inputs_but_never_expected_values_or_test_code(prepared
     assert len(probes) == len(job["probes"]) == len(prepared)
 
 
+def _grade_ids(nb) -> list:
+    return [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
+
+
+def test_the_course_cells_after_the_last_one_that_matters_are_not_run(prepared, solved):
+    """The course's locked cells after the last graded, answer, task or unlocked code cell cannot
+    change a score: they are left out of the run. Anything a student added still runs."""
+    ids = _grade_ids(solved)
+    job = verdicts.build_job(solved, prepared, sandbox.Limits())
+    ran = _grade_ids(job["notebook"])
+    assert ran == ids[:len(ran)] and ran[-1] == "test_GenerativeModel_hidden"
+    assert "temperature_table" in ids and "temperature_table" not in ran  # the closer look is not run
+    assert "generate_demo" not in ran and "train_demo" in ran  # nor the demo after the last test
+    extra = copy.deepcopy(solved)  # code a student adds at the end runs, and all before it
+    extra.cells += [new_code_cell("print('mine')"), nbformat.v4.new_markdown_cell("notes")]
+    assert len(verdicts.build_job(extra, prepared, sandbox.Limits())["notebook"].cells) == len(extra.cells) - 1
+    unlocked = copy.deepcopy(solved)  # a course cell whose lock a student removed is theirs
+    unlocked.cells[-1].cell_type, unlocked.cells[-1].metadata["nbgrader"]["locked"] = "code", False
+    unlocked.cells[-1].update(outputs=[], execution_count=None)
+    assert verdicts.cells_to_run(unlocked) == len(unlocked.cells)
+    moved = copy.deepcopy(solved)  # an answer moved to the end is run, and all before it
+    answer = next(i for i, c in enumerate(moved.cells) if c.metadata.get("nbgrader", {}).get("solution"))
+    moved.cells.append(moved.cells.pop(answer))
+    assert verdicts.cells_to_run(moved) == len(moved.cells)
+    task = copy.deepcopy(solved)  # so is a task or a cell graded by hand
+    task.cells[-1].metadata["nbgrader"].update(task=True, points=1)
+    assert verdicts.cells_to_run(task) == len(task.cells)
+    assert verdicts.cells_to_run(new_notebook(cells=[nbformat.v4.new_markdown_cell("1")])) == 0
+
+
+def test_cells_that_were_not_run_come_back_without_outputs(prepared, solved):
+    nb = copy.deepcopy(solved)
+    tail = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "temperature_table")
+    nb.cells[tail].outputs = [nbformat.v4.new_output("stream", name="stdout", text="the student's own run\n")]
+    ran = verdicts.build_job(nb, prepared, sandbox.Limits())["notebook"]
+    verdicts.apply_verdicts(nb, prepared, sandbox.RunResult(notebook=ran, probes={}))
+    assert len(nb.cells) == len(solved.cells) and nb.cells[tail].outputs == []
+    assert nb.cells[tail].execution_count is None
+
+
 def test_outputs_from_the_sandbox_are_kept_inert_and_test_cells_get_the_grader_verdict(prepared, solved):
     nb = copy.deepcopy(solved)
     for cell in nb.cells:  # faked passing outputs in the submitted file count for nothing

@@ -21,9 +21,26 @@ PASSED = "All tests passed (checked by the grader).\n"
 SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
 
 
+def cells_to_run(nb) -> int:
+    """How many cells of `nb` the sandbox runs: through the last cell that is graded (by a test or
+    by hand), holds an answer, is a task, or is code the course did not lock. What follows is the
+    course's own locked cells (demonstrations, pictures): the same for everyone, they cannot change
+    a score, and running them would cost every submission their time. The nbgrader metadata is
+    the source notebook's by then (NormaliseMetadata), and a locked cell's code is the source's
+    (OverwriteCells), never the student's."""
+    def needed(cell) -> bool:
+        meta = nbgrader_meta(cell)
+        return any(meta.get(k) for k in ("grade", "solution", "task")) \
+            or (cell.get("cell_type") == "code" and not meta.get("locked"))
+    return max((i + 1 for i, cell in enumerate(nb.cells) if needed(cell)), default=0)
+
+
 def build_job(nb, prepared: dict, limits: Limits) -> dict:
-    """The notebook the sandbox runs: each graded test cell becomes a probe with its inputs."""
+    """The notebook the sandbox runs: each graded test cell becomes a probe with its inputs, and the
+    course's locked cells after the last one that matters are left out (`cells_to_run`); they
+    come back without outputs."""
     nb = copy.deepcopy(nb)
+    del nb.cells[cells_to_run(nb):]
     probes = {}
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
