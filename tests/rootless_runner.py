@@ -89,7 +89,7 @@ def main() -> None:
     # As the product's grading child does: adopt each sandbox's init, which outlives bubblewrap, so
     # that sandbox.run reaps it as soon as it ends (the init of some machines reaps only every second).
     from deepngrams.grading import nbgrader_host
-    nbgrader_host._die_with_parent(os.getppid(), b"rootless-runner", subreaper=True)
+    nbgrader_host.die_with_parent(os.getppid(), b"rootless-runner", subreaper=True)
     from deepngrams.grading import sandbox
     request = json.load(sys.stdin)
     if "refused" in request:

@@ -48,7 +48,7 @@ class HostFailed(RuntimeError):
 HOST_NAME, CHILD_NAME = b"nbgrader-host", b"nbgrader-child"  # what `ps` shows for each
 
 
-def _die_with_parent(parent: int, name: bytes, subreaper: bool = False) -> None:
+def die_with_parent(parent: int, name: bytes, subreaper: bool = False) -> None:
     """Be named `name` in process listings, and SIGKILLed when the thread that started this
     process ends; with `subreaper`, adopt the orphans of what this process starts (the sandbox's
     init, which outlives bubblewrap, is then reaped here as soon as it ends: sandbox._end_sandbox)."""
@@ -81,7 +81,7 @@ def _child(request: dict) -> None:
     """In the forked child: nbgrader's steps for one submission, then exit with their status."""
     try:
         os.setsid()  # a process group of its own, for the caller to kill as a whole
-        _die_with_parent(int(request["host"]), CHILD_NAME, subreaper=True)
+        die_with_parent(int(request["host"]), CHILD_NAME, subreaper=True)
         err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         null = os.open(os.devnull, os.O_RDWR)
         for fd, target in ((0, null), (1, null), (2, err)):
@@ -189,7 +189,7 @@ def _wait_child(pid: int, requests: Channel) -> int:
 
 def serve(parent: int) -> None:
     """The host's loop: one request at a time, each answered with the child's pid, then its status."""
-    _die_with_parent(parent, HOST_NAME)
+    die_with_parent(parent, HOST_NAME)
     requests, answers = Channel(0), os.fdopen(os.dup(1), "wb", buffering=0)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 1)  # nothing else may write on the channel
