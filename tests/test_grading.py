@@ -122,7 +122,7 @@ def test_the_course_cells_after_the_last_graded_cell_are_not_run(graded):
     status, scores, course, reasons = graded
     nb = nbformat.read(str(course / "autograded" / "alice_solved" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"), 4)
     shown = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
-    assert shown["test_GenerativeModel_hidden"].outputs and shown["load_weights"].outputs
+    assert "Pretrained weights loaded." in shown["load_weights"].outputs[0].text  # cells before the last test run
     assert not shown["temperature_table"].outputs and not shown["generate_demo"].outputs
     assert scores["alice_solved"] == FULL and reasons["alice_solved"] == ""
 

@@ -473,11 +473,14 @@ def test_the_course_cells_after_the_last_one_that_matters_are_not_run(prepared, 
     assert "temperature_table" in ids and "temperature_table" not in ran  # the closer look is not run
     assert "generate_demo" not in ran and "train_demo" in ran  # nor the demo after the last test
     extra = copy.deepcopy(solved)  # code a student adds at the end runs, and all before it
-    extra.cells += [new_code_cell("print('mine')"), nbformat.v4.new_markdown_cell("notes")]
-    assert len(verdicts.build_job(extra, prepared, sandbox.Limits())["notebook"].cells) == len(extra.cells) - 1
-    unlocked = copy.deepcopy(solved)  # a course cell whose lock a student removed is theirs
+    extra.cells += [new_code_cell("print('mine')"), nbformat.v4.new_markdown_cell("notes"), new_code_cell(" \n")]
+    assert len(verdicts.build_job(extra, prepared, sandbox.Limits())["notebook"].cells) == len(extra.cells) - 2
+    empty = copy.deepcopy(solved)  # the empty cell Jupyter leaves at the end runs nothing: no reason to run up to it
+    empty.cells += [new_code_cell(""), new_code_cell(["\n", "  "])]
+    assert _grade_ids(verdicts.build_job(empty, prepared, sandbox.Limits())["notebook"]) == ran
+    unlocked = copy.deepcopy(solved)  # unlocked code (a student's, or a course cell nbgrader does not restore) runs
     unlocked.cells[-1].cell_type, unlocked.cells[-1].metadata["nbgrader"]["locked"] = "code", False
-    unlocked.cells[-1].update(outputs=[], execution_count=None)
+    unlocked.cells[-1].update(outputs=[], execution_count=None, source=["print(", "'mine')"])
     assert verdicts.cells_to_run(unlocked) == len(unlocked.cells)
     moved = copy.deepcopy(solved)  # an answer moved to the end is run, and all before it
     answer = next(i for i, c in enumerate(moved.cells) if c.metadata.get("nbgrader", {}).get("solution"))
@@ -494,6 +497,7 @@ def test_cells_that_were_not_run_come_back_without_outputs(prepared, solved):
     tail = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "temperature_table")
     nb.cells[tail].outputs = [nbformat.v4.new_output("stream", name="stdout", text="the student's own run\n")]
     ran = verdicts.build_job(nb, prepared, sandbox.Limits())["notebook"]
+    assert len(ran.cells) <= tail  # not run
     verdicts.apply_verdicts(nb, prepared, sandbox.RunResult(notebook=ran, probes={}))
     assert len(nb.cells) == len(solved.cells) and nb.cells[tail].outputs == []
     assert nb.cells[tail].execution_count is None

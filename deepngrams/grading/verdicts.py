@@ -21,9 +21,15 @@ PASSED = "All tests passed (checked by the grader).\n"
 SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
 
 
+def _text(source) -> str:
+    """A cell's source as text: nbformat allows a list of lines."""
+    return "".join(source) if isinstance(source, list) else source if isinstance(source, str) else ""
+
+
 def cells_to_run(nb) -> int:
     """How many cells of `nb` the sandbox runs: through the last cell that is graded (by a test or
-    by hand), holds an answer, is a task, or is code the course did not lock. What follows is the
+    by hand), holds an answer, is a task, or is code the course did not lock (an empty one runs
+    nothing: Jupyter leaves one at the end of a notebook run to its last cell). What follows is the
     course's own locked cells (demonstrations, pictures): the same for everyone, they cannot change
     a score, and running them would cost every submission their time. The nbgrader metadata is
     the source notebook's by then (NormaliseMetadata), and a locked cell's code is the source's
@@ -31,7 +37,7 @@ def cells_to_run(nb) -> int:
     def needed(cell) -> bool:
         meta = nbgrader_meta(cell)
         return any(meta.get(k) for k in ("grade", "solution", "task")) \
-            or (cell.get("cell_type") == "code" and not meta.get("locked"))
+            or (cell.get("cell_type") == "code" and not meta.get("locked") and bool(_text(cell.get("source")).strip()))
     return max((i + 1 for i, cell in enumerate(nb.cells) if needed(cell)), default=0)
 
 
