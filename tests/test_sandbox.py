@@ -322,8 +322,11 @@ def test_without_counting_each_file_many_empty_files_pass_the_limit(tmp_path, mo
 
 @pytest.mark.slow
 def test_a_small_notebook_is_not_stopped_and_its_peak_memory_is_recorded(tmp_path):
-    result, out = run_cells(tmp_path, "b = b'x' * (100 * 2**20); print(len(b))", limits=sandbox.Limits(
-        wall_timeout=60, memory_gib=1.25))
+    # The second cell holds the 100 MiB for ten of the watchdog's samples: the kernel is stopped as soon
+    # as the last cell ends, and a loaded machine could otherwise take no sample while it is there.
+    result, out = run_cells(tmp_path, "b = b'x' * (100 * 2**20); print(len(b))",
+                            f"import time; time.sleep({10 * sandbox.WATCH_SECONDS})",
+                            limits=sandbox.Limits(wall_timeout=60, memory_gib=1.25))
     assert not result.events and out[0].strip() == str(100 * 2**20)
     assert 100 < result.peak_memory_mib < 1024, result.peak_memory_mib
 
