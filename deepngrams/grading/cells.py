@@ -14,6 +14,13 @@ def nbgrader_meta(cell) -> dict:
     return found if isinstance(found, dict) else {}
 
 
+def source_text(cell) -> str:
+    """A cell's code as one string ("" where it has none): nbformat allows a list of lines."""
+    source = cell.get("source") if isinstance(cell, dict) else None
+    return "".join(s for s in source if isinstance(s, str)) if isinstance(source, list) \
+        else source if isinstance(source, str) else ""
+
+
 def is_test_cell(cell) -> bool:
     """A graded test cell (graded, and not a solution cell)."""
     return cell.get("cell_type") == "code" and bool(nbgrader_meta(cell).get("grade")) \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
-from deepngrams.grading.cells import NOT_RUN, is_test_cell, nbgrader_meta
+from deepngrams.grading.cells import NOT_RUN, is_test_cell, nbgrader_meta, source_text
 from deepngrams.grading.exercises import judge
 from deepngrams.grading.sandbox import Limits, RunResult
 
@@ -21,11 +21,6 @@ PASSED = "All tests passed (checked by the grader).\n"
 SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
 
 
-def _text(source) -> str:
-    """A cell's source as text: nbformat allows a list of lines."""
-    return "".join(source) if isinstance(source, list) else source if isinstance(source, str) else ""
-
-
 def cells_to_run(nb) -> int:
     """How many cells of `nb` the sandbox runs: through the last cell that is graded (by a test or
     by hand), holds an answer, is a task, or is code the course did not lock (an empty one runs
@@ -37,7 +32,7 @@ def cells_to_run(nb) -> int:
     def needed(cell) -> bool:
         meta = nbgrader_meta(cell)
         return any(meta.get(k) for k in ("grade", "solution", "task")) \
-            or (cell.get("cell_type") == "code" and not meta.get("locked") and bool(_text(cell.get("source")).strip()))
+            or (cell.get("cell_type") == "code" and not meta.get("locked") and bool(source_text(cell).strip()))
     return max((i + 1 for i, cell in enumerate(nb.cells) if needed(cell)), default=0)
 
 
