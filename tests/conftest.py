@@ -22,8 +22,8 @@ def pytest_configure(config):
 # of them from starting last and running on alone (longest-processing-time-first scheduling). A file
 # not named here keeps its place after these; a stale entry only costs some balance.
 LONGEST_FIRST = ("test_grade_hostile", "test_dask", "test_training", "test_grade_student_data", "test_checks",
-                 "test_grading", "test_unittest_module", "test_sandbox_isolation", "test_any_corpus",
-                 "test_sandbox", "test_cli", "test_generate_batch", "test_nbgrader_door", "test_grade",
+                 "test_grading", "test_unittest_module", "test_sandbox_isolation", "test_kernel_factory",
+                 "test_any_corpus", "test_sandbox", "test_cli", "test_generate_batch", "test_nbgrader_door", "test_grade",
                  "test_exchange", "test_sandbox_rootless")
 
 

@@ -1,9 +1,10 @@
 """Run notebooks in sandboxes as an ordinary user (nobody): the rootless mode's test driver.
 
 The tests (root) call `as_nobody(request)`, which runs this file as nobody. As a script it
-reads the request on stdin, {"runs": [{"cells": [...], "slot": 0, "limits": {...}}, ...],
+reads the request on stdin, {"runs": [{"cells": [...], "slot": 0, "limits": {...}, "factory": false}, ...],
 "side_by_side": false, "refused": [...] (optional, replaces sandbox.REFUSED)}, runs each notebook
-with `sandbox.run` (all at once when side_by_side, else one after the other) and prints
+with `sandbox.run` (all at once when side_by_side, else one after the other; "factory": its kernel
+forked by a kernel factory) and prints
 {"mode", "available", "euid", "results"}: each result holds the RunResult's fields, the text
 each cell printed ("texts") and the processes of the user left in other PID namespaces once
 that run returned ("left").
@@ -74,6 +75,10 @@ def run_one(spec: dict, scratch: Path) -> dict:
     nb = new_notebook(cells=[new_code_cell(s) for s in spec["cells"]])
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     limits = sandbox.Limits(**spec.get("limits", {}))
+    if spec.get("factory"):  # its kernel forked by a kernel factory (else started in the sandbox)
+        assert sandbox.start_kernel_factory(1) is not None, "the kernel factory did not start"
+    else:
+        sandbox.stop_kernel_factories()
     result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": limits.cell_timeout}, scratch,
                          spec.get("slot", 0), limits)
     cells = (result.notebook or {}).get("cells", [])

@@ -365,7 +365,8 @@ def test_memory_shared_after_a_fork_counts_once(tmp_path):
 def test_a_dying_kernel_and_a_hung_sandbox_get_reasons(tmp_path):
     result, out = run_cells(tmp_path, "print('before')", "import os; os._exit(3)", "print('never')")
     assert result.events[0]["event"] == "kernel died" and result.events[0]["cell"] == 1
-    assert "kernel died in cell 1" in verdicts.reason_of(result, sandbox.Limits())
+    assert result.events[0]["returncode"] == 3  # its exit status, kept past jupyter_client's shutdown
+    assert "kernel died in cell 1 (exit status 3)" in verdicts.reason_of(result, sandbox.Limits())
     # Hung past the wall limit, well before its cell's own limit would interrupt it.
     result, _ = run_cells(tmp_path, "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                                     "while True:\n    time.sleep(1)", name="hung",

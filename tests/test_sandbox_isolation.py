@@ -6,7 +6,8 @@ writable folder, processes) and is killed at its time limit; the second, of the 
 (the same user id), looks in each. Plain-Python cells, no TensorFlow.
 
 Each test runs in both modes: as root (a user per sandbox) and as nobody (a user namespace
-per sandbox, through tests/rootless_runner.py).
+per sandbox, through tests/rootless_runner.py), and in each with the kernel started in the sandbox
+and forked into it by a kernel factory (the batch's way).
 """
 import contextlib
 import dataclasses
@@ -26,7 +27,7 @@ from rootless_runner import as_nobody
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 # Both modes need root here: the rootless one becomes nobody first.
 MODES = [pytest.param(m, marks=pytest.mark.skipif(os.geteuid() != 0, reason="runs as root, and as nobody from root"))
-         for m in ("root", "rootless")]
+         for m in ("root", "rootless", "root+factory", "rootless+factory")]
 
 SLOT = 13  # a worker slot no other test uses: the sandbox user is FIRST_UID + SLOT
 
@@ -222,17 +223,23 @@ def run_in(mode, tmp_path, notebooks, refused=None):
     """Run `notebooks` ([(cells, wall time)]) one after the other in sandboxes of worker SLOT, the
     grader being root or nobody. Returns for each the RunResult's fields, the text each cell
     printed ("texts") and the processes of the sandbox's user left once it returned ("left")."""
-    if mode == "rootless":
-        report = as_nobody({"runs": [{"cells": cells, "slot": SLOT, "limits": {
+    factory = mode.endswith("+factory")
+    if mode.startswith("rootless"):
+        report = as_nobody({"runs": [{"cells": cells, "slot": SLOT, "factory": factory, "limits": {
             "cell_timeout": 30, "wall_timeout": wall, "memory_gib": 2}} for cells, wall in notebooks],
             **({"refused": list(refused)} if refused is not None else {})})
         assert report["mode"] == sandbox.ROOTLESS_MODE, report["mode"]
         return report["results"]
     results = []
-    for i, (cells, wall) in enumerate(notebooks):
-        result, texts = run_notebook(tmp_path, f"run{i}", *cells, wall_timeout=wall)
-        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid_of(pid) == sandbox.FIRST_UID + SLOT]
-        results.append({**dataclasses.asdict(result), "texts": texts, "left": left})
+    if factory:
+        assert sandbox.start_kernel_factory(1) is not None
+    try:
+        for i, (cells, wall) in enumerate(notebooks):
+            result, texts = run_notebook(tmp_path, f"run{i}", *cells, wall_timeout=wall)
+            left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid_of(pid) == sandbox.FIRST_UID + SLOT]
+            results.append({**dataclasses.asdict(result), "texts": texts, "left": left})
+    finally:
+        sandbox.stop_kernel_factories()
     return results
 
 

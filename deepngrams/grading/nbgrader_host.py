@@ -5,7 +5,8 @@ CPU, the same for every submission. A grading thread keeps one host (started on 
 host imports all of that once, then for each submission forks a child that runs nbgrader's
 autograde and feedback (`submission.worker_main`) and exits. Every child starts from the same
 untouched state, so nothing of one submission reaches the next; the notebook itself still runs in
-a fresh kernel in a fresh sandbox.
+a fresh kernel in a fresh sandbox. The host also starts the kernel factory for those sandboxes
+(grading/sandbox.py), so that it outlives each child.
 
 The host is a plain single-threaded process started with subprocess (forking a threaded worker
 would not be safe), speaking one JSON line each way over its stdin and stdout:
@@ -36,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from deepngrams.config import ROOT
+from deepngrams.config import GRADE_JOB_ENV, ROOT
 
 _local = threading.local()
 
@@ -75,6 +76,18 @@ def _preload() -> None:
     from deepngrams.grading import exercises
     nbformat.validate(nbformat.v4.new_notebook())  # compiles the notebook schema's validator
     exercises.draw_cases(0)  # reads the course's vocabulary and corpus, which every submission's cases come from
+
+
+def _start_kernel_factory(env: dict) -> None:
+    """The kernel factory for the job's sandboxes, started here, in the host, so that it outlives each
+    submission's child (which inherits the line to it)."""
+    try:
+        job = json.loads(env.get(GRADE_JOB_ENV) or "null")
+    except (TypeError, ValueError):
+        return
+    if isinstance(job, dict) and job.get("sandboxed") and isinstance(job.get("threads"), int):
+        from deepngrams.grading import sandbox
+        sandbox.start_kernel_factory(job["threads"])
 
 
 def _child(request: dict) -> None:
@@ -203,6 +216,7 @@ def serve(parent: int) -> None:
         if set(request) != {"private", "student", "env", "stderr"}:
             os._exit(3)
         request["host"] = os.getpid()
+        _start_kernel_factory(request["env"])
         pid = os.fork()
         if pid == 0:
             answers.close()

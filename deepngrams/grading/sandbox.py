@@ -24,9 +24,17 @@ calls (and each sandbox starts with a session keyring of its own, not the grader
 also refuses new user namespaces, the way in to mounts and namespaces of the sandbox's own making,
 and memory that no process's size shows (memory files, SysV shared memory and message queues).
 
+The kernel: each sandbox's kernel is a fresh process, but where a kernel factory runs (each grading
+host starts one, `start_kernel_factory`) it is forked from one that has imported TensorFlow
+already (inside/zygote.py), seconds sooner than a kernel that imports it. The fork joins the
+sandbox's namespaces and gets what bubblewrap, setpriv and prlimit give the sandbox's processes
+(`kernel_policy`): the same user, limits, filter and environment, no capabilities. Where the
+factory gives no kernel, the harness starts one in the sandbox as usual.
+
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
 CPU time, memory (the resident memory of all the sandbox's processes and the files of its
-in-memory folders together, watched from outside, and the size of each process: its address
+in-memory folders together, watched from outside (with a factory, the forked kernel and the
+pages it shares with the factory, counted once), and the size of each process: its address
 space as root, its data segment without root), processes, open files, file size. Each hit
 becomes a reason.
 
@@ -37,6 +45,8 @@ namespace alone: a fork bomb in one sandbox fills its own count, not its neighbo
 """
 from __future__ import annotations
 
+import array
+import atexit
 import ctypes
 import errno
 import fcntl
@@ -48,10 +58,12 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import stat
 import struct
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -150,6 +162,14 @@ def _dirs_for(path: str, made: set[str]) -> list[str]:
             made.add(parent)
             args += ["--perms", "0755", "--dir", parent]
     return args
+
+
+def sandbox_env(threads: int) -> dict[str, str]:
+    """The environment of the sandbox's processes (the harness's, hence its kernel's)."""
+    return {"HOME": "/tmp", "PYTHONPATH": "/grader", "DEEPNGRAMS_BUNDLE": BUNDLE, "NBGRADER_EXECUTION": "autograde",
+            "IPYTHONDIR": "/tmp/ipython", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter", "JUPYTER_DATA_DIR": "/tmp/jupyter-data",
+            "MPLCONFIGDIR": "/tmp/matplotlib", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0",
+            "PATH": f"{os.path.dirname(venv_python())}:/usr/local/bin:/usr/bin:/bin", **_thread_env(threads)}
 
 
 def _thread_env(threads: int) -> dict:
@@ -286,13 +306,7 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
              # namespace: read-only, once every mount on it is made (the last mount here).
              "--remount-ro", "/",
              "--chdir", f"{BUNDLE}/work",
-             "--setenv", "HOME", "/tmp", "--setenv", "PYTHONPATH", "/grader",
-             "--setenv", "DEEPNGRAMS_BUNDLE", BUNDLE, "--setenv", "NBGRADER_EXECUTION", "autograde",
-             "--setenv", "IPYTHONDIR", "/tmp/ipython", "--setenv", "JUPYTER_RUNTIME_DIR", "/tmp/jupyter",
-             "--setenv", "JUPYTER_DATA_DIR", "/tmp/jupyter-data", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
-             "--setenv", "TF_CPP_MIN_LOG_LEVEL", "3", "--setenv", "PYTHONHASHSEED", "0",
-             "--setenv", "PATH", f"{os.path.dirname(venv_python())}:/usr/local/bin:/usr/bin:/bin",
-             *[a for name, value in _thread_env(threads).items() for a in ("--setenv", name, value)],
+             *[a for name, value in sandbox_env(threads).items() for a in ("--setenv", name, value)],
              "--unsetenv", "JUPYTER_CONFIG_DIR", "--unsetenv", "JUPYTER_PATH",
              *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else [])]
     if rootless:
@@ -306,6 +320,20 @@ def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
     return args
 
 
+def _rlimits(limits: Limits, rootless: bool) -> list[tuple[int, int, int]]:
+    """(resource, soft, hard) for the sandbox's processes; see `_limit`."""
+    gib = int(limits.memory_gib * 2**30)  # each process's size: within the watchdog's total
+    cpu = int(limits.wall_timeout * 2) + 10  # two cores for the whole wall time, then SIGXCPU
+    size = int(limits.file_mib * 2**20)
+    # Each open pipe or socket holds kernel memory the watchdog cannot see: a few per process.
+    files = min(limits.open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # never above the grader's own
+    found = [(resource.RLIMIT_DATA if rootless else resource.RLIMIT_AS, gib, gib), (resource.RLIMIT_CPU, cpu, cpu + 5),
+             (resource.RLIMIT_FSIZE, size, size), (resource.RLIMIT_NOFILE, files, files), (resource.RLIMIT_CORE, 0, 0)]
+    if not rootless:
+        found.append((resource.RLIMIT_NPROC, limits.processes, limits.processes))
+    return found
+
+
 def _limit(limits: Limits, rootless: bool = False):
     """Resource limits for the sandbox's processes, set just before bubblewrap starts.
 
@@ -314,21 +342,104 @@ def _limit(limits: Limits, rootless: bool = False):
     space, and the process limit is set inside the sandbox (`bwrap_args`): here it would count
     every process of the grader's user.
     """
+    found = _rlimits(limits, rootless)
+
     def apply():
-        gib = int(limits.memory_gib * 2**30)  # each process's size: within the watchdog's total
-        resource.setrlimit(resource.RLIMIT_DATA if rootless else resource.RLIMIT_AS, (gib, gib))
-        cpu = int(limits.wall_timeout * 2) + 10  # two cores for the whole wall time, then SIGXCPU
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-        if not rootless:
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-        size = int(limits.file_mib * 2**20)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        # Each open pipe or socket holds kernel memory the watchdog cannot see: a few per process.
-        files = min(limits.open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # never above the grader's own
-        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for which, soft, hard in found:
+            resource.setrlimit(which, (soft, hard))
         os.umask(0o022)
     return apply
+
+
+def kernel_policy(uid: int, limits: Limits, rootless: bool) -> dict:
+    """What the kernel factory gives a kernel it forks into a sandbox: what the sandbox's processes
+    get from bubblewrap, setpriv and prlimit (`bwrap_args`, `_limit`), which a fork of the factory
+    does not inherit."""
+    found = _rlimits(limits, rootless)
+    if rootless:  # set inside the sandbox's user namespace, as prlimit does there
+        found.append((resource.RLIMIT_NPROC, limits.processes, limits.processes))
+    return {"uid": None if rootless else uid, "rlimits": found, "seccomp": seccomp_program().hex(),
+            "keyctl": SYSCALLS.get(platform.machine(), {}).get("keyctl"), "timeout": limits.wall_timeout}
+
+
+class KernelFactory:
+    """A worker's kernel factory (inside/zygote.py): one process that has imported TensorFlow, which
+    forks each sandbox's kernel into that sandbox, seconds sooner than a kernel that imports it.
+
+    Started with exec, never forked from the grader, and with an environment of its own: the
+    sandbox's, its folders moved to a private one (what its imports read or write stays there)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.home = tempfile.mkdtemp(prefix="deepngrams-kernels-")
+        env = {name: self.home + value[len("/tmp"):] if value.startswith("/tmp") else value
+               for name, value in sandbox_env(threads).items() if name != "PYTHONPATH"}
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # It answers its first sandbox once its imports are done: nothing waits for it here.
+            self.proc = subprocess.Popen([venv_python(), str(INSIDE / "zygote.py"), str(theirs.fileno()),
+                                          str(os.getpid())], pass_fds=(theirs.fileno(),), env=env, cwd=self.home,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            self.sock.close()
+            shutil.rmtree(self.home, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def offer(self, policy: dict) -> socket.socket | None:
+        """The sandbox's end of its line to the factory (its harness's descriptor 4), or None if the
+        factory is gone."""
+        ours, sandbox_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.sock.sendmsg([json.dumps(policy).encode()],
+                              [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [ours.fileno()]))])
+        except OSError:
+            sandbox_end.close()
+            return None
+        finally:
+            ours.close()
+        return sandbox_end
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+_factories: dict[int, KernelFactory] = {}  # by the kernels' thread count
+
+
+def start_kernel_factory(threads: int) -> KernelFactory | None:
+    """This process's kernel factory for `threads`, started if it has none (or its own ended); the
+    sandboxes it runs, and those of the children it forks afterwards, then use it. None where it
+    cannot start: their kernels then start in their sandboxes."""
+    found = _factories.get(threads)
+    if found is not None and found.proc.poll() is None:
+        return found
+    if found is not None:
+        found.close()
+    try:
+        _factories[threads] = found = KernelFactory(threads)
+    except OSError:
+        _factories.pop(threads, None)
+        return None
+    return found
+
+
+def stop_kernel_factories() -> None:
+    while _factories:
+        _factories.popitem()[1].close()
+
+
+atexit.register(stop_kernel_factories)
 
 
 WATCH_SECONDS = 0.2  # how often the memory watchdog samples the sandbox's processes
@@ -454,7 +565,9 @@ def _proportional(pids: list[int]) -> int:
                         total += int(line.split()[1]) * 1024
                         break
         except (OSError, ValueError, IndexError):
-            continue
+            # A process may make itself unreadable (not dumpable, where the grader lacks the
+            # capability over its memory): its whole resident size counts, never nothing.
+            total += _resident(pid)
     return total
 
 
@@ -552,9 +665,14 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
          rootless: bool) -> RunResult:
     python = venv_python()
     owner = os.geteuid() if rootless else uid  # whom the sandbox's processes belong to, seen from here
-    seccomp_fd = None
+    seccomp_fd = factory_fd = factory_pid = None
     if sandboxed:
         seccomp_fd = _seccomp_fd()
+        factory = _factories.get(threads)
+        factory_line = factory.offer(kernel_policy(uid, limits, rootless)) if factory is not None else None
+        if factory_line is not None:  # the harness's line to the factory, by its number
+            factory_fd, factory_pid = _above_10(factory_line.detach()), factory.pid
+            job = dict(job, zygote=factory_fd)
         argv = bwrap_args(uid, limits, bundle, threads, seccomp_fd, rootless) + [python, "/grader/harness.py"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         scratch = Path("/")
@@ -568,17 +686,17 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
         shutil.copy(INSIDE / "probes.py", scratch / ".probes" / "deepngrams_probes.py")
     payload = json.dumps(job).encode()
     read_end, write_end = os.pipe()
+    kept = tuple(fd for fd in (seccomp_fd, factory_fd) if fd is not None)
     result = RunResult()
     start = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                pass_fds=(3, write_end) + ((seccomp_fd,) if seccomp_fd is not None else ()),
-                                env=env, cwd=scratch, start_new_session=True,
+                                pass_fds=(3, write_end) + kept, env=env, cwd=scratch, start_new_session=True,
                                 preexec_fn=_fd3(write_end, _limit(limits, rootless)))
     finally:
         os.close(write_end)
-        if seccomp_fd is not None:
-            os.close(seccomp_fd)
+        for fd in kept:
+            os.close(fd)
     lines: list[bytes] = []
     cap = int(limits.output_mib * 2**20)
 
@@ -628,6 +746,17 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
                     if sandboxed and not namespace:
                         namespace.extend(ns for pid in tree[1:2] if (ns := _pid_namespace(pid)) not in (None, own))
                     files = (_scratch_usage(tree[:0:-1], scratch_bytes) or 0) if sandboxed else 0
+                    if factory_pid is not None:
+                        # The kernel it forked into this sandbox and what that kernel started: their
+                        # resident sizes (which hold what the kernel shares with the factory, as a kernel
+                        # that imported TensorFlow itself would), not the factory's or its waiting child's;
+                        # over the limit, all of them by PSS (the shared pages once). Nothing while the
+                        # factory has no child (this sandbox's kernel not forked yet, or started here
+                        # instead). It serves one sandbox at a time: its children are this sandbox's.
+                        more, _ = _descendants(factory_pid)
+                        if len(more) > 1:
+                            ours = {factory_pid, *(_children(factory_pid) or ())}
+                            tree, total = tree + more, total + sum(_resident(pid) for pid in more if pid not in ours)
                     if total + files > memory_cap:  # maybe counting shared pages more than once: count them exactly
                         total = _proportional(tree)
                     total += files
@@ -709,6 +838,13 @@ def _own_session_keyring() -> None:
     nr = SYSCALLS.get(platform.machine(), {}).get("keyctl")
     if nr is not None:
         _SYSCALL(nr, KEYCTL_JOIN_SESSION_KEYRING, None)
+
+
+def _above_10(fd: int) -> int:
+    """`fd` moved to a number above 10 (close-on-exec), clear of descriptor 3, which `_fd3` sets."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
 
 
 def _fd3(fd: int, then):

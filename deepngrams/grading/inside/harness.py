@@ -7,13 +7,22 @@ event (a cell over its time limit, out of memory, the kernel dying), and at the 
 executed notebook. The kernel never inherits descriptor 3 or sees the job, and this process
 makes itself undumpable so the kernel cannot read its memory.
 
+With a kernel factory (inside/zygote.py), the job's "zygote" is the descriptor of this sandbox's
+line to it: the kernel is forked there, TensorFlow already imported, and joins this sandbox. If the
+factory cannot give one, the kernel is started here as usual.
+
 Standard library, nbformat and nbclient only: the grader's package is not in the sandbox.
 """
 from __future__ import annotations
 
+import array
 import ctypes
 import json
 import os
+import select
+import signal
+import socket
+import subprocess
 import sys
 import time
 
@@ -44,6 +53,115 @@ def read_observation(text) -> dict:
     return result if isinstance(result, dict) else {"error": "unreadable observations"}
 
 
+NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup")  # the order the factory reads them in
+ZYGOTE_WAIT_S = 60.0
+
+
+class ForkedKernel:
+    """The kernel the factory forked into this sandbox, behind the part of Popen's interface that
+    jupyter_client uses. It is not this process's child: the factory's child, outside the sandbox's
+    process tree, waits for it and sends how it ended."""
+
+    def __init__(self, sock: socket.socket, pid: int, args: list[str]) -> None:
+        self.sock, self.pid, self.args = sock, pid, args
+        self.returncode: int | None = None
+        self.stdin = self.stdout = self.stderr = None
+
+    def _read(self, timeout: float) -> None:
+        if self.returncode is not None or not select.select([self.sock], [], [], max(timeout, 0))[0]:
+            return
+        try:
+            message = json.loads(self.sock.recv(65536) or b'{"exit": -9}')
+        except (OSError, ValueError):
+            message = {"exit": -9}
+        if isinstance(message, dict):  # {"exit": status}, or {"error": ...} if it could not start
+            code = message.get("exit", 1)
+            self.returncode = code if isinstance(code, int) else 1
+
+    def poll(self) -> int | None:
+        self._read(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.returncode is None:
+            left = 3600.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self._read(left)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def forked_kernel(sock: socket.socket, namespaces: list[int], cmd: list[str], env: dict | None,
+                  cwd: str | None) -> ForkedKernel:
+    """Ask the factory for a kernel running `cmd`; raises OSError or ValueError if it gives none. The
+    kernel starts only once told to go: one that comes too late (after this harness gave up and
+    started its own) is told no and ends."""
+    env = dict(os.environ if env is None else env, JPY_PARENT_PID=str(os.getpid()))  # as jupyter_client sets it
+    request = {"argv": list(cmd), "env": env, "cwd": cwd or os.getcwd()}
+    try:
+        sock.sendmsg([json.dumps(request).encode()],
+                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [*namespaces, 0, 1, 2]))])
+        if not select.select([sock], [], [], ZYGOTE_WAIT_S)[0]:
+            raise OSError("the kernel factory did not answer")
+        answer = json.loads(sock.recv(65536) or b"{}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("pid"), int):
+            raise ValueError(f"the kernel factory gave no kernel: {str(answer)[:300]}")
+        sock.sendall(b"go")
+    except (OSError, ValueError):
+        try:
+            sock.sendall(b"no")
+        except OSError:
+            pass
+        raise
+    return ForkedKernel(sock, answer["pid"], list(cmd))
+
+
+def launch_kernels(factory_fd: int | None, launched: list) -> None:
+    """Start the kernel through the factory on descriptor `factory_fd`, or as usual where there is none
+    or it gives none; each kernel started goes into `launched` (its exit status outlives
+    jupyter_client's own reference, which its shutdown drops)."""
+    from jupyter_client.provisioning import local_provisioner
+    usual = local_provisioner.launch_kernel
+    sock, namespaces = None, []
+    if factory_fd is not None:
+        try:
+            sock = socket.socket(fileno=factory_fd)
+            sock.set_inheritable(False)
+            namespaces = [os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in NAMESPACES]
+        except OSError as e:
+            print(f"harness: no kernel factory: {e}", file=sys.stderr)
+
+    def launch_kernel(cmd, stdin=None, stdout=None, stderr=None, env=None, independent=False, cwd=None, **kw):
+        kernel = None
+        if namespaces:
+            try:
+                kernel = forked_kernel(sock, namespaces, cmd, env, cwd)
+            except (OSError, ValueError) as e:
+                print(f"harness: starting the kernel here: {e}", file=sys.stderr)
+            finally:
+                for fd in namespaces:
+                    os.close(fd)
+                namespaces.clear()
+        if kernel is None:
+            kernel = usual(cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env, independent=independent, cwd=cwd,
+                           **kw)
+        launched.append(kernel)
+        return kernel
+
+    local_provisioner.launch_kernel = launch_kernel
+
+
 def _undumpable() -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
@@ -57,6 +175,8 @@ def main() -> int:
     _undumpable()
     report = os.fdopen(3, "w", encoding="utf-8")
     os.set_inheritable(3, False)
+    launched: list = []  # the kernel's process (a Popen, or a ForkedKernel)
+    launch_kernels(job["zygote"] if isinstance(job.get("zygote"), int) else None, launched)
 
     def emit(record: dict) -> None:
         report.write(json.dumps(record, allow_nan=True) + "\n")
@@ -136,7 +256,7 @@ def main() -> int:
         cell = max(started) if started else None
         code = None
         try:
-            code = client.km.provisioner.process.poll() if client.km and client.km.provisioner else None
+            code = launched[-1].wait(timeout=5) if launched else None
         except Exception:  # noqa: BLE001 - only a detail of the report
             pass
         emit({"event": "kernel died", "cell": cell, "returncode": code})

@@ -1,0 +1,333 @@
+"""The kernel factory (grading/inside/zygote.py): a kernel forked into the sandbox, TensorFlow already
+imported, must be confined exactly as a kernel started in the sandbox, and each must be a fresh one.
+
+The batch uses a factory (each grading host starts one); these tests start one in this process and
+compare its kernels with kernels started in the sandbox. tests/test_sandbox_isolation.py runs the
+isolation tests both ways too, and the hostile suite grades through the factory.
+"""
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from deepngrams.config import GRADE_JOB_ENV
+from deepngrams.grading import sandbox, verdicts
+
+from rootless_runner import as_nobody
+from test_sandbox_isolation import line_after
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
+MODES = ["root", pytest.param("rootless", marks=pytest.mark.skipif(os.geteuid() != 0, reason="as nobody from root"))]
+SLOT = 14  # a worker slot no other test uses
+LIMITS = dict(cell_timeout=30, wall_timeout=90, memory_gib=4)
+
+# What a kernel sees of itself and of its sandbox.
+SELF = r'''
+import json, os, socket, sys
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+mounts = sorted(line.split()[4] for line in open("/proc/self/mountinfo"))
+print("SELF " + json.dumps({
+    "ppid": os.getppid(), "tensorflow": "tensorflow" in sys.modules,
+    "status": {k: v.strip() for k, v in status.items() if k.startswith(("Cap", "Uid", "Gid", "Groups", "NoNewPrivs",
+                                                                       "Seccomp"))},
+    "limits": open("/proc/self/limits").read(), "umask": os.umask(0o022), "session": os.getsid(0) == os.getpid(),
+    "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path, "hostname": socket.gethostname(),
+    "interfaces": sorted(name for _, name in socket.if_nameindex()), "mounts": mounts,
+    "root": sorted(os.listdir("/")), "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd"))}))
+'''
+
+
+def cells_run(cells, *, factory: bool | None, limits=None, tmp_path, name="run", cell_timeout=None, grace=10.0):
+    """Run plain cells in a sandbox of worker SLOT as this process's user, the kernel forked by a
+    factory or started in the sandbox (None: whatever this process's factory does now); returns
+    (RunResult, text printed by each cell)."""
+    limits = limits or sandbox.Limits(**LIMITS)
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    if factory:
+        assert sandbox.start_kernel_factory(1) is not None
+    elif factory is not None:
+        sandbox.stop_kernel_factories()
+    job = {"notebook": nb, "probes": {}, "cell_timeout": cell_timeout or limits.cell_timeout,
+           "interrupt_grace": grace}
+    result = sandbox.run(job, tmp_path / name, SLOT, limits)
+    texts = ["".join(o.get("text", "") + str(o.get("evalue", "")) for o in c.get("outputs", []))
+             for c in (result.notebook or {}).get("cells", [])]
+    return result, texts
+
+
+@pytest.fixture(autouse=True)
+def _no_factory_left():
+    yield
+    sandbox.stop_kernel_factories()
+
+
+def both_ways(mode, tmp_path, cells):
+    """(fresh, forked): the texts of `cells` run with a kernel started in the sandbox, then forked."""
+    if mode == "rootless":
+        runs = [{"cells": cells, "slot": SLOT, "limits": LIMITS, "factory": f} for f in (False, True)]
+        return [r["texts"] for r in as_nobody({"runs": runs})["results"]]
+    return [cells_run(cells, factory=f, tmp_path=tmp_path, name=f"f{f}")[1] for f in (False, True)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_forked_kernel_is_confined_as_one_started_in_the_sandbox(tmp_path, mode):
+    """The same user and groups, no capabilities (none to gain back), no_new_privs, the seccomp filter,
+    the same resource limits (the process limit too), umask, session, working folder, environment,
+    module path, host name, network, mounts and processes. What differs: its parent is outside the
+    sandbox's process tree (the factory's child waits for it), TensorFlow is already imported, and its
+    standard input is /dev/null rather than a pipe."""
+    fresh_texts, forked_texts = both_ways(mode, tmp_path, [SELF])
+    fresh, forked = line_after("SELF ", fresh_texts), line_after("SELF ", forked_texts)
+    assert fresh and forked, (fresh_texts, forked_texts)
+    assert (fresh["ppid"], fresh["tensorflow"]) == (2, False)
+    assert (forked["ppid"], forked["tensorflow"]) == (0, True)  # forked by the factory, not started here
+    for key in ("status", "limits", "umask", "session", "cwd", "env", "path", "hostname", "interfaces", "mounts",
+                "root", "processes"):
+        assert forked[key] == fresh[key], (key, fresh[key], forked[key])
+    assert forked["status"]["CapBnd"] == forked["status"]["CapEff"] == "0000000000000000"
+    assert forked["status"]["NoNewPrivs"] == "1" and forked["status"]["Seccomp"] == "2"
+    uid = int(forked["status"]["Uid"].split()[0])
+    assert uid == sandbox.FIRST_UID + SLOT and forked["processes"] == [1, 2, 3]
+    assert "Max processes" in forked["limits"] and forked["interfaces"] == ["lo"]
+
+
+HARNESS = b"/grader/harness.py"  # the harness's command line: python, then this
+
+
+def _namespaces(pid: int) -> dict:
+    return {name: os.readlink(f"/proc/{pid}/ns/{name}") for name in ("user", "mnt", "pid", "net", "ipc", "uts")}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reads the sandbox's processes from outside, as root")
+def test_a_forked_kernel_lives_in_its_sandboxs_namespaces(tmp_path):
+    """Seen from outside while it runs: the kernel shares every namespace with the harness of its own
+    sandbox (and none with the grader), and the next sandbox's kernel has new ones."""
+    seen: list = []
+
+    def look():
+        deadline = time.monotonic() + 60
+        own = _namespaces(os.getpid())["pid"]
+        while time.monotonic() < deadline and len(seen) < 2:
+            for name in os.listdir("/proc"):
+                try:
+                    if not name.isdigit() or os.readlink(f"/proc/{name}/ns/pid") == own:
+                        continue
+                    if b"KERNEL_MARK" in open(f"/proc/{name}/environ", "rb").read():
+                        harness = [p for p in os.listdir("/proc") if p.isdigit()
+                                   and open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[1:2] == [HARNESS]
+                                   and os.readlink(f"/proc/{p}/ns/pid") == os.readlink(f"/proc/{name}/ns/pid")]
+                        entry = (_namespaces(int(name)), [_namespaces(int(p)) for p in harness])
+                        if not seen or seen[-1][0] != entry[0]:
+                            seen.append(entry)
+                except OSError:
+                    continue
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=look)
+    watcher.start()
+    for i in range(2):
+        cells_run(["import os, time\nos.environ['KERNEL_MARK'] = '1'\nos.putenv('KERNEL_MARK', '1')\n"
+                   "import subprocess\nsubprocess.run(['sleep', '3'], env=dict(os.environ))"],
+                  factory=True, tmp_path=tmp_path, name=f"r{i}")
+    watcher.join()
+    assert len(seen) == 2, seen
+    grader = _namespaces(os.getpid())
+    for kernel_child, harnesses in seen:
+        assert harnesses == [kernel_child], (kernel_child, harnesses)
+        assert all(kernel_child[n] != grader[n] for n in ("mnt", "pid", "net", "ipc", "uts")), kernel_child
+    assert all(seen[0][0][n] != seen[1][0][n] for n in ("pid", "net")), seen
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_forked_kernel_draws_its_own_random_numbers(tmp_path, mode):
+    """Forks of one process share its random state: each kernel reseeds Python's and numpy's."""
+    draw = "import random, numpy\nprint('DRAW ' + repr((random.random(), float(numpy.random.rand()))))"
+    if mode == "rootless":
+        runs = [{"cells": [draw], "slot": SLOT, "limits": LIMITS, "factory": True}] * 3
+        texts = [r["texts"] for r in as_nobody({"runs": runs})["results"]]
+    else:
+        texts = [cells_run([draw], factory=True, tmp_path=tmp_path, name=f"d{i}")[1] for i in range(3)]
+    draws = [t[0].strip() for t in texts]
+    assert all(d.startswith("DRAW (") for d in draws), texts
+    assert len(set(draws)) == 3 and len({d.split(",")[1] for d in draws}) == 3, draws
+
+
+def test_the_factory_holds_no_key(tmp_path, monkeypatch):
+    """Started by exec with an environment of its own, never forked from the grader: the job (where the
+    student's key is) is not in its environment, and no descriptor of the grader's reaches it."""
+    key = tmp_path / "student.key"
+    key.write_text("c0ffee" * 8)
+    monkeypatch.setenv(GRADE_JOB_ENV, json.dumps({"student_key_file": str(key)}))
+    inheritable = os.open(key, os.O_RDONLY)
+    os.set_inheritable(inheritable, True)
+    try:
+        factory = sandbox.start_kernel_factory(1)
+        assert factory is not None
+        environ = open(f"/proc/{factory.pid}/environ", "rb").read()
+        assert GRADE_JOB_ENV.encode() not in environ and b"student.key" not in environ
+        targets = [os.readlink(f"/proc/{factory.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{factory.pid}/fd")]
+        assert not [t for t in targets if t.startswith("/") and t != "/dev/null"], targets
+        cmdline = open(f"/proc/{factory.pid}/cmdline", "rb").read().split(b"\0")
+        assert cmdline[1].endswith(b"inside/zygote.py"), cmdline
+    finally:
+        os.close(inheritable)
+
+
+def test_a_kernel_starts_in_the_sandbox_when_the_factory_is_gone_or_fails(tmp_path, monkeypatch):
+    """The factory only saves time: gone, or failing to confine its kernel (here a filter the kernel
+    refuses to load), the kernel starts in the sandbox, and no notebook code ran in the forked one."""
+    fork = "import os\nprint('PPID', os.getppid())"
+    result, texts = cells_run([fork], factory=True, tmp_path=tmp_path, name="ok")
+    assert texts == ["PPID 0\n"], (texts, result.stderr[-1000:])
+    sandbox._factories[1].proc.kill()
+    sandbox._factories[1].proc.wait()
+    result, texts = cells_run([fork], factory=None, tmp_path=tmp_path, name="gone")
+    assert texts == ["PPID 2\n"] and not result.events, (texts, result.stderr[-1000:])
+    assert sandbox.start_kernel_factory(1) is not None
+    monkeypatch.setattr(sandbox, "_seccomp_fd", _real_seccomp_fd())
+    monkeypatch.setattr(sandbox, "seccomp_program", lambda *_: b"\x06\x00\x00\x00")  # half an instruction
+    result, texts = cells_run([fork], factory=True, tmp_path=tmp_path, name="refused")
+    assert texts == ["PPID 2\n"] and not result.events, (texts, result.stderr[-1000:])
+    assert "starting the kernel here" in result.stderr and "seccomp" in result.stderr, result.stderr[-1000:]
+
+
+def _real_seccomp_fd():
+    """bubblewrap's descriptor with the real filter (the test breaks only the factory's copy)."""
+    program = sandbox.seccomp_program()
+
+    def fd():
+        import fcntl
+        memfd = os.memfd_create("test-seccomp")
+        os.write(memfd, program)
+        os.lseek(memfd, 0, os.SEEK_SET)
+        moved = fcntl.fcntl(memfd, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(memfd)
+        return moved
+    return fd
+
+
+def test_a_forked_kernels_crash_interrupts_and_kill_are_seen(tmp_path):
+    """Its end reaches the harness through the factory's child: a segmentation fault is reported as one;
+    a cell over its time is interrupted and the next cell runs; one that ignores the interrupt loses its
+    kernel after the grace."""
+    result, _ = cells_run(["print('before')", "import ctypes\nctypes.string_at(0)", "print('never')"],
+                          factory=True, tmp_path=tmp_path, name="segv")
+    assert [(e["event"], e.get("returncode")) for e in result.events] == [("kernel died", -signal.SIGSEGV)]
+    assert "segmentation fault" in verdicts.reason_of(result, sandbox.Limits())
+    limits = sandbox.Limits(cell_timeout=2, interrupt_grace=2, wall_timeout=90, memory_gib=4)
+    result, texts = cells_run(["import time\nwhile True:\n    time.sleep(0.1)", "print('after')"], factory=True,
+                              tmp_path=tmp_path, name="interrupted", limits=limits, grace=2)
+    assert [e["event"] for e in result.events] == ["time limit"] and texts[1] == "after\n", (result.events, texts)
+    result, texts = cells_run(["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
+                               "print('never')"], factory=True, tmp_path=tmp_path, name="ignored", limits=limits,
+                              grace=2)
+    assert [e["event"] for e in result.events] == ["time limit", "kernel died"], result.events
+    assert result.events[0]["ignored_interrupt"] and result.seconds < 60
+
+
+# Four processes started by the kernel, each holding 600 MiB: 2.3 GiB with nothing of the kernel's own.
+CHILDREN = """
+import subprocess, sys, time
+hog = "b = b'x' * (600 * 2**20); import time; time.sleep(120)"
+children = [subprocess.Popen([sys.executable, '-c', hog]) for _ in range(4)]
+time.sleep(60)
+print('not stopped', [c.poll() for c in children])
+"""
+
+
+def test_a_forked_kernels_memory_counts_against_its_sandbox(tmp_path):
+    """The watchdog counts the kernel the factory forked and the processes it starts (outside the
+    sandbox's process tree until the kernel ends), and the pages the kernel shares with the factory
+    count once: a notebook's total stays what it would be in a kernel that imported TensorFlow."""
+    limits = sandbox.Limits(cell_timeout=80, wall_timeout=90, memory_gib=2)
+    result, texts = cells_run(["print('before')", CHILDREN, "print('after')"], factory=True, tmp_path=tmp_path,
+                              name="over", limits=limits)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
+        (result.events, texts)
+    assert result.notebook is None and result.seconds < 60
+    hold = ("import tensorflow as tf\nb = bytearray(300 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\n"
+            "import time\ntime.sleep(2)\nprint('held')")
+    result, texts = cells_run([hold], factory=True, tmp_path=tmp_path,
+                              name="under", limits=limits)
+    assert texts == ["held\n"] and not result.events, (texts, result.events)
+    assert 300 < result.peak_memory_mib < 1536, result.peak_memory_mib
+
+
+# The kernel asks to be traced by its parent (the factory's waiting child) and stops: a waiting child
+# that took the stop for an end would leave, and the kernel, orphaned outside the sandbox's process
+# tree, would hide from the watchdog. Then the kernel's children take 2.3 GiB.
+TRACED = ("import ctypes, os, signal\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+          "print('traceme', libc.ptrace(0, 0, None, None))\nos.kill(os.getpid(), signal.SIGUSR1)\nprint('went on')")
+def test_a_traced_kernel_stays_in_its_sandboxs_count(tmp_path):
+    limits = sandbox.Limits(cell_timeout=80, wall_timeout=60, memory_gib=2)
+    result, texts = cells_run([TRACED, CHILDREN], factory=True, tmp_path=tmp_path, name="traced", limits=limits)
+    assert ("memory limit", "sandbox") in [(e["event"], e.get("scope")) for e in result.events], \
+        (result.events, texts, result.wall_timed_out, result.peak_memory_mib)
+    assert not result.wall_timed_out and result.seconds < 50
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as nobody from root")
+def test_a_rootless_kernel_that_hides_its_memory_map_is_still_counted(tmp_path):
+    """Without root the grader cannot read the memory map of a forked kernel that made itself not
+    dumpable (its memory belongs to the grader's own user namespace): it counts at its full resident
+    size. Shared memory (which RLIMIT_DATA does not cover) over the limit stops the sandbox."""
+    hide = ("import ctypes, mmap\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)\n"
+            "m = mmap.mmap(-1, 2300 * 2**20)\nfor i in range(0, len(m), 4096):\n    m[i] = 1\n"
+            "import time\ntime.sleep(60)\nprint('not stopped')")
+    report = as_nobody({"runs": [{"cells": [hide], "slot": SLOT, "factory": True,
+                                  "limits": dict(cell_timeout=80, wall_timeout=90, memory_gib=2)}]})
+    [result] = report["results"]
+    assert [(e["event"], e.get("scope")) for e in result["events"]] == [("memory limit", "sandbox")], \
+        (result["events"], result["texts"])
+    assert result["seconds"] < 60
+
+
+def test_the_factory_shares_no_writable_memory_with_its_kernels(tmp_path):
+    """Every kernel is a fork of the factory: a writable shared mapping in it would be a channel from
+    one sandbox's kernel to the next one's. After it has served a kernel, it has none, and one thread."""
+    cells_run(["print('ok')"], factory=True, tmp_path=tmp_path)
+    pid = sandbox._factories[1].pid
+    shared_writable = [line for line in open(f"/proc/{pid}/maps") if line.split()[1][1] == "w"
+                       and line.split()[1][3] == "s"]
+    assert shared_writable == [] and os.listdir(f"/proc/{pid}/task") == [str(pid)], shared_writable
+
+
+def test_the_factorys_waiting_child_outlives_every_child_it_has():
+    """The waiting child sends the kernel's exit status when it ends, but stays until its last child
+    ends: a process the kernel made its sibling (CLONE_PARENT) has it as parent, and orphaned it
+    would be adopted outside the sandbox's process tree, where the watchdog does not look. (Here the
+    waiter's children are made directly, in a plain process: a bare clone of a threaded kernel can hang.)"""
+    import subprocess
+    import sys
+    script = r"""
+import json, os, socket, sys, time
+sys.path.insert(0, sys.argv[1])
+import zygote
+ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+start = time.monotonic()
+waiter = os.fork()
+if waiter == 0:
+    kernel = os.fork()
+    if kernel == 0:
+        os._exit(7)
+    if os.fork() == 0:  # the kernel's sibling, as CLONE_PARENT would make it: the waiter's child too
+        time.sleep(2)
+        os._exit(0)
+    zygote._wait(kernel, theirs)
+message = json.loads(ours.recv(100))
+sent = time.monotonic() - start
+os.waitpid(waiter, 0)
+print(json.dumps({"message": message, "sent": sent, "waiter_ended": time.monotonic() - start}))
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(sandbox.INSIDE)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout)
+    assert seen["message"] == {"exit": 7} and seen["sent"] < 1.5, seen
+    assert seen["waiter_ended"] >= 2.0, seen
