@@ -331,3 +331,21 @@ print(json.dumps({"message": message, "sent": sent, "waiter_ended": time.monoton
     seen = json.loads(done.stdout)
     assert seen["message"] == {"exit": 7} and seen["sent"] < 1.5, seen
     assert seen["waiter_ended"] >= 2.0, seen
+
+
+def test_a_forked_child_uses_its_parents_factory_and_never_ends_it():
+    """Each grading host starts the factory and forks a child per submission: the child uses the
+    factory it inherited (it cannot wait on it, not being its parent) and leaves it running."""
+    factory = sandbox.start_kernel_factory(1)
+    assert factory is not None
+    pid = os.fork()
+    if pid == 0:
+        same = False
+        try:
+            same = sandbox.start_kernel_factory(1) is factory
+            sandbox.stop_kernel_factories()
+        finally:
+            os._exit(0 if same else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert factory.proc.poll() is None and os.path.isdir(factory.home)

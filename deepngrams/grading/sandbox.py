@@ -370,7 +370,7 @@ class KernelFactory:
     sandbox's, its folders moved to a private one (what its imports read or write stays there)."""
 
     def __init__(self, threads: int) -> None:
-        self.threads = threads
+        self.threads, self.owner = threads, os.getpid()
         self.home = tempfile.mkdtemp(prefix="deepngrams-kernels-")
         env = {name: self.home + value[len("/tmp"):] if value.startswith("/tmp") else value
                for name, value in sandbox_env(threads).items() if name != "PYTHONPATH"}
@@ -408,6 +408,8 @@ class KernelFactory:
 
     def close(self) -> None:
         self.sock.close()
+        if os.getpid() != self.owner:  # a forked child's copy: the factory is its parent's to end
+            return
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
@@ -422,8 +424,8 @@ def start_kernel_factory(threads: int) -> KernelFactory | None:
     sandboxes it runs, and those of the children it forks afterwards, then use it. None where it
     cannot start: their kernels then start in their sandboxes."""
     found = _factories.get(threads)
-    if found is not None and found.proc.poll() is None:
-        return found
+    if found is not None and (found.owner != os.getpid() or found.proc.poll() is None):
+        return found  # alive, or its parent's (a forked child cannot wait on it, only use it)
     if found is not None:
         found.close()
     try:
