@@ -190,7 +190,10 @@ def _child(policy: dict, request: dict, namespaces: dict, streams: list[int], so
             _kernel(policy, request, streams, sock)
         for fd in streams:
             os.close(fd)
-        _drop_privileges()
+        try:
+            _drop_privileges()
+        except OSError:
+            pass  # it must stay the kernel's parent whatever happens (see _wait)
         _wait(kernel, sock)
     except BaseException as e:  # noqa: BLE001
         try:
