@@ -129,7 +129,12 @@ def _become_kernel(request: dict, streams: list[int], sock: socket.socket) -> No
     for fd, stream in zip((0, 1, 2), streams):
         os.dup2(stream, fd)
     sock.detach()
-    os.closerange(3, 2**31 - 1)
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:  # every descriptor it has, however high
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own, closed by now
     os.environ.clear()
     os.environ.update(request["env"])
     sys.path[:] = [*[p for p in request["env"].get("PYTHONPATH", "").split(":") if p], *BASE_PATH]
