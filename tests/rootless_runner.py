@@ -31,8 +31,10 @@ def _closed_ancestor(path: str) -> str | None:
     return None
 
 
-def as_nobody(request: dict, timeout: float = 300) -> dict:
-    """Run this file as nobody on `request` (from root); returns what it printed.
+def as_nobody(request: dict, timeout: float = 300, uid: int = NOBODY) -> dict:
+    """Run this file as nobody (or as the user `uid`, with no name: tests that run at the same time
+    and count the processes their user left use users of their own) on `request`, from root;
+    returns what it printed.
 
     Where the interpreter lives in a folder nobody may not enter (a Python under /root), the
     runner gets a private mount namespace in which that folder is an empty, open one holding
@@ -43,7 +45,7 @@ def as_nobody(request: dict, timeout: float = 300) -> dict:
     os.chmod(home, 0o777)
     env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin", "HOME": home, "PYTHONPATH": str(ROOT),
            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"}
-    command = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, __file__]
+    command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, __file__]
     base = os.path.realpath(sys.base_prefix)
     if (closed := _closed_ancestor(os.path.realpath(sys.executable))) is not None:
         stash = tempfile.mkdtemp()

@@ -23,6 +23,9 @@ from test_sandbox_isolation import line_after
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 MODES = ["root", pytest.param("rootless", marks=pytest.mark.skipif(os.geteuid() != 0, reason="as nobody from root"))]
 SLOT = 14  # a worker slot no other test uses
+# Without root, as a user no other test uses: the isolation tests, which may run at the same time,
+# count every process their own user (nobody) has left in a sandbox.
+UID = 65533
 LIMITS = dict(cell_timeout=30, wall_timeout=90, memory_gib=4)
 
 # What a kernel sees of itself and of its sandbox.
@@ -71,7 +74,7 @@ def both_ways(mode, tmp_path, cells):
     """(fresh, forked): the texts of `cells` run with a kernel started in the sandbox, then forked."""
     if mode == "rootless":
         runs = [{"cells": cells, "slot": SLOT, "limits": LIMITS, "factory": f} for f in (False, True)]
-        return [r["texts"] for r in as_nobody({"runs": runs})["results"]]
+        return [r["texts"] for r in as_nobody({"runs": runs}, uid=UID)["results"]]
     return [cells_run(cells, factory=f, tmp_path=tmp_path, name=f"f{f}")[1] for f in (False, True)]
 
 
@@ -150,7 +153,7 @@ def test_each_forked_kernel_draws_its_own_random_numbers(tmp_path, mode):
     draw = "import random, numpy\nprint('DRAW ' + repr((random.random(), float(numpy.random.rand()))))"
     if mode == "rootless":
         runs = [{"cells": [draw], "slot": SLOT, "limits": LIMITS, "factory": True}] * 3
-        texts = [r["texts"] for r in as_nobody({"runs": runs})["results"]]
+        texts = [r["texts"] for r in as_nobody({"runs": runs}, uid=UID)["results"]]
     else:
         texts = [cells_run([draw], factory=True, tmp_path=tmp_path, name=f"d{i}")[1] for i in range(3)]
     draws = [t[0].strip() for t in texts]
@@ -281,7 +284,7 @@ def test_a_rootless_kernel_that_hides_its_memory_map_is_still_counted(tmp_path):
             "m = mmap.mmap(-1, 2300 * 2**20)\nfor i in range(0, len(m), 4096):\n    m[i] = 1\n"
             "import time\ntime.sleep(60)\nprint('not stopped')")
     report = as_nobody({"runs": [{"cells": [hide], "slot": SLOT, "factory": True,
-                                  "limits": dict(cell_timeout=80, wall_timeout=90, memory_gib=2)}]})
+                                  "limits": dict(cell_timeout=80, wall_timeout=90, memory_gib=2)}]}, uid=UID)
     [result] = report["results"]
     assert [(e["event"], e.get("scope")) for e in result["events"]] == [("memory limit", "sandbox")], \
         (result["events"], result["texts"])
