@@ -378,7 +378,8 @@ class KernelFactory:
         try:
             # It answers its first sandbox once its imports are done: nothing waits for it here.
             self.proc = subprocess.Popen([venv_python(), str(INSIDE / "zygote.py"), str(theirs.fileno()),
-                                          str(os.getpid())], pass_fds=(theirs.fileno(),), env=env, cwd=self.home,
+                                          str(os.getpid()), self.home], pass_fds=(theirs.fileno(),), env=env,
+                                         cwd=self.home,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError:

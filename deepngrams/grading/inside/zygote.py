@@ -283,6 +283,10 @@ def main() -> None:
     import tensorflow  # noqa: F401
     import keras  # noqa: F401
     from ipykernel.kernelapp import IPKernelApp  # noqa: F401
+    # Its private folder (HOME) held what the imports wrote (Keras' keras.json); nothing needs it now,
+    # and removed here it is never left behind, however this process ends.
+    import shutil
+    shutil.rmtree(sys.argv[3], ignore_errors=True)
     signal.signal(signal.SIGCHLD, _reap)
     while True:
         try:
