@@ -245,15 +245,17 @@ def seccomp_program(machine: str | None = None) -> bytes:
     return bytes(out)
 
 
-def _seccomp_fd() -> int:
-    """A descriptor (above 3, which the harness gets) holding the filter, for bwrap's --seccomp."""
+def _seccomp_fd(program: bytes | None = None) -> int:
+    """A descriptor (above 3, which the harness gets) holding the filter (`program`, by default
+    `seccomp_program()`), for bwrap's --seccomp."""
     memfd = os.memfd_create("deepngrams-seccomp")
     try:
-        os.write(memfd, seccomp_program())
+        os.write(memfd, seccomp_program() if program is None else program)
         os.lseek(memfd, 0, os.SEEK_SET)
-        return fcntl.fcntl(memfd, fcntl.F_DUPFD_CLOEXEC, 10)
-    finally:
+    except OSError:
         os.close(memfd)
+        raise
+    return _above_10(memfd)
 
 
 def bwrap_args(uid: int, limits: Limits, bundle: Path = ROOT, threads: int = 1,
@@ -394,8 +396,8 @@ class KernelFactory:
         return self.proc.pid
 
     def offer(self, policy: dict) -> socket.socket | None:
-        """The sandbox's end of its line to the factory (its harness's descriptor 4), or None if the
-        factory is gone."""
+        """The sandbox's end of its line to the factory (the harness gets its number in the job), or
+        None if the factory is gone."""
         ours, sandbox_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.sock.sendmsg([json.dumps(policy).encode()],
@@ -756,10 +758,11 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
                         # over the limit, all of them by PSS (the shared pages once). Nothing while the
                         # factory has no child (this sandbox's kernel not forked yet, or started here
                         # instead). It serves one sandbox at a time: its children are this sandbox's.
-                        more, _ = _descendants(factory_pid)
+                        more, more_total = _descendants(factory_pid)
                         if len(more) > 1:
-                            ours = {factory_pid, *(_children(factory_pid) or ())}
-                            tree, total = tree + more, total + sum(_resident(pid) for pid in more if pid not in ours)
+                            ours = [factory_pid, *(_children(factory_pid) or ())]
+                            tree = tree + more
+                            total += max(0, more_total - sum(_resident(pid) for pid in ours))
                     if total + files > memory_cap:  # maybe counting shared pages more than once: count them exactly
                         total = _proportional(tree)
                     total += files

@@ -103,18 +103,7 @@ def _confine(policy: dict) -> None:
         resource.setrlimit(int(resource_id), (int(soft), int(hard)))
     if policy.get("keyctl") is not None:
         LIBC.syscall(int(policy["keyctl"]), KEYCTL_JOIN_SESSION_KEYRING, None)
-    for cap in range(LAST_CAP + 1):
-        _check(LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "dropping the capability bounding set")
-    uid = policy.get("uid")
-    if uid is not None:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-    header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
-    data = ctypes.create_string_buffer(24)  # two of {effective, permitted, inheritable}, all zero
-    _check(LIBC.capset(ctypes.c_char_p(header), data), "dropping capabilities")
-    _check(LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clearing ambient capabilities")
-    _check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "setting no_new_privs")
+    _drop_privileges(policy.get("uid"))
     program = bytes.fromhex(policy["seccomp"])
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
@@ -196,7 +185,7 @@ def _child(policy: dict, request: dict, namespaces: dict, streams: list[int], so
         for fd in streams:
             os.close(fd)
         try:
-            _drop_privileges()
+            _drop_privileges()  # it only waits and writes on its socket
         except OSError:
             pass  # it must stay the kernel's parent whatever happens (see _wait)
         _wait(kernel, sock)
@@ -230,12 +219,19 @@ def _kernel(policy: dict, request: dict, streams: list[int], sock: socket.socket
     os._exit(0)
 
 
-def _drop_privileges() -> None:
-    """The waiting child needs none: it only waits and writes on its socket."""
+def _drop_privileges(uid: int | None = None) -> None:
+    """No capabilities, none to gain again (the bounding set, no_new_privs), and as root the user
+    `uid` with no groups: the bounding set goes first, while the capability to drop it is held."""
     for cap in range(LAST_CAP + 1):
-        LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+        _check(LIBC.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "dropping the capability bounding set")
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
     header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
-    _check(LIBC.capset(ctypes.c_char_p(header), ctypes.create_string_buffer(24)), "dropping capabilities")
+    data = ctypes.create_string_buffer(24)  # two of {effective, permitted, inheritable}, all zero
+    _check(LIBC.capset(ctypes.c_char_p(header), data), "dropping capabilities")
+    _check(LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clearing ambient capabilities")
     _check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "setting no_new_privs")
 
 
