@@ -111,6 +111,7 @@ def test_a_forked_kernel_lives_in_its_sandboxs_namespaces(tmp_path):
     """Seen from outside while it runs: the kernel shares every namespace with the harness of its own
     sandbox (and none with the grader), and the next sandbox's kernel has new ones."""
     seen: list = []
+    held: list[int] = []
 
     def look():
         deadline = time.monotonic() + 60
@@ -126,6 +127,9 @@ def test_a_forked_kernel_lives_in_its_sandboxs_namespaces(tmp_path):
                                    and os.readlink(f"/proc/{p}/ns/pid") == os.readlink(f"/proc/{name}/ns/pid")]
                         entry = (_namespaces(int(name)), [_namespaces(int(p)) for p in harness])
                         if not seen or seen[-1][0] != entry[0]:
+                            # A namespace's inode number is reused once it is freed: holding each one
+                            # open keeps the next sandbox from getting the same number.
+                            held.extend(os.open(f"/proc/{name}/ns/{n}", os.O_RDONLY) for n in ("pid", "net"))
                             seen.append(entry)
                 except OSError:
                     continue
@@ -138,6 +142,8 @@ def test_a_forked_kernel_lives_in_its_sandboxs_namespaces(tmp_path):
                    "import subprocess\nsubprocess.run(['sleep', '3'], env=dict(os.environ))"],
                   factory=True, tmp_path=tmp_path, name=f"r{i}")
     watcher.join()
+    for fd in held:
+        os.close(fd)
     assert len(seen) == 2, seen
     grader = _namespaces(os.getpid())
     for kernel_child, harnesses in seen:
