@@ -86,3 +86,21 @@ def test_write_figures_replaces_the_page_and_leaves_no_temporary_file(tmp_path):
     assert rows_of(page.read_text())[HAND] == "40 min / 79 s"
     assert page.read_text().splitlines()[4] == "Measured on: " + bench.machine()
     assert os.listdir(tmp_path) == ["figures.md"]
+
+
+def test_the_machines_busy_time_counts_at_least_this_processs_own_cpu_time():
+    """The engine bench divides it by the wall time to say how many cores a run kept busy: it is
+    the whole machine's, so it grows by this process's CPU time or more, never less."""
+    import resource
+    import time
+
+    def own() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    busy, mine = bench._busy_cpu_seconds(), own()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert bench._busy_cpu_seconds() - busy >= own() - mine - 2 * tick > 0.25
