@@ -8,6 +8,7 @@ isolation tests both ways too, and the hostile suite grades through the factory.
 import json
 import os
 import signal
+import stat
 import threading
 import time
 
@@ -166,6 +167,19 @@ def test_each_forked_kernel_draws_its_own_random_numbers(tmp_path, mode):
     assert len(set(draws)) == 3 and len({d.split(",")[1] for d in draws}) == 3, draws
 
 
+def open_files(pid: int) -> set[tuple[int, int]]:
+    """(device, inode) of each regular file process `pid` holds open, /dev/null aside."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if stat.S_ISREG(st.st_mode):
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
 def test_the_factory_holds_no_key(tmp_path, monkeypatch):
     """Started by exec with an environment of its own, never forked from the grader: the job (where the
     student's key is) is not in its environment, and no descriptor of the grader's reaches it."""
@@ -179,13 +193,18 @@ def test_the_factory_holds_no_key(tmp_path, monkeypatch):
         assert factory is not None
         environ = open(f"/proc/{factory.pid}/environ", "rb").read()
         assert GRADE_JOB_ENV.encode() not in environ and b"student.key" not in environ
-        targets = [os.readlink(f"/proc/{factory.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{factory.pid}/fd")]
-        assert not [t for t in targets if t.startswith("/") and t != "/dev/null"], targets
+        # While it imports, the loader briefly opens libraries of its own: none of the grader's files.
+        grader_files = open_files(os.getpid())
+        assert key.stat().st_ino in {ino for _, ino in grader_files}
+        assert not grader_files & open_files(factory.pid), (grader_files, open_files(factory.pid))
         cmdline = open(f"/proc/{factory.pid}/cmdline", "rb").read().split(b"\0")
         assert cmdline[1].endswith(b"inside/zygote.py"), cmdline
         # Its private folder goes once its imports are done: a factory killed later leaves nothing.
         cells_run(["print('ok')"], factory=None, tmp_path=tmp_path)
         assert not os.path.exists(factory.home)
+        # Idle, it holds no file but /dev/null (its standard streams).
+        targets = [os.readlink(f"/proc/{factory.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{factory.pid}/fd")]
+        assert not [t for t in targets if t.startswith("/") and t != "/dev/null"], targets
     finally:
         os.close(inheritable)
 
