@@ -23,6 +23,9 @@ FULL = dict(hostile.POINTS)
 CAROL = dict(FULL, GRULM=0, compile_model=0, temperature_random_sampling=0, GenerativeModel=0)
 
 
+PARENT_CELL = "import os\nprint('kernel parent', os.getppid())"
+
+
 def _write(course: Path, student: str, nb) -> None:
     path = course / "submitted" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
     path.parent.mkdir(parents=True)
@@ -39,7 +42,9 @@ def course():
     rel = release.read(release.RELEASE_NB)
     samples = release.sample_submissions(rel)
     _write(course, "alice_solved", samples["alice_solved"])
-    _write(course, "carol_partial", samples["carol_partial"])
+    carol = samples["carol_partial"]
+    carol.cells.append(nbformat.v4.new_code_cell(PARENT_CELL))  # graded after alice: from the factory
+    _write(course, "carol_partial", carol)
     ctx = hostile.Context(course, samples["alice_solved"], samples["bob_untouched"], "door", 120.0, 300.0, 4.0)
     patcher = next(c for c in hostile.cases() if c.name == "x02_patch_unittest")
     patcher.build(ctx).write(course / "submitted" / "mallory_patcher" / release.ASSIGNMENT)
@@ -69,6 +74,15 @@ def test_notebooks_run_in_the_sandbox_and_the_grader_judges(course):
     course, log = course
     assert "Ran in the sandbox" in log and "WITHOUT a sandbox" not in log
     assert _scores(course)["mallory_patcher"] == {ex: 0 for ex in FULL}
+
+
+def test_one_command_imports_tensorflow_once_for_all_its_kernels(course):
+    """The kernels after the first are forked from the command's kernel factory: their parent is
+    outside the sandbox (pid 0 seen from inside), where a kernel started in the sandbox has one there."""
+    course, _ = course
+    path = course / "autograded" / "carol_partial" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
+    [cell] = [c for c in nbformat.read(str(path), 4).cells if c.source == PARENT_CELL]
+    assert [o.get("text") for o in cell.outputs] == ["kernel parent 0\n"], cell.outputs
 
 
 def test_students_have_names_from_the_roster_or_their_id(course):

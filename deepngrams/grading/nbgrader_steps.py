@@ -226,9 +226,14 @@ def _job(step: NbGraderPreprocessor, resources: dict):
         step.log.warning("%s=1: the notebook runs as you, with nothing isolated (trusted submissions only)",
                          NO_SANDBOX_ENV)
     key = student_key(grading_key(course), str(resources.get("nbgrader", {}).get("student", "")))
+    threads = os.cpu_count() or 1
+    if sandboxed:
+        # This process grades one notebook after another (nbgrader's loop, the Formgrader's server):
+        # the kernels after the first are forked from the factory, TensorFlow already imported.
+        sandbox.start_kernel_factory(threads)
     with tempfile.TemporaryDirectory(prefix="run-", dir=course / ".grading") as scratch:
         yield {"student_key": key, "limits": asdict(sandbox.Limits()), "scratch": scratch, "slot": 0,
-               "sandboxed": sandboxed, "threads": os.cpu_count() or 1, "course": str(course)}
+               "sandboxed": sandboxed, "threads": threads, "course": str(course)}
 
 
 def _name_students(course: Path, log) -> None:
