@@ -1,7 +1,7 @@
 """Run notebooks in sandboxes as an ordinary user (nobody): the rootless mode's test driver.
 
 The tests (root) call `as_nobody(request)`, which runs this file as nobody. As a script it
-reads the request on stdin, {"runs": [{"cells": [...], "slot": 0, "limits": {...}, "factory": false}, ...],
+reads the request on stdin, {"runs": [{"cells": [...], "slot": 0, "limits": {...}, "factory": false, "probes": {...}}, ...],
 "side_by_side": false, "refused": [...] (optional, replaces sandbox.REFUSED)}, runs each notebook
 with `sandbox.run` (all at once when side_by_side, else one after the other; "factory": its kernel
 forked by a kernel factory) and prints
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 NOBODY = 65534
@@ -78,11 +79,15 @@ def run_one(spec: dict, scratch: Path) -> dict:
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     limits = sandbox.Limits(**spec.get("limits", {}))
     if spec.get("factory"):  # its kernel forked by a kernel factory (else started in the sandbox)
-        assert sandbox.start_kernel_factory(1) is not None, "the kernel factory did not start"
+        factory = sandbox.start_kernel_factory(1)
+        assert factory is not None, "the kernel factory did not start"
+        deadline = time.monotonic() + 300  # its imports done: the sandbox's limits time the sandbox alone
+        while os.path.exists(factory.home) and factory.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
     else:
         sandbox.stop_kernel_factories()
-    result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": limits.cell_timeout}, scratch,
-                         spec.get("slot", 0), limits)
+    result = sandbox.run({"notebook": nb, "probes": spec.get("probes", {}), "cell_timeout": limits.cell_timeout},
+                         scratch, spec.get("slot", 0), limits)
     cells = (result.notebook or {}).get("cells", [])
     out = dataclasses.asdict(result)
     out["notebook"] = result.notebook is not None

@@ -30,6 +30,7 @@ MODES = [pytest.param(m, marks=pytest.mark.skipif(os.geteuid() != 0, reason="run
          for m in ("root", "rootless", "root+factory", "rootless+factory")]
 
 SLOT = 13  # a worker slot no other test uses: the sandbox user is FIRST_UID + SLOT
+UID = 65532  # without root, the grader's user: one no other test uses (each counts what its user left)
 
 # Both notebooks start with this cell: how to reach each channel from plain Python.
 CHANNELS = r'''
@@ -185,12 +186,15 @@ print("FOUND " + json.dumps(found))
 '''
 
 
-def run_notebook(tmp_path, name, *sources, wall_timeout=60.0):
-    """Run plain cells in a sandbox of worker SLOT; returns (RunResult, text printed by each cell)."""
+def run_notebook(tmp_path, name, *sources, wall_timeout=60.0, probes=None):
+    """Run plain cells in a sandbox of worker SLOT; returns (RunResult, text printed by each cell).
+    `probes` ({cell index: {"grade_id": name}}): cells whose end the harness reports at once, as
+    for graded cells, which comes back even when the sandbox is killed later."""
     nb = new_notebook(cells=[new_code_cell(s) for s in sources])
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     limits = sandbox.Limits(cell_timeout=30, wall_timeout=wall_timeout, memory_gib=2)
-    result = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": 30}, tmp_path / name, SLOT, limits)
+    result = sandbox.run({"notebook": nb, "probes": probes or {}, "cell_timeout": 30}, tmp_path / name, SLOT,
+                         limits)
     cells = (result.notebook or {}).get("cells", [])
     return result, ["".join(o.get("text", "") + str(o.get("evalue", "")) for o in c.get("outputs", [])) for c in cells]
 
@@ -219,15 +223,17 @@ def line_after(prefix, texts):
     return None
 
 
-def run_in(mode, tmp_path, notebooks, refused=None):
+def run_in(mode, tmp_path, notebooks, refused=None, probes=None):
     """Run `notebooks` ([(cells, wall time)]) one after the other in sandboxes of worker SLOT, the
-    grader being root or nobody. Returns for each the RunResult's fields, the text each cell
-    printed ("texts") and the processes of the sandbox's user left once it returned ("left")."""
+    grader being root or nobody (as UID). Returns for each the RunResult's fields, the text each cell
+    printed ("texts") and the processes of the sandbox's user left once it returned ("left").
+    `probes`: as for run_notebook, the same for each notebook."""
     factory = mode.endswith("+factory")
     if mode.startswith("rootless"):
-        report = as_nobody({"runs": [{"cells": cells, "slot": SLOT, "factory": factory, "limits": {
-            "cell_timeout": 30, "wall_timeout": wall, "memory_gib": 2}} for cells, wall in notebooks],
-            **({"refused": list(refused)} if refused is not None else {})})
+        report = as_nobody({"runs": [{"cells": cells, "slot": SLOT, "factory": factory, "probes": probes or {},
+                                      "limits": {"cell_timeout": 30, "wall_timeout": wall, "memory_gib": 2}}
+                                     for cells, wall in notebooks],
+                            **({"refused": list(refused)} if refused is not None else {})}, uid=UID)
         assert report["mode"] == sandbox.ROOTLESS_MODE, report["mode"]
         return report["results"]
     results = []
@@ -235,7 +241,7 @@ def run_in(mode, tmp_path, notebooks, refused=None):
         assert sandbox.start_kernel_factory(1) is not None
     try:
         for i, (cells, wall) in enumerate(notebooks):
-            result, texts = run_notebook(tmp_path, f"run{i}", *cells, wall_timeout=wall)
+            result, texts = run_notebook(tmp_path, f"run{i}", *cells, wall_timeout=wall, probes=probes)
             left = [pid for pid in os.listdir("/proc") if pid.isdigit() and _uid_of(pid) == sandbox.FIRST_UID + SLOT]
             results.append({**dataclasses.asdict(result), "texts": texts, "left": left})
     finally:
@@ -250,9 +256,10 @@ def pass_token(tmp_path, mode="root", refused=None):
     The first run's outputs never come back (it was killed): what the writer manages inside one
     sandbox is checked by test_the_writer_reaches_every_channel_inside_one_sandbox."""
     token = secrets.token_hex(8)
-    first, second = run_in(mode, tmp_path, [([CHANNELS, WRITE.replace("TOKEN", repr(token)), HANG], 15),
-                                            ([CHANNELS, READ], 60)], refused)
+    first, second = run_in(mode, tmp_path, [([CHANNELS, WRITE.replace("TOKEN", repr(token)), HANG], 30),
+                                            ([CHANNELS, READ], 60)], refused, probes={1: {"grade_id": "wrote"}})
     assert first["wall_timed_out"], (first["events"], first["stderr"][-2000:])
+    assert "wrote" in first["probes"], ("the writer never ran", first["events"], first["stderr"][-2000:])
     assert second["notebook"], second["stderr"][-2000:]
     return token, first, line_after("FOUND ", second["texts"]), first["left"]
 
@@ -329,9 +336,11 @@ def test_rootless_keyrings_stay_in_their_sandbox_even_without_the_filter(tmp_pat
     write = WRITE.replace("TOKEN", repr(token))
     report = as_nobody({"refused": [], "runs": [
         {"cells": [CHANNELS, write, READ], "slot": SLOT, "limits": {"cell_timeout": 30, "wall_timeout": 60}},
-        {"cells": [CHANNELS, write, HANG], "slot": SLOT, "limits": {"cell_timeout": 30, "wall_timeout": 15}},
-        {"cells": [CHANNELS, READ], "slot": SLOT, "limits": {"cell_timeout": 30, "wall_timeout": 60}}]})
+        {"cells": [CHANNELS, write, HANG], "slot": SLOT, "limits": {"cell_timeout": 30, "wall_timeout": 30},
+         "probes": {1: {"grade_id": "wrote"}}},
+        {"cells": [CHANNELS, READ], "slot": SLOT, "limits": {"cell_timeout": 30, "wall_timeout": 60}}]}, uid=UID)
     alone, first, second = report["results"]
+    assert "wrote" in first["probes"], ("the writer never ran", first["events"], first["stderr"][-2000:])
     wrote, found = line_after("WROTE ", alone["texts"]), line_after("FOUND ", alone["texts"])
     rings = ("keyring_user", "keyring_user_session", "keyring_session", "keyring_persistent")
     assert all(wrote[ring] == "ok" for ring in rings), wrote

@@ -12,8 +12,8 @@ from deepngrams.grading import sandbox
 from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody
-from test_sandbox import (CHILDREN_OVER_THE_LIMIT, HIDDEN_MEMORY, HIDDEN_MEMORY_LIMITS, IN_MEMORY_FILES,
-                          IN_MEMORY_FILES_LIMITS, STOPPED_WITHIN_S, hidden_memory_lines)
+from test_sandbox import (CHILDREN_LIMITS, CHILDREN_OVER_THE_LIMIT, HIDDEN_MEMORY, HIDDEN_MEMORY_LIMITS,
+                          IN_MEMORY_FILES, IN_MEMORY_FILES_LIMITS, STOPPED_WITHIN_S, hidden_memory_lines)
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,7 @@ def test_rootless_a_gru_fits_in_one_gib():
 @as_nobody_here
 def test_rootless_processes_together_over_the_memory_limit_stop_the_sandbox():
     result, out = one(["print('before')", CHILDREN_OVER_THE_LIMIT, "print('after')"], memory_gib=1.25,
-                      wall_timeout=120, cell_timeout=90)
+                      **CHILDREN_LIMITS)
     assert [(e["event"], e.get("scope")) for e in result["events"]] == [("memory limit", "sandbox")], result
     assert not result["notebook"] and result["seconds"] < STOPPED_WITHIN_S
 
