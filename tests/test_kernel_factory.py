@@ -232,6 +232,33 @@ def test_the_factory_holds_no_key(tmp_path, monkeypatch):
         os.close(inheritable)
 
 
+def test_an_idle_factory_ends_but_never_while_a_kernel_of_its_runs(tmp_path, monkeypatch):
+    """It holds hundreds of MiB: asked for no kernel for FACTORY_IDLE_S it ends, and the next sandbox
+    gets a new one. While a kernel it forked runs, it stays (the watchdog finds the kernel below it)."""
+    monkeypatch.setattr(sandbox, "FACTORY_IDLE_S", 2.0)
+    idle = sandbox.start_kernel_factory(1)
+    wait_ready(idle)
+    assert idle.proc.wait(timeout=120) == 0
+    alive_while_serving = []
+
+    def watch():
+        factory, deadline = None, time.monotonic() + 300
+        while time.monotonic() < deadline and not (factory and sandbox._children(factory.pid)):
+            factory = sandbox._factories.get(1)
+            time.sleep(0.1)
+        time.sleep(6)  # three times its idle time, well within the cell's 20 s
+        alive_while_serving.append(factory is not None and factory.proc.poll() is None)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    result, texts = cells_run(["import os, time\ntime.sleep(20)\nprint('PPID', os.getppid())"], factory=True,
+                              tmp_path=tmp_path)
+    watcher.join()
+    assert texts == ["PPID 0\n"] and not result.events, (texts, result.events)
+    assert sandbox._factories[1] is not idle and alive_while_serving == [True]
+    assert sandbox._factories[1].proc.wait(timeout=120) == 0  # idle again once that kernel ended
+
+
 def test_a_kernel_starts_in_the_sandbox_when_the_factory_is_gone_or_fails(tmp_path, monkeypatch):
     """The factory only saves time: gone, or failing to confine its kernel (here a filter the kernel
     refuses to load), the kernel starts in the sandbox, and no notebook code ran in the forked one."""

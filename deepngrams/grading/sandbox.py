@@ -364,6 +364,11 @@ def kernel_policy(uid: int, limits: Limits, rootless: bool) -> dict:
             "keyctl": SYSCALLS.get(platform.machine(), {}).get("keyctl"), "timeout": limits.wall_timeout}
 
 
+# A factory no sandbox asked for a kernel this long ends: it holds some 600 MiB, and a Formgrader's
+# server may idle for days. Longer than a notebook's default time, so a batch keeps its factories.
+FACTORY_IDLE_S = 900.0
+
+
 class KernelFactory:
     """A worker's kernel factory (inside/zygote.py): one process that has imported TensorFlow, which
     forks each sandbox's kernel into that sandbox, seconds sooner than a kernel that imports it.
@@ -380,7 +385,8 @@ class KernelFactory:
         try:
             # It answers its first sandbox once its imports are done: nothing waits for it here.
             self.proc = subprocess.Popen([venv_python(), str(INSIDE / "zygote.py"), str(theirs.fileno()),
-                                          str(os.getpid()), self.home], pass_fds=(theirs.fileno(),), env=env,
+                                          str(os.getpid()), self.home, str(FACTORY_IDLE_S)],
+                                         pass_fds=(theirs.fileno(),), env=env,
                                          cwd=self.home,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL, start_new_session=True)
