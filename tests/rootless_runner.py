@@ -1,13 +1,12 @@
 """Run notebooks in sandboxes as an ordinary user (nobody): the rootless mode's test driver.
 
 The tests (root) call `as_nobody(request)`, which runs this file as nobody. As a script it
-reads the request on stdin, {"runs": [{"cells": [...], "slot": 0, "limits": {...}, "factory": false, "probes": {...}}, ...],
-"side_by_side": false, "refused": [...] (optional, replaces sandbox.REFUSED)}, runs each notebook
-with `sandbox.run` (all at once when side_by_side, else one after the other; "factory": its kernel
-forked by a kernel factory) and prints
-{"mode", "available", "euid", "results"}: each result holds the RunResult's fields, the text
-each cell printed ("texts") and the processes of the user left in other PID namespaces once
-that run returned ("left").
+reads the request on stdin, {"runs": [{"cells": [...], "slot": 0, "limits": {...}, "factory": false,
+"probes": {...}}, ...], "side_by_side": false, "refused": [...] (optional, replaces sandbox.REFUSED)},
+runs each notebook with `sandbox.run` (all at once when side_by_side, else one after the other;
+"factory": its kernel forked by a kernel factory) and prints {"mode", "available", "euid",
+"results"}: each result holds the RunResult's fields, the text each cell printed ("texts") and
+the processes of the user left in other PID namespaces once that run returned ("left").
 """
 import dataclasses
 import json
@@ -72,6 +71,16 @@ def _left() -> list[int]:
     return left
 
 
+def wait_ready(factory, timeout: float = 300) -> None:
+    """Until `factory` has imported TensorFlow (it then removes its private folder): the limits of the
+    sandbox that follows then time that sandbox alone, not the import on a loaded machine."""
+    assert factory is not None, "the kernel factory did not start"
+    deadline = time.monotonic() + timeout
+    while os.path.exists(factory.home):
+        assert factory.proc.poll() is None and time.monotonic() < deadline, "the kernel factory never got ready"
+        time.sleep(0.1)
+
+
 def run_one(spec: dict, scratch: Path) -> dict:
     from nbformat.v4 import new_code_cell, new_notebook
     from deepngrams.grading import sandbox
@@ -79,11 +88,7 @@ def run_one(spec: dict, scratch: Path) -> dict:
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     limits = sandbox.Limits(**spec.get("limits", {}))
     if spec.get("factory"):  # its kernel forked by a kernel factory (else started in the sandbox)
-        factory = sandbox.start_kernel_factory(1)
-        assert factory is not None, "the kernel factory did not start"
-        deadline = time.monotonic() + 300  # its imports done: the sandbox's limits time the sandbox alone
-        while os.path.exists(factory.home) and factory.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_ready(sandbox.start_kernel_factory(1))
     else:
         sandbox.stop_kernel_factories()
     result = sandbox.run({"notebook": nb, "probes": spec.get("probes", {}), "cell_timeout": limits.cell_timeout},

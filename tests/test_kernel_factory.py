@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from deepngrams.config import GRADE_JOB_ENV
 from deepngrams.grading import sandbox, verdicts
 
-from rootless_runner import as_nobody
+from rootless_runner import as_nobody, wait_ready
 from test_sandbox_isolation import line_after
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
@@ -43,16 +43,6 @@ print("SELF " + json.dumps({
     "interfaces": sorted(name for _, name in socket.if_nameindex()), "mounts": mounts,
     "root": sorted(os.listdir("/")), "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}))
 '''
-
-
-def wait_ready(factory, timeout: float = 300) -> None:
-    """Until `factory` has imported TensorFlow (it then removes its private folder): the limits of the
-    sandbox that follows then time that sandbox alone, not the import on a loaded machine."""
-    assert factory is not None, "the kernel factory did not start"
-    deadline = time.monotonic() + timeout
-    while os.path.exists(factory.home):
-        assert factory.proc.poll() is None and time.monotonic() < deadline, "the kernel factory never got ready"
-        time.sleep(0.1)
 
 
 def cells_run(cells, *, factory: bool | None, limits=None, tmp_path, name="run", cell_timeout=None, grace=10.0):

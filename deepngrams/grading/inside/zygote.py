@@ -269,13 +269,7 @@ def _has_children() -> bool:
 
 
 def _reap(*_) -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    _has_children()
 
 
 def main() -> None:
