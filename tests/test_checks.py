@@ -140,6 +140,24 @@ def test_sampling_cases_separate_the_usual_wrong_temperatures(prepared):
                 assert np.abs(wrong - p).max() > 2 * want["eps"], (cell, t)
 
 
+def test_no_constant_passes_a_log_perplexity_cell_whatever_the_draw():
+    """A function that returns one number whatever its input (NaN, 0, the uniform model's value) fails
+    both cells for every seed: a case whose sequences are all padding by chance would expect NaN,
+    and a hidden cell made of that case alone would give NaN its points."""
+    from deepngrams.grading.exercises import log_perplexity
+    constants = [float("nan"), 0.0, 1.0, float(np.log(10))]
+    for seed in range(4000):
+        for hidden in (False, True):
+            inputs, expected = log_perplexity.cases_log_perplexity(np.random.default_rng(seed), hidden)
+            check = {"inputs": {"cases": inputs}, "expected": expected, "hidden": hidden}
+            for value in constants:
+                observed = [{"kind": "float", "tensor": False, "dtype": "float64", "shape": [], "value": value}
+                            for _ in inputs]
+                assert log_perplexity.judge(check, observed), (seed, hidden, value)
+            nan = [np.isnan(want["value"]) for want in expected]
+            assert nan == ([False, False, False, True] if not hidden else [False]), (seed, hidden)
+
+
 @pytest.mark.slow
 def test_feedback_never_shows_hidden_inputs_or_expected_values(monkeypatch, prepared):
     """Wrong answers fail the hidden cells with messages that name the property, not the data."""

@@ -28,7 +28,8 @@ def cases_log_perplexity(rng, hidden: bool):
     made = []
     if hidden:
         preds = log_softmax(rng.normal(size=(4, T, V))).astype(np.float32)
-        targets = rng.integers(0, V, size=(4, T))
+        targets = rng.integers(0, V - 1, size=(4, T))
+        targets[targets >= PADDING_ID] += 1  # any id but padding: a row is padded only where it is set below
         targets[1, T // 2:] = PADDING_ID
         targets[3, 2:] = PADDING_ID
         made.append(_perplexity_case(preds, targets, "sequences of different lengths (padding id 1 at the end)"))
