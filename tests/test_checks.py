@@ -155,7 +155,171 @@ def test_no_constant_passes_a_log_perplexity_cell_whatever_the_draw():
                             for _ in inputs]
                 assert log_perplexity.judge(check, observed), (seed, hidden, value)
             nan = [np.isnan(want["value"]) for want in expected]
-            assert nan == ([False, False, False, True] if not hidden else [False]), (seed, hidden)
+            assert nan == ([False, False, False, True] if not hidden else [False, False]), (seed, hidden)
+
+
+def _greedy_cases(seeds) -> list:
+    """(case, expected) of every greedy-text case of GenerativeModel's cells drawn from these seeds."""
+    from deepngrams.grading.exercises import generative_model
+    vocab = exercises.course_files(str(exercises.CARD_PATH), str(exercises.CORPUS_PATH))[0]
+    found = []
+    for seed in seeds:
+        for hidden in (False, True):
+            inputs, expected = generative_model.cases_GenerativeModel(np.random.default_rng(seed), vocab, hidden)
+            found += [(case, want) for case, want in zip(inputs, expected) if "text" in want]
+    return found
+
+
+MISTAKES = {"forgets_state": ex6_generative_model.IgnoresStates,
+            "first_position": ex6_generative_model.FirstPositionLogProbs,
+            "refeeds_prefix": ex6_generative_model.RefeedsPrefix,
+            "reads_last_prefix_char": ex6_generative_model.StartsFromLastPrefixChar}
+
+
+def test_every_greedy_case_tells_the_right_text_from_each_mistakes_whatever_the_draw():
+    """A greedy case where a generator's mistake happens to write the right text (a one-character
+    prefix read at its first position, two states with the same favourite) would give that
+    generator the cell's points for some students and not for others."""
+    from deepngrams.grading.exercises import generative_model
+    assert set(MISTAKES) == set(generative_model.MISTAKES)
+    for case, want in _greedy_cases(range(300)):
+        assert len(case["prefix"]) >= 2
+        for mistake in MISTAKES:
+            written = generative_model._greedy_text(case["model"], case["vocab"], case["prefix"], case["n"], mistake)
+            assert written != want["text"], (mistake, case["prefix"])
+
+
+@pytest.mark.slow
+def test_the_generators_mistakes_write_what_the_grader_predicts_and_fail(monkeypatch):
+    """Run for real: each wrong generator writes the text the case builder predicts for its mistake
+    (so the draws above are checked against the real mistakes), and fails every greedy case."""
+    from deepngrams.grading.exercises import generative_model
+    greedy = _greedy_cases(range(4))
+    check = {"probe": "GenerativeModel", "hidden": True, "inputs": {"cases": [c for c, _ in greedy]},
+             "expected": [w for _, w in greedy]}
+    for mistake, answer in [(None, solution.GenerativeModel), *MISTAKES.items()]:
+        observations = observe(monkeypatch, check, {"GenerativeModel": answer})["observations"]
+        for (case, want), o in zip(greedy, observations):
+            predicted = generative_model._greedy_text(case["model"], case["vocab"], case["prefix"], case["n"], mistake)
+            assert o.get("text") == predicted, (mistake, case["prefix"])
+            fails = generative_model.judge({"inputs": {"cases": [case]}, "expected": [want], "hidden": True}, [o])
+            assert bool(fails) == (mistake is not None), mistake
+
+
+def _drawn(module, cell: str, seed: int) -> dict:
+    """One graded cell's check, drawn from `seed` as draw_cases draws it."""
+    probe, hidden = module.CELLS[cell]
+    course = exercises.course_files(str(exercises.CARD_PATH), str(exercises.CORPUS_PATH))
+    inputs, expected = module.cases(probe, np.random.default_rng(seed), course, hidden)
+    return {"probe": probe, "hidden": hidden, "inputs": {"cases": inputs}, "expected": expected}
+
+
+def test_every_draw_holds_what_tells_a_mistake_apart():
+    """What a cell needs to tell a usual mistake apart is in every draw, not in most: both special
+    ids among compile_model's targets (a loss with ignore_class), '[UNK]' among the hidden GRULM's
+    ids (an embedding with mask_zero) and the hidden log_perplexity's real targets (masking ids 0
+    and 1), rows that read differently backwards (a GRU with go_backwards), and a character outside
+    the vocabulary in the hidden line_to_tensor (a split into bytes rather than characters)."""
+    from deepngrams.config import PADDING_ID, UNK_ID
+    from deepngrams.grading.exercises import compile_model, grulm, line_to_tensor, log_perplexity
+    for seed in range(400):
+        for cell in compile_model.CELLS:
+            y = np.asarray(_drawn(compile_model, cell, seed)["inputs"]["cases"][0]["y"])
+            assert {UNK_ID, PADDING_ID} <= set(y.flat), (cell, seed)
+        assert (np.asarray(_drawn(grulm, "test_GRULM_hidden", seed)["inputs"]["cases"][0]["ids"]) == UNK_ID).any()
+        for case in _drawn(grulm, "test_GRULM_layers", seed)["inputs"]["cases"]:
+            assert all(row != row[::-1] for row in case["ids"]), seed
+        for case in _drawn(log_perplexity, "test_log_perplexity_hidden", seed)["inputs"]["cases"]:
+            assert (np.asarray(case["targets"]) == UNK_ID).any(), seed
+        lines = [c["line"] for c in _drawn(line_to_tensor, "test_line_to_tensor_hidden", seed)["inputs"]["cases"]]
+        assert any(ch in line_to_tensor.UNKNOWN_CHARS for ch in lines[-2]), seed
+
+
+def test_the_usual_wrong_perplexities_fail_the_hidden_cell_whatever_the_draw():
+    """Masking '[UNK]' as well as padding, masking nothing, or averaging over all real tokens of the
+    batch (rather than per sequence) is wrong in every draw of the hidden cell, never within the
+    tolerance by chance."""
+    from deepngrams.config import PADDING_ID
+    from deepngrams.grading.exercises import log_perplexity
+
+    def wrong(preds, targets, formula):
+        preds, targets = np.asarray(preds, np.float64), np.asarray(targets)
+        picked = np.take_along_axis(preds, targets[..., None], axis=-1)[..., 0]
+        real = {"masks_unknown_too": targets > PADDING_ID, "no_mask": np.ones(targets.shape, bool),
+                "mean_over_all_tokens": targets != PADDING_ID}[formula]
+        if formula == "mean_over_all_tokens":
+            return float(-(picked * real).sum() / real.sum())
+        with np.errstate(invalid="ignore"):  # a row left without a real target gives NaN: wrong as well
+            return float(-np.mean((picked * real).sum(-1) / real.sum(-1)))
+
+    for seed in range(3000):
+        check = _drawn(log_perplexity, "test_log_perplexity_hidden", seed)
+        for formula in ("masks_unknown_too", "no_mask", "mean_over_all_tokens"):
+            observed = [{"kind": "float", "tensor": False, "dtype": "float64", "shape": [],
+                         "value": wrong(case["preds"], case["targets"], formula)} for case in check["inputs"]["cases"]]
+            assert log_perplexity.judge(check, observed), (seed, formula)
+
+
+def _grulm_with(mask_zero=False, go_backwards=False):
+    import tensorflow as tf
+
+    class GRULM(solution.GRULM):
+        def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+            super().__init__(vocab_size, embedding_dim, rnn_units)
+            self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=mask_zero)
+            self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True,
+                                           go_backwards=go_backwards)
+    return GRULM
+
+
+def _compile_ignoring(ignored: int):
+    import tensorflow as tf
+
+    def compile_model(model):
+        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignored)
+        model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=COURSE.learning_rate), loss=loss)
+        return model
+    return compile_model
+
+
+@pytest.mark.slow
+def test_the_mistakes_every_draw_tells_apart_fail_for_real(monkeypatch):
+    """Run for real on a few draws: a loss that ignores '[UNK]' or padding fails both compile_model
+    cells, an embedding with mask_zero fails the hidden GRULM cell, a GRU that reads backwards fails
+    the layers cell; the right answers pass the same draws."""
+    from deepngrams.config import PADDING_ID, UNK_ID
+    from deepngrams.grading.exercises import compile_model, grulm
+    runs = [(compile_model, cell, "compile_model", _compile_ignoring(ignored))
+            for cell in compile_model.CELLS for ignored in (UNK_ID, PADDING_ID)]
+    runs += [(grulm, "test_GRULM_hidden", "GRULM", _grulm_with(mask_zero=True)),
+             (grulm, "test_GRULM_layers", "GRULM", _grulm_with(go_backwards=True))]
+    for seed in range(2):
+        for module, cell, name, answer in runs:
+            check = _drawn(module, cell, seed)
+            right = getattr(solution, name)
+            assert exercises.judge(check, observe(monkeypatch, check, {name: right})) == [], (cell, seed)
+            assert exercises.judge(check, observe(monkeypatch, check, {name: answer})), (cell, seed)
+
+
+def test_a_chunk_that_the_text_holds_twice_may_come_twice_but_no_more():
+    """When the text repeats itself, its chunks repeat: each may be used as often as the text holds
+    it, and a dataset that repeats one chunk more often (its first, say) still fails."""
+    from deepngrams.grading.exercises import create_batch_dataset
+    vocab = exercises.course_files(str(exercises.CARD_PATH), str(exercises.CORPUS_PATH))[0]
+    check = {"hidden": True, "inputs": {"cases": [{"lines": ["abc ab", "c abc a"], "vocab": vocab, "seq_length": 2,
+                                                   "batch_size": 2}]},
+             "expected": [{"ids": common.char_ids("abc ab\nc abc a", vocab), "seq_length": 2, "batch_size": 2}]}
+    ids = check["expected"][0]["ids"]
+    chunks = [ids[k * 3:(k + 1) * 3] for k in range(len(ids) // 3)]
+    assert len({tuple(c) for c in chunks}) < len(chunks)  # the text's chunks repeat
+
+    def observed(order):
+        batches = [[[chunks[k][:2] for k in pair], [chunks[k][1:] for k in pair]] for pair in zip(order[::2], order[1::2])]
+        return [{"dataset": True, "spec": [["int64", [2, 2]], ["int64", [2, 2]]], "runs": [batches]}]
+    every = list(range(len(chunks)))[: len(chunks) // 2 * 2]
+    assert create_batch_dataset.judge(check, observed(every)) == []
+    assert create_batch_dataset.judge(check, observed([every[0]] * len(every))) == \
+        ["create_batch_dataset (a hidden case): a chunk is used twice"]
 
 
 @pytest.mark.slow

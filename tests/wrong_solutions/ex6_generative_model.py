@@ -60,6 +60,16 @@ class FirstPositionLogProbs(Reference):
         return text_from_ids(ids[:, tf.newaxis], self.vocab), states
 
 
+class StartsFromLastPrefixChar(Reference):
+    """Feeds only the prefix's last character to the first step (the rest of the prefix is never read)."""
+    def generate_n_chars(self, num_chars, prefix):
+        states, next_char, result = None, tf.constant([prefix[-1]]), [tf.constant([prefix])]
+        for _ in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            result.append(next_char)
+        return tf.strings.join(result)[0].numpy().decode("utf-8")
+
+
 class AlwaysGreedy(Reference):
     """Ignores the temperature: always takes the most likely character."""
     def __init__(self, model, vocab, temperature=1.0):
@@ -119,6 +129,7 @@ class PythonStrings(tf.keras.Model):
 
 
 WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, NoMask, MasksOnlyUnknown, WithoutPrefix, OneShort,
-                                                OneTooMany, RefeedsPrefix, FirstPositionLogProbs, AlwaysGreedy,
+                                                OneTooMany, RefeedsPrefix, FirstPositionLogProbs,
+                                                StartsFromLastPrefixChar, AlwaysGreedy,
                                                 IgnoresTemperature, MultipliesTemperature)}
 CORRECT = {"PythonStrings": PythonStrings, "GraphModeStep": GraphModeStep}

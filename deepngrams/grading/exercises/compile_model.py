@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from deepngrams.config import COURSE
+from deepngrams.config import COURSE, PADDING_ID, UNK_ID
 from deepngrams.grading.exercises.common import array, log_softmax, raised, tolerance
 
 
@@ -51,6 +51,8 @@ def cases_compile_model(rng, hidden: bool):
     weights = [rng.normal(size=(V, 4)).astype(np.float32), (rng.normal(size=(4, V)) * 0.5).astype(np.float32),
                (rng.normal(size=V) * 0.1).astype(np.float32)]
     x, y = rng.integers(0, V, size=(3, 5)), rng.integers(0, V, size=(3, 5))
+    # Both special ids among the targets: a loss that ignores either (ignore_class) is always told apart.
+    y.flat[rng.choice(y.size, size=2, replace=False)] = [UNK_ID, PADDING_ID]
     loss, afters, grads = _adam_step(weights, x, y)
     case = {"vocab_size": V, "weights": [w.tolist() for w in weights], "x": x.tolist(), "y": y.tolist()}
     # Where a gradient is within float32 noise of 0, float32 rounding decides Adam's first step: not compared.

@@ -1,6 +1,8 @@
 """The create_batch_dataset exercise: its cases (drawn for one submission) and its judge."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from deepngrams.grading.exercises.common import char_ids, passage, raised
@@ -61,7 +63,7 @@ def judge(check, observations):
                 if any(chunk not in available for chunk in seen):
                     fails.append(f"{label}: every example is a chunk of seq_length + 1 ids cut from the start of "
                                  f"the lines joined with '\\n'")
-                elif len(seen) != len(set(seen)) and len(set(chunks)) == len(chunks):
+                elif Counter(seen) - Counter(chunks):  # more copies of a chunk than the text holds
                     fails.append(f"{label}: a chunk is used twice")
                 elif len(run) != len(chunks) // B:
                     fails.append(f"{label}: the number of batches is wrong (drop the remainders: "

@@ -37,20 +37,28 @@ def _table_model(rng, vocab: list[str], states: int, peaked: bool, unknown_first
             "units": STATE_UNITS}
 
 
-def _greedy_text(model: dict, vocab: list[str], prefix: str, n: int, carry_state: bool = True) -> str:
-    """What greedy generation writes with a table model (never '[UNK]' or padding). With
-    `carry_state=False`, what a generator writes that forgets the state between steps."""
+# The usual ways a generator goes wrong that only its text shows (tests/wrong_solutions/ex6_generative_model.py):
+# it forgets the state between steps, reads the log probabilities after the prefix's first character
+# rather than its last, feeds the prefix again at every step, or starts from the prefix's last character.
+MISTAKES = ("forgets_state", "first_position", "refeeds_prefix", "reads_last_prefix_char")
+
+
+def _greedy_text(model: dict, vocab: list[str], prefix: str, n: int, mistake: str | None = None) -> str:
+    """What greedy generation writes with a table model (never '[UNK]' or padding), or what a
+    generator that makes one of the MISTAKES writes."""
     T, L = np.asarray(model["transitions"]), np.asarray(model["log_probs"], np.float64)
-    s = 0
-    for i in char_ids(prefix, vocab):
-        s = T[s, i]
-    text = prefix
+    state, text = 0, prefix
+    feed = char_ids(prefix[-1:] if mistake == "reads_last_prefix_char" else prefix, vocab)
     for _ in range(n):
-        row = L[s].copy()
+        read = []  # the state after each id fed in this step
+        for i in feed:
+            read.append(T[read[-1] if read else (0 if mistake == "forgets_state" else state), i])
+        state = read[-1]
+        row = L[read[0] if mistake == "first_position" else state].copy()
         row[[UNK_ID, PADDING_ID]] = -np.inf
         best = int(np.argmax(row))
         text += vocab[best]
-        s = T[s if carry_state else 0, best]
+        feed = char_ids(prefix, vocab) if mistake == "refeeds_prefix" else [best]
     return text
 
 
@@ -69,12 +77,12 @@ def cases_GenerativeModel(rng, vocab, hidden: bool):
     alphabet = vocab[2:]
     letters = np.arange(2, len(vocab))
     for _ in range(1 if hidden else 2):
-        while True:  # a model whose text tells whether the state is carried from step to step
+        while True:  # a model and a prefix whose greedy text tells the right generator from each mistake
             model = _table_model(rng, vocab, int(rng.integers(4, 8)), peaked=True, unknown_first=True)
-            prefix = "".join(rng.choice(alphabet, size=int(rng.integers(1, 9))))
+            prefix = "".join(rng.choice(alphabet, size=int(rng.integers(2, 9))))
             n = int(rng.integers(8, 15))
             text = _greedy_text(model, vocab, prefix, n)
-            if text != _greedy_text(model, vocab, prefix, n, carry_state=False):
+            if all(text != _greedy_text(model, vocab, prefix, n, mistake) for mistake in MISTAKES):
                 break
         cases.append({"model": model, "vocab": vocab, "call": "n_chars", "temperature": 0.0, "prefix": prefix,
                       "n": n})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepngrams.config import PADDING_ID
+from deepngrams.config import PADDING_ID, UNK_ID
 from deepngrams.grading.exercises.common import array, gru_numpy, raised, random_weights, tolerance
 
 
@@ -15,9 +15,12 @@ CELLS = {"test_GRULM_layers": ("GRULM_layers", False), "test_GRULM_outputs": ("G
 def cases_GRULM_layers(rng, sizes):
     V, E, U = sizes
     cases, expected = [], []
-    small = [tuple(int(x) for x in rng.integers(3, 16, size=3)) for _ in range(2)]
+    # v >= 4: two ids at least besides the special ones, so that a row can read differently backwards
+    small = [tuple(int(x) for x in rng.integers([4, 3, 3], 16)) for _ in range(2)]
     for i, (v, e, u) in enumerate([(V, E, U), *small]):
         ids = rng.integers(2, v, size=(2, 7))
+        while any((row == row[::-1]).all() for row in ids):  # read backwards, a row must read differently
+            ids = rng.integers(2, v, size=(2, 7))
         want = {"shapes": {"embedding": [[v, e]], "gru": [[e, 3 * u], [u, 3 * u], [2, 3 * u]], "dense": [[u, v], [v]]},
                 "preds_shape": [2, 7, v]}
         case = {"sizes": [v, e, u], "ids": ids.tolist()}
@@ -38,6 +41,8 @@ def cases_GRULM_outputs(rng, sizes, hidden: bool):
     ids = rng.integers(2 if not hidden else 0, V, size=(2, steps))
     if not hidden:
         ids[0, -3:] = PADDING_ID
+    else:  # '[UNK]' is a character like any other: an embedding that masks id 0 is told apart
+        ids[int(rng.integers(2)), int(rng.integers(steps))] = UNK_ID
     split = int(rng.integers(3, steps - 3))
     full, state = gru_numpy(weights, ids)
     case = {"sizes": [V, E, U], "weights": {k: w.tolist() for k, w in weights.items()}, "ids": ids.tolist(),

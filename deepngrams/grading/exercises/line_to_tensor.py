@@ -15,8 +15,10 @@ def cases_line_to_tensor(rng, vocab, lines, hidden: bool):
     alphabet = vocab[2:]
     chars = alphabet + list(UNKNOWN_CHARS)
     if hidden:
-        cases = [({"line": "".join(rng.choice(chars, size=n)), "vocab": vocab},
-                  "a line with characters outside the vocabulary (they map to id 0)") for n in (1, 7, 60)]
+        drawn = [list(rng.choice(chars, size=n)) for n in (1, 7, 60)]
+        drawn[-1][int(rng.integers(60))] = UNKNOWN_CHARS[int(rng.integers(len(UNKNOWN_CHARS)))]  # at least one
+        cases = [({"line": "".join(line), "vocab": vocab},
+                  "a line with characters outside the vocabulary (they map to id 0)") for line in drawn]
         pair = ["".join(rng.choice(alphabet, size=int(rng.integers(2, 9)))) for _ in range(2)]
         cases.append(({"line": pair, "vocab": vocab}, "a list of lines (one row of ids per line)"))
     else:

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from deepngrams.config import PADDING_ID
+from deepngrams.config import PADDING_ID, UNK_ID
 from deepngrams.grading.exercises.common import array, log_softmax, raised, tolerance
 
 
@@ -27,12 +27,14 @@ def cases_log_perplexity(rng, hidden: bool):
     V, T = int(rng.integers(6, 14)), int(rng.integers(6, 12))
     made = []
     if hidden:
-        preds = log_softmax(rng.normal(size=(4, T, V))).astype(np.float32)
-        targets = rng.integers(0, V - 1, size=(4, T))
-        targets[targets >= PADDING_ID] += 1  # any id but padding: a row is padded only where it is set below
-        targets[1, T // 2:] = PADDING_ID
-        targets[3, 2:] = PADDING_ID
-        made.append(_perplexity_case(preds, targets, "sequences of different lengths (padding id 1 at the end)"))
+        for _ in range(2):  # two numbers: a wrong formula does not land within the tolerance of both by chance
+            preds = log_softmax(rng.normal(size=(4, T, V))).astype(np.float32)
+            targets = rng.integers(0, V - 1, size=(4, T))
+            targets[targets >= PADDING_ID] += 1  # any id but padding: a row is padded only where it is set below
+            targets[int(rng.integers(4)), 0] = UNK_ID  # '[UNK]' is a real target: only padding is left out
+            targets[1, T // 2:] = PADDING_ID
+            targets[3, 2:] = PADDING_ID
+            made.append(_perplexity_case(preds, targets, "sequences of different lengths (padding id 1 at the end)"))
     else:
         targets = rng.integers(2, V, size=(2, T))
         targets[0, T // 2:] = PADDING_ID
