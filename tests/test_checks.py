@@ -140,6 +140,19 @@ def test_sampling_cases_separate_the_usual_wrong_temperatures(prepared):
                 assert np.abs(wrong - p).max() > 2 * want["eps"], (cell, t)
 
 
+def _drawn(module, cell: str, seed: int) -> dict:
+    """One graded cell's check, drawn from `seed` as draw_cases draws it."""
+    probe, hidden = module.CELLS[cell]
+    course = exercises.course_files(str(exercises.CARD_PATH), str(exercises.CORPUS_PATH))
+    inputs, expected = module.cases(probe, np.random.default_rng(seed), course, hidden)
+    return {"probe": probe, "hidden": hidden, "inputs": {"cases": inputs}, "expected": expected}
+
+
+def _number(value: float) -> dict:
+    """A plain number, as the probes report one."""
+    return {"kind": "float", "tensor": False, "dtype": "float64", "shape": [], "value": value}
+
+
 def test_no_constant_passes_a_log_perplexity_cell_whatever_the_draw():
     """A function that returns one number whatever its input (NaN, 0, the uniform model's value) fails
     both cells for every seed: a case whose sequences are all padding by chance would expect NaN,
@@ -147,26 +160,22 @@ def test_no_constant_passes_a_log_perplexity_cell_whatever_the_draw():
     from deepngrams.grading.exercises import log_perplexity
     constants = [float("nan"), 0.0, 1.0, float(np.log(10))]
     for seed in range(4000):
-        for hidden in (False, True):
-            inputs, expected = log_perplexity.cases_log_perplexity(np.random.default_rng(seed), hidden)
-            check = {"inputs": {"cases": inputs}, "expected": expected, "hidden": hidden}
+        for cell, (_, hidden) in log_perplexity.CELLS.items():
+            check = _drawn(log_perplexity, cell, seed)
             for value in constants:
-                observed = [{"kind": "float", "tensor": False, "dtype": "float64", "shape": [], "value": value}
-                            for _ in inputs]
-                assert log_perplexity.judge(check, observed), (seed, hidden, value)
-            nan = [np.isnan(want["value"]) for want in expected]
-            assert nan == ([False, False, False, True] if not hidden else [False, False]), (seed, hidden)
+                assert log_perplexity.judge(check, [_number(value)] * len(check["expected"])), (seed, cell, value)
+            nan = [np.isnan(want["value"]) for want in check["expected"]]
+            assert nan == ([False, False, False, True] if not hidden else [False, False]), (seed, cell)
 
 
 def _greedy_cases(seeds) -> list:
     """(case, expected) of every greedy-text case of GenerativeModel's cells drawn from these seeds."""
     from deepngrams.grading.exercises import generative_model
-    vocab = exercises.course_files(str(exercises.CARD_PATH), str(exercises.CORPUS_PATH))[0]
     found = []
     for seed in seeds:
-        for hidden in (False, True):
-            inputs, expected = generative_model.cases_GenerativeModel(np.random.default_rng(seed), vocab, hidden)
-            found += [(case, want) for case, want in zip(inputs, expected) if "text" in want]
+        for cell in generative_model.CELLS:
+            check = _drawn(generative_model, cell, seed)
+            found += [(case, want) for case, want in zip(check["inputs"]["cases"], check["expected"]) if "text" in want]
     return found
 
 
@@ -204,14 +213,6 @@ def test_the_generators_mistakes_write_what_the_grader_predicts_and_fail(monkeyp
             assert o.get("text") == predicted, (mistake, case["prefix"])
             fails = generative_model.judge({"inputs": {"cases": [case]}, "expected": [want], "hidden": True}, [o])
             assert bool(fails) == (mistake is not None), mistake
-
-
-def _drawn(module, cell: str, seed: int) -> dict:
-    """One graded cell's check, drawn from `seed` as draw_cases draws it."""
-    probe, hidden = module.CELLS[cell]
-    course = exercises.course_files(str(exercises.CARD_PATH), str(exercises.CORPUS_PATH))
-    inputs, expected = module.cases(probe, np.random.default_rng(seed), course, hidden)
-    return {"probe": probe, "hidden": hidden, "inputs": {"cases": inputs}, "expected": expected}
 
 
 def test_every_draw_holds_what_tells_a_mistake_apart():
@@ -255,8 +256,7 @@ def test_the_usual_wrong_perplexities_fail_the_hidden_cell_whatever_the_draw():
     for seed in range(3000):
         check = _drawn(log_perplexity, "test_log_perplexity_hidden", seed)
         for formula in ("masks_unknown_too", "no_mask", "mean_over_all_tokens"):
-            observed = [{"kind": "float", "tensor": False, "dtype": "float64", "shape": [],
-                         "value": wrong(case["preds"], case["targets"], formula)} for case in check["inputs"]["cases"]]
+            observed = [_number(wrong(case["preds"], case["targets"], formula)) for case in check["inputs"]["cases"]]
             assert log_perplexity.judge(check, observed), (seed, formula)
 
 
@@ -386,16 +386,14 @@ def test_missing_names_and_malformed_observations_fail(monkeypatch, prepared):
     assert exercises.judge(check, None)  # the cell never ran
     assert exercises.judge(check, {"observations": "all good"})
     assert exercises.judge(check, {"observations": [{"value": 1.0}]})  # too few
-    faked = {"observations": [{"kind": "float", "tensor": False, "dtype": "float64", "shape": [], "value": 0.0}
-                              for _ in check["inputs"]["cases"]]}
+    faked = {"observations": [_number(0.0) for _ in check["inputs"]["cases"]]}
     assert exercises.judge(check, faked)
 
 
 def test_observations_equal_to_the_expected_answers_pass(prepared):
     """The verdict depends only on the values: right values pass, however they were produced."""
     check = prepared["test_log_perplexity_hidden"]
-    right = {"observations": [{"kind": "float", "tensor": False, "dtype": "float64", "shape": [], "value": e["value"]}
-                              for e in check["expected"]]}
+    right = {"observations": [_number(e["value"]) for e in check["expected"]]}
     assert exercises.judge(check, right) == []
     wrong = {"observations": [dict(o, value=o["value"] + 0.01) for o in right["observations"]]}
     assert exercises.judge(check, wrong)
