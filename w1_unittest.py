@@ -624,6 +624,12 @@ def test_create_batch_dataset(create_batch_dataset):
     with report.case(f"create_batch_dataset({len(few)} short lines, vocab, seq_length=10, batch_size=4)") as case:
         _check_dataset(case, create_batch_dataset(few, voc, seq_length=10, batch_size=4), "\n".join(few), voc, 10, 4)
 
+    # With one id more (a newline after the last line) these 19 ids would make 4 chunks of 5: two batches.
+    pair = ["To be, or", "not to be"]
+    with report.case(f"create_batch_dataset({pair}, vocab, seq_length=4, batch_size=2): a newline between "
+                     f"the lines, none after the last") as case:
+        _check_dataset(case, create_batch_dataset(pair, voc, seq_length=4, batch_size=2), "\n".join(pair), voc, 4, 2)
+
     lines = _corpus_lines(start=200, count=90, alphabet=alphabet)
     text = "\n".join(lines)
     label = f"create_batch_dataset({len(lines)} corpus lines, vocab, seq_length=10, batch_size=4)"

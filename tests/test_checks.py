@@ -322,6 +322,36 @@ def test_a_chunk_that_the_text_holds_twice_may_come_twice_but_no_more():
         ["create_batch_dataset (a hidden case): a chunk is used twice"]
 
 
+def _dataset_observation(ids: list[int], case: dict, rng) -> dict:
+    """What the probe reports of a dataset that cuts `ids` as the exercise says, shuffles the chunks
+    with `rng` and drops the remainders: one run per iteration the case asks for."""
+    T, B = case.get("seq_length", 100), case.get("batch_size", 64)
+    chunks = np.asarray(ids[: len(ids) // (T + 1) * (T + 1)]).reshape(-1, T + 1)
+    runs = []
+    for _ in range(case.get("iterations", 1)):
+        kept = chunks[rng.permutation(len(chunks))][: len(chunks) // B * B].reshape(-1, B, T + 1)
+        runs.append([[batch[:, :-1].tolist(), batch[:, 1:].tolist()] for batch in kept])
+    return {"dataset": True, "spec": [["int64", [B, T]], ["int64", [B, T]]], "runs": runs}
+
+
+def test_a_newline_after_the_last_line_fails_both_dataset_cells_whatever_the_draw_and_the_shuffle():
+    """A dataset of the lines joined with '\\n' and one more '\\n' at the end fails every draw of both
+    cells, however it shuffles: the draw makes the extra id complete whole batches, so the chunk that
+    ends in it is never among the remainders dropped. The right text passes the same draws."""
+    from deepngrams.grading.exercises import create_batch_dataset
+    shuffles = np.random.default_rng(0)
+    for seed in range(80):
+        for cell in create_batch_dataset.CELLS:
+            check = _drawn(create_batch_dataset, cell, seed)
+            first = check["inputs"]["cases"][0]
+            assert create_batch_dataset.extra_id_fills_the_batches(first["lines"], first["seq_length"],
+                                                                   first["batch_size"]), (cell, seed)
+            for text_end, verdict in (("", False), ("\n", True)):
+                observed = [_dataset_observation(common.char_ids("\n".join(case["lines"]) + text_end, case["vocab"]),
+                                                 case, shuffles) for case in check["inputs"]["cases"]]
+                assert bool(create_batch_dataset.judge(check, observed)) is verdict, (cell, seed, text_end)
+
+
 @pytest.mark.slow
 def test_feedback_never_shows_hidden_inputs_or_expected_values(monkeypatch, prepared):
     """Wrong answers fail the hidden cells with messages that name the property, not the data."""

@@ -7,11 +7,11 @@ TESTS = ("test_create_batch_dataset",)
 BUFFER_SIZE = 10000
 
 
-def _make(join="\n", chunk=1, drop_chunks=True, split=split_input_target, shuffle="before", drop_batches=True,
+def _make(join="\n", end="", chunk=1, drop_chunks=True, split=split_input_target, shuffle="before", drop_batches=True,
           dtype=None, skip=0, shuffle_ids=False):
     """The reference recipe with one ingredient changed."""
     def create_batch_dataset(lines, vocab, seq_length=100, batch_size=64):
-        ids = line_to_tensor(join.join(lines), vocab)[skip:]
+        ids = line_to_tensor(join.join(lines) + end, vocab)[skip:]
         if dtype is not None:
             ids = tf.cast(ids, dtype)
         ds = tf.data.Dataset.from_tensor_slices(ids)
@@ -60,6 +60,7 @@ WRONG = {name: (f, TESTS) for name, f in {
     "shuffle_after_batch": _make(shuffle="after"),
     "joined_with_space": _make(join=" "),
     "joined_without_separator": _make(join=""),
+    "newline_after_the_last_line": _make(end="\n"),
     "target_not_shifted": _make(split=lambda c: (c[:-1], c[:-1])),
     "input_and_target_swapped": _make(split=lambda c: (c[1:], c[:-1])),
     "int32_ids": _make(dtype=tf.int32),

@@ -13,14 +13,28 @@ CELLS = {"test_create_batch_dataset": ("create_batch_dataset", False),
          "test_create_batch_dataset_hidden": ("create_batch_dataset", True)}
 
 
+def extra_id_fills_the_batches(lines: list[str], seq_length: int, batch_size: int) -> bool:
+    """Whether one id more than the joined lines hold (a newline after the last line) would make whole
+    batches, two or more: a dataset built from that text then keeps the chunk that ends in the extra
+    id, whatever its shuffle drops, so the mistake shows in every run and every draw."""
+    ids = len("\n".join(lines)) + 1
+    batch = (seq_length + 1) * batch_size
+    return ids % batch == 0 and ids // batch >= 2
+
+
 def cases_create_batch_dataset(rng, vocab, lines, hidden: bool):
     if hidden:
         letters = list("abcdefgh XYZ")
+        seq_length, batch_size = int(rng.integers(4, 8)), int(rng.integers(2, 5))
         random_lines = ["".join(rng.choice(letters, size=int(rng.integers(3, 12)))) for _ in range(40)]
-        cases = [{"lines": random_lines, "vocab": vocab, "seq_length": int(rng.integers(4, 8)),
-                  "batch_size": int(rng.integers(2, 5))}]
+        while not extra_id_fills_the_batches(random_lines, seq_length, batch_size):
+            random_lines[int(rng.integers(0, 40))] = "".join(rng.choice(letters, size=int(rng.integers(3, 12))))
+        cases = [{"lines": random_lines, "vocab": vocab, "seq_length": seq_length, "batch_size": batch_size}]
     else:
-        cases = [{"lines": passage(rng, lines, 4), "vocab": vocab, "seq_length": 10, "batch_size": 4},
+        few = passage(rng, lines, 4)
+        while not extra_id_fills_the_batches(few, 10, 4):
+            few = passage(rng, lines, 4)
+        cases = [{"lines": few, "vocab": vocab, "seq_length": 10, "batch_size": 4},
                  {"lines": passage(rng, lines, 90), "vocab": vocab, "seq_length": 10, "batch_size": 4,
                   "iterations": 2, "shuffled": True},
                  {"lines": passage(rng, lines, 1500), "vocab": vocab}]
