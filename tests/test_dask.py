@@ -5,10 +5,10 @@ plain local run; a failure of the machinery is reported "not graded", never as t
 import contextlib
 import csv
 import itertools
+import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -114,11 +114,15 @@ def test_the_scheduler_from_the_environment_is_refused_alike(tmp_path, monkeypat
 # ----------------------------------------------------------------------------------------
 # Real clusters
 # ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that no one listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def scheduler_address(scheduler_file: Path, scheduler: subprocess.Popen, timeout: float = 120) -> str:
+    """The address the scheduler listens on, once it has written it: it picks a free port itself, so
+    no other process can take the port between our choosing it and the scheduler binding it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and scheduler.poll() is None:
+        with contextlib.suppress(OSError, ValueError, KeyError):  # not yet written, or half written
+            return json.loads(scheduler_file.read_text())["address"]
+        time.sleep(0.2)
+    raise RuntimeError(f"the scheduler wrote no address to {scheduler_file} (exit status {scheduler.poll()})")
 
 
 def start_cluster(root: Path, workers: int, **config) -> SimpleNamespace:
@@ -126,8 +130,7 @@ def start_cluster(root: Path, workers: int, **config) -> SimpleNamespace:
     worker if it dies), each in a process group of its own; returns once all workers are up."""
     import distributed
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cluster = SimpleNamespace(address=f"tcp://127.0.0.1:{port}", root=root, processes=[], orphans=[])
+    cluster = SimpleNamespace(root=root, processes=[], orphans=[], workers=[])
 
     def spawn(name: str, *args: str) -> subprocess.Popen:
         with open(root / f"{name}.log", "wb") as log:
@@ -138,13 +141,14 @@ def start_cluster(root: Path, workers: int, **config) -> SimpleNamespace:
         return proc
 
     # The timeouts end the processes should the test itself be killed before its teardown.
-    cluster.scheduler = spawn("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                              "--idle-timeout", "1200")
-    cluster.workers = [spawn(f"worker-{i}", "worker", cluster.address, "--nthreads", "1", "--nworkers", "1",
-                             "--no-dashboard", "--memory-limit", "0", "--name", f"worker-{i}",
-                             "--local-directory", str(root / f"worker-{i}"), "--death-timeout", "60")
-                       for i in range(workers)]
     try:
+        cluster.scheduler = spawn("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                  "--scheduler-file", str(root / "scheduler.json"), "--idle-timeout", "1200")
+        cluster.address = scheduler_address(root / "scheduler.json", cluster.scheduler)
+        cluster.workers = [spawn(f"worker-{i}", "worker", cluster.address, "--nthreads", "1", "--nworkers", "1",
+                                 "--no-dashboard", "--memory-limit", "0", "--name", f"worker-{i}",
+                                 "--local-directory", str(root / f"worker-{i}"), "--death-timeout", "60")
+                           for i in range(workers)]
         with distributed.Client(cluster.address, timeout="120s") as client:
             client.wait_for_workers(workers, timeout=180)
     except Exception as e:
