@@ -946,7 +946,8 @@ def test_GenerativeModel(GenerativeModel):
                    "a pair", type(result).__name__)
         chars, states = result
         case.check(isinstance(chars, tf.Tensor) and chars.dtype == tf.string and tuple(chars.shape) in ((1,), (1, 1)),
-                   "next chars: a string tensor of shape (1,) or (1, 1)", "tf.string, shape (1,)", _short(chars, 120))
+                   "next chars: a string tensor of shape (1,) or (1, 1), one per prompt (not squeezed)",
+                   "tf.string, shape (1,)", _short(chars, 120))
         char = chars.numpy().reshape(-1)[0].decode("utf-8")
         case.check(len(char) == 1 and char in voc[2:], "one character of the vocabulary (never '[UNK]' or '')",
                    "one character", repr(char))
@@ -981,7 +982,8 @@ def test_GenerativeModel(GenerativeModel):
             generator = GenerativeModel(fixed, voc, temperature=temperature)
             got, _ = generator.generate_one_step(tf.constant(["O, "] * _SAMPLE_ROWS), states=None)
             drawn = [c.decode("utf-8") for c in _np(got).reshape(-1).tolist()]
-            case.check(len(drawn) == _SAMPLE_ROWS, "one character per prompt", _SAMPLE_ROWS, len(drawn))
+            case.check(len(drawn) == _SAMPLE_ROWS, "one character per prompt (text_from_ids joins each row of ids "
+                       "into one string: give it a column, `predicted_ids[:, tf.newaxis]`)", _SAMPLE_ROWS, len(drawn))
             freq = np.array([drawn.count(c) for c in chars]) / max(1, len(drawn))
             se = np.sqrt(want * (1 - want) / _SAMPLE_ROWS)
             case.check(np.all(np.abs(freq - want) <= 6 * se),

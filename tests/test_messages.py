@@ -134,6 +134,17 @@ def test_the_feedback_names_the_cause_the_fix_and_the_students_line(monkeypatch,
     print(f"\n--- feedback, {name} ---\n{text}")
 
 
+@pytest.mark.slow
+def test_a_generator_that_joins_the_batch_into_one_string_is_told_to_give_a_column():
+    """Code written for one prompt at a time (`text_from_ids([predicted_ids], vocab)`) returns the
+    batch as one string: the public test says how to give text_from_ids one row per prompt."""
+    from wrong_solutions.ex6_generative_model import JoinsTheBatch
+    with pytest.raises(AssertionError) as failure:
+        w1_unittest.test_GenerativeModel(JoinsTheBatch)
+    assert "one character per prompt" in str(failure.value)
+    assert "predicted_ids[:, tf.newaxis]" in str(failure.value)
+
+
 def test_a_failure_shared_by_several_cases_is_said_once_with_their_number():
     fails = [f"line_to_tensor, case {i} (a line): raised ValueError: boom" for i in range(1, 6)]
     assert exercises._merge_repeats(fails + ["line_to_tensor, case 6 (a list): the rows are wrong"]) == [

@@ -51,6 +51,16 @@ class RefeedsPrefix(Reference):
         return tf.strings.join(result)[0].numpy().decode("utf-8")
 
 
+class JoinsTheBatch(Reference):
+    """Gives text_from_ids one row of all the batch's ids (as code written for one prompt at a time
+    does): the whole batch comes back as one string."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids([ids], self.vocab), states
+
+
 class FirstPositionLogProbs(Reference):
     """Takes the log probabilities of the first position instead of the last."""
     def generate_one_step(self, inputs, states=None):
@@ -129,7 +139,7 @@ class PythonStrings(tf.keras.Model):
 
 
 WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, NoMask, MasksOnlyUnknown, WithoutPrefix, OneShort,
-                                                OneTooMany, RefeedsPrefix, FirstPositionLogProbs,
+                                                OneTooMany, RefeedsPrefix, FirstPositionLogProbs, JoinsTheBatch,
                                                 StartsFromLastPrefixChar, AlwaysGreedy,
                                                 IgnoresTemperature, MultipliesTemperature)}
 CORRECT = {"PythonStrings": PythonStrings, "GraphModeStep": GraphModeStep}
