@@ -50,6 +50,11 @@ _SAMPLE_ROWS = 2000  # prompts generate_one_step samples for at once in test_Gen
 ATOL = 1e-4  # a float32 result against the float64 one, or against itself computed another way
 LOG_SUM_ATOL = 1e-3  # log probabilities: their logsumexp over the last axis is 0 within this
 RATE_ATOL = 1e-7  # the optimizer's learning rate
+# A shuffled dataset's examples come in an order not tied to their chunks' order in the text: under a
+# uniform shuffle of n chunks, Spearman's rho (place in the run against place in the text) times
+# sqrt(n - 1) is about standard normal, so |rho| > SHUFFLE_Z / sqrt(n - 1) fails a correct shuffle about
+# once in 10^7 runs (two-sided). See order_correlation.
+SHUFFLE_Z = 5.33
 
 # Code that circulates for this assignment and breaks under Keras 3: (where the sign shows, in the
 # error message or in your code; the sign; what to do). The grader's feedback reads this table too.
@@ -611,6 +616,30 @@ def _consecutive(batch: list[str], index: dict[str, list[int]]) -> bool:
     return True
 
 
+def order_correlation(run: list, chunks: list) -> tuple:
+    """(rho, limit): Spearman's rank correlation between where each example comes in `run` and where its
+    chunk is in the text (`chunks`, in the text's order), and the largest |rho| a uniform shuffle of that
+    many examples passes (SHUFFLE_Z / sqrt(n - 1)). Only the examples kept count; a chunk the text holds
+    more than once takes the first of its places not yet taken; an example that is no chunk of the text,
+    or a copy too many, is left out (other checks catch those). Plain Python: the grader runs it too."""
+    places: dict = {}
+    for k, chunk in enumerate(chunks):
+        places.setdefault(chunk, []).append(k)
+    taken: dict = {}
+    order = []
+    for chunk in run:
+        used = taken.get(chunk, 0)
+        if used < len(places.get(chunk, ())):
+            order.append(places[chunk][used])
+            taken[chunk] = used + 1
+    n = len(order)
+    if n < 2:
+        return 0.0, float("inf")
+    rank = {k: r for r, k in enumerate(sorted(order))}
+    d2 = sum((i - rank[k]) ** 2 for i, k in enumerate(order))
+    return 1 - 6 * d2 / (n * (n * n - 1)), SHUFFLE_Z / (n - 1) ** 0.5
+
+
 @_quietly
 def test_create_batch_dataset(create_batch_dataset):
     """Chunks of seq_length + 1 ids of the joined lines, split into (input, target), shuffled, batched."""
@@ -639,6 +668,12 @@ def test_create_batch_dataset(create_batch_dataset):
         chunks = [text[k * 11:(k + 1) * 11] for k in range(len(text) // 11)]
         case.check(any(run != chunks[:len(run)] for run in runs), "the pairs are shuffled",
                    "an order that differs from the order of the text", "the order of the text, twice")
+        for r, run in enumerate(runs, 1):
+            rho, limit = order_correlation(run, chunks)
+            case.check(abs(rho) <= limit, "the examples must be in a random order (shuffle the chunks with "
+                       "shuffle(BUFFER_SIZE) before batching)",
+                       f"|rho| <= {limit:.3f}, rho the rank correlation between each example's place in a run "
+                       f"and its chunk's place in the text", f"rho = {rho:+.3f} in run {r} of {len(runs)}")
         index = collections.defaultdict(list)
         for k, chunk in enumerate(chunks):
             index[chunk].append(k)
@@ -797,6 +832,10 @@ def test_compile_model(compile_model):
         lr = float(tf.keras.ops.convert_to_numpy(optimizer.learning_rate))
         want = float(model_card()["hparams"]["learning_rate"])
         case.check(abs(lr - want) < RATE_ATOL, "optimizer learning_rate", want, lr)
+        optimizer.iterations.assign(10 ** 6)  # a schedule's rate would have moved by then
+        later = float(tf.keras.ops.convert_to_numpy(optimizer.learning_rate))
+        case.check(abs(later - want) < RATE_ATOL, "optimizer learning_rate after 10**6 steps (a number, not a "
+                   "schedule)", want, later)
     report.finish()
 
 
@@ -962,6 +1001,22 @@ def test_GenerativeModel(GenerativeModel):
             got = _as_text(GenerativeModel(toy, voc, temperature=0.0).generate_n_chars(n, prefix))
             case.check(got == expected, "text (are the states carried from step to step and the generated "
                        "character fed back?)", repr(expected), repr(got))
+
+    # generate_one_step itself must continue from the states it is given (generate_n_chars could hide
+    # a generate_one_step that starts from zero by feeding the whole text at every step).
+    prefix, n = "abc", 3
+    with report.case(f"generate_one_step called {n} times at temperature 0.0, first on tf.constant([{prefix!r}]) "
+                     f"with states=None, then on the character and the states the call before returned") as case:
+        generator = GenerativeModel(toy, voc, temperature=0.0)
+        expected = list(_cycle_text(toy, prefix, n)[len(prefix):])
+        chars, states, got = tf.constant([prefix]), None, []
+        for _ in range(n):
+            chars, states = generator.generate_one_step(chars, states=states)
+            chars = tf.reshape(chars, [-1])
+            got.append(chars.numpy()[0].decode("utf-8"))
+        case.check(got == expected, "characters: the states given must be used (generate_one_step(next_chars, "
+                   "states=states) continues from `states`, the state the call before returned, not from zero)",
+                   expected, got)
 
     prefix, n = "KING HENRY\t", _SAMPLE_LENGTH
     with report.case(f"generate_n_chars({n}, {prefix!r}) at temperature 1.0") as case:

@@ -198,6 +198,67 @@ def test_every_greedy_case_tells_the_right_text_from_each_mistakes_whatever_the_
             assert written != want["text"], (mistake, case["prefix"])
 
 
+STEP_MISTAKES = {"one_step_ignores_states": ex6_generative_model.OneStepIgnoresStatesFeedsWholeText}
+
+
+def _continued_cases(seeds) -> list:
+    """(case, expected) of every case of GenerativeModel's cells, drawn from these seeds, that calls
+    generate_one_step with the states the call before returned."""
+    from deepngrams.grading.exercises import generative_model
+    found = []
+    for seed in seeds:
+        for cell in generative_model.CELLS:
+            check = _drawn(generative_model, cell, seed)
+            continued = [(case, want) for case, want in zip(check["inputs"]["cases"], check["expected"])
+                         if case["call"] == "continue"]
+            assert len(continued) == 1, (cell, seed)  # in every cell, hidden or not
+            found += continued
+    return found
+
+
+def test_every_continued_case_tells_the_states_given_from_zero_whatever_the_draw():
+    """A generate_one_step that starts from zero whatever states it is given writes the right text
+    when generate_n_chars feeds it the whole text at every step: only a call given states shows it.
+    The first call given states (the case's second) answers otherwise than starting from zero would,
+    in every draw, so the mistake never gets a cell's points by luck."""
+    from deepngrams.grading.exercises import generative_model
+    assert set(STEP_MISTAKES) == set(generative_model.STEP_MISTAKES)
+    for case, want in _continued_cases(range(300)):
+        assert case["temperature"] == 0.0 and case["rows"] == 1 and case["steps"] >= 2
+        right = generative_model._greedy_steps(case["model"], case["vocab"], case["prefix"], case["steps"])
+        assert want["continued"] == right
+        assert all(c in case["vocab"][2:] for c in right)
+        for mistake in STEP_MISTAKES:
+            wrong = generative_model._greedy_steps(case["model"], case["vocab"], case["prefix"], case["steps"],
+                                                   mistake)
+            assert wrong[0] == right[0] and wrong[1] != right[1], (mistake, case["prefix"])
+
+
+@pytest.mark.slow
+def test_a_generate_one_step_that_ignores_the_states_given_fails_for_real(monkeypatch):
+    """Run for real: a generate_one_step that ignores the states it is given returns the characters
+    the case builder predicts for that mistake and fails every continued case (though its
+    generate_n_chars, fed the whole text, writes every greedy text right); the right ones pass."""
+    from deepngrams.grading.exercises import generative_model
+    greedy, continued = _greedy_cases(range(3)), _continued_cases(range(3))
+    runs = [(None, solution.GenerativeModel), (None, ex6_generative_model.GraphModeStep),
+            ("one_step_ignores_states", ex6_generative_model.IgnoresStates), *STEP_MISTAKES.items()]
+    for mistake, answer in runs:
+        check = {"probe": "GenerativeModel", "hidden": True, "inputs": {"cases": [c for c, _ in continued]},
+                 "expected": [w for _, w in continued]}
+        observations = observe(monkeypatch, check, {"GenerativeModel": answer})["observations"]
+        for (case, want), o in zip(continued, observations):
+            predicted = generative_model._greedy_steps(case["model"], case["vocab"], case["prefix"], case["steps"],
+                                                       mistake)
+            assert o.get("steps") == [[c] for c in predicted], (answer.__name__, case["prefix"])
+            fails = generative_model.judge({"inputs": {"cases": [case]}, "expected": [want], "hidden": True}, [o])
+            assert bool(fails) == (mistake is not None), answer.__name__
+    check = {"probe": "GenerativeModel", "hidden": True, "inputs": {"cases": [c for c, _ in greedy]},
+             "expected": [w for _, w in greedy]}
+    observations = observe(monkeypatch, check, {"GenerativeModel": STEP_MISTAKES["one_step_ignores_states"]})
+    assert generative_model.judge(check, observations["observations"]) == []
+
+
 @pytest.mark.slow
 def test_the_generators_mistakes_write_what_the_grader_predicts_and_fail(monkeypatch):
     """Run for real: each wrong generator writes the text the case builder predicts for its mistake
@@ -350,6 +411,58 @@ def test_a_newline_after_the_last_line_fails_both_dataset_cells_whatever_the_dra
                 observed = [_dataset_observation(common.char_ids("\n".join(case["lines"]) + text_end, case["vocab"]),
                                                  case, shuffles) for case in check["inputs"]["cases"]]
                 assert bool(create_batch_dataset.judge(check, observed)) is verdict, (cell, seed, text_end)
+
+
+def _ordered_observation(ids: list[int], case: dict, order) -> dict:
+    """What the probe reports of a dataset that cuts `ids` as the exercise says, reads its chunks in
+    `order(n)` (the indices of the n chunks, a new call for each run) and drops the remainders."""
+    T, B = case.get("seq_length", 100), case.get("batch_size", 64)
+    chunks = np.asarray(ids[: len(ids) // (T + 1) * (T + 1)]).reshape(-1, T + 1)
+    runs = []
+    for _ in range(case.get("iterations", 1)):
+        kept = chunks[np.asarray(order(len(chunks)), dtype=int)][: len(chunks) // B * B].reshape(-1, B, T + 1)
+        runs.append([[batch[:, :-1].tolist(), batch[:, 1:].tolist()] for batch in kept])
+    return {"dataset": True, "spec": [["int64", [B, T]], ["int64", [B, T]]], "runs": runs}
+
+
+def _shuffle_buffer(n: int, size: int, rng) -> list[int]:
+    """The order tf.data's shuffle(size) reads 0..n-1 in: fill a buffer of `size`, take one at random,
+    refill it from the stream."""
+    stream, buffer, out = iter(range(n)), [], []
+    for k in stream:
+        buffer.append(k)
+        if len(buffer) == size:
+            out.append(buffer.pop(int(rng.integers(len(buffer)))))
+    while buffer:
+        out.append(buffer.pop(int(rng.integers(len(buffer)))))
+    return out
+
+
+def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_whatever_the_draw():
+    """The visible cell's shuffled case passes a uniform shuffle of its chunks and fails any order tied to
+    the text's: the text's own order, its reverse, shuffle(2) to shuffle(10) (the rank correlation test,
+    on at least MIN_SHUFFLED_CHUNKS chunks)."""
+    from deepngrams.grading.exercises import create_batch_dataset
+    rng = np.random.default_rng(1)
+    orders = {"uniform": lambda n: rng.permutation(n), "text": lambda n: range(n),
+              "reversed": lambda n: range(n)[::-1], "buffer_2": lambda n: _shuffle_buffer(n, 2, rng),
+              "buffer_10": lambda n: _shuffle_buffer(n, 10, rng)}
+    for seed in range(60):
+        check = _drawn(create_batch_dataset, "test_create_batch_dataset", seed)
+        shuffled = [case for case in check["inputs"]["cases"] if case.get("shuffled")]
+        assert len(shuffled) == 1
+        assert create_batch_dataset.kept_chunks(shuffled[0]["lines"], 10, 4) >= create_batch_dataset.MIN_SHUFFLED_CHUNKS
+        for name, order in orders.items():
+            observed = [_ordered_observation(common.char_ids("\n".join(case["lines"]), case["vocab"]), case,
+                                             order if case.get("shuffled") else orders["uniform"])
+                        for case in check["inputs"]["cases"]]
+            fails = create_batch_dataset.judge(check, observed)
+            if name == "uniform":
+                assert fails == [], (seed, fails)
+            elif name == "text":
+                assert [f.endswith("the examples are not shuffled") for f in fails] == [True], (seed, fails)
+            else:
+                assert len(fails) == 1 and "must be in a random order" in fails[0], (seed, name, fails)
 
 
 @pytest.mark.slow

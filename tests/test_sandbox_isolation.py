@@ -376,6 +376,41 @@ def test_no_new_user_namespaces_inside(tmp_path, mode):
     assert texts[0].strip() == "refused 1", (texts, result["stderr"][-2000:])  # EPERM; fork and threads still work
 
 
+SESSIONS = """
+import os, subprocess, sys
+try:
+    os.setsid()
+    print("setsid allowed")
+except PermissionError:
+    print("setsid refused")
+try:
+    subprocess.run([sys.executable, "-c", "pass"], start_new_session=True)
+    print("new session allowed")
+except PermissionError:
+    print("new session refused")
+child = subprocess.run([sys.executable, "-c", "import os; print(os.getsid(0))"], capture_output=True, text=True)
+print("same session" if child.stdout.strip() == str(os.getsid(0)) else f"other session {child.stdout!r}")
+"""
+
+
+SHELL = """
+get_ipython().system("echo shell $((6 * 7))")
+print(get_ipython().getoutput("printf 'a\\nb\\n'"))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_process_of_a_sandbox_stays_in_its_one_session(tmp_path, mode):
+    """A session is a scheduling group (autogroup): busy processes in sessions of their own would each
+    get a share of the CPU, and starve the other sandboxes' notebooks into their time limits. Shell
+    commands (`!cmd`, which IPython runs in a terminal of a session of its own) still print."""
+    [result] = run_in(mode, tmp_path, [([SESSIONS, SHELL], 60)])
+    texts = result["texts"]
+    assert texts[0].split() == ["setsid", "refused", "new", "session", "refused", "same", "session"], \
+        (texts, result["stderr"][-2000:])
+    assert texts[1] == "shell 42\n['a', 'b']\n", (texts, result["stderr"][-2000:])
+
+
 # 32-bit getpid by `int 0x80` (mov eax, 20; int 0x80; ret): the i386 system call numbers differ
 # (keyctl is 288), so without the architecture check they would pass the filter.
 INT80_GETPID = """

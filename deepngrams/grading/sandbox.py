@@ -187,13 +187,16 @@ def _thread_env(threads: int) -> dict:
 # resident size shows while nothing maps it: the watchdog would not see it, and a notebook could
 # fill the machine. Nothing a notebook needs uses them (POSIX shared memory lives in the capped
 # /dev/shm).
-REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "shmget", "msgget")
+# A session is the kernel's scheduling group (autogroup): the processes of a sandbox stay in its one
+# session, so a notebook that starts many busy processes shares the CPU with the other sandboxes as one
+# group rather than as that many; a new session would be a new group, with a share of its own.
+REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "shmget", "msgget", "setsid")
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {
     "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319, "memfd_secret": 447,
-               "shmget": 29, "msgget": 68, "clone": 56, "unshare": 272, "clone3": 435},
+               "shmget": 29, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435},
     "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279, "memfd_secret": 447,
-                "shmget": 194, "msgget": 186, "clone": 220, "unshare": 97, "clone3": 435},
+                "shmget": 194, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435},
 }
 X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same audit arch, other numbers
 CLONE_NEWUSER = 0x10000000

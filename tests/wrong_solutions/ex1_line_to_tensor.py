@@ -21,6 +21,12 @@ def int32_ids(line, vocab):
     return tf.cast(reference(line, vocab), tf.int32)
 
 
+def int32_rows_for_a_list(line, vocab):
+    """int64 ids for one line, int32 rows for a list of lines."""
+    ids = reference(line, vocab)
+    return ids if isinstance(line, str) else tf.cast(ids, tf.int32)
+
+
 def byte_split(line, vocab):
     """Splits bytes, not characters: 'é' becomes two unknown ids."""
     chars = tf.strings.bytes_split(line)
@@ -85,6 +91,7 @@ def python_dict(line, vocab):
     return tf.ragged.constant([ids(text) for text in line], dtype=tf.int64)
 
 
-WRONG = {f.__name__: (f, TESTS) for f in (mask_token_empty, int32_ids, byte_split, vocab_without_specials,
+WRONG = {f.__name__: (f, TESTS) for f in (mask_token_empty, int32_ids, int32_rows_for_a_list, byte_split,
+                                          vocab_without_specials,
                                           global_vocab, joins_a_list, always_a_batch, numpy_ids)}
 CORRECT = {f.__name__: f for f in (static_hash_table, lookup_with_set_vocabulary, python_dict)}

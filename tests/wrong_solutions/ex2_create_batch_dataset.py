@@ -8,7 +8,7 @@ BUFFER_SIZE = 10000
 
 
 def _make(join="\n", end="", chunk=1, drop_chunks=True, split=split_input_target, shuffle="before", drop_batches=True,
-          dtype=None, skip=0, shuffle_ids=False):
+          dtype=None, skip=0, shuffle_ids=False, buffer=BUFFER_SIZE):
     """The reference recipe with one ingredient changed."""
     def create_batch_dataset(lines, vocab, seq_length=100, batch_size=64):
         ids = line_to_tensor(join.join(lines) + end, vocab)[skip:]
@@ -19,12 +19,21 @@ def _make(join="\n", end="", chunk=1, drop_chunks=True, split=split_input_target
             ds = ds.shuffle(BUFFER_SIZE)
         ds = ds.batch(seq_length + chunk, drop_remainder=drop_chunks).map(split)
         if shuffle == "before":
-            ds = ds.shuffle(BUFFER_SIZE)
+            ds = ds.shuffle(buffer)
         ds = ds.batch(batch_size, drop_remainder=drop_batches)
         if shuffle == "after":
             ds = ds.shuffle(BUFFER_SIZE)
         return ds.prefetch(tf.data.AUTOTUNE)
     return create_batch_dataset
+
+
+def _reversed_order(lines, vocab, seq_length=100, batch_size=64):
+    """No shuffle: the chunks in the reverse of the text's order (a fixed order that is not the text's)."""
+    ids = line_to_tensor("\n".join(lines), vocab).numpy()
+    n = len(ids) // (seq_length + 1)
+    chunks = ids[: n * (seq_length + 1)].reshape(n, seq_length + 1)[::-1].copy()
+    ds = tf.data.Dataset.from_tensor_slices(chunks).map(split_input_target)
+    return ds.batch(batch_size, drop_remainder=True)
 
 
 # --- correct
@@ -58,6 +67,8 @@ WRONG = {name: (f, TESTS) for name, f in {
     "batches_keep_remainder": _make(drop_batches=False),
     "no_shuffle": _make(shuffle=None),
     "shuffle_after_batch": _make(shuffle="after"),
+    "reversed_order": _reversed_order,
+    "tiny_shuffle_buffer": _make(buffer=2),
     "joined_with_space": _make(join=" "),
     "joined_without_separator": _make(join=""),
     "newline_after_the_last_line": _make(end="\n"),

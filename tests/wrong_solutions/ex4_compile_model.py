@@ -33,6 +33,8 @@ WRONG = {name: (f, TESTS) for name, f in {
     "adam_defaults": _make(optimizer=lambda: "adam"),
     "sgd": _make(optimizer=lambda: tf.keras.optimizers.SGD(learning_rate=0.00125)),
     "rmsprop": _make(optimizer=lambda: tf.keras.optimizers.RMSprop(learning_rate=0.00125)),
+    "learning_rate_schedule": _make(optimizer=lambda: tf.keras.optimizers.Adam(
+        tf.keras.optimizers.schedules.ExponentialDecay(0.00125, decay_steps=1, decay_rate=1e-9))),
     "returns_none": _make(returns=False),
 }.items()}
 CORRECT = {f.__name__: f for f in (positional_arguments, keras_namespace_with_metrics)}

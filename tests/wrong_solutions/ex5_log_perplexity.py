@@ -48,6 +48,15 @@ def empty_sequence_gives_zero(preds, target):
                                                        tf.reduce_sum(non_pad, -1))))
 
 
+def empty_sequence_gives_infinity(preds, target):
+    """A sequence that is all padding gives +inf, not NaN."""
+    log_p = _target_log_probs(preds, target)
+    non_pad = 1.0 - tf.cast(tf.equal(target, PADDING_ID), tf.float32)
+    per_sequence = tf.reduce_sum(log_p * non_pad, -1) / tf.reduce_sum(non_pad, -1)
+    per_sequence = tf.where(tf.reduce_sum(non_pad, -1) > 0, per_sequence, -np.inf)
+    return -float(tf.reduce_mean(per_sequence))
+
+
 def masks_unknown_id(preds, target):
     """Masks id 0 ('[UNK]') instead of the padding id 1."""
     log_p = _target_log_probs(preds, target)
@@ -80,7 +89,8 @@ def take_along_axis_float64(preds, target):
 
 
 WRONG = {f.__name__: (f, TESTS) for f in (wrong_sign, no_padding_mask, mean_over_all_tokens, probabilities,
-                                          divides_by_length, empty_sequence_gives_zero, masks_unknown_id)}
+                                          divides_by_length, empty_sequence_gives_zero, empty_sequence_gives_infinity,
+                                          masks_unknown_id)}
 @tf.function
 def compiled_graph(preds, target):
     """TensorFlow ops only, compiled with tf.function; returns a scalar tensor."""

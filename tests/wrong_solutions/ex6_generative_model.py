@@ -14,6 +14,20 @@ class IgnoresStates(Reference):
         return super().generate_one_step(inputs, states=None)
 
 
+class OneStepIgnoresStatesFeedsWholeText(Reference):
+    """generate_one_step starts from zero whatever states it is given; generate_n_chars hides it by
+    feeding the whole text so far at every step and keeping the last character (its text is right)."""
+    def generate_one_step(self, inputs, states=None):
+        return super().generate_one_step(inputs, states=None)
+
+    def generate_n_chars(self, num_chars, prefix):
+        text = prefix
+        for _ in range(num_chars):
+            next_char, _ = self.generate_one_step(tf.constant([text]), states=None)
+            text += next_char.numpy().reshape(-1)[-1].decode("utf-8")
+        return text
+
+
 class NoMask(Reference):
     def __init__(self, model, vocab, temperature=1.0):
         super().__init__(model, vocab, temperature)
@@ -138,8 +152,8 @@ class PythonStrings(tf.keras.Model):
         return text
 
 
-WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, NoMask, MasksOnlyUnknown, WithoutPrefix, OneShort,
-                                                OneTooMany, RefeedsPrefix, FirstPositionLogProbs, JoinsTheBatch,
-                                                StartsFromLastPrefixChar, AlwaysGreedy,
-                                                IgnoresTemperature, MultipliesTemperature)}
+WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, OneStepIgnoresStatesFeedsWholeText, NoMask,
+                                                MasksOnlyUnknown, WithoutPrefix, OneShort, OneTooMany, RefeedsPrefix,
+                                                FirstPositionLogProbs, JoinsTheBatch, StartsFromLastPrefixChar,
+                                                AlwaysGreedy, IgnoresTemperature, MultipliesTemperature)}
 CORRECT = {"PythonStrings": PythonStrings, "GraphModeStep": GraphModeStep}

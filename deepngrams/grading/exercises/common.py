@@ -114,11 +114,12 @@ def array(o, dtype=np.float64):
 
 @functools.lru_cache(maxsize=1)
 def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
-    """w1_unittest's tolerances, its table of Keras 3 breaks and its two functions that read an exception
-    (`_first_line`, `pitfall_hint`), taken from its source without importing it (that would load
-    TensorFlow): the students' tests and the grader judge with the same tolerances and describe an
-    error the same way."""
-    wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint", "ATOL", "LOG_SUM_ATOL", "RATE_ATOL"}
+    """w1_unittest's tolerances, its table of Keras 3 breaks, its two functions that read an exception
+    (`_first_line`, `pitfall_hint`) and its test of a shuffle (`SHUFFLE_Z`, `order_correlation`), taken
+    from its source without importing it (that would load TensorFlow): the students' tests and the
+    grader judge with the same tolerances and describe an error the same way."""
+    wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint", "ATOL", "LOG_SUM_ATOL", "RATE_ATOL",
+              "SHUFFLE_Z", "order_correlation"}
     nodes = [node for node in ast.parse(path.read_text(encoding="utf-8")).body
              if isinstance(node, ast.FunctionDef) and node.name in wanted
              or isinstance(node, ast.Assign) and any(getattr(t, "id", "") in wanted for t in node.targets)]
@@ -133,6 +134,12 @@ def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
 def tolerance(name: str) -> float:
     """One of w1_unittest's tolerances: ATOL, LOG_SUM_ATOL or RATE_ATOL."""
     return float(from_w1_unittest()[name])
+
+
+def order_correlation(run: list, chunks: list) -> tuple[float, float]:
+    """(rho, limit): the rank correlation between a run's examples and their chunks' places in the text,
+    and the largest |rho| a uniform shuffle passes (w1_unittest's `order_correlation` and SHUFFLE_Z)."""
+    return from_w1_unittest()["order_correlation"](run, chunks)
 
 
 def keras3_pitfalls() -> tuple:

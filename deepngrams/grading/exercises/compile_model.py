@@ -54,7 +54,8 @@ def cases_compile_model(rng, hidden: bool):
     # Both special ids among the targets: a loss that ignores either (ignore_class) is always told apart.
     y.flat[rng.choice(y.size, size=2, replace=False)] = [UNK_ID, PADDING_ID]
     loss, afters, grads = _adam_step(weights, x, y)
-    case = {"vocab_size": V, "weights": [w.tolist() for w in weights], "x": x.tolist(), "y": y.tolist()}
+    case = {"vocab_size": V, "weights": [w.tolist() for w in weights], "x": x.tolist(), "y": y.tolist(),
+            "later_step": int(rng.integers(10 ** 5, 10 ** 6))}  # the rate is read again there: no schedule
     # Where a gradient is within float32 noise of 0, float32 rounding decides Adam's first step: not compared.
     compared = [(g > MOVED).tolist() for g in grads]
     return [case], [{"loss": loss, "weights": [[w.tolist() for w in after] for after in afters], "compared": compared,
@@ -86,6 +87,10 @@ def judge(check, observations):
                 or abs(o["learning_rate"] - want["learning_rate"]) > tolerance("RATE_ATOL"):
             fails.append(f"the optimizer should be Adam(learning_rate={want['learning_rate']}), got "
                          f"{o.get('optimizer_kind')}({o.get('learning_rate')})")
+        elif not isinstance(o.get("learning_rate_later"), (int, float)) \
+                or not abs(o["learning_rate_later"] - want["learning_rate"]) <= tolerance("RATE_ATOL"):
+            fails.append(f"the learning rate should stay {want['learning_rate']} at every step (not a schedule), "
+                         f"got {o.get('learning_rate_later')} after many steps")
         step = o.get("step") if isinstance(o.get("step"), dict) else {}
         loss = array(step.get("loss", {}))
         if loss is None or loss.size < 1 or abs(float(loss.ravel()[0]) - want["loss"]) > tolerance("ATOL"):

@@ -5,7 +5,16 @@ from collections import Counter
 
 import numpy as np
 
-from deepngrams.grading.exercises.common import char_ids, passage, raised
+from deepngrams.grading.exercises.common import char_ids, order_correlation, passage, raised
+
+# The visible cell's shuffled case keeps at least this many chunks, so that the test of the order
+# (w1_unittest's order_correlation) tells a uniform shuffle from a fixed order or a small buffer.
+MIN_SHUFFLED_CHUNKS = 150
+
+
+def kept_chunks(lines: list[str], seq_length: int, batch_size: int) -> int:
+    """How many chunks of the joined lines a dataset keeps once it drops the remainders."""
+    return len("\n".join(lines)) // (seq_length + 1) // batch_size * batch_size
 
 
 # graded cell -> (probe, hidden)
@@ -34,8 +43,11 @@ def cases_create_batch_dataset(rng, vocab, lines, hidden: bool):
         few = passage(rng, lines, 4)
         while not extra_id_fills_the_batches(few, 10, 4):
             few = passage(rng, lines, 4)
+        many = passage(rng, lines, 90)
+        while kept_chunks(many, 10, 4) < MIN_SHUFFLED_CHUNKS:
+            many = passage(rng, lines, 90)
         cases = [{"lines": few, "vocab": vocab, "seq_length": 10, "batch_size": 4},
-                 {"lines": passage(rng, lines, 90), "vocab": vocab, "seq_length": 10, "batch_size": 4,
+                 {"lines": many, "vocab": vocab, "seq_length": 10, "batch_size": 4,
                   "iterations": 2, "shuffled": True},
                  {"lines": passage(rng, lines, 1500), "vocab": vocab}]
     expected = [{"ids": char_ids("\n".join(c["lines"]), vocab), "seq_length": c.get("seq_length", 100),
@@ -91,6 +103,9 @@ def judge(check, observations):
             follows = lambda a, b: any(k + 1 in where.get(b, ()) for k in where.get(a, ()))  # noqa: E731
             if all(run == list(chunks[:len(run)]) for run in runs_seen):
                 fails.append(f"{label}: the examples are not shuffled")
+            elif any(abs(rho) > limit for rho, limit in (order_correlation(run, chunks) for run in runs_seen)):
+                fails.append(f"{label}: the examples must be in a random order, not tied to their order in the "
+                             f"text: shuffle the chunks with shuffle(BUFFER_SIZE) before batching")
             elif batches and all(all(follows(a, b) for a, b in zip(batch, batch[1:])) for batch in batches):
                 fails.append(f"{label}: every batch holds consecutive chunks: shuffle before batching")
     return fails

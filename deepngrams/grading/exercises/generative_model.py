@@ -20,6 +20,9 @@ SAMPLED_TEXT, SAMPLED_TEXT_TOP = 40, 0.6  # generate_n_chars at temperature 1: c
 STATE_UNITS = 16  # width of the state vector of the table models handed to GenerativeModel
 
 
+CONTINUED_STEPS = 3  # greedy generate_one_step calls in a row, each given the states the call before returned
+
+
 def _table_model(rng, vocab: list[str], states: int, peaked: bool, unknown_first: bool) -> dict:
     """A language model given as tables (the next state from the state and the id read; the log
     probabilities from the state), as the probes build it in the sandbox. When `peaked`, every state
@@ -60,6 +63,21 @@ def _greedy_text(model: dict, vocab: list[str], prefix: str, n: int, mistake: st
         text += vocab[best]
         feed = char_ids(prefix, vocab) if mistake == "refeeds_prefix" else [best]
     return text
+
+
+# A mistake generate_n_chars can hide, so that only generate_one_step called with states shows it:
+# generate_one_step starts from zero whatever states it is given (generate_n_chars then writes the
+# right text by feeding the whole text so far at every step).
+STEP_MISTAKES = ("one_step_ignores_states",)
+
+
+def _greedy_steps(model: dict, vocab: list[str], prefix: str, steps: int, mistake: str | None = None) -> list[str]:
+    """The characters greedy generate_one_step returns when called `steps` times in a row, first on the
+    prefix with states=None, then each time on the character it just returned with the states it just
+    returned; or what a generate_one_step that makes one of the STEP_MISTAKES returns (starting from
+    zero at every call is what `_greedy_text` calls forgetting the state)."""
+    forgets = "forgets_state" if mistake == "one_step_ignores_states" else None
+    return list(_greedy_text(model, vocab, prefix, steps, forgets)[len(prefix):])
 
 
 def _memoryless_model(vocab: list[str], chars: list[int], p: np.ndarray) -> dict:
@@ -119,6 +137,20 @@ def cases_GenerativeModel(rng, vocab, hidden: bool):
         expected.append({"chars": [vocab[c] for c in chars], "p": tempered(np.log(p), t).tolist(), "eps": eps,
                          "about": "generate_one_step on a batch: characters drawn from the model's "
                                   "softmax(log_probs / temperature), never '[UNK]' or padding"})
+    while True:  # a model and a prefix where continuing from the states given differs from starting from zero
+        model = _table_model(rng, vocab, int(rng.integers(4, 8)), peaked=True, unknown_first=True)
+        prefix = "".join(rng.choice(alphabet, size=int(rng.integers(2, 9))))
+        chars = _greedy_steps(model, vocab, prefix, CONTINUED_STEPS)
+        if all(chars[1] != _greedy_steps(model, vocab, prefix, CONTINUED_STEPS, mistake)[1]
+               for mistake in STEP_MISTAKES):
+            break
+    cases.append({"model": model, "vocab": vocab, "call": "continue", "temperature": 0.0, "prefix": prefix,
+                  "rows": 1, "steps": CONTINUED_STEPS})
+    expected.append({"continued": chars,
+                     "about": "generate_one_step(next_chars, states=states) must continue from the states it is "
+                              "given (those the call before returned), not start from zero: greedy characters "
+                              "(temperature 0) from a model whose next character depends on its state, each call "
+                              "given the character and the states the call before returned."})
     return cases, expected
 
 
@@ -138,6 +170,14 @@ def judge(check, observations):
                 fails.append(f"{label}.generate_one_step should return a string tensor with one character and "
                              f"states of shape {want['states_shape']}, got {o.get('kind')} and "
                              f"{o.get('states_shape')}")
+        elif case["call"] == "continue":
+            steps = o.get("steps")
+            if not isinstance(steps, list) or len(steps) != case["steps"] or not all(
+                    isinstance(chars, list) and len(chars) == 1 and isinstance(chars[0], str) for chars in steps):
+                fails.append(f"{label}.generate_one_step on one string should return one character and the "
+                             f"states (and take them back with the character it returned)")
+            elif [chars[0] for chars in steps] != want["continued"]:
+                fails.append(f"{label}: {want['about']} The characters differ from the expected ones.")
         elif case["call"] == "batch":
             steps = o.get("steps")
             rows, n = case["rows"], case["rows"] * case["steps"]

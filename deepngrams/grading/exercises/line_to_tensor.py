@@ -47,11 +47,11 @@ def judge(check, observations):
             fails.append(f"{label}: {raised(o, check['hidden'])}")
         elif not o.get("tensor") or not is_int(o):
             fails.append(f"{label}: expected an int64 tensor, got {o.get('kind')} of {o.get('dtype')}")
+        elif o.get("dtype") != "int64":
+            fails.append(f"{label}: the ids should be int64, got {o.get('dtype')}")
         elif isinstance(case["line"], list):
             if o.get("value") != want["ids"] or not o.get("ragged"):
                 fails.append(f"{label}: the rows of ids are not the expected ones")
-        elif o.get("dtype") != "int64":
-            fails.append(f"{label}: the ids should be int64, got {o.get('dtype')}")
         elif o.get("value") != want["ids"]:
             fails.append(f"{label}: the ids are not the expected ones")
     return fails

@@ -127,11 +127,22 @@ def forked_kernel(sock: socket.socket, namespaces: list[int], cmd: list[str], en
     return ForkedKernel(sock, answer["pid"], list(cmd))
 
 
+def _popen_in_this_session(*args, start_new_session=False, **kwargs):
+    """subprocess.Popen for jupyter_client's launcher, which starts a kernel in a session of its own:
+    the sandbox refuses new sessions (each is a scheduling group of its own), so the kernel gets a
+    process group of its own instead, which is what jupyter_client signals."""
+    if start_new_session:
+        kwargs.setdefault("process_group", 0)
+    return subprocess.Popen(*args, **kwargs)
+
+
 def launch_kernels(factory_fd: int | None, launched: list) -> None:
     """Start the kernel through the factory on descriptor `factory_fd`, or as usual where there is none
     or it gives none; each kernel started goes into `launched` (its exit status outlives
     jupyter_client's own reference, which its shutdown drops)."""
+    from jupyter_client import launcher
     from jupyter_client.provisioning import local_provisioner
+    launcher.Popen = _popen_in_this_session
     usual = local_provisioner.launch_kernel
     sock, namespaces = None, []
     if factory_fd is not None:

@@ -30,7 +30,7 @@ def _tolist(a):
     if a.dtype.kind in "SOU":
         return [_text(x) for x in a.ravel().tolist()] if a.ndim else _text(a.item())
     if a.dtype.kind == "f":
-        return np.where(np.isfinite(a), a, np.nan).astype(float).tolist()
+        return a.astype(float).tolist()  # inf stays inf (JSON's Infinity): it is not NaN
     if a.dtype.kind == "b":
         return a.tolist()
     return a.astype(np.int64).tolist()
@@ -243,6 +243,9 @@ def probe_compile_model(ns, inputs):
             result = model.train_on_batch(np.asarray(case["x"], dtype=np.int64), np.asarray(case["y"], dtype=np.int64))
             loss = result[0] if isinstance(result, (list, tuple)) else result  # [loss, metrics...] with metrics
             info["step"] = {"loss": obs(loss), "weights": obs(model.get_weights())}
+            if lr is not None:  # read again where a schedule's rate would have moved
+                opt.iterations.assign(case["later_step"])
+                info["learning_rate_later"] = float(tf.keras.ops.convert_to_numpy(opt.learning_rate))
             return info
 
         out.append(_observe(_call(run), lambda x: x))
@@ -327,7 +330,7 @@ def probe_GenerativeModel(ns, inputs):
                 chars, states = gen.generate_one_step(tf.constant([case["prefix"]]), states=None)
                 return {"chars": obs(chars), "states_shape": list(getattr(states, "shape", []) or [])}
             out.append(_observe(_call(run), lambda x: x))
-        elif case["call"] == "batch":
+        elif case["call"] in ("batch", "continue"):  # each call is given the states the call before returned
             def run():
                 gen = Gen(model, voc, temperature=case["temperature"])
                 inputs, states, steps = tf.constant([case["prefix"]] * case["rows"]), None, []
@@ -380,3 +383,33 @@ def run(probe: str, ns: dict, inputs_json: str) -> None:
     from IPython.display import display
     display({MIME: text}, raw=True)
     sys.stdout.flush()
+
+
+def _shell_without_terminal(cmd: str) -> int:
+    """`!cmd` through pipes: IPython runs it in a pseudo-terminal, which needs a session of its own,
+    and the sandbox keeps every process in its one session. Prints what the command printed."""
+    import subprocess
+    done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sys.stdout.write(done.stdout.decode("utf-8", "replace"))
+    sys.stdout.flush()
+    return done.returncode
+
+
+def _output_without_terminal(cmd: str) -> str:
+    """`x = !cmd` through pipes, as `_shell_without_terminal`: what the command printed."""
+    import subprocess
+    done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return done.stdout.decode("utf-8", "replace")
+
+
+def _use_pipes_for_shell_commands() -> None:
+    try:
+        import ipykernel.zmqshell
+        import IPython.core.interactiveshell
+    except ImportError:  # not in a kernel
+        return
+    ipykernel.zmqshell.system = _shell_without_terminal
+    IPython.core.interactiveshell.getoutput = _output_without_terminal
+
+
+_use_pipes_for_shell_commands()
