@@ -38,7 +38,7 @@ print("SELF " + json.dumps({
     "ppid": os.getppid(), "tensorflow": "tensorflow" in sys.modules,
     "status": {k: v.strip() for k, v in status.items() if k.startswith(("Cap", "Uid", "Gid", "Groups", "NoNewPrivs",
                                                                        "Seccomp"))},
-    "limits": open("/proc/self/limits").read(), "umask": os.umask(0o022), "session": os.getsid(0) == os.getpid(),
+    "limits": open("/proc/self/limits").read(), "umask": os.umask(0o022), "group": os.getpgid(0) == os.getpid(),
     "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path, "hostname": socket.gethostname(),
     "interfaces": sorted(name for _, name in socket.if_nameindex()), "mounts": mounts,
     "root": sorted(os.listdir("/")), "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}))
@@ -81,7 +81,7 @@ def both_ways(mode, tmp_path, cells):
 @pytest.mark.parametrize("mode", MODES)
 def test_a_forked_kernel_is_confined_as_one_started_in_the_sandbox(tmp_path, mode):
     """The same user and groups, no capabilities (none to gain back), no_new_privs, the seccomp filter,
-    the same resource limits (the process limit too), umask, session, working folder, environment,
+    the same resource limits (the process limit too), umask, process group of its own, working folder, environment,
     module path, host name, network, mounts and processes. What differs: its parent is outside the
     sandbox's process tree (the factory's child waits for it), TensorFlow is already imported, and its
     standard input is /dev/null rather than a pipe."""
@@ -90,7 +90,7 @@ def test_a_forked_kernel_is_confined_as_one_started_in_the_sandbox(tmp_path, mod
     assert fresh and forked, (fresh_texts, forked_texts)
     assert (fresh["ppid"], fresh["tensorflow"]) == (2, False)
     assert (forked["ppid"], forked["tensorflow"]) == (0, True)  # forked by the factory, not started here
-    for key in ("status", "limits", "umask", "session", "cwd", "env", "path", "hostname", "interfaces", "mounts",
+    for key in ("status", "limits", "umask", "group", "cwd", "env", "path", "hostname", "interfaces", "mounts",
                 "root", "processes"):
         assert forked[key] == fresh[key], (key, fresh[key], forked[key])
     assert forked["status"]["CapBnd"] == forked["status"]["CapEff"] == "0000000000000000"

@@ -105,12 +105,13 @@ class Msg(ctypes.Structure):
 wrote["sysv_msg"] = "ok" if msq >= 0 and libc.msgsnd(msq, ctypes.byref(Msg(1, token.encode())), 64, 0o4000) == 0 else err()
 mq = librt.mq_open(b"/" + NAME, os.O_CREAT | os.O_RDWR, 0o666, None)
 wrote["posix_mq"] = "ok" if mq >= 0 and librt.mq_send(mq, token.encode(), len(token), 0) == 0 else err()
-# A detached process (double fork, new session) serving the token on an abstract socket; its
-# command line holds the token too. It ends by itself after two minutes if it ever escaped.
-server = ("import os, socket, sys, time\nif os.fork(): os._exit(0)\nos.setsid()\n"
+# A detached process (double fork; the sandbox refuses a new session) serving the token on an
+# abstract socket; its command line holds the token too. It ends by itself after two minutes if it
+# ever escaped.
+server = ("import os, socket, sys, time\nif os.fork(): os._exit(0)\n"
           "s = socket.socket(socket.AF_UNIX); s.bind(b'\\0' + sys.argv[1].encode()); s.listen(); s.settimeout(120)\n"
           "while True:\n    c, _ = s.accept(); c.sendall(sys.argv[2].encode()); c.close()")
-subprocess.run([sys.executable, "-c", server, NAME.decode(), token], start_new_session=True)
+subprocess.run([sys.executable, "-c", server, NAME.decode(), token])
 deadline = time.monotonic() + 10
 while True:  # until the server listens
     try:
