@@ -20,7 +20,7 @@ SAMPLED_TEXT, SAMPLED_TEXT_TOP = 40, 0.6  # generate_n_chars at temperature 1: c
 STATE_UNITS = 16  # width of the state vector of the table models handed to GenerativeModel
 
 
-CONTINUED_STEPS = 3  # greedy generate_one_step calls in a row, each given the states the call before returned
+CONTINUED_STEPS = 2  # greedy generate_one_step calls in a row, the second given the states the first returned
 
 
 def _table_model(rng, vocab: list[str], states: int, peaked: bool, unknown_first: bool) -> dict:
