@@ -386,13 +386,7 @@ def test_a_chunk_that_the_text_holds_twice_may_come_twice_but_no_more():
 def _dataset_observation(ids: list[int], case: dict, rng) -> dict:
     """What the probe reports of a dataset that cuts `ids` as the exercise says, shuffles the chunks
     with `rng` and drops the remainders: one run per iteration the case asks for."""
-    T, B = case.get("seq_length", 100), case.get("batch_size", 64)
-    chunks = np.asarray(ids[: len(ids) // (T + 1) * (T + 1)]).reshape(-1, T + 1)
-    runs = []
-    for _ in range(case.get("iterations", 1)):
-        kept = chunks[rng.permutation(len(chunks))][: len(chunks) // B * B].reshape(-1, B, T + 1)
-        runs.append([[batch[:, :-1].tolist(), batch[:, 1:].tolist()] for batch in kept])
-    return {"dataset": True, "spec": [["int64", [B, T]], ["int64", [B, T]]], "runs": runs}
+    return _ordered_observation(ids, case, rng.permutation)
 
 
 def test_a_newline_after_the_last_line_fails_both_dataset_cells_whatever_the_draw_and_the_shuffle():

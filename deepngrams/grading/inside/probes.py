@@ -385,21 +385,26 @@ def run(probe: str, ns: dict, inputs_json: str) -> None:
     sys.stdout.flush()
 
 
-def _shell_without_terminal(cmd: str) -> int:
-    """`!cmd` through pipes: IPython runs it in a pseudo-terminal, which needs a session of its own,
-    and the sandbox keeps every process in its one session. Prints what the command printed."""
+def _piped(cmd: str) -> tuple[str, int]:
+    """(what `cmd` printed, its exit status), run through pipes: IPython runs `!cmd` in a
+    pseudo-terminal, which needs a session of its own, and the sandbox keeps every process in its one
+    session."""
     import subprocess
     done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    sys.stdout.write(done.stdout.decode("utf-8", "replace"))
+    return done.stdout.decode("utf-8", "replace"), done.returncode
+
+
+def _shell_without_terminal(cmd: str) -> int:
+    """`!cmd`: prints what the command printed."""
+    text, status = _piped(cmd)
+    sys.stdout.write(text)
     sys.stdout.flush()
-    return done.returncode
+    return status
 
 
 def _output_without_terminal(cmd: str) -> str:
-    """`x = !cmd` through pipes, as `_shell_without_terminal`: what the command printed."""
-    import subprocess
-    done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return done.stdout.decode("utf-8", "replace")
+    """`x = !cmd`: what the command printed."""
+    return _piped(cmd)[0]
 
 
 def _use_pipes_for_shell_commands() -> None:
