@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from deepngrams.config import ASSIGNMENT, COURSE_DIR, RELEASE_NB, ROOT
 from deepngrams.course import release
@@ -101,15 +102,21 @@ def copy_bundle_for_lab(lab_root: Path) -> None:
 def jupyter_environment(state: Path) -> dict:
     """Jupyter's and IPython's per-user folders in `state`: nothing of the machine's user leaks in.
 
-    The lab's settings turn the news plugin off (as `make lab` does) and draw every cell of a
-    notebook, so the page holds every cell's output.
+    The lab's settings turn the news plugin off (as `make lab` does), draw every cell of a
+    notebook, so the page holds every cell's output, and turn autosave off: an autosave still
+    writing when Validate saves makes JupyterLab see the file changed on disk and ask ("File
+    Changed"), and Validate waits for that answer.
     """
     page_config = state / "config" / "labconfig" / "page_config.json"
     page_config.parent.mkdir(parents=True)
     page_config.write_text(json.dumps({"disabledExtensions": {NEWS_PLUGIN: True}}))
-    tracker = state / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    settings = state / "settings" / "@jupyterlab"
+    tracker = settings / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
+    docmanager = settings / "docmanager-extension" / "plugin.jupyterlab-settings"
+    docmanager.parent.mkdir(parents=True)
+    docmanager.write_text(json.dumps({"autosave": False}))
     bin_dir = Path(sys.executable).parent  # nbgrader runs `alembic` from it
     return dict(os.environ,
                 PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -273,10 +280,16 @@ def test_student_types_an_exercise_runs_all_cells_and_validates(lab, page):
     assert not failing, f"test cells without {PASS_MESSAGE!r}: {failing}"
 
     started = time.monotonic()
-    panel.locator(".jp-NotebookPanel-toolbar jp-button.validate-button").click()
-    dialog = page.locator(".jp-Dialog", has_text="Validation Results")
-    dialog.wait_for(timeout=VALIDATE_TIMEOUT)
+    button = panel.locator(".jp-NotebookPanel-toolbar jp-button.validate-button")
+    button.click()
+    dialog = page.locator(".jp-Dialog")
+    try:
+        dialog.wait_for(timeout=VALIDATE_TIMEOUT)
+    except PlaywrightTimeoutError:
+        pytest.fail(f"no dialog {VALIDATE_TIMEOUT // 1000} s after Validate; the button says {button.inner_text()!r}")
     print(f"Validate: {time.monotonic() - started:.0f} s")
+    title = dialog.locator(".jp-Dialog-header").inner_text()
+    assert title.strip() == "Validation Results", f"Validate showed {title!r}:\n{dialog.inner_text()[-3000:]}"
     message = dialog.locator("#validation-message")
     assert "validation-success" in message.get_attribute("class"), message.inner_text()
     assert "Success! Your notebook passes all the tests." in message.inner_text()
