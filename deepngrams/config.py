@@ -95,6 +95,10 @@ class Limits:
     scratch_mib: float = 256.0  # size of its working folder and of its /tmp (both in memory)
 
 
+# The least memory the grader's command accepts: TensorFlow reserves about 2 GiB of address space at
+# import, so a correct notebook's kernel dies under 2.5 GiB (it passes at 2.5); the margin is for
+# machines whose many cores give TensorFlow more threads, each with its own stack.
+MIN_GRADING_MEMORY_GIB = 3.0
 MAX_NOTEBOOK_BYTES = 20 * 2**20  # a handed-in file larger than this is refused unread
 MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
 WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit

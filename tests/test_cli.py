@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from deepngrams import config
 from deepngrams.config import REFERENCE_PATH, ROOT
 
 
@@ -115,6 +116,40 @@ def test_bench_rejects_an_unknown_benchmark():
     done = subprocess.run([sys.executable, "-m", "deepngrams.bench", "--only", "nope"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode != 0 and "unknown benchmark" in done.stderr
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--memory", "2", "--memory 2 is too little"),
+    ("--memory", "0", "--memory 0 is too little"),
+    ("--memory", "-4", "--memory -4 is too little"),
+    ("--memory", "nan", "--memory nan is too little"),
+    ("--memory", "inf", "--memory inf is too little"),
+    ("--timeout", "0", "--timeout must be a positive number of seconds, not 0"),
+    ("--timeout", "-1", "--timeout must be a positive number of seconds, not -1"),
+    ("--timeout", "inf", "--timeout must be a positive number of seconds, not inf"),
+    ("--cell-timeout", "0", "--cell-timeout must be a positive number of seconds, not 0"),
+    ("--cell-timeout", "nan", "--cell-timeout must be a positive number of seconds, not nan"),
+])
+def test_grade_refuses_limits_no_notebook_could_be_graded_under(option, value, said, capsys):
+    """A limit that would fail every notebook, correct ones too, is refused before anything is graded."""
+    from deepngrams.grading import batch
+    with pytest.raises(SystemExit) as refused:
+        batch.main([option, value])
+    assert refused.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert said in err, err
+    if option == "--memory":
+        assert f"at least {config.MIN_GRADING_MEMORY_GIB:g} GiB" in err
+
+
+def test_grade_accepts_the_least_memory_it_names(tmp_path, capsys):
+    """The floor itself is accepted: the refusal is for less, and the next check (the course) speaks."""
+    from deepngrams.grading import batch
+    with pytest.raises(SystemExit):
+        batch.main(["--memory", f"{config.MIN_GRADING_MEMORY_GIB:g}", "--course", str(tmp_path)])
+    assert "no source/deep_ngrams/" in capsys.readouterr().err
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"`--memory` is at least {config.MIN_GRADING_MEMORY_GIB:g} GiB" in readme
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ plain `nbgrader autograde` (which grades with the same steps, one notebook at a 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -27,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from deepngrams.config import ASSIGNMENT, COURSE_DIR, ROOT, SOURCE_NB
+from deepngrams.config import ASSIGNMENT, COURSE_DIR, MIN_GRADING_MEMORY_GIB, ROOT, SOURCE_NB
 from deepngrams.course.course_setup import name_students, record_assignment
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta
 from deepngrams.grading.exercises import grading_key, student_key
@@ -195,6 +196,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    for option, seconds in (("--cell-timeout", args.cell_timeout), ("--timeout", args.timeout)):
+        if not (math.isfinite(seconds) and seconds > 0):
+            p.error(f"{option} must be a positive number of seconds, not {seconds:g}")
+    if not (math.isfinite(args.memory) and args.memory >= MIN_GRADING_MEMORY_GIB):
+        p.error(f"--memory {args.memory:g} is too little: TensorFlow alone reserves about 2 GiB, so a correct "
+                f"notebook needs at least {MIN_GRADING_MEMORY_GIB:g} GiB (default {d.memory_gib:g})")
     try:
         tls = engine.security(args.tls_ca_file, args.tls_cert, args.tls_key)
     except ValueError as e:
