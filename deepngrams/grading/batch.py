@@ -173,6 +173,33 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
     return results
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _seconds(text: str) -> float:
+    """A time limit as typed: a positive, finite number of seconds (a limit of 0 or inf fails every notebook)."""
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a time limit: give a positive, finite number of seconds")
+    return value
+
+
+def _memory_gib(text: str) -> float:
+    """A memory limit as typed: finite, and enough for TensorFlow, or every notebook fails, correct ones too."""
+    value = _number(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a memory limit: give a finite number of GiB")
+    if value < MIN_GRADING_MEMORY_GIB:
+        raise argparse.ArgumentTypeError(
+            f"{text} GiB is too little: TensorFlow alone reserves about 2 GiB, so a correct notebook "
+            f"needs at least {MIN_GRADING_MEMORY_GIB:g} GiB (default {Limits().memory_gib:g})")
+    return value
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,9 +209,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     p.add_argument("--force", action="store_true", help="grade again what is already graded")
     p.add_argument("--student", action="append", help="grade only this student (repeatable)")
     d = Limits()
-    p.add_argument("--cell-timeout", type=float, default=d.cell_timeout, help="seconds a cell may run")
-    p.add_argument("--timeout", type=float, default=d.wall_timeout, help="seconds a whole notebook may run")
-    p.add_argument("--memory", type=float, default=d.memory_gib, help="GiB of memory the processes may use together")
+    p.add_argument("--cell-timeout", type=_seconds, default=d.cell_timeout, help="seconds a cell may run")
+    p.add_argument("--timeout", type=_seconds, default=d.wall_timeout, help="seconds a whole notebook may run")
+    p.add_argument("--memory", type=_memory_gib, default=d.memory_gib,
+                   help=f"GiB of memory the processes may use together (at least {MIN_GRADING_MEMORY_GIB:g})")
     p.add_argument("--scheduler", default=os.environ.get(engine.SCHEDULER_ENV) or None, metavar="ADDRESS",
                    help=f"grade on the Dask cluster of this scheduler (tcp://HOST:PORT or tls://HOST:PORT; default: "
                         f"${engine.SCHEDULER_ENV}, else a local cluster of --workers processes)")
@@ -196,12 +224,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error("--workers must be at least 1")
-    for option, seconds in (("--cell-timeout", args.cell_timeout), ("--timeout", args.timeout)):
-        if not (math.isfinite(seconds) and seconds > 0):
-            p.error(f"{option} must be a positive number of seconds, not {seconds:g}")
-    if not (math.isfinite(args.memory) and args.memory >= MIN_GRADING_MEMORY_GIB):
-        p.error(f"--memory {args.memory:g} is too little: TensorFlow alone reserves about 2 GiB, so a correct "
-                f"notebook needs at least {MIN_GRADING_MEMORY_GIB:g} GiB (default {d.memory_gib:g})")
     try:
         tls = engine.security(args.tls_ca_file, args.tls_cert, args.tls_key)
     except ValueError as e:
