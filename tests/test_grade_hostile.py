@@ -39,9 +39,9 @@ pytestmark = pytest.mark.slow
 
 # The cell limit leaves the memory cases time to reach 4 GiB on a loaded machine (without root, 20 s
 # was not enough); an interrupted cell that ignores it loses its kernel 5 s later. No case is meant to
-# reach the wall limit: it only has to outlast a correct notebook plus an attack at its end on a machine
-# running the rest of the suite beside this batch. Such a notebook takes about 50 s while this batch runs
-# alone and went past 150 s under the whole suite, so the memory cases were stopped for time instead.
+# reach the wall limit: it only has to outlast a correct notebook plus an attack at its end (the memory
+# cases) while the rest of the suite runs beside this batch, which makes such a notebook several times
+# slower than its 50 s with the batch alone; stopped for time, a memory case would show the wrong reason.
 LIMITS = dict(cell_timeout=40.0, interrupt_grace=5.0, wall_timeout=360.0, memory_gib=4.0, output_mib=16.0)
 WORKERS = 3  # several cases wait on their limits: more sandboxes than cores keep the cores busy
 CASES = hostile.cases()
