@@ -125,8 +125,10 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
             template = batch / "gradebook.db"
             _copy_db(course / "gradebook.db", template)
             blob = engine.course_blob(course, template)
-            # One sandbox per local worker process, sharing the cores; a remote worker uses one thread.
-            threads = 1 if scheduler else max(1, (os.cpu_count() or 1) // workers)
+            # One TensorFlow thread per sandbox, however many cores each worker could have: the
+            # notebook's operations are too small to gain from a second thread, which only takes CPU
+            # from the grader's own work beside the kernel (make bench: engine).
+            threads = 1
             bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress, dynamic_ncols=True)
             client = engine.client_for(scheduler, workers, tls)
             try:
