@@ -82,3 +82,13 @@ def test_grading_a_misplaced_course_stops_before_any_work(elsewhere):
         batch.grade(elsewhere, workers=1, progress=False)
     assert time.monotonic() - start < 60  # refused at once, not after grading everyone with nbgrader's defaults
     assert not (elsewhere / "gradebook.db").exists() and not (elsewhere / "autograded").exists()
+
+
+def test_the_grade_command_lists_a_courses_problems_one_a_line(elsewhere, capsys):
+    """Each problem on its own line, each line still free of control characters."""
+    (elsewhere / "nbgrader_config.py").write_text("raise RuntimeError('broken\\x1b[2J here')\n")
+    assert batch.main(["--course", str(elsewhere)]) == 2
+    err = capsys.readouterr().err
+    lines = err.rstrip("\n").split("\n")
+    assert lines[0] == f"error: cannot grade {elsewhere}:" and len(lines) == 2, err
+    assert "fails to load" in lines[1] and "\\x1b[2J" in lines[1] and "\x1b" not in err

@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
         outcomes = grade(course, workers=args.workers, force=args.force, students=args.student, limits=limits,
                          scheduler=args.scheduler, tls=tls)
     except (RuntimeError, ValueError, OSError) as e:
-        print(f"error: {printable(e)}", file=sys.stderr)
+        # A list of problems stays a list; each line is still escaped (grading.untrusted.printable).
+        print("error: " + "\n".join(printable(line) for line in str(e).split("\n")), file=sys.stderr)
         return 2
     print()
     print(format_report(outcomes))
