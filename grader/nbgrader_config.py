@@ -24,12 +24,13 @@ def _bundle() -> Path:
 BUNDLE = _bundle()
 sys.path.insert(0, str(BUNDLE))
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor  # noqa: E402
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,  # noqa: E402
-                                    GetGrades, IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
+from nbgrader.preprocessors import (AssignLatePenalties, ClearOutput, GetGrades,  # noqa: E402
+                                    IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
 
 from deepngrams.config import Limits  # noqa: E402
 from deepngrams.course.course_setup import set_up  # noqa: E402
-from deepngrams.grading.nbgrader_steps import (DeduplicateIdsCleanly, GradeUpToHere, HideHiddenTests,  # noqa: E402
+from deepngrams.grading.nbgrader_steps import (CheckCellMetadataCompiled, DeduplicateIdsCleanly,  # noqa: E402
+                                               FeedbackExporter, GradeUpToHere, HideHiddenTests,
                                                NormaliseMetadata, OverwriteCellsKeepingOrder, SandboxedExecute)
 
 c = get_config()  # noqa: F821
@@ -50,7 +51,7 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # of nbgrader's own steps (deepngrams/grading/nbgrader_steps.py).
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = [NormaliseMetadata, ClearOutput, DeduplicateIdsCleanly, OverwriteKernelspec,
-                                      OverwriteCellsKeepingOrder, CheckCellMetadata]
+                                      OverwriteCellsKeepingOrder, CheckCellMetadataCompiled]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
@@ -60,7 +61,7 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # the Formgrader's Autograde, plain `nbgrader autograde` and `python -m deepngrams grade` grade alike.
 # Without bubblewrap it refuses to run; DEEPNGRAMS_NO_SANDBOX=1 runs notebooks as you (trusted only).
 c.Autograde.autograde_preprocessors = [GradeUpToHere, SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor,
-                                       LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+                                       LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadataCompiled]
 
 # A course that puts nbgrader's stock Execute back runs the hidden test cells of the source
 # notebook instead, with the grader's time limit per cell (deepngrams/config.py) and TensorFlow's
@@ -68,8 +69,10 @@ c.Autograde.autograde_preprocessors = [GradeUpToHere, SandboxedExecute, IgnorePa
 c.Execute.timeout = int(Limits().cell_timeout)
 c.Execute.extra_arguments = ["--IPKernelApp.capture_fd_output=False"]
 
-# Feedback shows each test cell without its hidden part.
+# Feedback shows each test cell without its hidden part. Its HTML exporter is nbconvert's, with the
+# templates compiled once per grading process rather than once per submission.
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTests]
+c.GenerateFeedback.exporter_class = FeedbackExporter
 
 # The course exchange (nbgrader's default exchange), shared by the instructor and the students:
 # DEEPNGRAMS_EXCHANGE names the folder, else nbgrader's own default. `make exchange` creates it

@@ -19,7 +19,8 @@ RECORD = '''\
 import json, os
 import deepngrams.grading.nbgrader_steps as steps
 seen = {"polluted": getattr(steps, "POLLUTED", None), "env": os.environ.get("CHECK_ENV"),
-        "host_env": os.environ.get("ONLY_IN_THE_HOST"), "pid": os.getpid(), "pgid": os.getpgid(0)}
+        "host_env": os.environ.get("ONLY_IN_THE_HOST"), "pid": os.getpid(), "pgid": os.getpgid(0),
+        "compiled_templates": sorted(steps.TEMPLATE_BYTECODE.stored)}
 steps.POLLUTED = os.environ.get("CHECK_ENV")
 open("seen.json", "w").write(json.dumps(seen))
 '''
@@ -74,6 +75,14 @@ def test_each_submission_gets_a_fresh_child_with_its_own_environment(host, tmp_p
     assert (a["env"], b["env"]) == ("a", "b") and a["host_env"] is None and b["host_env"] is None
     assert a["pid"] != b["pid"] and a["pgid"] == a["pid"] and b["pgid"] == b["pid"]  # a group each, to kill whole
     assert host.alive()
+
+
+def test_a_child_starts_with_the_feedback_templates_compiled_by_its_host(host, tmp_path):
+    """Each submission's feedback reuses them (nbgrader_steps.FeedbackExporter) instead of compiling
+    the same templates again."""
+    folder = private(tmp_path, "a", RECORD)
+    run(host, folder, {"CHECK_ENV": "a"})
+    assert len(json.loads((folder / "seen.json").read_text())["compiled_templates"]) >= 5
 
 
 def test_a_child_killed_by_a_signal_reports_it_and_the_host_goes_on(host, tmp_path):

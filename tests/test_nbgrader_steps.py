@@ -1,9 +1,18 @@
 """Our nbgrader steps and the demo's table, on small notebooks (no kernel needed)."""
+import copy
 import logging
+import re
 
+import jsonschema
+import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbgrader.nbgraderformat import MetadataValidator
+from nbgrader.preprocessors import CheckCellMetadata
 
-from deepngrams.grading.nbgrader_steps import NOT_RUN, DeduplicateIdsCleanly, GradeUpToHere
+from deepngrams.grading import nbgrader_steps
+from deepngrams.grading.nbgrader_steps import (NOT_RUN, CheckCellMetadataCompiled, DeduplicateIdsCleanly, FeedbackExporter,
+                                               GradeUpToHere)
 from deepngrams.grading import report
 
 
@@ -89,3 +98,155 @@ def test_feedback_hides_the_hidden_part_of_test_cells_only():
         "I wrote ### BEGIN HIDDEN TESTS in my notes",  # not a test cell: left alone, and no error
         "x = '### BEGIN HIDDEN TESTS'",
     ]
+
+
+# ----------------------------------------------------------------------------------------
+# nbgrader's own steps, made cheaper per submission: the same results
+# ----------------------------------------------------------------------------------------
+METADATA_VARIANTS = {
+    "solution": dict(solution=True),
+    "test": dict(grade=True, locked=True, points=2),
+    "locked markdown": dict(locked=True),
+    "task": dict(kind="markdown", task=True, points=1, locked=True),
+    "markdown graded, no solution": dict(kind="markdown", grade=True, points=1),
+    "markdown solution, not graded": dict(kind="markdown", solution=True),
+    "task in a code cell": dict(task=True, points=1, locked=True),
+    "empty grade id": dict(grade_id="", solution=True),
+    "no nbgrader metadata": None,
+    "schema too old": dict(schema_version=2, solution=True),
+    "schema too new": dict(schema_version=4, solution=True),
+    "no schema version": dict(schema_version=None, solution=True),
+    "grade without points": dict(grade=True, locked=True),
+    "points not a number": dict(grade=True, locked=True, points="many"),
+    "grade not a flag": dict(grade="yes", points=1),
+    "grade id not text": dict(grade_id=7, solution=True),
+    "no lock flag": dict(locked=None, solution=True),
+    "unknown key": dict(solution=True, extra="x"),
+    "no grade id": dict(grade_id=None, solution=True),
+}
+
+
+def _variant(flags):
+    flags = None if flags is None else dict(flags)
+    c = cell(flags.pop("kind", "code") if flags else "code", "ex", "x = 1")
+    if flags is None:
+        del c.metadata["nbgrader"]
+        return c
+    for key, value in flags.items():
+        if value is None:
+            c.metadata["nbgrader"].pop(key, None)
+        else:
+            c.metadata["nbgrader"][key] = value
+    return c
+
+
+def _outcome(step, nb):
+    try:
+        run(step, nb)
+    except Exception as e:  # noqa: BLE001 - the outcome compared is the exception's type and text
+        return type(e), str(e)
+    return None
+
+
+@pytest.mark.parametrize("variant", sorted(METADATA_VARIANTS))
+def test_checking_metadata_once_agrees_with_nbgrader(variant):
+    """Passes and fails exactly where nbgrader's CheckCellMetadata does, with the same error."""
+    nb = notebook(cell("markdown", "intro", "Hello", locked=True), _variant(METADATA_VARIANTS[variant]))
+    ours, theirs = _outcome(CheckCellMetadataCompiled(), copy.deepcopy(nb)), _outcome(CheckCellMetadata(), nb)
+    assert ours == theirs
+    if variant in ("solution", "test", "locked markdown", "task", "no nbgrader metadata"):
+        assert theirs is None
+    else:
+        assert theirs is not None, "a variant nbgrader accepts tells nothing here"
+
+
+def test_checking_metadata_once_builds_the_schemas_validator_once(monkeypatch):
+    """nbgrader's jsonschema.validate checks the schema itself for every cell; this step does not."""
+    checked = []
+    real = jsonschema.Draft4Validator.check_schema.__func__
+
+    def counting(cls, schema, *args, **kwargs):
+        checked.append(cls)
+        return real(cls, schema, *args, **kwargs)
+
+    cells = [cell("code", f"ex{i}", "x = 1", solution=True) for i in range(20)]
+    nbgrader_steps._VALIDATORS.clear()
+    for validator in {jsonschema.validators.validator_for(MetadataValidator().schema), jsonschema.Draft4Validator}:
+        monkeypatch.setattr(validator, "check_schema", classmethod(counting))
+    run(CheckCellMetadataCompiled(), notebook(*copy.deepcopy(cells)))
+    run(CheckCellMetadataCompiled(), notebook(*copy.deepcopy(cells)))
+    assert len(checked) == 1
+    run(CheckCellMetadata(), notebook(*cells))
+    assert len(checked) == 21  # nbgrader's own step: once per cell
+
+
+GRADED = {"score": 1.0}  # what nbgrader's GetGrades adds to a graded cell's metadata
+
+
+def _make_feedback_notebook():
+    nb = notebook(cell("markdown", "intro", "# Title\n\nSome *words*", locked=True),
+                  cell("code", "ex", "def f():\n    return 1", solution=True),
+                  cell("code", "test_ex", "assert f() == 1", grade=True, locked=True, points=1))
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="ok\n"),
+                           nbformat.v4.new_output("display_data", data={"text/html": "<b>bold</b>",
+                                                                        "text/plain": "bold"})]
+    nb.cells[2].metadata["nbgrader"].update(GRADED)
+    return nb
+
+
+FEEDBACK_NOTEBOOK = _make_feedback_notebook()
+
+
+FEEDBACK_RESOURCES = {"nbgrader": {"notebook": "nb", "score": 1.0, "max_score": 1.0, "late_penalty": 0}}
+
+
+def _feedback_html(exporter_class) -> str:
+    from nbgrader.converters import GenerateFeedback
+    exporter = exporter_class(config=GenerateFeedback().config)
+    html, _ = exporter.from_notebook_node(copy.deepcopy(FEEDBACK_NOTEBOOK), copy.deepcopy(FEEDBACK_RESOURCES))
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID", html)
+
+
+def test_the_feedback_exporter_compiles_nothing_once_its_templates_are_compiled(monkeypatch):
+    """nbgrader's host compiles the feedback templates once; a submission's feedback then compiles
+    none, and its page is the one nbconvert's own exporter makes."""
+    import jinja2
+    from nbconvert.exporters import HTMLExporter
+    monkeypatch.setattr(nbgrader_steps, "TEMPLATE_BYTECODE", nbgrader_steps._TemplateBytecode())
+    assert nbgrader_steps.compile_feedback_templates() >= 5  # the page's template and those below it
+    compiled = []
+    real = jinja2.Environment.compile
+
+    def counting(self, source, name=None, *args, **kwargs):
+        compiled.append(name)
+        return real(self, source, name, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    ours = _feedback_html(FeedbackExporter)
+    assert compiled == []
+    theirs = _feedback_html(HTMLExporter)
+    assert len(compiled) >= 5
+    assert ours == theirs and "Title" in ours and "<b>bold</b>" in ours and "Score: 1.0 / 1.0" in ours
+
+
+def test_a_changed_template_is_compiled_again(monkeypatch, tmp_path):
+    """The compiled code is kept by the template's name and checked against its source."""
+    import jinja2
+    monkeypatch.setattr(nbgrader_steps, "TEMPLATE_BYTECODE", nbgrader_steps._TemplateBytecode())
+    (tmp_path / "page.j2").write_text("one {{ x }}")
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path),
+                                     bytecode_cache=nbgrader_steps.TEMPLATE_BYTECODE)
+    assert environment.get_template("page.j2").render(x=1) == "one 1"
+    (tmp_path / "page.j2").write_text("two {{ x }}")
+    fresh = jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path), bytecode_cache=nbgrader_steps.TEMPLATE_BYTECODE)
+    assert fresh.get_template("page.j2").render(x=1) == "two 1"
+
+
+def test_the_course_uses_the_cheaper_steps():
+    """The course's configuration puts them where nbgrader's own would be."""
+    from traitlets.config.loader import PyFileConfigLoader
+    from deepngrams.course import release
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(release.COURSE_DIR)).load_config()
+    for pipeline in (config.Autograde.sanitize_preprocessors, config.Autograde.autograde_preprocessors):
+        assert CheckCellMetadataCompiled in pipeline and CheckCellMetadata not in pipeline
+    assert config.GenerateFeedback.exporter_class is FeedbackExporter

@@ -71,10 +71,10 @@ def _preload() -> None:
     import nbgrader.converters  # noqa: F401
     import nbconvert.exporters  # noqa: F401
     import traitlets.config.loader  # noqa: F401
-    import deepngrams.grading.nbgrader_steps  # noqa: F401
     import deepngrams.grading.verdicts  # noqa: F401
-    from deepngrams.grading import exercises
+    from deepngrams.grading import exercises, nbgrader_steps
     nbformat.validate(nbformat.v4.new_notebook())  # compiles the notebook schema's validator
+    nbgrader_steps.compile_feedback_templates()
     exercises.draw_cases(0)  # reads the course's vocabulary and corpus, which every submission's cases come from
 
 

@@ -9,9 +9,15 @@ import contextlib
 import copy
 import json
 import os
+import traceback
 from pathlib import Path
 
-from nbgrader.preprocessors import DeduplicateIds, NbGraderPreprocessor, OverwriteCells
+import jinja2
+import jsonschema
+from nbconvert.exporters import HTMLExporter
+from nbgrader.nbgraderformat import MetadataValidator, SchemaTooNewError, SchemaTooOldError
+from nbgrader.nbgraderformat.common import BaseMetadataValidator
+from nbgrader.preprocessors import CheckCellMetadata, DeduplicateIds, NbGraderPreprocessor, OverwriteCells
 
 from deepngrams.config import GRADE_JOB_ENV
 from deepngrams.grading.cells import MARKER, NOT_RUN, nbgrader_meta
@@ -157,6 +163,112 @@ class DeduplicateIdsCleanly(DeduplicateIds):
         if cell.get("metadata", {}).get("nbgrader") == {}:
             del cell.metadata["nbgrader"]
         return cell, resources
+
+
+class _SchemaBuiltOnce(BaseMetadataValidator):
+    """nbgrader's per-cell check of the schema version and the metadata schema, with the schema's
+    validator built once: nbgrader's `jsonschema.validate` checks the schema itself before every
+    cell, most of the step's time."""
+
+    def validate_cell(self, cell) -> None:
+        if "nbgrader" not in cell.metadata:
+            return
+        meta = cell.metadata["nbgrader"]
+        version = meta.get("schema_version", 0)
+        if version < self.schema_version:
+            raise SchemaTooOldError(f"Outdated schema version: {version} (expected {self.schema_version})",
+                                    version, self.schema_version)
+        if version > self.schema_version:
+            raise SchemaTooNewError(f"Schema version is too new: {version} (expected {self.schema_version})",
+                                    version, self.schema_version)
+        error = jsonschema.exceptions.best_match(_schema_validator(self.schema).iter_errors(meta))
+        if error is not None:
+            raise error
+
+
+class _MetadataValidator(MetadataValidator, _SchemaBuiltOnce):
+    """nbgrader's metadata validator (its own checks of each cell's flags), on `_SchemaBuiltOnce`."""
+
+
+def _schema_validator(schema: dict):
+    key = json.dumps(schema, sort_keys=True)
+    if key not in _VALIDATORS:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _VALIDATORS[key] = cls(schema)
+    return _VALIDATORS[key]
+
+
+_VALIDATORS: dict[str, object] = {}
+
+
+class CheckCellMetadataCompiled(CheckCellMetadata):
+    """nbgrader's CheckCellMetadata: the same checks and the same error, with the metadata schema's
+    validator built once per process rather than once per cell."""
+
+    def preprocess(self, nb, resources):
+        from nbgrader.nbgraderformat import ValidationError
+        try:
+            _MetadataValidator().validate_nb(nb)
+        except ValidationError:
+            self.log.error(traceback.format_exc())
+            msg = "Notebook failed to validate; the nbgrader metadata may be corrupted."
+            self.log.error(msg)
+            raise ValidationError(msg) from None
+        return nb, resources
+
+
+class _TemplateBytecode(jinja2.BytecodeCache):
+    """Compiled templates kept in memory, by name and source checksum (jinja checks the checksum)."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket) -> None:
+        if bucket.key in self.stored:
+            bucket.bytecode_from_string(self.stored[bucket.key])
+
+    def dump_bytecode(self, bucket) -> None:
+        self.stored[bucket.key] = bucket.bytecode_to_string()
+
+
+TEMPLATE_BYTECODE = _TemplateBytecode()
+
+
+class FeedbackExporter(HTMLExporter):
+    """nbconvert's HTML exporter, for nbgrader's feedback, whose templates are compiled once per
+    process: nbgrader's host compiles them before it forks a child per submission
+    (grading.nbgrader_host), instead of each submission compiling the same templates again."""
+
+    def _create_environment(self):
+        environment = super()._create_environment()
+        environment.bytecode_cache = TEMPLATE_BYTECODE
+        return environment
+
+
+def compile_feedback_templates() -> int:
+    """Compile the templates of nbgrader's feedback page, as nbgrader configures them by default: the
+    page's template and every template it extends, imports or includes. Returns how many are kept.
+    Only speed depends on it: a template not compiled here is compiled by each submission that uses it."""
+    from jinja2 import meta
+    from nbgrader.converters import GenerateFeedback
+    exporter = FeedbackExporter(config=GenerateFeedback().config)
+    for name in ("highlight_code", "filter_data_type"):  # registered by HTMLExporter for each notebook
+        exporter.register_filter(name, lambda value, *args, **kwargs: value)
+    environment = exporter.environment
+    todo, seen = [exporter.template_file], set()
+    while todo:
+        name = todo.pop()
+        if name is None or name in seen:
+            continue
+        seen.add(name)
+        try:
+            environment.get_template(name)
+            source = environment.loader.get_source(environment, name)[0]
+        except jinja2.TemplateError:
+            continue
+        todo += meta.find_referenced_templates(environment.parse(source))
+    return len(TEMPLATE_BYTECODE.stored)
 
 
 NO_SANDBOX_ENV = "DEEPNGRAMS_NO_SANDBOX"  # "1": run notebooks without a sandbox (trusted submissions only)
