@@ -123,6 +123,7 @@ METADATA_VARIANTS = {
     "no lock flag": dict(locked=None, solution=True),
     "unknown key": dict(solution=True, extra="x"),
     "no grade id": dict(grade_id=None, solution=True),
+    "cell type changed": dict(solution=True, cell_type="markdown"),
 }
 
 
@@ -140,24 +141,34 @@ def _variant(flags):
     return c
 
 
-def _outcome(step, nb):
+def _outcome(step, nb, caplog):
+    """The exception (type and text) and what the step logged: for an error, the last line of each
+    traceback it logged (which says which check failed and how)."""
+    caplog.clear()
     try:
         run(step, nb)
+        raised = None
     except Exception as e:  # noqa: BLE001 - the outcome compared is the exception's type and text
-        return type(e), str(e)
-    return None
+        raised = (type(e), str(e))
+    logged = [(r.levelname, r.getMessage().strip().splitlines()[-1]) for r in caplog.records]
+    return raised, logged
 
 
 @pytest.mark.parametrize("variant", sorted(METADATA_VARIANTS))
-def test_checking_metadata_once_agrees_with_nbgrader(variant):
-    """Passes and fails exactly where nbgrader's CheckCellMetadata does, with the same error."""
+def test_checking_metadata_once_agrees_with_nbgrader(variant, caplog):
+    """Passes and fails exactly where nbgrader's CheckCellMetadata does, with the same error and the
+    same lines logged."""
+    caplog.set_level(logging.WARNING)
     nb = notebook(cell("markdown", "intro", "Hello", locked=True), _variant(METADATA_VARIANTS[variant]))
-    ours, theirs = _outcome(CheckCellMetadataCompiled(), copy.deepcopy(nb)), _outcome(CheckCellMetadata(), nb)
+    ours = _outcome(CheckCellMetadataCompiled(), copy.deepcopy(nb), caplog)
+    theirs = _outcome(CheckCellMetadata(), nb, caplog)
     assert ours == theirs
-    if variant in ("solution", "test", "locked markdown", "task", "no nbgrader metadata"):
-        assert theirs is None
+    if variant in ("solution", "test", "locked markdown", "task", "no nbgrader metadata", "cell type changed"):
+        assert theirs[0] is None
     else:
-        assert theirs is not None, "a variant nbgrader accepts tells nothing here"
+        assert theirs[0] is not None, "a variant nbgrader accepts tells nothing here"
+    if variant == "cell type changed":
+        assert any("Cell type has changed" in line for _, line in theirs[1])
 
 
 def test_checking_metadata_once_builds_the_schemas_validator_once(monkeypatch):
@@ -240,6 +251,39 @@ def test_a_changed_template_is_compiled_again(monkeypatch, tmp_path):
     (tmp_path / "page.j2").write_text("two {{ x }}")
     fresh = jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path), bytecode_cache=nbgrader_steps.TEMPLATE_BYTECODE)
     assert fresh.get_template("page.j2").render(x=1) == "two 1"
+
+
+def test_compiled_code_is_not_shared_with_an_environment_that_would_compile_it_otherwise(monkeypatch, tmp_path):
+    """A filter called with the context in one environment and without it in another: each gets
+    its own compiled code (a course may configure its own filters)."""
+    import jinja2
+    monkeypatch.setattr(nbgrader_steps, "TEMPLATE_BYTECODE", nbgrader_steps._TemplateBytecode())
+    (tmp_path / "page.j2").write_text("{{ x | shout }}")
+
+    @jinja2.pass_context
+    def shout_with_context(context, value):
+        return f"{value}! (in {context.name})"
+
+    def environment(shout):
+        made = jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path), bytecode_cache=nbgrader_steps.TEMPLATE_BYTECODE)
+        made.filters["shout"] = shout
+        return made
+
+    assert environment(shout_with_context).get_template("page.j2").render(x="hi") == "hi! (in page.j2)"
+    assert environment(lambda value: f"{value}!").get_template("page.j2").render(x="hi") == "hi!"
+    assert len(nbgrader_steps.TEMPLATE_BYTECODE.stored) == 2
+
+
+def test_templates_that_cannot_be_compiled_ahead_leave_the_host_able_to_start(monkeypatch):
+    """Compiling ahead only saves time: any failure there is left for each submission's feedback."""
+    from nbconvert.exporters import HTMLExporter
+
+    def broken(self):
+        raise ValueError("No template sub-directory with name 'feedback' found")
+
+    monkeypatch.setattr(nbgrader_steps, "TEMPLATE_BYTECODE", nbgrader_steps._TemplateBytecode())
+    monkeypatch.setattr(HTMLExporter, "_create_environment", broken)
+    assert nbgrader_steps.compile_feedback_templates() == 0
 
 
 def test_the_course_uses_the_cheaper_steps():

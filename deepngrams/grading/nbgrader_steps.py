@@ -168,7 +168,8 @@ class DeduplicateIdsCleanly(DeduplicateIds):
 class _SchemaBuiltOnce(BaseMetadataValidator):
     """nbgrader's per-cell check of the schema version and the metadata schema, with the schema's
     validator built once: nbgrader's `jsonschema.validate` checks the schema itself before every
-    cell, most of the step's time."""
+    cell, most of the step's time. Mirrors `BaseMetadataValidator.validate_cell` of nbgrader 0.9
+    (tests/test_nbgrader_steps.py compares the two on every kind of cell)."""
 
     def validate_cell(self, cell) -> None:
         if "nbgrader" not in cell.metadata:
@@ -214,22 +215,33 @@ class CheckCellMetadataCompiled(CheckCellMetadata):
             self.log.error(traceback.format_exc())
             msg = "Notebook failed to validate; the nbgrader metadata may be corrupted."
             self.log.error(msg)
-            raise ValidationError(msg) from None
+            raise ValidationError(msg)
         return nb, resources
 
 
 class _TemplateBytecode(jinja2.BytecodeCache):
-    """Compiled templates kept in memory, by name and source checksum (jinja checks the checksum)."""
+    """Compiled templates kept in memory, by template file and by what of the environment the
+    compiled code depends on (`_compiled_for`); jinja checks each one against its source."""
 
     def __init__(self) -> None:
-        self.stored: dict[str, bytes] = {}
+        self.stored: dict[tuple, bytes] = {}
 
     def load_bytecode(self, bucket) -> None:
-        if bucket.key in self.stored:
-            bucket.bytecode_from_string(self.stored[bucket.key])
+        if (code := self.stored.get((bucket.key, _compiled_for(bucket.environment)))) is not None:
+            bucket.bytecode_from_string(code)
 
     def dump_bytecode(self, bucket) -> None:
-        self.stored[bucket.key] = bucket.bytecode_to_string()
+        self.stored[bucket.key, _compiled_for(bucket.environment)] = bucket.bytecode_to_string()
+
+
+def _compiled_for(environment: jinja2.Environment) -> tuple:
+    """What of an environment jinja writes into the code it compiles: async or not, autoescape and
+    finalize, the extensions, and which filters and tests exist and what each is passed (a filter
+    marked pass_context is called with the context)."""
+    def named(functions: dict) -> tuple:
+        return tuple(sorted((name, str(getattr(f, "jinja_pass_arg", ""))) for name, f in functions.items()))
+    return (environment.is_async, repr(environment.autoescape), repr(environment.finalize),
+            tuple(sorted(environment.extensions)), named(environment.filters), named(environment.tests))
 
 
 TEMPLATE_BYTECODE = _TemplateBytecode()
@@ -248,26 +260,34 @@ class FeedbackExporter(HTMLExporter):
 
 def compile_feedback_templates() -> int:
     """Compile the templates of nbgrader's feedback page, as nbgrader configures them by default: the
-    page's template and every template it extends, imports or includes. Returns how many are kept.
-    Only speed depends on it: a template not compiled here is compiled by each submission that uses it."""
+    page's template and every template it extends, imports or includes. Returns how many compiled
+    templates the cache holds. Only speed depends on it: whatever fails here is left for each
+    submission to compile, as nbconvert would."""
     from jinja2 import meta
     from nbgrader.converters import GenerateFeedback
-    exporter = FeedbackExporter(config=GenerateFeedback().config)
-    for name in ("highlight_code", "filter_data_type"):  # registered by HTMLExporter for each notebook
-        exporter.register_filter(name, lambda value, *args, **kwargs: value)
-    environment = exporter.environment
-    todo, seen = [exporter.template_file], set()
-    while todo:
-        name = todo.pop()
-        if name is None or name in seen:
-            continue
-        seen.add(name)
-        try:
-            environment.get_template(name)
-            source = environment.loader.get_source(environment, name)[0]
-        except jinja2.TemplateError:
-            continue
-        todo += meta.find_referenced_templates(environment.parse(source))
+
+    def _only_at_render_time(*args, **kwargs):
+        raise RuntimeError("a stand-in filter: HTMLExporter registers the real one for each notebook")
+
+    try:
+        exporter = FeedbackExporter(config=GenerateFeedback().config)
+        for name in ("highlight_code", "filter_data_type"):  # registered by HTMLExporter for each notebook
+            exporter.register_filter(name, _only_at_render_time)
+        environment = exporter.environment
+        todo, seen = [exporter.template_file], set()
+        while todo:
+            name = todo.pop()
+            if name is None or name in seen:
+                continue
+            seen.add(name)
+            try:
+                environment.get_template(name)
+                source = environment.loader.get_source(environment, name)[0]
+            except jinja2.TemplateError:
+                continue
+            todo += meta.find_referenced_templates(environment.parse(source))
+    except Exception:  # noqa: BLE001 - a template missing or unreadable here breaks no grading
+        pass
     return len(TEMPLATE_BYTECODE.stored)
 
 
