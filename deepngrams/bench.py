@@ -13,7 +13,8 @@
 - quality:    eval log-perplexity of the shipped weights vs the best interpolated Kneser-Ney
               character n-gram (n = 3..9) on the same split, and vs the reference course's 1.22.
 - grading:    nbgrader autograde of the solved notebook vs of a notebook that only imports
-              TensorFlow, same course configuration, medians of runs taken in turn.
+              TensorFlow, same course configuration, medians of runs taken in turn; and where
+              the solved notebook's cell time goes: its graded cells vs the others.
 - sandbox:    `deepngrams grade` of 20 submissions with 2 workers vs 1 (same scores), and the
               solved notebook's run in the sandbox vs the same run without it.
 - engine:     `deepngrams grade` (a local Dask cluster) of a batch of 8 solved submissions on one
@@ -54,7 +55,9 @@ KEYS = {
     "generation": ("generation, one stream, vs one `tf.function` call per character",),
     "prompts": ("generation, 8 prompts of different lengths in one batch vs one after another",),
     "quality": ("shipped weights, eval log-perplexity (last 1000 lines)",),
-    "grading": ("`nbgrader autograde` of the solved notebook vs a notebook that only imports TensorFlow",),
+    "grading": ("`nbgrader autograde` of the solved notebook vs a notebook that only imports TensorFlow",
+                "the solved notebook's cells as `nbgrader autograde` runs them (a plain kernel), "
+                "the graded ones vs the others"),
     "sandbox": ("`deepngrams grade` of the sample submissions, 2 workers vs 1",
                 "the solved notebook's run in the sandbox vs the same run without it"),
     "engine": ("`deepngrams grade`, a solved submission in a batch of 8 on 1 worker vs `nbgrader autograde` of a "
@@ -330,6 +333,50 @@ def _tiny_notebook():
     return tiny
 
 
+def cell_seconds(nb) -> list[tuple[str, float, bool]]:
+    """(label, seconds, graded) of each executed code cell, from the timing nbclient records in its
+    metadata: every cell runs again for each graded submission, so this is what each one costs."""
+    from datetime import datetime
+    timed = []
+    for index, cell in enumerate(nb.cells):
+        execution = cell.get("metadata", {}).get("execution", {})
+        start, end = execution.get("iopub.execute_input"), execution.get("shell.execute_reply")
+        if cell.get("cell_type") != "code" or not (start and end):
+            continue
+        seconds = (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                   - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+        nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+        first_line = next((line for line in cell.get("source", "").splitlines() if line.strip()), "")
+        timed.append((nbgrader.get("grade_id") or f"cell {index}: {first_line[:40]}", seconds,
+                      bool(nbgrader.get("grade"))))
+    return timed
+
+
+def run_as_graded(source_nb):
+    """The source notebook with its solutions and hidden tests in place, run as nbgrader's autograde
+    runs it (NBGRADER_EXECUTION=autograde: the demonstrations' short versions) in a plain kernel,
+    each cell's timing recorded."""
+    import copy
+    from deepngrams.config import ROOT
+    from deepngrams.course.release import execute, strip_markers
+
+    nb = copy.deepcopy(source_nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source, cell.outputs = strip_markers(cell.source), []
+    with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:  # the notebook finds the bundle above
+        return execute(nb, Path(tmp), as_graded=True)
+
+
+def cell_split(timed: list[tuple[str, float, bool]], slowest: int = 4) -> str:
+    """The graded cells' seconds vs the others', and the slowest cells."""
+    graded = sum(s for _, s, g in timed if g)
+    others = sum(s for _, s, g in timed if not g)
+    top = ", ".join(f"{label} {s:.1f} s" for label, s, _ in sorted(timed, key=lambda t: -t[1])[:slowest])
+    return (f"{graded + others:.1f} s of cells: the graded cells {graded:.1f} s, the others {others:.1f} s; "
+            f"slowest: {top}")
+
+
 def bench_grading(repeats: int = 3) -> dict[str, str]:
     import nbformat
 
@@ -368,8 +415,14 @@ def bench_grading(repeats: int = 3) -> dict[str, str]:
     _row("notebook that only imports TensorFlow", f"{baseline:.1f} s", _runs(times["baseline"]))
     _row("the solved assignment", f"{ours:.1f} s", _runs(times["ours"]))
     _row("ratio (medians)", f"{ours / baseline:.2f}x", f"target <= {TARGETS['grading']}x")
+    timed = cell_seconds(run_as_graded(source))
+    split = cell_split(timed)
+    print(f"  the solved notebook's cells, as graded (a plain kernel): {split}")
+    for label, seconds, graded in sorted(timed, key=lambda t: -t[1])[:12]:
+        print(f"    {seconds:6.2f} s  {'graded ' if graded else '       '} {label}")
     return {KEYS["grading"][0]: f"{ours:.1f} s vs {baseline:.1f} s: {ours / baseline:.2f}x (medians of {repeats} runs "
-                                f"each, in turn: {_list(times['ours'])} s vs {_list(times['baseline'])} s)"}
+                                f"each, in turn: {_list(times['ours'])} s vs {_list(times['baseline'])} s)",
+            KEYS["grading"][1]: split}
 
 
 def bench_sandbox(submissions: int) -> dict[str, str]:

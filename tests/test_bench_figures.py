@@ -104,3 +104,34 @@ def test_the_machines_busy_time_counts_at_least_this_processs_own_cpu_time():
         pass
     tick = 1 / os.sysconf("SC_CLK_TCK")
     assert bench._busy_cpu_seconds() - busy >= own() - mine - 2 * tick > 0.25
+
+
+def _timed_cell(source, start, end, nbgrader=None, cell_type="code"):
+    import nbformat
+    cell = nbformat.v4.new_code_cell(source) if cell_type == "code" else nbformat.v4.new_markdown_cell(source)
+    if start:
+        cell.metadata["execution"] = {"iopub.execute_input": start, "shell.execute_reply": end}
+    if nbgrader:
+        cell.metadata["nbgrader"] = nbgrader
+    return cell
+
+
+def test_each_cells_seconds_come_from_its_recorded_timing():
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[
+        _timed_cell("\n\nimport tensorflow as tf\nx = 1", "2026-12-04T02:45:21.000000Z", "2026-12-04T02:45:24.500000Z"),
+        _timed_cell("# prose", "2026-12-04T02:45:24.5Z", "2026-12-04T02:45:25.5Z", cell_type="markdown"),
+        _timed_cell("never ran", None, None),
+        _timed_cell("check()", "2026-12-04T02:45:59.750000Z", "2026-12-04T02:46:01.000000Z",
+                    {"grade": True, "grade_id": "test_thing", "points": 1}),
+        _timed_cell("def f(): pass", "2026-12-04T02:46:01Z", "2026-12-04T02:46:01.25Z",
+                    {"grade": False, "solution": True, "grade_id": "thing"}),
+    ])
+    assert bench.cell_seconds(nb) == [("cell 0: import tensorflow as tf", 3.5, False), ("test_thing", 1.25, True),
+                                      ("thing", 0.25, False)]
+
+
+def test_the_split_adds_graded_and_other_cells_apart_and_names_the_slowest_first():
+    timed = [("setup", 3.5, False), ("test_a", 1.25, True), ("demo", 0.25, False), ("test_b", 2.0, True)]
+    assert bench.cell_split(timed, slowest=2) == ("7.0 s of cells: the graded cells 3.2 s, the others 3.8 s; "
+                                                  "slowest: setup 3.5 s, test_b 2.0 s")

@@ -66,3 +66,25 @@ def test_solutions_notebook_ran_cleanly():
             if c.metadata.get("nbgrader", {}).get("grade"):
                 assert not (out.output_type == "stream" and out.name == "stderr"), c.source[:80]
     assert not any("BEGIN HIDDEN TESTS" in c.source or "BEGIN SOLUTION" in c.source for c in code)
+
+
+def test_the_source_as_graded_keeps_solutions_and_hidden_tests_without_their_markers(source):
+    """What `make bench` runs as a graded notebook: the code of every solution and hidden test in place."""
+    cells = release.cells_by_id(source)
+    for name, cell in cells.items():
+        stripped = release.strip_markers(cell.source)
+        assert "### BEGIN" not in stripped and "### END" not in stripped, name
+        kept = [line for line in cell.source.splitlines() if not line.strip().startswith(("### BEGIN", "### END"))]
+        assert stripped.rstrip("\n").splitlines() == kept, name
+    hidden = [cell for name, cell in cells.items() if name.endswith("_hidden")]
+    assert hidden and all("check_cell(" in release.strip_markers(cell.source) for cell in hidden)
+    assert release.strip_markers("a\n  ### BEGIN SOLUTION\nb\n### END SOLUTION\n") == "a\nb\n"
+
+
+def test_no_solution_marker_is_left_in_a_solved_notebook():
+    """A marker on a cell's last line (no newline after it) goes as well as any other."""
+    assert release.strip_markers("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION") == \
+        "def f():\n    return 1\n"
+    for path in (release.SOLUTION_NB, release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"):
+        for cell in release.read(path).cells:
+            assert not any(marker in cell.source for marker in ("### BEGIN SOLUTION", "### END SOLUTION")), path

@@ -33,7 +33,9 @@ SUBMITTED = COURSE_DIR / "submitted"
 
 _BLOCK = re.compile(r"^# --- (exercise|helper) (\w+)\n(.*?)^# --- end\n", re.S | re.M)
 _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS\n.*?^[ \t]*### END HIDDEN TESTS\n?", re.S | re.M)
-_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
+# A marker line, also the last line of a cell (no newline after it).
+_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*(?:\n|\Z)", re.M)
+_HIDDEN_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) HIDDEN TESTS[ \t]*(?:\n|\Z)", re.M)
 
 
 # -----------------------------------------------------------------------------
@@ -172,16 +174,28 @@ def solutions_source(source_nb):
     return nb
 
 
-def execute(nb, cwd: Path, timeout: int = 600):
+def strip_markers(source: str) -> str:
+    """A source cell as nbgrader's autograde runs it: the solution and the hidden tests in place,
+    without their marker lines."""
+    return _HIDDEN_MARKER.sub("", _MARKER.sub("", source))
+
+
+def execute(nb, cwd: Path, timeout: int = 600, as_graded: bool = False):
+    """Run `nb` in place in a plain kernel (each cell's timing recorded in its metadata): as a student
+    runs it, or with `as_graded` as nbgrader's autograde does (NBGRADER_EXECUTION set: the
+    demonstrations' short versions)."""
     from nbclient import NotebookClient
-    env_quick = os.environ.pop("NBGRADER_EXECUTION", None)
+    before = os.environ.pop("NBGRADER_EXECUTION", None)
+    if as_graded:
+        os.environ["NBGRADER_EXECUTION"] = "autograde"  # the kernel inherits it
     try:
         # As when grading: TensorFlow's C++ notices stay out of the cells.
         NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
-                       extra_arguments=["--IPKernelApp.capture_fd_output=False"]).execute()
+                       record_timing=True, extra_arguments=["--IPKernelApp.capture_fd_output=False"]).execute()
     finally:
-        if env_quick is not None:
-            os.environ["NBGRADER_EXECUTION"] = env_quick
+        os.environ.pop("NBGRADER_EXECUTION", None)
+        if before is not None:
+            os.environ["NBGRADER_EXECUTION"] = before
     return nb
 
 
