@@ -6,6 +6,7 @@ from deepngrams.course import release
 from deepngrams.grading.report import exercise_of
 
 pytestmark = pytest.mark.slow
+MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_solutions_notebook_ran_cleanly():
             assert out.output_type != "error", c.source[:80]
             if c.metadata.get("nbgrader", {}).get("grade"):
                 assert not (out.output_type == "stream" and out.name == "stderr"), c.source[:80]
-    assert not any("BEGIN HIDDEN TESTS" in c.source or "BEGIN SOLUTION" in c.source for c in code)
+    assert not any(marker in c.source for c in code for marker in MARKERS)
 
 
 def test_the_source_as_graded_keeps_solutions_and_hidden_tests_without_their_markers(source):
@@ -73,7 +74,7 @@ def test_the_source_as_graded_keeps_solutions_and_hidden_tests_without_their_mar
     cells = release.cells_by_id(source)
     for name, cell in cells.items():
         stripped = release.strip_markers(cell.source)
-        assert "### BEGIN" not in stripped and "### END" not in stripped, name
+        assert not any(marker in stripped for marker in MARKERS), name
         kept = [line for line in cell.source.splitlines() if not line.strip().startswith(("### BEGIN", "### END"))]
         assert stripped.rstrip("\n").splitlines() == kept, name
     hidden = [cell for name, cell in cells.items() if name.endswith("_hidden")]
@@ -81,10 +82,12 @@ def test_the_source_as_graded_keeps_solutions_and_hidden_tests_without_their_mar
     assert release.strip_markers("a\n  ### BEGIN SOLUTION\nb\n### END SOLUTION\n") == "a\nb\n"
 
 
-def test_no_solution_marker_is_left_in_a_solved_notebook():
-    """A marker on a cell's last line (no newline after it) goes as well as any other."""
+def test_no_marker_is_left_in_a_sample_submission():
+    """A marker on a cell's last line (no newline after it) goes as well as any other (the solutions
+    notebook is checked in test_solutions_notebook_ran_cleanly)."""
     assert release.strip_markers("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION") == \
         "def f():\n    return 1\n"
-    for path in (release.SOLUTION_NB, release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"):
-        for cell in release.read(path).cells:
-            assert not any(marker in cell.source for marker in ("### BEGIN SOLUTION", "### END SOLUTION")), path
+    samples = sorted(release.SUBMITTED.glob(f"*/{release.ASSIGNMENT}/{release.ASSIGNMENT}.ipynb"))
+    assert samples
+    for path in samples:
+        assert not any(marker in cell.source for cell in release.read(path).cells for marker in MARKERS), path
