@@ -193,6 +193,17 @@ def open_files(pid: int) -> set[tuple[int, int]]:
     return found
 
 
+def exec_finished(pid: int, timeout: float = 60) -> list[bytes]:
+    """The arguments of process `pid` once its exec is done. Popen returns when exec has closed the
+    descriptors, a moment before the kernel sets up the new arguments and environment: read then,
+    both are empty (and an environment check would pass unseen)."""
+    deadline = time.monotonic() + timeout
+    while not (cmdline := open(f"/proc/{pid}/cmdline", "rb").read()):
+        assert time.monotonic() < deadline, f"process {pid} shows no arguments"
+        time.sleep(0.01)
+    return cmdline.split(b"\0")
+
+
 def test_the_factory_holds_no_key(tmp_path, monkeypatch):
     """Started by exec with an environment of its own, never forked from the grader: the job (where the
     student's key is) is not in its environment, and no descriptor of the grader's reaches it."""
@@ -204,14 +215,14 @@ def test_the_factory_holds_no_key(tmp_path, monkeypatch):
     try:
         factory = sandbox.start_kernel_factory(1)
         assert factory is not None
+        cmdline = exec_finished(factory.pid)
+        assert cmdline[1].endswith(b"inside/zygote.py"), cmdline
         environ = open(f"/proc/{factory.pid}/environ", "rb").read()
         assert GRADE_JOB_ENV.encode() not in environ and b"student.key" not in environ
         # While it imports, the loader briefly opens libraries of its own: none of the grader's files.
         grader_files = open_files(os.getpid())
         assert key.stat().st_ino in {ino for _, ino in grader_files}
         assert not grader_files & open_files(factory.pid), (grader_files, open_files(factory.pid))
-        cmdline = open(f"/proc/{factory.pid}/cmdline", "rb").read().split(b"\0")
-        assert cmdline[1].endswith(b"inside/zygote.py"), cmdline
         # Its private folder goes once its imports are done: a factory killed later leaves nothing.
         cells_run(["print('ok')"], factory=None, tmp_path=tmp_path)
         assert not os.path.exists(factory.home)
