@@ -33,9 +33,15 @@ SUBMITTED = COURSE_DIR / "submitted"
 
 _BLOCK = re.compile(r"^# --- (exercise|helper) (\w+)\n(.*?)^# --- end\n", re.S | re.M)
 _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS\n.*?^[ \t]*### END HIDDEN TESTS\n?", re.S | re.M)
-# A marker line, also the last line of a cell (no newline after it).
-_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*(?:\n|\Z)", re.M)
-_HIDDEN_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) HIDDEN TESTS[ \t]*(?:\n|\Z)", re.M)
+
+
+def _marker_line(what: str) -> re.Pattern:
+    """A `### BEGIN/END <what>` line, also the last line of a cell (no newline after it)."""
+    return re.compile(rf"^[ \t]*### (?:BEGIN|END) {what}[ \t]*(?:\n|\Z)", re.M)
+
+
+_MARKER = _marker_line("SOLUTION")
+_ANY_MARKER = _marker_line("(?:SOLUTION|HIDDEN TESTS)")
 
 
 # -----------------------------------------------------------------------------
@@ -177,7 +183,7 @@ def solutions_source(source_nb):
 def strip_markers(source: str) -> str:
     """A source cell as nbgrader's autograde runs it: the solution and the hidden tests in place,
     without their marker lines."""
-    return _HIDDEN_MARKER.sub("", _MARKER.sub("", source))
+    return _ANY_MARKER.sub("", source)
 
 
 def execute(nb, cwd: Path, timeout: int = 600, as_graded: bool = False):
