@@ -165,11 +165,20 @@ def _first_line(error) -> str:
     Keras boilerplate, not cut in the middle of a sentence."""
     import re
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(error))
+    frame_indent = None  # inside a traceback frame of the message: its "File ..." line's indent
     for line in text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if frame_indent is not None and line.strip() and indent > frame_indent:
+            continue  # the source line under a frame
+        frame_indent = indent if line.lstrip().startswith('File "') else None
+        if frame_indent is not None:
+            continue  # where tf.function or a graph op was called: the traceback shows it better
         line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
         line = re.sub(r"\s*\[Op:\w+\]( name: .*)?$", "", line).strip()
+        # Inside tf.function the error comes "in user code:", then the frames, then "ValueError: ...".
+        line = re.sub(r"^[A-Za-z_][\w.]*(Error|Exception): ", "", line) if "in user code:" in text else line
         if line and not line.startswith(("Exception encountered when calling", "Arguments received by",
-                                          "Graph execution error", "Detected at node", "\u2022")):
+                                          "Graph execution error", "Detected at node", "in user code:", "\u2022")):
             if len(line) > 400:
                 end = line.rfind(". ", 0, 400)
                 line = line[:end + 1] if end > 100 else line[:line.rfind(" ", 0, 400)] + " ..."

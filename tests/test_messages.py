@@ -145,6 +145,60 @@ def test_a_generator_that_joins_the_batch_into_one_string_is_told_to_give_a_colu
     assert "predicted_ids[:, tf.newaxis]" in str(failure.value)
 
 
+@pytest.mark.slow
+def test_a_generator_that_reads_the_first_prompt_only_is_told_the_count_not_an_error_of_the_graders_model(monkeypatch):
+    """Code written for one prompt at a time (`log_probs[0, -1, :]`) gives a batch one character: the
+    feedback says so, rather than the error the grader's model raises when that one character comes
+    back with the batch's states."""
+    from wrong_solutions.ex6_generative_model import FirstRowOnly
+    shown = []
+    import IPython.display
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw=False: shown.append(data))
+    check = exercises.draw_cases(11)["test_GenerativeModel"]
+    probes.run(check["probe"], {"GenerativeModel": FirstRowOnly}, json.dumps(check["inputs"]))
+    messages = exercises.judge(check, json.loads(shown[-1][probes.MIME]))
+    batch = [m for m in messages if "on a batch of" in m]
+    assert batch and all("one per string" in m and "call 1 returned 1" in m for m in batch), messages
+    assert not any("raised" in m for m in messages), messages
+
+
+def test_a_generator_that_returns_unk_when_continuing_is_told_to_mask_it_not_to_use_the_states():
+    check = exercises.draw_cases(11)["test_GenerativeModel"]
+    calls = [case["call"] for case in check["inputs"]["cases"]]
+    observations = [{"steps": [["[UNK]"], ["a"]]} if call == "continue" else {"error": "ValueError"} for call in calls]
+    told = [m for m in exercises.judge(check, {"observations": observations}) if "raised" not in m]
+    assert len(told) == 1 and "never '[UNK]'" in told[0] and "prediction_mask" in told[0], told
+    assert "continue from the states" not in told[0]
+
+
+@pytest.mark.parametrize("kind", ["in user code", "graph execution"])
+def test_first_lines_of_errors_inside_tf_function_are_the_error_not_its_frames(kind):
+    """tf.function wraps the error: "in user code:", the frames and their source lines, then the
+    error; a graph op's error lists the frames where the op was defined first (the grader's own
+    files among them). The meaningful line is the error itself."""
+    import tensorflow as tf
+
+    @tf.function
+    def stack(x, s):
+        return tf.stack([x, s], axis=1)
+
+    @tf.function
+    def gather(i):
+        return tf.gather(tf.zeros([3]), i)
+
+    with pytest.raises(Exception) as raised:
+        if kind == "in user code":
+            stack(tf.zeros([3], tf.int32), tf.zeros([2], tf.int32))
+        else:
+            gather(tf.constant([5]))
+    message = str(raised.value)
+    assert ("in user code:" if kind == "in user code" else "Graph execution error") in message
+    assert 'File "' in message  # the frames are there to skip
+    wanted = "Dimension 0 in both shapes must be equal" if kind == "in user code" else "indices[0] = 5 is not in [0, 3)"
+    for line in (w1_unittest._first_line(raised.value), common.first_line(message)):
+        assert line.startswith(wanted), line
+
+
 def test_a_failure_shared_by_several_cases_is_said_once_with_their_number():
     fails = [f"line_to_tensor, case {i} (a line): raised ValueError: boom" for i in range(1, 6)]
     assert exercises._merge_repeats(fails + ["line_to_tensor, case 6 (a list): the rows are wrong"]) == [

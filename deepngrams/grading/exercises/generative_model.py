@@ -154,6 +154,14 @@ def cases_GenerativeModel(rng, vocab, hidden: bool):
     return cases, expected
 
 
+def _wrong_count(steps, rows: int) -> str:
+    """': call N returned M' for the first call that returned a wrong number of characters, or ""."""
+    for call, chars in enumerate(steps if isinstance(steps, list) else [], start=1):
+        if isinstance(chars, list) and len(chars) != rows:
+            return f": call {call} returned {len(chars)}"
+    return ""
+
+
 def judge(check, observations):
     fails = []
     for case, want, o in zip(check["inputs"]["cases"], check["expected"], observations):
@@ -175,7 +183,10 @@ def judge(check, observations):
             if not isinstance(steps, list) or len(steps) != case["steps"] or not all(
                     isinstance(chars, list) and len(chars) == 1 and isinstance(chars[0], str) for chars in steps):
                 fails.append(f"{label}.generate_one_step on one string should return one character and the "
-                             f"states (and take them back with the character it returned)")
+                             f"states (and take them back with the character it returned){_wrong_count(steps, 1)}")
+            elif any(len(chars[0]) != 1 for chars in steps):
+                fails.append(f"{label}.generate_one_step should return one character per string, never '[UNK]' "
+                             f"or the padding '' (add self.prediction_mask to the log probabilities)")
             elif [chars[0] for chars in steps] != want["continued"]:
                 fails.append(f"{label}: {want['about']} The characters differ from the expected ones.")
         elif case["call"] == "batch":
@@ -184,7 +195,8 @@ def judge(check, observations):
             if not isinstance(steps, list) or len(steps) != case["steps"] or not all(
                     isinstance(chars, list) and len(chars) == rows for chars in steps):
                 fails.append(f"{label}.generate_one_step on a batch of {rows} strings should return {rows} "
-                             f"characters (and take them back with the states it returned)")
+                             f"characters, one per string (and take them back with the states it returned)"
+                             f"{_wrong_count(steps, rows)}")
                 continue
             drawn = [c for chars in steps for c in chars]
             if any(not isinstance(c, str) or len(c) != 1 for c in drawn):
