@@ -3,6 +3,11 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `make test` runs three files at once on two cores: TensorFlow's own thread pools, in the tests and
+# in what they start (commands, nbgrader's kernels), would only contend for them (test_checks.py alone:
+# 149 busy CPU-seconds with the default pools, 128 with one thread). The grader sets its sandboxes' own.
+for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 # Tests run make themselves: flags of a make that runs the tests (`make -C dir test` prints the
 # folders it enters) are not theirs.
 for _name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):

@@ -206,14 +206,17 @@ while True:  # a student's endless loop
     n += 1
 '''
 
+# The other endless cases wait rather than spin: what they test is the limit, which stops a waiting
+# cell as it stops a spinning one (t01 spins), and the batch's other sandboxes keep the cores.
 LOOP_IGNORING_SIGINT = '''
-import signal
+import signal, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)   # the grader's interrupt does nothing now
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-n = 0
 while True:
-    n += 1
+    time.sleep(0.1)
 '''
+
+NEVER_RETURNS = "        import time\n        while True:\n            time.sleep(0.1)\n"
 
 BYTEARRAY_64G = ADDRESS_LIMIT + '''
 # 64 GiB at once; only 2 GiB (for real) if no address-space limit were in force.
@@ -967,8 +970,8 @@ def cases() -> list[Case]:
                  "wall time limit; exercises 1-3 keep their points."),
         Case("t04_endless_generate_n_chars",
              S(lambda ctx: release.with_solutions(ctx.untouched, EXERCISES, lambda n, src: src.replace(
-                 "        for _ in range(num_chars):", "        while True:\n            pass\n"
-                 "        for _ in range(num_chars):") if n == "GenerativeModel" else src)),
+                 "        for _ in range(num_chars):", NEVER_RETURNS + "        for _ in range(num_chars):")
+                 if n == "GenerativeModel" else src)),
              without("GenerativeModel"), ("time limit",),
              why="A student function that never returns when the grader calls it: that exercise gets 0."),
         # --- memory -------------------------------------------------------------------------
