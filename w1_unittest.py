@@ -170,7 +170,7 @@ def _first_line(error) -> str:
         indent = len(line) - len(line.lstrip())
         if frame_indent is not None and line.strip() and indent > frame_indent:
             continue  # the source line under a frame
-        frame_indent = indent if line.lstrip().startswith('File "') else None
+        frame_indent = indent if re.match(r'File ".*", line \d+', line.lstrip()) else None
         if frame_indent is not None:
             continue  # where tf.function or a graph op was called: the traceback shows it better
         line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)

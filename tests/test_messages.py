@@ -199,6 +199,10 @@ def test_first_lines_of_errors_inside_tf_function_are_the_error_not_its_frames(k
         assert line.startswith(wanted), line
 
 
+def test_a_message_that_only_names_a_file_is_not_taken_for_a_frame():
+    assert w1_unittest._first_line(ValueError('File "data/lines.txt" is empty')) == 'File "data/lines.txt" is empty'
+
+
 def test_a_failure_shared_by_several_cases_is_said_once_with_their_number():
     fails = [f"line_to_tensor, case {i} (a line): raised ValueError: boom" for i in range(1, 6)]
     assert exercises._merge_repeats(fails + ["line_to_tensor, case 6 (a list): the rows are wrong"]) == [
