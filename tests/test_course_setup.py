@@ -4,8 +4,10 @@ nbgrader logs a configuration file that fails and carries on with its defaults, 
 every submission without the course's steps (and give everyone 0 after minutes of work); the
 grader checks the course once, before the batch.
 """
+import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +95,37 @@ def test_the_grade_command_lists_a_courses_problems_one_a_line(elsewhere, capsys
     lines = err.rstrip("\n").split("\n")
     assert lines[0] == f"error: cannot grade {elsewhere}:" and len(lines) == 2, err
     assert "fails to load" in lines[1] and "\\x1b[2J" in lines[1] and "\x1b" not in err
+
+
+def test_a_new_gradebook_is_stamped_without_an_alembic_process(tmp_path):
+    """nbgrader asks a separate `alembic heads` process for the migration it stamps a new gradebook
+    with (seconds of CPU for every new course); the bundle's nbgrader command reads it itself, and
+    stamps the same migration: an `alembic` first on PATH that only records its call is never run."""
+    import sqlite3
+    import subprocess
+    import sys
+    from deepngrams.course import nbgrader_command
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    called = tmp_path / "alembic-was-called"
+    (fake / "alembic").write_text(f"#!/bin/sh\ntouch {called}\nexit 1\n")
+    (fake / "alembic").chmod(0o755)
+    course = release.scratch_course(tmp_path / "c")
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run([sys.executable, "-c", release.NBGRADER, "generate_assignment", release.ASSIGNMENT],
+                          cwd=course, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not called.exists()
+    with sqlite3.connect(course / "gradebook.db") as db:
+        [(stamped,)] = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    heads = subprocess.run([str(Path(sys.executable).with_name("alembic")), "-c", str(_alembic_ini(tmp_path)), "heads"],
+                           capture_output=True, text=True, check=True).stdout
+    assert stamped == nbgrader_command.alembic_head() == heads.split()[0]
+
+
+def _alembic_ini(folder):
+    """nbgrader's alembic.ini, as nbgrader writes it for `alembic heads`."""
+    from nbgrader.dbutil import write_alembic_ini
+    path = folder / "alembic.ini"
+    write_alembic_ini(str(path), f"sqlite:///{folder / 'unused.db'}")
+    return path

@@ -125,13 +125,12 @@ def synced(nb):
 # -----------------------------------------------------------------------------
 # 2. the student release, made by nbgrader
 
-# `python -m nbgrader`, without jsonschema's IRI checker: it compiles a grammar on import (seconds of
-# CPU per command) and nbgrader's notebooks have no IRI to check.
-NBGRADER = "import sys; sys.modules['rfc3987_syntax'] = None; from nbgrader.apps.nbgraderapp import main; main()"
+# `python -m nbgrader` with two of its costs removed (see that script), for `python -c` with nbgrader's arguments.
+NBGRADER = f"import runpy; runpy.run_path({str(Path(__file__).with_name('nbgrader_command.py'))!r}, run_name='__main__')"
 
 
 def nbgrader(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run nbgrader from this Python's environment (its alembic must be on PATH); `env`: more variables."""
+    """Run nbgrader (NBGRADER) from this Python's environment, its bin/ first on PATH; `env`: more variables."""
     env = dict(os.environ, **(env or {}))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run([sys.executable, "-c", NBGRADER, *args], cwd=cwd, env=env,
