@@ -71,6 +71,9 @@ KERAS3_PITFALLS = [
      "is then an ordinary token, the padding id 1."),
     ("message", "Argument(s) not recognized: {'lr'",
      "Keras 3 optimizers take `learning_rate=`, not `lr=`."),
+    ("message", "Only input tensors may be passed as positional arguments",
+     "A Keras 3 model takes only tensors by position: pass the rest by keyword, "
+     "`self.model(inputs=input_ids, states=states, return_state=True)`."),
 ]
 __all__ = [
     "test_line_to_tensor", "test_create_batch_dataset", "test_GRULM_layers", "test_GRULM_outputs",
@@ -382,6 +385,20 @@ def _is_int_dtype(dtype) -> bool:
 # ----------------------------------------------------------------------------------------
 # Trusted models the tests feed to your code
 # ----------------------------------------------------------------------------------------
+def _called_like_a_keras_model(call):
+    """Keras 3 refuses a model call that passes anything but tensors (or None) by position, such
+    as ``model(ids, states, True)``: the models the tests hand to your code refuse it the same way,
+    so code that the GRULM would refuse does not pass here (the grader's models do likewise)."""
+    @functools.wraps(call)
+    def checked(self, *args, **kwargs):
+        for value in tf.nest.flatten(args):
+            if not (value is None or tf.is_tensor(value) or isinstance(value, (np.ndarray, np.generic))):
+                raise ValueError("Only input tensors may be passed as positional arguments. The following argument "
+                                 f"value should be passed as a keyword argument: {value!r} (of type {type(value)})")
+        return call(self, *args, **kwargs)
+    return checked
+
+
 class _PretrainedLM:
     """The pretrained course model, computed with plain TensorFlow ops from the weights file.
 
@@ -404,6 +421,7 @@ class _PretrainedLM:
         self.vocab_size = int(self.embedding.shape[0])
         self.units = int(self.recurrent_kernel.shape[0])
 
+    @_called_like_a_keras_model
     def __call__(self, inputs, states=None, return_state=False, training=False):
         ids = tf.convert_to_tensor(inputs)
         if not ids.dtype.is_integer:
@@ -457,6 +475,7 @@ class _BiasedLM:
         self.base = base
         self.bias = tf.constant([50.0, 50.0] + [0.0] * (base.vocab_size - 2))
 
+    @_called_like_a_keras_model
     def __call__(self, inputs, states=None, return_state=False, training=False):
         log_probs, state = self.base(inputs, states=states, return_state=True)
         log_probs = log_probs + self.bias
@@ -482,6 +501,7 @@ class _CycleLM:
     def _next(self, last_position: int, count: int) -> int:
         return (last_position + count) % len(self.cycle)
 
+    @_called_like_a_keras_model
     def __call__(self, inputs, states=None, return_state=False, training=False):
         # TensorFlow ops only: the model also runs inside a student's tf.function.
         ids = tf.cast(tf.convert_to_tensor(inputs), tf.int64)
@@ -521,6 +541,7 @@ class _FixedLM:
         self.log_probs = tf.constant(_np_log_softmax(logits).astype(np.float32))
         self.vocab_size, self.units = len(voc), units
 
+    @_called_like_a_keras_model
     def __call__(self, inputs, states=None, return_state=False, training=False):
         shape = tf.shape(inputs)
         log_probs = tf.broadcast_to(self.log_probs, tf.concat([shape, [self.vocab_size]], axis=0))

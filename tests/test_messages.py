@@ -1,4 +1,4 @@
-"""Messages a student can act on: the five Keras 3 breaks of code that circulates for this
+"""Messages a student can act on: the six Keras 3 breaks of code that circulates for this
 assignment cost their points, and the message names the cause and the fix, in w1_unittest.py
 and in the grader's feedback alike; it points at the student's line, and says a failure shared
 by several cases once.
@@ -84,6 +84,12 @@ def compile_model(model):
     return model
 '''),
 }
+# Keras 2 took flags by position too: the generator above, with return_state passed so.
+PITFALLS["positional_flag"] = ("GenerativeModel", "test_GenerativeModel", "only tensors by position",
+                               PITFALLS["ragged_ids"][3].replace("line_to_tensor(inputs, self.vocab)\n",
+                                                                  "line_to_tensor(inputs, self.vocab).to_tensor()\n")
+                               .replace("self.model(inputs=input_ids, states=states, return_state=True)",
+                                        "self.model(input_ids, states, True)"))
 HINT = {name: next(hint for _, sign, hint in w1_unittest.KERAS3_PITFALLS if words in hint)
         for name, (_, _, words, _) in PITFALLS.items()}
 

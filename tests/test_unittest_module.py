@@ -136,6 +136,41 @@ def test_the_trusted_model_matches_keras(keras_pretrained):
     assert w1.pretrained_lm() is w1.pretrained_lm()
 
 
+def _accepts(model, *args, **kwargs) -> bool:
+    try:
+        model(*args, **kwargs)
+    except ValueError as e:
+        assert "Only input tensors may be passed as positional arguments" in str(e), e
+        return False
+    return True
+
+
+def test_the_models_handed_to_student_code_take_the_calls_a_keras_model_takes(keras_pretrained):
+    """Keras 3 refuses anything but tensors (or None) passed by position: a generator written against
+    the tests' models or the grader's (deepngrams.grading.inside.probes.TableLM) must not get away with
+    a call that the course's GRULM refuses, nor be refused one it takes."""
+    from deepngrams.grading.inside.probes import TableLM
+    model, vocab, _ = keras_pretrained
+    ids = tf.constant([[3, 4, 5], [6, 7, 8]], dtype=tf.int64)
+    _, state = model(ids, return_state=True)
+    calls = {"keywords": ((ids,), dict(states=state, return_state=True)),
+             "state by position": ((ids, state), {}), "None by position": ((ids, None), dict(return_state=True)),
+             "state in a list": ((ids, [state]), {}), "numpy state": ((ids, state.numpy()), {}),
+             "numpy ids": ((ids.numpy(),), {}), "flag by position": ((ids, state, True), {}),
+             "None and flag by position": ((ids, None, True), {}), "ids as a list": (([[3, 4, 5]],), {}),
+             "a number by position": ((ids, 0), {})}
+    keras = {name: _accepts(model, *args, **kwargs) for name, (args, kwargs) in calls.items()}
+    assert not keras["flag by position"] and keras["state by position"]  # what this test is about
+    units = int(state.shape[-1])
+    voc = w1.vocab()
+    table = TableLM(np.zeros((units, len(voc)), np.int32), np.zeros((units, len(voc)), np.float32), units)
+    stand_ins = {"pretrained": w1.pretrained_lm(), "biased": w1._BiasedLM(w1.pretrained_lm()),
+                 "cycle": w1._CycleLM(voc, units), "fixed": w1._FixedLM(voc, "ab", [0.5, 0.5], units),
+                 "grader's table": table}
+    for who, stand_in in stand_ins.items():
+        assert {name: _accepts(stand_in, *args, **kwargs) for name, (args, kwargs) in calls.items()} == keras, who
+
+
 def test_exception_in_student_code_is_a_named_failed_case(capfd):
     def line_to_tensor(line, vocab):
         raise ValueError("my bug")

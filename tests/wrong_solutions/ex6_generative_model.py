@@ -126,6 +126,16 @@ class MultipliesTemperature(Reference):
         return text_from_ids(ids[:, tf.newaxis], self.vocab), states
 
 
+class PositionalFlag(Reference):
+    """Passes return_state by position, model(ids, states, True): Keras 3 refuses it (only tensors may
+    be passed by position), so this generator fails on the course's GRULM and on the tests' models alike."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(input_ids, states, True)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
 # --- correct
 class GraphModeStep(Reference):
     """generate_one_step compiled with tf.function, as the TensorFlow text-generation tutorial does."""
@@ -165,5 +175,6 @@ class PythonStrings(tf.keras.Model):
 WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, OneStepIgnoresStatesFeedsWholeText, NoMask,
                                                 MasksOnlyUnknown, WithoutPrefix, OneShort, OneTooMany, RefeedsPrefix,
                                                 FirstPositionLogProbs, JoinsTheBatch, FirstRowOnly, StartsFromLastPrefixChar,
-                                                AlwaysGreedy, IgnoresTemperature, MultipliesTemperature)}
+                                                AlwaysGreedy, IgnoresTemperature, MultipliesTemperature,
+                                                PositionalFlag)}
 CORRECT = {"PythonStrings": PythonStrings, "GraphModeStep": GraphModeStep}

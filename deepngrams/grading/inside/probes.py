@@ -282,6 +282,23 @@ def _as_text(value):
     return _text(value) if isinstance(value, (bytes, str)) else {"kind": type(value).__name__}
 
 
+def _called_like_a_keras_model(call):
+    """Keras 3 refuses a model call that passes anything but tensors (or None) by position, such as
+    `model(ids, states, True)`; so does TableLM, with Keras' message (w1_unittest's models alike)."""
+    import functools
+
+    @functools.wraps(call)
+    def checked(self, *args, **kwargs):
+        import numpy as np
+        import tensorflow as tf
+        for value in tf.nest.flatten(args):
+            if not (value is None or tf.is_tensor(value) or isinstance(value, (np.ndarray, np.generic))):
+                raise ValueError("Only input tensors may be passed as positional arguments. The following argument "
+                                 f"value should be passed as a keyword argument: {value!r} (of type {type(value)})")
+        return call(self, *args, **kwargs)
+    return checked
+
+
 class TableLM:
     """A language model given as two tables, called like a GRULM.
 
@@ -298,6 +315,7 @@ class TableLM:
         self.states, self.vocab_size = (int(d) for d in self.log_probs.shape)
         self.units = int(units)
 
+    @_called_like_a_keras_model
     def __call__(self, inputs, states=None, return_state=False, training=False):
         import tensorflow as tf
         ids = tf.cast(tf.convert_to_tensor(inputs), tf.int32)
