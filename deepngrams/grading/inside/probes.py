@@ -284,7 +284,7 @@ def _as_text(value):
 
 def _called_like_a_keras_model(call):
     """Keras 3 refuses a model call that passes anything but tensors (or None) by position, such as
-    `model(ids, states, True)`; so does TableLM, with Keras' message (w1_unittest's models alike)."""
+    `model(ids, states, True)`; so does TableLM, with Keras' message (as do the public tests' models)."""
     import functools
 
     @functools.wraps(call)
