@@ -832,6 +832,20 @@ def test_GRULM_outputs(GRULM):
             case.check(_max_abs_diff(tail_state.numpy(), full_state) <= ATOL,
                        f"final state equals the one of running the whole sequence (atol {ATOL})",
                        full_state[:, :5], tail_state.numpy()[:, :5])
+
+    # States the model never returned (the pretrained model's, after text your model never reads): only a
+    # GRU started from the states given gives what follows them.
+    with report.case(f"model(inputs[:, {k}:], states=<a state from elsewhere>, return_state=True)") as case:
+        lm = pretrained_lm()
+        _, given = lm(tf.reverse(inputs[:, :k], axis=[1]), return_state=True)
+        want, want_state = lm(inputs[:, k:], states=given, return_state=True)
+        got, got_state = model(inputs[:, k:], states=given, return_state=True)
+        case.check(_max_abs_diff(got.numpy(), want.numpy()) <= ATOL,
+                   f"log probabilities that continue from the states given (atol {ATOL}): pass them to the GRU "
+                   "as its initial_state", want.numpy()[0, 0, :5], got.numpy()[0, 0, :5])
+        case.check(_max_abs_diff(got_state.numpy(), want_state.numpy()) <= ATOL,
+                   f"final state, continued from the states given (atol {ATOL})", want_state.numpy()[:, :5],
+                   got_state.numpy()[:, :5])
     report.finish()
 
 
@@ -1047,6 +1061,18 @@ def test_GenerativeModel(GenerativeModel):
         case.check(got == expected, "characters: the states given must be used (generate_one_step(next_chars, "
                    "states=states) continues from `states`, the state the call before returned, not from zero)",
                    expected, got)
+
+    # ... also on its first call, given states the model never returned (as if it had read 5 characters).
+    read, char = 5, "c"
+    with report.case(f"generate_one_step(tf.constant([{char!r}]), states=<the state after {read} characters>) "
+                     "at temperature 0.0 on a new generator") as case:
+        generator = GenerativeModel(toy, voc, temperature=0.0)
+        given = tf.constant([[float(read)] + [0.0] * (U - 1)])
+        expected = toy.cycle[toy._next(toy.cycle.find(char), read + 1)]
+        chars, _ = generator.generate_one_step(tf.constant([char]), states=given)
+        got = tf.reshape(chars, [-1]).numpy()[0].decode("utf-8")
+        case.check(got == expected, "character: generate_one_step continues from the states it is given, not from "
+                   "zero or from what it read before", expected, got)
 
     prefix, n = "KING HENRY\t", _SAMPLE_LENGTH
     with report.case(f"generate_n_chars({n}, {prefix!r}) at temperature 1.0") as case:

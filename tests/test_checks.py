@@ -211,7 +211,8 @@ def _continued_cases(seeds) -> list:
             check = _drawn(generative_model, cell, seed)
             continued = [(case, want) for case, want in zip(check["inputs"]["cases"], check["expected"])
                          if case["call"] == "continue"]
-            assert len(continued) == 1, (cell, seed)  # in every cell, hidden or not
+            # in every cell, hidden or not: one from states=None, one from states the model never returned
+            assert sorted("start_state" in case for case, _ in continued) == [False, True], (cell, seed)
             found += continued
     return found
 
@@ -220,18 +221,27 @@ def test_every_continued_case_tells_the_states_given_from_zero_whatever_the_draw
     """A generate_one_step that starts from zero whatever states it is given writes the right text
     when generate_n_chars feeds it the whole text at every step: only a call given states shows it.
     The first call given states (the case's second) answers otherwise than starting from zero would,
-    in every draw, so the mistake never gets a cell's points by luck."""
+    in every draw, so the mistake never gets a cell's points by luck. The case that starts from states
+    the model never returned answers otherwise from its first call on than starting from zero does, so a
+    generator that ignores states and replays what it read before gets nothing from it either."""
     from deepngrams.grading.exercises import generative_model
     assert set(STEP_MISTAKES) == set(generative_model.STEP_MISTAKES)
     for case, want in _continued_cases(range(300)):
         assert case["temperature"] == 0.0 and case["rows"] == 1 and case["steps"] >= 2
-        right = generative_model._greedy_steps(case["model"], case["vocab"], case["prefix"], case["steps"])
+        start = case.get("start_state", 0)
+        right = generative_model._greedy_steps(case["model"], case["vocab"], case["prefix"], case["steps"],
+                                               start=start)
         assert want["continued"] == right
         assert all(c in case["vocab"][2:] for c in right)
+        if start:
+            assert 0 < start < len(case["model"]["transitions"]) and len(case["prefix"]) == 1
+            from_zero = generative_model._greedy_steps(case["model"], case["vocab"], case["prefix"], case["steps"])
+            assert from_zero[0] != right[0], case["prefix"]
         for mistake in STEP_MISTAKES:
             wrong = generative_model._greedy_steps(case["model"], case["vocab"], case["prefix"], case["steps"],
                                                    mistake)
-            assert wrong[0] == right[0] and wrong[1] != right[1], (mistake, case["prefix"])
+            assert wrong != right and (start or (wrong[0] == right[0] and wrong[1] != right[1])), \
+                (mistake, case["prefix"])
 
 
 @pytest.mark.slow
@@ -249,7 +259,7 @@ def test_a_generate_one_step_that_ignores_the_states_given_fails_for_real(monkey
         observations = observe(monkeypatch, check, {"GenerativeModel": answer})["observations"]
         for (case, want), o in zip(continued, observations):
             predicted = generative_model._greedy_steps(case["model"], case["vocab"], case["prefix"], case["steps"],
-                                                       mistake)
+                                                       mistake, start=case.get("start_state", 0))
             assert o.get("steps") == [[c] for c in predicted], (answer.__name__, case["prefix"])
             fails = generative_model.judge({"inputs": {"cases": [case]}, "expected": [want], "hidden": True}, [o])
             assert bool(fails) == (mistake is not None), answer.__name__

@@ -28,6 +28,20 @@ class OneStepIgnoresStatesFeedsWholeText(Reference):
         return text
 
 
+class KeepsItsOwnHistory(Reference):
+    """generate_one_step never passes states to the model: it keeps the text of each prompt so far and
+    runs all of it from zero at every call: its text and the states it returns are right, but states
+    it did not return itself are ignored."""
+
+    def generate_one_step(self, inputs, states=None):
+        texts = [t.decode("utf-8") for t in tf.reshape(inputs, [-1]).numpy().tolist()]
+        history = getattr(self, "history", None)
+        if states is not None and history is not None and len(history) == len(texts):
+            texts = [h + t for h, t in zip(history, texts)]
+        self.history = texts
+        return super().generate_one_step(tf.constant(texts), states=None)
+
+
 class NoMask(Reference):
     def __init__(self, model, vocab, temperature=1.0):
         super().__init__(model, vocab, temperature)
@@ -172,7 +186,8 @@ class PythonStrings(tf.keras.Model):
         return text
 
 
-WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, OneStepIgnoresStatesFeedsWholeText, NoMask,
+WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, OneStepIgnoresStatesFeedsWholeText, KeepsItsOwnHistory,
+                                                NoMask,
                                                 MasksOnlyUnknown, WithoutPrefix, OneShort, OneTooMany, RefeedsPrefix,
                                                 FirstPositionLogProbs, JoinsTheBatch, FirstRowOnly, StartsFromLastPrefixChar,
                                                 AlwaysGreedy, IgnoresTemperature, MultipliesTemperature,

@@ -46,11 +46,12 @@ def _table_model(rng, vocab: list[str], states: int, peaked: bool, unknown_first
 MISTAKES = ("forgets_state", "first_position", "refeeds_prefix", "reads_last_prefix_char")
 
 
-def _greedy_text(model: dict, vocab: list[str], prefix: str, n: int, mistake: str | None = None) -> str:
-    """What greedy generation writes with a table model (never '[UNK]' or padding), or what a
-    generator that makes one of the MISTAKES writes."""
+def _greedy_text(model: dict, vocab: list[str], prefix: str, n: int, mistake: str | None = None,
+                 start: int = 0) -> str:
+    """What greedy generation writes with a table model (never '[UNK]' or padding) from its state
+    `start`, or what a generator that makes one of the MISTAKES writes."""
     T, L = np.asarray(model["transitions"]), np.asarray(model["log_probs"], np.float64)
-    state, text = 0, prefix
+    state, text = start, prefix
     feed = char_ids(prefix[-1:] if mistake == "reads_last_prefix_char" else prefix, vocab)
     for _ in range(n):
         read = []  # the state after each id fed in this step
@@ -71,13 +72,16 @@ def _greedy_text(model: dict, vocab: list[str], prefix: str, n: int, mistake: st
 STEP_MISTAKES = ("one_step_ignores_states",)
 
 
-def _greedy_steps(model: dict, vocab: list[str], prefix: str, steps: int, mistake: str | None = None) -> list[str]:
+def _greedy_steps(model: dict, vocab: list[str], prefix: str, steps: int, mistake: str | None = None,
+                  start: int = 0) -> list[str]:
     """The characters greedy generate_one_step returns when called `steps` times in a row, first on the
-    prefix with states=None, then each time on the character it just returned with the states it just
-    returned; or what a generate_one_step that makes one of the STEP_MISTAKES returns (starting from
-    zero at every call is what `_greedy_text` calls forgetting the state)."""
-    forgets = "forgets_state" if mistake == "one_step_ignores_states" else None
-    return list(_greedy_text(model, vocab, prefix, steps, forgets)[len(prefix):])
+    prefix with the states of table state `start` (0: states=None), then each time on the character it
+    just returned with the states it just returned; or what a generate_one_step that makes one of the
+    STEP_MISTAKES returns (starting from zero at every call is what `_greedy_text` calls forgetting the
+    state)."""
+    if mistake == "one_step_ignores_states":
+        return list(_greedy_text(model, vocab, prefix, steps, "forgets_state")[len(prefix):])
+    return list(_greedy_text(model, vocab, prefix, steps, start=start)[len(prefix):])
 
 
 def _memoryless_model(vocab: list[str], chars: list[int], p: np.ndarray) -> dict:
@@ -151,6 +155,21 @@ def cases_GenerativeModel(rng, vocab, hidden: bool):
                               "given (those the call before returned), not start from zero: greedy characters "
                               "(temperature 0) from a model whose next character depends on its state, each call "
                               "given the character and the states the call before returned."})
+    # The same on a fresh generator, first given states the model never returned (a table state drawn
+    # here): a generator that ignores them and answers from what it was fed before has nothing to go on.
+    while True:
+        model = _table_model(rng, vocab, int(rng.integers(4, 8)), peaked=True, unknown_first=True)
+        start = int(rng.integers(1, len(model["transitions"])))
+        char = str(rng.choice(alphabet))
+        chars = _greedy_steps(model, vocab, char, CONTINUED_STEPS, start=start)
+        if chars[0] != _greedy_steps(model, vocab, char, CONTINUED_STEPS)[0]:
+            break
+    cases.append({"model": model, "vocab": vocab, "call": "continue", "temperature": 0.0, "prefix": char,
+                  "rows": 1, "steps": CONTINUED_STEPS, "start_state": start})
+    expected.append({"continued": chars,
+                     "about": "generate_one_step(next_chars, states=states) must continue from the states it is "
+                              "given, also on its first call and when they come from elsewhere (here: states the "
+                              "model never returned), not start from zero or from what it read before."})
     return cases, expected
 
 

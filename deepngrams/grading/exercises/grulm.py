@@ -45,9 +45,16 @@ def cases_GRULM_outputs(rng, sizes, hidden: bool):
         ids[int(rng.integers(2)), int(rng.integers(steps))] = UNK_ID
     split = int(rng.integers(3, steps - 3))
     full, state = gru_numpy(weights, ids)
+    # A state the model never made: the GRU's state after a prefix drawn here, which the model never reads.
+    # A model that ignores `states` and answers from what it saw before (its earlier calls) cannot give the
+    # outputs that follow it; only one that starts its GRU from the state given can.
+    prefix = rng.integers(2, V, size=(2, int(rng.integers(3, 9))))
+    given = gru_numpy(weights, prefix)[1].astype(np.float32)
+    given_out, given_state = gru_numpy(weights, ids[:, split:], given.astype(np.float64))
     case = {"sizes": [V, E, U], "weights": {k: w.tolist() for k, w in weights.items()}, "ids": ids.tolist(),
-            "split": split}
-    return [case], [{"full": full.tolist(), "state": state.tolist(), "atol": tolerance("ATOL")}]
+            "split": split, "given_state": given.tolist()}
+    return [case], [{"full": full.tolist(), "state": state.tolist(), "given": given_out.tolist(),
+                     "given_state": given_state.tolist(), "atol": tolerance("ATOL")}]
 
 
 def _grulm_label(check, case) -> str:
@@ -107,6 +114,14 @@ def judge_outputs(check, observations):
                 or tail_state is None or not np.allclose(tail_state, state, atol=atol, rtol=0):
             fails.append(f"{label}: continuing from a given state (states=...) should equal running the whole "
                          f"sequence at once: pass the states to the GRU as its initial_state")
+            continue
+        given, given_state = array(o.get("given")), array(o.get("given_state"))
+        if given is None or given.shape != np.shape(want["given"]) \
+                or not np.allclose(given, want["given"], atol=atol, rtol=0) or given_state is None \
+                or given_state.shape != np.shape(want["given_state"]) \
+                or not np.allclose(given_state, want["given_state"], atol=atol, rtol=0):
+            fails.append(f"{label}: model(inputs, states=<a state it did not return itself>, return_state=True) "
+                         f"gives wrong outputs: start the GRU from the states given (its initial_state)")
     return fails
 
 

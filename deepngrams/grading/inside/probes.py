@@ -211,7 +211,12 @@ def probe_GRULM_outputs(ns, inputs):
             pair = model(ids, return_state=True)
             _, head_state = model(ids[:, :k], return_state=True)
             tail, tail_state = model(ids[:, k:], states=head_state, return_state=True)
-            return {"full": obs(full), "pair": obs(pair), "tail": obs(tail), "tail_state": obs(tail_state)}
+            seen = {"full": obs(full), "pair": obs(pair), "tail": obs(tail), "tail_state": obs(tail_state)}
+            if "given_state" in case:  # a state the model never returned
+                given, given_state = model(ids[:, k:], states=tf.constant(_array(case["given_state"])),
+                                           return_state=True)
+                seen.update(given=obs(given), given_state=obs(given_state))
+            return seen
 
         out.append(_observe(_call(run), lambda x: x))
     return out
@@ -352,6 +357,8 @@ def probe_GenerativeModel(ns, inputs):
             def run():
                 gen = Gen(model, voc, temperature=case["temperature"])
                 inputs, states, steps = tf.constant([case["prefix"]] * case["rows"]), None, []
+                if "start_state" in case:  # states the model never returned: the table's state start_state
+                    states = tf.one_hot([case["start_state"]] * case["rows"], table["units"], dtype=tf.float32)
                 for _ in range(case["steps"]):
                     chars, states = gen.generate_one_step(inputs, states=states)
                     inputs = tf.reshape(chars, [-1])
