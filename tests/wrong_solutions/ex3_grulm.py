@@ -55,17 +55,13 @@ class GetInitialState(tf.keras.Model):
 class _IgnoresStates(_make()):
     """Never passes `states` to its GRU; what it answers when given some is up to a subclass."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []  # (ids, log probs, final state) of each call so far
+
     def run(self, ids):
         x, state = self.gru(self.embedding(ids))
         return self.dense(x), state
-
-    @property
-    def seen(self) -> list:
-        """(ids, log probs, final state) of each call so far."""
-        return _SEEN.setdefault(id(self), [])
-
-
-_SEEN: dict = {}
 
 
 class AnswersContinuationsFromItsCache(_IgnoresStates):
