@@ -711,6 +711,9 @@ def test_create_batch_dataset(create_batch_dataset):
         case.check(not all(_consecutive(b, index) for b in batches),
                    "the pairs are shuffled before batching", "batches of chunks from all over the text",
                    "every batch holds consecutive chunks (shuffled after batching?)")
+        case.check(runs[0] != runs[1], "a new order at every pass over the dataset (shuffle(BUFFER_SIZE) "
+                   "reshuffles at each epoch: leave its reshuffle_each_iteration at True)",
+                   "two passes in two different orders", "the same order twice")
 
     lines = _corpus_lines(start=0, count=1500, alphabet=alphabet)
     with report.case(f"create_batch_dataset({len(lines)} corpus lines, vocab) with the defaults") as case:
@@ -976,7 +979,10 @@ def test_temperature_random_sampling(temperature_random_sampling):
 
     p = np.array([0.5, 0.25, 0.15, 0.1])
     n = 20000
-    rows = tf.constant(np.tile(np.log(p), (n, 1)), dtype=tf.float32)
+    # Every row holds p in an order of its own: always taking the same column is no sample.
+    order = rng.permuted(np.tile(np.arange(len(p)), (n, 1)), axis=1)
+    rows = tf.constant(np.log(p)[order], dtype=tf.float32)
+    drawn = {}
     for temperature in (1.0, 0.5, 100.0):
         expected = np.exp(np.log(p) / temperature)
         expected /= expected.sum()
@@ -985,11 +991,21 @@ def test_temperature_random_sampling(temperature_random_sampling):
             ids = _sample_ids(case, temperature_random_sampling(rows, temperature), n)
             case.check(ids.min() >= 0 and ids.max() < len(p), "ids within range", f"0 <= id < {len(p)}",
                        (ids.min(), ids.max()))
-            freq = np.bincount(ids, minlength=len(p)) / n
+            freq = np.bincount(order[np.arange(n), ids], minlength=len(p)) / n
             se = np.sqrt(expected * (1 - expected) / n)
             case.check(np.all(np.abs(freq - expected) <= 5 * se),
                        f"frequencies match softmax(log_probs / temperature){name} within 5 standard errors",
                        np.round(expected, 3), np.round(freq, 3))
+            drawn[temperature] = ids
+
+    if 1.0 in drawn:  # the first call sampled well: does a second one draw afresh?
+        with report.case(f"called again on the same {n} rows at temperature 1.0") as case:
+            again = _sample_ids(case, temperature_random_sampling(rows, 1.0), n)
+            agree, chance = float(np.mean(again == drawn[1.0])), float(p @ p)
+            case.check(abs(agree - chance) <= 5 * np.sqrt(chance * (1 - chance) / n),
+                       "two calls pick the same id only as often as independent draws do (draw new random "
+                       "numbers at every call: a fixed seed repeats the same noise)",
+                       f"the same id in about {chance:.1%} of the rows", f"{agree:.1%}")
     report.finish()
 
 

@@ -140,6 +140,70 @@ def test_sampling_cases_separate_the_usual_wrong_temperatures(prepared):
                 assert np.abs(wrong - p).max() > 2 * want["eps"], (cell, t)
 
 
+def _ids_observation(ids: np.ndarray) -> dict:
+    return {"kind": "ndarray", "tensor": False, "dtype": "int64", "shape": list(ids.shape), "value": ids.tolist()}
+
+
+def test_the_sampling_cell_fails_a_sampler_that_repeats_its_draws_and_passes_one_that_does_not_whatever_the_draw():
+    """Over many draws: Gumbel-max on fresh numbers at every call passes; the same sampler with the same
+    numbers at every call (a fixed seed) fails the second call on the same rows, and only that; so does
+    a sampler with no randomness whose frequencies are right (row i's quantile (i + 0.5) / rows)."""
+    from deepngrams.grading.exercises import sampling
+    numbers = np.random.default_rng(5)
+    fixed = {}
+
+    def gumbel(case, fresh: bool):
+        rows = np.asarray(case["log_probs"], np.float64)
+        if "rows_seed" in case:
+            rows = probes.shuffled_rows(case["log_probs"], case["rows"], case["rows_seed"])[0].astype(np.float64)
+        if not fresh:
+            u = fixed.setdefault(rows.shape, numbers.uniform(1e-6, 1 - 1e-6, size=rows.shape))
+        else:
+            u = numbers.uniform(1e-6, 1 - 1e-6, size=rows.shape)
+        return np.argmax(rows / max(case["temperature"], 1e-9) - np.log(-np.log(u)) * (case["temperature"] > 0),
+                         axis=-1)
+
+    def quantiles(case):
+        rows = np.asarray(case["log_probs"], np.float64)
+        if "rows_seed" not in case:
+            return rows.argmax(-1)
+        rows = probes.shuffled_rows(case["log_probs"], case["rows"], case["rows_seed"])[0].astype(np.float64)
+        p = np.exp(common.log_softmax(rows / case["temperature"]))
+        q = (np.arange(len(p)) + 0.5) / len(p)
+        return np.minimum((np.cumsum(p, axis=-1) < q[:, None]).sum(-1), p.shape[1] - 1)
+
+    for seed in range(40):
+        check = _drawn(sampling, "test_temperature_random_sampling", seed)
+        cases = check["inputs"]["cases"]
+        assert sum("again" in case for case in cases) == 1
+        for name, sampler in (("fresh", lambda c: gumbel(c, True)), ("fixed", lambda c: gumbel(c, False)),
+                              ("quantiles", quantiles)):
+            fails = sampling.judge(check, [_ids_observation(sampler(case)) for case in cases])
+            if name == "fresh":
+                assert fails == [], (seed, fails)
+            else:
+                assert len(fails) == 1 and "called again on the same rows" in fails[0] \
+                    and "draw new random numbers at every call" in fails[0], (seed, name, fails)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["keras_integer_seed", "generator_seeded_at_every_call", "stateless_uniform",
+                                  "quantiles_not_samples"])
+def test_a_real_sampler_that_repeats_its_draws_fails_the_second_call_only(monkeypatch, prepared, name):
+    found = failures(monkeypatch, prepared, ["test_temperature_random_sampling"], ex6_sampling.WRONG[name][0])
+    fails = found["test_temperature_random_sampling"]
+    assert len(fails) == 1 and "called again on the same rows" in fails[0], fails
+
+
+@pytest.mark.slow
+def test_a_sampler_that_is_greedy_unless_its_rows_are_copies_fails_the_frequencies(monkeypatch, prepared):
+    """The grader's rows each hold the distribution in an order of their own: no row copies another."""
+    found = failures(monkeypatch, prepared, ["test_temperature_random_sampling"],
+                     ex6_sampling.WRONG["greedy_unless_identical_rows"][0])
+    fails = found["test_temperature_random_sampling"]
+    assert fails and all("frequencies over" in f for f in fails), fails
+
+
 def _drawn(module, cell: str, seed: int) -> dict:
     """One graded cell's check, drawn from `seed` as draw_cases draws it."""
     probe, hidden = module.CELLS[cell]
@@ -442,15 +506,26 @@ def _shuffle_buffer(n: int, size: int, rng) -> list[int]:
     return out
 
 
+def _stride(n: int) -> list[int]:
+    """A fixed order with no tie to the text's: chunk k * 0.618 n (mod n) comes k-th."""
+    stride = max(1, round(n * 0.6180339887))
+    while np.gcd(stride, n) != 1:
+        stride += 1
+    return [(k * stride) % n for k in range(n)]
+
+
 def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_whatever_the_draw():
     """The visible cell's shuffled case passes a uniform shuffle of its chunks and fails any order tied to
     the text's: the text's own order, its reverse, shuffle(2) to shuffle(10) (the rank correlation test,
-    on at least MIN_SHUFFLED_CHUNKS chunks)."""
+    on at least MIN_SHUFFLED_CHUNKS chunks). An order with no tie to the text's fails too when every pass
+    over the dataset repeats it: one uniform order drawn once, or a fixed stride through the chunks."""
     from deepngrams.grading.exercises import create_batch_dataset
     rng = np.random.default_rng(1)
+    drawn_once: dict = {}
     orders = {"uniform": lambda n: rng.permutation(n), "text": lambda n: range(n),
               "reversed": lambda n: range(n)[::-1], "buffer_2": lambda n: _shuffle_buffer(n, 2, rng),
-              "buffer_10": lambda n: _shuffle_buffer(n, 10, rng)}
+              "buffer_10": lambda n: _shuffle_buffer(n, 10, rng),
+              "uniform_drawn_once": lambda n: drawn_once.setdefault(n, rng.permutation(n)), "stride": _stride}
     for seed in range(60):
         check = _drawn(create_batch_dataset, "test_create_batch_dataset", seed)
         shuffled = [case for case in check["inputs"]["cases"] if case.get("shuffled")]
@@ -465,6 +540,8 @@ def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_
                 assert fails == [], (seed, fails)
             elif name == "text":
                 assert [f.endswith("the examples are not shuffled") for f in fails] == [True], (seed, fails)
+            elif name in ("uniform_drawn_once", "stride"):
+                assert len(fails) == 1 and "same order at every pass" in fails[0], (seed, name, fails)
             else:
                 assert len(fails) == 1 and "must be in a random order" in fails[0], (seed, name, fails)
 
@@ -544,6 +621,25 @@ def test_observations_equal_to_the_expected_answers_pass(prepared):
     assert exercises.judge(check, right) == []
     wrong = {"observations": [dict(o, value=o["value"] + 0.01) for o in right["observations"]]}
     assert exercises.judge(check, wrong)
+
+
+def test_a_state_of_another_shape_fails_even_where_its_numbers_would_broadcast(prepared):
+    """Each state the GRULM returns is compared in shape first: (1, batch, units) holds the right numbers
+    but is not the state, and numpy would broadcast it into a pass."""
+    check = prepared["test_GRULM_outputs"]
+    tensor = lambda a: {"kind": "EagerTensor", "tensor": True, "dtype": "float32",  # noqa: E731
+                        "shape": list(np.shape(a)), "value": np.asarray(a).tolist()}
+    right = []
+    for case, want in zip(check["inputs"]["cases"], check["expected"]):
+        full, state = np.asarray(want["full"]), np.asarray(want["state"])
+        right.append({"full": tensor(full), "pair": {"kind": "tuple", "items": [tensor(full), tensor(state)]},
+                      "tail": tensor(full[:, case["split"]:]), "tail_state": tensor(state),
+                      "given": tensor(want["given"]), "given_state": tensor(want["given_state"])})
+    assert exercises.judge(check, {"observations": right}) == []
+    for key in ("tail_state", "given_state"):
+        wrapped = [dict(o, **{key: tensor(np.asarray(o[key]["value"])[None])}) for o in right]
+        fails = exercises.judge(check, {"observations": wrapped})
+        assert len(fails) == len(right) and all("state" in f for f in fails), (key, fails)
 
 
 def test_flags_a_process_reports_about_itself_are_not_enough(prepared):

@@ -536,6 +536,31 @@ def test_outputs_from_the_sandbox_are_kept_inert_and_test_cells_get_the_grader_v
     nbformat.validate(nb)
 
 
+def test_terminal_codes_from_the_students_run_and_messages_reach_no_graded_notebook(prepared, solved):
+    """What the student's code printed, raised or displayed, and the verdicts that quote what it raised,
+    keep their colours and lose every other escape sequence and control character."""
+    nb = copy.deepcopy(solved)
+    ran = copy.deepcopy(nb)
+    osc, colour = "\x1b]0;owned\x07\x1b]8;;https://evil.example\x1b\\", "\x1b[31mred\x1b[0m"
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and not cells.is_test_cell(c))
+    ran.cells[first].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f"{osc}out {colour}\x1b[2J\n"),
+        nbformat.v4.new_output("error", ename=f"Err{osc}", evalue=f"bad{osc}\x07", traceback=[f"tb{osc}{colour}"]),
+        nbformat.v4.new_output("display_data", data={"text/plain": [f"shown{osc}", "\x9b2Jtoo"]})]
+    gid = "test_line_to_tensor"
+    cases = prepared[gid]["inputs"]["cases"]
+    raised = {"error": "ValueError", "message": f"{osc}boom\x1b[2J\u202e"}
+    verdicts.apply_verdicts(nb, prepared, sandbox.RunResult(notebook=ran, probes={gid: {"observations": [raised] * len(cases)}}))
+    stream, error, shown = nb.cells[first].outputs
+    assert stream.text == f"out {colour}\n"
+    assert (error.ename, error.evalue, error.traceback) == ("Err", "bad", [f"tb{colour}"])
+    assert shown.data["text/plain"] == ["shown", "too"]
+    test = next(c for c in nb.cells if cells.nbgrader_meta(c).get("grade_id") == gid)
+    message = test.outputs[0].evalue
+    assert "boom" in message and "\x1b" not in message and "\x07" not in message and "\u202e" not in message
+    assert "\\x1b]0;owned" in message  # shown as text, so the grader sees what was there
+
+
 def test_an_environment_under_tmp_stays_visible(monkeypatch):
     """A clone in /tmp: the sandbox's own /tmp is mounted first, the environment bound on top."""
     import sys

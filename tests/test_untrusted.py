@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from deepngrams.grading.untrusted import clean_feedback_html, clean_html, csv_cell, printable
+from deepngrams.grading.untrusted import clean_feedback_html, clean_html, csv_cell, inert_output, printable
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 PAGE = """<!DOCTYPE html>
@@ -118,3 +118,60 @@ def _row(cells):
     buf = io.StringIO()
     csv.writer(buf).writerow(cells)
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("text, shown", [
+    # OSC: window titles, hyperlinks, clipboard writes; ended by BEL, by ST, or not at all
+    ("a\x1b]0;owned\x07b", "ab"),
+    ("a\x1b]2;owned\x1b\\b", "ab"),
+    ("\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\", "click"),
+    ("\x1b]52;c;cm0gLXJmIH4K\x07copied", "copied"),
+    ("left open\x1b]0;never ended", "left open"),
+    # CSI that is not a colour: screen clears, cursor moves, device queries, private modes
+    ("x\x1b[2Jy", "xy"),
+    ("over\x1b[1A\x1b[2Kwritten", "overwritten"),
+    ("ask\x1b[6n", "ask"),
+    ("alt\x1b[?1049hscreen", "altscreen"),
+    ("cut\x1b[", "cut"),
+    # device strings and the rest of ESC's forms
+    ("p\x1bPq#0;2;0;0;0\x1b\\q", "pq"),
+    ("apc\x1b_payload\x1b\\", "apc"),
+    ("reset\x1bc", "reset"),
+    ("lone\x1b", "lone"),
+    # one-byte C1 forms
+    ("z\x9b2Jz", "zz"),
+    ("t\x9d0;title\x07t", "tt"),
+    # lone controls and format characters
+    ("bell\x07back\x08nul\x00del\x7f", "bellbacknuldel"),
+    ("abc\u202edcba\u2066", "abcdcba"),
+])
+def test_inert_output_drops_every_escape_sequence_and_control_but_colours(text, shown):
+    assert inert_output(text) == shown
+
+
+@pytest.mark.parametrize("text", ["\x1b[31mred\x1b[0m and \x1b[1;32mbold green\x1b[m",
+                                  "lines\nand\ttabs\r\n", "progress 10%\rprogress 20%",
+                                  "naïve Zoë 学生 ≤ ±", "Traceback \x1b[0;31m---> 1\x1b[0m raise"])
+def test_inert_output_keeps_what_jupyter_draws(text):
+    assert inert_output(text) == text
+
+
+def test_inert_output_leaves_no_escape_outside_a_colour_whatever_the_mix():
+    """Removing a sequence never joins its neighbours into a new one: every ESC left opens a colour."""
+    import random
+    import re
+    parts = ["\x1b", "[", "]", "0;", "31", "m", "\x07", "\\", "P", "\x9b", "\x9d", "\x9c", "a", "\n", "\r", "\u202e",
+             "\x1b[31m", "\x1b]0;", "2J"]
+    rng = random.Random(3)
+    for _ in range(3000):
+        out = inert_output("".join(rng.choice(parts) for _ in range(rng.randint(1, 14))))
+        rest = re.sub(r"\x1b\[[0-9;]*m", "", out)
+        assert all(c in "\n\t\r" or printable(c) == c for c in rest), repr(out)
+
+
+def test_feedback_page_carries_no_terminal_code_from_a_markdown_cell_or_an_output():
+    page = ("<html><head><style>p {}</style></head><body class='jp-Notebook'><p>title\x1b]0;owned\x07 here</p>"
+            "<pre>\x1b[2Jcleared\x9b6n\u202e</pre></body></html>")
+    out = clean_feedback_html(page)
+    assert "title here" in out and "<pre>cleared</pre>" in out
+    assert not any(c in out for c in "\x1b\x07\x9b\u202e")

@@ -3,7 +3,8 @@
 Student ids (folder names), grade ids, reasons built from them, exception text and the
 feedback pages all carry what a student wrote. Each helper here is used at the point where
 such text leaves the grader: `printable` for the terminal, `csv_cell` for CSV files read by
-spreadsheets, `clean_feedback_html` for the HTML pages handed back to students.
+spreadsheets, `inert_output` for the outputs of the graded notebook, `clean_feedback_html` for the
+HTML pages handed back to students.
 """
 from __future__ import annotations
 
@@ -54,6 +55,34 @@ def printable(text: object) -> str:
     return "".join(_escape(c) if _unsafe(c) else c for c in text)
 
 
+# Colours (SGR, ESC [ ... m) are the one escape sequence cell outputs keep: Jupyter and nbconvert draw
+# them. Every other one acts on a terminal that shows the file (cat, less -R): cursor moves, screen
+# clears, window titles and hyperlinks (OSC), device strings (DCS), and their one-byte C1 forms.
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+_ESCAPE_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]?"                     # CSI: cursor, screen, modes
+    r"|\x1b[]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC, DCS, SOS, PM, APC, up to BEL or ST
+    r"|\x1b[ -/]*[0-~]?"                             # the other escapes, and a lone ESC
+    r"|\x9b[0-?]*[ -/]*[@-~]?"                       # C1 CSI
+    r"|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?")  # C1 OSC, DCS, SOS, PM, APC
+_KEPT = "\n\t\r"  # the controls that cell outputs use as text: Jupyter draws a carriage return too
+
+
+def inert_output(text: object) -> str:
+    """A cell's output text as Jupyter shows it (colours, tabs, new lines and carriage returns kept),
+    with every other escape sequence and control or format character removed: the graded notebook
+    and the feedback page then show the same, and neither acts on a terminal that prints them."""
+    pieces = _SGR.split(str(text))
+    colours = _SGR.findall(str(text))
+    out = []
+    for k, piece in enumerate(pieces):
+        piece = _ESCAPE_SEQUENCE.sub("", piece)
+        out.append("".join(c for c in piece if c in _KEPT or not _unsafe(c)))
+        if k < len(colours):
+            out.append(colours[k])
+    return "".join(out)
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -96,7 +125,8 @@ def clean_html(fragment: str) -> str:
 
 def clean_feedback_html(page: str, title: str = "feedback") -> str:
     """A feedback page that is safe to open: nbconvert's styles kept, every script dropped,
-    the body sanitised, and a Content-Security-Policy that loads nothing from outside."""
+    the body sanitised and free of terminal codes, and a Content-Security-Policy that loads
+    nothing from outside."""
     head = _HEAD.search(page)
     styles = _STYLE.findall(head.group(1)) if head else []
     body = _BODY.search(page[head.end():] if head else page)
@@ -113,7 +143,7 @@ def clean_feedback_html(page: str, title: str = "feedback") -> str:
         *styles,
         "</head>",
         body_open,
-        clean_html(content),
+        inert_output(clean_html(content)),  # a markdown cell's escape sequences too: cat the page safely
         "</body>",
         "</html>",
         "",

@@ -8,6 +8,7 @@ import json
 from deepngrams.grading.cells import NOT_RUN, is_test_cell, nbgrader_meta, source_text
 from deepngrams.grading.exercises import judge
 from deepngrams.grading.sandbox import Limits, RunResult
+from deepngrams.grading.untrusted import inert_output, printable
 
 PROBE_CELL = "__import__('sys').modules['deepngrams_probes'].run({probe!r}, globals(), {inputs!r})"
 
@@ -68,14 +69,19 @@ def _safe_outputs(outputs) -> list:
         kind = out.get("output_type")
         if kind == "stream" and isinstance(out.get("text"), str):
             kept.append(nbformat.v4.new_output("stream", name="stderr" if out.get("name") == "stderr" else "stdout",
-                                               text=out["text"]))
+                                               text=inert_output(out["text"])))
         elif kind == "error":
             tb = out.get("traceback")
-            kept.append(nbformat.v4.new_output("error", ename=str(out.get("ename"))[:200],
-                                               evalue=str(out.get("evalue"))[:2000],
-                                               traceback=[str(t)[:2000] for t in tb[:50]] if isinstance(tb, list) else []))
+            kept.append(nbformat.v4.new_output("error", ename=inert_output(str(out.get("ename"))[:200]),
+                                               evalue=inert_output(str(out.get("evalue"))[:2000]),
+                                               traceback=[inert_output(str(t)[:2000]) for t in tb[:50]]
+                                               if isinstance(tb, list) else []))
         elif kind in ("execute_result", "display_data") and isinstance(out.get("data"), dict):
             data = {k: v for k, v in out["data"].items() if k in SAFE_MIME and isinstance(v, (str, list))}
+            if isinstance(data.get("text/plain"), str):
+                data["text/plain"] = inert_output(data["text/plain"])
+            elif isinstance(data.get("text/plain"), list):
+                data["text/plain"] = [inert_output(line) for line in data["text/plain"]]
             if data:
                 kept.append(nbformat.v4.new_output("display_data", data=data))
     return kept
@@ -147,6 +153,7 @@ def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
         else:
             problems = judge(prepared[gid], result.probes.get(gid))
         if problems:
+            problems = [printable(p) for p in problems]  # they quote what the student's code raised or returned
             failed.append(gid)
             cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="\n".join(problems),
                                                    traceback=["AssertionError: " + p for p in problems])]

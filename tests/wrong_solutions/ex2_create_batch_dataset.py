@@ -1,4 +1,5 @@
 """create_batch_dataset(lines, vocab, seq_length=100, batch_size=64)."""
+import numpy as np
 import tensorflow as tf
 
 from deepngrams.lm.solution import line_to_tensor, split_input_target
@@ -8,7 +9,7 @@ BUFFER_SIZE = 10000
 
 
 def _make(join="\n", end="", chunk=1, drop_chunks=True, split=split_input_target, shuffle="before", drop_batches=True,
-          dtype=None, skip=0, shuffle_ids=False, buffer=BUFFER_SIZE):
+          dtype=None, skip=0, shuffle_ids=False, buffer=BUFFER_SIZE, reshuffle=True):
     """The reference recipe with one ingredient changed."""
     def create_batch_dataset(lines, vocab, seq_length=100, batch_size=64):
         ids = line_to_tensor(join.join(lines) + end, vocab)[skip:]
@@ -19,7 +20,7 @@ def _make(join="\n", end="", chunk=1, drop_chunks=True, split=split_input_target
             ds = ds.shuffle(BUFFER_SIZE)
         ds = ds.batch(seq_length + chunk, drop_remainder=drop_chunks).map(split)
         if shuffle == "before":
-            ds = ds.shuffle(buffer)
+            ds = ds.shuffle(buffer, reshuffle_each_iteration=reshuffle)
         ds = ds.batch(batch_size, drop_remainder=drop_batches)
         if shuffle == "after":
             ds = ds.shuffle(BUFFER_SIZE)
@@ -27,13 +28,37 @@ def _make(join="\n", end="", chunk=1, drop_chunks=True, split=split_input_target
     return create_batch_dataset
 
 
-def _reversed_order(lines, vocab, seq_length=100, batch_size=64):
-    """No shuffle: the chunks in the reverse of the text's order (a fixed order that is not the text's)."""
+def _chunks(lines, vocab, seq_length):
     ids = line_to_tensor("\n".join(lines), vocab).numpy()
     n = len(ids) // (seq_length + 1)
-    chunks = ids[: n * (seq_length + 1)].reshape(n, seq_length + 1)[::-1].copy()
-    ds = tf.data.Dataset.from_tensor_slices(chunks).map(split_input_target)
+    return ids[: n * (seq_length + 1)].reshape(n, seq_length + 1)
+
+
+def _in_order(chunks, order, batch_size):
+    ds = tf.data.Dataset.from_tensor_slices(chunks[order]).map(split_input_target)
     return ds.batch(batch_size, drop_remainder=True)
+
+
+def shuffled_once_with_numpy(lines, vocab, seq_length=100, batch_size=64):
+    """A uniform order, drawn once: every epoch reads the chunks in that same order."""
+    chunks = _chunks(lines, vocab, seq_length)
+    return _in_order(chunks, np.random.default_rng(0).permutation(len(chunks)), batch_size)
+
+
+def golden_ratio_stride(lines, vocab, seq_length=100, batch_size=64):
+    """No randomness: chunk k * 0.618 n (mod n) comes k-th, an order that is not tied to the text's."""
+    chunks = _chunks(lines, vocab, seq_length)
+    n = len(chunks)
+    stride = max(1, round(n * 0.6180339887))
+    while np.gcd(stride, n) != 1:
+        stride += 1
+    return _in_order(chunks, (np.arange(n) * stride) % n, batch_size)
+
+
+def _reversed_order(lines, vocab, seq_length=100, batch_size=64):
+    """No shuffle: the chunks in the reverse of the text's order (a fixed order that is not the text's)."""
+    chunks = _chunks(lines, vocab, seq_length)
+    return _in_order(chunks, np.arange(len(chunks))[::-1], batch_size)
 
 
 # --- correct
@@ -77,6 +102,9 @@ WRONG = {name: (f, TESTS) for name, f in {
     "int32_ids": _make(dtype=tf.int32),
     "skips_first_id": _make(skip=1),
     "shuffles_ids_before_chunking": _make(shuffle_ids=True),
+    "shuffled_once_with_numpy": shuffled_once_with_numpy,
+    "golden_ratio_stride": golden_ratio_stride,
+    "not_reshuffled_each_epoch": _make(reshuffle=False),
 }.items()}
 def ids_in_a_dataset_map(lines, vocab, seq_length=100, batch_size=64):
     """line_to_tensor runs inside tf.data (graph mode), on the joined text."""

@@ -1,4 +1,5 @@
 """temperature_random_sampling(log_probs, temperature)."""
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -43,6 +44,47 @@ def argmax_over_batch(log_probs, temperature):
     return tf.math.argmax(log_probs + _gumbel(log_probs) * temperature, axis=0)
 
 
+def _gumbel_argmax(log_probs, temperature, u):
+    return tf.math.argmax(log_probs - temperature * tf.math.log(-tf.math.log(u)), axis=-1)
+
+
+def keras_integer_seed(log_probs, temperature):
+    """An integer seed makes keras.random repeat the same numbers at every call."""
+    u = keras.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6, seed=42)
+    return _gumbel_argmax(log_probs, temperature, u)
+
+
+def generator_seeded_at_every_call(log_probs, temperature):
+    u = tf.random.Generator.from_seed(0).uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6)
+    return _gumbel_argmax(log_probs, temperature, u)
+
+
+def stateless_uniform(log_probs, temperature):
+    u = tf.random.stateless_uniform(tf.shape(log_probs), seed=[1, 2], minval=1e-6, maxval=1.0 - 1e-6)
+    return _gumbel_argmax(log_probs, temperature, u)
+
+
+def quantiles_not_samples(log_probs, temperature):
+    """No randomness: row i takes the id where its cumulative distribution passes (i + 0.5) / rows.
+    Over many rows that each hold the distribution in an order of their own, the frequencies come
+    out right; a second call gives the same ids."""
+    log_probs = np.asarray(log_probs, np.float64)
+    if temperature == 0:
+        return np.argmax(log_probs, axis=-1)
+    p = np.exp(log_probs / temperature - (log_probs / temperature).max(axis=-1, keepdims=True))
+    cdf = np.cumsum(p / p.sum(axis=-1, keepdims=True), axis=-1)
+    q = (np.arange(len(p)) + 0.5) / len(p)
+    return np.minimum((cdf < q[:, None]).sum(axis=-1), p.shape[-1] - 1)
+
+
+def greedy_unless_identical_rows(log_probs, temperature):
+    """Samples only when it is given a thousand copies of one row (the shape of a frequency test)."""
+    rows = np.asarray(log_probs)
+    if len(rows) >= 1000 and (rows == rows[0]).all():
+        return _gumbel_argmax(log_probs, temperature, tf.random.uniform(tf.shape(log_probs), 1e-6, 1.0 - 1e-6))
+    return tf.math.argmax(log_probs, axis=-1)
+
+
 # --- correct
 def unclipped_uniform(log_probs, temperature):
     u = tf.random.uniform(tf.shape(log_probs))
@@ -56,6 +98,21 @@ def categorical(log_probs, temperature):
     return tf.random.categorical(log_probs / temperature, 1)[:, 0]
 
 
+_SEEDS = keras.random.SeedGenerator(7)
+
+
+def keras_seed_generator(log_probs, temperature):
+    """A SeedGenerator moves on at every call: reproducible, and fresh numbers each time."""
+    u = keras.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6, seed=_SEEDS)
+    return _gumbel_argmax(log_probs, temperature, u)
+
+
+def op_level_seed(log_probs, temperature):
+    """tf.random.uniform's own seed does not repeat its numbers from one call to the next."""
+    u = tf.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6, seed=7)
+    return _gumbel_argmax(log_probs, temperature, u)
+
+
 def numpy_gumbel(log_probs, temperature):
     log_probs = np.asarray(log_probs)
     u = np.random.default_rng().uniform(1e-6, 1 - 1e-6, size=log_probs.shape)
@@ -63,5 +120,7 @@ def numpy_gumbel(log_probs, temperature):
 
 
 WRONG = {f.__name__: (f, TESTS) for f in (multiplies_log_probs, divides_noise, argmin, uniform_noise, missing_minus,
-                                          float_ids, keeps_last_axis, argmax_over_batch)}
-CORRECT = {f.__name__: f for f in (unclipped_uniform, categorical, numpy_gumbel)}
+                                          float_ids, keeps_last_axis, argmax_over_batch, keras_integer_seed,
+                                          generator_seeded_at_every_call, stateless_uniform, quantiles_not_samples,
+                                          greedy_unless_identical_rows)}
+CORRECT = {f.__name__: f for f in (unclipped_uniform, categorical, numpy_gumbel, keras_seed_generator, op_level_seed)}

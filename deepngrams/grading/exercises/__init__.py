@@ -110,9 +110,11 @@ def false_failure_bound(prepared: dict) -> float:
     for check in prepared.values():
         for case, want in zip(check["inputs"]["cases"], check["expected"]):
             if "eps" in want:
-                n = case.get("repeat") or case["rows"] * case["steps"]
+                n = case["rows"] * case.get("steps", 1)
                 categories = len(want["p"]) + (1 if "chars" in want else 0)
                 total += 2 * categories * math.exp(-2 * n * want["eps"] ** 2)
+                if "agree" in want:  # how often two calls on the same rows pick the same id
+                    total += 2 * math.exp(-2 * case["rows"] * want["agree_eps"] ** 2)
             elif "top" in want:  # the same character n times in a row
                 total += want["top"] ** case["n"]
     return total

@@ -8,7 +8,8 @@ import numpy as np
 from deepngrams.grading.exercises.common import char_ids, order_correlation, passage, raised
 
 # The visible cell's shuffled case keeps at least this many chunks, so that the test of the order
-# (w1_unittest's order_correlation) tells a uniform shuffle from a fixed order or a small buffer.
+# (w1_unittest's order_correlation) tells a uniform shuffle from a fixed order or a small buffer, and
+# two passes of a real shuffle never come in the same order.
 MIN_SHUFFLED_CHUNKS = 150
 
 
@@ -108,6 +109,10 @@ def judge(check, observations):
                              f"text: shuffle the chunks with shuffle(BUFFER_SIZE) before batching")
             elif batches and all(all(follows(a, b) for a, b in zip(batch, batch[1:])) for batch in batches):
                 fails.append(f"{label}: every batch holds consecutive chunks: shuffle before batching")
+            elif len(runs_seen) > 1 and all(run == runs_seen[0] for run in runs_seen[1:]):
+                fails.append(f"{label}: the examples come in the same order at every pass over the dataset: "
+                             f"shuffle(BUFFER_SIZE) draws a new order at each epoch (leave its "
+                             f"reshuffle_each_iteration at True)")
     return fails
 
 

@@ -111,7 +111,8 @@ def judge_outputs(check, observations):
             continue
         tail, tail_state = array(o["tail"]), array(o["tail_state"])
         if tail is None or tail.shape != full[:, k:].shape or not np.allclose(tail, full[:, k:], atol=atol, rtol=0) \
-                or tail_state is None or not np.allclose(tail_state, state, atol=atol, rtol=0):
+                or tail_state is None or tail_state.shape != state.shape \
+                or not np.allclose(tail_state, state, atol=atol, rtol=0):
             fails.append(f"{label}: continuing from a given state (states=...) should equal running the whole "
                          f"sequence at once: pass the states to the GRU as its initial_state")
             continue

@@ -3,17 +3,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepngrams.grading.exercises.common import array, frequencies_fail, hoeffding_eps, is_int, log_softmax, raised, separated_distribution, tempered
+from deepngrams.grading.exercises.common import (array, frequencies_fail, hoeffding_eps, is_int, log_softmax, raised,
+                                                 separated_distribution, tempered)
+from deepngrams.grading.inside.probes import shuffled_rows
 
 
 # graded cell -> (probe, hidden)
 CELLS = {"test_temperature_random_sampling": ("temperature_random_sampling", False)}
 
 
-SAMPLING_DRAWS = 20000  # ids drawn per temperature_random_sampling case
+SAMPLING_DRAWS = 20000  # rows, so ids drawn, per temperature_random_sampling case
 
 
 def cases_temperature_random_sampling(rng, sizes):
+    """Temperature 0 on rows of the vocabulary's size; then, at three temperatures, SAMPLING_DRAWS rows
+    that hold one distribution each in an order of its own (so no two rows need look alike, and always
+    taking one column is no sample); then the temperature-1 rows once more with other random numbers:
+    a sampler must draw afresh at every call, so the two calls agree only as often as chance makes them."""
     V = sizes[0]
     rows = log_softmax(rng.normal(size=(64, V)) * 3.0).astype(np.float32)
     cases = [{"log_probs": rows.tolist(), "temperature": 0.0, "seed": int(rng.integers(2**31))}]
@@ -24,32 +30,59 @@ def cases_temperature_random_sampling(rng, sizes):
     p = separated_distribution(rng, k, temperatures, 2.2 * eps)
     log_p = np.log(p).astype(np.float32)
     for t in temperatures:
-        cases.append({"log_probs": log_p.tolist(), "repeat": SAMPLING_DRAWS, "temperature": t,
-                      "seed": int(rng.integers(2**31))})
+        cases.append({"log_probs": log_p.tolist(), "rows": SAMPLING_DRAWS, "rows_seed": int(rng.integers(2**31)),
+                      "temperature": t, "seed": int(rng.integers(2**31))})
         expected.append({"p": tempered(log_p, t).tolist(), "eps": eps,
                          "about": f"at temperature {t:g}, ids drawn from softmax(log_probs / temperature)"})
+    first = 1  # the temperature-1 case
+    cases.append(dict(cases[first], seed=int(rng.integers(2**31)), again=first))
+    q = np.asarray(expected[first]["p"])
+    expected.append(dict(expected[first], agree=float(q @ q), agree_eps=hoeffding_eps(SAMPLING_DRAWS, 1),
+                         about="called again on the same rows, ids drawn afresh"))
     return cases, expected
+
+
+def _drawn_ids(case, o, label: str, hidden: bool, fails: list[str]):
+    """The ids observed, or None (with the reason in `fails`)."""
+    ids = array(o, np.int64) if is_int(o) else None
+    if "error" in o:
+        fails.append(f"{label} {raised(o, hidden)}")
+    elif ids is None or ids.ndim != 1:
+        fails.append(f"{label}: expected integer ids of shape (batch,), got {o.get('dtype')} {o.get('shape')}")
+    elif ids.shape != (case.get("rows", len(case["log_probs"])),) or ids.min() < 0 \
+            or ids.max() >= np.shape(case["log_probs"])[-1]:
+        fails.append(f"{label}: one id per row, each an index into the row")
+    else:
+        return ids
+    return None
 
 
 def judge(check, observations):
     fails = []
-    for case, want, o in zip(check["inputs"]["cases"], check["expected"], observations):
+    cases, drawn = check["inputs"]["cases"], {}
+    for i, (case, want, o) in enumerate(zip(cases, check["expected"], observations)):
         label = f"temperature_random_sampling(temperature={case['temperature']:g})"
-        ids = array(o, np.int64) if is_int(o) else None
-        if "error" in o:
-            fails.append(f"{label} {raised(o, check['hidden'])}")
-        elif ids is None or ids.ndim != 1:
-            fails.append(f"{label}: expected integer ids of shape (batch,), got {o.get('dtype')} {o.get('shape')}")
-        elif "argmax" in want:
+        if "again" in case:
+            label += ", called again on the same rows"
+        ids = _drawn_ids(case, o, label, check["hidden"], fails)
+        if ids is None:
+            continue
+        if "argmax" in want:
             if ids.tolist() != want["argmax"]:
                 fails.append(f"{label}: temperature 0 should give the most likely id of each row")
-        else:
-            p = np.asarray(want["p"])
-            if ids.shape != (case["repeat"],) or ids.min() < 0 or ids.max() >= len(p):
-                fails.append(f"{label}: one id per row, each an index into the row")
-            elif frequencies_fail(np.bincount(ids, minlength=len(p)), p, want["eps"]):
-                fails.append(f"{label}: the ids are not drawn from softmax(log_probs / temperature) (their "
-                             f"frequencies over {case['repeat']} rows are off)")
+            continue
+        p = np.asarray(want["p"])
+        order = shuffled_rows(case["log_probs"], case["rows"], case["rows_seed"])[1]
+        drawn[i] = ids
+        if frequencies_fail(np.bincount(order[np.arange(len(ids)), ids], minlength=len(p)), p, want["eps"]):
+            fails.append(f"{label}: the ids are not drawn from softmax(log_probs / temperature) (their "
+                         f"frequencies over {case['rows']} rows are off)")
+        elif "again" in case and case["again"] in drawn:
+            agree = float(np.mean(ids == drawn[case["again"]]))
+            if abs(agree - want["agree"]) > want["agree_eps"]:
+                fails.append(f"{label}: the two calls picked the same id in {agree:.0%} of the rows, where "
+                             f"independent draws agree in {want['agree']:.0%}: draw new random numbers at every "
+                             f"call (a fixed seed repeats the same noise)")
     return fails
 
 

@@ -262,6 +262,14 @@ def probe_log_perplexity(ns, inputs):
             for case in inputs["cases"]]
 
 
+def shuffled_rows(log_p, rows: int, seed: int):
+    """(log_p repeated `rows` times, each row in an order of its own; that order): row r's column j
+    holds log_p[order[r, j]]. The grader's judge rebuilds the same order from the seed."""
+    import numpy as np
+    order = np.random.default_rng(seed).permuted(np.tile(np.arange(len(log_p)), (rows, 1)), axis=1)
+    return _array(log_p)[order], order
+
+
 def probe_temperature_random_sampling(ns, inputs):
     import tensorflow as tf
     fn = ns["temperature_random_sampling"]
@@ -269,8 +277,8 @@ def probe_temperature_random_sampling(ns, inputs):
     for case in inputs["cases"]:
         tf.keras.utils.set_random_seed(case["seed"])  # the same draws every time this is graded
         rows = _array(case["log_probs"])
-        if "repeat" in case:
-            rows = rows.reshape(1, -1).repeat(case["repeat"], axis=0)
+        if "rows_seed" in case:
+            rows = shuffled_rows(case["log_probs"], case["rows"], case["rows_seed"])[0]
         out.append(_observe(_call(fn, tf.constant(rows), case["temperature"])))
     return out
 
