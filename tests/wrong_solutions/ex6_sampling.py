@@ -113,6 +113,13 @@ def op_level_seed(log_probs, temperature):
     return _gumbel_argmax(log_probs, temperature, u)
 
 
+@tf.function
+def traced_gumbel(log_probs, temperature):
+    """Traced once per temperature: its random op keeps its state from one call to the next."""
+    u = tf.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6)
+    return tf.math.argmax(log_probs - temperature * tf.math.log(-tf.math.log(u)), axis=-1)
+
+
 def numpy_gumbel(log_probs, temperature):
     log_probs = np.asarray(log_probs)
     u = np.random.default_rng().uniform(1e-6, 1 - 1e-6, size=log_probs.shape)
@@ -123,4 +130,5 @@ WRONG = {f.__name__: (f, TESTS) for f in (multiplies_log_probs, divides_noise, a
                                           float_ids, keeps_last_axis, argmax_over_batch, keras_integer_seed,
                                           generator_seeded_at_every_call, stateless_uniform, quantiles_not_samples,
                                           greedy_unless_identical_rows)}
-CORRECT = {f.__name__: f for f in (unclipped_uniform, categorical, numpy_gumbel, keras_seed_generator, op_level_seed)}
+CORRECT = {f.__name__: f for f in (unclipped_uniform, categorical, numpy_gumbel, keras_seed_generator, op_level_seed,
+                                   traced_gumbel)}
