@@ -57,30 +57,28 @@ def printable(text: object) -> str:
 
 # Colours (SGR, ESC [ ... m) are the one escape sequence cell outputs keep: Jupyter and nbconvert draw
 # them. Every other one acts on a terminal that shows the file (cat, less -R): cursor moves, screen
-# clears, window titles and hyperlinks (OSC), device strings (DCS), and their one-byte C1 forms.
-_SGR = re.compile(r"\x1b\[[0-9;]*m")
+# clears, window titles and hyperlinks (OSC), device strings (DCS), and their one-byte C1 forms. Each
+# alternative starts with its own character, so the regular expression engine jumps from one
+# introducer to the next.
+_STRING_END = r"[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # up to BEL or ST, if they come
 _ESCAPE_SEQUENCE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]?"                     # CSI: cursor, screen, modes
-    r"|\x1b[]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC, DCS, SOS, PM, APC, up to BEL or ST
-    r"|\x1b[ -/]*[0-~]?"                             # the other escapes, and a lone ESC
-    r"|\x9b[0-?]*[ -/]*[@-~]?"                       # C1 CSI
-    r"|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?")  # C1 OSC, DCS, SOS, PM, APC
-_KEPT = "\n\t\r"  # the controls that cell outputs use as text: Jupyter draws a carriage return too
+    r"\x1b(?!\[[0-9;]*m)(?:\[[0-?]*[ -/]*[@-~]?"     # CSI but a colour: cursor, screen, modes
+    rf"|[]PX^_]{_STRING_END}"                     # OSC, DCS, SOS, PM, APC
+    r"|[ -/]*[0-~]?)"                             # the other escapes, and a lone ESC
+    r"|\x9b[0-?]*[ -/]*[@-~]?"                     # C1 CSI
+    + "".join(rf"|\x{c:02x}{_STRING_END}" for c in (0x90, 0x98, 0x9d, 0x9e, 0x9f)))  # C1 strings
+# Then the other C0 and C1 controls go (all but new line, tab and carriage return, which outputs use
+# as text, and the ESC of a colour), and the bidirectional controls, which reorder what is around them.
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x1b), *range(0x1c, 0x20), *range(0x7f, 0xa0),
+                           0x061c, 0x200e, 0x200f, *range(0x202a, 0x202f), *range(0x2066, 0x206a)])
 
 
 def inert_output(text: object) -> str:
     """A cell's output text as Jupyter shows it (colours, tabs, new lines and carriage returns kept),
-    with every other escape sequence and control or format character removed: the graded notebook
-    and the feedback page then show the same, and neither acts on a terminal that prints them."""
-    pieces = _SGR.split(str(text))
-    colours = _SGR.findall(str(text))
-    out = []
-    for k, piece in enumerate(pieces):
-        piece = _ESCAPE_SEQUENCE.sub("", piece)
-        out.append("".join(c for c in piece if c in _KEPT or not _unsafe(c)))
-        if k < len(colours):
-            out.append(colours[k])
-    return "".join(out)
+    with every other escape sequence, control character and bidirectional control removed: the
+    graded notebook and the feedback page then show the same, and neither acts on a terminal that
+    prints them. No ESC is left but a colour's: removing a sequence never makes a new one."""
+    return _ESCAPE_SEQUENCE.sub("", str(text)).translate(_CONTROLS)
 
 
 def _is_number(text: str) -> bool:
