@@ -144,6 +144,10 @@ def _row(cells):
     # lone controls and format characters
     ("bell\x07back\x08nul\x00del\x7f", "bellbacknuldel"),
     ("abc\u202edcba\u2066", "abcdcba"),
+    # a colour broken by a control is no colour: what is left is text
+    ("\x1b[31\x07m", "m"),
+    ("\x1b\x07[31m", "[31m"),
+    ("\x1b\x1b[31mred", "\x1b[31mred"),
 ])
 def test_inert_output_drops_every_escape_sequence_and_control_but_colours(text, shown):
     assert inert_output(text) == shown
