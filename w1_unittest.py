@@ -712,7 +712,8 @@ def test_create_batch_dataset(create_batch_dataset):
                    "the pairs are shuffled before batching", "batches of chunks from all over the text",
                    "every batch holds consecutive chunks (shuffled after batching?)")
         case.check(runs[0] != runs[1], "a new order at every pass over the dataset (shuffle(BUFFER_SIZE) "
-                   "reshuffles at each epoch: leave its reshuffle_each_iteration at True)",
+                   "reshuffles at each epoch: leave its reshuffle_each_iteration at True, and cache() nothing "
+                   "after it)",
                    "two passes in two different orders", "the same order twice")
 
     lines = _corpus_lines(start=0, count=1500, alphabet=alphabet)

@@ -546,15 +546,21 @@ def test_terminal_codes_from_the_students_run_and_messages_reach_no_graded_noteb
     ran.cells[first].outputs = [
         nbformat.v4.new_output("stream", name="stdout", text=f"{osc}out {colour}\x1b[2J\n"),
         nbformat.v4.new_output("error", ename=f"Err{osc}", evalue=f"bad{osc}\x07", traceback=[f"tb{osc}{colour}"]),
-        nbformat.v4.new_output("display_data", data={"text/plain": [f"shown{osc}", "\x9b2Jtoo"]})]
+        nbformat.v4.new_output("display_data", data={"text/plain": [f"shown{osc}", "\x9b2Jtoo\ud800"]}),
+        nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=\n", "text/plain": "picture"}),
+        nbformat.v4.new_output("display_data", data={"image/png": "iVBOR\x9b2J\u202e", "image/jpeg": ["/9j/"],
+                                                     "text/plain": "no picture"})]
     gid = "test_line_to_tensor"
     cases = prepared[gid]["inputs"]["cases"]
     raised = {"error": "ValueError", "message": f"{osc}boom\x1b[2J\u202e"}
     verdicts.apply_verdicts(nb, prepared, sandbox.RunResult(notebook=ran, probes={gid: {"observations": [raised] * len(cases)}}))
-    stream, error, shown = nb.cells[first].outputs
+    stream, error, shown, picture, forged = nb.cells[first].outputs
     assert stream.text == f"out {colour}\n"
     assert (error.ename, error.evalue, error.traceback) == ("Err", "bad", [f"tb{colour}"])
     assert shown.data["text/plain"] == ["shown", "too"]
+    assert picture.data == {"image/png": "iVBORw0KGgo=\n", "text/plain": "picture"}
+    assert forged.data == {"text/plain": "no picture"}  # an image that is not base64 is no image
+    nbformat.writes(nb)  # a lone surrogate would have made this raise
     test = next(c for c in nb.cells if cells.nbgrader_meta(c).get("grade_id") == gid)
     message = test.outputs[0].evalue
     assert "boom" in message and "\x1b" not in message and "\x07" not in message and "\u202e" not in message

@@ -148,6 +148,7 @@ def _row(cells):
     ("\x1b[31\x07m", "m"),
     ("\x1b\x07[31m", "[31m"),
     ("\x1b\x1b[31mred", "\x1b[31mred"),
+    ("lone\ud800 surrogate\udfff", "lone surrogate"),
 ])
 def test_inert_output_drops_every_escape_sequence_and_control_but_colours(text, shown):
     assert inert_output(text) == shown

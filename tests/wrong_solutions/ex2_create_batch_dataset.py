@@ -9,7 +9,7 @@ BUFFER_SIZE = 10000
 
 
 def _make(join="\n", end="", chunk=1, drop_chunks=True, split=split_input_target, shuffle="before", drop_batches=True,
-          dtype=None, skip=0, shuffle_ids=False, buffer=BUFFER_SIZE, reshuffle=True):
+          dtype=None, skip=0, shuffle_ids=False, buffer=BUFFER_SIZE, reshuffle=True, cache=False):
     """The reference recipe with one ingredient changed."""
     def create_batch_dataset(lines, vocab, seq_length=100, batch_size=64):
         ids = line_to_tensor(join.join(lines) + end, vocab)[skip:]
@@ -21,6 +21,8 @@ def _make(join="\n", end="", chunk=1, drop_chunks=True, split=split_input_target
         ds = ds.batch(seq_length + chunk, drop_remainder=drop_chunks).map(split)
         if shuffle == "before":
             ds = ds.shuffle(buffer, reshuffle_each_iteration=reshuffle)
+        if cache:  # keeps the first pass's order for every later one
+            ds = ds.cache()
         ds = ds.batch(batch_size, drop_remainder=drop_batches)
         if shuffle == "after":
             ds = ds.shuffle(BUFFER_SIZE)
@@ -105,6 +107,7 @@ WRONG = {name: (f, TESTS) for name, f in {
     "shuffled_once_with_numpy": shuffled_once_with_numpy,
     "golden_ratio_stride": golden_ratio_stride,
     "not_reshuffled_each_epoch": _make(reshuffle=False),
+    "cached_after_the_shuffle": _make(cache=True),
 }.items()}
 def ids_in_a_dataset_map(lines, vocab, seq_length=100, batch_size=64):
     """line_to_tensor runs inside tf.data (graph mode), on the joined text."""

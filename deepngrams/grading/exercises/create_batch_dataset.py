@@ -112,7 +112,7 @@ def judge(check, observations):
             elif len(runs_seen) > 1 and all(run == runs_seen[0] for run in runs_seen[1:]):
                 fails.append(f"{label}: the examples come in the same order at every pass over the dataset: "
                              f"shuffle(BUFFER_SIZE) draws a new order at each epoch (leave its "
-                             f"reshuffle_each_iteration at True)")
+                             f"reshuffle_each_iteration at True, and cache() nothing after it)")
     return fails
 
 
