@@ -165,12 +165,9 @@ def test_the_sampling_cell_fails_a_sampler_that_repeats_its_draws_and_passes_one
 
     def quantiles(case):
         rows = np.asarray(case["log_probs"], np.float64)
-        if "rows_seed" not in case:
-            return rows.argmax(-1)
-        rows = probes.shuffled_rows(case["log_probs"], case["rows"], case["rows_seed"])[0].astype(np.float64)
-        p = np.exp(common.log_softmax(rows / case["temperature"]))
-        q = (np.arange(len(p)) + 0.5) / len(p)
-        return np.minimum((np.cumsum(p, axis=-1) < q[:, None]).sum(-1), p.shape[1] - 1)
+        if "rows_seed" in case:
+            rows = probes.shuffled_rows(case["log_probs"], case["rows"], case["rows_seed"])[0].astype(np.float64)
+        return ex6_sampling.quantiles_not_samples(rows, case["temperature"])
 
     for seed in range(40):
         check = _drawn(sampling, "test_temperature_random_sampling", seed)
@@ -528,14 +525,6 @@ def _shuffle_buffer(n: int, size: int, rng) -> list[int]:
     return out
 
 
-def _stride(n: int) -> list[int]:
-    """A fixed order with no tie to the text's: chunk k * 0.618 n (mod n) comes k-th."""
-    stride = max(1, round(n * 0.6180339887))
-    while np.gcd(stride, n) != 1:
-        stride += 1
-    return [(k * stride) % n for k in range(n)]
-
-
 def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_whatever_the_draw():
     """The visible cell's shuffled case passes a uniform shuffle of its chunks and fails any order tied to
     the text's: the text's own order, its reverse, shuffle(2) to shuffle(10) (the rank correlation test,
@@ -547,7 +536,7 @@ def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_
     orders = {"uniform": lambda n: rng.permutation(n), "text": lambda n: range(n),
               "reversed": lambda n: range(n)[::-1], "buffer_2": lambda n: _shuffle_buffer(n, 2, rng),
               "buffer_10": lambda n: _shuffle_buffer(n, 10, rng),
-              "uniform_drawn_once": lambda n: drawn_once.setdefault(n, rng.permutation(n)), "stride": _stride}
+              "uniform_drawn_once": lambda n: drawn_once.setdefault(n, rng.permutation(n)), "stride": ex2_create_batch_dataset.stride_order}
     for seed in range(60):
         check = _drawn(create_batch_dataset, "test_create_batch_dataset", seed)
         shuffled = [case for case in check["inputs"]["cases"] if case.get("shuffled")]

@@ -80,9 +80,9 @@ def _safe_outputs(outputs) -> list:
                                                if isinstance(tb, list) else []))
         elif kind in ("execute_result", "display_data") and isinstance(out.get("data"), dict):
             data = {k: v for k, v in out["data"].items() if k in SAFE_MIME and isinstance(v, (str, list))}
-            for kind in ("image/png", "image/jpeg"):  # base64 and nothing else
-                if kind in data and not (isinstance(data[kind], str) and _BASE64.fullmatch(data[kind])):
-                    del data[kind]
+            for mime in ("image/png", "image/jpeg"):  # base64 and nothing else
+                if mime in data and not (isinstance(data[mime], str) and _BASE64.fullmatch(data[mime])):
+                    del data[mime]
             if isinstance(data.get("text/plain"), str):
                 data["text/plain"] = inert_output(data["text/plain"])
             elif isinstance(data.get("text/plain"), list):

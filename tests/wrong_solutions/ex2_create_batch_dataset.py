@@ -47,14 +47,18 @@ def shuffled_once_with_numpy(lines, vocab, seq_length=100, batch_size=64):
     return _in_order(chunks, np.random.default_rng(0).permutation(len(chunks)), batch_size)
 
 
-def golden_ratio_stride(lines, vocab, seq_length=100, batch_size=64):
-    """No randomness: chunk k * 0.618 n (mod n) comes k-th, an order that is not tied to the text's."""
-    chunks = _chunks(lines, vocab, seq_length)
-    n = len(chunks)
+def stride_order(n: int) -> np.ndarray:
+    """A fixed order with no tie to the text's: chunk k * 0.618 n (mod n) comes k-th."""
     stride = max(1, round(n * 0.6180339887))
     while np.gcd(stride, n) != 1:
         stride += 1
-    return _in_order(chunks, (np.arange(n) * stride) % n, batch_size)
+    return (np.arange(n) * stride) % n
+
+
+def golden_ratio_stride(lines, vocab, seq_length=100, batch_size=64):
+    """No randomness: the chunks in `stride_order`, the same at every pass."""
+    chunks = _chunks(lines, vocab, seq_length)
+    return _in_order(chunks, stride_order(len(chunks)), batch_size)
 
 
 def _reversed_order(lines, vocab, seq_length=100, batch_size=64):
