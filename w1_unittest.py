@@ -764,9 +764,11 @@ def test_GRULM_layers(GRULM):
         label = f"GRULM(vocab_size={V}, embedding_dim={E}, rnn_units={U})"
         with report.case(label) as case:
             model = GRULM(vocab_size=V, embedding_dim=E, rnn_units=U)
-            _check_layers(case, model, V, E, U)
             inputs = tf.constant(rng.integers(2, V, size=(2, 7)), dtype=tf.int64)
-            out = model(inputs)
+            try:
+                out = model(inputs)  # first: a model may make its layers in build(), at its first call
+            finally:  # the layers' own messages say more than the call's exception
+                _check_layers(case, model, V, E, U)
             _check_log_probs(case, out, (2, 7, V))
             if sizes == small:
                 expected = {"embedding": V * E, "gru": 3 * (E * U + U * U + 2 * U), "dense": U * V + V}

@@ -31,7 +31,9 @@ PERPLEXITY_ATOL = 2e-3
 MAX_PROBES = 3
 LINE_CASES = ["abc xyz", "To be, or not to be: that is the question.", "HAMLET\tWho's there?",
               "Ünïcödé ✓ maps to [UNK]", ""]
-PROBE_TEXTS = ["ROMEO\tBut soft, what light", "To be, or not to be, that is"]
+# The second opens with a typographic quote, which the vocabulary lacks: an '[UNK]' (id 0) the model must
+# read like any other id (an Embedding with mask_zero=True would skip it).
+PROBE_TEXTS = ["ROMEO\tBut soft, what light", "\u201cTo be, or not to be, that is"]
 # Candidates: the longest clear greedy continuations are kept. Many, because which prefixes a
 # model continues clearly changes with every training run.
 GREEDY_PREFIXES = ["[Exeunt", "[Exeunt.]\n", "Farewell, ", "The king ", "What say you", "I do beseech you",

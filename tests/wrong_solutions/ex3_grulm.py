@@ -8,14 +8,14 @@ BOTH = TESTS
 
 
 def _make(activation=tf.nn.log_softmax, use_state=True, return_sequences=True, gru_return_state=True, units=None,
-          swap_embedding=False, always_tuple=False, post=None):
+          swap_embedding=False, always_tuple=False, post=None, mask_zero=False):
     class GRULM(tf.keras.Model):
         def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
             super().__init__()
             if swap_embedding:
                 self.embedding = tf.keras.layers.Embedding(embedding_dim, vocab_size)
             else:
-                self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+                self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=mask_zero)
             self.gru = tf.keras.layers.GRU(units or rnn_units, return_sequences=return_sequences,
                                            return_state=gru_return_state)
             self.dense = tf.keras.layers.Dense(vocab_size, activation=activation)
@@ -47,6 +47,27 @@ class GetInitialState(tf.keras.Model):
         x = self.embedding(inputs, training=training)
         if states is None:
             states = self.gru.get_initial_state(tf.shape(x)[0])
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        return (x, states) if return_state else x
+
+
+class LayersMadeInBuild(tf.keras.Model):
+    """Makes its layers in build(), at the first call, as Keras allows: they do not exist before it."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.sizes = (vocab_size, embedding_dim, rnn_units)
+
+    def build(self, input_shape):
+        vocab_size, embedding_dim, rnn_units = self.sizes
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+        super().build(input_shape)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
         x, states = self.gru(x, initial_state=states, training=training)
         x = self.dense(x, training=training)
         return (x, states) if return_state else x
@@ -107,8 +128,10 @@ WRONG = {
     "embedding_dims_swapped": (_make(swap_embedding=True), BOTH),
     "always_returns_a_tuple": (_make(always_tuple=True), BOTH),
     "log_softmax_twice_over_time_axis": (_make(post=lambda x: tf.nn.log_softmax(x, axis=1)), BOTH),
+    "embedding_masks_unknown": (_make(mask_zero=True), OUTPUTS),  # skips '[UNK]' (id 0) as if it were padding
 }
 CORRECT = {
     "get_initial_state_and_activation_name": GetInitialState,
     "log_softmax_in_call": _make(activation=None, post=tf.nn.log_softmax),
+    "layers_made_in_build": LayersMadeInBuild,
 }
