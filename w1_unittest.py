@@ -55,6 +55,9 @@ RATE_ATOL = 1e-7  # the optimizer's learning rate
 # sqrt(n - 1) is about standard normal, so |rho| > SHUFFLE_Z / sqrt(n - 1) fails a correct shuffle about
 # once in 10^7 runs (two-sided). See order_correlation.
 SHUFFLE_Z = 5.33
+# What to do when every pass over the dataset comes in the same order (the grader's feedback says it too).
+RESHUFFLE_HINT = ("shuffle(BUFFER_SIZE) draws a new order at each epoch: leave its reshuffle_each_iteration at "
+                  "True, and cache() nothing after it")
 
 # Code that circulates for this assignment and breaks under Keras 3: (where the sign shows, in the
 # error message or in your code; the sign; what to do). The grader's feedback reads this table too.
@@ -711,9 +714,7 @@ def test_create_batch_dataset(create_batch_dataset):
         case.check(not all(_consecutive(b, index) for b in batches),
                    "the pairs are shuffled before batching", "batches of chunks from all over the text",
                    "every batch holds consecutive chunks (shuffled after batching?)")
-        case.check(runs[0] != runs[1], "a new order at every pass over the dataset (shuffle(BUFFER_SIZE) "
-                   "reshuffles at each epoch: leave its reshuffle_each_iteration at True, and cache() nothing "
-                   "after it)",
+        case.check(runs[0] != runs[1], f"a new order at every pass over the dataset ({RESHUFFLE_HINT})",
                    "two passes in two different orders", "the same order twice")
 
     lines = _corpus_lines(start=0, count=1500, alphabet=alphabet)

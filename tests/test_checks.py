@@ -536,7 +536,8 @@ def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_
     orders = {"uniform": lambda n: rng.permutation(n), "text": lambda n: range(n),
               "reversed": lambda n: range(n)[::-1], "buffer_2": lambda n: _shuffle_buffer(n, 2, rng),
               "buffer_10": lambda n: _shuffle_buffer(n, 10, rng),
-              "uniform_drawn_once": lambda n: drawn_once.setdefault(n, rng.permutation(n)), "stride": ex2_create_batch_dataset.stride_order}
+              "uniform_drawn_once": lambda n: drawn_once.setdefault(n, rng.permutation(n)),
+              "stride": ex2_create_batch_dataset.stride_order}
     for seed in range(60):
         check = _drawn(create_batch_dataset, "test_create_batch_dataset", seed)
         shuffled = [case for case in check["inputs"]["cases"] if case.get("shuffled")]

@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from deepngrams.grading.exercises.common import char_ids, order_correlation, passage, raised
+from deepngrams.grading.exercises.common import char_ids, from_w1_unittest, order_correlation, passage, raised
 
 # The visible cell's shuffled case keeps at least this many chunks, so that the test of the order
 # (w1_unittest's order_correlation) tells a uniform shuffle from a fixed order or a small buffer, and
@@ -111,8 +111,7 @@ def judge(check, observations):
                 fails.append(f"{label}: every batch holds consecutive chunks: shuffle before batching")
             elif len(runs_seen) > 1 and all(run == runs_seen[0] for run in runs_seen[1:]):
                 fails.append(f"{label}: the examples come in the same order at every pass over the dataset: "
-                             f"shuffle(BUFFER_SIZE) draws a new order at each epoch (leave its "
-                             f"reshuffle_each_iteration at True, and cache() nothing after it)")
+                             f"{from_w1_unittest()['RESHUFFLE_HINT']}")
     return fails
 
 
