@@ -99,8 +99,9 @@ def test_rootless_memory_per_process_is_a_memory_error():
     assert out == ["MemoryError\n", "after\n"], (out, result["stderr"][-2000:])
 
 
-# The course's GRU (embedding 256, 512 units, 81 characters) trained on a few batches: it writes
-# about 0.6 GiB but reserves over 2 GiB of address space, which a 1 GiB RLIMIT_AS would refuse.
+# The course's GRU (embedding 256, 512 units, 81 characters) trained on a few batches: the sandbox's
+# processes together touch 0.95 to 1.05 GiB (TensorFlow included), but they reserve over 2 GiB of
+# address space, which an RLIMIT_AS of the 1.5 GiB limit would refuse.
 GRU_FIT = """
 import numpy as np, tensorflow as tf
 model = tf.keras.Sequential([tf.keras.layers.Embedding(81, 256), tf.keras.layers.GRU(512, return_sequences=True),
@@ -112,10 +113,10 @@ print("fit", np.isfinite(model.fit(x, x, batch_size=64, epochs=1, verbose=0).his
 
 
 @as_nobody_here
-def test_rootless_a_gru_fits_in_one_gib():
-    result, out = one([GRU_FIT], memory_gib=1, cell_timeout=120, wall_timeout=180)
+def test_rootless_a_gru_fits_in_one_and_a_half_gib():
+    result, out = one([GRU_FIT], memory_gib=1.5, cell_timeout=120, wall_timeout=180)
     assert out == ["fit True\n"] and not result["events"], (out, result["events"], result["stderr"][-2000:])
-    assert result["peak_memory_mib"] < 1024
+    assert result["peak_memory_mib"] < 1536
 
 
 @as_nobody_here
