@@ -172,6 +172,7 @@ def _first_line(error) -> str:
     import re
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(error))
     frame_indent = None  # inside a traceback frame of the message: its "File ..." line's indent
+    in_user_code = "in user code:" in text
     for line in text.splitlines():
         indent = len(line) - len(line.lstrip())
         if frame_indent is not None and line.strip() and indent > frame_indent:
@@ -179,15 +180,18 @@ def _first_line(error) -> str:
         frame_indent = indent if re.match(r'File ".*", line \d+', line.lstrip()) else None
         if frame_indent is not None:
             continue  # where tf.function or a graph op was called: the traceback shows it better
-        line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
-        line = re.sub(r"\s*\[Op:\w+\]( name: .*)?$", "", line).strip()
+        # The patterns take time in proportion to the line, whatever it holds (the grader runs them
+        # on messages a submission wrote): no run of characters is tried again from each start.
+        line = re.sub(r"\{\{function_node [^{}]*\}\}\s*", "", line)
+        op = re.search(r"\[Op:\w+\]( name: .*)?$", line)
+        line = (line[:op.start()] if op else line).strip()
         # Inside tf.function the error comes "in user code:", then the frames, then "ValueError: ...".
-        line = re.sub(r"^[A-Za-z_][\w.]*(Error|Exception): ", "", line) if "in user code:" in text else line
+        line = re.sub(r"^[A-Za-z_][\w.]*(Error|Exception): ", "", line) if in_user_code else line
         if line and not line.startswith(("Exception encountered when calling", "Arguments received by",
                                           "Graph execution error", "Detected at node", "in user code:", "\u2022")):
             if len(line) > 400:
-                end = line.rfind(". ", 0, 400)
-                line = line[:end + 1] if end > 100 else line[:line.rfind(" ", 0, 400)] + " ..."
+                end, space = line.rfind(". ", 0, 400), line.rfind(" ", 100, 400)
+                line = line[:end + 1] if end > 100 else line[:space if space > 0 else 400] + " ..."
             return line
     return ""
 

@@ -1,10 +1,13 @@
 """A forged observation (student code can display its own probe output) costs its cell, never the
 notebook: numbers too large, JSON nested too deep (no kernel, no sandbox)."""
 import json
+import subprocess
+import sys
 
 import pytest
 
 from deepngrams.grading.inside import harness
+from deepngrams.config import ROOT
 from deepngrams.grading import exercises
 
 
@@ -45,3 +48,40 @@ def test_unreadable_observations_are_an_error_of_the_cell(text):
 def test_the_probes_own_observations_are_read_as_they_are():
     observation = {"observations": [{"kind": "list", "items": [{"value": [[[[1.5, 2.0]]]], "shape": [1, 1, 1, 2]}]}]}
     assert harness.read_observation(json.dumps(observation)) == observation
+
+
+# Error messages a submission can forge, each shaped so that a pattern which retries a run of
+# characters from every start in it takes hours: the judge must read them in time that grows with
+# their length only.
+HOSTILE_MESSAGES = {
+    "a run of spaces": "a" + " " * 300_000 + "a",
+    "a run of tabs before an op marker": "x" + "\t" * 300_000 + "[Op:",
+    "function nodes never closed": "{{function_node " * 40_000,
+    "op markers never closed": "x [Op:a" * 60_000,
+    "op names one after another": "[Op:A] name: " * 40_000 + "\x00",
+    "traceback frames": 'File "' * 60_000 + "\n",
+    "boilerplate lines": ("Exception encountered when calling" + " " * 200 + "x\n") * 5_000,
+    "in user code": "in user code:\n" + "A" * 300_000 + "Erro",
+}
+JUDGE_THEM = """
+import json, sys
+from deepngrams.grading import exercises
+messages = json.loads(sys.stdin.read())
+for check in exercises.draw_cases(20261130).values():
+    n = len(check["inputs"]["cases"])
+    for message in messages.values():
+        problems = exercises.judge(check, {"observations": [{"error": "ValueError", "message": message}] * n})
+        assert problems and all(isinstance(p, str) and len(p) < 5000 for p in problems), problems
+        whole = exercises.judge(check, {"error": "ValueError", "message": message})
+        assert whole and all(isinstance(p, str) and len(p) < 5000 for p in whole), whole
+print("judged")
+"""
+
+
+def test_a_forged_error_message_is_judged_in_time_that_grows_with_its_length():
+    """The judge runs outside the sandbox, on every submission in turn: a message built to make a
+    regular expression backtrack must not stall it. (In a child process: a pattern that backtracks
+    cannot be interrupted in this one; the timeout is many times the few seconds this takes.)"""
+    done = subprocess.run([sys.executable, "-c", JUDGE_THEM], input=json.dumps(HOSTILE_MESSAGES), text=True,
+                          capture_output=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "judged", done.stderr[-3000:]
