@@ -34,6 +34,11 @@ import numpy as np
 import tensorflow as tf
 from termcolor import colored
 
+# As this module finds them, before any notebook code runs: the optimizer and the loss your
+# compile_model is compared with.
+_ADAM = tf.keras.optimizers.Adam
+_SPARSE_CROSSENTROPY = tf.keras.losses.SparseCategoricalCrossentropy
+
 ROOT = Path(__file__).resolve().parent
 MODEL_DIR = ROOT / "model"
 DATA_PATH = ROOT / "data" / "shakespeare_data.txt"
@@ -50,6 +55,7 @@ _SAMPLE_ROWS = 2000  # prompts generate_one_step samples for at once in test_Gen
 ATOL = 1e-4  # a float32 result against the float64 one, or against itself computed another way
 LOG_SUM_ATOL = 1e-3  # log probabilities: their logsumexp over the last axis is 0 within this
 RATE_ATOL = 1e-7  # the optimizer's learning rate
+ADAM_ATOL = 1e-5  # a weight after a few training steps, against Adam's (each step moves it by about the rate)
 # A shuffled dataset's examples come in an order not tied to their chunks' order in the text: under a
 # uniform shuffle of n chunks, Spearman's rho (place in the run against place in the text) times
 # sqrt(n - 1) is about standard normal, so |rho| > SHUFFLE_Z / sqrt(n - 1) fails a correct shuffle about
@@ -891,6 +897,30 @@ def test_compile_model(compile_model):
         later = float(tf.keras.ops.convert_to_numpy(optimizer.learning_rate))
         case.check(abs(later - want) < RATE_ATOL, "optimizer learning_rate after 10**6 steps (a number, not a "
                    "schedule)", want, later)
+    with report.case("compile_model(a small model), trained two steps beside Adam") as case:
+        # Two copies of one model: yours compiled by compile_model, the other with Adam itself (as this
+        # module found it when it was imported). Their weights must move alike, at each step.
+        rng = np.random.default_rng(4)
+        weights = [rng.normal(size=(9, 4)), rng.normal(size=(4, 9)) * 0.5, rng.normal(size=9) * 0.1]
+        batches = [(rng.integers(0, 9, size=(3, 5)), rng.integers(0, 9, size=(3, 5))) for _ in range(2)]
+
+        def small_model():
+            model = tf.keras.Sequential([tf.keras.Input(shape=(None,), dtype="int64"), tf.keras.layers.Embedding(9, 4),
+                                         tf.keras.layers.Dense(9, activation=tf.nn.log_softmax)])
+            model.set_weights([w.astype("float32") for w in weights])
+            return model
+
+        yours, adams = small_model(), small_model()
+        compile_model(yours)
+        adam = _ADAM(learning_rate=float(model_card()["hparams"]["learning_rate"]))
+        for step, (x, y) in enumerate(batches, 1):
+            yours.train_on_batch(x, y)
+            with tf.GradientTape() as tape:
+                loss = _SPARSE_CROSSENTROPY(from_logits=True)(y, adams(x))
+            adam.apply_gradients(zip(tape.gradient(loss, adams.trainable_variables), adams.trainable_variables))
+            gap = max(_max_abs_diff(a, b) for a, b in zip(yours.get_weights(), adams.get_weights()))
+            case.check(gap < ADAM_ATOL, f"weights after training step {step}: the largest difference from Adam's",
+                       f"under {ADAM_ATOL}", f"{gap:.2g}")
     report.finish()
 
 

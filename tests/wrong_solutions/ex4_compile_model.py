@@ -25,6 +25,33 @@ def keras_namespace_with_metrics(model):
     return model
 
 
+class AdamForOneStep(tf.keras.optimizers.Adam):
+    """Adam at its first step, then never moves a weight again."""
+
+    def apply(self, grads, trainable_variables=None):
+        if int(self.iterations.numpy()) >= 1:
+            self.iterations.assign_add(1)
+            return
+        return super().apply(grads, trainable_variables)
+
+
+class SignStepsUnderAdamsName(tf.keras.optimizers.Adam):
+    """Lion's update (the rate times the sign of a blend of momentum and gradient) under Adam's name:
+    its first step is Adam's first step."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        m = self._momentums[self._get_variable_index(variable)]
+        g = tf.convert_to_tensor(gradient)
+        variable.assign_sub(tf.cast(learning_rate, variable.dtype) * tf.sign(0.9 * m + 0.1 * g))
+        m.assign(0.99 * m + 0.01 * g)
+
+
+def _frozen_after_one_step(model):
+    model.compile(optimizer=AdamForOneStep(learning_rate=0.00125),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
+    return model
+
+
 WRONG = {name: (f, TESTS) for name, f in {
     "from_logits_false": _make(loss=lambda: tf.keras.losses.SparseCategoricalCrossentropy(from_logits=False)),
     "loss_by_name": _make(loss=lambda: "sparse_categorical_crossentropy"),
@@ -36,5 +63,21 @@ WRONG = {name: (f, TESTS) for name, f in {
     "learning_rate_schedule": _make(optimizer=lambda: tf.keras.optimizers.Adam(
         tf.keras.optimizers.schedules.ExponentialDecay(0.00125, decay_steps=1, decay_rate=1e-9))),
     "returns_none": _make(returns=False),
+    "adam_for_one_step_only": _frozen_after_one_step,
+    "sign_steps_under_adams_name": _make(optimizer=lambda: SignStepsUnderAdamsName(learning_rate=0.00125)),
 }.items()}
-CORRECT = {f.__name__: f for f in (positional_arguments, keras_namespace_with_metrics)}
+def compiled_with_xla_and_the_rate_set_after(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    model.optimizer.learning_rate = 0.00125
+    return model
+
+
+def run_eagerly(model):
+    model.compile(optimizer=tf.keras.optimizers.get({"class_name": "adam", "config": {"learning_rate": 0.00125}}),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
+    return model
+
+
+CORRECT = {f.__name__: f for f in (positional_arguments, keras_namespace_with_metrics,
+                                   compiled_with_xla_and_the_rate_set_after, run_eagerly)}

@@ -119,7 +119,7 @@ def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
     `RESHUFFLE_HINT`), taken
     from its source without importing it (that would load TensorFlow): the students' tests and the
     grader judge with the same tolerances and describe an error the same way."""
-    wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint", "ATOL", "LOG_SUM_ATOL", "RATE_ATOL",
+    wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint", "ATOL", "LOG_SUM_ATOL", "RATE_ATOL", "ADAM_ATOL",
               "SHUFFLE_Z", "order_correlation", "RESHUFFLE_HINT"}
     nodes = [node for node in ast.parse(path.read_text(encoding="utf-8")).body
              if isinstance(node, ast.FunctionDef) and node.name in wanted
@@ -133,7 +133,7 @@ def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
 
 
 def tolerance(name: str) -> float:
-    """One of w1_unittest's tolerances: ATOL, LOG_SUM_ATOL or RATE_ATOL."""
+    """One of w1_unittest's tolerances: ATOL, LOG_SUM_ATOL, RATE_ATOL or ADAM_ATOL."""
     return float(from_w1_unittest()[name])
 
 

@@ -9,23 +9,24 @@ from deepngrams.config import COURSE, PADDING_ID, UNK_ID
 from deepngrams.grading.exercises.common import array, log_softmax, raised, tolerance
 
 
-MOVED = 1e-4  # a weight whose gradient is larger moves by about the rate in Adam's first step: compared
+MOVED = 1e-3  # a weight whose gradient is larger moves by about the rate at each of Adam's steps: compared
+# Adam's bias corrections are 1 to float precision long before the probe's late step: a step there is
+# Adam's plain update, m / (sqrt(v) + eps) times the rate, with the moments the two steps before left.
+LATE = (10 ** 5, 10 ** 6)
 
 
 # graded cell -> (probe, hidden)
 CELLS = {"test_compile_model": ("compile_model", False), "test_compile_model_hidden": ("compile_model", True)}
 
 
-def _adam_step(weights: list[np.ndarray], x: np.ndarray, y: np.ndarray):
-    """One step of Adam at the course's rate on Embedding -> Dense(log_softmax) with the sparse cross-entropy
-    from logits, as Keras 3 takes it: (loss, [weights after], |gradient| of each weight).
+def _gradients(weights: list[np.ndarray], x: np.ndarray, y: np.ndarray):
+    """The loss of Embedding -> Dense(log_softmax) under the sparse cross-entropy from logits, and its
+    gradients as Keras' TensorFlow backend hands them to Adam: (loss, gradients, squared gradients).
 
-    The embedding's gradient comes as one slice per position read; Keras' TensorFlow backend adds
-    the slices' squares into Adam's second moment (rather than squaring their sum), so its first
-    step differs from the dense one on rows read twice. Both versions of the embedding are given:
-    the first list is the dense step, the second the step by slices.
-    """
-    emb, kernel, bias = (np.asarray(w, np.float64) for w in weights)
+    The embedding's gradient comes as one slice per position read, and Adam squares the slices before
+    adding them into its second moment (rather than squaring their sum): the squared gradient of a row
+    read twice is not the square of its gradient."""
+    emb, kernel, bias = weights
     z = emb[x] @ kernel + bias  # (b, t, V); the loss of log_softmax(z) "from logits" is the loss of z
     logp = log_softmax(z)
     loss = -np.take_along_axis(logp, y[..., None], axis=-1).mean()
@@ -35,15 +36,38 @@ def _adam_step(weights: list[np.ndarray], x: np.ndarray, y: np.ndarray):
     np.add.at(g_emb, x, slices)
     np.add.at(g_emb_sq, x, slices ** 2)
     grads = [g_emb, np.einsum("bte,btv->ev", emb[x], dz), dz.sum(axis=(0, 1))]
+    return float(loss), grads, [g_emb_sq, grads[1] ** 2, grads[2] ** 2]
+
+
+def _adam_steps(weights: list[np.ndarray], batches: list, steps: list[int]):
+    """Adam at the course's rate, one step on each of `batches` at the iteration counts `steps`, as
+    Keras 3 takes it: (the first step's loss, the weights after each step, the weights compared
+    after each step) for each of two versions of the embedding's squared gradient.
+
+    The first version squares the embedding's gradient (as a dense gradient would be), the second
+    adds the squares of its slices (as Keras' TensorFlow backend does); they differ on rows read twice.
+    Where every gradient of a weight so far is within float32 noise of 0, float32 rounding decides
+    Adam's step: such a weight is not compared."""
     b1, b2, eps = 0.9, 0.999, 1e-7
-    alpha = COURSE.learning_rate * math.sqrt(1 - b2) / (1 - b1)
-
-    def step(w, m, v):
-        return w - alpha * ((1 - b1) * m) / (np.sqrt((1 - b2) * v) + eps)
-
-    dense = [step(w, g, g * g) for w, g in zip((emb, kernel, bias), grads)]
-    by_slices = [step(emb, g_emb, g_emb_sq)] + dense[1:]
-    return float(loss), [dense, by_slices], [np.abs(g) for g in grads]
+    versions = []
+    for by_slices in (False, True):
+        w = [np.asarray(a, np.float64) for a in weights]
+        m, v, largest = [np.zeros_like(a) for a in w], [np.zeros_like(a) for a in w], [np.zeros_like(a) for a in w]
+        afters, compared, first_loss = [], [], None
+        for (x, y), step in zip(batches, steps):
+            loss, grads, squares = _gradients(w, x, y)
+            first_loss = loss if first_loss is None else first_loss
+            if not by_slices:
+                squares = [g * g for g in grads]
+            alpha = COURSE.learning_rate * math.sqrt(1 - b2 ** (step + 1)) / (1 - b1 ** (step + 1))
+            m = [mi + (g - mi) * (1 - b1) for mi, g in zip(m, grads)]
+            v = [vi + (g2 - vi) * (1 - b2) for vi, g2 in zip(v, squares)]
+            w = [wi - alpha * mi / (np.sqrt(vi) + eps) for wi, mi, vi in zip(w, m, v)]
+            largest = [np.maximum(l, np.abs(g)) for l, g in zip(largest, grads)]
+            afters.append([wi.tolist() for wi in w])
+            compared.append([(l > MOVED).tolist() for l in largest])
+        versions.append({"weights": afters, "compared": compared})
+    return first_loss, versions
 
 
 def cases_compile_model(rng, hidden: bool):
@@ -53,12 +77,15 @@ def cases_compile_model(rng, hidden: bool):
     x, y = rng.integers(0, V, size=(3, 5)), rng.integers(0, V, size=(3, 5))
     # Both special ids among the targets: a loss that ignores either (ignore_class) is always told apart.
     y.flat[rng.choice(y.size, size=2, replace=False)] = [UNK_ID, PADDING_ID]
-    loss, afters, grads = _adam_step(weights, x, y)
+    later_step = int(rng.integers(*LATE))  # the rate is read again there (no schedule) and Adam steps once more
+    # Three steps: two in a row from the start, one far later. An optimizer that is Adam for its first
+    # step only, or another whose first step is Adam's (Lion's is the rate times the gradient's sign,
+    # as Adam's is), moves the weights elsewhere at the second.
+    batches = [(x, y)] + [tuple(rng.integers(0, V, size=(3, 5)) for _ in range(2)) for _ in range(2)]
+    loss, versions = _adam_steps(weights, batches, [0, 1, later_step])
     case = {"vocab_size": V, "weights": [w.tolist() for w in weights], "x": x.tolist(), "y": y.tolist(),
-            "later_step": int(rng.integers(10 ** 5, 10 ** 6))}  # the rate is read again there: no schedule
-    # Where a gradient is within float32 noise of 0, float32 rounding decides Adam's first step: not compared.
-    compared = [(g > MOVED).tolist() for g in grads]
-    return [case], [{"loss": loss, "weights": [[w.tolist() for w in after] for after in afters], "compared": compared,
+            "more": [{"x": bx.tolist(), "y": by.tolist()} for bx, by in batches[1:]], "later_step": later_step}
+    return [case], [{"loss": loss, "versions": versions, "later_step": later_step,
                      "learning_rate": COURSE.learning_rate}]
 
 
@@ -67,9 +94,13 @@ def _weights_match(observed, expected: list, compared: list) -> bool:
         return False
     for o, e, m in zip(observed, expected, compared):
         a, e, m = array(o), np.asarray(e), np.asarray(m, bool)
-        if a is None or a.shape != e.shape or not np.allclose(a[m], e[m], atol=2e-5, rtol=0):
+        if a is None or a.shape != e.shape or not np.allclose(a[m], e[m], atol=tolerance("ADAM_ATOL"), rtol=0):
             return False
     return True
+
+
+def _items(observation):
+    return observation.get("items") if isinstance(observation, dict) else None
 
 
 def judge(check, observations):
@@ -95,9 +126,17 @@ def judge(check, observations):
         loss = array(step.get("loss", {}))
         if loss is None or loss.size < 1 or abs(float(loss.ravel()[0]) - want["loss"]) > tolerance("ATOL"):
             fails.append("one training step: the loss is not the mean negative log probability of the targets")
-        weights = step.get("weights", {}).get("items") if isinstance(step.get("weights"), dict) else None
-        if not any(_weights_match(weights, after, want["compared"]) for after in want["weights"]):
-            fails.append(f"one training step: the weights do not move as Adam with learning rate "
+        later = o.get("later_steps") if isinstance(o.get("later_steps"), list) else []
+        steps = [_items(step.get("weights"))] + [_items(s.get("weights")) if isinstance(s, dict) else None
+                                                 for s in later]
+        names = ["one training step", "a second training step",
+                 f"a training step after {want['later_step']} steps"]
+        # the first step at which the weights leave Adam's path, in the version they follow longest
+        reached = max(next((k for k, (got, after, mask) in enumerate(zip(
+            steps + [None] * (len(names) - len(steps)), version["weights"], version["compared"]))
+            if not _weights_match(got, after, mask)), len(names)) for version in want["versions"])
+        if reached < len(names):
+            fails.append(f"{names[reached]}: the weights do not move as Adam with learning rate "
                          f"{want['learning_rate']} moves them")
     return fails
 

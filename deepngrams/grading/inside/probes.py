@@ -221,7 +221,8 @@ def probe_GRULM_outputs(ns, inputs):
 
 
 def probe_compile_model(ns, inputs):
-    """compile_model on a small model, then one training step with the grader's weights and data."""
+    """compile_model on a small model, then three training steps with the grader's weights and data: two
+    from the start and one at a far later iteration."""
     import numpy as np
     import tensorflow as tf
     fn = ns["compile_model"]
@@ -243,12 +244,20 @@ def probe_compile_model(ns, inputs):
                     "optimizer_is": isinstance(opt, tf.keras.optimizers.Adam),
                     "learning_rate": None if lr is None else float(tf.keras.ops.convert_to_numpy(lr))}
             model.set_weights([_array(w) for w in case["weights"]])
-            result = model.train_on_batch(np.asarray(case["x"], dtype=np.int64), np.asarray(case["y"], dtype=np.int64))
-            loss = result[0] if isinstance(result, (list, tuple)) else result  # [loss, metrics...] with metrics
-            info["step"] = {"loss": obs(loss), "weights": obs(model.get_weights())}
-            if lr is not None:  # read again where a schedule's rate would have moved
+
+            def step(batch):
+                result = model.train_on_batch(np.asarray(batch["x"], dtype=np.int64),
+                                              np.asarray(batch["y"], dtype=np.int64))
+                loss = result[0] if isinstance(result, (list, tuple)) else result  # [loss, metrics...]
+                return {"loss": obs(loss), "weights": obs(model.get_weights())}
+
+            first, second = case["more"]
+            info["step"] = step(case)
+            info["later_steps"] = [step(first)]
+            if lr is not None:  # read again where a schedule's rate would have moved, and step there
                 opt.iterations.assign(case["later_step"])
                 info["learning_rate_later"] = float(tf.keras.ops.convert_to_numpy(opt.learning_rate))
+                info["later_steps"].append(step(second))
             return info
 
         out.append(_observe(_call(run), lambda x: x))
