@@ -1156,6 +1156,14 @@ def test_GenerativeModel(GenerativeModel):
                        "used, and is it sampling rather than always taking the most likely?)",
                        np.round(want, 3), np.round(freq, 3))
 
+    prefix, n = "O, ", _SAMPLE_LENGTH
+    with report.case(f"generate_n_chars({n}, {prefix!r}) at temperature 1.0 with a model that predicts p = "
+                     f"{p.tolist()} over {chars!r}") as case:
+        got = _as_text(GenerativeModel(fixed, voc, temperature=1.0).generate_n_chars(n, prefix))
+        case.check(got.startswith(prefix) and set(got[len(prefix):]) <= set(chars),
+                   "the characters after the prefix: each drawn from the model's predictions",
+                   f"{prefix!r} and {n} of {chars!r}", repr(got))
+
     prefix, n = "O, ", 30
     with report.case(f"generate_n_chars({n}, {prefix!r}) at temperature 1.0 with a model that "
                      f"prefers '[UNK]' and padding") as case:

@@ -140,6 +140,17 @@ class MultipliesTemperature(Reference):
         return text_from_ids(ids[:, tf.newaxis], self.vocab), states
 
 
+class SamplesLettersWithoutTheModel(Reference):
+    """Greedy text from the model, but above temperature 0 the prefix and random letters: generate_n_chars
+    never asks the model what comes next."""
+
+    def generate_n_chars(self, num_chars, prefix):
+        if self.temperature == 0:
+            return super().generate_n_chars(num_chars, prefix)
+        letters = [c for c in self.vocab[2:] if c.isalpha()]
+        return prefix + "".join(np.random.default_rng().choice(letters, size=num_chars))
+
+
 class PositionalFlag(Reference):
     """Passes return_state by position, model(ids, states, True): Keras 3 refuses it (only tensors may
     be passed by position), so this generator fails on the course's GRULM and on the tests' models alike."""
@@ -191,5 +202,5 @@ WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, OneStepIgnoresSta
                                                 MasksOnlyUnknown, WithoutPrefix, OneShort, OneTooMany, RefeedsPrefix,
                                                 FirstPositionLogProbs, JoinsTheBatch, FirstRowOnly, StartsFromLastPrefixChar,
                                                 AlwaysGreedy, IgnoresTemperature, MultipliesTemperature,
-                                                PositionalFlag)}
+                                                PositionalFlag, SamplesLettersWithoutTheModel)}
 CORRECT = {"PythonStrings": PythonStrings, "GraphModeStep": GraphModeStep}

@@ -126,9 +126,9 @@ def cases_GenerativeModel(rng, vocab, hidden: bool):
         cases.append({"model": _memoryless_model(vocab, chars, p), "vocab": vocab, "call": "n_chars",
                       "temperature": 1.0, "prefix": "".join(rng.choice(alphabet, size=3)), "n": SAMPLED_TEXT,
                       "seed": int(rng.integers(2**31))})
-        expected.append({"length": SAMPLED_TEXT, "top": float(p[0]),
-                         "about": "generate_n_chars at temperature 1 samples (it does not always take the most "
-                                  "likely character) and never writes '[UNK]' or padding"})
+        expected.append({"length": SAMPLED_TEXT, "top": float(p[0]), "chars": [vocab[c] for c in chars],
+                         "about": "generate_n_chars at temperature 1 samples from the model (it does not always "
+                                  "take the most likely character) and never writes '[UNK]' or padding"})
     temperatures = [round(float(rng.uniform(1.6, 2.4)), 3)] if hidden else [1.0, round(float(rng.uniform(0.4, 0.6)), 3)]
     for t in temperatures:
         k = int(rng.integers(3, 5))
@@ -237,6 +237,11 @@ def judge(check, observations):
             if not text.startswith(prefix) or len(text) != len(prefix) + want["length"] or "[UNK]" in text:
                 fails.append(f"{label}.generate_n_chars(n, prefix) should return the prefix and n characters, "
                              f"never '[UNK]' or padding")
+            elif not set(text[len(prefix):]) <= set(want["chars"]):
+                # the model gives every other character e**-40 of the likeliest's chance
+                fails.append(f"{label}.generate_n_chars: at temperature 1 each character should be drawn from the "
+                             f"model's predictions, which leave all but {len(want['chars'])} characters next to "
+                             f"impossible; the text has others")
             elif len(set(text[len(prefix):])) < 2:
                 fails.append(f"{label}.generate_n_chars: at temperature 1 it should sample, not always take the "
                              f"most likely character")
