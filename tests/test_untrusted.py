@@ -180,3 +180,21 @@ def test_feedback_page_carries_no_terminal_code_from_a_markdown_cell_or_an_outpu
     out = clean_feedback_html(page)
     assert "title here" in out and "<pre>cleared</pre>" in out
     assert not any(c in out for c in "\x1b\x07\x9b\u202e")
+
+
+@pytest.mark.parametrize("raw, kept", [
+    (b"2026-12-01 10:00:00.123456 UTC", b"2026-12-01 10:00:00.123456 UTC"),
+    (b"2000-01-01 00:00:00.000000 UTC\x1b]0;owned\x07", b"2000-01-01 00:00:00.000000 UTC"),
+    (b"2026-12-01T10:00:00+01:00\n", b"2026-12-01 09:00:00.000000 UTC"),
+    (b"=HYPERLINK(\"http://example.org\")", None),
+    (b"\xff\xfe not text", None),
+    (b"", None),
+])
+def test_the_timestamp_handed_in_reaches_grading_as_a_time_and_nothing_else(tmp_path, raw, kept):
+    from deepngrams.config import ASSIGNMENT
+    from deepngrams.grading.submission import handed_in_files
+    folder = tmp_path / "submitted" / "student" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    (folder / "timestamp.txt").write_bytes(raw)
+    files, _, _ = handed_in_files(tmp_path, "student", [])
+    assert files.get("timestamp.txt") == kept

@@ -83,10 +83,24 @@ def handed_in_files(course: Path, student: str, graded_ids: list[str]) -> tuple[
         reason = f"no {ASSIGNMENT}.ipynb handed in" + (f" (found {', '.join(handed_in)}: rename it)"
                                                        if handed_in else "")
     try:
-        files["timestamp.txt"] = read_handed_in(sub_dir / "timestamp.txt", 1000)
+        timestamp = handed_in_timestamp(read_handed_in(sub_dir / "timestamp.txt", 1000))
     except ValueError:
-        pass  # no timestamp (or not a plain file): nbgrader grades it as not late
+        timestamp = None  # no timestamp (or not a plain file)
+    if timestamp is not None:  # without one nbgrader grades the submission as not late
+        files["timestamp.txt"] = timestamp
     return files, reason, notes
+
+
+def handed_in_timestamp(raw: bytes) -> bytes | None:
+    """nbgrader's timestamp.txt as nbgrader reads it (a time, in UTC), written again in nbgrader's own
+    format: whatever else the file held (terminal codes, a time zone nobody knows) never reaches the
+    graded folders. None when it holds no time nbgrader can read."""
+    from nbgrader.utils import parse_utc
+    try:
+        when = parse_utc(raw.decode("utf-8").strip())
+    except (UnicodeDecodeError, ValueError, OverflowError, TypeError, AttributeError):
+        return None
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f UTC").encode() if when is not None else None
 
 
 def autograde(course: Path, student: str, files: dict[str, bytes], template_db: Path, student_secret: bytes,
