@@ -11,12 +11,13 @@ from deepngrams.config import ROOT
 from deepngrams.grading import exercises
 
 
+SEED = 20261130  # the draw of cases every test here judges
 BIG = 10**4000  # parses (under Python's 4300-digit limit), but fits no float or C integer
 
 
 @pytest.fixture(scope="module")
 def prepared():
-    return exercises.draw_cases(20261130)
+    return exercises.draw_cases(SEED)
 
 
 def forged(value) -> list[dict]:
@@ -67,7 +68,7 @@ JUDGE_THEM = """
 import json, sys
 from deepngrams.grading import exercises
 messages = json.loads(sys.stdin.read())
-for check in exercises.draw_cases(20261130).values():
+for check in exercises.draw_cases(int(sys.argv[1])).values():
     n = len(check["inputs"]["cases"])
     for message in messages.values():
         problems = exercises.judge(check, {"observations": [{"error": "ValueError", "message": message}] * n})
@@ -82,6 +83,6 @@ def test_a_forged_error_message_is_judged_in_time_that_grows_with_its_length():
     """The judge runs outside the sandbox, on every submission in turn: a message built to make a
     regular expression backtrack must not stall it. (In a child process: a pattern that backtracks
     cannot be interrupted in this one; the timeout is many times the few seconds this takes.)"""
-    done = subprocess.run([sys.executable, "-c", JUDGE_THEM], input=json.dumps(HOSTILE_MESSAGES), text=True,
+    done = subprocess.run([sys.executable, "-c", JUDGE_THEM, str(SEED)], input=json.dumps(HOSTILE_MESSAGES), text=True,
                           capture_output=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "judged", done.stderr[-3000:]

@@ -100,7 +100,7 @@ def handed_in_timestamp(raw: bytes) -> bytes | None:
         when = parse_utc(raw.decode("utf-8").strip())
     except (UnicodeDecodeError, ValueError, OverflowError, TypeError, AttributeError):
         return None
-    return when.strftime("%Y-%m-%d %H:%M:%S.%f UTC").encode() if when is not None else None
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f UTC").encode()
 
 
 def autograde(course: Path, student: str, files: dict[str, bytes], template_db: Path, student_secret: bytes,

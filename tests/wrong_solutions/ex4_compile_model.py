@@ -67,8 +67,8 @@ WRONG = {name: (f, TESTS) for name, f in {
     "sign_steps_under_adams_name": _make(optimizer=lambda: SignStepsUnderAdamsName(learning_rate=0.00125)),
 }.items()}
 def compiled_with_xla_and_the_rate_set_after(model):
-    model.compile(optimizer=tf.keras.optimizers.Adam(), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=True)
+    model.compile(optimizer=tf.keras.optimizers.Adam(),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
     model.optimizer.learning_rate = 0.00125
     return model
 

@@ -103,6 +103,14 @@ def _items(observation):
     return observation.get("items") if isinstance(observation, dict) else None
 
 
+def _steps_followed(observed: list, version: dict) -> int:
+    """How many training steps, from the first, leave the observed weights where Adam leaves them."""
+    for k, (after, compared) in enumerate(zip(version["weights"], version["compared"])):
+        if not _weights_match(observed[k] if k < len(observed) else None, after, compared):
+            return k
+    return len(version["weights"])
+
+
 def judge(check, observations):
     fails = []
     for want, o in zip(check["expected"], observations):
@@ -132,9 +140,7 @@ def judge(check, observations):
         names = ["one training step", "a second training step",
                  f"a training step after {want['later_step']} steps"]
         # the first step at which the weights leave Adam's path, in the version they follow longest
-        reached = max(next((k for k, (got, after, mask) in enumerate(zip(
-            steps + [None] * (len(names) - len(steps)), version["weights"], version["compared"]))
-            if not _weights_match(got, after, mask)), len(names)) for version in want["versions"])
+        reached = max(_steps_followed(steps, version) for version in want["versions"])
         if reached < len(names):
             fails.append(f"{names[reached]}: the weights do not move as Adam with learning rate "
                          f"{want['learning_rate']} moves them")
