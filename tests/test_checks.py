@@ -646,7 +646,8 @@ def test_a_state_of_another_shape_fails_even_where_its_numbers_would_broadcast(p
         full, state = np.asarray(want["full"]), np.asarray(want["state"])
         right.append({"full": tensor(full), "pair": {"kind": "tuple", "items": [tensor(full), tensor(state)]},
                       "tail": tensor(full[:, case["split"]:]), "tail_state": tensor(state),
-                      "given": tensor(want["given"]), "given_state": tensor(want["given_state"])})
+                      "given": tensor(want["given"]), "given_state": tensor(want["given_state"]),
+                      "again": tensor(want["again"])})
     assert exercises.judge(check, {"observations": right}) == []
     for key in ("tail_state", "given_state"):
         wrapped = [dict(o, **{key: tensor(np.asarray(o[key]["value"])[None])}) for o in right]

@@ -166,3 +166,73 @@ def test_fuzzed_metadata_keeps_the_graded_structure(solved, source):
         out = normalised(json.dumps(nb), source)
         assert structure(out) == [s for s in structure(solved) if s[0] in ids]
         assert all(cells.nbgrader_meta(c) == source[cells.nbgrader_meta(c)["grade_id"]] for c in out.cells if cells.nbgrader_meta(c))
+
+
+# Files the deep-JSON reader (harmless._loads_deep) once read in time that doubled with each character:
+# an unclosed string after nesting too deep for json.loads. They are read in the grader's own process,
+# before any sandbox, so a stall there holds up the whole batch.
+UNCLOSED_STRINGS = [b"[" * 3000 + b'"' + b"a" * 60, b"[" * 3000 + b'"' + b"ab\\" * 40,
+                    b"[" * 3000 + b'{"k": "' + b"x" * 50 + b"\\", b"[" * 3000 + b'"' + b"\\a" * 40 + b"\\"]
+
+
+def test_an_unclosed_string_nested_deep_is_read_in_time_that_grows_with_its_length():
+    """In a child process with a timeout: a backtracking regular expression cannot be interrupted."""
+    import subprocess
+    import sys
+    code = ("import sys; from deepngrams.grading.harmless import harmless_file\n"
+            f"for raw in {UNCLOSED_STRINGS!r}:\n"
+            "    assert harmless_file(raw) == raw  # not a notebook: left for the preflight to refuse\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=release.ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+# Markdown a student adds that would link to a script in the autograded notebook, which the Formgrader renders
+# on the Jupyter server's origin: spellings of the schemes, and ways out of the block the cell is shown in.
+LIVE_LINKS = ["[solution](javascript:alert(1))", "[s](JaVaScRiPt:alert(1))", "[s][r]\n\n[r]: javascript:alert(1)",
+              "[s][r]\n\n[r]:\n  javascript:alert(1)", "[s](jav&#x61;script:alert(1))", "[s]( javascript:alert(1))",
+              "[s](javascript&colon;alert(1))", "<javascript:alert(1)>", "[s](<javascript:alert(1)>)",
+              "[s](vbscript:msgbox(1))", "[s](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+              "![i](data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=)"]
+BREAKOUTS = ["```\n[s](javascript:alert(1))\n```\n[t](javascript:alert(2))", "~~~\n~~~\n[s](javascript:alert(1))",
+             "``````\n``````\n[s](javascript:alert(1))", "</code></pre>[s](javascript:alert(1))",
+             "    indented\n[s](javascript:alert(1))"]
+# Spellings nbconvert's renderer leaves dead but a browser or another renderer may not (tabs, line breaks and
+# control characters inside an address, an entity without its semicolon, an escaped character).
+OTHER_SPELLINGS = ["[s](java\tscript:alert(1))", "[s](jav&#97script:alert(1))", "[s](java\\script:alert(1))",
+                   "[s](  \x01javascript:alert(1))", '<a href="java\nscript:alert(1)">s</a>',
+                   "<a href = 'JAVASCRIPT:alert(1)'>s</a>"]
+
+
+def _live_links(markdown: str) -> list[str]:
+    """The addresses of links and images nbconvert's renderer makes of `markdown` that would run or carry a page."""
+    import html
+    import re
+    from nbconvert.filters.markdown import markdown2html
+    found = re.findall(r"""(?:href|src)\s*=\s*["']?([^"'\s>]*)""", markdown2html(markdown), re.I)
+    return [a for a in found if re.match(r"\s*(javascript|vbscript|data):", html.unescape(a), re.I)]
+
+
+@pytest.mark.parametrize("markdown", LIVE_LINKS + BREAKOUTS)
+def test_a_markdown_link_to_a_script_reaches_nbgrader_as_text(solved, markdown):
+    assert _live_links(markdown), "the case must be live as handed in"
+    nb = copy.deepcopy(solved)
+    nb["cells"].insert(3, nbformat.v4.new_markdown_cell(markdown))
+    kept = json.loads(harmless_file(json.dumps(nb).encode()))
+    assert _live_links(kept["cells"][3]["source"]) == []
+    assert markdown in kept["cells"][3]["source"]  # shown, as text
+
+
+def test_the_course_markdown_and_ordinary_links_are_left_as_written(solved):
+    nb = copy.deepcopy(solved)
+    nb["cells"].insert(3, nbformat.v4.new_markdown_cell("See [the docs](https://www.tensorflow.org) and the "
+                                                        "training data: is a word here."))
+    kept = json.loads(harmless_file(json.dumps(nb).encode()))
+    assert [c["source"] for c in kept["cells"]] == [c["source"] for c in nb["cells"]]
+
+
+@pytest.mark.parametrize("markdown", OTHER_SPELLINGS)
+def test_other_spellings_of_a_link_to_a_script_reach_nbgrader_as_text(solved, markdown):
+    nb = copy.deepcopy(solved)
+    nb["cells"].insert(3, nbformat.v4.new_markdown_cell(markdown))
+    shown = json.loads(harmless_file(json.dumps(nb).encode()))["cells"][3]["source"]
+    assert shown.startswith("(This cell links to a script") and "\n```text\n" + markdown + "\n```" in shown

@@ -180,7 +180,7 @@ def test_exception_in_student_code_is_a_named_failed_case(capfd):
     message = str(failure.value)
     assert "ValueError in line_to_tensor(), line" in message and ": my bug" in message
     # Every case raised the same error: it is said once, after the cases it broke.
-    assert "Failed cases (8, the same error): line_to_tensor('abc xyz', vocab); " in message
+    assert "Failed cases (9, the same error): line_to_tensor('abc xyz', vocab); " in message
     assert message.count("my bug") == 1
     assert capfd.readouterr().err == ""
 

@@ -4,6 +4,7 @@ recursion limit, numbers too long to parse, broken attachments). Standard librar
 the preflight and the command line start without loading nbgrader."""
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -11,7 +12,7 @@ SCHEMA_VERSION = 3
 _FLAGS = ("deletable", "editable", "collapsed")  # the cell metadata Jupyter needs (booleans)
 _NBGRADER_KEYS = ("grade", "solution", "locked", "task", "points", "grade_id", "schema_version", "checksum",
                   "cell_type")
-_TOKEN = re.compile(r'\s*(?:([\[\]{},:])|("(?:[^"\\]+|\\.)*")|(-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)'
+_TOKEN = re.compile(r'\s*(?:([\[\]{},:])|("(?:[^"\\]|\\.)*")|(-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)'
                     r'|(true|false|null))', re.S)
 _WORDS = {"true": True, "false": False, "null": None}
 _ATTACHMENT = re.compile(r"(?<!missing-)attachment:(?:([A-Za-z0-9._-]+)(?=[\s)]|$))?")
@@ -123,6 +124,37 @@ def harmless_attachments(cell: dict) -> None:
                                          else "missing-" + m.group(0), source)
 
 
+# Link schemes that run or carry a page when clicked. The Formgrader renders the autograded notebook's
+# markdown on the Jupyter server's own origin, with links as written.
+# Where a link's address starts: after "(" or "]:" (markdown), "<" (an autolink), or "=" or a quote (an HTML
+# attribute), with spaces between. "Training data: ..." is text.
+_LIVE_SCHEME = re.compile(r"(?:[(<\"'=]|\]:) *(?:javascript|vbscript|data):")
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f\\]+")  # what browsers and markdown drop from an address
+
+
+def _names_a_live_scheme(text: str) -> bool:
+    """Whether `text` could link to a live scheme once markdown and the browser read it: entities decoded
+    (as often as they decode), escapes, line breaks, tabs and control characters gone, any case."""
+    for _ in range(8):
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text = decoded
+    text = _INVISIBLE.sub("", text).lower()
+    return _LIVE_SCHEME.search(text) is not None
+
+
+def harmless_markdown(cell: dict) -> None:
+    """A markdown cell that could link to a script is shown as the text it is: in a code block whose
+    fence is longer than any run of backticks in it, so nothing in it renders as a link."""
+    source = cell.get("source", "")
+    source = "".join(x for x in source if isinstance(x, str)) if isinstance(source, list) else source
+    if not isinstance(source, str) or not _names_a_live_scheme(source):
+        return
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", source)), default=0))
+    cell["source"] = f"(This cell links to a script or a data address; it is shown as text.)\n\n{fence}text\n{source}\n{fence}"
+
+
 def harmless_notebook(data: dict) -> dict:
     """The parsed JSON of a submission with its metadata made harmless (in place, and returned)."""
     data["metadata"] = harmless_notebook_metadata(data.get("metadata"))
@@ -131,6 +163,8 @@ def harmless_notebook(data: dict) -> dict:
             cell["metadata"] = harmless_cell_metadata(cell.get("metadata"))
             if cell.get("cell_type") in ("markdown", "raw") or "attachments" in cell:
                 harmless_attachments(cell)
+            if cell.get("cell_type") == "markdown":
+                harmless_markdown(cell)
     return data
 
 

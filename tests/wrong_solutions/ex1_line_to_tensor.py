@@ -81,10 +81,24 @@ def lookup_with_set_vocabulary(line, vocab):
 
 
 def python_dict(line, vocab):
+    """Python's dict, also for a tf.string tensor of lines (as GenerativeModel passes them)."""
     index = {c: i for i, c in enumerate(vocab)}
 
     def ids(text):
         return [index.get(c, 0) for c in text]
+
+    if isinstance(line, tf.Tensor):
+        line = [text.decode("utf-8") for text in line.numpy().tolist()]
+    if isinstance(line, str):
+        return tf.constant(ids(line), dtype=tf.int64)
+    return tf.ragged.constant([ids(text) for text in line], dtype=tf.int64)
+
+
+# --- wrong again
+def python_dict_without_tensors(line, vocab):
+    """Python's dict for a line or a list of lines; a tf.string tensor of lines (GenerativeModel's) fails."""
+    def ids(text):
+        return [vocab.index(c) if c in vocab[2:] else 0 for c in text]
 
     if isinstance(line, str):
         return tf.constant(ids(line), dtype=tf.int64)
@@ -92,6 +106,6 @@ def python_dict(line, vocab):
 
 
 WRONG = {f.__name__: (f, TESTS) for f in (mask_token_empty, int32_ids, int32_rows_for_a_list, byte_split,
-                                          vocab_without_specials,
-                                          global_vocab, joins_a_list, always_a_batch, numpy_ids)}
+                                          vocab_without_specials, global_vocab, joins_a_list, always_a_batch,
+                                          numpy_ids, python_dict_without_tensors)}
 CORRECT = {f.__name__: f for f in (static_hash_table, lookup_with_set_vocabulary, python_dict)}

@@ -83,6 +83,16 @@ def window_flat_map(lines, vocab, seq_length=100, batch_size=64):
     return chunks.map(split_input_target).shuffle(10000).batch(batch_size, drop_remainder=True)
 
 
+def _window_of_unknown_length(lines, vocab, seq_length=100, batch_size=64):
+    """window + flat_map whose inner batch keeps its remainder: the right ids, in chunks of a length
+    element_spec cannot tell (None), where the notebook asks for (batch_size, seq_length)."""
+    ids = line_to_tensor("\n".join(lines), vocab)
+    windows = tf.data.Dataset.from_tensor_slices(ids).window(seq_length + 1, shift=seq_length + 1,
+                                                              drop_remainder=True)
+    chunks = windows.flat_map(lambda w: w.batch(seq_length + 1))
+    return chunks.map(split_input_target).shuffle(10000).batch(batch_size, drop_remainder=True)
+
+
 def numpy_reshape(lines, vocab, seq_length=100, batch_size=64):
     ids = line_to_tensor("\n".join(lines), vocab).numpy()
     n = len(ids) // (seq_length + 1)
@@ -112,6 +122,7 @@ WRONG = {name: (f, TESTS) for name, f in {
     "golden_ratio_stride": golden_ratio_stride,
     "not_reshuffled_each_epoch": _make(reshuffle=False),
     "cached_after_the_shuffle": _make(cache=True),
+    "window_of_unknown_length": _window_of_unknown_length,
 }.items()}
 def ids_in_a_dataset_map(lines, vocab, seq_length=100, batch_size=64):
     """line_to_tensor runs inside tf.data (graph mode), on the joined text."""

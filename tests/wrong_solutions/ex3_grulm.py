@@ -116,7 +116,16 @@ class ReplaysWhatItRead(_IgnoresStates):
         return (out, state) if return_state else out
 
 
+class TfFunctionOnCall(_make()):
+    """call under @tf.function: an input shape traced before load_weights keeps the weights it ran with."""
+
+    @tf.function
+    def call(self, inputs, states=None, return_state=False, training=False):
+        return super().call(inputs, states=states, return_state=return_state, training=training)
+
+
 WRONG = {
+    "tf_function_on_call": (TfFunctionOnCall, OUTPUTS),  # (the grader fails its layers cell too)
     "answers_continuations_from_its_cache": (AnswersContinuationsFromItsCache, OUTPUTS),
     "replays_what_it_read_instead_of_the_states": (ReplaysWhatItRead, OUTPUTS),
     "logits": (_make(activation=None), BOTH),

@@ -69,7 +69,9 @@ def judge(check, observations):
             fails.append(f"{label}: expected a tf.data.Dataset, got {o.get('kind')}")
             continue
         if o.get("spec") != [["int64", [B, T]], ["int64", [B, T]]]:
-            fails.append(f"{label}: element_spec should be two int64 tensors of shape (batch_size, seq_length)")
+            fails.append(f"{label}: element_spec should be two int64 tensors of shape (batch_size, seq_length); "
+                         f"a None there is a size TensorFlow cannot know (batch the ids and the chunks with "
+                         f"drop_remainder=True)")
         if len(o.get("runs", [])) != case.get("iterations", 1):
             fails.append(f"{label}: the dataset could not be read {case.get('iterations', 1)} time(s)")
             continue

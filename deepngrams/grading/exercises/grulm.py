@@ -51,10 +51,12 @@ def cases_GRULM_outputs(rng, sizes, hidden: bool):
     prefix = rng.integers(2, V, size=(2, int(rng.integers(3, 9))))
     given = gru_numpy(weights, prefix)[1].astype(np.float32)
     given_out, given_state = gru_numpy(weights, ids[:, split:], given.astype(np.float64))
+    again = [[2]]  # the model is built on a (1, 1) batch, then given the weights and called on this one
     case = {"sizes": [V, E, U], "weights": {k: w.tolist() for k, w in weights.items()}, "ids": ids.tolist(),
-            "split": split, "given_state": given.tolist()}
+            "split": split, "given_state": given.tolist(), "again_ids": again}
     return [case], [{"full": full.tolist(), "state": state.tolist(), "given": given_out.tolist(),
-                     "given_state": given_state.tolist(), "atol": tolerance("ATOL")}]
+                     "given_state": given_state.tolist(), "again": gru_numpy(weights, np.array(again))[0].tolist(),
+                     "atol": tolerance("ATOL")}]
 
 
 def _grulm_label(check, case) -> str:
@@ -123,6 +125,13 @@ def judge_outputs(check, observations):
                 or not np.allclose(given_state, want["given_state"], atol=atol, rtol=0):
             fails.append(f"{label}: model(inputs, states=<a state it did not return itself>, return_state=True) "
                          f"gives wrong outputs: start the GRU from the states given (its initial_state)")
+            continue
+        again = array(o.get("again"))
+        if again is None or again.shape != np.shape(want["again"]) \
+                or not np.allclose(again, want["again"], atol=atol, rtol=0):
+            fails.append(f"{label}: called on inputs of the shape it was built with, after the grader set its "
+                         f"weights, the model answers with other weights (a @tf.function on call keeps the weights "
+                         f"of its first run: leave it out)")
     return fails
 
 

@@ -33,6 +33,8 @@ def cases_line_to_tensor(rng, vocab, lines, hidden: bool):
         cases.append(({"line": line, "vocab": small}, "another vocabulary (ids are positions in the vocab "
                                                        "argument, not in the course's)"))
         cases.append(({"line": picked, "vocab": vocab}, "a list of lines (one row of ids per line)"))
+        cases.append(({"line": [mixed, *picked[:1]], "vocab": vocab, "tensor": True},
+                      "a tf.string tensor of lines, as GenerativeModel passes them (one row of ids per line)"))
     inputs = [c for c, _ in cases]
     expected = [{"ids": [char_ids(x, c["vocab"]) for x in c["line"]] if isinstance(c["line"], list)
                  else char_ids(c["line"], c["vocab"]), "about": about} for c, about in cases]

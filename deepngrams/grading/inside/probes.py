@@ -116,8 +116,10 @@ def _observe(result: dict, how=obs):
 # One probe a kind of graded cell: (student namespace, inputs) -> observations
 # ----------------------------------------------------------------------------------------
 def probe_line_to_tensor(ns, inputs):
+    import tensorflow as tf
     fn = ns["line_to_tensor"]
-    return [_observe(_call(fn, case["line"], case["vocab"])) for case in inputs["cases"]]
+    return [_observe(_call(fn, tf.constant(case["line"]) if case.get("tensor") else case["line"], case["vocab"]))
+            for case in inputs["cases"]]
 
 
 def _observe_dataset(ds, iterations):
@@ -203,8 +205,10 @@ def probe_GRULM_outputs(ns, inputs):
 
         def run():
             model = GRULM(vocab_size=V, embedding_dim=E, rnn_units=U)
-            model(tf.zeros((1, 1), dtype=tf.int64))
+            model(tf.zeros_like(tf.constant(case["again_ids"], dtype=tf.int64)))
             _set_weights(model, case["weights"])
+            # the shape it was built with, again: a tf.function on call would answer with its first weights
+            again = model(tf.constant(case["again_ids"], dtype=tf.int64))
             ids = tf.constant(case["ids"], dtype=tf.int64)
             k = case["split"]
             full = model(ids)
@@ -214,7 +218,7 @@ def probe_GRULM_outputs(ns, inputs):
             # the same inputs from a state the model never returned
             given, given_state = model(ids[:, k:], states=tf.constant(_array(case["given_state"])), return_state=True)
             return {"full": obs(full), "pair": obs(pair), "tail": obs(tail), "tail_state": obs(tail_state),
-                    "given": obs(given), "given_state": obs(given_state)}
+                    "given": obs(given), "given_state": obs(given_state), "again": obs(again)}
 
         out.append(_observe(_call(run), lambda x: x))
     return out
@@ -235,6 +239,8 @@ def probe_compile_model(ns, inputs):
                                          tf.keras.layers.Dense(V, activation=tf.nn.log_softmax)])
             back = fn(model)
             loss, opt = getattr(model, "loss", None), getattr(model, "optimizer", None)
+            if isinstance(loss, (list, tuple)) and len(loss) == 1:
+                loss = loss[0]  # a list of one loss, one per output, is the same loss for this one-output model
             lr = getattr(opt, "learning_rate", None)
             info = {"same": back is model,
                     "loss_kind": type(loss).__name__,
