@@ -124,10 +124,10 @@ def harmless_attachments(cell: dict) -> None:
                                          else "missing-" + m.group(0), source)
 
 
-# Link schemes that run or carry a page when clicked. The Formgrader renders the autograded notebook's
-# markdown on the Jupyter server's own origin, with links as written.
-# Where a link's address starts: after "(" or "]:" (markdown), "<" (an autolink), or "=" or a quote (an HTML
-# attribute), with spaces between. "Training data: ..." is text.
+# Link schemes that run or carry a page when clicked (the Formgrader renders the autograded notebook's
+# markdown on the Jupyter server's own origin, links as written), where a link's address starts: after "("
+# or "]:" (markdown), "<" (an autolink), or "=" or a quote (an HTML attribute), spaces between. "Training
+# data: ..." is text.
 _LIVE_SCHEME = re.compile(r"(?:[(<\"'=]|\]:) *(?:javascript|vbscript|data):")
 _INVISIBLE = re.compile(r"[\x00-\x1f\x7f\\]+")  # what browsers and markdown drop from an address
 
@@ -152,7 +152,8 @@ def harmless_markdown(cell: dict) -> None:
     if not isinstance(source, str) or not _names_a_live_scheme(source):
         return
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", source)), default=0))
-    cell["source"] = f"(This cell links to a script or a data address; it is shown as text.)\n\n{fence}text\n{source}\n{fence}"
+    notice = "(This cell links to a script or a data address; it is shown as text.)"
+    cell["source"] = f"{notice}\n\n{fence}text\n{source}\n{fence}"
 
 
 def harmless_notebook(data: dict) -> dict:
