@@ -628,7 +628,7 @@ def _check_dataset(case: _Case, dataset, text: str, voc: list[str], seq_length: 
     case.check(all(s.dtype == tf.int64 for s in spec), "element_spec dtype", expected_spec, spec)
     case.check(all(tuple(s.shape) == (batch_size, seq_length) for s in spec),
                "element_spec shape (batch_size, seq_length): a None there is a size TensorFlow cannot know "
-               "(batch the ids and the chunks with drop_remainder=True)", expected_spec, spec)
+               "(drop the short last chunk and the short last batch, as steps 2 and 4 say)", expected_spec, spec)
 
     size = seq_length + 1
     chunks = [text[k * size:(k + 1) * size] for k in range(len(text) // size)]

@@ -70,8 +70,8 @@ def judge(check, observations):
             continue
         if o.get("spec") != [["int64", [B, T]], ["int64", [B, T]]]:
             fails.append(f"{label}: element_spec should be two int64 tensors of shape (batch_size, seq_length); "
-                         f"a None there is a size TensorFlow cannot know (batch the ids and the chunks with "
-                         f"drop_remainder=True)")
+                         f"a None there is a size TensorFlow cannot know (drop the short last chunk and the short "
+                         f"last batch, as steps 2 and 4 say)")
         if len(o.get("runs", [])) != case.get("iterations", 1):
             fails.append(f"{label}: the dataset could not be read {case.get('iterations', 1)} time(s)")
             continue
