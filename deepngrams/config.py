@@ -99,7 +99,8 @@ class Limits:
 # import, so a correct notebook's kernel dies under 2.5 GiB (it passes at 2.5); the margin is for
 # machines whose many cores give TensorFlow more threads, each with its own stack.
 MIN_GRADING_MEMORY_GIB = 3.0
-MAX_NOTEBOOK_BYTES = 20 * 2**20  # a handed-in file larger than this is refused unread
+MAX_HANDED_IN_BYTES = 50 * 2**20  # a handed-in file larger than this is refused unread
+MAX_NOTEBOOK_BYTES = 20 * 2**20  # the notebook that is graded, once its saved outputs are dropped
 MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
 WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit
 # Set by the batch grader in each submission's nbgrader run (JSON: the sandbox's limits, slot and

@@ -1,5 +1,5 @@
-"""Submissions whose metadata is broken in the ways students' editors and habits break it, and a
-seeded fuzzer of metadata, for tests/test_metadata.py and tests/test_grade_student_data.py.
+"""Submissions whose metadata or format is broken in the ways students' editors and habits break it,
+and a seeded fuzzer of metadata, for tests/test_metadata.py and tests/test_grade_student_data.py.
 
 Each builder takes the solved notebook (as JSON data) and returns the text of the file handed in:
 text, because some of these (metadata nested 1000 deep, integers of 5000 digits) cannot be
@@ -105,8 +105,68 @@ def huge_number(solved: dict) -> str:
     return _text(nb, "9" * 5000)
 
 
+# What other editors save, outside nbformat's schema, in parts grading throws away (each a dict edited in place).
+def _ids_before_4_5(nb: dict) -> None:
+    """Cell ids kept in a notebook that says nbformat 4.4, as VS Code and JupyterLab 3.3 save it."""
+    nb["nbformat_minor"] = 4
+    for i, cell in enumerate(nb["cells"]):
+        cell.setdefault("id", f"c{i}")
+
+
+def _outputs_on_text_cells(nb: dict) -> None:
+    """A code cell turned into markdown, and one into raw, that keep their outputs and execution count."""
+    nb["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": "My notes", "outputs": [],
+                           "execution_count": None})
+    nb["cells"].insert(2, {"cell_type": "raw", "metadata": {}, "source": "scratch", "execution_count": 7})
+
+
+def _outputs_nbformat_refuses(nb: dict) -> None:
+    """Saved outputs and counts the schema refuses: a stream with no name, an execute_result with no
+    count, a count saved as text, outputs with no type."""
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    code[0]["outputs"] = [{"output_type": "stream", "text": "hello\n"}]
+    code[1]["outputs"] = [{"output_type": "execute_result", "data": {"text/plain": "1"}, "metadata": {}}]
+    code[2]["execution_count"] = "3"
+    code[3]["outputs"] = [{"text": "no type"}, "not even an output"]
+
+
+def _keys_no_schema_has(nb: dict) -> None:
+    """Keys of other tools: on the notebook, on a code cell (attachments, trusted), on a markdown cell."""
+    nb["colab"] = {"provenance": []}
+    code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code.update(attachments={}, trusted=True)
+    next(c for c in nb["cells"] if c["cell_type"] == "markdown")["collapsed"] = False
+
+
+def _ids_nbformat_refuses(nb: dict) -> None:
+    """A 4.5 notebook with cell ids that are malformed, too long, repeated or missing."""
+    nb["nbformat_minor"] = 5
+    for cell, found in zip(nb["cells"], ("has space", "a/b", "x" * 65, "same", "same", None, "")):
+        if found is None:
+            cell.pop("id", None)
+        else:
+            cell["id"] = found
+
+
+def _edited(*edits):
+    def build(solved: dict) -> str:
+        nb = copy.deepcopy(solved)
+        for edit in edits:
+            edit(nb)
+        return _text(nb)
+    build.__doc__ = " ".join(edit.__doc__ for edit in edits)
+    return build
+
+
+FORMATS = {"ids_before_4_5": _edited(_ids_before_4_5), "outputs_on_text_cells": _edited(_outputs_on_text_cells),
+           "outputs_nbformat_refuses": _edited(_outputs_nbformat_refuses),
+           "keys_no_schema_has": _edited(_keys_no_schema_has), "ids_nbformat_refuses": _edited(_ids_nbformat_refuses),
+           # all but the last at once, as one student's file
+           "saved_by_other_editors": _edited(_ids_before_4_5, _outputs_on_text_cells, _outputs_nbformat_refuses,
+                                             _keys_no_schema_has)}
+
 KINDS = {f.__name__: f for f in (not_a_mapping, nested_deep, grade_id_a_list, solution_claims_grade, test_not_graded,
-                                  unknown_ids, missing_attachment, huge_number)}
+                                  unknown_ids, missing_attachment, huge_number)} | FORMATS
 
 
 # ----------------------------------------------------------------------------------------

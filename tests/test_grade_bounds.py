@@ -61,7 +61,9 @@ def test_duplicate_ids_are_counted_in_one_pass(tmp_path):
     _huge_notebook(path, config.MAX_CELLS)
     start = time.monotonic()
     reason, notes = preflight.preflight(path, ["test_line_to_tensor", "test_GRULM"])
-    assert reason == "" and f"cell test_line_to_tensor appears {config.MAX_CELLS} times: only the first counts" in notes
+    assert reason == ""
+    assert (f"cell test_line_to_tensor appears {config.MAX_CELLS} times: the first is graded, the others run as "
+            f"ordinary cells") in notes
     assert "deleted cell test_GRULM put back" in notes
     assert time.monotonic() - start < 30
 
@@ -104,7 +106,16 @@ def test_internal_ids_are_plain_and_distinct():
     assert len(set(ids)) == len(ids)
     assert all(i.isascii() and i.isalnum() and len(i) < 20 for i in ids)
     assert submission.unusable_name(os.fsdecode(b"bad\xff")).startswith("the student folder's name is not valid UTF-8")
-    assert submission.unusable_name(" ") and not any(submission.unusable_name(s) for s in ODD)
+    assert submission.unusable_name(" ")
+    assert not any(submission.unusable_name(s) for s in ODD if not set(s) & set(submission.MARKUP))
+
+
+@pytest.mark.parametrize("name", ["<img src=x onerror=alert(1)>", 'x";alert(1);"', "x';alert(1);'", "</script>",
+                                  "a&lt;b", "tick`${alert(1)}`", "back\\slash", '"quoted"'])
+def test_a_name_web_pages_read_as_markup_is_refused(name):
+    """nbgrader's Formgrader writes student ids into its pages and scripts unescaped."""
+    reason = submission.unusable_name(name)
+    assert reason.startswith("the student folder's name has") and reason.endswith("rename the folder")
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +164,105 @@ def test_a_merge_failure_for_a_name_the_file_system_refuses_costs_that_student_o
     private = tmp_path / "private"
     private.mkdir()
     report = {"student": "x" * 300, "reason": "no deep_ngrams.ipynb handed in", "notes": [], "seconds": 1.0,
-              "private": str(private), "graded": False}  # 300 bytes: no folder can have this name
+              "private": str(private), "graded": False, "submission": "0" * 16}  # 300 bytes: no such folder
     before = (course / "gradebook.db").read_bytes()
     outcome = gradebook.save_outcome(course, report, "v")
     assert outcome.reason.startswith("not graded: the result could not be saved (OSError")
     assert outcome.scores == {} and not private.exists()
     assert (course / "gradebook.db").read_bytes() == before
     assert not [p for kind in ("autograded", "feedback") if (course / kind).is_dir() for p in (course / kind).iterdir()]
+
+
+def _folder(course: Path, student: str = "student") -> Path:
+    folder = course / "submitted" / student / config.ASSIGNMENT
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_only_the_assignments_notebook_and_timestamp_are_read(tmp_path, monkeypatch):
+    """A thousand hard links to one large notebook, named *.ipynb, cost the grader nothing: nbgrader
+    grades only the assignment's notebook, so no other file is read, by grading or by its fingerprint."""
+    folder = _folder(tmp_path)
+    notebook = folder / "deep_ngrams.ipynb"
+    notebook.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}))
+    (folder / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
+    for i in range(1000):
+        os.link(notebook, folder / f"copy{i:04}.ipynb")
+    read = []
+    real = preflight.read_handed_in
+    monkeypatch.setattr(preflight, "read_handed_in", lambda path, *a: read.append(path.name) or real(path, *a))
+    files, reason, notes, _ = submission.handed_in_files(tmp_path, "student", [])
+    gradebook.submission_hash(tmp_path, "student")
+    assert reason == "" and notes == [] and sorted(files) == ["deep_ngrams.ipynb", "timestamp.txt"]
+    assert sorted(read) == ["deep_ngrams.ipynb", "deep_ngrams.ipynb", "timestamp.txt", "timestamp.txt"]
+
+
+def test_a_broken_notebook_beside_the_assignments_costs_nothing(tmp_path):
+    folder = _folder(tmp_path)
+    shutil.copy(release.SUBMITTED / "alice_solved" / config.ASSIGNMENT / "deep_ngrams.ipynb", folder)
+    (folder / "Untitled.ipynb").write_bytes(b"{ not json")
+    (folder / "scratch.ipynb").write_bytes(b"")
+    files, reason, _, _ = submission.handed_in_files(tmp_path, "student", [])
+    assert reason == "" and list(files) == ["deep_ngrams.ipynb"]
+
+
+def test_a_missing_notebook_names_a_few_of_the_others(tmp_path):
+    folder = _folder(tmp_path)
+    for i in range(8):
+        (folder / f"my_work_{i}.ipynb").write_text("{}")
+    files, reason, _, _ = submission.handed_in_files(tmp_path, "student", [])
+    assert files == {} and reason == ("no deep_ngrams.ipynb handed in (found my_work_0.ipynb, my_work_1.ipynb, "
+                                      "my_work_2.ipynb, my_work_3.ipynb, my_work_4.ipynb and 3 more: rename it)")
+
+
+def test_the_fingerprint_tells_apart_every_change_grading_could_see(tmp_path):
+    folder = _folder(tmp_path)
+    notebook = folder / "deep_ngrams.ipynb"
+    seen = set()
+
+    def now() -> str:
+        found = gradebook.submission_hash(tmp_path, "student")
+        assert found == submission.handed_in_files(tmp_path, "student", [])[3]  # one way to read, both places
+        assert found not in seen
+        seen.add(found)
+        return found
+
+    now()  # nothing handed in
+    notebook.write_bytes(b"{}")
+    now()
+    notebook.write_bytes(b"{ }")
+    now()
+    (folder / "timestamp.txt").write_bytes(b"{ }")  # the same bytes, in another file
+    now()
+    (folder / "other.ipynb").write_bytes(b"")  # a name is enough to count
+    now()
+    notebook.unlink()
+    notebook.symlink_to(folder / "other.ipynb")  # read as the reason it is refused
+    now()
+    found = gradebook.submission_hash(tmp_path, "student")
+    (folder / "notes.txt").write_text("not read")
+    assert gradebook.submission_hash(tmp_path, "student") == found
+
+
+def test_a_file_changed_while_it_is_graded_is_graded_again_next_run(tmp_path, monkeypatch):
+    """The mark of a graded submission records what was read before grading, not what the folder
+    holds when the result is saved: a file collected again meanwhile is not skipped next run."""
+    folder = _folder(tmp_path)
+    (folder / "deep_ngrams.ipynb").write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                                                         "cells": []}))
+    monkeypatch.setattr(gradebook, "merge", lambda course, report: None)
+    monkeypatch.setattr(gradebook, "scores_of", lambda course, student: {})
+
+    def graded(change) -> bool:
+        shutil.rmtree(tmp_path / "autograded", ignore_errors=True)
+        _, reason, notes, read = submission.handed_in_files(tmp_path, "student", [])
+        change()  # while the sandbox runs
+        private = tmp_path / "private"
+        private.mkdir()
+        gradebook.save_outcome(tmp_path, {"student": "student", "reason": reason, "notes": notes, "seconds": 1.0,
+                                          "private": str(private), "submission": read}, "v")
+        return gradebook.saved_outcome(tmp_path, "student", "v") is not None
+
+    assert graded(lambda: None)
+    assert not graded(lambda: shutil.copy(release.SUBMITTED / "alice_solved" / config.ASSIGNMENT /
+                                          "deep_ngrams.ipynb", folder))

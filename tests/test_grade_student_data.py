@@ -3,7 +3,8 @@ formulas, broken or fuzzed metadata, a failed merge.
 
 One batch (`python -m deepngrams grade`, two workers) grades a solved notebook under folder names
 that nbgrader's paths, globs and CSV cannot take, each handing it in with its metadata broken in
-one of the ways students' editors and hands break it (tests/metadata_cases.py), and a few more
+one of the ways students' editors and hands break it (tests/metadata_cases.py; one saved outside
+nbformat's schema, as other editors save it), and a few more
 with fuzzed metadata; one whose graded test cell carries terminal escape sequences as its id and
 whose markdown links to scripts and a tracking image (in a folder named like a spreadsheet
 formula); one whose merge fails; and one folder whose name is not UTF-8. A correct notebook gets
@@ -34,14 +35,15 @@ from metadata_cases import KINDS, fuzz
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
 ESCAPES = "test_x\x1b[2J\x1b[H\x1b]0;owned\x07\x9b31m\u202e"
-ODD = ["a,b", "new\nline", "[ab]", "star*", "trailing ", "-dash", "é" * 125, "=2+5"]  # "é" * 125: 250 bytes
+ODD = ["a,b", "new\nline", "[ab]", "star*", "trailing ", "-dash", "é" * 125, "semi;colon", "=2+5"]  # "é" * 125: 250 bytes
 # The metadata each odd name hands in its solved notebook with (the last odd name has the escaped grade id).
 HARDER = ("not_a_mapping", "nested_deep", "grade_id_a_list", "solution_claims_grade", "test_not_graded",
-          "missing_attachment", "huge_number")
+          "missing_attachment", "huge_number", "saved_by_other_editors")
 STUDENT_OF = dict(zip(HARDER, ODD))
 FUZZED = [f"fuzzed_{i}" for i in range(3)]
 MERGE_FAILS = "zz_merge_fails"
 NOT_UTF8 = os.fsdecode(b"bad\xffname")
+MARKUP = '<img src=x onerror=alert(1)>";alert(2);"'  # nbgrader's Formgrader pages show ids as written
 
 
 def _solved() -> nbformat.NotebookNode:
@@ -87,6 +89,7 @@ def batch():
         (folder / "deep_ngrams.ipynb").write_text(text, encoding="utf-8")
     shutil.copytree(release.SUBMITTED / "bob_untouched", course / "submitted" / MERGE_FAILS)
     shutil.copytree(release.SUBMITTED / "bob_untouched", course / "submitted" / NOT_UTF8)
+    shutil.copytree(release.SUBMITTED / "alice_solved", course / "submitted" / MARKUP)
     real_merge = gradebook.merge
 
     def merge(course_, report):
@@ -227,3 +230,12 @@ def test_the_graded_notebook_has_the_source_structure(batch):
     for student in (STUDENT_OF["solution_claims_grade"], STUDENT_OF["test_not_graded"], FUZZED[0]):
         done = nbformat.read(str(course / "autograded" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"), 4)
         assert tests(done) == tests(source)
+
+
+def test_a_name_that_web_pages_read_as_markup_never_reaches_the_gradebook(batch):
+    course, _, printed = batch
+    row = _rows(course / "report.csv", "student")[csv_cell(MARKUP)]
+    assert row["reason"].startswith("not graded: the student folder's name has") and "rename" in row["reason"]
+    assert not (course / "autograded" / MARKUP).exists() and not (course / "feedback" / MARKUP).exists()
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        assert MARKUP not in {s.id for s in gb.students}

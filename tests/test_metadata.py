@@ -4,6 +4,7 @@ import copy
 import json
 import logging
 import random
+import warnings
 
 import nbformat
 import pytest
@@ -12,7 +13,7 @@ from deepngrams.course import release
 from deepngrams.grading.harmless import harmless_file
 from deepngrams.grading.nbgrader_steps import HideHiddenTests, NormaliseMetadata, normalise_metadata
 
-from metadata_cases import DEEP, KINDS, fuzz
+from metadata_cases import DEEP, FORMATS, KINDS, fuzz
 from deepngrams.grading import cells
 from deepngrams.grading import preflight
 
@@ -28,6 +29,10 @@ def solved() -> dict:
 def source(solved) -> dict:
     """What `source_metadata` reads from the gradebook: each source cell's nbgrader metadata by id."""
     return {m["grade_id"]: m for m in (c["metadata"].get("nbgrader") for c in solved["cells"]) if m}
+
+
+def graded_ids(nb) -> list[str]:
+    return [gid for gid, _, grade_, solution, _, _ in structure(nb) if grade_ and not solution]
 
 
 def structure(nb) -> list[tuple]:
@@ -65,8 +70,7 @@ def test_a_correct_submission_is_left_as_it_was(solved, source):
 def test_every_kind_passes_the_preflight(kind, solved, tmp_path):
     path = tmp_path / "deep_ngrams.ipynb"
     path.write_text(KINDS[kind](solved))
-    graded_ids = [gid for gid, _, grade_, solution, _, _ in structure(solved) if grade_ and not solution]
-    reason, _ = preflight.preflight(path, graded_ids)
+    reason, _ = preflight.preflight(path, graded_ids(solved))
     assert reason == ""
 
 
@@ -236,3 +240,67 @@ def test_other_spellings_of_a_link_to_a_script_reach_nbgrader_as_text(solved, ma
     nb["cells"].insert(3, nbformat.v4.new_markdown_cell(markdown))
     shown = json.loads(harmless_file(json.dumps(nb).encode()))["cells"][3]["source"]
     assert shown.startswith("(This cell links to a script") and "\n```text\n" + markdown + "\n```" in shown
+
+
+# ----------------------------------------------------------------------------------------
+# Files other editors save outside nbformat's schema, in parts grading throws away
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+def test_a_file_other_editors_save_is_made_valid_and_keeps_every_source(kind, solved):
+    text = FORMATS[kind](solved)
+    with pytest.raises(nbformat.ValidationError), warnings.catch_warnings():  # real: nbformat refuses it as saved
+        warnings.simplefilter("ignore")  # nbformat's notes on what it would repair itself
+        nbformat.validate(nbformat.reads(text, as_version=4))
+    kept = nbformat.reads(harmless_file(text.encode()).decode(), as_version=4)
+    nbformat.validate(kept)
+    handed_in = json.loads(text)
+    assert [c["source"] for c in kept.cells] == [c["source"] for c in handed_in["cells"]]
+    assert structure(kept) == structure(handed_in)
+    assert all(c.outputs == [] and c.execution_count is None for c in kept.cells if c.cell_type == "code")
+    ids = [c.get("id") for c in kept.cells]
+    assert ids == [None] * len(ids) if kept.nbformat_minor < 5 else len(set(ids)) == len(ids)
+
+
+def test_valid_cell_ids_are_kept_and_fresh_ones_are_new(solved):
+    nb = copy.deepcopy(solved)
+    nb["nbformat_minor"] = 5
+    nb["cells"][0]["id"], nb["cells"][1]["id"], nb["cells"][2]["id"] = "cell-1-0", "a b", "cell-1-0"
+    kept = json.loads(harmless_file(json.dumps(nb).encode()))
+    assert [c["id"] for c in kept["cells"][3:]] == [c["id"] for c in nb["cells"][3:]]
+    assert kept["cells"][0]["id"] == "cell-1-0"
+    assert kept["cells"][1]["id"] not in ("a b", "cell-1-0") and kept["cells"][2]["id"] not in ("cell-1-0",)
+    assert len({c["id"] for c in kept["cells"]}) == len(kept["cells"])
+
+
+def _with_saved_output(solved: dict, mib: int) -> dict:
+    nb = copy.deepcopy(solved)
+    scratch = nbformat.v4.new_code_cell("print(text)")
+    scratch["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["All the world's a stage\n"] * (mib * 2**20 // 24)}]
+    nb["cells"].insert(3, scratch)
+    return nb
+
+
+def test_saved_outputs_over_the_graded_size_are_dropped_and_the_file_graded(solved, tmp_path):
+    path = tmp_path / "deep_ngrams.ipynb"
+    path.write_text(json.dumps(_with_saved_output(solved, 24)))
+    assert preflight.MAX_NOTEBOOK_BYTES < path.stat().st_size < preflight.MAX_HANDED_IN_BYTES
+    assert preflight.preflight(path, graded_ids(solved)) == ("", [])
+    kept = harmless_file(path.read_bytes())
+    assert len(kept) < 2**20 and json.loads(kept)["cells"][3]["outputs"] == []
+
+
+def test_a_file_too_large_to_read_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "deep_ngrams.ipynb"
+    with path.open("wb") as f:
+        f.truncate(preflight.MAX_HANDED_IN_BYTES + 1)  # sparse: nothing is written
+    reason, notes = preflight.preflight(path, [])
+    assert reason.startswith("file too large (50 MiB, at most 50 MiB)") and "Clear Outputs" in reason and not notes
+
+
+def test_a_notebook_too_large_without_its_outputs_is_refused(solved, tmp_path):
+    nb = copy.deepcopy(solved)
+    nb["cells"].append(nbformat.v4.new_markdown_cell("padding " * (3 * 2**20)))  # 24 MiB of text
+    path = tmp_path / "deep_ngrams.ipynb"
+    path.write_text(json.dumps(nb))
+    reason, _ = preflight.preflight(path, [])
+    assert reason.startswith("too large, even without its saved outputs (24 MiB, at most 20 MiB)")

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from deepngrams.grading.untrusted import clean_feedback_html, clean_html, csv_cell, inert_output, printable
+from deepngrams.grading.untrusted import FORMULA_START, clean_feedback_html, clean_html, csv_cell, inert_output, printable
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 PAGE = """<!DOCTYPE html>
@@ -109,7 +109,15 @@ def test_formula_cells_are_neutralised(cell):
     assert parsed == [out]
 
 
-@pytest.mark.parametrize("cell", ["0", "19", "-1.5", "+3", "2.5e-3", "alice", "a=b", "x,y"])
+@pytest.mark.parametrize("cell", ["a;=1+1;b", "graded cell x;=cmd|' /C calc'!A0; is not part", "a; +SUM(A1)",
+                                  "note;@cmd", "a;-2+3;", "=1;=2", "a;  =1", ";;=1"])
+def test_no_cell_starts_a_formula_where_spreadsheets_split_at_semicolons(cell):
+    for delimiter in (",", ";"):
+        parsed = next(csv.reader(io.StringIO(_row(["plain", csv_cell(cell), "19"])), delimiter=delimiter))
+        assert not [field for field in parsed if field.lstrip(" ").startswith(FORMULA_START)], (delimiter, parsed)
+
+
+@pytest.mark.parametrize("cell", ["0", "19", "-1.5", "+3", "2.5e-3", "alice", "a=b", "x,y", "a;b", "a; b=c"])
 def test_numbers_and_plain_text_stay_as_they_are(cell):
     assert csv_cell(cell) == cell
 
@@ -196,5 +204,5 @@ def test_the_timestamp_handed_in_reaches_grading_as_a_time_and_nothing_else(tmp_
     folder = tmp_path / "submitted" / "student" / ASSIGNMENT
     folder.mkdir(parents=True)
     (folder / "timestamp.txt").write_bytes(raw)
-    files, _, _ = handed_in_files(tmp_path, "student", [])
+    files, _, _, _ = handed_in_files(tmp_path, "student", [])
     assert files.get("timestamp.txt") == kept

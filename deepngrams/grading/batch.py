@@ -141,22 +141,22 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                     at a time (a course of 100,000 is never all in memory)."""
                     student = next(waiting, None)
                     if student is not None:
-                        files, reason, notes = handed_in_files(course, student, graded_ids)
+                        files, reason, notes, read = handed_in_files(course, student, graded_ids)
                         future = engine.submit(client, student, files, student_key(key, internal_id(student)),
                                                course_future, limits, sandboxed, threads)
-                        found[future.key] = (student, reason, notes)
+                        found[future.key] = (student, reason, notes, read)
                         running.add(future)
 
                 for _ in range(engine.window(client)):
                     submit_next()
                 for future in running:
-                    student, reason, notes = found.pop(future.key)
+                    student, reason, notes, read = found.pop(future.key)
                     try:
                         report = engine.unpack_result(future.result(), Path(tempfile.mkdtemp(prefix="r-", dir=batch)))
                     except Exception as e:  # noqa: BLE001 - the machinery failed, not the student: graded next run
                         outcomes[student] = Outcome(student, reason=f"not graded: {engine.failure(e)}", notes=notes)
                     else:
-                        report = dict(report, reason=reason or report["reason"], notes=notes)
+                        report = dict(report, reason=reason or report["reason"], notes=notes, submission=read)
                         outcomes[student] = save_outcome(course, report, version)
                     future.release()
                     bar.set_postfix_str(printable(student[:20]))

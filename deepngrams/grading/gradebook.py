@@ -18,7 +18,7 @@ from pathlib import Path
 
 from deepngrams.atomic import _umask, write_bytes
 from deepngrams.config import ASSIGNMENT, ROOT
-from deepngrams.grading.preflight import read_handed_in
+from deepngrams.grading.preflight import fingerprint, read_submission
 from deepngrams.course.release import exercise_names
 from deepngrams.grading.exercises import grading_key
 from deepngrams.grading.report import Outcome, exercise_of, publish_feedback
@@ -184,17 +184,8 @@ def grader_version(course: Path, bundle: Path = ROOT) -> str:
 
 
 def submission_hash(course: Path, student: str) -> str:
-    h = hashlib.sha256()
-    for path in sorted((course / "submitted" / student / ASSIGNMENT).glob("*")):
-        h.update(path.name.encode() + b"\0")
-        if path.is_symlink():
-            h.update(b"link " + os.readlink(path).encode())
-        elif path.is_file():
-            try:
-                h.update(read_handed_in(path))
-            except ValueError:
-                h.update(str(path.stat().st_size).encode())
-    return h.hexdigest()[:16]
+    """The fingerprint of what grading would read of the student's folder now."""
+    return fingerprint(*read_submission(course / "submitted" / student / ASSIGNMENT))
 
 
 def _marker(course: Path, student: str) -> Path:
@@ -216,7 +207,8 @@ def saved_outcome(course: Path, student: str, version: str | None = None) -> Out
 
 def save_outcome(course: Path, report: dict, version: str) -> Outcome:
     """Merge one student's report into the course and mark it graded (with the sandbox mode it ran
-    in, report["sandbox"]); a failure here costs this student alone (the gradebook stays as it
+    in, report["sandbox"], and the fingerprint of the files it graded, report["submission"]: a file
+    changed while it was graded is graded again next run); a failure here costs this student alone (the gradebook stays as it
     was, no marker, a reason in the report)."""
     student, sandbox = report["student"], report.get("sandbox", "none")
     try:
@@ -224,7 +216,7 @@ def save_outcome(course: Path, report: dict, version: str) -> Outcome:
         outcome = Outcome(student, scores_of(course, student), report["reason"], report["notes"], report["seconds"],
                           sandbox=sandbox)
         write_bytes(_marker(course, student), json.dumps(
-            {"submission": submission_hash(course, student), "grader": version, "reason": outcome.reason,
+            {"submission": report["submission"], "grader": version, "reason": outcome.reason,
              "notes": outcome.notes, "seconds": outcome.seconds, "sandbox": sandbox}, indent=1).encode())
     except Exception as e:  # noqa: BLE001 - one student's failure never stops the batch
         outcome = Outcome(student, {}, f"not graded: the result could not be saved ({type(e).__name__}: {e})",

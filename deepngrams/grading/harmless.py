@@ -156,8 +156,45 @@ def harmless_markdown(cell: dict) -> None:
     cell["source"] = f"{notice}\n\n{fence}text\n{source}\n{fence}"
 
 
+_NOTEBOOK_KEYS = ("cells", "metadata", "nbformat", "nbformat_minor")
+_CELL_KEYS = {"code": ("id", "cell_type", "metadata", "source", "outputs", "execution_count"),
+              "markdown": ("id", "cell_type", "metadata", "source", "attachments"),
+              "raw": ("id", "cell_type", "metadata", "source", "attachments")}
+_CELL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def harmless_format(data: dict) -> None:
+    """What nbformat's schema refuses but editors write, where grading has no use for it, made valid:
+    saved outputs and execution counts go (the notebook is run afresh), so do keys a cell of its type
+    does not have (outputs on a markdown cell), cell ids in a notebook older than nbformat 4.5 (which
+    has none), and ids a 4.5 notebook cannot have (malformed or repeated: a fresh one instead)."""
+    if data.get("nbformat") != 4:
+        return  # the preflight names the version
+    for key in [k for k in data if k not in _NOTEBOOK_KEYS]:
+        del data[key]
+    minor = data.get("nbformat_minor")
+    with_ids = isinstance(minor, int) and not isinstance(minor, bool) and minor >= 5
+    cells = [c for c in data.get("cells") if isinstance(c, dict) and c.get("cell_type") in _CELL_KEYS] \
+        if isinstance(data.get("cells"), list) else []
+    kept = {c.get("id") for c in cells if isinstance(c.get("id"), str) and _CELL_ID.fullmatch(c["id"])}
+    seen: set = set()
+    for i, cell in enumerate(cells):
+        for key in [k for k in cell if k not in _CELL_KEYS[cell["cell_type"]]]:
+            del cell[key]
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+        if not with_ids:
+            cell.pop("id", None)
+            continue
+        if cell.get("id") not in kept or cell["id"] in seen:  # a fresh id no other cell has
+            cell["id"] = next(f"cell-{i}-{n}" for n in range(len(cells) + 1) if f"cell-{i}-{n}" not in kept)
+        seen.add(cell["id"])
+
+
 def harmless_notebook(data: dict) -> dict:
-    """The parsed JSON of a submission with its metadata made harmless (in place, and returned)."""
+    """The parsed JSON of a submission with its metadata made harmless and its format valid where
+    only what grading discards broke it (in place, and returned)."""
+    harmless_format(data)
     data["metadata"] = harmless_notebook_metadata(data.get("metadata"))
     for cell in data.get("cells") if isinstance(data.get("cells"), list) else ():
         if isinstance(cell, dict):
@@ -170,10 +207,10 @@ def harmless_notebook(data: dict) -> dict:
 
 
 def harmless_file(raw: bytes) -> bytes:
-    """A submitted notebook's bytes with its metadata made harmless, or the bytes as they were when
-    they are not a JSON object (the preflight says why). Metadata nested deeper than Python's
-    recursion limit, or numbers too long to parse, do not make the file unreadable (plain
-    json.loads would raise on them)."""
+    """A submitted notebook's bytes with its metadata made harmless and its saved outputs dropped, or
+    the bytes as they were when they are not a JSON object (the preflight says why). Metadata nested
+    deeper than Python's recursion limit, or numbers too long to parse, do not make the file
+    unreadable (plain json.loads would raise on them)."""
     try:
         text = raw.decode("utf-8")
         try:

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import collections
 import errno
+import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 
-from deepngrams.config import MAX_CELLS, MAX_NOTEBOOK_BYTES
+from deepngrams.config import ASSIGNMENT, MAX_CELLS, MAX_HANDED_IN_BYTES, MAX_NOTEBOOK_BYTES
 from deepngrams.grading.cells import nbgrader_meta
 from deepngrams.grading.harmless import harmless_file
 
 
-def read_handed_in(path: Path, limit: int = MAX_NOTEBOOK_BYTES) -> bytes:
+def read_handed_in(path: Path, limit: int = MAX_HANDED_IN_BYTES) -> bytes:
     """The bytes of a file a student handed in. Links, folders and devices are refused (ValueError
     with the reason): the grader runs as root, and a link could point at the solutions."""
     try:
@@ -27,38 +28,87 @@ def read_handed_in(path: Path, limit: int = MAX_NOTEBOOK_BYTES) -> bytes:
         raise ValueError("not a plain file (a folder?): hand in the notebook itself")
     with os.fdopen(fd, "rb") as f:
         if info.st_size > limit:
-            raise ValueError(f"file too large ({info.st_size / 2**20:.0f} MiB, at most {limit // 2**20} MiB)")
+            raise ValueError(f"file too large ({info.st_size / 2**20:.0f} MiB, at most {limit // 2**20} MiB): clear "
+                             f"its outputs in Jupyter (Edit, Clear Outputs of All Cells), save it and hand it in")
         return f.read(limit + 1)
+
+
+NOTEBOOK = f"{ASSIGNMENT}.ipynb"
+TIMESTAMP = "timestamp.txt"  # nbgrader's time of handing in
+MAX_TIMESTAMP_BYTES = 1000
+
+
+def read_submission(folder: Path) -> tuple[dict[str, bytes | str], list[str]]:
+    """What grading reads of a student's folder, each file read once: the assignment's notebook and
+    nbgrader's timestamp, by name, as bytes or as the reason they could not be read (files that are
+    missing are left out); and the names of the other notebooks, never read (nbgrader grades only the
+    assignment's: a thousand links to one large file cost nothing)."""
+    if any(p.is_symlink() for p in (folder.parent, folder)):
+        return {NOTEBOOK: "the submission folder is a link: hand in the files themselves"}, []
+    found: dict[str, bytes | str] = {}
+    for name, limit in ((NOTEBOOK, MAX_HANDED_IN_BYTES), (TIMESTAMP, MAX_TIMESTAMP_BYTES)):
+        if os.path.lexists(folder / name):
+            try:
+                found[name] = read_handed_in(folder / name, limit)
+            except ValueError as e:
+                found[name] = str(e)
+    others = sorted(p.name for p in folder.glob("*.ipynb") if p.name != NOTEBOOK) if folder.is_dir() else []
+    return found, others
+
+
+def fingerprint(found: dict[str, bytes | str], others: list[str]) -> str:
+    """A digest of what `read_submission` read: a batch skips a student whose fingerprint and grader
+    are those of their last grading. Each part is length-prefixed, so no two readings share one."""
+    h = hashlib.sha256()
+    for name in sorted(found):
+        value = found[name]
+        data = value if isinstance(value, bytes) else b"not read: " + value.encode("utf-8", "replace")
+        for part in (name.encode("utf-8", "surrogateescape"), data):
+            h.update(len(part).to_bytes(8, "big") + part)
+    for name in others:
+        part = name.encode("utf-8", "surrogateescape")
+        h.update(len(part).to_bytes(8, "big") + part)
+    return h.hexdigest()[:16]
 
 
 def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
     """(reason it cannot be graded or "", notes on what nbgrader will repair)."""
-    import nbformat
     try:
-        raw = harmless_file(read_handed_in(path))
+        return check_notebook(read_handed_in(path), graded_ids)[:2]
     except ValueError as e:
         return str(e), []
+
+
+def check_notebook(handed_in: bytes, graded_ids: list[str]) -> tuple[str, list[str], bytes]:
+    """(reason it cannot be graded or "", notes on what nbgrader will repair, the bytes nbgrader
+    reads: metadata made harmless, saved outputs dropped) of a notebook's bytes as handed in."""
+    import nbformat
+    raw = harmless_file(handed_in)
     if not raw:
-        return "empty file: nothing was handed in", []
+        return "empty file: nothing was handed in", [], raw
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        return (f"too large, even without its saved outputs ({len(raw) / 2**20:.0f} MiB, at most "
+                f"{MAX_NOTEBOOK_BYTES // 2**20} MiB): hand in the assignment's notebook with your answers"), [], raw
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         detail = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:100]
-        return f"not JSON, so not a notebook ({detail}); was it saved from Jupyter?", []
+        return f"not JSON, so not a notebook ({detail}); was it saved from Jupyter?", [], raw
     if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
-        return "valid JSON but not a notebook (no cells): hand in the .ipynb file itself", []
+        return "valid JSON but not a notebook (no cells): hand in the .ipynb file itself", [], raw
     version = data.get("nbformat")
     if version != 4:
-        return f"nbformat {repr(version)[:20]} is not supported: open it in JupyterLab and save it (nbformat 4)", []
+        return (f"nbformat {repr(version)[:20]} is not supported: open it in JupyterLab and save it "
+                f"(nbformat 4)"), [], raw
     cells = data.get("cells")
     if isinstance(cells, list) and len(cells) > MAX_CELLS:
         return (f"too many cells ({len(cells)}, at most {MAX_CELLS}): hand in the assignment's notebook "
-                f"with your answers"), []
+                f"with your answers"), [], raw
     try:
         nb = nbformat.reads(json.dumps(data), as_version=4)
         nbformat.validate(nb)
     except Exception as e:  # noqa: BLE001 - nbformat raises several types for broken files
-        return f"not a valid nbformat 4 notebook ({type(e).__name__}: {str(e).splitlines()[0][:100]})", []
+        return f"not a valid nbformat 4 notebook ({type(e).__name__}: {str(e).splitlines()[0][:100]})", [], raw
     notes = []
     kernel = nb.metadata.get("kernelspec", {})
     if kernel.get("language", "python") != "python" or "python" not in str(kernel.get("name", "python3")):
@@ -66,7 +116,7 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
     ids = [nbgrader_meta(c).get("grade_id") for c in nb.cells]
     counts = collections.Counter(i for i in ids if isinstance(i, str) and i)  # linear: a notebook may have many cells
     for gid in sorted(g for g, n in counts.items() if n > 1):
-        notes.append(f"cell {gid} appears {counts[gid]} times: only the first counts")
+        notes.append(f"cell {gid} appears {counts[gid]} times: the first is graded, the others run as ordinary cells")
     for gid in graded_ids:
         if gid not in counts:
             notes.append(f"deleted cell {gid} put back")
@@ -74,4 +124,4 @@ def preflight(path: Path, graded_ids: list[str]) -> tuple[str, list[str]]:
         gid = nbgrader_meta(cell).get("grade_id")
         if nbgrader_meta(cell).get("grade") and gid not in graded_ids:
             notes.append(f"graded cell {gid} is not part of the assignment: it counts for nothing")
-    return "", notes
+    return "", notes, raw

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, GRADE_JOB_ENV, ROOT, WORKER_MARGIN_S
 from deepngrams.grading import nbgrader_host
-from deepngrams.grading.harmless import harmless_file
-from deepngrams.grading.preflight import preflight, read_handed_in
+from deepngrams.grading.preflight import NOTEBOOK, TIMESTAMP, check_notebook, fingerprint, read_submission
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 
 PRIVATE_CONFIG = '''\
@@ -50,6 +49,10 @@ def internal_id(student: str) -> str:
     return "s" + hashlib.sha256(student.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+# What HTML and JavaScript read as markup or the end of a string, in text, attributes and scripts.
+MARKUP = "<>&\"'`\\"
+
+
 def unusable_name(student: str) -> str:
     """Why a student folder's name cannot be used as a student id ("" if it can)."""
     try:
@@ -58,37 +61,37 @@ def unusable_name(student: str) -> str:
         return "the student folder's name is not valid UTF-8: rename the folder"
     if not student.strip():
         return "the student folder's name is blank: rename the folder"
+    markup = sorted(set(student) & set(MARKUP))
+    if markup:
+        return (f"the student folder's name has {' '.join(markup)}, which web pages read as markup (nbgrader's "
+                f"Formgrader shows student ids as written): rename the folder")
     return ""
 
 
-def handed_in_files(course: Path, student: str, graded_ids: list[str]) -> tuple[dict[str, bytes], str, list[str]]:
-    """What of a student's folder goes to grading, read where the course is: each notebook checked
-    (grading.preflight) and its metadata made harmless, and nbgrader's timestamp. Returns the
-    files by name, the reason the submission cannot be graded ("" if none) and the notes."""
-    sub_dir = course / "submitted" / student / ASSIGNMENT
+def handed_in_files(course: Path, student: str,
+                    graded_ids: list[str]) -> tuple[dict[str, bytes], str, list[str], str]:
+    """What of a student's folder goes to grading, read once where the course is: the assignment's
+    notebook checked (grading.preflight) with its metadata made harmless, and nbgrader's timestamp.
+    Returns the files by name, the reason the submission cannot be graded ("" if none), the notes,
+    and the fingerprint of exactly what was read (a file changed meanwhile is graded next run)."""
+    found, others = read_submission(course / "submitted" / student / ASSIGNMENT)
     files: dict[str, bytes] = {}
     reason, notes = "", []
-    handed_in = sorted(p.name for p in sub_dir.glob("*.ipynb"))
-    if any(p.is_symlink() for p in (sub_dir.parent, sub_dir)):
-        reason = "the submission folder is a link: hand in the files themselves"
-        handed_in = []
-    for name in handed_in:
-        problem, found = preflight(sub_dir / name, graded_ids)
-        notes += found
+    handed_in = found.get(NOTEBOOK)
+    if isinstance(handed_in, str):
+        reason = handed_in if handed_in.startswith("the submission folder") else f"{NOTEBOOK}: {handed_in}"
+    elif handed_in is None:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        reason = f"no {NOTEBOOK} handed in" + (f" (found {shown}: rename it)" if others else "")
+    else:
+        problem, notes, files[NOTEBOOK] = check_notebook(handed_in, graded_ids)
         if problem:
-            reason = reason or f"{name}: {problem}"
-            continue
-        files[name] = harmless_file(read_handed_in(sub_dir / name))
-    if not reason and f"{ASSIGNMENT}.ipynb" not in handed_in:
-        reason = f"no {ASSIGNMENT}.ipynb handed in" + (f" (found {', '.join(handed_in)}: rename it)"
-                                                       if handed_in else "")
-    try:
-        timestamp = handed_in_timestamp(read_handed_in(sub_dir / "timestamp.txt", 1000))
-    except ValueError:
-        timestamp = None  # no timestamp (or not a plain file)
+            reason, files = f"{NOTEBOOK}: {problem}", {}
+    timestamp = found.get(TIMESTAMP)
+    timestamp = handed_in_timestamp(timestamp) if isinstance(timestamp, bytes) else None
     if timestamp is not None:  # without one nbgrader grades the submission as not late
-        files["timestamp.txt"] = timestamp
-    return files, reason, notes
+        files[TIMESTAMP] = timestamp
+    return files, reason, notes, fingerprint(found, others)
 
 
 def handed_in_timestamp(raw: bytes) -> bytes | None:

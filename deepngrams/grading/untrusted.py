@@ -16,6 +16,7 @@ import nh3
 
 # Spreadsheets run a cell starting with one of these as a formula (OWASP, "CSV Injection").
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_AFTER_SEMICOLON = re.compile(r"(; *)(?=[=+@-])")
 
 # The feedback page may load nothing from anywhere: no script, no remote image, font or style.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; form-action 'none'; base-uri 'none'"
@@ -97,6 +98,8 @@ def csv_cell(text: object) -> str:
     cell = printable(raw)
     if _is_number(raw):
         return cell
+    # A spreadsheet set to split lines at ";" (most of Europe's) starts a new cell after each one.
+    cell = _AFTER_SEMICOLON.sub(r"\1'", cell)
     if raw.lstrip(" ").startswith(FORMULA_START) or cell.lstrip(" ").startswith(FORMULA_START):
         return "'" + cell
     return cell
