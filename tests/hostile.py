@@ -1121,6 +1121,9 @@ def cases() -> list[Case]:
         Case("b09_invalid_nbformat4", lambda ctx: Submission(json.dumps(
             {"nbformat": 4, "nbformat_minor": 5, "cells": [{"cell_type": "code", "source": 42}], "metadata": {}}
         ).encode()), ZERO, ("nbformat",), why="nbformat 4 in name, but not valid."),
+        Case("b11_minor_version_as_text", lambda ctx: Submission(json.dumps(
+            dict(json.loads(nbformat.writes(ctx.solved)), nbformat_minor="5")).encode()), ZERO, ("nbformat",),
+             why="nbformat's error for it has no message: the preflight once raised on it and stopped the batch."),
         *oracle_cases(),
     ]
 

@@ -139,9 +139,9 @@ def _keys_no_schema_has(nb: dict) -> None:
 
 
 def _ids_nbformat_refuses(nb: dict) -> None:
-    """A 4.5 notebook with cell ids that are malformed, too long, repeated or missing."""
+    """A 4.5 notebook with cell ids that are malformed, too long, repeated, missing or not text."""
     nb["nbformat_minor"] = 5
-    for cell, found in zip(nb["cells"], ("has space", "a/b", "x" * 65, "same", "same", None, "")):
+    for cell, found in zip(nb["cells"], ("has space", "a/b", "x" * 65, "same", "same", None, "", ["a"], {"b": 1}, 7)):
         if found is None:
             cell.pop("id", None)
         else:

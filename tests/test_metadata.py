@@ -248,7 +248,8 @@ def test_other_spellings_of_a_link_to_a_script_reach_nbgrader_as_text(solved, ma
 @pytest.mark.parametrize("kind", sorted(FORMATS))
 def test_a_file_other_editors_save_is_made_valid_and_keeps_every_source(kind, solved):
     text = FORMATS[kind](solved)
-    with pytest.raises(nbformat.ValidationError), warnings.catch_warnings():  # real: nbformat refuses it as saved
+    # The case is real: nbformat refuses the file as saved (an id that is a list even raises a TypeError).
+    with pytest.raises((nbformat.ValidationError, TypeError)), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nbformat's notes on what it would repair itself
         nbformat.validate(nbformat.reads(text, as_version=4))
     kept = nbformat.reads(harmless_file(text.encode()).decode(), as_version=4)
@@ -304,3 +305,27 @@ def test_a_notebook_too_large_without_its_outputs_is_refused(solved, tmp_path):
     path.write_text(json.dumps(nb))
     reason, _ = preflight.preflight(path, [])
     assert reason.startswith("too large, even without its saved outputs (24 MiB, at most 20 MiB)")
+
+
+HOSTILE_FORMATS = {
+    "nbformat_minor": [True, "5", 5.0, 10**30, -1, None, [5], {"a": 1}],
+    "cell_type": [["code"], {"a": 1}, None, 5, "heading", ""],
+    "id": [["a"], {"a": 1}, 5, None, True, "", "x" * 10**4],
+    "cells": [{"a": 1}, "text", [1, "x", None, []], None],
+    "outputs": ["text", [1, None], {"a": 1}],
+    "source": [5, None, [1, 2], {"a": 1}],
+}
+
+
+@pytest.mark.parametrize("key, value", [(k, v) for k, values in HOSTILE_FORMATS.items() for v in values])
+def test_a_format_nobody_saves_gets_a_reason_and_never_an_exception(solved, key, value):
+    nb = copy.deepcopy(solved)
+    if key in ("nbformat_minor", "cells"):
+        nb[key] = value
+    else:
+        for cell in nb["cells"][:5]:
+            cell[key] = value
+    reason, notes, kept = preflight.check_notebook(json.dumps(nb).encode(), graded_ids(solved))
+    assert isinstance(reason, str) and isinstance(notes, list) and isinstance(kept, bytes)
+    if not reason:
+        nbformat.validate(nbformat.reads(kept.decode(), as_version=4))

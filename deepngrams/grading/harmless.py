@@ -174,7 +174,8 @@ def harmless_format(data: dict) -> None:
         del data[key]
     minor = data.get("nbformat_minor")
     with_ids = isinstance(minor, int) and not isinstance(minor, bool) and minor >= 5
-    cells = [c for c in data.get("cells") if isinstance(c, dict) and c.get("cell_type") in _CELL_KEYS] \
+    cells = [c for c in data.get("cells") if isinstance(c, dict) and isinstance(c.get("cell_type"), str)
+             and c["cell_type"] in _CELL_KEYS] \
         if isinstance(data.get("cells"), list) else []
     kept = {c.get("id") for c in cells if isinstance(c.get("id"), str) and _CELL_ID.fullmatch(c["id"])}
     seen: set = set()
@@ -186,7 +187,8 @@ def harmless_format(data: dict) -> None:
         if not with_ids:
             cell.pop("id", None)
             continue
-        if cell.get("id") not in kept or cell["id"] in seen:  # a fresh id no other cell has
+        found = cell.get("id")
+        if not isinstance(found, str) or found not in kept or found in seen:  # a fresh id no other cell has
             cell["id"] = next(f"cell-{i}-{n}" for n in range(len(cells) + 1) if f"cell-{i}-{n}" not in kept)
         seen.add(cell["id"])
 

@@ -108,7 +108,8 @@ def check_notebook(handed_in: bytes, graded_ids: list[str]) -> tuple[str, list[s
         nb = nbformat.reads(json.dumps(data), as_version=4)
         nbformat.validate(nb)
     except Exception as e:  # noqa: BLE001 - nbformat raises several types for broken files
-        return f"not a valid nbformat 4 notebook ({type(e).__name__}: {str(e).splitlines()[0][:100]})", [], raw
+        first = (str(e).splitlines() or [""])[0][:100]  # some of nbformat's errors have no message
+        return f"not a valid nbformat 4 notebook ({type(e).__name__}{': ' * bool(first)}{first})", [], raw
     notes = []
     kernel = nb.metadata.get("kernelspec", {})
     if kernel.get("language", "python") != "python" or "python" not in str(kernel.get("name", "python3")):
