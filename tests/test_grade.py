@@ -157,3 +157,22 @@ def test_a_merge_that_fails_half_way_leaves_no_half_of_it(course, monkeypatch):
         gb.remove_student("erin_new")
     for kind in ("autograded", "feedback"):
         shutil.rmtree(path / kind / "erin_new")
+
+
+def test_a_submission_the_grader_cannot_read_costs_that_student_only(course, monkeypatch):
+    """A fault in reading one folder (a bug of the grader's, a disk error) is "not graded" for that
+    student, never a zero, and the batch goes on to the next."""
+    path, first = course
+    real = batch.handed_in_files
+
+    def failing(course_, student, graded_ids):
+        if student == "carol_partial":
+            raise OSError("injected: an I/O error")
+        return real(course_, student, graded_ids)
+
+    monkeypatch.setattr(batch, "handed_in_files", failing)
+    again = {o.student: o for o in batch.grade(path, workers=1, force=True, students=["carol_partial",
+                                                                                         "dora_renamed"],
+                                               progress=False)}
+    assert again["carol_partial"].reason == "not graded: its files could not be read (OSError: injected: an I/O error)"
+    assert again["dora_renamed"].reason == first["dora_renamed"].reason and not again["dora_renamed"].skipped

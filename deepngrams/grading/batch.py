@@ -139,13 +139,19 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                 def submit_next() -> None:
                     """The next submission's task: read and checked here, where the course is, a few
                     at a time (a course of 100,000 is never all in memory)."""
-                    student = next(waiting, None)
-                    if student is not None:
-                        files, reason, notes, read = handed_in_files(course, student, graded_ids)
+                    for student in waiting:
+                        try:
+                            files, reason, notes, read = handed_in_files(course, student, graded_ids)
+                        except Exception as e:  # noqa: BLE001 - the grader's fault, not the student's: next run
+                            outcomes[student] = Outcome(student, reason=f"not graded: its files could not be read "
+                                                                        f"({type(e).__name__}: {e})"[:300])
+                            bar.update()
+                            continue
                         future = engine.submit(client, student, files, student_key(key, internal_id(student)),
                                                course_future, limits, sandboxed, threads)
                         found[future.key] = (student, reason, notes, read)
                         running.add(future)
+                        return
 
                 for _ in range(engine.window(client)):
                     submit_next()
