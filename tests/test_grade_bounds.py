@@ -228,19 +228,23 @@ def test_the_fingerprint_tells_apart_every_change_grading_could_see(tmp_path):
         return found
 
     now()  # nothing handed in
+    (folder / "other.ipynb").write_bytes(b"")  # a name is enough to count while the notebook is missing
+    now()
     notebook.write_bytes(b"{}")
     now()
     notebook.write_bytes(b"{ }")
     now()
     (folder / "timestamp.txt").write_bytes(b"{ }")  # the same bytes, in another file
     now()
-    (folder / "other.ipynb").write_bytes(b"")  # a name is enough to count
-    now()
     notebook.unlink()
     notebook.symlink_to(folder / "other.ipynb")  # read as the reason it is refused
     now()
+    notebook.unlink()
+    notebook.write_text("Ea link, not a file: hand in the notebook itself")  # the bytes of that reason
+    now()
     found = gradebook.submission_hash(tmp_path, "student")
     (folder / "notes.txt").write_text("not read")
+    (folder / "scratch.ipynb").write_text("not read either: the notebook is there")
     assert gradebook.submission_hash(tmp_path, "student") == found
 
 

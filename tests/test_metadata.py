@@ -329,3 +329,23 @@ def test_a_format_nobody_saves_gets_a_reason_and_never_an_exception(solved, key,
     assert isinstance(reason, str) and isinstance(notes, list) and isinstance(kept, bytes)
     if not reason:
         nbformat.validate(nbformat.reads(kept.decode(), as_version=4))
+
+
+def test_a_lone_surrogate_never_passes_the_file_on_as_it_came(solved):
+    """JSON may escape a lone surrogate, which UTF-8 cannot hold: the file is still made harmless
+    (its link to a script shown as text), with U+FFFD in the surrogate's place."""
+    nb = copy.deepcopy(solved)
+    nb["cells"].insert(3, {"cell_type": "markdown", "metadata": {"nbgrader": {"grade_id": "\ud800"}},
+                           "source": "[click](javascript:alert(document.cookie)) \udfff"})
+    raw = json.dumps(nb).encode()  # ASCII, the surrogates escaped
+    reason, _, kept = preflight.check_notebook(raw, graded_ids(solved))
+    cell = json.loads(kept)["cells"][3]
+    assert reason == "" and cell["source"].startswith("(This cell links to a script") and "\ufffd" in cell["source"]
+
+
+def test_a_deeply_nested_file_over_its_limit_is_refused_unparsed():
+    from deepngrams.config import MAX_DEEP_JSON_BYTES
+    raw = b"[" * (MAX_DEEP_JSON_BYTES + 1)
+    assert harmless_file(raw) is raw
+    reason, _, _ = preflight.check_notebook(raw, [])
+    assert reason == "not JSON, so not a notebook (nested too deeply); was it saved from Jupyter?"

@@ -110,7 +110,7 @@ def test_formula_cells_are_neutralised(cell):
 
 
 @pytest.mark.parametrize("cell", ["a;=1+1;b", "graded cell x;=cmd|' /C calc'!A0; is not part", "a; +SUM(A1)",
-                                  "note;@cmd", "a;-2+3;", "=1;=2", "a;  =1", ";;=1"])
+                                  "note;@cmd", "a;-2+3;", "=1;=2", "a;  =1", ";;=1", 'a;"=1+1', 'a; "" =1', 'a;""+1'])
 def test_no_cell_starts_a_formula_where_spreadsheets_split_at_semicolons(cell):
     for delimiter in (",", ";"):
         parsed = next(csv.reader(io.StringIO(_row(["plain", csv_cell(cell), "19"])), delimiter=delimiter))

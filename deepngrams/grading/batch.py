@@ -8,8 +8,8 @@ step runs the notebook in a sandbox (grading.sandbox) with every graded test cel
 probe, and the grader judges the probes' observations (grading.exercises). What this adds to
 plain `nbgrader autograde` (which grades with the same steps, one notebook at a time):
 
-1. every file is checked first (grading.preflight): what nbgrader can repair is repaired and
-   noted, the rest gets a reason and zero points;
+1. each student's notebook is read once and checked first (grading.preflight): what nbgrader can
+   repair is repaired and noted, the rest gets a reason and zero points;
 2. each submission is autograded in a private copy of the course (grading.submission), several
    at a time, and the course's gradebook is then updated for that student alone, by writing a
    new file and renaming it over the old one (grading.gradebook);

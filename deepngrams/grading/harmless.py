@@ -1,12 +1,14 @@
-"""A submission's metadata made harmless before nbgrader reads the file: only the plain values
+"""A submission's metadata and format made harmless before nbgrader reads the file: only the plain values
 nbgrader and nbconvert need are kept, whatever a student's file holds (nested past Python's
-recursion limit, numbers too long to parse, broken attachments). Standard library only, so
+recursion limit, numbers too long to parse, broken attachments). Standard library and the bundle's config only, so
 the preflight and the command line start without loading nbgrader."""
 from __future__ import annotations
 
 import html
 import json
 import re
+
+from deepngrams.config import MAX_DEEP_JSON_BYTES
 
 SCHEMA_VERSION = 3
 _FLAGS = ("deletable", "editable", "collapsed")  # the cell metadata Jupyter needs (booleans)
@@ -15,6 +17,7 @@ _NBGRADER_KEYS = ("grade", "solution", "locked", "task", "points", "grade_id", "
 _TOKEN = re.compile(r'\s*(?:([\[\]{},:])|("(?:[^"\\]|\\.)*")|(-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?)'
                     r'|(true|false|null))', re.S)
 _WORDS = {"true": True, "false": False, "null": None}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after json.loads every surrogate left is a lone one
 _ATTACHMENT = re.compile(r"(?<!missing-)attachment:(?:([A-Za-z0-9._-]+)(?=[\s)]|$))?")
 
 
@@ -218,9 +221,13 @@ def harmless_file(raw: bytes) -> bytes:
         try:
             data = json.loads(text, parse_int=_int)
         except RecursionError:
+            if len(raw) > MAX_DEEP_JSON_BYTES:
+                return raw  # the preflight refuses it: nested too deeply
             data = _loads_deep(text)
         if not isinstance(data, dict):
             return raw
-        return json.dumps(harmless_notebook(data), ensure_ascii=False).encode("utf-8")
+        # JSON may escape a lone surrogate, which UTF-8 cannot hold: written as U+FFFD, never a reason to
+        # pass the file on as it came.
+        return _LONE_SURROGATE.sub("\ufffd", json.dumps(harmless_notebook(data), ensure_ascii=False)).encode()
     except (UnicodeDecodeError, ValueError, RecursionError):
         return raw

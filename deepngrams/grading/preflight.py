@@ -58,15 +58,14 @@ def read_submission(folder: Path) -> tuple[dict[str, bytes | str], list[str]]:
 
 def fingerprint(found: dict[str, bytes | str], others: list[str]) -> str:
     """A digest of what `read_submission` read: a batch skips a student whose fingerprint and grader
-    are those of their last grading. Each part is length-prefixed, so no two readings share one."""
+    are those of their last grading. Each part is length-prefixed and a file's bytes are told from
+    the reason it was not read, so no two readings share one."""
     h = hashlib.sha256()
-    for name in sorted(found):
-        value = found[name]
-        data = value if isinstance(value, bytes) else b"not read: " + value.encode("utf-8", "replace")
-        for part in (name.encode("utf-8", "surrogateescape"), data):
-            h.update(len(part).to_bytes(8, "big") + part)
-    for name in others:
-        part = name.encode("utf-8", "surrogateescape")
+    parts = [p for name in sorted(found) for p in (name.encode("utf-8", "surrogateescape"), (
+        b"B" + found[name] if isinstance(found[name], bytes) else b"E" + found[name].encode("utf-8", "replace")))]
+    if NOTEBOOK not in found:  # the others count only in the reason of a missing notebook
+        parts += [name.encode("utf-8", "surrogateescape") for name in others]
+    for part in parts:
         h.update(len(part).to_bytes(8, "big") + part)
     return h.hexdigest()[:16]
 

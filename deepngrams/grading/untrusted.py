@@ -16,7 +16,7 @@ import nh3
 
 # Spreadsheets run a cell starting with one of these as a formula (OWASP, "CSV Injection").
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_AFTER_SEMICOLON = re.compile(r"(; *)(?=[=+@-])")
+_AFTER_SEMICOLON = re.compile(r'(;[ "]*)(?=[=+@-])')  # a quote may open the next cell
 
 # The feedback page may load nothing from anywhere: no script, no remote image, font or style.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; form-action 'none'; base-uri 'none'"
