@@ -104,6 +104,7 @@ MAX_NOTEBOOK_BYTES = 20 * 2**20  # the notebook that is graded, once its saved o
 # A file nested deeper than Python's recursion limit is read only up to this size: its reader holds
 # about 150 bytes of Python objects for each byte of such a file, in the grader's own process.
 MAX_DEEP_JSON_BYTES = 4 * 2**20
+MAX_TIMESTAMP_BYTES = 1000  # nbgrader's timestamp.txt holds one time
 MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
 WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit
 # Set by the batch grader in each submission's nbgrader run (JSON: the sandbox's limits, slot and

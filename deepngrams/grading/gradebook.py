@@ -212,8 +212,8 @@ def saved_outcome(course: Path, student: str, version: str | None = None) -> Out
 def save_outcome(course: Path, report: dict, version: str) -> Outcome:
     """Merge one student's report into the course and mark it graded (with the sandbox mode it ran
     in, report["sandbox"], and the fingerprint of the files it graded, report["submission"]: a file
-    changed while it was graded is graded again next run); a failure here costs this student alone (the gradebook stays as it
-    was, no marker, a reason in the report)."""
+    changed while it was graded is graded again next run); a failure here costs this student alone
+    (the gradebook stays as it was, no marker, a reason in the report)."""
     student, sandbox = report["student"], report.get("sandbox", "none")
     try:
         merge(course, report)

@@ -1,7 +1,7 @@
-"""A submission's metadata and format made harmless before nbgrader reads the file: only the plain values
-nbgrader and nbconvert need are kept, whatever a student's file holds (nested past Python's
-recursion limit, numbers too long to parse, broken attachments). Standard library and the bundle's config only, so
-the preflight and the command line start without loading nbgrader."""
+"""A submission's metadata and format made harmless before nbgrader reads the file: only the plain
+values nbgrader and nbconvert need are kept, whatever a student's file holds (nested past Python's
+recursion limit, numbers too long to parse, broken attachments). Standard library and the bundle's
+config only, so the preflight and the command line start without loading nbgrader."""
 from __future__ import annotations
 
 import html
@@ -177,9 +177,8 @@ def harmless_format(data: dict) -> None:
         del data[key]
     minor = data.get("nbformat_minor")
     with_ids = isinstance(minor, int) and not isinstance(minor, bool) and minor >= 5
-    cells = [c for c in data.get("cells") if isinstance(c, dict) and isinstance(c.get("cell_type"), str)
-             and c["cell_type"] in _CELL_KEYS] \
-        if isinstance(data.get("cells"), list) else []
+    listed = data.get("cells") if isinstance(data.get("cells"), list) else []
+    cells = [c for c in listed if isinstance(c, dict) and c.get("cell_type") in tuple(_CELL_KEYS)]  # ==, not hash
     kept = {c.get("id") for c in cells if isinstance(c.get("id"), str) and _CELL_ID.fullmatch(c["id"])}
     seen: set = set()
     for i, cell in enumerate(cells):

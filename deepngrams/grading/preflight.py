@@ -9,7 +9,7 @@ import os
 import stat
 from pathlib import Path
 
-from deepngrams.config import ASSIGNMENT, MAX_CELLS, MAX_HANDED_IN_BYTES, MAX_NOTEBOOK_BYTES
+from deepngrams.config import ASSIGNMENT, MAX_CELLS, MAX_HANDED_IN_BYTES, MAX_NOTEBOOK_BYTES, MAX_TIMESTAMP_BYTES
 from deepngrams.grading.cells import nbgrader_meta
 from deepngrams.grading.harmless import harmless_file
 
@@ -35,7 +35,6 @@ def read_handed_in(path: Path, limit: int = MAX_HANDED_IN_BYTES) -> bytes:
 
 NOTEBOOK = f"{ASSIGNMENT}.ipynb"
 TIMESTAMP = "timestamp.txt"  # nbgrader's time of handing in
-MAX_TIMESTAMP_BYTES = 1000
 
 
 def read_submission(folder: Path) -> tuple[dict[str, bytes | str], list[str]]:
