@@ -1,5 +1,6 @@
 """Submissions whose metadata or format is broken in the ways students' editors and habits break it,
-and a seeded fuzzer of metadata, for tests/test_metadata.py and tests/test_grade_student_data.py.
+a seeded fuzzer of metadata, and markdown that links to scripts, for tests/test_metadata.py,
+tests/test_grade_student_data.py and tests/test_nbgrader_door.py.
 
 Each builder takes the solved notebook (as JSON data) and returns the text of the file handed in:
 text, because some of these (metadata nested 1000 deep, integers of 5000 digits) cannot be
@@ -217,3 +218,38 @@ def fuzz(solved: dict, rng: random.Random) -> dict:
     nb["metadata"].update({k: random_value(rng) for k in rng.sample(["kernelspec", "language_info", "widgets",
                                                                      "toc", "nbgrader"], rng.randrange(5))})
     return nb
+
+
+# Markdown a student adds that would link to a script in the autograded notebook, which the Formgrader renders
+# on the Jupyter server's origin: spellings of the schemes, and ways out of the block the cell is shown in.
+LIVE_LINKS = ["[solution](javascript:alert(1))", "[s](JaVaScRiPt:alert(1))", "[s][r]\n\n[r]: javascript:alert(1)",
+              "[s][r]\n\n[r]:\n  javascript:alert(1)", "[s](jav&#x61;script:alert(1))", "[s]( javascript:alert(1))",
+              "[s](javascript&colon;alert(1))", "<javascript:alert(1)>", "[s](<javascript:alert(1)>)",
+              "[s](vbscript:msgbox(1))", "[s](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+              "![i](data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=)"]
+BREAKOUTS = ["```\n[s](javascript:alert(1))\n```\n[t](javascript:alert(2))", "~~~\n~~~\n[s](javascript:alert(1))",
+             "``````\n``````\n[s](javascript:alert(1))", "</code></pre>[s](javascript:alert(1))",
+             "    indented\n[s](javascript:alert(1))"]
+# Spellings nbconvert's renderer leaves dead but a browser or another renderer may not (tabs, line breaks and
+# control characters inside an address, an entity without its semicolon, an escaped character).
+OTHER_SPELLINGS = ["[s](java\tscript:alert(1))", "[s](jav&#97script:alert(1))", "[s](java\\script:alert(1))",
+                   "[s](  \x01javascript:alert(1))", '<a href="java\nscript:alert(1)">s</a>',
+                   "<a href = 'JAVASCRIPT:alert(1)'>s</a>"]
+
+
+def live_links(markdown: str) -> list[str]:
+    """The addresses of links and images nbconvert's renderer makes of `markdown` that would run or carry a page
+    (attributes of the tags it writes, read by an HTML parser: text in a code block is no tag)."""
+    import re
+    from html.parser import HTMLParser
+    from nbconvert.filters.markdown import markdown2html
+    found = []
+
+    class Addresses(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend(value or "" for name, value in attrs if name in ("href", "src", "action", "formaction"))
+
+    parser = Addresses()
+    parser.feed(markdown2html(markdown))
+    parser.close()
+    return [a for a in found if re.match(r"(javascript|vbscript|data):", re.sub(r"[\x00-\x20]", "", a), re.I)]

@@ -13,7 +13,7 @@ from deepngrams.course import release
 from deepngrams.grading.harmless import harmless_file
 from deepngrams.grading.nbgrader_steps import HideHiddenTests, NormaliseMetadata, normalise_metadata
 
-from metadata_cases import DEEP, FORMATS, KINDS, fuzz
+from metadata_cases import BREAKOUTS, DEEP, FORMATS, KINDS, LIVE_LINKS, OTHER_SPELLINGS, fuzz, live_links
 from deepngrams.grading import cells
 from deepngrams.grading import preflight
 
@@ -190,39 +190,13 @@ def test_an_unclosed_string_nested_deep_is_read_in_time_that_grows_with_its_leng
     assert done.returncode == 0, done.stderr
 
 
-# Markdown a student adds that would link to a script in the autograded notebook, which the Formgrader renders
-# on the Jupyter server's origin: spellings of the schemes, and ways out of the block the cell is shown in.
-LIVE_LINKS = ["[solution](javascript:alert(1))", "[s](JaVaScRiPt:alert(1))", "[s][r]\n\n[r]: javascript:alert(1)",
-              "[s][r]\n\n[r]:\n  javascript:alert(1)", "[s](jav&#x61;script:alert(1))", "[s]( javascript:alert(1))",
-              "[s](javascript&colon;alert(1))", "<javascript:alert(1)>", "[s](<javascript:alert(1)>)",
-              "[s](vbscript:msgbox(1))", "[s](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
-              "![i](data:image/svg+xml;base64,PHN2Zz48L3N2Zz4=)"]
-BREAKOUTS = ["```\n[s](javascript:alert(1))\n```\n[t](javascript:alert(2))", "~~~\n~~~\n[s](javascript:alert(1))",
-             "``````\n``````\n[s](javascript:alert(1))", "</code></pre>[s](javascript:alert(1))",
-             "    indented\n[s](javascript:alert(1))"]
-# Spellings nbconvert's renderer leaves dead but a browser or another renderer may not (tabs, line breaks and
-# control characters inside an address, an entity without its semicolon, an escaped character).
-OTHER_SPELLINGS = ["[s](java\tscript:alert(1))", "[s](jav&#97script:alert(1))", "[s](java\\script:alert(1))",
-                   "[s](  \x01javascript:alert(1))", '<a href="java\nscript:alert(1)">s</a>',
-                   "<a href = 'JAVASCRIPT:alert(1)'>s</a>"]
-
-
-def _live_links(markdown: str) -> list[str]:
-    """The addresses of links and images nbconvert's renderer makes of `markdown` that would run or carry a page."""
-    import html
-    import re
-    from nbconvert.filters.markdown import markdown2html
-    found = re.findall(r"""(?:href|src)\s*=\s*["']?([^"'\s>]*)""", markdown2html(markdown), re.I)
-    return [a for a in found if re.match(r"\s*(javascript|vbscript|data):", html.unescape(a), re.I)]
-
-
 @pytest.mark.parametrize("markdown", LIVE_LINKS + BREAKOUTS)
 def test_a_markdown_link_to_a_script_reaches_nbgrader_as_text(solved, markdown):
-    assert _live_links(markdown), "the case must be live as handed in"
+    assert live_links(markdown), "the case must be live as handed in"
     nb = copy.deepcopy(solved)
     nb["cells"].insert(3, nbformat.v4.new_markdown_cell(markdown))
     kept = json.loads(harmless_file(json.dumps(nb).encode()))
-    assert _live_links(kept["cells"][3]["source"]) == []
+    assert live_links(kept["cells"][3]["source"]) == []
     assert markdown in kept["cells"][3]["source"]  # shown, as text
 
 
@@ -240,6 +214,51 @@ def test_other_spellings_of_a_link_to_a_script_reach_nbgrader_as_text(solved, ma
     nb["cells"].insert(3, nbformat.v4.new_markdown_cell(markdown))
     shown = json.loads(harmless_file(json.dumps(nb).encode()))["cells"][3]["source"]
     assert shown.startswith("(This cell links to a script") and "\n```text\n" + markdown + "\n```" in shown
+
+
+# A student who copies the notice and then leaves its block: the cell is not what the grader made of it.
+FORGED_NOTICES = ["```text\nquoted\n```\n[s](javascript:alert(1))\n```", "````text\n````\n[s](javascript:alert(1))\n````",
+                  "~~~text\n~~~\n[s](javascript:alert(1))", "```text\n[s](javascript:alert(1))\n```\n\n[t](javascript:alert(2))",
+                  "```python\n```\n[s](javascript:alert(1))\n```"]
+
+
+@pytest.mark.parametrize("markdown", LIVE_LINKS + BREAKOUTS + OTHER_SPELLINGS)
+def test_markdown_shown_as_text_stays_as_it_is_when_made_harmless_again(markdown):
+    """The batch makes markdown harmless before nbgrader reads it, and nbgrader's first step does it again
+    (for the Formgrader's door): the second time changes nothing."""
+    from deepngrams.grading.harmless import harmless_markdown
+    cell = {"cell_type": "markdown", "source": markdown}
+    assert harmless_markdown(cell) is True
+    once = cell["source"]
+    assert harmless_markdown(cell) is False and cell["source"] == once
+    assert live_links(once) == []
+
+
+@pytest.mark.parametrize("after_notice", FORGED_NOTICES)
+def test_a_copied_notice_that_leaves_its_block_is_shown_as_text(after_notice):
+    from deepngrams.grading.harmless import harmless_markdown
+    forged = "(This cell links to a script or a data address; it is shown as text.)\n\n" + after_notice
+    assert live_links(forged), "the case must be live as handed in"
+    cell = {"cell_type": "markdown", "source": forged}
+    assert harmless_markdown(cell) is True
+    assert live_links(cell["source"]) == [] and forged in cell["source"]
+
+
+def test_nbgraders_first_step_shows_markdown_that_links_to_a_script_as_text(solved):
+    """What plain `nbgrader autograde` and the Formgrader's Autograde run (the course's NormaliseMetadata)
+    makes every such cell harmless, says so, and leaves the other markdown as written."""
+    from deepngrams.grading.nbgrader_steps import markdown_shown_as_text
+    nb = nbformat.from_dict(copy.deepcopy(solved))
+    hostile = LIVE_LINKS + BREAKOUTS + OTHER_SPELLINGS
+    for markdown in hostile:
+        nb.cells.append(nbformat.v4.new_markdown_cell(markdown))
+    before = [c.source for c in nb.cells]
+    changes = markdown_shown_as_text(nb)
+    assert len(changes) == len(hostile) and all("shown as text" in c for c in changes)
+    assert [c.source for c in nb.cells][:-len(hostile)] == before[:-len(hostile)]
+    for cell, markdown in zip(nb.cells[-len(hostile):], hostile):
+        assert live_links(cell.source) == [] and markdown in cell.source
+    assert markdown_shown_as_text(nb) == []
 
 
 # ----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 import hostile
+from metadata_cases import BREAKOUTS, LIVE_LINKS, live_links
 from deepngrams.course import course_setup, release
 from deepngrams.grading import sandbox
 from deepngrams.grading.report import score_table
@@ -24,6 +25,7 @@ CAROL = dict(FULL, GRULM=0, compile_model=0, temperature_random_sampling=0, Gene
 
 
 PARENT_CELL = "import os\nprint('kernel parent', os.getppid())"
+SCRIPT_LINKS = LIVE_LINKS[:3] + BREAKOUTS[:1]  # markdown cells carol adds: the Formgrader renders them
 
 
 def _write(course: Path, student: str, nb) -> None:
@@ -44,6 +46,7 @@ def course():
     _write(course, "alice_solved", samples["alice_solved"])
     carol = samples["carol_partial"]
     carol.cells.append(nbformat.v4.new_code_cell(PARENT_CELL))  # graded after alice: from the factory
+    carol.cells[4:4] = [nbformat.v4.new_markdown_cell(markdown) for markdown in SCRIPT_LINKS]
     _write(course, "carol_partial", carol)
     ctx = hostile.Context(course, samples["alice_solved"], samples["bob_untouched"], "door", 120.0, 300.0, 4.0)
     patcher = next(c for c in hostile.cases() if c.name == "x02_patch_unittest")
@@ -83,6 +86,19 @@ def test_one_command_imports_tensorflow_once_for_all_its_kernels(course):
     path = course / "autograded" / "carol_partial" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
     [cell] = [c for c in nbformat.read(str(path), 4).cells if c.source == PARENT_CELL]
     assert [o.get("text") for o in cell.outputs] == ["kernel parent 0\n"], cell.outputs
+
+
+def test_markdown_that_links_to_a_script_reaches_the_formgrader_as_text(course):
+    """The Formgrader renders the autograded notebook on the Jupyter server's origin: what plain nbgrader
+    writes there has no live link to a script, and the log says which cells were shown as text."""
+    course, log = course
+    path = course / "autograded" / "carol_partial" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
+    markdown = [c.source for c in nbformat.read(str(path), 4).cells if c.cell_type == "markdown"]
+    for link in SCRIPT_LINKS:
+        [shown] = [m for m in markdown if link in m]
+        assert shown.startswith("(This cell links to a script"), shown
+    assert [m for m in markdown if live_links(m)] == []
+    assert log.count("shown as text") >= len(SCRIPT_LINKS)
 
 
 def test_students_have_names_from_the_roster_or_their_id(course):

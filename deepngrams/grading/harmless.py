@@ -147,16 +147,32 @@ def _names_a_live_scheme(text: str) -> bool:
     return _LIVE_SCHEME.search(text) is not None
 
 
-def harmless_markdown(cell: dict) -> None:
+_SHOWN_AS_TEXT = "(This cell links to a script or a data address; it is shown as text.)"
+_SHOWN_BLOCK = re.compile(re.escape(_SHOWN_AS_TEXT) + r"\n\n(`{3,})text\n(.*)\n\1", re.S)
+
+
+def _longest_backticks(text: str) -> int:
+    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+
+
+def _shown_as_text(source: str) -> bool:
+    """Whether `source` is already what harmless_markdown makes: the notice, then one code block that
+    nothing inside can close (a student who copies the notice and closes the block early is not)."""
+    block = _SHOWN_BLOCK.fullmatch(source)
+    return block is not None and _longest_backticks(block.group(2)) < len(block.group(1))
+
+
+def harmless_markdown(cell: dict) -> bool:
     """A markdown cell that could link to a script is shown as the text it is: in a code block whose
-    fence is longer than any run of backticks in it, so nothing in it renders as a link."""
+    fence is longer than any run of backticks in it, so nothing in it renders as a link. Whether it
+    changed the cell (a cell it already made harmless stays as it is)."""
     source = cell.get("source", "")
     source = "".join(x for x in source if isinstance(x, str)) if isinstance(source, list) else source
-    if not isinstance(source, str) or not _names_a_live_scheme(source):
-        return
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", source)), default=0))
-    notice = "(This cell links to a script or a data address; it is shown as text.)"
-    cell["source"] = f"{notice}\n\n{fence}text\n{source}\n{fence}"
+    if not isinstance(source, str) or not _names_a_live_scheme(source) or _shown_as_text(source):
+        return False
+    fence = "`" * max(3, 1 + _longest_backticks(source))
+    cell["source"] = f"{_SHOWN_AS_TEXT}\n\n{fence}text\n{source}\n{fence}"
+    return True
 
 
 _NOTEBOOK_KEYS = ("cells", "metadata", "nbformat", "nbformat_minor")

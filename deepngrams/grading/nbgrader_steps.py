@@ -22,7 +22,7 @@ from nbgrader.preprocessors import CheckCellMetadata, DeduplicateIds, NbGraderPr
 from deepngrams.config import GRADE_JOB_ENV
 from deepngrams.grading.cells import MARKER, NOT_RUN, nbgrader_meta
 from deepngrams.grading.harmless import (SCHEMA_VERSION, harmless_attachments, harmless_cell_metadata,
-                                         harmless_notebook_metadata)
+                                         harmless_markdown, harmless_notebook_metadata)
 
 
 def source_metadata(db_url: str, notebook: str, assignment: str) -> dict[str, dict]:
@@ -77,14 +77,24 @@ def normalise_metadata(nb, source: dict[str, dict]) -> list[str]:
     return changed
 
 
+def markdown_shown_as_text(nb) -> list[str]:
+    """Each markdown cell that could link to a script, shown as text (`harmless_markdown`): the
+    Formgrader renders the autograded notebook on the Jupyter server's origin. Returns what changed."""
+    return [f"cell {i}: links to a script or a data address, shown as text" for i, cell in enumerate(nb.cells)
+            if cell.get("cell_type") == "markdown" and harmless_markdown(cell)]
+
+
 class NormaliseMetadata(NbGraderPreprocessor):
     """First of the sanitizing steps: the submission's metadata rebuilt against the source notebook
     (`normalise_metadata`), so that nothing a student's editor or hand put there changes the score
-    or stops nbgrader."""
+    or stops nbgrader; and its markdown made harmless to render (`markdown_shown_as_text`), here
+    because every course's configuration already runs this step, on every door."""
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
         for change in normalise_metadata(nb, source_metadata(info["db_url"], info["notebook"], info["assignment"])):
+            self.log.warning(change)
+        for change in markdown_shown_as_text(nb):
             self.log.warning(change)
         return nb, resources
 
