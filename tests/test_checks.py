@@ -455,6 +455,48 @@ def test_the_mistakes_every_draw_tells_apart_fail_for_real(monkeypatch):
             assert exercises.judge(check, observe(monkeypatch, check, {name: answer})), (cell, seed)
 
 
+@pytest.mark.slow
+def test_adams_epsilon_of_other_libraries_passes_every_draw_and_a_large_one_fails_every_draw(monkeypatch):
+    """The verdict on an epsilon does not depend on the student's draw: 1e-8 (PyTorch, Adam's paper) and
+    1e-6 pass both compile_model cells in every draw, 1e-4 fails both in every draw."""
+    import tensorflow as tf
+    from deepngrams.grading.exercises import compile_model
+
+    def with_epsilon(epsilon):
+        def answer(model):
+            model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125, epsilon=epsilon),
+                          loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            return model
+        return answer
+
+    for seed in range(6):
+        for cell in compile_model.CELLS:
+            check = _drawn(compile_model, cell, seed)
+            for epsilon in (1e-8, 1e-6):
+                assert exercises.judge(check, observe(monkeypatch, check, {"compile_model": with_epsilon(epsilon)})) \
+                    == [], (cell, seed, epsilon)
+            assert exercises.judge(check, observe(monkeypatch, check, {"compile_model": with_epsilon(1e-4)})), \
+                (cell, seed)
+
+
+def test_a_weight_whose_adam_step_depends_on_epsilon_is_never_compared_again():
+    """Id 5 is all but impossible at the first step (its bias -20) and not a target: its bias gets a
+    gradient of about 1e-9, where Adam's step depends on epsilon. At the second step it is a target and
+    its gradient is large, yet its bias is not compared; id 1's, a target at both steps, is."""
+    import numpy as np
+    from deepngrams.grading.exercises import compile_model
+    rng = np.random.default_rng(0)
+    V = 8
+    weights = [rng.normal(size=(V, 4)), rng.normal(size=(4, V)) * 0.5, rng.normal(size=V) * 0.1]
+    weights[2][5] = -20.0
+    batches = [(np.array([[0, 2, 3]]), np.array([[1, 2, 3]])), (np.array([[0, 2, 4]]), np.array([[1, 5, 5]]))]
+    _, versions = compile_model._adam_steps(weights, batches, [0, 1])
+    for version in versions:
+        (first, second) = (np.asarray(step[2], bool) for step in version["compared"])  # the dense layer's bias
+        assert not first[5] and not second[5]
+        assert first[1] and second[1]
+
+
 def test_a_chunk_that_the_text_holds_twice_may_come_twice_but_no_more():
     """When the text repeats itself, its chunks repeat: each may be used as often as the text holds
     it, and a dataset that repeats one chunk more often (its first, say) still fails."""

@@ -65,6 +65,8 @@ WRONG = {name: (f, TESTS) for name, f in {
     "returns_none": _make(returns=False),
     "adam_for_one_step_only": _frozen_after_one_step,
     "sign_steps_under_adams_name": _make(optimizer=lambda: SignStepsUnderAdamsName(learning_rate=0.00125)),
+    # an epsilon this large damps every step where the gradients are small: no longer the course's Adam
+    "adam_with_epsilon_1e_4": _make(optimizer=lambda: tf.keras.optimizers.Adam(learning_rate=0.00125, epsilon=1e-4)),
 }.items()}
 def compiled_with_xla_and_the_rate_set_after(model):
     model.compile(optimizer=tf.keras.optimizers.Adam(),
@@ -86,5 +88,13 @@ def the_loss_in_a_list_of_one(model):
     return model
 
 
+def adam_with_pytorchs_epsilon(model):
+    """Adam's epsilon as PyTorch and Adam's paper have it (1e-8; Keras' is 1e-7): the same optimizer."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125, epsilon=1e-8),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
 CORRECT = {f.__name__: f for f in (positional_arguments, keras_namespace_with_metrics,
-                                   compiled_with_xla_and_the_rate_set_after, run_eagerly, the_loss_in_a_list_of_one)}
+                                   compiled_with_xla_and_the_rate_set_after, run_eagerly, the_loss_in_a_list_of_one,
+                                   adam_with_pytorchs_epsilon)}

@@ -120,7 +120,7 @@ def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
     from its source without importing it (that would load TensorFlow): the students' tests and the
     grader judge with the same tolerances and describe an error the same way."""
     wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint", "ATOL", "LOG_SUM_ATOL", "RATE_ATOL", "ADAM_ATOL",
-              "SHUFFLE_Z", "order_correlation", "RESHUFFLE_HINT"}
+              "ADAM_EPSILON_REACH", "SHUFFLE_Z", "order_correlation", "RESHUFFLE_HINT"}
     nodes = [node for node in ast.parse(path.read_text(encoding="utf-8")).body
              if isinstance(node, ast.FunctionDef) and node.name in wanted
              or isinstance(node, ast.Assign) and any(getattr(t, "id", "") in wanted for t in node.targets)]
@@ -133,7 +133,7 @@ def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
 
 
 def tolerance(name: str) -> float:
-    """One of w1_unittest's tolerances: ATOL, LOG_SUM_ATOL, RATE_ATOL or ADAM_ATOL."""
+    """One of w1_unittest's tolerances: ATOL, LOG_SUM_ATOL, RATE_ATOL, ADAM_ATOL or ADAM_EPSILON_REACH."""
     return float(from_w1_unittest()[name])
 
 

@@ -47,12 +47,14 @@ def _adam_steps(weights: list[np.ndarray], batches: list, steps: list[int]):
     The first version squares the embedding's gradient (as a dense gradient would be), the second
     adds the squares of its slices (as Keras' TensorFlow backend does); they differ on rows read twice.
     Where every gradient of a weight so far is within float32 noise of 0, float32 rounding decides
-    Adam's step: such a weight is not compared."""
-    b1, b2, eps = 0.9, 0.999, 1e-7
+    Adam's step, and where its sqrt(v) was ever under w1_unittest's ADAM_EPSILON_REACH, epsilon does
+    (Keras' 1e-7, PyTorch's 1e-8): such a weight is not compared."""
+    b1, b2, eps, reach = 0.9, 0.999, 1e-7, tolerance("ADAM_EPSILON_REACH")
     versions = []
     for by_slices in (False, True):
         w = [np.asarray(a, np.float64) for a in weights]
         m, v, largest = [np.zeros_like(a) for a in w], [np.zeros_like(a) for a in w], [np.zeros_like(a) for a in w]
+        near_epsilon = [np.zeros(a.shape, bool) for a in w]
         afters, compared, first_loss = [], [], None
         for (x, y), step in zip(batches, steps):
             loss, grads, squares = _gradients(w, x, y)
@@ -62,10 +64,11 @@ def _adam_steps(weights: list[np.ndarray], batches: list, steps: list[int]):
             alpha = COURSE.learning_rate * math.sqrt(1 - b2 ** (step + 1)) / (1 - b1 ** (step + 1))
             m = [mi + (g - mi) * (1 - b1) for mi, g in zip(m, grads)]
             v = [vi + (g2 - vi) * (1 - b2) for vi, g2 in zip(v, squares)]
+            near_epsilon = [n | ((vi > 0) & (np.sqrt(vi) < reach)) for n, vi in zip(near_epsilon, v)]
             w = [wi - alpha * mi / (np.sqrt(vi) + eps) for wi, mi, vi in zip(w, m, v)]
             largest = [np.maximum(l, np.abs(g)) for l, g in zip(largest, grads)]
             afters.append([wi.tolist() for wi in w])
-            compared.append([(l > MOVED).tolist() for l in largest])
+            compared.append([((l > MOVED) & ~n).tolist() for l, n in zip(largest, near_epsilon)])
         versions.append({"weights": afters, "compared": compared})
     return first_loss, versions
 
