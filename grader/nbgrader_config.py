@@ -31,7 +31,8 @@ from deepngrams.config import Limits  # noqa: E402
 from deepngrams.course.course_setup import set_up  # noqa: E402
 from deepngrams.grading.nbgrader_steps import (CheckCellMetadataCompiled, DeduplicateIdsCleanly,  # noqa: E402
                                                FeedbackExporter, GradeUpToHere, HideHiddenTests,
-                                               NormaliseMetadata, OverwriteCellsKeepingOrder, SandboxedExecute)
+                                               NormaliseMetadata, OnlyTheStudentsNotebook,
+                                               OverwriteCellsKeepingOrder, SandboxedExecute)
 
 c = get_config()  # noqa: F821
 
@@ -45,12 +46,14 @@ c.CourseDirectory.course_id = "deep-ngrams"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
                             "w1_unittest.py", "data", "model", "deepngrams", "*.py", "*.h5", "*.txt"]
 
+# Only the student's notebook is graded: one that holds the course's hidden tests (the source notebook,
+# through a link) is refused, and what nbgrader copies beside it (HTML, links) is removed from autograded/.
 # The graded structure comes from the source notebook: a submission's metadata is rebuilt against it
 # first (a made-up graded cell loses it and counts for nothing). A test cell a student deleted is put
 # back and run, rather than leaving its grade empty, and a copied graded cell counts once; with fixes
 # of nbgrader's own steps (deepngrams/grading/nbgrader_steps.py).
 c.OverwriteCells.add_missing_cells = True
-c.Autograde.sanitize_preprocessors = [NormaliseMetadata, ClearOutput, DeduplicateIdsCleanly, OverwriteKernelspec,
+c.Autograde.sanitize_preprocessors = [OnlyTheStudentsNotebook, NormaliseMetadata, ClearOutput, DeduplicateIdsCleanly, OverwriteKernelspec,
                                       OverwriteCellsKeepingOrder, CheckCellMetadataCompiled]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -26,6 +26,7 @@ CAROL = dict(FULL, GRULM=0, compile_model=0, temperature_random_sampling=0, Gene
 
 PARENT_CELL = "import os\nprint('kernel parent', os.getppid())"
 SCRIPT_LINKS = LIVE_LINKS[:3] + BREAKOUTS[:1]  # markdown cells carol adds: the Formgrader renders them
+EXTRA_FILES = {"evil.html": "<script>alert(1)</script>", "sub/evil.svg": "<svg onload=alert(1)></svg>"}
 
 
 def _write(course: Path, student: str, nb) -> None:
@@ -48,6 +49,11 @@ def course():
     carol.cells.append(nbformat.v4.new_code_cell(PARENT_CELL))  # graded after alice: from the factory
     carol.cells[4:4] = [nbformat.v4.new_markdown_cell(markdown) for markdown in SCRIPT_LINKS]
     _write(course, "carol_partial", carol)
+    handed_in = course / "submitted" / "carol_partial" / release.ASSIGNMENT
+    (handed_in / "sub").mkdir()
+    for name, text in EXTRA_FILES.items():
+        (handed_in / name).write_text(text)
+    (handed_in / "leak.json").symlink_to(course / "source" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb")
     ctx = hostile.Context(course, samples["alice_solved"], samples["bob_untouched"], "door", 120.0, 300.0, 4.0)
     patcher = next(c for c in hostile.cases() if c.name == "x02_patch_unittest")
     patcher.build(ctx).write(course / "submitted" / "mallory_patcher" / release.ASSIGNMENT)
@@ -99,6 +105,35 @@ def test_markdown_that_links_to_a_script_reaches_the_formgrader_as_text(course):
         assert shown.startswith("(This cell links to a script"), shown
     assert [m for m in markdown if live_links(m)] == []
     assert log.count("shown as text") >= len(SCRIPT_LINKS)
+
+
+def test_only_the_notebook_reaches_the_graded_folder_the_formgrader_serves(course):
+    """nbgrader copies what is handed in beside the notebook (following links) into autograded/, which the
+    Formgrader serves on the Jupyter server's origin: a page, a picture with script and a link to the
+    course's source notebook are gone from there, and from the feedback made of it."""
+    course, log = course
+    graded = course / "autograded" / "carol_partial" / release.ASSIGNMENT
+    assert sorted(p.name for p in graded.rglob("*")) == [f"{release.ASSIGNMENT}.ipynb"]
+    assert "leak.json" in log and "not copied for grading" in log
+
+
+def test_a_notebook_that_links_to_the_source_notebook_is_refused():
+    """A link the door follows (nbgrader reads and collect copies through links) hands in the course's
+    own notebook, hidden tests and solutions included: refused, with the reason in the log, not 19/19."""
+    (release.ROOT / ".cache").mkdir(exist_ok=True)
+    course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-door-link-", dir=release.ROOT / ".cache")))
+    try:
+        folder = course / "submitted" / "trudy_links" / release.ASSIGNMENT
+        folder.mkdir(parents=True)
+        (folder / f"{release.ASSIGNMENT}.ipynb").symlink_to(course / "source" / release.ASSIGNMENT /
+                                                             f"{release.ASSIGNMENT}.ipynb")
+        done = release.nbgrader("autograde", release.ASSIGNMENT, cwd=course)
+        text = done.stdout + done.stderr
+        assert done.returncode != 0 and "hidden tests" in text
+        assert not (course / "autograded" / "trudy_links" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb").exists()
+        assert _scores(course).get("trudy_links", {}) in ({}, {ex: 0 for ex in FULL})
+    finally:
+        shutil.rmtree(course.parent, ignore_errors=True)
 
 
 def test_students_have_names_from_the_roster_or_their_id(course):

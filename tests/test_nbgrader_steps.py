@@ -293,4 +293,50 @@ def test_the_course_uses_the_cheaper_steps():
     config = PyFileConfigLoader("nbgrader_config.py", path=str(release.COURSE_DIR)).load_config()
     for pipeline in (config.Autograde.sanitize_preprocessors, config.Autograde.autograde_preprocessors):
         assert CheckCellMetadataCompiled in pipeline and CheckCellMetadata not in pipeline
+    assert config.Autograde.sanitize_preprocessors[0] is nbgrader_steps.OnlyTheStudentsNotebook
     assert config.GenerateFeedback.exporter_class is FeedbackExporter
+
+
+def test_only_the_notebooks_and_plain_submission_files_stay_in_the_graded_folder(tmp_path):
+    """nbgrader copies what a student hands in beside the notebook, following links, into autograded/,
+    which the Formgrader serves on the Jupyter server's origin: a page, a picture with script, a link
+    to a secret and a link named like a submission file are removed; the notebooks and a plain
+    timestamp.txt stay."""
+    import shutil
+    handed_in, graded = tmp_path / "submitted", tmp_path / "autograded"
+    (handed_in / "sub").mkdir(parents=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the course's answers")
+    for name, text in {"deep_ngrams.ipynb": "{}", "timestamp.txt": "2026-12-05 10:00:00", "evil.html": "<script>",
+                       "sub/evil.svg": "<svg onload=alert(1)>", "notes.md": "[x](evil.html)"}.items():
+        (handed_in / name).write_text(text)
+    (handed_in / "leak.json").symlink_to(secret)
+    (handed_in / "submission_secret.txt").symlink_to(secret)
+    for path in handed_in.rglob("*"):  # as nbgrader's init_assignment copies: shutil.copy follows links
+        target = graded / path.relative_to(handed_in)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    removed = nbgrader_steps.only_handed_in_files(handed_in, graded)
+    assert sorted(str(p.relative_to(graded)) for p in graded.rglob("*")) == ["deep_ngrams.ipynb", "timestamp.txt"]
+    assert sorted(removed) == ["evil.html", "leak.json", "notes.md", "sub/evil.svg", "submission_secret.txt"]
+
+
+def test_a_notebook_that_holds_the_hidden_tests_is_the_sources_and_is_refused():
+    """The source notebook (through a link that nbgrader followed) carries nbgrader's hidden-test markers
+    in code; the release and a student's notebook never do, though a student may write of them in markdown."""
+    from deepngrams.course import release
+    from deepngrams.grading import cells, preflight
+    source = nbformat.read(str(release.SOURCE_NB), 4)
+    assert cells.holds_hidden_tests(source.cells)
+    solved = release.sample_submissions(release.read(release.RELEASE_NB))["alice_solved"]
+    assert not cells.holds_hidden_tests(solved.cells)
+    solved.cells.append(new_markdown_cell("Where are the BEGIN HIDDEN TESTS markers?"))
+    assert not cells.holds_hidden_tests(solved.cells)
+    assert preflight.check_notebook(nbformat.writes(source).encode(), [])[0] == cells.SOURCE_NOTEBOOK
+    assert preflight.check_notebook(nbformat.writes(solved).encode(), [])[0] == ""
+    step = nbgrader_steps.OnlyTheStudentsNotebook()
+    with pytest.raises(ValueError, match="hidden tests"):
+        step.preprocess(source, {"nbgrader": {"student": "trudy", "assignment": release.ASSIGNMENT}})

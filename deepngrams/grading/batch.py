@@ -54,7 +54,8 @@ def check_course(course: Path) -> list[str]:
     every submission with its defaults (no sandbox, no verdicts) and give everyone 0.
     """
     from traitlets.config.loader import PyFileConfigLoader
-    from deepngrams.grading.nbgrader_steps import GradeUpToHere, OverwriteCellsKeepingOrder, SandboxedExecute
+    from deepngrams.grading.nbgrader_steps import (GradeUpToHere, OnlyTheStudentsNotebook, OverwriteCellsKeepingOrder,
+                                                   SandboxedExecute)
     config_file = course / "nbgrader_config.py"
     source = course / SOURCE_NB.relative_to(COURSE_DIR)
     problems = []
@@ -71,7 +72,8 @@ def check_course(course: Path) -> list[str]:
                            f"names it: set BUNDLE_PATH = {str(ROOT)!r} in that file (or DEEPNGRAMS_BUNDLE={ROOT})"]
     steps = config.get("Autograde", {}).get("autograde_preprocessors", [])
     sanitize = config.get("Autograde", {}).get("sanitize_preprocessors", [])
-    if SandboxedExecute not in steps or GradeUpToHere not in steps or OverwriteCellsKeepingOrder not in sanitize:
+    if SandboxedExecute not in steps or GradeUpToHere not in steps or OverwriteCellsKeepingOrder not in sanitize \
+            or OnlyTheStudentsNotebook not in sanitize:
         problems.append(f"{config_file} does not set up this course's grading steps (Autograde.autograde_preprocessors "
                         f"and sanitize_preprocessors): copy grader/nbgrader_config.py from the bundle {ROOT}")
     return problems

@@ -3,6 +3,7 @@ accessor accepts anything and never raises."""
 from __future__ import annotations
 
 MARKER = "# grade-up-to-here"
+HIDDEN_TESTS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")  # nbgrader's markers, only ever in the source notebook
 NOT_RUN = ('raise RuntimeError("Not graded: this test comes after the cell marked '
            '`# grade-up-to-here`.")')
 
@@ -25,3 +26,15 @@ def is_test_cell(cell) -> bool:
     """A graded test cell (graded, and not a solution cell)."""
     return cell.get("cell_type") == "code" and bool(nbgrader_meta(cell).get("grade")) \
         and not nbgrader_meta(cell).get("solution")
+
+
+def holds_hidden_tests(cells) -> bool:
+    """Whether a code cell carries nbgrader's hidden-test markers: the release strips them, so a
+    notebook handed in with them is the course's source notebook (through a link that collect or
+    autograde followed, say), not a student's work."""
+    return isinstance(cells, list) and any(
+        isinstance(c, dict) and c.get("cell_type") == "code" and HIDDEN_TESTS[0] in source_text(c) for c in cells)
+
+
+SOURCE_NOTEBOOK = ("not graded: it holds the course's hidden tests, so it is the course's own notebook (the "
+                   "assignment's source), not the student's work")

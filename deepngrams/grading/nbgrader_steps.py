@@ -20,7 +20,7 @@ from nbgrader.nbgraderformat.common import BaseMetadataValidator
 from nbgrader.preprocessors import CheckCellMetadata, DeduplicateIds, NbGraderPreprocessor, OverwriteCells
 
 from deepngrams.config import GRADE_JOB_ENV
-from deepngrams.grading.cells import MARKER, NOT_RUN, nbgrader_meta
+from deepngrams.grading.cells import HIDDEN_TESTS, MARKER, NOT_RUN, SOURCE_NOTEBOOK, holds_hidden_tests, nbgrader_meta
 from deepngrams.grading.harmless import (SCHEMA_VERSION, harmless_attachments, harmless_cell_metadata,
                                          harmless_markdown, harmless_notebook_metadata)
 
@@ -82,6 +82,48 @@ def markdown_shown_as_text(nb) -> list[str]:
     Formgrader renders the autograded notebook on the Jupyter server's origin. Returns what changed."""
     return [f"cell {i}: links to a script or a data address, shown as text" for i, cell in enumerate(nb.cells)
             if cell.get("cell_type") == "markdown" and harmless_markdown(cell)]
+
+
+def only_handed_in_files(handed_in: Path, graded: Path) -> list[str]:
+    """Of what nbgrader copied from `handed_in` beside the notebooks into `graded` (all that the course's
+    CourseDirectory.ignore lets through, following links), keep only the files of nbgrader's own submit
+    (SUBMISSION_FILES) that were plain files: the Formgrader serves the graded folder on the Jupyter
+    server's origin, where an HTML or SVG file runs its script, and a link could copy any file the
+    grader may read. Returns what was removed."""
+    from deepngrams.course.exchange import SUBMISSION_FILES
+    removed = []
+    for path in sorted(graded.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # files before folders
+        name = path.relative_to(graded)
+        kept = len(name.parts) == 1 and (name.suffix == ".ipynb" or name.name in SUBMISSION_FILES
+                                          and (handed_in / name).is_file() and not (handed_in / name).is_symlink())
+        if kept:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # a folder is gone once its files are
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(str(name))
+    return removed
+
+
+class OnlyTheStudentsNotebook(NbGraderPreprocessor):
+    """First of the sanitizing steps: a notebook that holds the course's hidden tests is refused
+    (`holds_hidden_tests`), and only the notebooks and nbgrader's submission files stay in the graded
+    folder (`only_handed_in_files`)."""
+
+    def preprocess(self, nb, resources):
+        from nbgrader.coursedir import CourseDirectory
+        info = resources["nbgrader"]
+        if holds_hidden_tests(nb.cells):
+            raise ValueError(f"{info['student']}: {SOURCE_NOTEBOOK}")
+        folders = CourseDirectory(parent=self)
+        handed_in, graded = (Path(folders.format_path(kind, info["student"], info["assignment"]))
+                             for kind in (folders.submitted_directory, folders.autograded_directory))
+        if graded.is_dir():
+            for name in only_handed_in_files(handed_in, graded):
+                self.log.warning("%r handed in beside the notebook: not copied for grading", name)
+        return nb, resources
 
 
 class NormaliseMetadata(NbGraderPreprocessor):
@@ -393,7 +435,7 @@ class HideHiddenTests(NbGraderPreprocessor):
     mention the markers is left alone, and an unterminated region is hidden to the end of the cell.
     """
 
-    begin, end = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
+    begin, end = HIDDEN_TESTS
 
     def preprocess_cell(self, cell, resources, cell_index):
         if cell.cell_type != "code" or not nbgrader_meta(cell).get("grade") or nbgrader_meta(cell).get("solution"):

@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, MAX_CELLS, MAX_HANDED_IN_BYTES, MAX_NOTEBOOK_BYTES, MAX_TIMESTAMP_BYTES
-from deepngrams.grading.cells import nbgrader_meta
+from deepngrams.grading.cells import SOURCE_NOTEBOOK, holds_hidden_tests, nbgrader_meta
 from deepngrams.grading.harmless import harmless_file
 
 
@@ -108,6 +108,8 @@ def check_notebook(handed_in: bytes, graded_ids: list[str]) -> tuple[str, list[s
     except Exception as e:  # noqa: BLE001 - nbformat raises several types for broken files
         first = (str(e).splitlines() or [""])[0][:100]  # some of nbformat's errors have no message
         return f"not a valid nbformat 4 notebook ({type(e).__name__}{': ' * bool(first)}{first})", [], raw
+    if holds_hidden_tests(data.get("cells")):
+        return SOURCE_NOTEBOOK, [], raw
     notes = []
     kernel = nb.metadata.get("kernelspec", {})
     if kernel.get("language", "python") != "python" or "python" not in str(kernel.get("name", "python3")):
