@@ -33,12 +33,16 @@ from deepngrams.grading.nbgrader_steps import (CheckCellMetadataCompiled, Dedupl
                                                FeedbackExporter, GradeUpToHere, HideHiddenTests,
                                                NormaliseMetadata, OnlyTheStudentsNotebook,
                                                OverwriteCellsKeepingOrder, SandboxedExecute)
+from deepngrams.grading.submission import excluded_students  # noqa: E402
 
 c = get_config()  # noqa: F821
 
 # A fresh course is ready for every door: the assignment recorded in the gradebook (no need to
 # click Generate first) and the students named (students.csv, nbgrader's roster format).
 set_up(Path(__file__).resolve().parent)
+# A student folder nbgrader cannot take (a line break in its name would stop the whole run, markup in
+# it would run in the Formgrader's pages, a notebook that is a link or a pipe) is left out, and said why.
+c.CourseDirectory.student_id_exclude = excluded_students(Path(__file__).resolve().parent)
 
 c.CourseDirectory.course_id = "deep-ngrams"
 # Files handed in beside the notebook are never copied for grading: the course's own

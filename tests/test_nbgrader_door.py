@@ -117,21 +117,61 @@ def test_only_the_notebook_reaches_the_graded_folder_the_formgrader_serves(cours
     assert "leak.json" in log and "not copied for grading" in log
 
 
-def test_a_notebook_that_links_to_the_source_notebook_is_refused():
-    """A link the door follows (nbgrader reads and collect copies through links) hands in the course's
-    own notebook, hidden tests and solutions included: refused, with the reason in the log, not 19/19."""
+def test_the_source_notebook_handed_in_is_refused_as_a_copy_and_as_a_link():
+    """nbgrader's collect copies what a link in the exchange points to, and autograde reads through links:
+    the course's own notebook (hidden tests and solutions) handed in as a file is refused with the reason,
+    and as a link is left out; neither scores."""
     (release.ROOT / ".cache").mkdir(exist_ok=True)
     course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-door-link-", dir=release.ROOT / ".cache")))
+    source = course / "source" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
     try:
-        folder = course / "submitted" / "trudy_links" / release.ASSIGNMENT
-        folder.mkdir(parents=True)
-        (folder / f"{release.ASSIGNMENT}.ipynb").symlink_to(course / "source" / release.ASSIGNMENT /
-                                                             f"{release.ASSIGNMENT}.ipynb")
-        done = release.nbgrader("autograde", release.ASSIGNMENT, cwd=course)
+        for student in ("trudy_copied", "mallet_linked"):
+            (course / "submitted" / student / release.ASSIGNMENT).mkdir(parents=True)
+        shutil.copy(source, course / "submitted" / "trudy_copied" / release.ASSIGNMENT / source.name)
+        (course / "submitted" / "mallet_linked" / release.ASSIGNMENT / source.name).symlink_to(source)
+        done = release.nbgrader("autograde", release.ASSIGNMENT, cwd=course, timeout=300)
         text = done.stdout + done.stderr
-        assert done.returncode != 0 and "hidden tests" in text
-        assert not (course / "autograded" / "trudy_links" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb").exists()
-        assert _scores(course).get("trudy_links", {}) in ({}, {ex: 0 for ex in FULL})
+        assert done.returncode != 0 and "trudy_copied: not graded: it holds the course's hidden tests" in text
+        assert "[deepngrams] 'mallet_linked' left out" in text
+        for student in ("trudy_copied", "mallet_linked"):
+            assert not (course / "autograded" / student / release.ASSIGNMENT / source.name).exists()
+            assert _scores(course).get(student, {}) in ({}, {ex: 0 for ex in FULL})
+    finally:
+        shutil.rmtree(course.parent, ignore_errors=True)
+
+
+def test_folders_nbgrader_cannot_take_are_left_out_and_the_others_graded():
+    """A notebook that is a pipe held nbgrader's run for good, one that is a link was followed, markup in
+    a name reached the Formgrader's pages: each is left out and said why (escaped), and the student
+    beside them is graded. A line break in a name stops nbgrader's run before it reads what to leave out:
+    that folder is named, to be renamed."""
+    import os
+    (release.ROOT / ".cache").mkdir(exist_ok=True)
+    course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-door-odd-", dir=release.ROOT / ".cache")))
+    untouched = release.read(release.RELEASE_NB)
+    notebook = f"{release.ASSIGNMENT}.ipynb"
+    try:
+        for student in ("<img src=x onerror=alert(1)>", "<esc\x1b]0;owned\x07>", "zz_ok"):
+            _write(course, student, untouched)
+        pipe = course / "submitted" / "piped" / release.ASSIGNMENT
+        pipe.mkdir(parents=True)
+        os.mkfifo(pipe / notebook)
+        linked = course / "submitted" / "linked" / release.ASSIGNMENT
+        linked.mkdir(parents=True)
+        (linked / notebook).symlink_to(course / "submitted" / "zz_ok" / release.ASSIGNMENT / notebook)
+        done = release.nbgrader("autograde", release.ASSIGNMENT, cwd=course, timeout=300)
+        text = done.stdout + done.stderr
+        assert done.returncode == 0, text[-3000:]
+        assert (course / "autograded" / "zz_ok" / release.ASSIGNMENT / notebook).is_file()
+        with sqlite3.connect(course / "gradebook.db") as con:
+            students = {i for (i,) in con.execute("SELECT id FROM student")}
+        assert "zz_ok" in students and not students & {"<img src=x onerror=alert(1)>", "<esc\x1b]0;owned\x07>", "piped", "linked"}
+        for shown in ("'<img src=x onerror=alert(1)>'", r"'<esc\x1b]0;owned\x07>'", "'piped'", "'linked'"):
+            assert f"[deepngrams] {shown} left out" in text, shown
+        assert "\x1b" not in text and "\x07" not in text
+        _write(course, "a\nb", untouched)
+        done = release.nbgrader("autograde", release.ASSIGNMENT, cwd=course, timeout=300)
+        assert r"[deepngrams] 'a\nb' cannot be left out by nbgrader, so rename it" in done.stderr
     finally:
         shutil.rmtree(course.parent, ignore_errors=True)
 

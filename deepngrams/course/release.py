@@ -129,12 +129,13 @@ def synced(nb):
 NBGRADER = f"import runpy; runpy.run_path({str(Path(__file__).with_name('nbgrader_command.py'))!r}, run_name='__main__')"
 
 
-def nbgrader(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def nbgrader(*args: str, cwd: Path, env: dict[str, str] | None = None,
+             timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run nbgrader (NBGRADER) from this Python's environment, its bin/ first on PATH; `env`: more variables."""
     env = dict(os.environ, **(env or {}))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run([sys.executable, "-c", NBGRADER, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def generate_release(course_dir: Path) -> Path:

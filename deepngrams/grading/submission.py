@@ -12,9 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, GRADE_JOB_ENV, ROOT, WORKER_MARGIN_S
+from deepngrams.course.course_setup import SETTING_UP_ENV
 from deepngrams.grading import nbgrader_host
 from deepngrams.grading.preflight import NOTEBOOK, TIMESTAMP, check_notebook, fingerprint, read_submission
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
+from deepngrams.grading.untrusted import printable
 
 PRIVATE_CONFIG = '''\
 # A private course for grading one submission (made by deepngrams.grade; removed afterwards).
@@ -66,6 +68,51 @@ def unusable_name(student: str) -> str:
         return (f"the student folder's name has {' '.join(markup)}, which web pages read as markup (nbgrader's "
                 f"Formgrader shows student ids as written): rename the folder")
     return ""
+
+
+def door_refusals(course: Path) -> dict[str, str]:
+    """The student folders plain nbgrader (the door) cannot take, with why: a name with a line break
+    (which stops nbgrader's whole run) or that the Formgrader would run as markup, and a notebook or
+    timestamp that is not a plain file (nbgrader would follow a link, or wait on a pipe for good).
+    The batch refuses the same, each submission on its own."""
+    import stat
+    refused = {}
+    folders = sorted((course / "submitted").iterdir()) if (course / "submitted").is_dir() else []
+    for folder in folders:
+        handed_in = folder / ASSIGNMENT
+        if not handed_in.is_dir():
+            continue
+        student = folder.name
+        reason = unusable_name(student) or (
+            "the student folder's name has a line break, on which nbgrader stops its whole run: rename the folder"
+            if "\n" in student else "")
+        try:
+            for path in [] if reason else sorted(handed_in.iterdir()):
+                if (path.suffix == ".ipynb" or path.name == TIMESTAMP) and not stat.S_ISREG(os.lstat(path).st_mode):
+                    reason = f"{path.name} is not a plain file (a link, a pipe or a folder): hand in the file itself"
+                    break
+        except OSError as e:
+            reason = f"its folder cannot be read ({e.strerror})"
+        if reason:
+            refused[student] = reason
+    return refused
+
+
+def excluded_students(course: Path) -> str:
+    """nbgrader's CourseDirectory.student_id_exclude for the door: the folders `door_refusals` names,
+    each said on stderr. A name with a comma (nbgrader splits the list there) or a line break (nbgrader
+    stops its whole run on it before reading the list) cannot be left out: it is named, to be renamed."""
+    if os.environ.get(SETTING_UP_ENV) or os.environ.get(GRADE_JOB_ENV):
+        return ""  # the set-up's own nbgrader run, or one submission of a batch (a private course)
+    try:
+        refused = door_refusals(course)
+    except OSError:
+        return ""
+    kept_in = {student for student in refused if "," in student or "\n" in student}
+    for student, reason in refused.items():
+        left = "cannot be left out by nbgrader, so rename it:" if student in kept_in else "left out:"
+        print(f"[deepngrams] {printable(repr(student))} {left} {reason}", file=sys.stderr)
+    return ",".join(student for student in refused if student not in kept_in)
 
 
 def handed_in_files(course: Path, student: str,
