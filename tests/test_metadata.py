@@ -354,7 +354,7 @@ def test_a_lone_surrogate_never_passes_the_file_on_as_it_came(solved):
     """JSON may escape a lone surrogate, which UTF-8 cannot hold: the file is still made harmless
     (its link to a script shown as text), with U+FFFD in the surrogate's place."""
     nb = copy.deepcopy(solved)
-    nb["cells"].insert(3, {"cell_type": "markdown", "metadata": {"nbgrader": {"grade_id": "\ud800"}},
+    nb["cells"].insert(3, {"cell_type": "markdown", "metadata": {"tags": ["\ud800"]},
                            "source": "[click](javascript:alert(document.cookie)) \udfff"})
     raw = json.dumps(nb).encode()  # ASCII, the surrogates escaped
     reason, _, kept = preflight.check_notebook(raw, graded_ids(solved))

@@ -48,12 +48,14 @@ def course():
     carol = samples["carol_partial"]
     carol.cells.append(nbformat.v4.new_code_cell(PARENT_CELL))  # graded after alice: from the factory
     carol.cells[4:4] = [nbformat.v4.new_markdown_cell(markdown) for markdown in SCRIPT_LINKS]
+    answer = next(c for c in carol.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "line_to_tensor")
+    answer.cell_type, answer.source = "markdown", answer.source + "\n# (data: one string or a list of them)"
+    del answer["outputs"], answer["execution_count"]  # an answer saved as markdown, which nbgrader turns back
     _write(course, "carol_partial", carol)
     handed_in = course / "submitted" / "carol_partial" / release.ASSIGNMENT
     (handed_in / "sub").mkdir()
     for name, text in EXTRA_FILES.items():
         (handed_in / name).write_text(text)
-    (handed_in / "leak.json").symlink_to(course / "source" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb")
     ctx = hostile.Context(course, samples["alice_solved"], samples["bob_untouched"], "door", 120.0, 300.0, 4.0)
     patcher = next(c for c in hostile.cases() if c.name == "x02_patch_unittest")
     patcher.build(ctx).write(course / "submitted" / "mallory_patcher" / release.ASSIGNMENT)
@@ -74,6 +76,8 @@ def test_a_fresh_course_records_its_assignment_when_its_configuration_loads(cour
 
 
 def test_the_samples_get_the_batchs_scores(course):
+    """carol saved her line_to_tensor answer as markdown (with `(data:` in it, which looks like a link):
+    nbgrader turns it back into code and it keeps its points."""
     scores = _scores(course[0])
     assert scores["alice_solved"] == FULL
     assert scores["carol_partial"] == CAROL
@@ -108,13 +112,13 @@ def test_markdown_that_links_to_a_script_reaches_the_formgrader_as_text(course):
 
 
 def test_only_the_notebook_reaches_the_graded_folder_the_formgrader_serves(course):
-    """nbgrader copies what is handed in beside the notebook (following links) into autograded/, which the
-    Formgrader serves on the Jupyter server's origin: a page, a picture with script and a link to the
-    course's source notebook are gone from there, and from the feedback made of it."""
+    """nbgrader copies what is handed in beside the notebook into autograded/, which the Formgrader serves
+    on the Jupyter server's origin: a page and a picture with script are gone from there. (A link beside
+    the notebook leaves the whole folder out: test_a_link_or_a_device_anywhere_in_a_folder_leaves_it_out.)"""
     course, log = course
     graded = course / "autograded" / "carol_partial" / release.ASSIGNMENT
     assert sorted(p.name for p in graded.rglob("*")) == [f"{release.ASSIGNMENT}.ipynb"]
-    assert "leak.json" in log and "not copied for grading" in log
+    assert "evil.html" in log and "not copied for grading" in log
 
 
 def test_the_source_notebook_handed_in_is_refused_as_a_copy_and_as_a_link():
@@ -174,6 +178,26 @@ def test_folders_nbgrader_cannot_take_are_left_out_and_the_others_graded():
         assert r"[deepngrams] 'a\nb' cannot be left out by nbgrader, so rename it" in done.stderr
     finally:
         shutil.rmtree(course.parent, ignore_errors=True)
+
+
+def test_a_link_or_a_device_anywhere_in_a_folder_leaves_it_out(tmp_path):
+    """nbgrader copies what is handed in beside the notebook and follows links: a link to /dev/zero fills
+    the disk, one to a terminal waits for good. Plain files and folders are taken."""
+    import os
+    from deepngrams.grading.submission import door_refusals
+    for student in ("ok", "zero", "tty", "folder_link", "whole_link"):
+        (tmp_path / "submitted" / student / release.ASSIGNMENT / "sub").mkdir(parents=True)
+        (tmp_path / "submitted" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb").write_text("{}")
+    (tmp_path / "submitted" / "ok" / release.ASSIGNMENT / "sub" / "notes.md").write_text("mine")
+    (tmp_path / "submitted" / "zero" / release.ASSIGNMENT / "notes.bin").symlink_to("/dev/zero")
+    (tmp_path / "submitted" / "tty" / release.ASSIGNMENT / "sub" / "in").symlink_to("/dev/tty")
+    (tmp_path / "submitted" / "folder_link" / release.ASSIGNMENT / "etc").symlink_to("/etc")
+    whole = tmp_path / "submitted" / "whole_link" / release.ASSIGNMENT
+    shutil.rmtree(whole)
+    os.symlink(tmp_path / "submitted" / "ok" / release.ASSIGNMENT, whole)
+    refused = door_refusals(tmp_path)
+    assert sorted(refused) == ["folder_link", "tty", "whole_link", "zero"]
+    assert "'notes.bin'" in refused["zero"] and "'in'" in refused["tty"] and "'etc'" in refused["folder_link"]
 
 
 def test_students_have_names_from_the_roster_or_their_id(course):

@@ -334,9 +334,29 @@ def test_a_notebook_that_holds_the_hidden_tests_is_the_sources_and_is_refused():
     solved = release.sample_submissions(release.read(release.RELEASE_NB))["alice_solved"]
     assert not cells.holds_hidden_tests(solved.cells)
     solved.cells.append(new_markdown_cell("Where are the BEGIN HIDDEN TESTS markers?"))
+    solved.cells.append(new_code_cell("# BEGIN HIDDEN TESTS: my own notes\nprint('BEGIN HIDDEN TESTS')"))
     assert not cells.holds_hidden_tests(solved.cells)
     assert preflight.check_notebook(nbformat.writes(source).encode(), [])[0] == cells.SOURCE_NOTEBOOK
     assert preflight.check_notebook(nbformat.writes(solved).encode(), [])[0] == ""
     step = nbgrader_steps.OnlyTheStudentsNotebook()
     with pytest.raises(ValueError, match="hidden tests"):
         step.preprocess(source, {"nbgrader": {"student": "trudy", "assignment": release.ASSIGNMENT}})
+
+
+def test_an_answer_saved_as_markdown_is_left_for_nbgrader_to_turn_back_into_code():
+    """A solution cell saved as markdown by mistake keeps its code (`data:` in it looks like a link):
+    the batch's preflight leaves a markdown cell with a grade_id to nbgrader's steps, NormaliseMetadata
+    leaves one whose metadata is the source's code cell, and what is still markdown after OverwriteCells
+    (a copy that lost its metadata, a cell of an unknown id) is shown as text."""
+    import json
+    from deepngrams.grading.harmless import harmless_file
+    code = "def f(data: str):\n    return print('data:', data)"
+    answer = cell("markdown", "line_to_tensor", code, solution=True)
+    stray = new_markdown_cell("[x](javascript:alert(1))")
+    kept = json.loads(harmless_file(nbformat.writes(notebook(answer, stray)).encode()))["cells"]
+    assert kept[0]["source"] == code and kept[1]["source"] != stray.source
+    answer.metadata["nbgrader"]["cell_type"] = "code"  # as NormaliseMetadata leaves it: the source's metadata
+    copied = new_markdown_cell(code)  # a copy whose metadata DeduplicateIds removed
+    nb = notebook(answer, copied)
+    assert nbgrader_steps.markdown_shown_as_text(nb) == ["cell 1: links to a script or a data address, shown as text"]
+    assert nb.cells[0].source == code and nb.cells[1].source.startswith("(This cell links to a script")

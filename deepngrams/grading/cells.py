@@ -29,11 +29,12 @@ def is_test_cell(cell) -> bool:
 
 
 def holds_hidden_tests(cells) -> bool:
-    """Whether a code cell carries nbgrader's hidden-test markers: the release strips them, so a
+    """Whether a graded code cell carries nbgrader's hidden-test markers: the release strips them, so a
     notebook handed in with them is the course's source notebook (through a link that collect or
-    autograde followed, say), not a student's work."""
+    autograde followed, say), not a student's work. A student's own cell that mentions them is not."""
     return isinstance(cells, list) and any(
-        isinstance(c, dict) and c.get("cell_type") == "code" and HIDDEN_TESTS[0] in source_text(c) for c in cells)
+        isinstance(c, dict) and c.get("cell_type") == "code" and nbgrader_meta(c).get("grade") is True
+        and HIDDEN_TESTS[0] in source_text(c) for c in cells)
 
 
 SOURCE_NOTEBOOK = ("not graded: it holds the course's hidden tests, so it is the course's own notebook (the "

@@ -9,6 +9,7 @@ import json
 import re
 
 from deepngrams.config import MAX_DEEP_JSON_BYTES
+from deepngrams.grading.cells import nbgrader_meta
 
 SCHEMA_VERSION = 3
 _FLAGS = ("deletable", "editable", "collapsed")  # the cell metadata Jupyter needs (booleans)
@@ -221,7 +222,9 @@ def harmless_notebook(data: dict) -> dict:
             cell["metadata"] = harmless_cell_metadata(cell.get("metadata"))
             if cell.get("cell_type") in ("markdown", "raw") or "attachments" in cell:
                 harmless_attachments(cell)
-            if cell.get("cell_type") == "markdown":
+            # A markdown cell with a grade_id is left to nbgrader's steps: it may be an answer saved as
+            # markdown, which they turn back into code (OverwriteCellsKeepingOrder shows what stays markdown).
+            if cell.get("cell_type") == "markdown" and not isinstance(nbgrader_meta(cell).get("grade_id"), str):
                 harmless_markdown(cell)
     return data
 

@@ -79,9 +79,12 @@ def normalise_metadata(nb, source: dict[str, dict]) -> list[str]:
 
 def markdown_shown_as_text(nb) -> list[str]:
     """Each markdown cell that could link to a script, shown as text (`harmless_markdown`): the
-    Formgrader renders the autograded notebook on the Jupyter server's origin. Returns what changed."""
+    Formgrader renders the autograded notebook on the Jupyter server's origin. A cell whose nbgrader
+    metadata (the source's, by then) is a code cell's is left as it is: OverwriteCells turns an answer
+    saved as markdown back into code, and runs it. Returns what changed."""
     return [f"cell {i}: links to a script or a data address, shown as text" for i, cell in enumerate(nb.cells)
-            if cell.get("cell_type") == "markdown" and harmless_markdown(cell)]
+            if cell.get("cell_type") == "markdown" and nbgrader_meta(cell).get("cell_type") != "code"
+            and harmless_markdown(cell)]
 
 
 def only_handed_in_files(handed_in: Path, graded: Path) -> list[str]:
@@ -127,7 +130,7 @@ class OnlyTheStudentsNotebook(NbGraderPreprocessor):
 
 
 class NormaliseMetadata(NbGraderPreprocessor):
-    """First of the sanitizing steps: the submission's metadata rebuilt against the source notebook
+    """Second of the sanitizing steps: the submission's metadata rebuilt against the source notebook
     (`normalise_metadata`), so that nothing a student's editor or hand put there changes the score
     or stops nbgrader; and its markdown made harmless to render (`markdown_shown_as_text`), here
     because every course's configuration already runs this step, on every door."""
@@ -173,6 +176,14 @@ class OverwriteCellsKeepingOrder(OverwriteCells):
     right before the nearest later source cell the submission still has: after the student's
     own code for that exercise, even when the solution cell lost its metadata too.
     """
+
+    def preprocess(self, nb, resources):
+        """nbgrader's, then every cell still markdown made harmless to render: a copied cell that lost its
+        metadata, or one NormaliseMetadata left for this step to turn into code."""
+        nb, resources = super().preprocess(nb, resources)
+        for change in markdown_shown_as_text(nb):
+            self.log.warning(change)
+        return nb, resources
 
     def add_missing_grade_cells(self, nb, resources):
         source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)

@@ -72,10 +72,10 @@ def unusable_name(student: str) -> str:
 
 def door_refusals(course: Path) -> dict[str, str]:
     """The student folders plain nbgrader (the door) cannot take, with why: a name with a line break
-    (which stops nbgrader's whole run) or that the Formgrader would run as markup, and a notebook or
-    timestamp that is not a plain file (nbgrader would follow a link, or wait on a pipe for good).
-    The batch refuses the same, each submission on its own."""
-    import stat
+    (which stops nbgrader's whole run) or that the Formgrader would run as markup, a notebook or
+    timestamp that is not a plain file (nbgrader would follow a link, or wait on a pipe for good), and
+    a link or a device anywhere in the folder (`_not_plain`). The batch refuses such names and such a
+    notebook or timestamp too, and never reads anything else of the folder."""
     refused = {}
     folders = sorted((course / "submitted").iterdir()) if (course / "submitted").is_dir() else []
     for folder in folders:
@@ -87,15 +87,31 @@ def door_refusals(course: Path) -> dict[str, str]:
             "the student folder's name has a line break, on which nbgrader stops its whole run: rename the folder"
             if "\n" in student else "")
         try:
-            for path in [] if reason else sorted(handed_in.iterdir()):
-                if (path.suffix == ".ipynb" or path.name == TIMESTAMP) and not stat.S_ISREG(os.lstat(path).st_mode):
-                    reason = f"{path.name} is not a plain file (a link, a pipe or a folder): hand in the file itself"
-                    break
+            reason = reason or _not_plain(handed_in)
         except OSError as e:
             reason = f"its folder cannot be read ({e.strerror})"
         if reason:
             refused[student] = reason
     return refused
+
+
+def _not_plain(handed_in: Path) -> str:
+    """Why nbgrader must not read or copy what is in `handed_in` ("" if it may): the notebook or the
+    timestamp not a plain file, or anything in the folder a link or a device (nbgrader copies what is
+    handed in beside the notebook, following links: a link to /dev/zero fills the disk)."""
+    import stat
+    if handed_in.is_symlink():
+        return "the assignment's folder is a link, which nbgrader would follow: hand in the folder itself"
+    for name in (NOTEBOOK, TIMESTAMP):
+        path = handed_in / name
+        if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+            return f"{name} is not a plain file (a link, a pipe or a folder): hand in the file itself"
+    for folder, folders, files in os.walk(handed_in):
+        for name in folders + files:
+            mode = os.lstat(os.path.join(folder, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                return f"{name!r} beside the notebook is a link or a device, which nbgrader would follow: remove it"
+    return ""
 
 
 def excluded_students(course: Path) -> str:
