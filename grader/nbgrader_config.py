@@ -57,8 +57,8 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # back and run, rather than leaving its grade empty, and a copied graded cell counts once; with fixes
 # of nbgrader's own steps (deepngrams/grading/nbgrader_steps.py).
 c.OverwriteCells.add_missing_cells = True
-c.Autograde.sanitize_preprocessors = [OnlyTheStudentsNotebook, NormaliseMetadata, ClearOutput, DeduplicateIdsCleanly, OverwriteKernelspec,
-                                      OverwriteCellsKeepingOrder, CheckCellMetadataCompiled]
+c.Autograde.sanitize_preprocessors = [OnlyTheStudentsNotebook, NormaliseMetadata, ClearOutput, DeduplicateIdsCleanly,
+                                      OverwriteKernelspec, OverwriteCellsKeepingOrder, CheckCellMetadataCompiled]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 

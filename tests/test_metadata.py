@@ -244,8 +244,8 @@ def test_a_copied_notice_that_leaves_its_block_is_shown_as_text(after_notice):
     assert live_links(cell["source"]) == [] and forged in cell["source"]
 
 
-def test_nbgraders_first_step_shows_markdown_that_links_to_a_script_as_text(solved):
-    """What plain `nbgrader autograde` and the Formgrader's Autograde run (the course's NormaliseMetadata)
+def test_the_courses_nbgrader_step_shows_markdown_that_links_to_a_script_as_text(solved):
+    """What plain `nbgrader autograde` and the Formgrader's Autograde run (the course's OverwriteCellsKeepingOrder)
     makes every such cell harmless, says so, and leaves the other markdown as written."""
     from deepngrams.grading.nbgrader_steps import markdown_shown_as_text
     nb = nbformat.from_dict(copy.deepcopy(solved))

@@ -345,7 +345,7 @@ def test_a_notebook_that_holds_the_hidden_tests_is_the_sources_and_is_refused():
 
 def test_an_answer_saved_as_markdown_is_left_for_nbgrader_to_turn_back_into_code():
     """A solution cell saved as markdown by mistake keeps its code (`data:` in it looks like a link):
-    the batch's preflight leaves a markdown cell with a grade_id to nbgrader's steps, NormaliseMetadata
+    the batch's preflight leaves a markdown cell with a grade_id to nbgrader's steps, `markdown_shown_as_text`
     leaves one whose metadata is the source's code cell, and what is still markdown after OverwriteCells
     (a copy that lost its metadata, a cell of an unknown id) is shown as text."""
     import json

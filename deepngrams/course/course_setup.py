@@ -132,4 +132,3 @@ def set_up(course: Path) -> None:
         name_students(course)
     except Exception as e:  # noqa: BLE001 - a configuration that raises would stop every nbgrader command
         print(f"[deepngrams] could not set up the course {course}: {str(e)[-500:]}", file=sys.stderr)
-

@@ -132,14 +132,11 @@ class OnlyTheStudentsNotebook(NbGraderPreprocessor):
 class NormaliseMetadata(NbGraderPreprocessor):
     """Second of the sanitizing steps: the submission's metadata rebuilt against the source notebook
     (`normalise_metadata`), so that nothing a student's editor or hand put there changes the score
-    or stops nbgrader; and its markdown made harmless to render (`markdown_shown_as_text`), here
-    because every course's configuration already runs this step, on every door."""
+    or stops nbgrader."""
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
         for change in normalise_metadata(nb, source_metadata(info["db_url"], info["notebook"], info["assignment"])):
-            self.log.warning(change)
-        for change in markdown_shown_as_text(nb):
             self.log.warning(change)
         return nb, resources
 
@@ -178,8 +175,9 @@ class OverwriteCellsKeepingOrder(OverwriteCells):
     """
 
     def preprocess(self, nb, resources):
-        """nbgrader's, then every cell still markdown made harmless to render: a copied cell that lost its
-        metadata, or one NormaliseMetadata left for this step to turn into code."""
+        """nbgrader's, then every cell still markdown made harmless to render (`markdown_shown_as_text`):
+        here, once an answer saved as markdown is code again, and in every course's configuration (this
+        step is required), so on every door."""
         nb, resources = super().preprocess(nb, resources)
         for change in markdown_shown_as_text(nb):
             self.log.warning(change)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 from dataclasses import asdict
@@ -99,7 +100,6 @@ def _not_plain(handed_in: Path) -> str:
     """Why nbgrader must not read or copy what is in `handed_in` ("" if it may): the notebook or the
     timestamp not a plain file, or anything in the folder a link or a device (nbgrader copies what is
     handed in beside the notebook, following links: a link to /dev/zero fills the disk)."""
-    import stat
     if handed_in.is_symlink():
         return "the assignment's folder is a link, which nbgrader would follow: hand in the folder itself"
     for name in (NOTEBOOK, TIMESTAMP):
