@@ -437,8 +437,7 @@ class _PretrainedLM:
         self.vocab_size = int(self.embedding.shape[0])
         self.units = int(self.recurrent_kernel.shape[0])
 
-    @_called_like_a_keras_model
-    def __call__(self, inputs, states=None, return_state=False, training=False):
+    def call(self, inputs, states=None, return_state=False, training=False):
         ids = tf.convert_to_tensor(inputs)
         if not ids.dtype.is_integer:
             ids = tf.cast(ids, tf.int64)
@@ -466,6 +465,8 @@ class _PretrainedLM:
             return log_probs, h
         return log_probs
 
+    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
+
 
 _LM_CACHE: dict = {}
 
@@ -491,11 +492,12 @@ class _BiasedLM:
         self.base = base
         self.bias = tf.constant([50.0, 50.0] + [0.0] * (base.vocab_size - 2))
 
-    @_called_like_a_keras_model
-    def __call__(self, inputs, states=None, return_state=False, training=False):
+    def call(self, inputs, states=None, return_state=False, training=False):
         log_probs, state = self.base(inputs, states=states, return_state=True)
         log_probs = log_probs + self.bias
         return (log_probs, state) if return_state else log_probs
+
+    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
 
 
 class _CycleLM:
@@ -517,8 +519,7 @@ class _CycleLM:
     def _next(self, last_position: int, count: int) -> int:
         return (last_position + count) % len(self.cycle)
 
-    @_called_like_a_keras_model
-    def __call__(self, inputs, states=None, return_state=False, training=False):
+    def call(self, inputs, states=None, return_state=False, training=False):
         # TensorFlow ops only: the model also runs inside a student's tf.function.
         ids = tf.cast(tf.convert_to_tensor(inputs), tf.int64)
         if isinstance(states, (list, tuple)):
@@ -534,6 +535,8 @@ class _CycleLM:
         last = tf.cast(start + tf.cast(steps, tf.int64), tf.float32)
         state = tf.concat([last[:, None], tf.zeros([batch, self.units - 1])], axis=1)
         return (log_probs, state) if return_state else log_probs
+
+    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
 
 
 def _cycle_text(toy: _CycleLM, prefix: str, n: int) -> str:
@@ -557,11 +560,12 @@ class _FixedLM:
         self.log_probs = tf.constant(_np_log_softmax(logits).astype(np.float32))
         self.vocab_size, self.units = len(voc), units
 
-    @_called_like_a_keras_model
-    def __call__(self, inputs, states=None, return_state=False, training=False):
+    def call(self, inputs, states=None, return_state=False, training=False):
         shape = tf.shape(inputs)
         log_probs = tf.broadcast_to(self.log_probs, tf.concat([shape, [self.vocab_size]], axis=0))
         return (log_probs, tf.zeros((shape[0], self.units))) if return_state else log_probs
+
+    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
 
 
 # ----------------------------------------------------------------------------------------
@@ -629,9 +633,10 @@ def _check_dataset(case: _Case, dataset, text: str, voc: list[str], seq_length: 
     case.check(isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec),
                "element_spec is a pair (input, target)", expected_spec, spec)
     case.check(all(s.dtype == tf.int64 for s in spec), "element_spec dtype", expected_spec, spec)
-    case.check(all(tuple(s.shape) == (batch_size, seq_length) for s in spec),
-               "element_spec shape (batch_size, seq_length): a None there is a size TensorFlow cannot know "
-               "(drop the short last chunk and the short last batch, as steps 2 and 4 say)", expected_spec, spec)
+    # A None is a size TensorFlow cannot know (a dataset built another way): the batches below say the sizes.
+    case.check(all(s.shape.rank == 2 and all(size in (None, want) for size, want in
+                                             zip(s.shape.as_list(), (batch_size, seq_length))) for s in spec),
+               "element_spec shape (batch_size, seq_length)", expected_spec, spec)
 
     size = seq_length + 1
     chunks = [text[k * size:(k + 1) * size] for k in range(len(text) // size)]
@@ -643,6 +648,8 @@ def _check_dataset(case: _Case, dataset, text: str, voc: list[str], seq_length: 
         for element in dataset:
             x, y = (_np(t) for t in element)
             n_batches += 1
+            case.check(x.shape == y.shape == (batch_size, seq_length), f"batch {n_batches}: input and target of "
+                       "shape (batch_size, seq_length)", (batch_size, seq_length), (x.shape, y.shape))
             case.check(np.array_equal(x[:, 1:], y[:, :-1]), f"batch {n_batches}: target is the input shifted by one",
                        x[:2, 1:], y[:2, :-1])
             for row in range(x.shape[0]):

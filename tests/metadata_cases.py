@@ -237,19 +237,42 @@ OTHER_SPELLINGS = ["[s](java\tscript:alert(1))", "[s](jav&#97script:alert(1))", 
                    "<a href = 'JAVASCRIPT:alert(1)'>s</a>"]
 
 
+# Links an HTML sanitiser joins (nbconvert's SanitizeHTML, on the feedback's markdown, drops comments and the like).
+SPLIT_BY_MARKUP = ["[s](java<!-- -->script:alert(1))", "[r]: <!---->data:text/html;base64,PHNjcmlwdD4=\n\n[s][r]",
+                   "[s](java<?x?>script:alert(1))", "[s](java<!>script:alert(1))", "[s](vb<!---->script:msgbox(1))",
+                   "[s](java<!--->script:alert(1))", "[s](java<!-- a>b -->script:alert(1))"]
+# Images and styles a page loads by itself: the address tells someone outside when the grader reads the notebook.
+REMOTE_IMAGES = ["![](http://attacker.invalid/px.png?who=eve)", "![x](https://a.invalid/p.png)", "![x](//a.invalid/p.png)",
+                 "![x][r]\n\n[r]: http://a.invalid/p.png", '<img src="http://a.invalid/p.png">',
+                 "<IMG SRC=http://a.invalid/p.png>", "[![x](http://a.invalid/p.png)](https://www.tensorflow.org)",
+                 '<img srcset="http://a.invalid/p.png 2x">', "![x](ht<!-- -->tp://a.invalid/p.png)",
+                 '<div style="background:url(http://a.invalid/p.png)">x</div>']
+
+
 def live_links(markdown: str) -> list[str]:
-    """The addresses of links and images nbconvert's renderer makes of `markdown` that would run or carry a page
-    (attributes of the tags it writes, read by an HTML parser: text in a code block is no tag)."""
+    """The addresses that would run, carry a page or load by themselves in what nbconvert's renderer makes
+    of `markdown`, as written and after nbconvert's HTML sanitiser (attributes of the tags it writes, read
+    by an HTML parser: text in a code block is no tag): links to a script or data, and images, media and
+    styles from anywhere but the cell's attachments."""
     import re
     from html.parser import HTMLParser
     from nbconvert.filters.markdown import markdown2html
-    found = []
+    from nbconvert.preprocessors.sanitize import SanitizeHTML
+    found, loaded = [], []
 
     class Addresses(HTMLParser):
         def handle_starttag(self, tag, attrs):
-            found.extend(value or "" for name, value in attrs if name in ("href", "src", "action", "formaction"))
+            for name, value in attrs:
+                value = value or ""
+                if name in ("href", "src", "action", "formaction"):
+                    found.append(value)
+                if name in ("src", "srcset", "poster", "background") and not value.startswith("attachment:"):
+                    loaded.append(value)
+                if name == "style" and "url(" in value:
+                    loaded.append(value)
 
-    parser = Addresses()
-    parser.feed(markdown2html(markdown))
-    parser.close()
-    return [a for a in found if re.match(r"(javascript|vbscript|data):", re.sub(r"[\x00-\x20]", "", a), re.I)]
+    for text in (markdown, SanitizeHTML().sanitize_html_tags(markdown)):
+        parser = Addresses()
+        parser.feed(markdown2html(text))
+        parser.close()
+    return [a for a in found if re.match(r"(javascript|vbscript|data):", re.sub(r"[\x00-\x20]", "", a), re.I)] + loaded

@@ -4,8 +4,10 @@ The same right and wrong answers that test w1_unittest.py (tests/wrong_solutions
 through the grader's probes and judgement here: the reference and the other correct
 answers pass every graded cell, each wrong answer fails at least one cell of its exercise.
 """
+import copy
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,41 @@ def test_the_seed_of_a_submission_is_the_documented_pair_of_hmacs():
     assert exercises.student_key(KEY, "alice") == student
     seed = hmac.new(student, hashlib.sha256(b"her notebook").digest(), hashlib.sha256).digest()[:8]
     assert exercises.secret_for(KEY, "alice", b"her notebook") == int.from_bytes(seed, "big")
+
+
+def test_the_seed_reads_the_notebooks_code_and_nothing_an_editor_or_nbgrader_changes_beside_it():
+    """Cell ids (nbformat makes up random ones for a repeated or missing id, nbgrader for a test cell it
+    puts back), metadata, outputs and markdown leave the cases as they are; any change to the code, its
+    order or the cells that hold it draws others."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+    nb = new_notebook(cells=[new_markdown_cell("# Title"), new_code_cell("x = 1"), new_code_cell("def f():\n    return 2")])
+    code = exercises.graded_code(nb)
+    edited = copy.deepcopy(nb)
+    for cell in edited.cells:
+        cell.id, cell.metadata["tags"] = "other-" + cell.id, ["mine"]
+    edited.cells[1].outputs, edited.cells[1].execution_count = [new_output("stream", text="1")], 3
+    edited.cells[0].source = "# Another title"
+    edited.cells.insert(2, new_markdown_cell("notes"))
+    edited.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    as_lines = copy.deepcopy(nb)
+    as_lines.cells[2].source = ["def f():\n", "    return 2"]
+    assert exercises.graded_code(edited) == exercises.graded_code(as_lines) == code
+    repeated = json.loads(nbformat.writes(nb))
+    repeated["cells"][2]["id"] = repeated["cells"][1]["id"]
+    del repeated["cells"][0]["id"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nbformat says it repaired the ids: that is the point here
+        reads = [nbformat.reads(json.dumps(repeated), 4) for _ in range(2)]
+    assert reads[0].cells[2].id != reads[1].cells[2].id  # nbformat's repair is random
+    assert {exercises.graded_code(r) for r in reads} == {code}
+    for change in (lambda n: setattr(n.cells[1], "source", "x = 2"), lambda n: n.cells.reverse(),
+                   lambda n: n.cells.append(new_code_cell("")),
+                   lambda n: setattr(n.cells[2], "source", n.cells[1].source + "\n" + n.cells[2].source),
+                   lambda n: setattr(n.cells[1], "cell_type", "raw")):
+        other = copy.deepcopy(nb)
+        change(other)
+        assert exercises.graded_code(other) != code
 
 
 def test_a_students_key_draws_that_students_cases_and_no_one_elses():
@@ -540,6 +577,44 @@ def test_a_newline_after_the_last_line_fails_both_dataset_cells_whatever_the_dra
                 observed = [_dataset_observation(common.char_ids("\n".join(case["lines"]) + text_end, case["vocab"]),
                                                  case, shuffles) for case in check["inputs"]["cases"]]
                 assert bool(create_batch_dataset.judge(check, observed)) is verdict, (cell, seed, text_end)
+
+
+def test_a_size_tensorflow_cannot_know_passes_and_a_kept_remainder_fails_whatever_the_draw():
+    """element_spec may leave a size unknown (None: chunks cut another way than the notebook's) when the
+    batches themselves are right; keeping the short last batch fails every draw of both cells on what the
+    dataset yields, whatever the spec says, and so does a spec of another size, rank or dtype."""
+    from deepngrams.grading.exercises import create_batch_dataset
+    shuffles = np.random.default_rng(1)
+    for seed in range(80):
+        for cell in create_batch_dataset.CELLS:
+            check = _drawn(create_batch_dataset, cell, seed)
+            cases = check["inputs"]["cases"]
+            right = [_dataset_observation(common.char_ids("\n".join(c["lines"]), c["vocab"]), c, shuffles)
+                     for c in cases]
+            assert create_batch_dataset.judge(check, right) == [], (cell, seed)
+            for unknown in ("both", "time", "batch"):
+                observed = copy.deepcopy(right)
+                for o, c in zip(observed, cases):
+                    T, B = c.get("seq_length", 100), c.get("batch_size", 64)
+                    shape = {"both": [None, None], "time": [B, None], "batch": [None, T]}[unknown]
+                    o["spec"] = [["int64", shape], ["int64", shape]]
+                assert create_batch_dataset.judge(check, observed) == [], (cell, seed, unknown)
+            kept = copy.deepcopy(right)
+            first, ids = cases[0], common.char_ids("\n".join(cases[0]["lines"]), cases[0]["vocab"])
+            T, B = first["seq_length"], first["batch_size"]
+            chunks = np.asarray(ids[: len(ids) // (T + 1) * (T + 1)]).reshape(-1, T + 1)
+            assert len(chunks) % B, (cell, seed)  # a short last batch to keep
+            kept[0]["runs"] = [[[chunks[i:i + B, :-1].tolist(), chunks[i:i + B, 1:].tolist()]
+                                for i in range(0, len(chunks), B)]]
+            kept[0]["spec"] = [["int64", [None, T]], ["int64", [None, T]]]
+            assert create_batch_dataset.judge(check, kept), (cell, seed)
+            for spec in ([B, T + 1], [B], [B, T, 1], None):
+                observed = copy.deepcopy(right)
+                observed[0]["spec"] = [["int64", spec], ["int64", spec]]
+                assert create_batch_dataset.judge(check, observed), (cell, seed, spec)
+            observed = copy.deepcopy(right)
+            observed[0]["spec"] = [["int32", [B, T]], ["int32", [B, T]]]
+            assert create_batch_dataset.judge(check, observed), (cell, seed)
 
 
 def _ordered_observation(ids: list[int], case: dict, order) -> dict:

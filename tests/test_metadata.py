@@ -13,7 +13,8 @@ from deepngrams.course import release
 from deepngrams.grading.harmless import harmless_file
 from deepngrams.grading.nbgrader_steps import HideHiddenTests, NormaliseMetadata, normalise_metadata
 
-from metadata_cases import BREAKOUTS, DEEP, FORMATS, KINDS, LIVE_LINKS, OTHER_SPELLINGS, fuzz, live_links
+from metadata_cases import (BREAKOUTS, DEEP, FORMATS, KINDS, LIVE_LINKS, OTHER_SPELLINGS, REMOTE_IMAGES,
+                            SPLIT_BY_MARKUP, fuzz, live_links)
 from deepngrams.grading import cells
 from deepngrams.grading import preflight
 
@@ -190,8 +191,8 @@ def test_an_unclosed_string_nested_deep_is_read_in_time_that_grows_with_its_leng
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("markdown", LIVE_LINKS + BREAKOUTS)
-def test_a_markdown_link_to_a_script_reaches_nbgrader_as_text(solved, markdown):
+@pytest.mark.parametrize("markdown", LIVE_LINKS + BREAKOUTS + SPLIT_BY_MARKUP + REMOTE_IMAGES)
+def test_a_markdown_link_to_a_script_or_a_remote_image_reaches_nbgrader_as_text(solved, markdown):
     assert live_links(markdown), "the case must be live as handed in"
     nb = copy.deepcopy(solved)
     nb["cells"].insert(3, nbformat.v4.new_markdown_cell(markdown))
@@ -204,6 +205,8 @@ def test_the_course_markdown_and_ordinary_links_are_left_as_written(solved):
     nb = copy.deepcopy(solved)
     nb["cells"].insert(3, nbformat.v4.new_markdown_cell("See [the docs](https://www.tensorflow.org) and the "
                                                         "training data: is a word here."))
+    nb["cells"].insert(4, nbformat.v4.new_markdown_cell("My plot: ![loss](attachment:loss.png), where x < y and y > z."))
+    nb["cells"][4]["attachments"] = {"loss.png": {"image/png": "iVBORw0KGgo="}}
     kept = json.loads(harmless_file(json.dumps(nb).encode()))
     assert [c["source"] for c in kept["cells"]] == [c["source"] for c in nb["cells"]]
 
@@ -222,7 +225,7 @@ FORGED_NOTICES = ["```text\nquoted\n```\n[s](javascript:alert(1))\n```", "````te
                   "```python\n```\n[s](javascript:alert(1))\n```"]
 
 
-@pytest.mark.parametrize("markdown", LIVE_LINKS + BREAKOUTS + OTHER_SPELLINGS)
+@pytest.mark.parametrize("markdown", LIVE_LINKS + BREAKOUTS + OTHER_SPELLINGS + SPLIT_BY_MARKUP + REMOTE_IMAGES)
 def test_markdown_shown_as_text_stays_as_it_is_when_made_harmless_again(markdown):
     """The batch makes markdown harmless before nbgrader reads it, and nbgrader's first step does it again
     (for the Formgrader's door): the second time changes nothing."""
@@ -237,7 +240,8 @@ def test_markdown_shown_as_text_stays_as_it_is_when_made_harmless_again(markdown
 @pytest.mark.parametrize("after_notice", FORGED_NOTICES)
 def test_a_copied_notice_that_leaves_its_block_is_shown_as_text(after_notice):
     from deepngrams.grading.harmless import harmless_markdown
-    forged = "(This cell links to a script or a data address; it is shown as text.)\n\n" + after_notice
+    from deepngrams.grading.harmless import _SHOWN_AS_TEXT
+    forged = _SHOWN_AS_TEXT + "\n\n" + after_notice
     assert live_links(forged), "the case must be live as handed in"
     cell = {"cell_type": "markdown", "source": forged}
     assert harmless_markdown(cell) is True
@@ -249,7 +253,7 @@ def test_the_courses_nbgrader_step_shows_markdown_that_links_to_a_script_as_text
     makes every such cell harmless, says so, and leaves the other markdown as written."""
     from deepngrams.grading.nbgrader_steps import markdown_shown_as_text
     nb = nbformat.from_dict(copy.deepcopy(solved))
-    hostile = LIVE_LINKS + BREAKOUTS + OTHER_SPELLINGS
+    hostile = LIVE_LINKS + BREAKOUTS + OTHER_SPELLINGS + SPLIT_BY_MARKUP + REMOTE_IMAGES
     for markdown in hostile:
         nb.cells.append(nbformat.v4.new_markdown_cell(markdown))
     before = [c.source for c in nb.cells]

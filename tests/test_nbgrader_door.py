@@ -3,6 +3,7 @@
 A fresh course (no Generate clicked, no gradebook) is set up by its configuration; the notebooks
 run sandboxed, with the grader's verdicts; the roster names the students.
 """
+import json
 import shutil
 import sqlite3
 import sys
@@ -13,9 +14,9 @@ import nbformat
 import pytest
 
 import hostile
-from metadata_cases import BREAKOUTS, LIVE_LINKS, live_links
+from metadata_cases import BREAKOUTS, LIVE_LINKS, REMOTE_IMAGES, SPLIT_BY_MARKUP, live_links
 from deepngrams.course import course_setup, release
-from deepngrams.grading import sandbox
+from deepngrams.grading import batch, sandbox
 from deepngrams.grading.report import score_table
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,14 @@ CAROL = dict(FULL, GRULM=0, compile_model=0, temperature_random_sampling=0, Gene
 
 
 PARENT_CELL = "import os\nprint('kernel parent', os.getppid())"
-SCRIPT_LINKS = LIVE_LINKS[:3] + BREAKOUTS[:1]  # markdown cells carol adds: the Formgrader renders them
+# Markdown cells carol adds: the Formgrader renders them.
+SCRIPT_LINKS = LIVE_LINKS[:3] + BREAKOUTS[:1] + SPLIT_BY_MARKUP[4:5] + REMOTE_IMAGES[:1]
+# carol's log_perplexity notes a digest of every case it is called on; her last cell prints them.
+RECORD_CASES = ("import hashlib\n_cases_seen = []\n_log_perplexity = log_perplexity\n\n"
+                "def log_perplexity(preds, target):\n"
+                "    _cases_seen.append(hashlib.sha256(np.asarray(preds, np.float32).tobytes()).hexdigest()[:12])\n"
+                "    return _log_perplexity(preds, target)")
+PRINT_CASES = "print('cases seen:', ' '.join(_cases_seen))"
 EXTRA_FILES = {"evil.html": "<script>alert(1)</script>", "sub/evil.svg": "<svg onload=alert(1)></svg>"}
 
 
@@ -51,7 +59,16 @@ def course():
     answer = next(c for c in carol.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "line_to_tensor")
     answer.cell_type, answer.source = "markdown", answer.source + "\n# (data: one string or a list of them)"
     del answer["outputs"], answer["execution_count"]  # an answer saved as markdown, which nbgrader turns back
-    _write(course, "carol_partial", carol)
+    at = next(i for i, c in enumerate(carol.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "log_perplexity")
+    carol.cells.insert(at + 1, nbformat.v4.new_code_cell(RECORD_CASES))
+    carol.cells.append(nbformat.v4.new_code_cell(PRINT_CASES))
+    # Two cells of one id (nbformat gives the second a random one when nbgrader reads the file) and a
+    # deleted test cell (nbgrader puts it back, with a new id): the cases drawn must not change.
+    carol.cells = [c for c in carol.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_line_to_tensor_hidden"]
+    carol.cells[1].id = carol.cells[0].id
+    path = course / "submitted" / "carol_partial" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(carol))  # as written: nbformat.write would give the repeated id a new one
     handed_in = course / "submitted" / "carol_partial" / release.ASSIGNMENT
     (handed_in / "sub").mkdir()
     for name, text in EXTRA_FILES.items():
@@ -83,6 +100,31 @@ def test_the_samples_get_the_batchs_scores(course):
     assert scores["carol_partial"] == CAROL
 
 
+def _cases_seen(course: Path) -> str:
+    path = course / "autograded" / "carol_partial" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
+    [cell] = [c for c in nbformat.read(str(path), 4).cells if c.source == PRINT_CASES]
+    return "".join(o.get("text", "") for o in cell.outputs)
+
+
+def test_the_batch_draws_the_cases_the_door_drew(course):
+    """One student's file draws the same cases through either door: the seed is the student's name and
+    the notebook's code, not the cell ids nbformat and nbgrader made up for carol's repeated id and
+    deleted test cell, nor the way each door reads the file."""
+    course, _ = course
+    door = _cases_seen(course)
+    assert door.startswith("cases seen: ") and len(door.split()) >= 4, door
+    other = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-door-batch-", dir=release.ROOT / ".cache")))
+    try:
+        shutil.copytree(course / "submitted" / "carol_partial", other / "submitted" / "carol_partial")
+        (other / ".grading").mkdir(mode=0o700, exist_ok=True)
+        shutil.copy(course / ".grading" / "hidden-cases.key", other / ".grading" / "hidden-cases.key")
+        [outcome] = batch.grade(other, workers=1, progress=False)
+        assert {ex: got for ex, (got, _) in outcome.scores.items()} == CAROL, outcome
+        assert _cases_seen(other) == door
+    finally:
+        shutil.rmtree(other.parent, ignore_errors=True)
+
+
 def test_notebooks_run_in_the_sandbox_and_the_grader_judges(course):
     course, log = course
     assert "Ran in the sandbox" in log and "WITHOUT a sandbox" not in log
@@ -100,12 +142,14 @@ def test_one_command_imports_tensorflow_once_for_all_its_kernels(course):
 
 def test_markdown_that_links_to_a_script_reaches_the_formgrader_as_text(course):
     """The Formgrader renders the autograded notebook on the Jupyter server's origin: what plain nbgrader
-    writes there has no live link to a script, and the log says which cells were shown as text."""
+    writes there has no live link to a script and no image from elsewhere, and the log says which cells
+    were shown as text."""
     course, log = course
     path = course / "autograded" / "carol_partial" / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb"
     markdown = [c.source for c in nbformat.read(str(path), 4).cells if c.cell_type == "markdown"]
-    for link in SCRIPT_LINKS:
-        [shown] = [m for m in markdown if link in m]
+    from nbconvert.preprocessors.sanitize import SanitizeHTML
+    for link in SCRIPT_LINKS:  # as written, or as the sanitiser leaves it (comments gone, in the code block)
+        [shown] = [m for m in markdown if link in m or SanitizeHTML().sanitize_html_tags(link) in m]
         assert shown.startswith("(This cell links to a script"), shown
     assert [m for m in markdown if live_links(m)] == []
     assert log.count("shown as text") >= len(SCRIPT_LINKS)
@@ -198,6 +242,22 @@ def test_a_link_or_a_device_anywhere_in_a_folder_leaves_it_out(tmp_path):
     refused = door_refusals(tmp_path)
     assert sorted(refused) == ["folder_link", "tty", "whole_link", "zero"]
     assert "'notes.bin'" in refused["zero"] and "'in'" in refused["tty"] and "'etc'" in refused["folder_link"]
+
+
+def test_a_name_nbgrader_would_print_raw_or_read_as_a_pattern_leaves_the_folder_out(tmp_path):
+    """nbgrader prints student ids to the terminal as they are and reads them as file patterns (a folder
+    named "[a]lice" would grade alice's, one named "*" everyone's): such folders are left out, and
+    said why; ordinary names, accents included, are taken."""
+    from deepngrams.grading.submission import door_refusals
+    names = ["ok", "Zoë_Łukasz", "esc\x1b]0;owned\x07", "bidi\u202ename", "bell\x07", "[a]lice_solved", "*",
+             "who?", "a]b"]
+    for student in names:
+        (tmp_path / "submitted" / student / release.ASSIGNMENT).mkdir(parents=True)
+        (tmp_path / "submitted" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb").write_text("{}")
+    refused = door_refusals(tmp_path)
+    assert sorted(refused) == sorted(names[2:])
+    assert all("terminal" in refused[n] for n in names[2:5]) and all("pattern" in refused[n] for n in names[5:])
+    assert all("rename the folder" in reason for reason in refused.values())
 
 
 def test_students_have_names_from_the_roster_or_their_id(course):

@@ -2,9 +2,11 @@
 import csv
 import io
 import re
+import shutil
 
 import pytest
 
+from deepngrams.course import release
 from deepngrams.grading.untrusted import FORMULA_START, clean_feedback_html, clean_html, csv_cell, inert_output, printable
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -194,15 +196,48 @@ def test_feedback_page_carries_no_terminal_code_from_a_markdown_cell_or_an_outpu
     (b"2026-12-01 10:00:00.123456 UTC", b"2026-12-01 10:00:00.123456 UTC"),
     (b"2000-01-01 00:00:00.000000 UTC\x1b]0;owned\x07", b"2000-01-01 00:00:00.000000 UTC"),
     (b"2026-12-01T10:00:00+01:00\n", b"2026-12-01 09:00:00.000000 UTC"),
-    (b"=HYPERLINK(\"http://example.org\")", None),
-    (b"\xff\xfe not text", None),
     (b"", None),
+    (b" \n", None),
 ])
 def test_the_timestamp_handed_in_reaches_grading_as_a_time_and_nothing_else(tmp_path, raw, kept):
     from deepngrams.config import ASSIGNMENT
-    from deepngrams.grading.submission import handed_in_files
+    from deepngrams.grading.submission import door_refusals, handed_in_files
     folder = tmp_path / "submitted" / "student" / ASSIGNMENT
     folder.mkdir(parents=True)
+    shutil.copy(release.RELEASE_NB, folder / "deep_ngrams.ipynb")
     (folder / "timestamp.txt").write_bytes(raw)
-    files, _, _, _ = handed_in_files(tmp_path, "student", [])
-    assert files.get("timestamp.txt") == kept
+    files, reason, _, _ = handed_in_files(tmp_path, "student", [])
+    assert files.get("timestamp.txt") == kept and "timestamp" not in reason
+    assert door_refusals(tmp_path) == {}
+
+
+@pytest.mark.parametrize("raw", [b"=HYPERLINK(\"http://example.org\")", b"\xff\xfe not text", b"garbage",
+                                 b"9999-12-31 23:59:59 -1400", b"2026-12-01 10:00:00 UTC" + b" " * 2000,
+                                 b"\x1b]0;owned\x07"])
+def test_a_timestamp_nbgrader_cannot_read_is_refused_on_both_doors_with_its_reason(tmp_path, raw):
+    """nbgrader fails such a submission (printing the file's text); graded as on time, a late one could
+    hide its lateness. Both doors refuse it and say what to do, never showing what the file held."""
+    from deepngrams.config import ASSIGNMENT
+    from deepngrams.grading.submission import TIMESTAMP_UNREADABLE, door_refusals, handed_in_files
+    folder = tmp_path / "submitted" / "student" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    shutil.copy(release.RELEASE_NB, folder / "deep_ngrams.ipynb")
+    (folder / "timestamp.txt").write_bytes(raw)
+    files, reason, _, _ = handed_in_files(tmp_path, "student", [])
+    assert files == {} and reason.startswith("timestamp.txt ") and "grade again" in reason
+    assert door_refusals(tmp_path) == {"student": reason}
+    assert raw.decode("utf-8", "replace").strip() not in reason
+    if len(raw) < 1000:
+        assert reason == f"timestamp.txt {TIMESTAMP_UNREADABLE}"
+
+
+def test_a_timestamp_that_is_a_link_is_refused_on_both_doors(tmp_path):
+    from deepngrams.config import ASSIGNMENT
+    from deepngrams.grading.submission import door_refusals, handed_in_files
+    folder = tmp_path / "submitted" / "student" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    shutil.copy(release.RELEASE_NB, folder / "deep_ngrams.ipynb")
+    (tmp_path / "time.txt").write_text("2026-12-01 10:00:00 UTC")
+    (folder / "timestamp.txt").symlink_to(tmp_path / "time.txt")
+    files, reason, _, _ = handed_in_files(tmp_path, "student", [])
+    assert files == {} and reason.startswith("timestamp.txt is a link") and "student" in door_refusals(tmp_path)

@@ -36,7 +36,7 @@ from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version
 from deepngrams.grading.report import Outcome, format_report, write_report
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 from deepngrams.grading import engine
-from deepngrams.grading.submission import handed_in_files, internal_id, unusable_name
+from deepngrams.grading.submission import handed_in_files, unusable_name
 from deepngrams.grading.untrusted import printable
 
 
@@ -149,7 +149,7 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
                                                                         f"({type(e).__name__}: {e})"[:300])
                             bar.update()
                             continue
-                        future = engine.submit(client, student, files, student_key(key, internal_id(student)),
+                        future = engine.submit(client, student, files, student_key(key, student),
                                                course_future, limits, sandboxed, threads)
                         found[future.key] = (student, reason, notes, read)
                         running.add(future)

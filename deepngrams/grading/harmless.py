@@ -134,21 +134,47 @@ def harmless_attachments(cell: dict) -> None:
 # data: ..." is text.
 _LIVE_SCHEME = re.compile(r"(?:[(<\"'=]|\]:) *(?:javascript|vbscript|data):")
 _INVISIBLE = re.compile(r"[\x00-\x1f\x7f\\]+")  # what browsers and markdown drop from an address
+# What loads by itself when the page shows: an image (markdown's or a tag's), media, frames, styles. Its
+# address, unless it is one of the cell's attachments, tells someone outside when the grader reads it.
+_LOADS = re.compile(r"!\[|<(?:img|image|video|audio|source|picture|svg|iframe|frame|embed|object|input|track|link|"
+                    r"style|meta|base)\b|\b(?:src|srcset|poster|background|lowsrc|dynsrc) *=|url *\(|@import")
+_ADDRESS = re.compile(r"(?:\] *\(|\]:|=|url *\(|@import) *<? *[\"']? *([^\s\"'<>)]*)")
+# What an HTML sanitiser (nbconvert's SanitizeHTML, run on the feedback's markdown) or a browser removes
+# from text: comments (with HTML's short and unclosed forms), processing instructions and declarations,
+# then tags. Each removal can join what it separated ("java<!-- -->script:"), so each stage is read.
+_MARKUP_STAGES = (re.compile(r"<!--(?:-?>|.*?(?:--!?>|\Z))|<(?:[!?]|/(?![a-z]))[^>]*(?:>|\Z)", re.S),
+                  re.compile(r"</?[a-z][^>]*(?:>|\Z)"))
 
 
-def _names_a_live_scheme(text: str) -> bool:
-    """Whether `text` could link to a live scheme once markdown and the browser read it: entities decoded
-    (as often as they decode), escapes, line breaks, tabs and control characters gone, any case."""
+def _readings(text: str) -> list[str]:
+    """`text` as markdown and browsers may end up reading it: entities decoded (as often as they decode),
+    escapes, line breaks, tabs and control characters gone, any case; then with the markup an HTML
+    sanitiser removes taken out, stage by stage."""
     for _ in range(8):
         decoded = html.unescape(text)
         if decoded == text:
             break
         text = decoded
-    text = _INVISIBLE.sub("", text).lower()
-    return _LIVE_SCHEME.search(text) is not None
+    readings = [_INVISIBLE.sub("", text).lower()]
+    for stage in _MARKUP_STAGES:
+        readings.append(stage.sub("", readings[-1]))
+    return readings
 
 
-_SHOWN_AS_TEXT = "(This cell links to a script or a data address; it is shown as text.)"
+def _unsafe_to_render(text: str) -> bool:
+    """Whether `text` could link to a live scheme, or load an image or anything else from an address
+    that is not one of its attachments, once a sanitiser, markdown and the browser read it."""
+    for reading in _readings(text):
+        if _LIVE_SCHEME.search(reading):
+            return True
+        if _LOADS.search(reading) and any(not address.startswith("attachment:")
+                                          for address in _ADDRESS.findall(reading)):
+            return True
+    return False
+
+
+_SHOWN_AS_TEXT = ("(This cell links to a script or a data address, or shows an image from elsewhere; it is shown "
+                  "as text.)")
 _SHOWN_BLOCK = re.compile(re.escape(_SHOWN_AS_TEXT) + r"\n\n(`{3,})text\n(.*)\n\1", re.S)
 
 
@@ -164,12 +190,13 @@ def _shown_as_text(source: str) -> bool:
 
 
 def harmless_markdown(cell: dict) -> bool:
-    """A markdown cell that could link to a script is shown as the text it is: in a code block whose
+    """A markdown cell that could link to a script or load an image from elsewhere (`_unsafe_to_render`)
+    is shown as the text it is: in a code block whose
     fence is longer than any run of backticks in it, so nothing in it renders as a link. Whether it
     changed the cell (a cell it already made harmless stays as it is)."""
     source = cell.get("source", "")
     source = "".join(x for x in source if isinstance(x, str)) if isinstance(source, list) else source
-    if not isinstance(source, str) or not _names_a_live_scheme(source) or _shown_as_text(source):
+    if not isinstance(source, str) or not _unsafe_to_render(source) or _shown_as_text(source):
         return False
     fence = "`" * max(3, 1 + _longest_backticks(source))
     cell["source"] = f"{_SHOWN_AS_TEXT}\n\n{fence}text\n{source}\n{fence}"

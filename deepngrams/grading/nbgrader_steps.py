@@ -78,11 +78,12 @@ def normalise_metadata(nb, source: dict[str, dict]) -> list[str]:
 
 
 def markdown_shown_as_text(nb) -> list[str]:
-    """Each markdown cell that could link to a script, shown as text (`harmless_markdown`): the
-    Formgrader renders the autograded notebook on the Jupyter server's origin. A cell whose nbgrader
-    metadata (the source's, by then) is a code cell's is left as it is: OverwriteCells turns an answer
-    saved as markdown back into code, and runs it. Returns what changed."""
-    return [f"cell {i}: links to a script or a data address, shown as text" for i, cell in enumerate(nb.cells)
+    """Each markdown cell that could link to a script or load an image from elsewhere, shown as text
+    (`harmless_markdown`): the Formgrader renders the autograded notebook on the Jupyter server's origin.
+    A cell whose nbgrader metadata (the source's, by then) is a code cell's is left as it is:
+    OverwriteCells turns an answer saved as markdown back into code, and runs it. Returns what changed."""
+    return [f"cell {i}: links to a script or a data address, or shows an image from elsewhere: shown as text"
+            for i, cell in enumerate(nb.cells)
             if cell.get("cell_type") == "markdown" and nbgrader_meta(cell).get("cell_type") != "code"
             and harmless_markdown(cell)]
 
@@ -366,12 +367,11 @@ class SandboxedExecute(NbGraderPreprocessor):
     """
 
     def preprocess(self, nb, resources):
-        import nbformat
         from deepngrams.grading import exercises, sandbox
         from deepngrams.grading.verdicts import apply_verdicts, build_job, reason_of
         student = str(resources.get("nbgrader", {}).get("student", ""))
         with _job(self, resources) as job:
-            secret = exercises.secret_from(job["student_key"], nbformat.writes(nb).encode())
+            secret = exercises.secret_from(job["student_key"], exercises.graded_code(nb))
             prepared = exercises.draw_cases(secret)
             limits = sandbox.Limits(**job["limits"])
             result = sandbox.run(build_job(nb, prepared, limits), Path(job["scratch"]), job["slot"], limits,

@@ -12,10 +12,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from deepngrams.config import ASSIGNMENT, GRADE_JOB_ENV, ROOT, WORKER_MARGIN_S
+from deepngrams.config import ASSIGNMENT, GRADE_JOB_ENV, MAX_TIMESTAMP_BYTES, ROOT, WORKER_MARGIN_S
 from deepngrams.course.course_setup import SETTING_UP_ENV
 from deepngrams.grading import nbgrader_host
-from deepngrams.grading.preflight import NOTEBOOK, TIMESTAMP, check_notebook, fingerprint, read_submission
+from deepngrams.grading.preflight import (NOTEBOOK, TIMESTAMP, check_notebook, fingerprint, read_handed_in,
+                                          read_submission)
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 from deepngrams.grading.untrusted import printable
 
@@ -73,10 +74,12 @@ def unusable_name(student: str) -> str:
 
 def door_refusals(course: Path) -> dict[str, str]:
     """The student folders plain nbgrader (the door) cannot take, with why: a name with a line break
-    (which stops nbgrader's whole run) or that the Formgrader would run as markup, a notebook or
+    (which stops nbgrader's whole run), that the Formgrader would run as markup, that nbgrader would
+    print to the terminal as it is or read as a file pattern (`_door_name_problem`); a notebook or
     timestamp that is not a plain file (nbgrader would follow a link, or wait on a pipe for good), and
-    a link or a device anywhere in the folder (`_not_plain`). The batch refuses such names and such a
-    notebook or timestamp too, and never reads anything else of the folder."""
+    a link or a device anywhere in the folder (`_not_plain`); a timestamp nbgrader cannot read. The
+    batch refuses such notebooks and timestamps too, and the names it cannot show (markup); the others
+    it grades under an internal id and prints escaped."""
     refused = {}
     folders = sorted((course / "submitted").iterdir()) if (course / "submitted").is_dir() else []
     for folder in folders:
@@ -84,16 +87,44 @@ def door_refusals(course: Path) -> dict[str, str]:
         if not handed_in.is_dir():
             continue
         student = folder.name
-        reason = unusable_name(student) or (
-            "the student folder's name has a line break, on which nbgrader stops its whole run: rename the folder"
-            if "\n" in student else "")
+        reason = unusable_name(student) or _door_name_problem(student)
         try:
-            reason = reason or _not_plain(handed_in)
+            reason = reason or _not_plain(handed_in) or _unreadable_timestamp(handed_in)
         except OSError as e:
             reason = f"its folder cannot be read ({e.strerror})"
         if reason:
             refused[student] = reason
     return refused
+
+
+GLOB = "*?[]"
+
+
+def _door_name_problem(student: str) -> str:
+    """Why plain nbgrader must not take a folder of this name ("" if it may): nbgrader stops its whole
+    run at a line break, prints the name to the terminal as it is, and reads it as a file pattern."""
+    if "\n" in student:
+        return "the student folder's name has a line break, on which nbgrader stops its whole run: rename the folder"
+    if printable(student) != student:
+        return ("the student folder's name has control or format characters, which nbgrader prints to the "
+                "terminal as they are: rename the folder")
+    if set(student) & set(GLOB):
+        return ("the student folder's name has * ? [ or ], which nbgrader reads as a pattern of folder names (it "
+                "would grade other students' folders under this name): rename the folder")
+    return ""
+
+
+def _unreadable_timestamp(handed_in: Path) -> str:
+    """Why nbgrader cannot read the folder's timestamp.txt ("" if it can, or there is none or an empty
+    one): nbgrader fails that submission with the file's text in its log, the batch refuses it."""
+    path = handed_in / TIMESTAMP
+    if not os.path.lexists(path):
+        return ""
+    try:
+        raw = read_handed_in(path, MAX_TIMESTAMP_BYTES)
+    except ValueError as e:
+        raw = str(e)
+    return timestamp_refusal(raw)
 
 
 def _not_plain(handed_in: Path) -> str:
@@ -150,11 +181,28 @@ def handed_in_files(course: Path, student: str,
         problem, notes, files[NOTEBOOK] = check_notebook(handed_in, graded_ids)
         if problem:
             reason, files = f"{NOTEBOOK}: {problem}", {}
-    timestamp = found.get(TIMESTAMP)
-    timestamp = handed_in_timestamp(timestamp) if isinstance(timestamp, bytes) else None
+    raw = found.get(TIMESTAMP)
+    if not reason and raw is not None and (refused := timestamp_refusal(raw)):
+        reason, files = refused, {}
+    timestamp = handed_in_timestamp(raw) if isinstance(raw, bytes) else None
     if timestamp is not None:  # without one nbgrader grades the submission as not late
         files[TIMESTAMP] = timestamp
     return files, reason, notes, fingerprint(found, others)
+
+
+# nbgrader fails a submission whose timestamp.txt holds something it cannot read as a time: both doors
+# refuse it, with this reason (graded as on time, a late submission could hide its lateness).
+TIMESTAMP_UNREADABLE = ("holds no time nbgrader can read, so whether the submission is late cannot be decided: hand "
+                        "it in again (nbgrader's submit writes the file) or correct the file, and grade again")
+
+
+def timestamp_refusal(raw: bytes | str) -> str:
+    """Why a submission's timestamp.txt (its bytes, or why they could not be read) refuses it ("" if
+    nbgrader can read it as a time, or finds it empty: then the submission is not late)."""
+    if isinstance(raw, str):  # a link, a pipe, too long: the door leaves such a folder out
+        return (f"{TIMESTAMP} is a link, not a plain file, or longer than a time ({MAX_TIMESTAMP_BYTES} bytes at "
+                f"most): hand it in again (nbgrader's submit writes the file), and grade again")
+    return "" if not raw.strip() or handed_in_timestamp(raw) is not None else f"{TIMESTAMP} {TIMESTAMP_UNREADABLE}"
 
 
 def handed_in_timestamp(raw: bytes) -> bytes | None:
@@ -173,7 +221,7 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
               slot: int, limits: Limits, work: Path, sandboxed: bool = True, threads: int = 1) -> dict:
     """nbgrader's autograde and feedback of `files` (from `handed_in_files`) in a private course under
     `work`, made from `course`'s configuration and source; returns the run's report. `student_secret`
-    is the key of the student's cases (exercises.student_key of the internal id).
+    is the key of the student's cases (exercises.student_key of the folder's name, as on every door).
 
     The private course holds a copy of the gradebook, the files and the course's source (linked);
     in it the student has an internal id (`internal_id`), never the folder's name. The graded

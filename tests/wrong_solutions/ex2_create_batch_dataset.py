@@ -83,14 +83,34 @@ def window_flat_map(lines, vocab, seq_length=100, batch_size=64):
     return chunks.map(split_input_target).shuffle(10000).batch(batch_size, drop_remainder=True)
 
 
-def _window_of_unknown_length(lines, vocab, seq_length=100, batch_size=64):
-    """window + flat_map whose inner batch keeps its remainder: the right ids, in chunks of a length
-    element_spec cannot tell (None), where the notebook asks for (batch_size, seq_length)."""
+def window_of_unknown_length(lines, vocab, seq_length=100, batch_size=64):
+    """window + flat_map whose inner batch keeps its remainder (the windows dropped it already): the
+    right chunks, of a length element_spec cannot tell (None)."""
     ids = line_to_tensor("\n".join(lines), vocab)
     windows = tf.data.Dataset.from_tensor_slices(ids).window(seq_length + 1, shift=seq_length + 1,
                                                               drop_remainder=True)
     chunks = windows.flat_map(lambda w: w.batch(seq_length + 1))
     return chunks.map(split_input_target).shuffle(10000).batch(batch_size, drop_remainder=True)
+
+
+def timeseries_dataset(lines, vocab, seq_length=100, batch_size=64):
+    """Keras' timeseries_dataset_from_array cuts the chunks: element_spec (batch_size, None)."""
+    ids = line_to_tensor("\n".join(lines), vocab)
+    chunks = tf.keras.utils.timeseries_dataset_from_array(ids, None, sequence_length=seq_length + 1,
+                                                          sequence_stride=seq_length + 1, batch_size=None)
+    return chunks.map(split_input_target).shuffle(10000).batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+def from_a_generator(lines, vocab, seq_length=100, batch_size=64):
+    """Chunks from a Python generator declared of any length: element_spec (batch_size, None)."""
+    ids = line_to_tensor("\n".join(lines), vocab).numpy()
+    size = seq_length + 1
+
+    def chunks():
+        for k in range(len(ids) // size):
+            yield ids[k * size:(k + 1) * size]
+    dataset = tf.data.Dataset.from_generator(chunks, output_signature=tf.TensorSpec([None], tf.int64))
+    return dataset.map(split_input_target).shuffle(10000).batch(batch_size, drop_remainder=True)
 
 
 def numpy_reshape(lines, vocab, seq_length=100, batch_size=64):
@@ -122,7 +142,6 @@ WRONG = {name: (f, TESTS) for name, f in {
     "golden_ratio_stride": golden_ratio_stride,
     "not_reshuffled_each_epoch": _make(reshuffle=False),
     "cached_after_the_shuffle": _make(cache=True),
-    "window_of_unknown_length": _window_of_unknown_length,
 }.items()}
 def ids_in_a_dataset_map(lines, vocab, seq_length=100, batch_size=64):
     """line_to_tensor runs inside tf.data (graph mode), on the joined text."""
@@ -132,4 +151,5 @@ def ids_in_a_dataset_map(lines, vocab, seq_length=100, batch_size=64):
     return chunks.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-CORRECT = {f.__name__: f for f in (map_with_lambda, window_flat_map, numpy_reshape, ids_in_a_dataset_map)}
+CORRECT = {f.__name__: f for f in (map_with_lambda, window_flat_map, numpy_reshape, ids_in_a_dataset_map,
+                                    window_of_unknown_length, timeseries_dataset, from_a_generator)}

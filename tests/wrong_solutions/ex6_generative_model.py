@@ -172,6 +172,15 @@ class GraphModeStep(Reference):
         return text_from_ids(ids[:, tf.newaxis], self.vocab), states
 
 
+class CallsTheModelsCall(Reference):
+    """Calls the model's `call` method, which every Keras model has, rather than the model itself."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model.call(input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
 class PythonStrings(tf.keras.Model):
     """Masks with tensor_scatter_nd_update, returns chars of shape (1,), joins Python strings."""
 
@@ -203,4 +212,4 @@ WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, OneStepIgnoresSta
                                                 FirstPositionLogProbs, JoinsTheBatch, FirstRowOnly, StartsFromLastPrefixChar,
                                                 AlwaysGreedy, IgnoresTemperature, MultipliesTemperature,
                                                 PositionalFlag, SamplesLettersWithoutTheModel)}
-CORRECT = {"PythonStrings": PythonStrings, "GraphModeStep": GraphModeStep}
+CORRECT = {cls.__name__: cls for cls in (PythonStrings, GraphModeStep, CallsTheModelsCall)}

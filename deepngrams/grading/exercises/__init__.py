@@ -7,8 +7,8 @@ EXERCISES.
 
 Only the grader runs this file, outside the sandbox. `draw_cases` draws every graded cell's
 inputs from a secret that is new for every student and every submitted file (`secret_for`:
-an HMAC of the notebook's bytes under the student's own key, itself an HMAC of the student id
-under the course's key; the course's key never leaves the grader's machine, and a worker is
+an HMAC of the notebook's code (`graded_code`) under the student's own key, itself an HMAC of
+the student id (the folder's name) under the course's key; the course's key never leaves the grader's machine, and a worker is
 given only the keys of the students it grades), and
 computes what a correct solution returns with numpy alone. Only the inputs go into the
 sandbox, where the probes (grading/inside/probes.py) call the student's code on them; `judge` compares the
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import os
 import re
@@ -59,7 +60,7 @@ def new_key() -> bytes:
 
 def grading_key(course: Path) -> bytes:
     """The course's grading key (made on first use, readable by the grader alone): with the student
-    id and the notebook's bytes it seeds every case of a submission (secret_for)."""
+    id and the notebook's code it seeds every case of a submission (secret_for)."""
     path = course / ".grading" / "hidden-cases.key"
     path.parent.mkdir(mode=0o700, exist_ok=True)
     os.chmod(path.parent, 0o700)
@@ -82,9 +83,20 @@ def student_key(key: bytes, student: str) -> bytes:
 
 
 def secret_from(student_secret: bytes, notebook: bytes) -> int:
-    """The seed of one submission's cases, from its student's key (`student_key`) and its notebook."""
+    """The seed of one submission's cases, from its student's key (`student_key`) and its notebook's
+    code (`graded_code`)."""
     return int.from_bytes(hmac.new(student_secret, hashlib.sha256(notebook).digest(), hashlib.sha256).digest()[:8],
                           "big")
+
+
+def graded_code(nb) -> bytes:
+    """What of a notebook seeds its cases (`secret_from`): the source of each code cell, in order. Not
+    its cell ids, metadata, outputs or markdown, which editors and nbgrader's own repairs change with
+    the code unchanged (nbformat gives a missing or repeated id a random one, nbgrader puts a deleted
+    test cell back with a new one): every door and every grading of a file draw the same cases, and a
+    file whose code changed draws others."""
+    sources = [cell.get("source", "") for cell in nb["cells"] if cell.get("cell_type") == "code"]
+    return json.dumps(["".join(s) if isinstance(s, list) else s for s in sources]).encode()
 
 
 def secret_for(key: bytes, student: str, notebook: bytes) -> int:

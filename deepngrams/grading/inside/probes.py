@@ -349,8 +349,7 @@ class TableLM:
         self.states, self.vocab_size = (int(d) for d in self.log_probs.shape)
         self.units = int(units)
 
-    @_called_like_a_keras_model
-    def __call__(self, inputs, states=None, return_state=False, training=False):
+    def call(self, inputs, states=None, return_state=False, training=False):
         import tensorflow as tf
         ids = tf.cast(tf.convert_to_tensor(inputs), tf.int32)
         if isinstance(states, (list, tuple)):
@@ -365,6 +364,8 @@ class TableLM:
         if return_state:
             return log_probs, tf.one_hot(path[-1], self.units, dtype=tf.float32)
         return log_probs
+
+    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
 
 
 def probe_GenerativeModel(ns, inputs):
