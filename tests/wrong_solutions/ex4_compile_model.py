@@ -66,6 +66,9 @@ WRONG = {name: (f, TESTS) for name, f in {
     "adam_for_one_step_only": _frozen_after_one_step,
     "sign_steps_under_adams_name": _make(optimizer=lambda: SignStepsUnderAdamsName(learning_rate=0.00125)),
     # an epsilon this large damps every step where the gradients are small: no longer the course's Adam
+    "sum_reduction": _make(loss=lambda: tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                                                    reduction="sum")),
+    "loss_function_from_probabilities": _make(loss=lambda: tf.keras.losses.sparse_categorical_crossentropy),
     "adam_with_epsilon_1e_4": _make(optimizer=lambda: tf.keras.optimizers.Adam(learning_rate=0.00125, epsilon=1e-4)),
 }.items()}
 def compiled_with_xla_and_the_rate_set_after(model):
@@ -95,6 +98,23 @@ def adam_with_pytorchs_epsilon(model):
     return model
 
 
+def the_loss_as_kerass_function(model):
+    """Keras' function of the same loss, from logits: the same values and the same steps."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                  loss=lambda y, logits: tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+    return model
+
+
+def the_loss_written_out(model):
+    """The mean over the targets of -log softmax(logits)[target], written with tf ops."""
+    def loss(y_true, logits):
+        y_true = tf.cast(tf.reshape(y_true, tf.shape(logits)[:-1]), tf.int32)
+        picked = tf.gather(tf.nn.log_softmax(logits), y_true, batch_dims=2)
+        return -picked
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125), loss=loss)
+    return model
+
+
 CORRECT = {f.__name__: f for f in (positional_arguments, keras_namespace_with_metrics,
                                    compiled_with_xla_and_the_rate_set_after, run_eagerly, the_loss_in_a_list_of_one,
-                                   adam_with_pytorchs_epsilon)}
+                                   adam_with_pytorchs_epsilon, the_loss_as_kerass_function, the_loss_written_out)}
