@@ -240,13 +240,22 @@ OTHER_SPELLINGS = ["[s](java\tscript:alert(1))", "[s](jav&#97script:alert(1))", 
 # Links an HTML sanitiser joins (nbconvert's SanitizeHTML, on the feedback's markdown, drops comments and the like).
 SPLIT_BY_MARKUP = ["[s](java<!-- -->script:alert(1))", "[r]: <!---->data:text/html;base64,PHNjcmlwdD4=\n\n[s][r]",
                    "[s](java<?x?>script:alert(1))", "[s](java<!>script:alert(1))", "[s](vb<!---->script:msgbox(1))",
-                   "[s](java<!--->script:alert(1))", "[s](java<!-- a>b -->script:alert(1))"]
+                   "[s](java<!--->script:alert(1))", "[s](java<!-- a>b -->script:alert(1))",
+                   # where a reading that decodes or drops characters first sees another comment than the parser
+                   "&lt;!--[s](java<!-- -->script:alert(1))", "&#60;!--[s](java<!-- -->script:alert(1))",
+                   "<\n!--[s](java<!-- -->script:alert(1))", "<\t!--[s](java<!-- -->script:alert(1))",
+                   '<b title="<!--">[s](java<!-- -->script:alert(1))', "&lt;!--[s][r]\n\n[r]: java<!-- -->script:alert(1)",
+                   "[s](java<!-- --\n>x-->script:alert(1))", "[s](java<!--&gt;x-->script:alert(1))",
+                   "&lt;!--[s](data<!-- -->:text/html;base64,PHNjcmlwdD4=)",
+                   # runs of backticks the sanitiser joins into a fence that closes the code block early
+                   "``<!---->``\n[notes](javascript:alert(document.domain))", "``<?x>``\n[s](javascript:alert(1))"]
 # Images and styles a page loads by itself: the address tells someone outside when the grader reads the notebook.
 REMOTE_IMAGES = ["![](http://attacker.invalid/px.png?who=eve)", "![x](https://a.invalid/p.png)", "![x](//a.invalid/p.png)",
                  "![x][r]\n\n[r]: http://a.invalid/p.png", '<img src="http://a.invalid/p.png">',
                  "<IMG SRC=http://a.invalid/p.png>", "[![x](http://a.invalid/p.png)](https://www.tensorflow.org)",
                  '<img srcset="http://a.invalid/p.png 2x">', "![x](ht<!-- -->tp://a.invalid/p.png)",
-                 '<div style="background:url(http://a.invalid/p.png)">x</div>']
+                 '<div style="background:url(http://a.invalid/p.png)">x</div>',
+                 "&lt;!--![x]<!-- -->(http://a.invalid/p.png)", "``<!---->``\n![x](http://a.invalid/p.png)"]
 
 
 def live_links(markdown: str) -> list[str]:

@@ -54,13 +54,15 @@ HOSTILE_MARKDOWN = """[click](javascript:alert('HOSTILE_JS')) [also](JaVaScRiPt:
 [page](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)
 """
 TRACKING_MARKDOWN = """![pixel](https://tracker.example.org/HOSTILE_PIXEL.gif)
-<img src="https://tracker.example.org/HOSTILE_IMG.gif"> <a href="https://example.org/ok">a fine link</a>
+<img src="https://tracker.example.org/HOSTILE_IMG.gif"> <a href="https://example.org/tracked">a link beside them</a>
 """
+FINE_MARKDOWN = 'See <a href="https://example.org/ok">a fine link</a>.'
+
 
 
 def _with_escaped_grade_id(nb):
     nb = copy.deepcopy(nb)
-    nb.cells[1:1] = [nbformat.v4.new_markdown_cell(HOSTILE_MARKDOWN), nbformat.v4.new_markdown_cell(TRACKING_MARKDOWN)]
+    nb.cells[1:1] = [nbformat.v4.new_markdown_cell(text) for text in (HOSTILE_MARKDOWN, TRACKING_MARKDOWN, FINE_MARKDOWN)]
     cell = nbformat.v4.new_code_cell('print("All tests passed")')
     cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "points": 5,
                                  "grade_id": ESCAPES, "schema_version": 3}
@@ -162,8 +164,10 @@ def test_no_control_character_or_live_formula_reaches_a_person(batch):
     assert not [u for tag, u in urls if tag != "a" and not u.startswith("data:image/")], urls
     # The Formgrader renders the autograded notebook's markdown itself: links to scripts reach it as text.
     graded = nbformat.read(str(course / "autograded" / "=2+5" / release.ASSIGNMENT / "deep_ngrams.ipynb"), 4)
-    shown = [c.source for c in graded.cells if c.cell_type == "markdown" and "HOSTILE_JS" in c.source]
-    assert len(shown) == 1 and shown[0].startswith("(This cell links to a script") and "```text\n" in shown[0]
+    for marker in ("HOSTILE_JS", "HOSTILE_PIXEL"):  # and images from elsewhere, which would tell when it is read
+        shown = [c.source for c in graded.cells if c.cell_type == "markdown" and marker in c.source]
+        assert len(shown) == 1 and shown[0].startswith("(This cell links to a script") and "```text\n" in shown[0]
+    assert FINE_MARKDOWN in [c.source for c in graded.cells]
 
 
 def test_a_failed_merge_costs_that_student_only(batch):

@@ -247,16 +247,16 @@ def test_a_link_or_a_device_anywhere_in_a_folder_leaves_it_out(tmp_path):
 def test_a_name_nbgrader_would_print_raw_or_read_as_a_pattern_leaves_the_folder_out(tmp_path):
     """nbgrader prints student ids to the terminal as they are and reads them as file patterns (a folder
     named "[a]lice" would grade alice's, one named "*" everyone's): such folders are left out, and
-    said why; ordinary names, accents included, are taken."""
+    said why; ordinary names, with accents or joiners, are taken."""
     from deepngrams.grading.submission import door_refusals
-    names = ["ok", "Zoë_Łukasz", "esc\x1b]0;owned\x07", "bidi\u202ename", "bell\x07", "[a]lice_solved", "*",
-             "who?", "a]b"]
+    names = ["ok", "Zoë_Łukasz", "می\u200cخواهم", "soft\u00adhyphen", "esc\x1b]0;owned\x07", "bidi\u202ename",
+             "bell\x07", "[a]lice_solved", "*", "who?", "a]b"]
     for student in names:
         (tmp_path / "submitted" / student / release.ASSIGNMENT).mkdir(parents=True)
         (tmp_path / "submitted" / student / release.ASSIGNMENT / f"{release.ASSIGNMENT}.ipynb").write_text("{}")
     refused = door_refusals(tmp_path)
-    assert sorted(refused) == sorted(names[2:])
-    assert all("terminal" in refused[n] for n in names[2:5]) and all("pattern" in refused[n] for n in names[5:])
+    assert sorted(refused) == sorted(names[4:])
+    assert all("terminal" in refused[n] for n in names[4:7]) and all("pattern" in refused[n] for n in names[7:])
     assert all("rename the folder" in reason for reason in refused.values())
 
 

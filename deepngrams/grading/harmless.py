@@ -139,31 +139,34 @@ _INVISIBLE = re.compile(r"[\x00-\x1f\x7f\\]+")  # what browsers and markdown dro
 _LOADS = re.compile(r"!\[|<(?:img|image|video|audio|source|picture|svg|iframe|frame|embed|object|input|track|link|"
                     r"style|meta|base)\b|\b(?:src|srcset|poster|background|lowsrc|dynsrc) *=|url *\(|@import")
 _ADDRESS = re.compile(r"(?:\] *\(|\]:|=|url *\(|@import) *<? *[\"']? *([^\s\"'<>)]*)")
-# What an HTML sanitiser (nbconvert's SanitizeHTML, run on the feedback's markdown) or a browser removes
-# from text: comments (with HTML's short and unclosed forms), processing instructions and declarations,
-# then tags. Each removal can join what it separated ("java<!-- -->script:"), so each stage is read.
-_MARKUP_STAGES = (re.compile(r"<!--(?:-?>|.*?(?:--!?>|\Z))|<(?:[!?]|/(?![a-z]))[^>]*(?:>|\Z)", re.S),
-                  re.compile(r"</?[a-z][^>]*(?:>|\Z)"))
+# What an HTML sanitiser (nbconvert's SanitizeHTML, run on every markdown cell the feedback and the
+# Formgrader show) removes from the text it is given: comments, processing instructions, declarations and
+# other bogus comments ("<!", "<?", "</" then no letter). Each removal can join what it separated
+# ("java<!-- -->script:"), and where each ends is the HTML parser's business, so a cell that holds one is
+# not read further: it is shown as text. The sanitiser keeps or escapes tags, removing nothing, but a
+# browser or another renderer may drop them: that reading is checked too.
+_REMOVED_BY_SANITISER = re.compile(r"<[!?]|</(?![A-Za-z])")
+_TAG = re.compile(r"</?[a-z][^>]*(?:>|\Z)")
 
 
 def _readings(text: str) -> list[str]:
     """`text` as markdown and browsers may end up reading it: entities decoded (as often as they decode),
-    escapes, line breaks, tabs and control characters gone, any case; then with the markup an HTML
-    sanitiser removes taken out, stage by stage."""
+    escapes, line breaks, tabs and control characters gone, any case; and that without its tags."""
     for _ in range(8):
         decoded = html.unescape(text)
         if decoded == text:
             break
         text = decoded
-    readings = [_INVISIBLE.sub("", text).lower()]
-    for stage in _MARKUP_STAGES:
-        readings.append(stage.sub("", readings[-1]))
-    return readings
+    reading = _INVISIBLE.sub("", text).lower()
+    return [reading, _TAG.sub("", reading)]
 
 
 def _unsafe_to_render(text: str) -> bool:
     """Whether `text` could link to a live scheme, or load an image or anything else from an address
-    that is not one of its attachments, once a sanitiser, markdown and the browser read it."""
+    that is not one of its attachments, once a sanitiser, markdown and the browser read it; or holds
+    what a sanitiser removes (a comment), after which nobody can tell."""
+    if _REMOVED_BY_SANITISER.search(text):
+        return True
     for reading in _readings(text):
         if _LIVE_SCHEME.search(reading):
             return True
@@ -173,32 +176,34 @@ def _unsafe_to_render(text: str) -> bool:
     return False
 
 
-_SHOWN_AS_TEXT = ("(This cell links to a script or a data address, or shows an image from elsewhere; it is shown "
-                  "as text.)")
+_SHOWN_AS_TEXT = ("(This cell links to a script or a data address, shows an image from elsewhere or holds an HTML "
+                  "comment; it is shown as text.)")
 _SHOWN_BLOCK = re.compile(re.escape(_SHOWN_AS_TEXT) + r"\n\n(`{3,})text\n(.*)\n\1", re.S)
 
 
-def _longest_backticks(text: str) -> int:
-    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+def _fence_length(text: str) -> int:
+    """A fence that nothing in `text` can close: longer than all its backticks together, since a
+    sanitiser that removes a comment joins the runs of backticks around it (never adds one)."""
+    return max(3, text.count("`") + 1)
 
 
 def _shown_as_text(source: str) -> bool:
     """Whether `source` is already what harmless_markdown makes: the notice, then one code block that
     nothing inside can close (a student who copies the notice and closes the block early is not)."""
     block = _SHOWN_BLOCK.fullmatch(source)
-    return block is not None and _longest_backticks(block.group(2)) < len(block.group(1))
+    return block is not None and block.group(2).count("`") < len(block.group(1))
 
 
 def harmless_markdown(cell: dict) -> bool:
     """A markdown cell that could link to a script or load an image from elsewhere (`_unsafe_to_render`)
-    is shown as the text it is: in a code block whose
-    fence is longer than any run of backticks in it, so nothing in it renders as a link. Whether it
-    changed the cell (a cell it already made harmless stays as it is)."""
+    is shown as the text it is: in a code block that nothing in it can close (`_fence_length`), so
+    nothing in it renders as a link. Whether it changed the cell (one it already made harmless stays
+    as it is)."""
     source = cell.get("source", "")
     source = "".join(x for x in source if isinstance(x, str)) if isinstance(source, list) else source
     if not isinstance(source, str) or not _unsafe_to_render(source) or _shown_as_text(source):
         return False
-    fence = "`" * max(3, 1 + _longest_backticks(source))
+    fence = "`" * _fence_length(source)
     cell["source"] = f"{_SHOWN_AS_TEXT}\n\n{fence}text\n{source}\n{fence}"
     return True
 

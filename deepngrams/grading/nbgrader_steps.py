@@ -78,12 +78,13 @@ def normalise_metadata(nb, source: dict[str, dict]) -> list[str]:
 
 
 def markdown_shown_as_text(nb) -> list[str]:
-    """Each markdown cell that could link to a script or load an image from elsewhere, shown as text
-    (`harmless_markdown`): the Formgrader renders the autograded notebook on the Jupyter server's origin.
-    A cell whose nbgrader metadata (the source's, by then) is a code cell's is left as it is:
-    OverwriteCells turns an answer saved as markdown back into code, and runs it. Returns what changed."""
-    return [f"cell {i}: links to a script or a data address, or shows an image from elsewhere: shown as text"
-            for i, cell in enumerate(nb.cells)
+    """Each markdown cell that could link to a script, load an image from elsewhere or hide either in an
+    HTML comment, shown as text (`harmless_markdown`): the Formgrader renders the autograded notebook on
+    the Jupyter server's origin. A cell whose nbgrader metadata (the source's, by then) is a code cell's
+    is left as it is: OverwriteCells turns an answer saved as markdown back into code, and runs it.
+    Returns what changed."""
+    return [f"cell {i}: links to a script or a data address, shows an image from elsewhere or holds an HTML "
+            f"comment: shown as text" for i, cell in enumerate(nb.cells)
             if cell.get("cell_type") == "markdown" and nbgrader_meta(cell).get("cell_type") != "code"
             and harmless_markdown(cell)]
 

@@ -9,6 +9,7 @@ import shutil
 import stat
 import sys
 import time
+import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def door_refusals(course: Path) -> dict[str, str]:
 
 
 GLOB = "*?[]"
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # they reorder what a terminal shows
 
 
 def _door_name_problem(student: str) -> str:
@@ -105,9 +107,9 @@ def _door_name_problem(student: str) -> str:
     run at a line break, prints the name to the terminal as it is, and reads it as a file pattern."""
     if "\n" in student:
         return "the student folder's name has a line break, on which nbgrader stops its whole run: rename the folder"
-    if printable(student) != student:
-        return ("the student folder's name has control or format characters, which nbgrader prints to the "
-                "terminal as they are: rename the folder")
+    if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in student):
+        return ("the student folder's name has control characters (or text direction overrides), which nbgrader "
+                "prints to the terminal as they are: rename the folder")
     if set(student) & set(GLOB):
         return ("the student folder's name has * ? [ or ], which nbgrader reads as a pattern of folder names (it "
                 "would grade other students' folders under this name): rename the folder")
@@ -199,10 +201,14 @@ TIMESTAMP_UNREADABLE = ("holds no time nbgrader can read, so whether the submiss
 def timestamp_refusal(raw: bytes | str) -> str:
     """Why a submission's timestamp.txt (its bytes, or why they could not be read) refuses it ("" if
     nbgrader can read it as a time, or finds it empty: then the submission is not late)."""
-    if isinstance(raw, str):  # a link, a pipe, too long: the door leaves such a folder out
-        return (f"{TIMESTAMP} is a link, not a plain file, or longer than a time ({MAX_TIMESTAMP_BYTES} bytes at "
-                f"most): hand it in again (nbgrader's submit writes the file), and grade again")
-    return "" if not raw.strip() or handed_in_timestamp(raw) is not None else f"{TIMESTAMP} {TIMESTAMP_UNREADABLE}"
+    if isinstance(raw, str):  # a link, a pipe, unreadable, too long: read_handed_in's reason, up to its advice
+        return (f"{TIMESTAMP} cannot be read as a plain file of at most {MAX_TIMESTAMP_BYTES} bytes "
+                f"({raw.split(':')[0]}): hand it in again (nbgrader's submit writes the file), and grade again")
+    try:
+        empty = not raw.decode("utf-8").strip()  # as nbgrader reads it: Unicode's white space is nothing
+    except UnicodeDecodeError:
+        empty = False
+    return "" if empty or handed_in_timestamp(raw) is not None else f"{TIMESTAMP} {TIMESTAMP_UNREADABLE}"
 
 
 def handed_in_timestamp(raw: bytes) -> bytes | None:
