@@ -106,6 +106,7 @@ MAX_NOTEBOOK_BYTES = 20 * 2**20  # the notebook that is graded, once its saved o
 MAX_DEEP_JSON_BYTES = 4 * 2**20
 MAX_TIMESTAMP_BYTES = 1000  # nbgrader's timestamp.txt holds one time
 MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
+MAX_CHECKED_MARKDOWN = 64 * 2**10  # a longer markdown cell is shown as text, not rendered to be checked
 WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit
 # Set by the batch grader in each submission's nbgrader run (JSON: the sandbox's limits, slot and
 # scratch, and the file holding the student's key); never passed on to the notebook.

@@ -248,14 +248,24 @@ SPLIT_BY_MARKUP = ["[s](java<!-- -->script:alert(1))", "[r]: <!---->data:text/ht
                    "[s](java<!-- --\n>x-->script:alert(1))", "[s](java<!--&gt;x-->script:alert(1))",
                    "&lt;!--[s](data<!-- -->:text/html;base64,PHNjcmlwdD4=)",
                    # runs of backticks the sanitiser joins into a fence that closes the code block early
-                   "``<!---->``\n[notes](javascript:alert(document.domain))", "``<?x>``\n[s](javascript:alert(1))"]
+                   "``<!---->``\n[notes](javascript:alert(document.domain))", "``<?x>``\n[s](javascript:alert(1))",
+                   # an end tag with nothing to close, which the sanitiser drops whole (its quoted ">" too)
+                   '[s](java</b x=">">script:alert(1))', "[s](JaVa</A x='>'>ScRiPt:alert(1))",
+                   '[s](da</b x=">">ta:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)',
+                   '[s](vb</strong x=">">script:msgbox(1))', '[s][r]\n\n[r]: java</code x=">">script:alert(1)',
+                   # a character number longer than Python parses (html.unescape raises)
+                   "[s](javascript:alert(1)) &#" + "0" * 4301]
 # Images and styles a page loads by itself: the address tells someone outside when the grader reads the notebook.
 REMOTE_IMAGES = ["![](http://attacker.invalid/px.png?who=eve)", "![x](https://a.invalid/p.png)", "![x](//a.invalid/p.png)",
                  "![x][r]\n\n[r]: http://a.invalid/p.png", '<img src="http://a.invalid/p.png">',
                  "<IMG SRC=http://a.invalid/p.png>", "[![x](http://a.invalid/p.png)](https://www.tensorflow.org)",
                  '<img srcset="http://a.invalid/p.png 2x">', "![x](ht<!-- -->tp://a.invalid/p.png)",
                  '<div style="background:url(http://a.invalid/p.png)">x</div>',
-                 "&lt;!--![x]<!-- -->(http://a.invalid/p.png)", "``<!---->``\n![x](http://a.invalid/p.png)"]
+                 "&lt;!--![x]<!-- -->(http://a.invalid/p.png)", "``<!---->``\n![x](http://a.invalid/p.png)",
+                 '!</b x=">">[x](http://a.invalid/p.png?who=eve)', "!</i title='>'>[x](//a.invalid/p.png)",
+                 # an "attachment" address that swallows the image's, in spellings the attachment check misses
+                 "a=ATTACHMENT:![b](http://a.invalid/p.png)", "a=attachment&#58;![b](http://a.invalid/p.png)",
+                 "url(ATTACHMENT:![x](https://a.invalid/p.png)"]
 
 
 def live_links(markdown: str) -> list[str]:

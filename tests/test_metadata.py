@@ -201,6 +201,25 @@ def test_a_markdown_link_to_a_script_or_a_remote_image_reaches_nbgrader_as_text(
     assert markdown in kept["cells"][3]["source"]  # shown, as text
 
 
+def test_a_long_markdown_cell_or_one_naming_an_attachment_it_lacks_is_shown_as_text(solved):
+    """A markdown cell too long to render and check (config.MAX_CHECKED_MARKDOWN) is shown as text, and
+    so is one whose image names an attachment the cell does not have, however spelled (nbconvert
+    would raise "missing attachment" and the whole feedback page would fail), or names one in a way
+    nbconvert reads as an address."""
+    from nbconvert.filters.markdown import markdown2html
+    from deepngrams.config import MAX_CHECKED_MARKDOWN
+    nb = copy.deepcopy(solved)
+    long = "&amp;" + "amp;" * 8 + "&b" * (MAX_CHECKED_MARKDOWN // 2)
+    nb["cells"][3:3] = [nbformat.v4.new_markdown_cell(text) for text in (long, "![x](attachment&#58;a.png)",
+                                                                          "![x](attachment:a.png)",
+                                                                          "![x](\\attachment:a.png)")]
+    nb["cells"][6]["attachments"] = {"a.png": {"image/png": "iVBORw0KGgo="}}  # read as a path on the server
+    kept = json.loads(harmless_file(json.dumps(nb).encode()))["cells"][3:7]
+    assert all(cell["source"].startswith("(This cell links to a script") for cell in kept)
+    for cell in kept[1:]:
+        markdown2html(cell["source"])  # renders: no image of a missing attachment is left
+
+
 def test_the_course_markdown_and_ordinary_links_are_left_as_written(solved):
     nb = copy.deepcopy(solved)
     nb["cells"].insert(3, nbformat.v4.new_markdown_cell("See [the docs](https://www.tensorflow.org) and the "

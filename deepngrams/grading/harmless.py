@@ -1,14 +1,16 @@
 """A submission's metadata and format made harmless before nbgrader reads the file: only the plain
 values nbgrader and nbconvert need are kept, whatever a student's file holds (nested past Python's
 recursion limit, numbers too long to parse, broken attachments). Standard library and the bundle's
-config only, so the preflight and the command line start without loading nbgrader."""
+config only, so the preflight and the command line start without loading nbgrader; nbconvert, whose
+renderer judges a student's markdown, is loaded when the first such cell is checked."""
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
 
-from deepngrams.config import MAX_DEEP_JSON_BYTES
+from deepngrams.config import MAX_CHECKED_MARKDOWN, MAX_DEEP_JSON_BYTES
 from deepngrams.grading.cells import nbgrader_meta
 
 SCHEMA_VERSION = 3
@@ -161,19 +163,95 @@ def _readings(text: str) -> list[str]:
     return [reading, _TAG.sub("", reading)]
 
 
-def _unsafe_to_render(text: str) -> bool:
-    """Whether `text` could link to a live scheme, or load an image or anything else from an address
-    that is not one of its attachments, once a sanitiser, markdown and the browser read it; or holds
-    what a sanitiser removes (a comment), after which nobody can tell."""
-    if _REMOVED_BY_SANITISER.search(text):
+def _unsafe_to_render(text: str, attachments: frozenset = frozenset()) -> bool:
+    """Whether markdown `text` could link to a live scheme, load anything from an address that is not
+    one of its `attachments`, or run a script: judged on what nbconvert's sanitiser and renderer make
+    of it (`_rendered_unsafe`), and on readings of the text that browsers or other renderers may make
+    (entities decoded, invisible characters and tags dropped). A cell that holds what the sanitiser
+    removes (a comment), that is too long to render here, or that fails to render, is unsafe too."""
+    if len(text) > MAX_CHECKED_MARKDOWN or _REMOVED_BY_SANITISER.search(text):
         return True
-    for reading in _readings(text):
+    try:
+        readings = _readings(text)
+    except ValueError:  # html.unescape on a character number longer than Python parses
+        return True
+    for reading in readings:
         if _LIVE_SCHEME.search(reading):
             return True
         if _LOADS.search(reading) and any(not address.startswith("attachment:")
                                           for address in _ADDRESS.findall(reading)):
             return True
-    return False
+    return _rendered_unsafe(text, attachments)
+
+
+# What a rendered cell must not hold: elements that run, load or reshape the page, event handlers,
+# addresses that run or carry a page, and anything fetched by itself but the cell's attachments.
+_UNSAFE_TAGS = {"script", "style", "iframe", "frame", "frameset", "object", "embed", "applet", "link", "meta", "base",
+                "form", "svg", "math", "template", "portal"}
+_ADDRESS_ATTRIBUTES = {"href", "xlink:href", "src", "action", "formaction", "data", "poster", "background", "srcset",
+                       "lowsrc", "dynsrc", "cite", "longdesc", "ping", "manifest", "codebase", "archive"}
+_FETCHED_ATTRIBUTES = _ADDRESS_ATTRIBUTES - {"href", "xlink:href", "action", "formaction", "cite", "longdesc"}
+_CHECKED: dict = {}  # (text's digest, attachments) -> verdict: the course's own cells recur in every notebook
+
+
+def _rendered_unsafe(text: str, attachments: frozenset) -> bool:
+    """Whether the HTML nbconvert renders of `text`, as written or after its sanitiser (which the
+    feedback and the Formgrader show), holds what `_UNSAFE_TAGS` and the attribute sets name. Any
+    failure to render counts as unsafe."""
+    key = (hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(), attachments)
+    if key not in _CHECKED:
+        try:
+            from nbconvert.preprocessors.sanitize import SanitizeHTML
+            pages = [_render(version, attachments) for version in (text, SanitizeHTML().sanitize_html_tags(text))]
+            verdict = any(_page_unsafe(page, attachments) for page in pages)
+        except Exception:  # noqa: BLE001 - what cannot be rendered here is shown as text
+            verdict = True
+        if len(_CHECKED) > 10_000:
+            _CHECKED.clear()
+        _CHECKED[key] = verdict
+    return _CHECKED[key]
+
+
+def _render(text: str, attachments: frozenset) -> str:
+    """nbconvert's HTML of markdown `text` (its renderer, as the feedback and the Formgrader use it), an
+    image of an attachment left as its "attachment:" address; one the cell lacks raises, as in nbconvert."""
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    class Renderer(IPythonRenderer):
+        def _embed_image_or_attachment(self, src: str) -> str:
+            if src.startswith("attachment:"):
+                if src[len("attachment:"):] not in attachments:
+                    raise ValueError(f"missing attachment: {src}")
+                return src
+            return super()._embed_image_or_attachment(src)
+
+    return MarkdownWithMath(renderer=Renderer(escape=False)).render(text)
+
+
+def _page_unsafe(page: str, attachments: frozenset) -> bool:
+    from html.parser import HTMLParser
+    found = []
+
+    class Elements(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag in _UNSAFE_TAGS:
+                found.append(tag)
+            for name, value in attrs:
+                value = _INVISIBLE.sub("", (value or "").strip()).lower()
+                if name.startswith("on") or (name == "style" and ("url(" in value or "@import" in value
+                                                                   or "expression(" in value)):
+                    found.append(name)
+                elif name in _ADDRESS_ATTRIBUTES and value.startswith(("javascript:", "vbscript:", "data:")):
+                    found.append(name)
+                elif name in _FETCHED_ATTRIBUTES and value.removeprefix("attachment:") not in attachments:
+                    found.append(name)
+
+        handle_startendtag = handle_starttag
+
+    parser = Elements()
+    parser.feed(page)
+    parser.close()
+    return bool(found)
 
 
 _SHOWN_AS_TEXT = ("(This cell links to a script or a data address, shows an image from elsewhere or holds an HTML "
@@ -201,7 +279,10 @@ def harmless_markdown(cell: dict) -> bool:
     as it is)."""
     source = cell.get("source", "")
     source = "".join(x for x in source if isinstance(x, str)) if isinstance(source, list) else source
-    if not isinstance(source, str) or not _unsafe_to_render(source) or _shown_as_text(source):
+    if not isinstance(source, str) or _shown_as_text(source):
+        return False
+    found = cell.get("attachments")
+    if not _unsafe_to_render(source, frozenset(found) if isinstance(found, dict) else frozenset()):
         return False
     fence = "`" * _fence_length(source)
     cell["source"] = f"{_SHOWN_AS_TEXT}\n\n{fence}text\n{source}\n{fence}"
