@@ -9,6 +9,7 @@ import hashlib
 import html
 import json
 import re
+from html.parser import HTMLParser
 
 from deepngrams.config import MAX_CHECKED_MARKDOWN, MAX_DEEP_JSON_BYTES
 from deepngrams.grading.cells import nbgrader_meta
@@ -228,30 +229,34 @@ def _render(text: str, attachments: frozenset) -> str:
     return MarkdownWithMath(renderer=Renderer(escape=False)).render(text)
 
 
+class _UnsafeElements(HTMLParser):
+    """Reads a rendered page; `found` names what in it `_UNSAFE_TAGS` and the attribute sets name."""
+
+    def __init__(self, attachments: frozenset) -> None:
+        super().__init__()
+        self.attachments, self.found = attachments, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _UNSAFE_TAGS:
+            self.found.append(tag)
+        for name, value in attrs:
+            value = _INVISIBLE.sub("", (value or "").strip()).lower()
+            if name.startswith("on") or (name == "style" and ("url(" in value or "@import" in value
+                                                               or "expression(" in value)):
+                self.found.append(name)
+            elif name in _ADDRESS_ATTRIBUTES and value.startswith(("javascript:", "vbscript:", "data:")):
+                self.found.append(name)
+            elif name in _FETCHED_ATTRIBUTES and value.removeprefix("attachment:") not in self.attachments:
+                self.found.append(name)
+
+    handle_startendtag = handle_starttag
+
+
 def _page_unsafe(page: str, attachments: frozenset) -> bool:
-    from html.parser import HTMLParser
-    found = []
-
-    class Elements(HTMLParser):
-        def handle_starttag(self, tag, attrs):
-            if tag in _UNSAFE_TAGS:
-                found.append(tag)
-            for name, value in attrs:
-                value = _INVISIBLE.sub("", (value or "").strip()).lower()
-                if name.startswith("on") or (name == "style" and ("url(" in value or "@import" in value
-                                                                   or "expression(" in value)):
-                    found.append(name)
-                elif name in _ADDRESS_ATTRIBUTES and value.startswith(("javascript:", "vbscript:", "data:")):
-                    found.append(name)
-                elif name in _FETCHED_ATTRIBUTES and value.removeprefix("attachment:") not in attachments:
-                    found.append(name)
-
-        handle_startendtag = handle_starttag
-
-    parser = Elements()
+    parser = _UnsafeElements(attachments)
     parser.feed(page)
     parser.close()
-    return bool(found)
+    return bool(parser.found)
 
 
 _SHOWN_AS_TEXT = ("(This cell links to a script or a data address, shows an image from elsewhere or holds an HTML "

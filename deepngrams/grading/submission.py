@@ -19,7 +19,7 @@ from deepngrams.grading import nbgrader_host
 from deepngrams.grading.preflight import (NOTEBOOK, TIMESTAMP, check_notebook, fingerprint, read_handed_in,
                                           read_submission)
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
-from deepngrams.grading.untrusted import printable
+from deepngrams.grading.untrusted import BIDI_OVERRIDES, printable
 
 PRIVATE_CONFIG = '''\
 # A private course for grading one submission (made by deepngrams.grade; removed afterwards).
@@ -99,7 +99,6 @@ def door_refusals(course: Path) -> dict[str, str]:
 
 
 GLOB = "*?[]"
-BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # they reorder what a terminal shows
 
 
 def _door_name_problem(student: str) -> str:
@@ -107,7 +106,7 @@ def _door_name_problem(student: str) -> str:
     run at a line break, prints the name to the terminal as it is, and reads it as a file pattern."""
     if "\n" in student:
         return "the student folder's name has a line break, on which nbgrader stops its whole run: rename the folder"
-    if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in student):
+    if any(unicodedata.category(c) == "Cc" or c in BIDI_OVERRIDES for c in student):
         return ("the student folder's name has control characters (or text direction overrides), which nbgrader "
                 "prints to the terminal as they are: rename the folder")
     if set(student) & set(GLOB):

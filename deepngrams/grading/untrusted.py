@@ -68,10 +68,12 @@ _ESCAPE_SEQUENCE = re.compile(
     r"|[ -/]*[0-~]?)"                             # the other escapes, and a lone ESC
     r"|\x9b[0-?]*[ -/]*[@-~]?"                     # C1 CSI
     + "".join(rf"|\x{c:02x}{_STRING_END}" for c in (0x90, 0x98, 0x9d, 0x9e, 0x9f)))  # C1 strings
+# The bidirectional embeddings, overrides and isolates: they reorder the text after them on its line.
+BIDI_OVERRIDES = frozenset(map(chr, [*range(0x202a, 0x202f), *range(0x2066, 0x206a)]))
 # Then the other C0 and C1 controls go (all but new line, tab and carriage return, which outputs use
 # as text, and the ESC of a colour), and the bidirectional controls, which reorder what is around them.
 _CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x1b), *range(0x1c, 0x20), *range(0x7f, 0xa0),
-                           0x061c, 0x200e, 0x200f, *range(0x202a, 0x202f), *range(0x2066, 0x206a),
+                           0x061c, 0x200e, 0x200f, *sorted(map(ord, BIDI_OVERRIDES)),
                            *range(0xd800, 0xe000)])  # and lone surrogates, which no notebook file can hold
 
 
