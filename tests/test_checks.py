@@ -260,6 +260,21 @@ def test_a_sampler_that_is_greedy_unless_its_rows_are_copies_fails_the_frequenci
     assert fails and all("frequencies over" in f for f in fails), fails
 
 
+def test_char_ids_reads_each_character_as_a_lookup_in_the_vocabulary_would():
+    """The judges' ids of a text: each character's last index in the vocabulary from id 2 on, '[UNK]'
+    for any other (beyond the vocabulary's highest code point too, a lone surrogate, an entry of two
+    characters, which no single character is); as a dictionary lookup gives them."""
+    import random
+    rng = random.Random(0)
+    pool = "abc \n\t\u00e9\U0001F600\ud800" + "".join(chr(rng.randrange(32, 0x110000)) for _ in range(60))
+    for _ in range(3000):
+        vocab = ["[UNK]", ""] + [rng.choice(pool + "xy") for _ in range(rng.randrange(0, 12))] + ["ab"] * rng.randrange(2)
+        text = "".join(rng.choice(pool) for _ in range(rng.randrange(0, 40)))
+        index = {c: i for i, c in enumerate(vocab) if i >= 2}
+        assert common.char_ids(text, vocab) == [index.get(c, 0) for c in text], (text, vocab)
+    assert common.char_ids("ab", ["[UNK]", ""]) == [0, 0] and common.char_ids("", ["[UNK]", "", "a"]) == []
+
+
 def _drawn(module, cell: str, seed: int) -> dict:
     """One graded cell's check, drawn from `seed` as draw_cases draws it."""
     probe, hidden = module.CELLS[cell]
@@ -579,6 +594,11 @@ def test_a_newline_after_the_last_line_fails_both_dataset_cells_whatever_the_dra
                 assert bool(create_batch_dataset.judge(check, observed)) is verdict, (cell, seed, text_end)
 
 
+def _each_copied(observations: list[dict]) -> list[dict]:
+    """A copy of each observation whose keys can be replaced; the values are shared (judges only read them)."""
+    return [dict(o) for o in observations]
+
+
 def test_a_size_tensorflow_cannot_know_passes_and_a_kept_remainder_fails_whatever_the_draw():
     """element_spec may leave a size unknown (None: chunks cut another way than the notebook's) when the
     batches themselves are right; keeping the short last batch fails every draw of both cells on what the
@@ -593,13 +613,13 @@ def test_a_size_tensorflow_cannot_know_passes_and_a_kept_remainder_fails_whateve
                      for c in cases]
             assert create_batch_dataset.judge(check, right) == [], (cell, seed)
             for unknown in ("both", "time", "batch"):
-                observed = copy.deepcopy(right)
+                observed = _each_copied(right)
                 for o, c in zip(observed, cases):
                     T, B = c.get("seq_length", 100), c.get("batch_size", 64)
                     shape = {"both": [None, None], "time": [B, None], "batch": [None, T]}[unknown]
                     o["spec"] = [["int64", shape], ["int64", shape]]
                 assert create_batch_dataset.judge(check, observed) == [], (cell, seed, unknown)
-            kept = copy.deepcopy(right)
+            kept = _each_copied(right)
             first, ids = cases[0], common.char_ids("\n".join(cases[0]["lines"]), cases[0]["vocab"])
             T, B = first["seq_length"], first["batch_size"]
             chunks = np.asarray(ids[: len(ids) // (T + 1) * (T + 1)]).reshape(-1, T + 1)
@@ -609,10 +629,10 @@ def test_a_size_tensorflow_cannot_know_passes_and_a_kept_remainder_fails_whateve
             kept[0]["spec"] = [["int64", [None, T]], ["int64", [None, T]]]
             assert create_batch_dataset.judge(check, kept), (cell, seed)
             for spec in ([B, T + 1], [B], [B, T, 1], None):
-                observed = copy.deepcopy(right)
+                observed = _each_copied(right)
                 observed[0]["spec"] = [["int64", spec], ["int64", spec]]
                 assert create_batch_dataset.judge(check, observed), (cell, seed, spec)
-            observed = copy.deepcopy(right)
+            observed = _each_copied(right)
             observed[0]["spec"] = [["int32", [B, T]], ["int32", [B, T]]]
             assert create_batch_dataset.judge(check, observed), (cell, seed)
 
