@@ -98,7 +98,7 @@ def judge(check, observations):
                     fails.append(f"{label}: each batch is (input, target) of shape (batch_size, seq_length), the "
                                  f"target the input shifted by one")
                     break
-                seen += [tuple(x[r].tolist() + [int(y[r, -1])]) for r in range(B)]
+                seen += [tuple(row) + (int(last),) for row, last in zip(x.tolist(), y[:, -1].tolist())]
             else:
                 if any(chunk not in available for chunk in seen):
                     fails.append(f"{label}: every example is a chunk of seq_length + 1 ids cut from the start of "
