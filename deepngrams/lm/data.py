@@ -7,7 +7,7 @@ from typing import Iterator
 
 import numpy as np
 
-from deepngrams.config import CORPUS_PATH, EVAL_LINES, MAX_CORPUS_BYTES
+from deepngrams.config import CORPUS_PATH, EVAL_LINES, MAX_CORPUS_BYTES, UNK_ID
 
 
 def load_lines(path: Path = CORPUS_PATH) -> list[str]:
@@ -136,9 +136,14 @@ def sample_prompt(eval_lines: list[str], length: int = 24) -> str:
 
 
 def encode(text: str, vocab: list[str]) -> np.ndarray:
-    """Character ids, as line_to_tensor gives them (unknown characters are 0)."""
-    index = {ch: i for i, ch in enumerate(vocab)}
-    return np.fromiter((index.get(ch, 0) for ch in text), dtype=np.int64, count=len(text))
+    """Character ids, as line_to_tensor gives them: each character's index in `vocab` from id 2 on (the
+    last, if it is there twice), '[UNK]' for any other. Looked up in an array indexed by code point: the
+    texts are whole corpora, and the grader's cases, drawn and judged many times per submission."""
+    singles = {ord(c): i for i, c in enumerate(vocab) if i >= 2 and len(c) == 1}
+    table = np.full(max(singles, default=0) + 2, UNK_ID, dtype=np.int64)  # the last slot: any higher code point
+    table[list(singles)] = list(singles.values())
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    return table[np.minimum(codes, len(table) - 1)]
 
 
 def stream_batches(ids: np.ndarray, batch_size: int, seq_length: int,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepngrams.config import ROOT, UNK_ID
+from deepngrams.config import ROOT
+from deepngrams.lm.data import encode
 
 
 FALSE_FAILURE_PER_CASE = 1e-7  # chance that a correct sampler fails one sampling case
@@ -22,14 +23,8 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def char_ids(text: str, vocab: list[str]) -> list[int]:
-    """The id of each character of `text` ('[UNK]' for one outside the vocabulary), as StringLookup
-    gives them. Looked up in an array indexed by code point: the cases are long texts, drawn and
-    judged many times per submission."""
-    singles = {ord(c): i for i, c in enumerate(vocab) if i >= 2 and len(c) == 1}
-    table = np.full(max(singles, default=0) + 2, UNK_ID, dtype=np.int64)  # the last slot: any higher code point
-    table[list(singles)] = list(singles.values())
-    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-    return table[np.minimum(codes, len(table) - 1)].tolist()
+    """The id of each character of `text`, as line_to_tensor gives them (lm.data.encode)."""
+    return encode(text, vocab).tolist()
 
 
 def gru_numpy(w: dict, ids: np.ndarray, h: np.ndarray | None = None):
