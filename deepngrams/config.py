@@ -106,7 +106,11 @@ MAX_NOTEBOOK_BYTES = 20 * 2**20  # the notebook that is graded, once its saved o
 MAX_DEEP_JSON_BYTES = 4 * 2**20
 MAX_TIMESTAMP_BYTES = 1000  # nbgrader's timestamp.txt holds one time
 MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
-MAX_CHECKED_MARKDOWN = 64 * 2**10  # a longer markdown cell is shown as text, not rendered to be checked
+# Checking a markdown cell renders it in the grader's own process, at a cost that grows with its length
+# (faster than linearly for nested tags): what is not checked is shown as text, which is always safe.
+MAX_CHECKED_MARKDOWN = 16 * 2**10  # characters of one markdown cell
+MAX_MARKDOWN_TAGS = 256  # HTML tags in one markdown cell
+MAX_CHECKED_MARKDOWN_TOTAL = 64 * 2**10  # characters of a notebook's markdown cells, in order (the course's: 13 K)
 WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit
 # Set by the batch grader in each submission's nbgrader run (JSON: the sandbox's limits, slot and
 # scratch, and the file holding the student's key); never passed on to the notebook.

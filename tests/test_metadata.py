@@ -220,6 +220,82 @@ def test_a_long_markdown_cell_or_one_naming_an_attachment_it_lacks_is_shown_as_t
         markdown2html(cell["source"])  # renders: no image of a missing attachment is left
 
 
+def _counting_renders(monkeypatch) -> list[int]:
+    """The length of each markdown text harmless renders to check it, from now on (its cache emptied)."""
+    from deepngrams.grading import harmless
+    rendered, real = [], harmless._render
+    monkeypatch.setattr(harmless, "_CHECKED", {})
+    monkeypatch.setattr(harmless, "_render", lambda text, attachments: rendered.append(len(text)) or real(text, attachments))
+    return rendered
+
+
+# Markdown that costs the renderer or its sanitiser far more than its length: nested lists and tags (quadratic
+# in nbconvert's sanitiser), runs of emphasis, brackets and table cells; each cell distinct, as no cache helps.
+COSTLY = {"nested lists": "<ul>" * 4000, "nested bold": "<b>" * 5000, "emphasis": "*_" * 7000,
+          "brackets": "[" * 15000, "table": ("|a" * 50 + "|\n" + "|-" * 50 + "|\n") * 70, "quotes": ">" * 15000}
+
+
+@pytest.mark.parametrize("how", ["many cells", "few costly cells"])
+def test_a_notebook_of_costly_markdown_is_checked_only_up_to_the_budget(solved, how, monkeypatch):
+    """Checking markdown renders it in the grader's own process: a notebook's markdown is rendered for
+    at most config.MAX_CHECKED_MARKDOWN_TOTAL characters in all (each cell as written and sanitised),
+    and what lies beyond reaches nbgrader as text, in the preflight (the batch's client) as in the
+    Formgrader's step."""
+    from deepngrams.config import MAX_CHECKED_MARKDOWN_TOTAL
+    from deepngrams.grading.nbgrader_steps import markdown_shown_as_text
+    count = 150 if how == "many cells" else 1  # 13 MiB, under the size the preflight accepts
+    costly = [f"{i} {name}\n\n{text[:15000]}" for i in range(count) for name, text in COSTLY.items()]
+    nb = copy.deepcopy(solved)
+    nb["cells"][3:3] = [nbformat.v4.new_markdown_cell(text) for text in costly]
+    raw = json.dumps(nb).encode()
+    rendered = _counting_renders(monkeypatch)
+    reason, _, kept = preflight.check_notebook(raw, graded_ids(solved))
+    assert reason == ""
+    assert sum(rendered) <= 2 * MAX_CHECKED_MARKDOWN_TOTAL, (len(rendered), sum(rendered))
+    shown = [c["source"] for c in json.loads(kept)["cells"][3:3 + len(costly)]]
+    assert all(text in s for text, s in zip(costly, shown))  # shown as written, or as text in a block
+    # Past the budget on these cells alone (the course's cells before them only spend it sooner): text.
+    beyond = next(i for i in range(len(costly)) if sum(map(len, costly[:i + 1])) > MAX_CHECKED_MARKDOWN_TOTAL)
+    assert all(s.startswith("(This cell links to a script") for s in shown[beyond:])
+    rendered.clear()
+    graded = nbformat.from_dict(copy.deepcopy(nb))
+    markdown_shown_as_text(graded)
+    assert sum(rendered) <= 2 * MAX_CHECKED_MARKDOWN_TOTAL
+    assert all(c.source.startswith("(This cell links to a script") for c in graded.cells[3 + beyond:3 + len(costly)])
+
+
+def test_markdown_past_the_budget_is_shown_as_text_and_the_course_cells_before_it_as_written(solved, monkeypatch):
+    """The budget counts the cells in order: the course's own markdown (13 K) comes first and renders as
+    it always does; a student's cells that would take the notebook past the budget are text."""
+    from deepngrams.config import MAX_CHECKED_MARKDOWN, MAX_CHECKED_MARKDOWN_TOTAL
+    nb = copy.deepcopy(solved)
+    long = [f"Notes, part {i}: " + "plain words " * (MAX_CHECKED_MARKDOWN // 13) for i in range(6)]
+    nb["cells"] += [nbformat.v4.new_markdown_cell(text) for text in long]
+    kept = json.loads(harmless_file(json.dumps(nb).encode()))["cells"]
+    assert [c["source"] for c in kept[:len(solved["cells"])]] == [c["source"] for c in solved["cells"]]
+    course = sum(len(c["source"]) for c in solved["cells"] if c["cell_type"] == "markdown")  # at most this spent
+    assert course + len(long[0]) <= MAX_CHECKED_MARKDOWN_TOTAL < sum(map(len, long[:5])), "the case must cross it"
+    mine = kept[len(solved["cells"]):]
+    assert mine[0]["source"] == long[0]
+    assert all(cell["source"].startswith("(This cell links to a script") and text in cell["source"]
+               for text, cell in zip(long[5:], mine[5:]))
+
+
+@pytest.mark.parametrize("tag", ["<ul>", "<b>", "<div>", "</i>"])
+def test_a_markdown_cell_of_many_tags_is_shown_as_text_unrendered(solved, tag, monkeypatch):
+    """Over config.MAX_MARKDOWN_TAGS tags, a cell is text without being rendered (nested tags slow the
+    sanitiser down faster than the text grows); at the limit, harmless tags render as written."""
+    from deepngrams.config import MAX_MARKDOWN_TAGS
+    nb = copy.deepcopy(solved)
+    nb["cells"][3:3] = [nbformat.v4.new_markdown_cell(f"{n} tags: " + tag * n)
+                        for n in (MAX_MARKDOWN_TAGS, MAX_MARKDOWN_TAGS + 1)]
+    rendered = _counting_renders(monkeypatch)
+    at, over = json.loads(harmless_file(json.dumps(nb).encode()))["cells"][3:5]
+    assert at["source"] == nb["cells"][3]["source"]
+    assert over["source"].startswith("(This cell links to a script") and nb["cells"][4]["source"] in over["source"]
+    assert len(nb["cells"][4]["source"]) not in rendered
+
+
 def test_the_course_markdown_and_ordinary_links_are_left_as_written(solved):
     nb = copy.deepcopy(solved)
     nb["cells"].insert(3, nbformat.v4.new_markdown_cell("See [the docs](https://www.tensorflow.org) and the "

@@ -11,7 +11,8 @@ import json
 import re
 from html.parser import HTMLParser
 
-from deepngrams.config import MAX_CHECKED_MARKDOWN, MAX_DEEP_JSON_BYTES
+from deepngrams.config import (MAX_CHECKED_MARKDOWN, MAX_CHECKED_MARKDOWN_TOTAL, MAX_DEEP_JSON_BYTES,
+                               MAX_MARKDOWN_TAGS)
 from deepngrams.grading.cells import nbgrader_meta
 
 SCHEMA_VERSION = 3
@@ -150,6 +151,7 @@ _ADDRESS = re.compile(r"(?:\] *\(|\]:|=|url *\(|@import) *<? *[\"']? *([^\s\"'<>
 # browser or another renderer may drop them: that reading is checked too.
 _REMOVED_BY_SANITISER = re.compile(r"<[!?]|</(?![A-Za-z])")
 _TAG = re.compile(r"</?[a-z][^>]*(?:>|\Z)")
+_TAG_OPENING = re.compile(r"<[A-Za-z/!?]")
 
 
 def _readings(text: str) -> list[str]:
@@ -169,8 +171,11 @@ def _unsafe_to_render(text: str, attachments: frozenset = frozenset()) -> bool:
     one of its `attachments`, or run a script: judged on what nbconvert's sanitiser and renderer make
     of it (`_rendered_unsafe`), and on readings of the text that browsers or other renderers may make
     (entities decoded, invisible characters and tags dropped). A cell that holds what the sanitiser
-    removes (a comment), that is too long to render here, or that fails to render, is unsafe too."""
-    if len(text) > MAX_CHECKED_MARKDOWN or _REMOVED_BY_SANITISER.search(text):
+    removes (a comment), that is too long or holds too many tags to render here (the renderer and the
+    sanitiser slow down faster than the text grows with nested tags), or that fails to render, is
+    unsafe too."""
+    if (len(text) > MAX_CHECKED_MARKDOWN or _REMOVED_BY_SANITISER.search(text)
+            or len(_TAG_OPENING.findall(text)) > MAX_MARKDOWN_TAGS):
         return True
     try:
         readings = _readings(text)
@@ -259,8 +264,8 @@ def _page_unsafe(page: str, attachments: frozenset) -> bool:
     return bool(parser.found)
 
 
-_SHOWN_AS_TEXT = ("(This cell links to a script or a data address, shows an image from elsewhere or holds an HTML "
-                  "comment; it is shown as text.)")
+_SHOWN_AS_TEXT = ("(This cell links to a script or a data address, shows an image from elsewhere, holds an HTML "
+                  "comment or is too long to check; it is shown as text.)")
 _SHOWN_BLOCK = re.compile(re.escape(_SHOWN_AS_TEXT) + r"\n\n(`{3,})text\n(.*)\n\1", re.S)
 
 
@@ -277,17 +282,33 @@ def _shown_as_text(source: str) -> bool:
     return block is not None and block.group(2).count("`") < len(block.group(1))
 
 
-def harmless_markdown(cell: dict) -> bool:
-    """A markdown cell that could link to a script or load an image from elsewhere (`_unsafe_to_render`)
-    is shown as the text it is: in a code block that nothing in it can close (`_fence_length`), so
-    nothing in it renders as a link. Whether it changed the cell (one it already made harmless stays
-    as it is)."""
+class MarkdownBudget:
+    """What is left to check of one notebook's markdown: MAX_CHECKED_MARKDOWN_TOTAL characters, its cells
+    in order. Checking renders a cell in the grader's own process (the batch's client, the Formgrader's
+    server), so a notebook of many long cells would hold it for minutes; the cells beyond the budget
+    are shown as text unchecked, whatever they hold."""
+
+    def __init__(self) -> None:
+        self.left = MAX_CHECKED_MARKDOWN_TOTAL
+
+    def allows(self, text: str) -> bool:
+        """Whether `text` may be checked (it is counted either way: once spent, the budget stays spent)."""
+        self.left -= len(text)
+        return self.left >= 0
+
+
+def harmless_markdown(cell: dict, budget: MarkdownBudget | None = None) -> bool:
+    """A markdown cell that could link to a script or load an image from elsewhere (`_unsafe_to_render`),
+    or that the notebook's `budget` leaves unchecked, is shown as the text it is: in a code block that
+    nothing in it can close (`_fence_length`), so nothing in it renders as a link. Whether it changed
+    the cell (one it already made harmless stays as it is)."""
     source = cell.get("source", "")
     source = "".join(x for x in source if isinstance(x, str)) if isinstance(source, list) else source
     if not isinstance(source, str) or _shown_as_text(source):
         return False
     found = cell.get("attachments")
-    if not _unsafe_to_render(source, frozenset(found) if isinstance(found, dict) else frozenset()):
+    if (budget or MarkdownBudget()).allows(source) and not _unsafe_to_render(
+            source, frozenset(found) if isinstance(found, dict) else frozenset()):
         return False
     fence = "`" * _fence_length(source)
     cell["source"] = f"{_SHOWN_AS_TEXT}\n\n{fence}text\n{source}\n{fence}"
@@ -335,6 +356,7 @@ def harmless_notebook(data: dict) -> dict:
     only what grading discards broke it (in place, and returned)."""
     harmless_format(data)
     data["metadata"] = harmless_notebook_metadata(data.get("metadata"))
+    budget = MarkdownBudget()
     for cell in data.get("cells") if isinstance(data.get("cells"), list) else ():
         if isinstance(cell, dict):
             cell["metadata"] = harmless_cell_metadata(cell.get("metadata"))
@@ -343,7 +365,7 @@ def harmless_notebook(data: dict) -> dict:
             # A markdown cell with a grade_id is left to nbgrader's steps: it may be an answer saved as
             # markdown, which they turn back into code (OverwriteCellsKeepingOrder shows what stays markdown).
             if cell.get("cell_type") == "markdown" and not isinstance(nbgrader_meta(cell).get("grade_id"), str):
-                harmless_markdown(cell)
+                harmless_markdown(cell, budget)
     return data
 
 

@@ -21,7 +21,7 @@ from nbgrader.preprocessors import CheckCellMetadata, DeduplicateIds, NbGraderPr
 
 from deepngrams.config import GRADE_JOB_ENV
 from deepngrams.grading.cells import HIDDEN_TESTS, MARKER, NOT_RUN, SOURCE_NOTEBOOK, holds_hidden_tests, nbgrader_meta
-from deepngrams.grading.harmless import (SCHEMA_VERSION, harmless_attachments, harmless_cell_metadata,
+from deepngrams.grading.harmless import (SCHEMA_VERSION, MarkdownBudget, harmless_attachments, harmless_cell_metadata,
                                          harmless_markdown, harmless_notebook_metadata)
 
 
@@ -79,14 +79,15 @@ def normalise_metadata(nb, source: dict[str, dict]) -> list[str]:
 
 def markdown_shown_as_text(nb) -> list[str]:
     """Each markdown cell that could link to a script, load an image from elsewhere or hide either in an
-    HTML comment, shown as text (`harmless_markdown`): the Formgrader renders the autograded notebook on
-    the Jupyter server's origin. A cell whose nbgrader metadata (the source's, by then) is a code cell's
-    is left as it is: OverwriteCells turns an answer saved as markdown back into code, and runs it.
-    Returns what changed."""
-    return [f"cell {i}: links to a script or a data address, shows an image from elsewhere or holds an HTML "
-            f"comment: shown as text" for i, cell in enumerate(nb.cells)
+    HTML comment, or that is too long to check (`MarkdownBudget`), shown as text (`harmless_markdown`):
+    the Formgrader renders the autograded notebook on the Jupyter server's origin. A cell whose nbgrader
+    metadata (the source's, by then) is a code cell's is left as it is: OverwriteCells turns an answer
+    saved as markdown back into code, and runs it. Returns what changed."""
+    budget = MarkdownBudget()
+    return [f"cell {i}: links to a script or a data address, shows an image from elsewhere, holds an HTML "
+            f"comment or is too long to check: shown as text" for i, cell in enumerate(nb.cells)
             if cell.get("cell_type") == "markdown" and nbgrader_meta(cell).get("cell_type") != "code"
-            and harmless_markdown(cell)]
+            and harmless_markdown(cell, budget)]
 
 
 def only_handed_in_files(handed_in: Path, graded: Path) -> list[str]:
