@@ -629,11 +629,12 @@ display(Javascript("window.HOSTILE_XSS_6 = 1;"))
 
 def _html_in_notebook(ctx: Context):
     """Script in a markdown cell, a raw HTML cell and HTML/JS outputs of a code cell (solved)."""
-    nb = after_exercise(ctx.solved, "GRULM", HTML_OUTPUT)
+    nb = copy.deepcopy(ctx.solved)
     raw = nbformat.v4.new_raw_cell(HTML_RAW)
     raw.metadata["format"] = "text/html"
     raw.metadata["raw_mimetype"] = "text/html"
-    nb.cells[1:1] = [nbformat.v4.new_markdown_cell(HTML_MARKDOWN), raw]
+    # Before the first hidden test: the feedback shows no output of a student's cell after it.
+    nb.cells[1:1] = [nbformat.v4.new_markdown_cell(HTML_MARKDOWN), raw, nbformat.v4.new_code_cell(HTML_OUTPUT)]
     return nb
 
 

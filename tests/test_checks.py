@@ -719,6 +719,60 @@ def test_feedback_never_shows_hidden_inputs_or_expected_values(monkeypatch, prep
                                                         or value not in messages), (cell, value)
 
 
+def test_nothing_a_student_raised_in_a_hidden_case_but_a_known_type_reaches_the_feedback(monkeypatch, prepared):
+    """The student's code saw the hidden inputs and chose what it raised: the name of a type of its own,
+    the message and the line that raised could each carry them out. A hidden case's verdict names a
+    Python or TensorFlow exception type, nothing else; a visible case's says all of it."""
+    def leaky(*args, **kwargs):
+        hidden_text = repr(args)[:40]
+        raise type("Leak_" + hidden_text.encode().hex(), (Exception,), {})("SECRET-INPUT " + hidden_text)
+
+    def plain(*args, **kwargs):
+        raise ValueError("SECRET-INPUT " + repr(args)[:40])
+
+    names = [n for n, _ in CELLS.values()]
+    for fn, named in ((leaky, "raised an exception of a type of its own"), (plain, "raised ValueError")):
+        for cell, check in prepared.items():
+            name = [n for n in names if exercises.CELLS[cell][1].startswith(n)][0]
+            messages = " ".join(exercises.judge(check, observe(monkeypatch, check, {name: fn})))
+            assert messages, cell
+            if check["hidden"]:
+                assert named in messages and "SECRET-INPUT" not in messages, (cell, messages)
+                assert "Leak_" not in messages and "your code" not in messages, (cell, messages)
+            else:
+                assert "SECRET-INPUT" in messages, (cell, messages)
+    o = {"error": "InvalidArgumentError: SECRET-INPUT", "where": {"cell": 3, "line": 1234}}  # where, in the sandbox
+    assert common.raised(o, hidden=True) == "raised InvalidArgumentError"
+    assert "SECRET-INPUT" in common.raised(o, hidden=False) and "In [3], line 1234" in common.raised(o, hidden=False)
+
+
+def test_a_hidden_cases_verdict_quotes_no_type_or_shape_the_students_code_chose(monkeypatch, prepared):
+    """What the code returned is described in a verdict (its type, dtype, shape); in a hidden case the
+    code chose it having seen the inputs, so only the names of Python's, NumPy's, TensorFlow's and Keras'
+    own types are quoted. A visible case's verdict quotes all of it."""
+    def leaky(*args, **kwargs):
+        code = sum(map(ord, repr(args)[:40])) % 50 + 3  # a number the inputs give
+        return type(f"Leak_{code}", (), {"shape": (code, 7), "__array__": lambda self, *a, **k: np.zeros((code, 7))})()
+
+    def shaped(*args, **kwargs):
+        return np.zeros((sum(map(ord, repr(args)[:40])) % 50 + 3, 7), dtype=np.float16)
+
+    for cell, check in prepared.items():
+        name = [n for n, _ in CELLS.values() if exercises.CELLS[cell][1].startswith(n)][0]
+        if name in ("GRULM", "GenerativeModel"):
+            continue  # classes: what they return is probed through their methods (raised, above)
+        for fn in (leaky, shaped):
+            result = observe(monkeypatch, check, {name: fn})
+            observed = [o.get("shape") for o in result.get("observations", []) if isinstance(o, dict)]
+            messages = " ".join(exercises.judge(check, result))
+            assert messages, cell
+            if check["hidden"]:
+                assert "Leak_" not in messages, (cell, messages)
+                assert not any(str(s) in messages or str(tuple(s)) in messages for s in observed if s), (cell, messages)
+            elif name in ("line_to_tensor", "log_perplexity"):  # verdicts that describe what came back
+                assert "Leak_" in messages if fn is leaky else name == "line_to_tensor" or str(observed[0]) in messages
+
+
 def _leaf_values(data) -> list:
     """Strings and numbers (other than small integers) inside nested lists and dicts."""
     if isinstance(data, dict):

@@ -5,12 +5,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
 from deepngrams.course import release
 from deepngrams.grading import sandbox
-from deepngrams.grading import batch, engine, exercises
+from deepngrams.grading import batch, engine, exercises, nbgrader_steps
 from deepngrams.grading import gradebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
@@ -24,6 +25,12 @@ def course():
     course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-grade-", dir=release.ROOT / ".cache")))
     for student in ("alice_solved", "bob_untouched", "carol_partial"):
         shutil.copytree(release.SUBMITTED / student, course / "submitted" / student)
+    leaking = nbformat.read(str(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"), 4)
+    at = next(i for i, c in enumerate(leaking.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "line_to_tensor")
+    leaking.cells.insert(at + 1, nbformat.v4.new_code_cell(RECORD_INPUTS))
+    leaking.cells.append(nbformat.v4.new_code_cell('print("LEAK" + "ED:", _seen)'))
+    (course / "submitted" / "leo_prints_inputs" / release.ASSIGNMENT).mkdir(parents=True)
+    nbformat.write(leaking, str(course / "submitted" / "leo_prints_inputs" / release.ASSIGNMENT / "deep_ngrams.ipynb"))
     renamed = course / "submitted" / "dora_renamed" / release.ASSIGNMENT
     renamed.mkdir(parents=True)
     shutil.copy(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb",
@@ -50,6 +57,27 @@ def course():
 
 
 SENT: list = []  # (function, its arguments but futures, all pickled) of each task the batch handed to Dask
+RECORD_INPUTS = """
+_seen, _line_to_tensor = [], line_to_tensor
+
+def line_to_tensor(line, vocab):
+    _seen.append(repr(line)[:80])
+    return _line_to_tensor(line, vocab)
+"""
+
+
+def test_the_hidden_inputs_a_student_prints_stay_out_of_the_feedback(course):
+    """A correct notebook that records the inputs its line_to_tensor is called with, hidden ones
+    included, and prints them at its end: full marks, the instructor's graded notebook shows what it
+    printed, its feedback does not."""
+    path, first = course
+    assert points(first["leo_prints_inputs"]) == FULL and first["leo_prints_inputs"].reason == ""
+    graded = nbformat.read(str(path / "autograded" / "leo_prints_inputs" / release.ASSIGNMENT / "deep_ngrams.ipynb"), 4)
+    printed = "".join(o.get("text", "") for o in graded.cells[-1].outputs)
+    assert printed.startswith("LEAKED:") and printed.count("'") > 10, printed[:300]
+    html = (path / "feedback" / "leo_prints_inputs" / release.ASSIGNMENT / "deep_ngrams.html").read_text()
+    assert "LEAKED" not in html and nbgrader_steps.AFTER_HIDDEN_TESTS in html
+    assert "All tests passed (checked by the grader)" in html
 
 
 def points(outcome):

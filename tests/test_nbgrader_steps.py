@@ -100,6 +100,34 @@ def test_feedback_hides_the_hidden_part_of_test_cells_only():
     ]
 
 
+def test_feedback_shows_no_output_of_the_students_cells_after_the_first_hidden_test():
+    """The hidden test's inputs reached the student's code, which could print them in any later cell
+    (a solution cell or one of its own): those outputs are not in the feedback; the outputs before it,
+    and every test cell's verdict, are."""
+    from nbformat.v4 import new_output
+    from deepngrams.grading.nbgrader_steps import AFTER_HIDDEN_TESTS, HideHiddenTests
+
+    def ran(c, text):
+        c.outputs = [new_output("stream", name="stdout", text=text)]
+        return c
+
+    nb = notebook(
+        ran(cell("code", "ex1", "def f(x):\n    seen.append(x)", solution=True), "defined f"),
+        ran(new_code_cell("print('before')"), "before"),
+        ran(cell("code", "test_ex1", "check(f)", grade=True, locked=True, points=1), "verdict 1"),
+        ran(cell("code", "test_ex1_hidden", "### BEGIN HIDDEN TESTS\ncheck(f)\n### END HIDDEN TESTS", grade=True,
+                 locked=True, points=1), "verdict 2"),
+        ran(new_code_cell("print(seen)"), "['hidden input']"),
+        ran(cell("code", "ex2", "print(seen); def g(): pass", solution=True), "['hidden input']"),
+        new_code_cell("pass"),
+        ran(cell("code", "test_ex2", "check(g)", grade=True, locked=True, points=1), "verdict 3"),
+    )
+    texts = [[o.text for o in c.outputs] for c in run(HideHiddenTests(), nb).cells]
+    assert texts == [["defined f"], ["before"], ["verdict 1"], ["verdict 2"], [AFTER_HIDDEN_TESTS], [AFTER_HIDDEN_TESTS],
+                     [], ["verdict 3"]]
+    assert not any("hidden input" in t for c in texts for t in c)
+
+
 # ----------------------------------------------------------------------------------------
 # nbgrader's own steps, made cheaper per submission: the same results
 # ----------------------------------------------------------------------------------------

@@ -371,6 +371,15 @@ def test_memory_shared_after_a_fork_counts_once(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_later_cell_cannot_rewrite_what_an_earlier_cell_showed(tmp_path):
+    """An output stays as its cell showed it: update_display, or a display with the same id, from a later
+    cell (which may run after a hidden test's inputs reached the student's code) changes no earlier output."""
+    _, out = run_cells(tmp_path, "h = display('before', display_id=True)", "h.update('rewritten')",
+                       "_ = display('shown here', display_id=h.display_id)")
+    assert out[0] == "'before'" and out[1] == "" and out[2] == "'shown here'", out
+
+
+@pytest.mark.slow
 def test_a_dying_kernel_and_a_hung_sandbox_get_reasons(tmp_path):
     result, out = run_cells(tmp_path, "print('before')", "import os; os._exit(3)", "print('never')")
     assert result.events[0]["event"] == "kernel died" and result.events[0]["cell"] == 1

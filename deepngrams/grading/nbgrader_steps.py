@@ -439,14 +439,33 @@ def _name_students(course: Path, log) -> None:
         log.warning("could not name the students: %s", e)
 
 
+AFTER_HIDDEN_TESTS = ("(Not shown in the feedback: this cell ran after a hidden test, whose inputs your code could "
+                      "have printed. Run the notebook yourself to see its output.)")
+
+
 class HideHiddenTests(NbGraderPreprocessor):
-    """Feedback shows a test cell without its hidden part (nbgrader's feedback keeps it whole).
+    """Feedback shows a test cell without its hidden part (nbgrader's feedback keeps it whole), and
+    none of the outputs of the student's own cells that ran after the first hidden test: its inputs
+    reached the student's code, which could print them (the graded notebook keeps them all).
 
     Only the course's graded test cells are touched, leniently: a student's markdown that happens to
     mention the markers is left alone, and an unterminated region is hidden to the end of the cell.
     """
 
     begin, end = HIDDEN_TESTS
+
+    def preprocess(self, nb, resources):
+        import nbformat
+        after_hidden = False
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            graded_test = nbgrader_meta(cell).get("grade") and not nbgrader_meta(cell).get("solution")
+            if graded_test:
+                after_hidden = after_hidden or self.begin in cell.source
+            elif after_hidden and cell.get("outputs"):
+                cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=AFTER_HIDDEN_TESTS)]
+        return super().preprocess(nb, resources)
 
     def preprocess_cell(self, cell, resources, cell_index):
         if cell.cell_type != "code" or not nbgrader_meta(cell).get("grade") or nbgrader_meta(cell).get("solution"):

@@ -44,7 +44,7 @@ from deepngrams.atomic import atomic_path
 from deepngrams.config import CARD_PATH, CORPUS_PATH
 from deepngrams.grading.exercises import (compile_model, create_batch_dataset, generative_model, grulm, line_to_tensor,
                                           log_perplexity, sampling)
-from deepngrams.grading.exercises.common import course_files, raised
+from deepngrams.grading.exercises.common import KNOWN_TYPES, course_files, raised
 
 # In the notebook's order: a submission's cases are drawn in this order from its secret.
 EXERCISES = (line_to_tensor, create_batch_dataset, grulm, compile_model, log_perplexity, sampling, generative_model)
@@ -145,10 +145,38 @@ def judge(check: dict, result: dict | None) -> list[str]:
             or not all(isinstance(o, dict) for o in observations):
         return ["the observations of this cell are malformed"]
     try:
-        return _merge_repeats(JUDGE_OF[check["probe"]](check, observations))
+        fails = _merge_repeats(JUDGE_OF[check["probe"]](check, observations))
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
             RecursionError) as e:  # malformed observations (forged ones: numbers too large, nested too deep)
         return [f"the outputs could not be checked ({type(e).__name__})"]
+    if check.get("hidden", True):
+        quoted = {d for d in _descriptions(observations) if len(d) > 2 and d not in KNOWN_TYPES}
+        fails = [re.sub("|".join(map(re.escape, sorted(quoted, key=len, reverse=True))), "…", m) if quoted else m
+                 for m in fails]
+    return fails
+
+
+_DESCRIBING = ("kind", "loss_kind", "optimizer_kind", "dtype", "shape", "shapes")
+
+
+def _descriptions(data, depth: int = 0) -> set[str]:
+    """How observations describe what the code returned (type names, dtypes, shapes), as a verdict
+    would quote them. In a hidden case the code chose them having seen the hidden inputs: a verdict
+    quotes none but the names of Python's, NumPy's, TensorFlow's and Keras' own types."""
+    found: set[str] = set()
+    if depth > 8:
+        return found
+    if isinstance(data, dict):
+        for key, value in list(data.items())[:100]:
+            if key in _DESCRIBING and value is not None:
+                found |= {str(value), str(tuple(value))} if isinstance(value, list) else {str(value)}
+            if isinstance(value, (dict, list)):
+                found |= _descriptions(value, depth + 1)
+    elif isinstance(data, list):
+        for item in data[:100]:
+            if isinstance(item, (dict, list)):
+                found |= _descriptions(item, depth + 1)
+    return found
 
 
 def _merge_repeats(fails: list[str]) -> list[str]:

@@ -3,6 +3,7 @@ sampling tests, the course's public files the cases are drawn from, and how an e
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import json
 import math
@@ -157,14 +158,40 @@ def pitfall_hint(message: str, code_lines: list) -> str:
     return from_w1_unittest()["pitfall_hint"](message, [str(line) for line in code_lines])
 
 
+# Exceptions of Python's and TensorFlow's own types: the only ones a hidden case's verdict names.
+KNOWN_ERRORS = frozenset(name for name, value in vars(builtins).items()
+                         if isinstance(value, type) and issubclass(value, BaseException)) | {
+    "InvalidArgumentError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError", "UnauthenticatedError",
+    "ResourceExhaustedError", "FailedPreconditionError", "AbortedError", "OutOfRangeError", "UnimplementedError",
+    "InternalError", "UnavailableError", "DataLossError", "CancelledError", "UnknownError", "DeadlineExceededError",
+    "OperatorNotAllowedInGraphError"}
+
+
+# The types of what a verdict may name in a hidden case: Python's, NumPy's dtypes, and what TensorFlow
+# and Keras return to the probes (the student's own types are named by nothing).
+KNOWN_TYPES = KNOWN_ERRORS | frozenset(name for name, value in vars(builtins).items() if isinstance(value, type)) | {
+    "NoneType", "function", "method", "ndarray", "EagerTensor", "Tensor", "SymbolicTensor", "RaggedTensor", "Variable",
+    "ResourceVariable", "KerasVariable", "Embedding", "GRU", "GRUCell", "LSTM", "SimpleRNN", "RNN", "Dense", "Dropout",
+    "InputLayer", "Sequential", "Functional", "SparseCategoricalCrossentropy", "CategoricalCrossentropy",
+    "LossFunctionWrapper", "Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax", "Nadam", "Ftrl", "Lion",
+    "DatasetV2", "_PrefetchDataset", "_BatchDataset", "_MapDataset", "_ParallelMapDataset", "_ShuffleDataset",
+    "_TensorSliceDataset", "_FlatMapDataset", "_WindowDataset", "_TakeDataset", "_SkipDataset", "_RepeatDataset",
+    "_UnbatchDataset", "_FilterDataset", "_ZipDataset", "_RangeDataset", "_TensorDataset", "_GeneratorDataset",
+    "_OptionsDataset", "_ParallelBatchDataset", "_CacheDataset", "_PaddedBatchDataset"} | frozenset(
+    np.dtype(code).name for code in np.typecodes["All"] if code not in "MmV") | {"string", "variant", "resource"}
+
+
 def raised(o: dict, hidden: bool) -> str:
-    """What the student's code raised: its type and first meaningful line (only its type in a hidden
-    case, whose message could carry the hidden inputs), the student's line that raised, and the fix
-    when it is a known Keras 3 break."""
+    """What the student's code raised: its type and first meaningful line, the student's line that
+    raised, and the fix when it is a known Keras 3 break. In a hidden case, only its type, and only
+    one of KNOWN_ERRORS: the student's code saw the hidden inputs and chose everything else (its
+    own type's name, its message, the line that raised), which could carry them out."""
     error = str(o.get("error", ""))
     name, _, message = error.partition(":")
+    if hidden:
+        return f"raised {name.strip()}" if name.strip() in KNOWN_ERRORS else "raised an exception of a type of its own"
     message = first_line(str(o.get("message", message)))
-    text = f"raised {name.strip()}" if hidden or not message else f"raised {name.strip()}: {message}"
+    text = f"raised {name.strip()}: {message}" if message else f"raised {name.strip()}"
     where = o.get("where") if isinstance(o.get("where"), dict) else {}
     if isinstance(where.get("line"), int):
         cell = f"In [{where['cell']}], " if isinstance(where.get("cell"), int) else ""

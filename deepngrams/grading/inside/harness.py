@@ -242,6 +242,11 @@ def main() -> int:
                 asyncio.get_running_loop().call_later(grace, self._kill_if_still, running[0])
             return reply
 
+        def _update_display_id(self, display_id, msg) -> None:
+            """Nothing: an output stays as its cell showed it. Else a later cell could rewrite an earlier
+            one's output (update_display) once the hidden tests' inputs reached the student's code, and the
+            feedback shows the outputs of the cells before the first hidden test."""
+
         def _kill_if_still(self, cell_index: int) -> None:
             if running == [cell_index] and self.km is not None and self.km.provisioner is not None:
                 emit({"event": "time limit", "cell": cell_index, "ignored_interrupt": True,
