@@ -109,3 +109,71 @@ WRONG = {f.__name__: (f, TESTS) for f in (mask_token_empty, int32_ids, int32_row
                                           vocab_without_specials, global_vocab, joins_a_list, always_a_batch,
                                           numpy_ids, python_dict_without_tensors)}
 CORRECT = {f.__name__: f for f in (static_hash_table, lookup_with_set_vocabulary, python_dict)}
+
+
+# --- correct (more styles)
+def lookup_adds_its_own_unknown(line, vocab):
+    """StringLookup adds '[UNK]' itself (its default oov_token) in front of vocab[1:]: the same ids."""
+    chars = tf.strings.unicode_split(line, input_encoding="UTF-8")
+    return tf.keras.layers.StringLookup(vocabulary=vocab[1:], mask_token=None)(chars)
+
+
+def code_point_table(line, vocab):
+    """unicode_decode to code points, then a dense table from code point to id (tf.gather)."""
+    import numpy as np
+    singles = [(i, ord(c)) for i, c in enumerate(vocab) if i >= 2 and len(c) == 1]
+    table = np.zeros(max([cp for _, cp in singles], default=0) + 2, dtype=np.int64)
+    for i, cp in singles:
+        table[cp] = i
+    table = tf.constant(table)
+    points = tf.strings.unicode_decode(line, "UTF-8")
+    clipped = lambda cp: tf.gather(table, tf.minimum(tf.cast(cp, tf.int64), len(table) - 1))  # noqa: E731
+    if isinstance(points, tf.RaggedTensor):
+        return tf.ragged.map_flat_values(clipped, points)
+    return clipped(points)
+
+
+_LOOKUPS = {}
+
+
+def lookup_built_once_per_vocab(line, vocab):
+    """One StringLookup per vocabulary, made at the first call and kept (keyed by the vocab itself)."""
+    key = tuple(vocab)
+    if key not in _LOOKUPS:
+        _LOOKUPS[key] = tf.keras.layers.StringLookup(vocabulary=list(vocab), mask_token=None)
+    return _LOOKUPS[key](tf.strings.unicode_split(line, "UTF-8"))
+
+
+def ragged_stack_of_rows(line, vocab):
+    """One call per line for a list (or a tf.string tensor) of lines, stacked into a ragged tensor."""
+    def one(text):
+        chars = tf.strings.unicode_split(text, "UTF-8")
+        return tf.keras.layers.StringLookup(vocabulary=vocab, mask_token=None)(chars)
+    if isinstance(line, str) or (isinstance(line, tf.Tensor) and line.shape.rank == 0):
+        return one(line)
+    return tf.ragged.stack([one(text) for text in line])
+
+
+def lookup_with_an_index_table(line, vocab):
+    """tf.lookup.index_table_from_tensor's successor: StaticVocabularyTable would hash; a StaticHashTable
+    over the characters from id 2 on, unknown -> 0, int64 ids cast explicitly."""
+    keys = tf.constant(vocab[2:])
+    values = tf.range(2, len(vocab), dtype=tf.int64)
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=tf.constant(0, tf.int64))
+    chars = tf.strings.unicode_split(tf.convert_to_tensor(line), "UTF-8")
+    return tf.cast(tf.ragged.map_flat_values(table.lookup, chars) if isinstance(chars, tf.RaggedTensor)
+                   else table.lookup(chars), tf.int64)
+
+
+CORRECT.update({f.__name__: f for f in (lookup_adds_its_own_unknown, code_point_table, lookup_built_once_per_vocab,
+                                        ragged_stack_of_rows, lookup_with_an_index_table)})
+
+
+@tf.function
+def traced_reference(line, vocab):
+    """The reference under @tf.function (a new trace for every Python string, list or vocabulary)."""
+    chars = tf.strings.unicode_split(line, input_encoding="UTF-8")
+    return tf.keras.layers.StringLookup(vocabulary=vocab, mask_token=None)(chars)
+
+
+CORRECT["traced_reference"] = traced_reference

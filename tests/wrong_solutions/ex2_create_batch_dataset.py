@@ -153,3 +153,108 @@ def ids_in_a_dataset_map(lines, vocab, seq_length=100, batch_size=64):
 
 CORRECT = {f.__name__: f for f in (map_with_lambda, window_flat_map, numpy_reshape, ids_in_a_dataset_map,
                                     window_of_unknown_length, timeseries_dataset, from_a_generator)}
+
+
+# --- correct (more styles)
+def course_notebook_style(lines, vocab, seq_length=100, batch_size=64):
+    """As the course's students write it: experimental.AUTOTUNE, an explicit reshuffle_each_iteration."""
+    single_line_data = "\n".join(lines)
+    all_ids = line_to_tensor(single_line_data, vocab)
+    ids_dataset = tf.data.Dataset.from_tensor_slices(all_ids)
+    data_generator = ids_dataset.batch(seq_length + 1, drop_remainder=True)
+    dataset_xy = data_generator.map(split_input_target, num_parallel_calls=tf.data.experimental.AUTOTUNE)
+    return (dataset_xy.shuffle(BUFFER_SIZE, reshuffle_each_iteration=True)
+            .batch(batch_size, drop_remainder=True).prefetch(tf.data.experimental.AUTOTUNE))
+
+
+def shuffle_chunks_then_split(lines, vocab, seq_length=100, batch_size=64):
+    """Shuffles the chunks before splitting them (split_input_target after the shuffle)."""
+    ids = tf.data.Dataset.from_tensor_slices(line_to_tensor("\n".join(lines), vocab))
+    chunks = ids.batch(seq_length + 1, drop_remainder=True).shuffle(BUFFER_SIZE)
+    return chunks.map(split_input_target).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def split_whole_batches(lines, vocab, seq_length=100, batch_size=64):
+    """Shuffles chunks of seq_length + 1, batches them, then splits each batch along its time axis."""
+    ids = tf.data.Dataset.from_tensor_slices(line_to_tensor("\n".join(lines), vocab))
+    batches = ids.batch(seq_length + 1, drop_remainder=True).shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True)
+    return batches.map(lambda b: (b[:, :-1], b[:, 1:])).prefetch(tf.data.AUTOTUNE)
+
+
+def signal_frame(lines, vocab, seq_length=100, batch_size=64):
+    """tf.signal.frame cuts the chunks (no padding at the end: the remainder is dropped)."""
+    ids = line_to_tensor("\n".join(lines), vocab)
+    chunks = tf.signal.frame(ids, seq_length + 1, seq_length + 1)
+    ds = tf.data.Dataset.from_tensor_slices(chunks).map(split_input_target)
+    return ds.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def shuffled_indices(lines, vocab, seq_length=100, batch_size=64):
+    """Shuffles chunk numbers (Dataset.range) and gathers each chunk from a tf reshape of the ids."""
+    ids = line_to_tensor("\n".join(lines), vocab)
+    n = int(ids.shape[0]) // (seq_length + 1)
+    chunks = tf.reshape(ids[: n * (seq_length + 1)], (n, seq_length + 1))
+    ds = tf.data.Dataset.range(n).shuffle(BUFFER_SIZE).map(lambda k: split_input_target(tf.gather(chunks, k)))
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def cache_then_shuffle(lines, vocab, seq_length=100, batch_size=64):
+    """cache() before the shuffle (the TensorFlow tutorials' habit): every pass is shuffled anew."""
+    ids = tf.data.Dataset.from_tensor_slices(line_to_tensor("\n".join(lines), vocab))
+    ds = ids.batch(seq_length + 1, drop_remainder=True).map(split_input_target).cache()
+    return ds.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def whole_dataset_shuffle(lines, vocab, seq_length=100, batch_size=64):
+    """A shuffle buffer as large as the number of chunks (a full shuffle), padded_batch for the batches."""
+    ids = line_to_tensor("\n".join(lines), vocab)
+    chunks = tf.data.Dataset.from_tensor_slices(ids).batch(seq_length + 1, drop_remainder=True)
+    n = int(chunks.cardinality())
+    return (chunks.map(split_input_target).shuffle(max(n, 1))
+            .padded_batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+def numpy_chunks_from_a_python_list(lines, vocab, seq_length=100, batch_size=64):
+    """Python list of ids (a dict lookup), numpy chunks of int64, (x, y) slices."""
+    index = {c: i for i, c in enumerate(vocab)}
+    ids = np.array([index.get(c, 0) if c not in ("[UNK]", "") else 0 for c in "\n".join(lines)], dtype=np.int64)
+    size = seq_length + 1
+    chunks = ids[: len(ids) // size * size].reshape(-1, size)
+    ds = tf.data.Dataset.from_tensor_slices((chunks[:, :-1], chunks[:, 1:]))
+    return ds.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+CORRECT.update({f.__name__: f for f in (course_notebook_style, shuffle_chunks_then_split, split_whole_batches,
+                                        signal_frame, shuffled_indices, cache_then_shuffle, whole_dataset_shuffle,
+                                        numpy_chunks_from_a_python_list)})
+
+
+def filter_short_chunks(lines, vocab, seq_length=100, batch_size=64):
+    """Keeps the short last chunk in batch(), then filters it out (element_spec (batch_size, None))."""
+    ids = tf.data.Dataset.from_tensor_slices(line_to_tensor("\n".join(lines), vocab))
+    chunks = ids.batch(seq_length + 1).filter(lambda c: tf.shape(c)[0] == seq_length + 1)
+    return chunks.map(split_input_target).shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True)
+
+
+def joined_with_reduce_join(lines, vocab, seq_length=100, batch_size=64):
+    """Joins the lines with tf.strings.reduce_join(separator='\\n') and converts the 0-d string tensor."""
+    text = tf.strings.reduce_join(tf.constant(lines), separator="\n")
+    ids = tf.data.Dataset.from_tensor_slices(line_to_tensor(text, vocab))
+    ds = ids.batch(seq_length + 1, drop_remainder=True).map(split_input_target)
+    return ds.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def permutation_at_every_pass(lines, vocab, seq_length=100, batch_size=64):
+    """A Python generator that draws a new numpy permutation of the chunks at every pass."""
+    ids = line_to_tensor("\n".join(lines), vocab).numpy()
+    size = seq_length + 1
+    chunks = ids[: len(ids) // size * size].reshape(-1, size)
+
+    def shuffled():
+        for k in np.random.permutation(len(chunks)):
+            yield chunks[k, :-1], chunks[k, 1:]
+    spec = (tf.TensorSpec([seq_length], tf.int64), tf.TensorSpec([seq_length], tf.int64))
+    return tf.data.Dataset.from_generator(shuffled, output_signature=spec).batch(batch_size, drop_remainder=True)
+
+
+CORRECT.update({f.__name__: f for f in (filter_short_chunks, joined_with_reduce_join, permutation_at_every_pass)})

@@ -144,3 +144,187 @@ CORRECT = {
     "log_softmax_in_call": _make(activation=None, post=tf.nn.log_softmax),
     "layers_made_in_build": LayersMadeInBuild,
 }
+
+
+# --- correct (more styles)
+class CourseStudentStyle(tf.keras.Model):
+    """As the course's students write it: activation by position, super(GRULM, self), tutorial initializer."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super(CourseStudentStyle, self).__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True,
+                                       recurrent_initializer="glorot_uniform")
+        self.dense = tf.keras.layers.Dense(vocab_size, tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = inputs
+        x = self.embedding(x, training=training)
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        if return_state:
+            return x, states
+        else:
+            return x
+
+
+class StateInAList(tf.keras.Model):
+    """Gives the GRU its initial state as a list of one tensor (Keras' form for an RNN's states);
+    training=None by default; returns a list [log_probs, state]."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.keras.activations.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=None):
+        x = self.embedding(inputs)
+        outputs = self.gru(x, initial_state=None if states is None else [states], training=training)
+        x = self.dense(outputs[0])
+        return [x, outputs[1]] if return_state else x
+
+
+class LogsumexpInCall(tf.keras.Model):
+    """Dense without activation; the log-softmax written out as x - logsumexp(x) in call."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x, h = self.gru(self.embedding(inputs), initial_state=states, training=training)
+        logits = self.dense(x)
+        x = logits - tf.reduce_logsumexp(logits, axis=-1, keepdims=True)
+        return (x, h) if return_state else x
+
+
+class ActivationLayer(tf.keras.Model):
+    """A separate Activation layer applies the log-softmax after the dense layer."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size)
+        self.log_softmax = tf.keras.layers.Activation("log_softmax")
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(tf.cast(inputs, tf.int32))
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.log_softmax(self.dense(x))
+        if return_state:
+            return x, states
+        return x
+
+
+class GruDropoutOffAtInference(tf.keras.Model):
+    """Explicit defaults spelled out (reset_after=True, use_bias=True); mask_zero=False said out loud."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(input_dim=vocab_size, output_dim=embedding_dim, mask_zero=False)
+        self.gru = tf.keras.layers.GRU(units=rnn_units, activation="tanh", recurrent_activation="sigmoid",
+                                       use_bias=True, reset_after=True, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(units=vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
+        if states is None:
+            x, states = self.gru(x, training=training)
+        else:
+            x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        return (x, states) if return_state else x
+
+
+class BuiltInInit(tf.keras.Model):
+    """Builds its layers in __init__ (explicit build calls with unknown batch and time)."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+        self.embedding.build((None, None))
+        self.gru.build((None, None, embedding_dim))
+        self.dense.build((None, None, rnn_units))
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        return (x, states) if return_state else x
+
+
+CORRECT.update({"course_student_style": CourseStudentStyle, "state_in_a_list": StateInAList,
+                "logsumexp_in_call": LogsumexpInCall, "activation_layer": ActivationLayer,
+                "explicit_defaults_and_branch_on_states": GruDropoutOffAtInference, "built_in_init": BuiltInInit})
+
+
+class BuiltInInitTracedCall(BuiltInInit):
+    """Layers built in __init__ (their variables exist before any trace), call under @tf.function."""
+
+    @tf.function
+    def call(self, inputs, states=None, return_state=False, training=False):
+        return super().call(inputs, states=states, return_state=return_state, training=training)
+
+
+class OneStepAtATime(tf.keras.Model):
+    """Runs the GRU one time step at a time in a Python loop, carrying the state, and stacks the outputs."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs)
+        outputs = []
+        for t in range(x.shape[1]):
+            out, states = self.gru(x[:, t:t + 1, :], initial_state=states, training=training)
+            outputs.append(out)
+        x = self.dense(tf.concat(outputs, axis=1))
+        return (x, states) if return_state else x
+
+
+CORRECT.update({"built_in_init_traced_call": BuiltInInitTracedCall, "one_step_at_a_time": OneStepAtATime})
+
+
+class ExplicitZeroState(tf.keras.Model):
+    """Starts from tf.zeros((batch, units)) when no state is given (what None means)."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs)
+        if states is None:
+            states = tf.zeros((tf.shape(x)[0], self.gru.units), dtype=x.dtype)
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x)
+        return (x, states) if return_state else x
+
+
+class SoftmaxThenLog(tf.keras.Model):
+    """Dense with a softmax, then tf.math.log in call: the same log probabilities."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation="softmax")
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x, states = self.gru(self.embedding(inputs), initial_state=states, training=training)
+        x = tf.math.log(self.dense(x))
+        return (x, states) if return_state else x
+
+
+CORRECT.update({"explicit_zero_state": ExplicitZeroState, "softmax_then_log": SoftmaxThenLog})

@@ -127,3 +127,71 @@ CORRECT = {f.__name__: f for f in (positional_arguments, keras_namespace_with_me
                                    compiled_with_xla_and_the_rate_set_after, run_eagerly, the_loss_in_a_list_of_one,
                                    adam_with_pytorchs_epsilon, the_loss_as_kerass_function, the_loss_written_out,
                                    the_outputs_read_as_log_probabilities)}
+
+
+# --- correct (more styles)
+def tf_losses_alias(model):
+    """As the course's students write it: tf.losses.SparseCategoricalCrossentropy (an alias)."""
+    loss = tf.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = tf.keras.optimizers.Adam(learning_rate=0.00125)
+    model.compile(optimizer=opt, loss=loss)
+    return model
+
+
+def tf_nn_sparse_softmax_cross_entropy(model):
+    """WRONG: tf.nn's sparse softmax cross-entropy as the loss: Keras 3 hands the loss y_true cast to the
+    predictions' float dtype, which tf.nn refuses (labels must be int32 or int64): training raises."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                  loss=tf.nn.sparse_softmax_cross_entropy_with_logits)
+    return model
+
+
+def adam_defaults_spelled_out(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125, beta_1=0.9, beta_2=0.999, epsilon=1e-07,
+                                                     amsgrad=False),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=None,
+                                                                     reduction="sum_over_batch_size"))
+    return model
+
+
+def string_adam_then_rate_assigned(model):
+    """optimizer='adam', then the learning rate variable assigned after compile."""
+    model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+    model.optimizer.learning_rate.assign(0.00125)
+    return model
+
+
+def loss_and_optimizer_from_config(model):
+    """Both from Keras' serialised configs (keras.losses.get / keras.optimizers.get)."""
+    loss = keras.losses.get({"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": True}})
+    opt = keras.optimizers.get({"class_name": "Adam", "config": {"learning_rate": 0.00125}})
+    model.compile(optimizer=opt, loss=loss)
+    return model
+
+
+def keras_ops_loss(model):
+    """The loss written with keras.ops: -mean(log_softmax(logits)[target])."""
+    def loss(y_true, y_pred):
+        logp = keras.ops.log_softmax(y_pred, axis=-1)
+        y = keras.ops.cast(y_true, "int32")
+        return -keras.ops.sum(logp * keras.ops.one_hot(y, keras.ops.shape(y_pred)[-1]), axis=-1)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125), loss=loss)
+    return model
+
+
+def compile_then_return_self_from_method(model):
+    """Keyword arguments in a dict, steps_per_execution and weighted_metrics given."""
+    settings = dict(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                    loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    weighted_metrics=[], steps_per_execution=1)
+    model.compile(**settings)
+    return model
+
+
+CORRECT.update({f.__name__: f for f in (tf_losses_alias, adam_defaults_spelled_out,
+                                        string_adam_then_rate_assigned, loss_and_optimizer_from_config, keras_ops_loss,
+                                        compile_then_return_self_from_method)})
+
+
+WRONG["tf_nn_sparse_softmax_cross_entropy"] = (tf_nn_sparse_softmax_cross_entropy, TESTS)

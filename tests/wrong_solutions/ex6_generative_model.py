@@ -213,3 +213,160 @@ WRONG = {cls.__name__: (cls, TESTS) for cls in (IgnoresStates, OneStepIgnoresSta
                                                 AlwaysGreedy, IgnoresTemperature, MultipliesTemperature,
                                                 PositionalFlag, SamplesLettersWithoutTheModel)}
 CORRECT = {cls.__name__: cls for cls in (PythonStrings, GraphModeStep, CallsTheModelsCall)}
+
+
+# --- correct (more styles)
+class SamplesAmongRealCharacters(Reference):
+    """Drops the '[UNK]' and padding columns (log_probs[:, -1, 2:]) and adds 2 to the sampled ids."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(log_probs[:, -1, 2:], self.temperature) + 2
+        return text_from_ids(tf.expand_dims(ids, -1), self.vocab), states
+
+
+class ArgmaxAtZeroWhereMask(Reference):
+    """tf.argmax itself at temperature 0; the mask applied with tf.where before taking the last position."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True, training=False)
+        forbidden = tf.math.is_inf(self.prediction_mask)
+        log_probs = tf.where(forbidden, tf.constant(-np.inf, log_probs.dtype), log_probs)[:, -1, :]
+        if self.temperature == 0:
+            ids = tf.argmax(log_probs, axis=-1)
+        else:
+            ids = temperature_random_sampling(log_probs, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class CategoricalInsideTheStep(Reference):
+    """Samples with tf.random.categorical(log_probs / T) inside generate_one_step (argmax at T = 0);
+    passes the states by position (a tensor or None, which Keras allows)."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(input_ids, states, return_state=True)
+        last = log_probs[:, -1, :] + self.prediction_mask
+        if self.temperature > 0:
+            ids = tf.random.categorical(last / self.temperature, 1)[:, 0]
+        else:
+            ids = tf.argmax(last, axis=-1)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class ReturnsAColumn(Reference):
+    """Returns the characters as a column, shape (batch, 1) (w1_unittest accepts (1, 1)), and takes a
+    column or a vector back."""
+    def generate_one_step(self, inputs, states=None):
+        inputs = tf.reshape(inputs, [-1])
+        chars, states = super().generate_one_step(inputs, states=states)
+        return tf.reshape(chars, [-1, 1]), states
+
+    def generate_n_chars(self, num_chars, prefix):
+        states, next_char, result = None, tf.constant([prefix]), [tf.constant([prefix])]
+        for _ in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            result.append(tf.reshape(next_char, [-1]))
+        return tf.strings.join(result)[0].numpy().decode("utf-8")
+
+
+class NumpyIdsPythonText(Reference):
+    """numpy after the model: argmax or Gumbel noise with numpy, characters from a numpy array of the
+    vocabulary turned into a tf.string tensor; generate_n_chars keeps a Python list of characters."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        last = log_probs[:, -1, :].numpy() + self.prediction_mask.numpy()
+        ids = temperature_random_sampling(tf.constant(last), self.temperature).numpy()
+        chars = tf.constant(np.array(self.vocab, dtype=object)[ids].astype(str).tolist())
+        return chars, states
+
+    def generate_n_chars(self, num_chars, prefix):
+        states, step, chars = None, tf.constant([prefix]), []
+        for _ in range(num_chars):
+            step, states = self.generate_one_step(step, states)
+            chars.append(step.numpy()[0].decode("utf-8"))
+        return prefix + "".join(chars)
+
+
+class MaskOverTheWholeSequence(Reference):
+    """Adds the mask to every position (it broadcasts over time), then keeps the last; returns a 0-d string
+    tensor from generate_n_chars."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        last = (log_probs + self.prediction_mask)[:, -1]
+        ids = temperature_random_sampling(last, self.temperature)
+        return text_from_ids(tf.reshape(ids, [-1, 1]), self.vocab), states
+
+    def generate_n_chars(self, num_chars, prefix):
+        states = None
+        next_char = tf.constant([prefix])
+        result = [next_char]
+        for _ in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            result.append(next_char)
+        return tf.strings.reduce_join(tf.concat(result, axis=0))
+
+
+class PrefixOneCharacterAtATime(Reference):
+    """Reads the prefix one character at a time (the model's state carried), then generates."""
+    def generate_n_chars(self, num_chars, prefix):
+        states = None
+        for ch in prefix[:-1]:
+            _, states = self.model(inputs=line_to_tensor([ch], self.vocab).to_tensor(), states=states,
+                                   return_state=True)
+        text, next_char = prefix, tf.constant([prefix[-1]])
+        for _ in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            text += next_char.numpy()[0].decode("utf-8")
+        return text
+
+
+CORRECT.update({cls.__name__: cls for cls in (SamplesAmongRealCharacters, ArgmaxAtZeroWhereMask,
+                                              CategoricalInsideTheStep, ReturnsAColumn, NumpyIdsPythonText,
+                                              MaskOverTheWholeSequence, PrefixOneCharacterAtATime)})
+
+
+class TutorialOneStep(Reference):
+    """The TensorFlow text-generation tutorial's OneStep, adapted: @tf.function, StringLookup layers for
+    both directions (chars_from_ids on a vector of ids, no reduce_join), the logits divided by the
+    temperature, then the mask, tf.random.categorical and a squeeze; argmax at temperature 0."""
+    @tf.function
+    def generate_one_step(self, inputs, states=None):
+        ids_from_chars = tf.keras.layers.StringLookup(vocabulary=list(self.vocab), mask_token=None)
+        chars_from_ids = tf.keras.layers.StringLookup(vocabulary=list(self.vocab), mask_token=None, invert=True)
+        input_chars = tf.strings.unicode_split(inputs, "UTF-8")
+        input_ids = ids_from_chars(input_chars).to_tensor()
+        predicted_logits, states = self.model(inputs=input_ids, states=states, return_state=True)
+        predicted_logits = predicted_logits[:, -1, :]
+        if self.temperature == 0:
+            predicted_ids = tf.argmax(predicted_logits + self.prediction_mask, axis=-1)
+        else:
+            predicted_logits = predicted_logits / self.temperature
+            predicted_logits = predicted_logits + self.prediction_mask
+            predicted_ids = tf.random.categorical(predicted_logits, num_samples=1)
+            predicted_ids = tf.squeeze(predicted_ids, axis=-1)
+        predicted_chars = chars_from_ids(predicted_ids)
+        return predicted_chars, states
+
+
+class StatesAsAListToTheModel(Reference):
+    """Hands the model its states as a list of one tensor (Keras' form of an RNN's states); keeps
+    every state in a list in generate_n_chars."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        log_probs, new_states = self.model(inputs=input_ids, states=None if states is None else [states],
+                                           return_state=True)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), new_states
+
+    def generate_n_chars(self, num_chars, prefix):
+        history, next_char, result = [None], tf.constant([prefix]), [tf.constant([prefix])]
+        for _ in range(num_chars):
+            next_char, state = self.generate_one_step(next_char, states=history[-1])
+            history.append(state)
+            result.append(next_char)
+        return tf.strings.join(result)[0].numpy().decode("utf-8")
+
+
+CORRECT.update({cls.__name__: cls for cls in (TutorialOneStep, StatesAsAListToTheModel)})

@@ -132,3 +132,93 @@ WRONG = {f.__name__: (f, TESTS) for f in (multiplies_log_probs, divides_noise, a
                                           greedy_unless_identical_rows)}
 CORRECT = {f.__name__: f for f in (unclipped_uniform, categorical, numpy_gumbel, keras_seed_generator, op_level_seed,
                                    traced_gumbel)}
+
+
+# --- correct (more styles)
+def course_student_static_shape(log_probs, temperature=1.0):
+    """As the course's students write it: shape=log_probs.shape, a default temperature."""
+    u = tf.random.uniform(minval=1e-6, maxval=1.0 - 1e-6, shape=log_probs.shape)
+    g = -tf.math.log(-tf.math.log(u))
+    return tf.math.argmax(log_probs + g * temperature, axis=-1)
+
+
+def divides_log_probs_by_temperature(log_probs, temperature):
+    """argmax(log_probs / T + g): the same argmax as argmax(log_probs + T g) for T > 0."""
+    if temperature == 0:
+        return tf.math.argmax(log_probs, axis=-1)
+    u = tf.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6)
+    return tf.math.argmax(log_probs / temperature - tf.math.log(-tf.math.log(u)), axis=-1)
+
+
+def numpy_global_gumbel(log_probs, temperature):
+    """numpy's global generator and its own Gumbel draws."""
+    log_probs = np.asarray(log_probs)
+    return np.argmax(log_probs + temperature * np.random.gumbel(size=log_probs.shape), axis=-1)
+
+
+def inverse_cdf(log_probs, temperature):
+    """softmax(log_probs / T), its cumulative sum, and searchsorted of one uniform number per row."""
+    if temperature == 0:
+        return tf.math.argmax(log_probs, axis=-1)
+    p = tf.nn.softmax(tf.cast(log_probs, tf.float64) / temperature, axis=-1)
+    cdf = tf.math.cumsum(p, axis=-1)
+    u = tf.random.uniform(tf.shape(cdf)[:-1], dtype=tf.float64)[:, None] * cdf[:, -1:]
+    ids = tf.searchsorted(cdf, u, side="right")[:, 0]
+    return tf.cast(tf.minimum(ids, tf.shape(cdf, out_type=tf.int32)[-1] - 1), tf.int64)
+
+
+def stateless_with_fresh_seeds(log_probs, temperature):
+    """stateless_categorical, with a new seed drawn at every call from the global generator."""
+    if temperature == 0:
+        return tf.math.argmax(log_probs, axis=-1)
+    seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    return tf.random.stateless_categorical(log_probs / temperature, 1, seed=seed)[:, 0]
+
+
+_GENERATOR = tf.random.Generator.from_non_deterministic_state()
+
+
+def generator_exponential_race(log_probs, temperature):
+    """The exponential race: argmax(log p / T - log E), E ~ Exp(1), from a tf.random.Generator kept across calls."""
+    if temperature <= 0.0:
+        return tf.math.argmax(log_probs, axis=-1)
+    e = -tf.math.log(_GENERATOR.uniform(tf.shape(log_probs), minval=1e-12, maxval=1.0))
+    return tf.math.argmax(log_probs / temperature - tf.math.log(e), axis=-1)
+
+
+def int32_ids_float64_noise(log_probs, temperature):
+    """float64 noise; int32 ids (argmax output_type)."""
+    u = tf.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6, dtype=tf.float64)
+    noisy = tf.cast(log_probs, tf.float64) + temperature * -tf.math.log(-tf.math.log(u))
+    return tf.math.argmax(noisy, axis=-1, output_type=tf.int32)
+
+
+def keras_random_categorical(log_probs, temperature):
+    """keras.random.categorical with no seed (Keras' global seed generator moves on at every call)."""
+    if temperature == 0:
+        return keras.ops.argmax(log_probs, axis=-1)
+    return keras.random.categorical(log_probs / temperature, 1)[:, 0]
+
+
+CORRECT.update({f.__name__: f for f in (course_student_static_shape, divides_log_probs_by_temperature,
+                                        numpy_global_gumbel, inverse_cdf, stateless_with_fresh_seeds,
+                                        generator_exponential_race, int32_ids_float64_noise, keras_random_categorical)})
+
+
+def clamped_temperature(log_probs, temperature):
+    """No branch for 0: the temperature is clamped to 1e-9 and the log probabilities divided by it."""
+    t = max(float(temperature), 1e-9)
+    u = tf.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6)
+    return tf.math.argmax(log_probs / t - tf.math.log(-tf.math.log(u)), axis=-1)
+
+
+CORRECT["clamped_temperature"] = clamped_temperature
+
+
+def keras_uniform_no_seed(log_probs, temperature):
+    """keras.random.uniform with no seed (Keras' global seed generator) and keras.ops.argmax (int32)."""
+    u = keras.random.uniform(keras.ops.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6)
+    return keras.ops.argmax(log_probs - temperature * keras.ops.log(-keras.ops.log(u)), axis=-1)
+
+
+CORRECT["keras_uniform_no_seed"] = keras_uniform_no_seed
