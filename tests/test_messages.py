@@ -218,10 +218,12 @@ def test_a_failure_shared_by_several_cases_is_said_once_with_their_number():
 
 
 def test_hidden_cases_name_the_exception_type_only():
+    """The student's code chose the message and the line that raised having seen the hidden inputs:
+    a hidden case names the type only (tests/test_checks.py: and only Python's or TensorFlow's)."""
     o = {"error": "ValueError", "message": "the hidden line was 'xyz'",
          "where": {"cell": 3, "line": 2}, "code": ["raise ValueError(line)"]}
-    assert common.raised(o, hidden=True) == "raised ValueError (your code: In [3], line 2)"
-    assert "xyz" in common.raised(o, hidden=False)
+    assert common.raised(o, hidden=True) == "raised ValueError"
+    assert "xyz" in common.raised(o, hidden=False) and "(your code: In [3], line 2)" in common.raised(o, hidden=False)
 
 
 def test_the_grader_reads_the_same_table_as_the_students_tests():
