@@ -149,7 +149,7 @@ def judge(check: dict, result: dict | None) -> list[str]:
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
             RecursionError) as e:  # malformed observations (forged ones: numbers too large, nested too deep)
         return [f"the outputs could not be checked ({type(e).__name__})"]
-    if check.get("hidden", True):
+    if fails and check.get("hidden", True):
         quoted = {d for d in _descriptions(observations) if len(d) > 2 and d not in KNOWN_TYPES}
         fails = [re.sub("|".join(map(re.escape, sorted(quoted, key=len, reverse=True))), "…", m) if quoted else m
                  for m in fails]

@@ -158,9 +158,9 @@ def pitfall_hint(message: str, code_lines: list) -> str:
     return from_w1_unittest()["pitfall_hint"](message, [str(line) for line in code_lines])
 
 
+_BUILTIN_TYPES = {name: value for name, value in vars(builtins).items() if isinstance(value, type)}
 # Exceptions of Python's and TensorFlow's own types: the only ones a hidden case's verdict names.
-KNOWN_ERRORS = frozenset(name for name, value in vars(builtins).items()
-                         if isinstance(value, type) and issubclass(value, BaseException)) | {
+KNOWN_ERRORS = frozenset(name for name, value in _BUILTIN_TYPES.items() if issubclass(value, BaseException)) | {
     "InvalidArgumentError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError", "UnauthenticatedError",
     "ResourceExhaustedError", "FailedPreconditionError", "AbortedError", "OutOfRangeError", "UnimplementedError",
     "InternalError", "UnavailableError", "DataLossError", "CancelledError", "UnknownError", "DeadlineExceededError",
@@ -169,7 +169,7 @@ KNOWN_ERRORS = frozenset(name for name, value in vars(builtins).items()
 
 # The types of what a verdict may name in a hidden case: Python's, NumPy's dtypes, and what TensorFlow
 # and Keras return to the probes (the student's own types are named by nothing).
-KNOWN_TYPES = KNOWN_ERRORS | frozenset(name for name, value in vars(builtins).items() if isinstance(value, type)) | {
+KNOWN_TYPES = KNOWN_ERRORS | frozenset(_BUILTIN_TYPES) | {
     "NoneType", "function", "method", "ndarray", "EagerTensor", "Tensor", "SymbolicTensor", "RaggedTensor", "Variable",
     "ResourceVariable", "KerasVariable", "Embedding", "GRU", "GRUCell", "LSTM", "SimpleRNN", "RNN", "Dense", "Dropout",
     "InputLayer", "Sequential", "Functional", "SparseCategoricalCrossentropy", "CategoricalCrossentropy",
