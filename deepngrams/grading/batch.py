@@ -34,7 +34,7 @@ from deepngrams.grading.cells import is_test_cell, nbgrader_meta
 from deepngrams.grading.exercises import grading_key, student_key
 from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, save_outcome, saved_outcome
 from deepngrams.grading.report import Outcome, format_report, write_report
-from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
+from deepngrams.grading.sandbox import Limits, cpu_sharing_problem, mode as sandbox_mode
 from deepngrams.grading import engine
 from deepngrams.grading.submission import handed_in_files, unusable_name
 from deepngrams.grading.untrusted import printable
@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
     course = args.course.resolve()
     if not (course / "source" / ASSIGNMENT).is_dir():
         p.error(f"{course} is not the course directory: it has no source/{ASSIGNMENT}/")
+    if args.workers > 1 and not args.scheduler and (note := cpu_sharing_problem()):
+        print(f"note: {note}", file=sys.stderr)  # the local workers' sandboxes run in this process's cgroup
     start = time.monotonic()
     try:
         outcomes = grade(course, workers=args.workers, force=args.force, students=args.student, limits=limits,

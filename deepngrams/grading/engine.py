@@ -271,8 +271,10 @@ def worker_report() -> dict:
     import socket
     from deepngrams.grading import sandbox
     problems = worker_problems()
+    notes = [note] if (note := sandbox.cpu_sharing_problem()) else []
     return {"host": socket.gethostname(), "python": platform.python_version(), "bundle": str(ROOT),
-            "code": code_version(), "sandbox": "" if problems else sandbox.mode(), "problems": problems}
+            "code": code_version(), "sandbox": "" if problems else sandbox.mode(), "problems": problems,
+            "notes": notes}
 
 
 def worker_check_main(argv: list[str] | None = None) -> int:
@@ -307,4 +309,6 @@ def worker_check_main(argv: list[str] | None = None) -> int:
               + (f", sandbox {r['sandbox']}" if not problems else ""))
         for problem in problems:
             print(f"  - {problem}")
+        for note in r.get("notes", []):  # it can grade, but should know this
+            print(f"  note: {note}")
     return 1 if bad else 0

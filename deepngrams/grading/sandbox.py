@@ -152,6 +152,61 @@ def available() -> str | None:
     return None
 
 
+def _cpu_cgroup(proc: Path) -> str | None:
+    """The CPU cgroup this process is scheduled in, as a path from the hierarchy's root (the mount's
+    root joined in: inside a container, the container's cgroup), or None for the root cgroup.
+
+    cgroup v1 names the cpu controller in /proc/self/cgroup. Under cgroup v2 a process is scheduled
+    in the nearest folder, from its own up to the mount, that has the cpu controller (cpu.weight:
+    the root cgroup has none)."""
+    try:
+        memberships = [line.split(":", 2) for line in (proc / "self" / "cgroup").read_text().splitlines()]
+        mounts = (proc / "self" / "mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for mount in mounts:
+        fields, _, tail = mount.partition(" - ")
+        fields, tail = fields.split(), tail.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        root, top = fields[3], Path(fields[4].replace("\\040", " "))
+        for hierarchy, controllers, path in (m for m in memberships if len(m) == 3):
+            if tail[0] == "cgroup" and "cpu" in controllers.split(",") and "cpu" in tail[2].split(","):
+                full = os.path.normpath(os.path.join(root, path.lstrip("/")))
+                return None if full == "/" else full
+            if tail[0] == "cgroup2" and hierarchy == "0":
+                for folder in [top / path.lstrip("/"), *(top / path.lstrip("/")).parents]:
+                    if folder != top and top not in folder.parents:
+                        break
+                    if (folder / "cpu.weight").exists():
+                        return os.path.normpath(os.path.join(root, str(folder.relative_to(top))))
+    return None
+
+
+def cpu_sharing_problem(proc: Path = Path("/proc")) -> str | None:
+    """Why sandboxes running side by side here might not share the CPU as equals, or None.
+
+    Each sandbox is one session, and Linux schedules a session as one group (autogroup), so a
+    notebook that starts many busy processes takes no more CPU than one sandbox's share. Linux
+    applies autogroups only in the root CPU cgroup: in a container, a Kubernetes pod or a systemd
+    unit that limits CPU, every process of the cgroup competes alone, and one such notebook slows
+    the sandboxes beside it (their cells may then run into the time limit)."""
+    try:
+        enabled = (proc / "sys" / "kernel" / "sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        enabled = False
+    cgroup = _cpu_cgroup(proc)
+    if enabled and cgroup is None:
+        return None
+    where = "its container's CPU cgroup" if cgroup == "/" else f"the CPU cgroup {cgroup}"  # "/": a cgroup namespace's
+    why = (f"this process is in {where}, where Linux does not group each session"
+           if enabled else "this kernel does not group each session for the scheduler (autogroup is off or absent)")
+    return (f"sandboxes side by side may not share the CPU as equals: {why}, so a notebook that starts many busy "
+            "processes can slow the sandboxes beside it into their time limits. Grade one submission at a time "
+            "in this cgroup (--workers 1; dask worker --nthreads 1), one worker per container or pod, or run "
+            "the worker in the root CPU cgroup with autogroup on (sysctl kernel.sched_autogroup_enabled=1).")
+
+
 def _dirs_for(path: str, made: set[str]) -> list[str]:
     """bwrap arguments creating the parents of `path` world-readable (bwrap makes them 0700)."""
     args = []
