@@ -415,27 +415,55 @@ def _called_like_a_keras_model(call):
     return checked
 
 
+class _Sizes:
+    """A layer of the course's GRULM as your code may read it: its sizes (the tests' models compute
+    with plain TensorFlow, not with Keras layers)."""
+
+    def __init__(self, **sizes):
+        self.__dict__.update(sizes)
+
+
+class _GRUSizes(_Sizes):
+    def __init__(self, units: int):
+        super().__init__(units=units)
+
+    def get_initial_state(self, batch_size):
+        """As Keras 3's GRU layer: a list of one float32 tensor of zeros, shape (batch_size, units)."""
+        return [tf.zeros((batch_size, self.units), dtype=tf.float32)]
+
+
+def _like_a_GRULM(model, vocab_size: int, embedding_dim: int, units: int) -> None:
+    """Give a test model what a GenerativeModel may read of a GRULM(vocab_size, embedding_dim, units):
+    ``model.embedding.input_dim`` (the vocabulary size) and ``.output_dim``, ``model.gru.units`` and
+    ``model.gru.get_initial_state(batch_size)``, ``model.dense.units`` (the vocabulary size). In every
+    test model, zero states (and states=None) are the state it starts from, as in a GRU."""
+    model.vocab_size, model.units = vocab_size, units
+    model.embedding = _Sizes(input_dim=vocab_size, output_dim=embedding_dim)
+    model.gru = _GRUSizes(units)
+    model.dense = _Sizes(units=vocab_size)
+
+
 class _PretrainedLM:
     """The pretrained course model, computed with plain TensorFlow ops from the weights file.
 
     Called like a GRULM: ``lm(inputs, states=None, return_state=False, training=False)``
     returns log probabilities of shape (batch, time, vocab_size) and, if asked, the final
-    GRU state of shape (batch, rnn_units).
+    GRU state of shape (batch, rnn_units). Its layers' sizes are a GRULM's (see `_like_a_GRULM`).
     """
 
     def __init__(self, weights_path: Path = WEIGHTS_PATH):
         with h5py.File(weights_path, "r") as f:
             def var(name):
                 return tf.constant(np.asarray(f[name][()], dtype=np.float32))
-            self.embedding = var("embedding/vars/0")  # (V, E)
+            self.embedding_matrix = var("embedding/vars/0")  # (V, E)
             self.kernel = var("gru/cell/vars/0")  # (E, 3U), gates z, r, h
             self.recurrent_kernel = var("gru/cell/vars/1")  # (U, 3U)
             bias = var("gru/cell/vars/2")  # (2, 3U): input bias, recurrent bias
             self.input_bias, self.recurrent_bias = bias[0], bias[1]
             self.dense_kernel = var("dense/vars/0")  # (U, V)
             self.dense_bias = var("dense/vars/1")  # (V,)
-        self.vocab_size = int(self.embedding.shape[0])
-        self.units = int(self.recurrent_kernel.shape[0])
+        vocab_size, embedding_dim = (int(d) for d in self.embedding_matrix.shape)
+        _like_a_GRULM(self, vocab_size, embedding_dim, int(self.recurrent_kernel.shape[0]))
 
     def call(self, inputs, states=None, return_state=False, training=False):
         ids = tf.convert_to_tensor(inputs)
@@ -447,7 +475,7 @@ class _PretrainedLM:
             states = states[0]
         batch = tf.shape(ids)[0]
         h = tf.zeros((batch, self.units)) if states is None else tf.cast(tf.convert_to_tensor(states), tf.float32)
-        x = tf.gather(self.embedding, ids)  # (b, t, E)
+        x = tf.gather(self.embedding_matrix, ids)  # (b, t, E)
         xw = tf.einsum("bte,eg->btg", x, self.kernel) + self.input_bias  # (b, t, 3U)
 
         def step(h, xw_t):
@@ -491,6 +519,7 @@ class _BiasedLM:
     def __init__(self, base: _PretrainedLM):
         self.base = base
         self.bias = tf.constant([50.0, 50.0] + [0.0] * (base.vocab_size - 2))
+        _like_a_GRULM(self, base.vocab_size, base.embedding.output_dim, base.units)
 
     def call(self, inputs, states=None, return_state=False, training=False):
         log_probs, state = self.base(inputs, states=states, return_state=True)
@@ -506,15 +535,16 @@ class _CycleLM:
     The state counts the characters read so far. After reading character c as the m-th
     character, the model is sure the next one is ``cycle[(position of c in cycle) + m]``
     (position 0 for characters outside the cycle). Its greedy output is right only if the
-    generator carries the state from call to call and feeds back what it generated.
+    generator carries the state from call to call and feeds back what it generated. Zero states
+    (count 0) are where it starts, as states=None. `embedding_dim` is the course's unless given.
     """
 
-    def __init__(self, voc: list[str], units: int, cycle: str = "abcdefghijk"):
+    def __init__(self, voc: list[str], units: int, cycle: str = "abcdefghijk", embedding_dim: int | None = None):
         cycle = "".join(c for c in cycle if c in voc) or "".join(voc[2:12])
         self.cycle = cycle
         self.cycle_ids = np.array([voc.index(c) for c in cycle])
         self.position = {voc.index(c): i for i, c in enumerate(cycle)}
-        self.vocab_size, self.units = len(voc), units
+        _like_a_GRULM(self, len(voc), embedding_dim or _sizes()[1], units)
 
     def _next(self, last_position: int, count: int) -> int:
         return (last_position + count) % len(self.cycle)
@@ -551,14 +581,15 @@ def _cycle_text(toy: _CycleLM, prefix: str, n: int) -> str:
 
 class _FixedLM:
     """A made-up model that always predicts the same distribution: `p` over the characters `chars`,
-    and '[UNK]' and the padding even likelier (a generator must never emit them)."""
+    and '[UNK]' and the padding even likelier (a generator must never emit them). Its states are zeros.
+    `embedding_dim` is the course's unless given."""
 
-    def __init__(self, voc: list[str], chars: str, p, units: int):
+    def __init__(self, voc: list[str], chars: str, p, units: int, embedding_dim: int | None = None):
         logits = np.full(len(voc), -40.0)
         logits[[voc.index(c) for c in chars]] = np.log(p)
         logits[:2] = np.log(p).max() + 1.0
         self.log_probs = tf.constant(_np_log_softmax(logits).astype(np.float32))
-        self.vocab_size, self.units = len(voc), units
+        _like_a_GRULM(self, len(voc), embedding_dim or _sizes()[1], units)
 
     def call(self, inputs, states=None, return_state=False, training=False):
         shape = tf.shape(inputs)

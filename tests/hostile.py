@@ -1161,12 +1161,12 @@ class GRULM(tf.keras.Model):
     def call(self, inputs, states=None, return_state=False, training=False):
         self.dense(self.gru(self.embedding(inputs))[0])
         lm = object.__new__(w1_unittest._PretrainedLM)
-        lm.embedding = tf.constant(self.embedding.get_weights()[0])
+        lm.embedding_matrix = tf.constant(self.embedding.get_weights()[0])
         kernel, recurrent, bias = self.gru.get_weights()
         lm.kernel, lm.recurrent_kernel = tf.constant(kernel), tf.constant(recurrent)
         lm.input_bias, lm.recurrent_bias = tf.constant(bias[0]), tf.constant(bias[1])
         lm.dense_kernel, lm.dense_bias = (tf.constant(w) for w in self.dense.get_weights())
-        lm.vocab_size, lm.units = int(lm.embedding.shape[0]), int(recurrent.shape[0])
+        lm.vocab_size, lm.units = int(lm.embedding_matrix.shape[0]), int(recurrent.shape[0])
         return lm(inputs, states=states, return_state=return_state)
 '''
 

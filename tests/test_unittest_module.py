@@ -171,6 +171,52 @@ def test_the_models_handed_to_student_code_take_the_calls_a_keras_model_takes(ke
         assert {name: _accepts(stand_in, *args, **kwargs) for name, (args, kwargs) in calls.items()} == keras, who
 
 
+# What a GenerativeModel may read of the model it is given, besides calling it: the layers of the
+# course's GRULM (deepngrams.lm.solution), with these attributes.
+GRULM_INTERFACE = {"embedding": ("input_dim", "output_dim"), "gru": ("units",), "dense": ("units",)}
+
+
+def _initial_states(model, batch):
+    return [(tuple(s.shape), tf.as_dtype(s.dtype).name, float(tf.reduce_max(tf.abs(s))))
+            for s in model.gru.get_initial_state(batch)]
+
+
+def test_the_models_handed_to_a_generator_have_the_layer_sizes_of_a_GRULM_of_their_sizes():
+    """Every model w1_unittest or the grader (probes.TableLM) hands to a GenerativeModel has the
+    embedding, gru and dense a generator may read of the course's GRULM, with the values of a
+    solution.GRULM built for the same sizes: a generator that starts from zeros of model.gru.units,
+    or model.gru.get_initial_state(batch), or sizes its mask by model.dense.units, is graded as on
+    the real model. Zero states are each model's start, as states=None."""
+    from deepngrams.grading.inside.probes import TableLM
+    voc = w1.vocab()
+    V, E, U = w1._sizes()
+    rng = np.random.default_rng(0)
+    table = TableLM(rng.integers(0, 5, size=(5, V)), np.log(rng.dirichlet(np.ones(V), size=5)), 16, embedding_dim=7)
+    stand_ins = {"pretrained": (w1.pretrained_lm(), (V, E, U)), "biased": (w1._BiasedLM(w1.pretrained_lm()), (V, E, U)),
+                 "cycle": (w1._CycleLM(voc, U), (V, E, U)), "cycle, other sizes": (w1._CycleLM(voc, 24, embedding_dim=6),
+                                                                                  (V, 6, 24)),
+                 "fixed": (w1._FixedLM(voc, "ab", [0.5, 0.5], 24, embedding_dim=6), (V, 6, 24)),
+                 "grader's table": (table, (V, 7, 16)),
+                 "grader's table, embedding_dim not given": (TableLM(np.zeros((2, V)), np.zeros((2, V)), 16), (V, 16, 16))}
+    ids = tf.constant([[3, 4, 5], [6, 7, 8]], dtype=tf.int64)
+    for who, (model, sizes) in stand_ins.items():
+        grulm = solution.GRULM(*sizes)
+        for layer, attributes in GRULM_INTERFACE.items():
+            for attribute in attributes:
+                want = getattr(getattr(grulm, layer), attribute)
+                assert getattr(getattr(model, layer), attribute) == want, (who, layer, attribute)
+        for batch in (2, tf.constant(2), tf.shape(ids)[0]):
+            assert _initial_states(model, batch) == _initial_states(grulm, batch) == [((2, sizes[2]), "float32", 0.0)], who
+        graph = tf.function(lambda x, m=model: m.gru.get_initial_state(tf.shape(x)[0]))(ids)
+        assert [tuple(s.shape) for s in graph] == [(2, sizes[2])], who
+        log_probs, state = model(ids, return_state=True)
+        assert log_probs.shape[-1] == model.dense.units and tuple(state.shape) == (2, model.gru.units), who
+        for zeros in (model.gru.get_initial_state(2), model.gru.get_initial_state(2)[0]):
+            started, state_from_zeros = model(ids, states=zeros, return_state=True)
+            np.testing.assert_array_equal(started.numpy(), log_probs.numpy(), err_msg=who)
+            np.testing.assert_array_equal(state_from_zeros.numpy(), state.numpy(), err_msg=who)
+
+
 def test_exception_in_student_code_is_a_named_failed_case(capfd):
     def line_to_tensor(line, vocab):
         raise ValueError("my bug")

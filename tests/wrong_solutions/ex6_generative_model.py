@@ -370,3 +370,69 @@ class StatesAsAListToTheModel(Reference):
 
 
 CORRECT.update({cls.__name__: cls for cls in (TutorialOneStep, StatesAsAListToTheModel)})
+
+
+# --- correct: generators that read the sizes of the model's layers (embedding, gru, dense), as a GRULM
+# has them. Every model the tests and the grader hand to GenerativeModel has those layers' sizes.
+class ZerosFromTheGRUsUnits(Reference):
+    """Starts from zero states it builds itself, (batch, model.gru.units), rather than states=None."""
+    def generate_one_step(self, inputs, states=None):
+        if states is None:
+            states = tf.zeros((tf.shape(inputs)[0], self.model.gru.units))
+        return super().generate_one_step(inputs, states=states)
+
+
+class TheGRUsInitialState(Reference):
+    """Starts from model.gru.get_initial_state(batch_size) (Keras 3: a list of one zero tensor), handed to
+    the model as it comes; generate_n_chars starts from it too, for one prompt."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        if states is None:
+            states = self.model.gru.get_initial_state(tf.shape(input_ids)[0])
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+    def generate_n_chars(self, num_chars, prefix):
+        states, next_char, result = self.model.gru.get_initial_state(batch_size=1), tf.constant([prefix]), []
+        for _ in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            result.append(next_char.numpy()[0].decode("utf-8"))
+        return prefix + "".join(result)
+
+
+class GraphModeInitialStateTaken(Reference):
+    """Inside tf.function: the first state of model.gru.get_initial_state(batch), a (batch, units) tensor."""
+    @tf.function
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        if states is None:
+            states = self.model.gru.get_initial_state(tf.shape(input_ids)[0])[0]
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class MaskSizedByTheDenseLayer(Reference):
+    """Builds its mask to the size of the model's output, model.dense.units, rather than len(vocab)."""
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature)
+        self.prediction_mask = tf.concat([tf.fill([2], -np.inf), tf.zeros([model.dense.units - 2])], axis=0)
+
+
+class ForbiddenIdsOverTheEmbeddingsInputs(Reference):
+    """Finds '[UNK]' and padding with one_hot over model.embedding.input_dim ids (the vocabulary size),
+    states of zeros as a list of one tensor of model.gru.units."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        if states is None:
+            states = [tf.zeros([tf.shape(input_ids)[0], self.model.gru.units], tf.float32)]
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        forbidden = tf.reduce_sum(tf.one_hot([0, 1], self.model.embedding.input_dim), axis=0) > 0
+        last = tf.where(forbidden, -np.inf, log_probs[:, -1, :])
+        ids = temperature_random_sampling(last, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+CORRECT.update({cls.__name__: cls for cls in (ZerosFromTheGRUsUnits, TheGRUsInitialState, GraphModeInitialStateTaken,
+                                              MaskSizedByTheDenseLayer, ForbiddenIdsOverTheEmbeddingsInputs)})

@@ -333,21 +333,50 @@ def _called_like_a_keras_model(call):
     return checked
 
 
+class _Sizes:
+    """A layer of the course's GRULM as a generator may read it: its sizes (a table model has no layers)."""
+
+    def __init__(self, **sizes):
+        self.__dict__.update(sizes)
+
+
+class _GRUSizes(_Sizes):
+    def __init__(self, units: int):
+        super().__init__(units=units)
+
+    def get_initial_state(self, batch_size):
+        """As Keras 3's GRU layer: a list of one float32 tensor of zeros, shape (batch_size, units)."""
+        import tensorflow as tf
+        return [tf.zeros((batch_size, self.units), dtype=tf.float32)]
+
+
 class TableLM:
     """A language model given as two tables, called like a GRULM.
 
-    The state is one of a few numbers, carried as a one-hot vector of `units` floats (zeros, like
-    states=None, mean state 0). Reading id x in state s moves to state transitions[s, x]; the log
-    probabilities of the next id are log_probs[new state]. Plain TensorFlow ops, so it runs eagerly
-    and inside tf.function alike. It knows nothing about what a generator should write.
+    The state is one of a few numbers, carried as a one-hot vector of `units` floats. Zeros mean
+    state 0, the start, as states=None does: argmax of an all-zero vector is 0, so the zeros of
+    gru.get_initial_state (a GRU's start) start here too. Reading id x in state s moves to state
+    transitions[s, x]; the log probabilities of the next id are log_probs[new state]. Plain
+    TensorFlow ops, so it runs eagerly and inside tf.function alike. It knows nothing about what a
+    generator should write.
+
+    What a generator may read of a GRULM(vocab_size, embedding_dim, units) it has too, with the same
+    meanings: embedding.input_dim and dense.units (the vocabulary size), embedding.output_dim
+    (`embedding_dim`: a table model embeds nothing, so it is `units` unless given), gru.units and
+    gru.get_initial_state(batch_size).
     """
 
-    def __init__(self, transitions, log_probs, units: int):
+    def __init__(self, transitions, log_probs, units: int, embedding_dim: int | None = None):
         import tensorflow as tf
         self.transitions = tf.constant(transitions, dtype=tf.int32)  # (states, vocab)
         self.log_probs = tf.constant(log_probs, dtype=tf.float32)  # (states, vocab)
         self.states, self.vocab_size = (int(d) for d in self.log_probs.shape)
         self.units = int(units)
+        if self.states > self.units:
+            raise ValueError(f"{self.states} states do not fit a one-hot state of {self.units} units")
+        self.embedding = _Sizes(input_dim=self.vocab_size, output_dim=int(embedding_dim or units))
+        self.gru = _GRUSizes(self.units)
+        self.dense = _Sizes(units=self.vocab_size)
 
     def call(self, inputs, states=None, return_state=False, training=False):
         import tensorflow as tf
