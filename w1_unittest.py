@@ -59,6 +59,14 @@ ADAM_ATOL = 1e-5  # a weight after a few training steps, against Adam's (each st
 # Adam divides by sqrt(v) + epsilon: a weight whose sqrt(v) was ever under this took a step that depends on
 # epsilon itself (1e-7 in Keras, 1e-8 in PyTorch and Adam's paper, 1e-6 elsewhere), and is not compared.
 ADAM_EPSILON_REACH = 1e-3
+# Your optimizer is also given made-up gradients, the same as Adam's own (see optimizer_trial), starting from
+# weights of size ADAM_WEIGHT: a large first step (a clipped gradient is smaller), a small second one (its step
+# still carries the first's), and a third after ADAM_LATER_STEP steps, where Adam's bias corrections are 1
+# and its step is m / (sqrt(v) + epsilon): there another beta_1 or beta_2 gives another step. A weight decay
+# shrinks weights this size by more than float noise; an average of the weights shows once training ends.
+ADAM_GRADIENT_SIZES = (4.0, 0.25, 1.0)
+ADAM_LATER_STEP = 10 ** 6
+ADAM_WEIGHT = 10.0
 # A shuffled dataset's examples come in an order not tied to their chunks' order in the text: under a
 # uniform shuffle of n chunks, Spearman's rho (place in the run against place in the text) times
 # sqrt(n - 1) is about standard normal, so |rho| > SHUFFLE_Z / sqrt(n - 1) fails a correct shuffle about
@@ -956,41 +964,77 @@ def test_compile_model(compile_model):
         later = float(tf.keras.ops.convert_to_numpy(optimizer.learning_rate))
         case.check(abs(later - want) < RATE_ATOL, "optimizer learning_rate after 10**6 steps (a number, not a "
                    "schedule)", want, later)
+    rng = np.random.default_rng(4)
+    weights = [rng.normal(size=(9, 4)), rng.normal(size=(4, 9)) * 0.5, rng.normal(size=9) * 0.1]
+    rate = float(model_card()["hparams"]["learning_rate"])
+
+    def small_model(start):
+        model = tf.keras.Sequential([tf.keras.Input(shape=(None,), dtype="int64"), tf.keras.layers.Embedding(9, 4),
+                                     tf.keras.layers.Dense(9, activation=tf.nn.log_softmax)])
+        model.set_weights([w.astype("float32") for w in start])
+        return model
+
     with report.case("compile_model(a small model), trained two steps beside Adam") as case:
-        # Two copies of one model: yours compiled by compile_model, the other with Adam itself (as this
-        # module found it when it was imported). Their weights must move alike, at each step.
-        rng = np.random.default_rng(4)
-        weights = [rng.normal(size=(9, 4)), rng.normal(size=(4, 9)) * 0.5, rng.normal(size=9) * 0.1]
+        # Copies of one model: yours compiled by compile_model, the others trained with Adam itself (as this
+        # module found it when it was imported). Their weights must move alike, at each step. Keras on
+        # TensorFlow squares the embedding's gradient one slice (position read) at a time, Adam's paper (and
+        # Keras on other backends) squares it whole: your weights may follow either of Adam's copies.
         batches = [(rng.integers(0, 9, size=(3, 5)), rng.integers(0, 9, size=(3, 5))) for _ in range(2)]
-
-        def small_model():
-            model = tf.keras.Sequential([tf.keras.Input(shape=(None,), dtype="int64"), tf.keras.layers.Embedding(9, 4),
-                                         tf.keras.layers.Dense(9, activation=tf.nn.log_softmax)])
-            model.set_weights([w.astype("float32") for w in weights])
-            return model
-
-        yours, adams = small_model(), small_model()
+        yours = small_model(weights)
         compile_model(yours)
-        adam = _ADAM(learning_rate=float(model_card()["hparams"]["learning_rate"]))
-        near_epsilon = [np.zeros(w.shape, bool) for w in weights]
+        adams = [(small_model(weights), _ADAM(learning_rate=rate), whole) for whole in (False, True)]
+        near_epsilon = [[np.zeros(w.shape, bool) for w in weights] for _ in adams]
+        worst = [0.0 for _ in adams]  # the largest difference so far from each of Adam's copies
         for step, (x, y) in enumerate(batches, 1):
             your_loss = yours.train_on_batch(x, y)
             your_loss = float(np.ravel(your_loss)[0])  # [loss, metrics...] when compiled with metrics
-            with tf.GradientTape() as tape:
-                loss = _SPARSE_CROSSENTROPY(from_logits=True)(y, adams(x))
-            if step == 1:
-                case.check(abs(your_loss - float(loss)) < ATOL, "the loss of a batch: the mean over its targets of "
-                           "-log p(target), as SparseCategoricalCrossentropy(from_logits=True) gives it",
-                           float(loss), your_loss)
-            adam.apply_gradients(zip(tape.gradient(loss, adams.trainable_variables), adams.trainable_variables))
-            for near, variable in zip(near_epsilon, adams.trainable_variables):
-                v = np.asarray(adam._velocities[adam._get_variable_index(variable)])
-                near |= (v > 0) & (np.sqrt(v) < ADAM_EPSILON_REACH)
-            gap = max(_max_abs_diff(a[~near], b[~near])
-                      for a, b, near in zip(yours.get_weights(), adams.get_weights(), near_epsilon))
-            case.check(gap < ADAM_ATOL, f"weights after training step {step}: the largest difference from Adam's",
+            for k, (model, adam, whole) in enumerate(adams):
+                with tf.GradientTape() as tape:
+                    loss = _SPARSE_CROSSENTROPY(from_logits=True)(y, model(x))
+                if step == 1 and k == 0:
+                    case.check(abs(your_loss - float(loss)) < ATOL, "the loss of a batch: the mean over its targets "
+                               "of -log p(target), as SparseCategoricalCrossentropy(from_logits=True) gives it",
+                               float(loss), your_loss)
+                grads = tape.gradient(loss, model.trainable_variables)
+                grads = [tf.convert_to_tensor(g) for g in grads] if whole else grads
+                adam.apply_gradients(zip(grads, model.trainable_variables))
+                for near, variable in zip(near_epsilon[k], model.trainable_variables):
+                    v = np.asarray(adam._velocities[adam._get_variable_index(variable)])
+                    near |= (v > 0) & (np.sqrt(v) < ADAM_EPSILON_REACH)
+                worst[k] = max([worst[k]] + [_max_abs_diff(a[~near], b[~near]) for a, b, near
+                                             in zip(yours.get_weights(), model.get_weights(), near_epsilon[k])])
+            case.check(min(worst) < ADAM_ATOL, f"weights after training step {step}: the largest difference from "
+                       "Adam's", f"under {ADAM_ATOL}", f"{min(worst):.2g}")
+    with report.case("compile_model(a small model): its optimizer given the same gradients as Adam") as case:
+        start, gradients = optimizer_trial(np.random.default_rng(5), [w.shape for w in weights])
+        yours, adams = small_model(start), small_model(start)
+        compile_model(yours)
+        pairs = [(yours, yours.optimizer), (adams, _ADAM(learning_rate=rate))]
+        names = ["a large step", "a small step", f"a step after {ADAM_LATER_STEP} steps"]
+        for step, (name, grads) in enumerate(zip(names, gradients)):
+            for model, optimizer in pairs:
+                if step == len(gradients) - 1:
+                    optimizer.iterations.assign(ADAM_LATER_STEP)
+                optimizer.apply_gradients(zip([tf.constant(g, tf.float32) for g in grads], model.trainable_variables))
+            gap = max(_max_abs_diff(a, b) for a, b in zip(yours.get_weights(), adams.get_weights()))
+            case.check(gap < ADAM_ATOL, f"weights after {name}: the largest difference from Adam's",
                        f"under {ADAM_ATOL}", f"{gap:.2g}")
+        for model, optimizer in pairs:  # as fit ends training (an average of the weights would replace them)
+            optimizer.finalize_variable_values(model.trainable_variables)
+        gap = max(_max_abs_diff(a, b) for a, b in zip(yours.get_weights(), adams.get_weights()))
+        case.check(gap < ADAM_ATOL, "weights once training ends, as fit ends it: the largest difference from Adam's",
+                   f"under {ADAM_ATOL}", f"{gap:.2g}")
     report.finish()
+
+
+def optimizer_trial(rng, shapes: list) -> tuple:
+    """(weights, gradients of each step) for the test of the optimizer alone: weights of size ADAM_WEIGHT and
+    gradients of the sizes ADAM_GRADIENT_SIZES, each of random sign (and each gradient within a factor 3 of its
+    step's size). Plain numpy: the grader draws its own the same way."""
+    weights = [ADAM_WEIGHT * rng.choice([-1.0, 1.0], size=shape) for shape in shapes]
+    gradients = [[size * rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.5, 1.5, size=shape) for shape in shapes]
+                 for size in ADAM_GRADIENT_SIZES]
+    return weights, gradients
 
 
 # ----------------------------------------------------------------------------------------

@@ -195,3 +195,55 @@ CORRECT.update({f.__name__: f for f in (tf_losses_alias, adam_defaults_spelled_o
 
 
 WRONG["tf_nn_sparse_softmax_cross_entropy"] = (tf_nn_sparse_softmax_cross_entropy, TESTS)
+
+
+# --- Adam's other settings: Adam as the course specifies it, or a step that moves the weights elsewhere
+class ConstantRate(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule that gives the course's rate at every step."""
+
+    def __call__(self, step):
+        return tf.constant(0.00125, tf.float32)
+
+    def get_config(self):
+        return {}
+
+
+def adam_with_a_constant_schedule(model):
+    """A LearningRateSchedule constant at the course's rate: Adam's steps at every iteration."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=ConstantRate()),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def adam_with_a_clip_no_gradient_reaches(model):
+    """global_clipnorm far above any gradient: nothing is clipped, and the embedding's gradient is squared
+    whole (as Adam's paper squares it) rather than slice by slice: Adam."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125, global_clipnorm=1e6),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+CORRECT.update({f.__name__: f for f in (adam_with_a_constant_schedule, adam_with_a_clip_no_gradient_reaches)})
+
+
+def _adam(**settings):
+    """Adam at the course's rate with other settings: each changes the step Adam takes."""
+    return _make(optimizer=lambda: tf.keras.optimizers.Adam(learning_rate=0.00125, **settings))
+
+
+WRONG.update({name: (f, TESTS) for name, f in {
+    # beta_2 sets the size of v: the first steps hardly show it (the bias correction undoes it), a late step does
+    "adam_with_beta_2_0_99": _adam(beta_2=0.99),
+    "adam_with_beta_2_0_9999": _adam(beta_2=0.9999),
+    "adam_with_beta_1_0_8": _adam(beta_1=0.8),
+    # clipping shrinks a large gradient: the next steps, which average it in, go elsewhere
+    "adam_with_clipnorm_1": _adam(clipnorm=1.0),
+    "adam_with_clipvalue_1": _adam(clipvalue=1.0),
+    "adam_with_global_clipnorm_1": _adam(global_clipnorm=1.0),
+    # decoupled weight decay shrinks every weight at each step, by far more than float noise at this rate
+    "adam_with_weight_decay_1e_3": _adam(weight_decay=1e-3),
+    # an average of the weights replaces them when fit ends training: not the weights Adam left
+    "adam_with_use_ema": _adam(use_ema=True),
+    "adam_in_a_loss_scale_optimizer": _make(optimizer=lambda: keras.mixed_precision.LossScaleOptimizer(
+        tf.keras.optimizers.Adam(learning_rate=0.00125))),
+}.items()})

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from deepngrams.config import COURSE, PADDING_ID, UNK_ID
-from deepngrams.grading.exercises.common import array, log_softmax, raised, tolerance
+from deepngrams.grading.exercises.common import array, from_w1_unittest, log_softmax, raised, tolerance
 
 
 MOVED = 1e-3  # a weight whose gradient is larger moves by about the rate at each of Adam's steps: compared
@@ -86,10 +86,34 @@ def cases_compile_model(rng, hidden: bool):
     # as Adam's is), moves the weights elsewhere at the second.
     batches = [(x, y)] + [tuple(rng.integers(0, V, size=(3, 5)) for _ in range(2)) for _ in range(2)]
     loss, versions = _adam_steps(weights, batches, [0, 1, later_step])
+    # The optimizer alone, as w1_unittest tries it: its own made-up gradients, drawn from what is drawn above
+    # (so the other cells' draws stay as they were).
+    start, gradients = from_w1_unittest()["optimizer_trial"](np.random.default_rng([V, later_step]),
+                                                             [w.shape for w in weights])
+    trial = {"weights": [w.astype(np.float32).tolist() for w in start],
+             "gradients": [[g.astype(np.float32).tolist() for g in grads] for grads in gradients]}
     case = {"vocab_size": V, "weights": [w.tolist() for w in weights], "x": x.tolist(), "y": y.tolist(),
-            "more": [{"x": bx.tolist(), "y": by.tolist()} for bx, by in batches[1:]], "later_step": later_step}
+            "more": [{"x": bx.tolist(), "y": by.tolist()} for bx, by in batches[1:]], "later_step": later_step,
+            "trial": trial}
+    alone = _adam_alone(trial, [0, 1, later_step])
     return [case], [{"loss": loss, "versions": versions, "later_step": later_step,
-                     "learning_rate": COURSE.learning_rate}]
+                     "learning_rate": COURSE.learning_rate, "optimizer_alone": alone + alone[-1:]}]
+
+
+def _adam_alone(trial: dict, steps: list[int]) -> list:
+    """Adam at the course's rate given the trial's gradients at the iteration counts `steps`, in float64:
+    the weights after each step."""
+    b1, b2, eps = 0.9, 0.999, 1e-7
+    w = [np.asarray(a, np.float64) for a in trial["weights"]]
+    m, v, afters = [np.zeros_like(a) for a in w], [np.zeros_like(a) for a in w], []
+    for grads, step in zip(trial["gradients"], steps):
+        grads = [np.asarray(g, np.float64) for g in grads]
+        alpha = COURSE.learning_rate * math.sqrt(1 - b2 ** (step + 1)) / (1 - b1 ** (step + 1))
+        m = [mi + (g - mi) * (1 - b1) for mi, g in zip(m, grads)]
+        v = [vi + (g * g - vi) * (1 - b2) for vi, g in zip(v, grads)]
+        w = [wi - alpha * mi / (np.sqrt(vi) + eps) for wi, mi, vi in zip(w, m, v)]
+        afters.append([wi.tolist() for wi in w])
+    return afters
 
 
 def _weights_match(observed, expected: list, compared: list) -> bool:
@@ -149,6 +173,16 @@ def judge(check, observations):
         if reached < len(names):
             fails.append(f"{names[reached]}: the weights do not move as Adam with learning rate "
                          f"{want['learning_rate']} moves them")
+        elif "optimizer_alone" in want:
+            alone = o.get("optimizer_alone") if isinstance(o.get("optimizer_alone"), list) else []
+            names = ["a large step", "a small step", f"a step after {want['later_step']} steps",
+                     "the end of training, as fit ends it"]
+            for k, (name, expected) in enumerate(zip(names, want["optimizer_alone"])):
+                every = [np.ones(np.shape(e), bool).tolist() for e in expected]
+                if not _weights_match(_items(alone[k]) if k < len(alone) else None, expected, every):
+                    fails.append(f"the optimizer given the same gradients as Adam, after {name}: the weights do not "
+                                 f"move as Adam with learning rate {want['learning_rate']} moves them")
+                    break
     return fails
 
 

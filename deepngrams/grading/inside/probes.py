@@ -232,11 +232,28 @@ def probe_compile_model(ns, inputs):
     fn = ns["compile_model"]
     out = []
     for case in inputs["cases"]:
-        def run():
+        def small_model():
             V = case["vocab_size"]
-            model = tf.keras.Sequential([tf.keras.Input(shape=(None,), dtype="int64"),
-                                         tf.keras.layers.Embedding(V, 4),
-                                         tf.keras.layers.Dense(V, activation=tf.nn.log_softmax)])
+            return tf.keras.Sequential([tf.keras.Input(shape=(None,), dtype="int64"), tf.keras.layers.Embedding(V, 4),
+                                        tf.keras.layers.Dense(V, activation=tf.nn.log_softmax)])
+
+        def optimizer_alone():
+            """Another model compiled by compile_model, its optimizer given the case's gradients, the last step
+            far later; then training ends as fit ends it: the weights after each."""
+            model = small_model()
+            fn(model)
+            opt, trial, weights = model.optimizer, case["trial"], []
+            model.set_weights([_array(w) for w in trial["weights"]])
+            for k, grads in enumerate(trial["gradients"]):
+                if k == len(trial["gradients"]) - 1:
+                    opt.iterations.assign(case["later_step"])
+                opt.apply_gradients(zip([tf.constant(_array(g), tf.float32) for g in grads], model.trainable_variables))
+                weights.append(obs(model.get_weights()))
+            opt.finalize_variable_values(model.trainable_variables)
+            return weights + [obs(model.get_weights())]
+
+        def run():
+            model = small_model()
             back = fn(model)
             loss, opt = getattr(model, "loss", None), getattr(model, "optimizer", None)
             if isinstance(loss, (list, tuple)) and len(loss) == 1:
@@ -264,6 +281,8 @@ def probe_compile_model(ns, inputs):
                 opt.iterations.assign(case["later_step"])
                 info["learning_rate_later"] = float(tf.keras.ops.convert_to_numpy(opt.learning_rate))
                 info["later_steps"].append(step(second))
+            if "trial" in case:
+                info["optimizer_alone"] = optimizer_alone()
             return info
 
         out.append(_observe(_call(run), lambda x: x))
