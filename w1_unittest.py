@@ -65,6 +65,8 @@ ADAM_EPSILON_REACH = 1e-3
 # and its step is m / (sqrt(v) + epsilon): there another beta_1 or beta_2 gives another step. A weight decay
 # shrinks weights this size by more than float noise; an average of the weights shows once training ends.
 ADAM_GRADIENT_SIZES = (4.0, 0.25, 1.0)
+ADAM_DEFAULTS = (" (leave Adam's other settings at their defaults: no clipping, weight decay, other betas or "
+                 "weight average)")
 ADAM_LATER_STEP = 10 ** 6
 ADAM_WEIGHT = 10.0
 # A shuffled dataset's examples come in an order not tied to their chunks' order in the text: under a
@@ -1004,7 +1006,7 @@ def test_compile_model(compile_model):
                 worst[k] = max([worst[k]] + [_max_abs_diff(a[~near], b[~near]) for a, b, near
                                              in zip(yours.get_weights(), model.get_weights(), near_epsilon[k])])
             case.check(min(worst) < ADAM_ATOL, f"weights after training step {step}: the largest difference from "
-                       "Adam's", f"under {ADAM_ATOL}", f"{min(worst):.2g}")
+                       f"Adam's{ADAM_DEFAULTS}", f"under {ADAM_ATOL}", f"{min(worst):.2g}")
     with report.case("compile_model(a small model): its optimizer given the same gradients as Adam") as case:
         start, gradients = optimizer_trial(np.random.default_rng(5), [w.shape for w in weights])
         yours, adams = small_model(start), small_model(start)
@@ -1017,13 +1019,13 @@ def test_compile_model(compile_model):
                     optimizer.iterations.assign(ADAM_LATER_STEP)
                 optimizer.apply_gradients(zip([tf.constant(g, tf.float32) for g in grads], model.trainable_variables))
             gap = max(_max_abs_diff(a, b) for a, b in zip(yours.get_weights(), adams.get_weights()))
-            case.check(gap < ADAM_ATOL, f"weights after {name}: the largest difference from Adam's",
-                       f"under {ADAM_ATOL}", f"{gap:.2g}")
+            case.check(gap < ADAM_ATOL, f"weights after {name}: the largest difference from Adam's"
+                       + ADAM_DEFAULTS, f"under {ADAM_ATOL}", f"{gap:.2g}")
         for model, optimizer in pairs:  # as fit ends training (an average of the weights would replace them)
             optimizer.finalize_variable_values(model.trainable_variables)
         gap = max(_max_abs_diff(a, b) for a, b in zip(yours.get_weights(), adams.get_weights()))
-        case.check(gap < ADAM_ATOL, "weights once training ends, as fit ends it: the largest difference from Adam's",
-                   f"under {ADAM_ATOL}", f"{gap:.2g}")
+        case.check(gap < ADAM_ATOL, "weights once training ends, as fit ends it: the largest difference from "
+                   f"Adam's{ADAM_DEFAULTS}", f"under {ADAM_ATOL}", f"{gap:.2g}")
     report.finish()
 
 

@@ -235,3 +235,25 @@ def test_first_lines_drop_tensorflow_boilerplate_and_terminal_codes():
                        "Shapes of all inputs must match: a != b [Op:Pack] name: \x1b[0m\n\nArguments received by x")
     assert common.first_line(str(error)) == "Shapes of all inputs must match: a != b"
     assert w1_unittest._first_line(error) == "Shapes of all inputs must match: a != b"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["adam_with_beta_2_0_99", "adam_with_clipnorm_1", "adam_with_weight_decay_1e_3",
+                                  "adam_with_use_ema"])
+def test_an_adam_with_other_settings_is_told_to_keep_adams_defaults(monkeypatch, name):
+    """The rate and the loss are right, only Adam's other settings differ: both checkers say which settings
+    to leave alone, with the same words (w1_unittest's ADAM_DEFAULTS)."""
+    from wrong_solutions.ex4_compile_model import WRONG
+    compile_model = WRONG[name][0]
+    with pytest.raises(AssertionError) as failure:
+        w1_unittest.test_compile_model(compile_model)
+    assert w1_unittest.ADAM_DEFAULTS in str(failure.value)
+    shown = []
+    import IPython.display
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw=False: shown.append(data))
+    prepared = exercises.draw_cases(11)
+    for cell in ("test_compile_model", "test_compile_model_hidden"):
+        check = prepared[cell]
+        probes.run(check["probe"], {"compile_model": compile_model}, json.dumps(check["inputs"]))
+        messages = exercises.judge(check, json.loads(shown[-1][probes.MIME]))
+        assert messages and all(w1_unittest.ADAM_DEFAULTS in m for m in messages), (cell, messages)

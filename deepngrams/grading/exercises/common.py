@@ -117,12 +117,12 @@ def array(o, dtype=np.float64):
 def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
     """w1_unittest's tolerances, its table of Keras 3 breaks, its two functions that read an exception
     (`_first_line`, `pitfall_hint`), its test of a shuffle (`SHUFFLE_Z`, `order_correlation`,
-    `RESHUFFLE_HINT`) and the made-up gradients its optimizer is given (`optimizer_trial`), taken
-    from its source without importing it (that would load TensorFlow): the students' tests and the
+    `RESHUFFLE_HINT`), its hint on Adam's settings (`ADAM_DEFAULTS`) and the made-up gradients its
+    optimizer is given (`optimizer_trial`), taken from its source without importing it (that would load TensorFlow): the students' tests and the
     grader judge with the same tolerances and describe an error the same way."""
     wanted = {"KERAS3_PITFALLS", "_first_line", "pitfall_hint", "ATOL", "LOG_SUM_ATOL", "RATE_ATOL", "ADAM_ATOL",
               "ADAM_EPSILON_REACH", "SHUFFLE_Z", "order_correlation", "RESHUFFLE_HINT", "ADAM_GRADIENT_SIZES",
-              "ADAM_WEIGHT", "optimizer_trial"}
+              "ADAM_WEIGHT", "ADAM_DEFAULTS", "optimizer_trial"}
     nodes = [node for node in ast.parse(path.read_text(encoding="utf-8")).body
              if isinstance(node, ast.FunctionDef) and node.name in wanted
              or isinstance(node, ast.Assign) and any(getattr(t, "id", "") in wanted for t in node.targets)]

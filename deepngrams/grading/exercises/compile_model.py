@@ -170,9 +170,10 @@ def judge(check, observations):
                  f"a training step after {want['later_step']} steps"]
         # the first step at which the weights leave Adam's path, in the version they follow longest
         reached = max(_steps_followed(steps, version) for version in want["versions"])
+        keep_defaults = from_w1_unittest()["ADAM_DEFAULTS"]  # the hint the students' test gives
         if reached < len(names):
             fails.append(f"{names[reached]}: the weights do not move as Adam with learning rate "
-                         f"{want['learning_rate']} moves them")
+                         f"{want['learning_rate']} moves them{keep_defaults}")
         elif "optimizer_alone" in want:
             alone = o.get("optimizer_alone") if isinstance(o.get("optimizer_alone"), list) else []
             names = ["a large step", "a small step", f"a step after {want['later_step']} steps",
@@ -181,7 +182,7 @@ def judge(check, observations):
                 every = [np.ones(np.shape(e), bool).tolist() for e in expected]
                 if not _weights_match(_items(alone[k]) if k < len(alone) else None, expected, every):
                     fails.append(f"the optimizer given the same gradients as Adam, after {name}: the weights do not "
-                                 f"move as Adam with learning rate {want['learning_rate']} moves them")
+                                 f"move as Adam with learning rate {want['learning_rate']} moves them{keep_defaults}")
                     break
     return fails
 
