@@ -359,6 +359,152 @@ def test_a_failing_memory_sample_does_not_end_the_watch(tmp_path, monkeypatch):
     assert len(calls) > 2
 
 
+# Kernel memory in socket buffers, in no process's resident size: CHILDREN processes each fill
+# socket pairs ("unix": both ends, about 0.4 MiB a pair at the default buffer sizes) or TCP
+# connections on 127.0.0.1 ("tcp": a few MiB each), together well over the 1 GiB limit, then sleep.
+SOCKET_BUFFERS = r"""
+import os, socket, time
+KIND, CHILDREN, EACH = {kind!r}, {children}, {each}
+def fill(end):
+    end.setblocking(False)
+    try:
+        while True:
+            end.send(b'x' * 65536)
+    except (BlockingIOError, OSError):
+        pass
+def held():
+    if KIND == 'unix':
+        pairs = [socket.socketpair() for _ in range(EACH)]
+        for pair in pairs:
+            for end in pair:
+                fill(end)
+        return pairs
+    server = socket.create_server(('127.0.0.1', 0), backlog=EACH)
+    ends = []
+    for _ in range(EACH):
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        ends += [client, accepted]
+        fill(client); fill(accepted)
+    return ends
+kids = []
+for _ in range(CHILDREN):
+    pid = os.fork()
+    if pid == 0:
+        kept = held()
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+time.sleep(50)
+print('not stopped')
+"""
+SOCKET_BUFFERS_CASES = {"unix": dict(kind="unix", children=8, each=450), "tcp": dict(kind="tcp", children=4, each=40)}
+SOCKET_LIMITS = dict(wall_timeout=120, memory_gib=1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(SOCKET_BUFFERS_CASES))
+def test_socket_buffers_count_against_the_memory_limit(tmp_path, kind):
+    """Buffers of the sandbox's sockets are its memory, whatever process holds them."""
+    limits = sandbox.Limits(**SOCKET_LIMITS)
+    result, out = run_cells(tmp_path, "print('before')", SOCKET_BUFFERS.format(**SOCKET_BUFFERS_CASES[kind]),
+                            limits=limits, cell_timeout=100)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
+        (result.events, result.peak_memory_mib, out, result.stderr[-2000:])
+    assert result.notebook is None and result.peak_memory_mib > 1024 and result.seconds < STOPPED_WITHIN_S
+
+
+@pytest.mark.slow
+def test_a_failing_socket_count_does_not_end_the_watch(tmp_path, monkeypatch):
+    """A count of the sandbox's sockets that fails keeps the last one, and the counts after it still
+    stop the sandbox."""
+    real, calls = sandbox.SocketCensus.bytes_held, []
+
+    def flaky(self, budget):
+        calls.append(budget)
+        if len(calls) % 2:
+            raise OSError("sock_diag failed")
+        return real(self, budget)
+
+    monkeypatch.setattr(sandbox.SocketCensus, "bytes_held", flaky)
+    result, out = run_cells(tmp_path, "print('before')", SOCKET_BUFFERS.format(**SOCKET_BUFFERS_CASES["unix"]),
+                            limits=sandbox.Limits(**SOCKET_LIMITS), cell_timeout=100)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
+        (result.events, result.peak_memory_mib, out)
+    assert len(calls) > 2
+
+
+@pytest.mark.slow
+def test_a_notebook_holding_idle_sockets_keeps_its_small_peak(tmp_path):
+    """Idle sockets hold next to nothing: a notebook with a few dozen of them (and the harness's
+    own) is charged what they hold, not what they could hold."""
+    held = ("import socket, time\npairs = [socket.socketpair() for _ in range(48)]\n"
+            "server = socket.create_server(('127.0.0.1', 0))\nclient = socket.create_connection(server.getsockname())\n"
+            "client.sendall(b'x' * 4096)\n"
+            f"time.sleep({10 * sandbox.WATCH_SECONDS})\nprint(len(pairs))")
+    result, out = run_cells(tmp_path, held, limits=sandbox.Limits(wall_timeout=60, memory_gib=1.0))
+    assert not result.events and out[0].strip() == "48", (result.events, result.peak_memory_mib, out)
+    assert 0 < result.peak_memory_mib < 400, result.peak_memory_mib
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a network namespace of its own")
+def test_the_socket_census_counts_what_each_socket_holds_once_and_stops_past_its_budget():
+    """In a fresh network namespace (as each sandbox has): its sockets' buffers, and no more than
+    needed once over the budget, the next count whole again."""
+    import subprocess
+    import sys
+    code = r"""
+import fcntl, json, socket, struct
+from deepngrams.grading import sandbox
+with socket.socket() as control:  # the loopback interface up (SIOCSIFFLAGS, IFF_UP), as bubblewrap does
+    fcntl.ioctl(control, 0x8914, struct.pack("16sH14x", b"lo", 1))
+census = sandbox.SocketCensus(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, sandbox.NETLINK_SOCK_DIAG))
+empty = census.bytes_held(2**62)
+pairs = [socket.socketpair() for _ in range(40)]
+sent = 0
+for a, b in pairs:
+    a.setblocking(False)
+    try:
+        while True:
+            sent += a.send(b'x' * 65536)
+    except BlockingIOError:
+        pass
+full = census.bytes_held(2**62)
+cut = census.bytes_held(2**20)
+unfinished = census.unfinished
+again = census.bytes_held(2**62)
+# TCP, both families in one dump; where a kernel refuses that request (here one it refuses), one a family.
+ends = []
+for family, host in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):
+    server = socket.create_server((host, 0), family=family)
+    client = socket.create_connection(server.getsockname()[:2])
+    client.setblocking(False)
+    try:
+        while True:
+            sent_tcp = client.send(b'x' * 65536)
+    except BlockingIOError:
+        pass
+    ends += [server, client, server.accept()[0]]
+tcp = census.bytes_held(2**62) - again
+refused = (99,) + sandbox.TCP_BOTH_FAMILIES[1:]
+sandbox.INSTEAD[refused] = sandbox.INSTEAD[sandbox.TCP_BOTH_FAMILIES]
+census.kinds[census.kinds.index(sandbox.TCP_BOTH_FAMILIES)] = refused
+without_tcp = census.bytes_held(2**62)
+tcp_apart = census.bytes_held(2**62) - again
+print(json.dumps([empty, sent, full, cut, unfinished, again, census.unfinished, tcp, without_tcp - again,
+                  tcp_apart, refused in census.kinds]))
+"""
+    found = subprocess.run(["unshare", "--net", sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=ROOT, timeout=60)
+    assert found.returncode == 0, found.stderr
+    empty, sent, full, cut, unfinished, again, still, tcp, refused_tcp, tcp_apart, still_refused = json.loads(found.stdout)
+    # Nothing but the census's own socket, holding its answer while it reads it.
+    assert empty < 2**16 and sent <= full - empty < 2 * sent + 80 * 65536, (empty, sent, full)
+    assert 2**20 < cut < full and unfinished and again == full and not still
+    assert tcp > 2 * 65536 and refused_tcp < tcp and abs(tcp_apart - tcp) < tcp // 10 and not still_refused, \
+        (tcp, refused_tcp, tcp_apart)
+
+
 @pytest.mark.slow
 def test_memory_shared_after_a_fork_counts_once(tmp_path):
     """Three forks of a kernel holding 600 MiB: 2.4 GiB of resident sizes summed, 0.7 GiB in truth."""

@@ -13,7 +13,8 @@ from deepngrams.config import ROOT
 
 from rootless_runner import NOBODY, as_nobody
 from test_sandbox import (CHILDREN_LIMITS, CHILDREN_OVER_THE_LIMIT, HIDDEN_MEMORY, HIDDEN_MEMORY_LIMITS,
-                          IN_MEMORY_FILES, IN_MEMORY_FILES_LIMITS, STOPPED_WITHIN_S, hidden_memory_lines)
+                          IN_MEMORY_FILES, IN_MEMORY_FILES_LIMITS, SOCKET_BUFFERS, SOCKET_BUFFERS_CASES, SOCKET_LIMITS,
+                          STOPPED_WITHIN_S, hidden_memory_lines)
 
 pytestmark = pytest.mark.slow
 
@@ -173,3 +174,28 @@ def test_rootless_mode_counts_files_in_memory_against_the_memory_limit():
     result, out = one([IN_MEMORY_FILES], **IN_MEMORY_FILES_LIMITS, cell_timeout=100)
     assert [(e["event"], e.get("scope")) for e in result["events"]] == [("memory limit", "sandbox")], \
         (result["events"], result["peak_memory_mib"], result["stderr"][-2000:])
+
+
+@as_nobody_here
+@pytest.mark.parametrize("kind, factory", [("unix", False), ("unix", True), ("tcp", False)])
+def test_rootless_socket_buffers_count_against_the_memory_limit(kind, factory):
+    """As in root mode: the harness hands the grader a census of the sandbox's network namespace,
+    which the grader (no root, so not allowed in that namespace) could not make itself; with a
+    factory, the kernel it forked joins that namespace, and its sockets count too."""
+    limits = {**SOCKET_LIMITS, "cell_timeout": 100}
+    report = as_nobody({"runs": [{"cells": ["print('before')", SOCKET_BUFFERS.format(**SOCKET_BUFFERS_CASES[kind])],
+                                  "limits": limits, "factory": factory}]})
+    result = report["results"][0]
+    assert [(e["event"], e.get("scope")) for e in result["events"]] == [("memory limit", "sandbox")], \
+        (result["events"], result["peak_memory_mib"], result["texts"], result["stderr"][-2000:])
+    assert not result["notebook"] and result["peak_memory_mib"] > 1024 and result["seconds"] < STOPPED_WITHIN_S
+
+
+@as_nobody_here
+def test_rootless_idle_sockets_keep_a_small_peak():
+    held = ("import socket, time\npairs = [socket.socketpair() for _ in range(48)]\n"
+            "server = socket.create_server(('127.0.0.1', 0))\nclient = socket.create_connection(server.getsockname())\n"
+            f"time.sleep({10 * sandbox.WATCH_SECONDS})\nprint(len(pairs))")
+    result, out = one([held], memory_gib=1.0)
+    assert not result["events"] and out == ["48\n"], (result["events"], result["peak_memory_mib"], out)
+    assert 0 < result["peak_memory_mib"] < 400, result["peak_memory_mib"]

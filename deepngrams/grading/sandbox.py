@@ -32,9 +32,11 @@ sandbox's namespaces and gets what bubblewrap, setpriv and prlimit give the sand
 factory gives no kernel, the harness starts one in the sandbox as usual.
 
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
-CPU time, memory (the resident memory of all the sandbox's processes and the files of its
-in-memory folders together, watched from outside (with a factory, the forked kernel and the
-pages it shares with the factory, counted once), and the size of each process: its address
+CPU time, memory (the resident memory of all the sandbox's processes, the files of its
+in-memory folders and the buffers of its sockets together, watched from outside (with a factory,
+the forked kernel and the pages it shares with the factory, counted once; the sockets through a
+sock_diag socket the harness makes in the sandbox's network namespace, `SocketCensus`), and the
+size of each process: its address
 space as root, its data segment without root), processes, open files, file size. Each hit
 becomes a reason.
 
@@ -385,7 +387,8 @@ def _rlimits(limits: Limits, rootless: bool) -> list[tuple[int, int, int]]:
     gib = int(limits.memory_gib * 2**30)  # each process's size: within the watchdog's total
     cpu = int(limits.wall_timeout * 2) + 10  # two cores for the whole wall time, then SIGXCPU
     size = int(limits.file_mib * 2**20)
-    # Each open pipe or socket holds kernel memory the watchdog cannot see: a few per process.
+    # Each open pipe holds kernel memory the watchdog cannot see (sockets it counts, `SocketCensus`):
+    # the open files of a process bound how many pipes it holds.
     files = min(limits.open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # never above the grader's own
     found = [(resource.RLIMIT_DATA if rootless else resource.RLIMIT_AS, gib, gib), (resource.RLIMIT_CPU, cpu, cpu + 5),
              (resource.RLIMIT_FSIZE, size, size), (resource.RLIMIT_NOFILE, files, files), (resource.RLIMIT_CORE, 0, 0)]
@@ -640,6 +643,127 @@ def _proportional(pids: list[int]) -> int:
     return total
 
 
+# Socket buffers: what a socket holds (data sent and not yet read, data received, memory reserved
+# for it) is kernel memory, in no process's resident size, and a notebook's sockets together could
+# pin gigabytes of it. Each sandbox has a network namespace of its own, and every socket its processes
+# create (Unix, TCP, UDP, netlink) belongs to that namespace, whatever process holds it, even once no
+# process does (in flight in a message, or closing): the kernel's sock_diag interface lists them all,
+# with the memory of each, in one dump per kind. It answers a socket of its own created inside that
+# namespace, which the harness makes before any of the notebook's code runs and hands to the grader as
+# its first message (then closes its copy): the one way in both modes, since without root the grader
+# may not enter the sandbox's namespace.
+# Pipes are not counted: once a user's pipes hold fs.pipe-user-pages-soft pages (16384, 64 MiB, by
+# default) each new pipe gets the smallest buffer (two pages) and none may grow (F_SETPIPE_SZ), so a
+# sandbox's pipes hold about that plus two pages per pipe its processes may open (the process and
+# open-file limits). As root each sandbox is a user of its own; without root all of them are the
+# grader's user, and one sandbox's pipes make its neighbours' new pipes small (slower, never wrong).
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK = 4, 20, 18
+NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 0x1, 0x300, 2, 3
+NLMSG_HEADER = struct.Struct("=IHHII")
+UDIAG_SHOW_MEMINFO, UNIX_DIAG_MEMINFO = 0x20, 5  # linux/unix_diag.h
+INET_DIAG_SKMEMINFO = 7  # linux/inet_diag.h
+NDIAG_SHOW_MEMINFO, NETLINK_DIAG_MEMINFO, NDIAG_PROTO_ALL = 0x1, 0, 255  # linux/netlink_diag.h
+
+
+def _inet_kind(family: int, protocol: int) -> tuple:
+    return (SOCK_DIAG_BY_FAMILY, struct.pack("=BBBBI48x", family, protocol, 1 << (INET_DIAG_SKMEMINFO - 1), 0,
+                                             0xFFFFFFFF), 72, INET_DIAG_SKMEMINFO)
+
+
+# (message type, request after the netlink header, length of each answer's fixed part before its
+# attributes, the attribute that holds its SK_MEMINFO_* array): Unix; TCP; UDP over IPv4 and IPv6;
+# netlink. A TCP dump walks the machine's whole TCP table (its size set by the machine's memory, a
+# few milliseconds here), once a family: the older request (struct inet_diag_req) lists both
+# families in one walk; where a kernel refuses it, one request a family.
+TCP_BOTH_FAMILIES = (TCPDIAG_GETSOCK, struct.pack("=BBBB48xII", 0, 0, 0, 1 << (INET_DIAG_SKMEMINFO - 1),
+                                                  0xFFFFFFFF, 0), 72, INET_DIAG_SKMEMINFO)
+SOCKET_KINDS = (
+    (SOCK_DIAG_BY_FAMILY, struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0, UDIAG_SHOW_MEMINFO, 0, 0), 16,
+     UNIX_DIAG_MEMINFO),
+    TCP_BOTH_FAMILIES,
+    _inet_kind(socket.AF_INET, socket.IPPROTO_UDP), _inet_kind(socket.AF_INET6, socket.IPPROTO_UDP),
+    (SOCK_DIAG_BY_FAMILY, struct.pack("=BBHIIII", socket.AF_NETLINK, NDIAG_PROTO_ALL, 0, 0, NDIAG_SHOW_MEMINFO, 0, 0),
+     28, NETLINK_DIAG_MEMINFO),
+)
+INSTEAD = {TCP_BOTH_FAMILIES: [_inet_kind(socket.AF_INET, socket.IPPROTO_TCP), _inet_kind(socket.AF_INET6, socket.IPPROTO_TCP)]}
+# SK_MEMINFO_* (linux/sock_diag.h): RMEM_ALLOC 0, RCVBUF 1, WMEM_ALLOC 2, SNDBUF 3, FWD_ALLOC 4, WMEM_QUEUED 5
+SK_MEMINFO = struct.Struct("=IiIiiI")
+
+
+class SocketCensus:
+    """The memory of the sockets of one network namespace, through a sock_diag socket made in it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.seq, self.unfinished = sock, 0, False
+        self.kinds = list(SOCKET_KINDS)  # less those this kernel cannot list (its diag module absent)
+        self.buffer = bytearray(65536)
+        sock.settimeout(2.0)
+
+    def bytes_held(self, budget: int) -> int:
+        """rmem_alloc + wmem_alloc + wmem_queued + fwd_alloc of every socket, summed; once over
+        `budget`, the rest unread (the sum so far, over it). Raises OSError if a dump fails."""
+        if self.unfinished:  # the rest of a dump left over the budget: read to its end first
+            self._read(self.seq, None, 0, -1)
+        total = 0
+        for kind in list(self.kinds):
+            message, request, fixed, attribute = kind
+            self.seq = (self.seq + 1) & 0xFFFFFFFF
+            self.sock.send(NLMSG_HEADER.pack(NLMSG_HEADER.size + len(request), message,
+                                             NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0) + request)
+            self.unfinished = True
+            try:
+                total = self._read(self.seq, (fixed, attribute), total, budget)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                # Not listed by this kernel: another way (counted from the next count on), or, no
+                # such family or protocol here, nothing of it to count.
+                at = self.kinds.index(kind)
+                self.kinds[at:at + 1] = INSTEAD.get(kind, [])
+            if total > budget:
+                return total
+        return total
+
+    def _read(self, seq: int, parse, total: int, budget: int) -> int:
+        """Read the answers to dump `seq` up to its end (or, with `parse`, until `total` passes `budget`)."""
+        while True:
+            n = self.sock.recv_into(self.buffer)
+            view, at = memoryview(self.buffer)[:n], 0
+            while at + NLMSG_HEADER.size <= n:
+                length, kind, _, got_seq, _ = NLMSG_HEADER.unpack_from(view, at)
+                if length < NLMSG_HEADER.size:
+                    raise OSError("a malformed sock_diag answer")
+                if got_seq == seq:
+                    if kind == NLMSG_DONE:
+                        self.unfinished = False
+                        return total
+                    if kind == NLMSG_ERROR:
+                        self.unfinished = False
+                        code = -struct.unpack_from("=i", view, at + NLMSG_HEADER.size)[0]
+                        raise OSError(code, f"sock_diag: {os.strerror(code)}")
+                    if parse is not None and total <= budget:
+                        total += self._memory(view[at + NLMSG_HEADER.size:at + length], *parse)
+                at += (length + 3) & ~3
+            if parse is not None and total > budget:  # the dump unfinished: `bytes_held` ends it first next time
+                return total
+
+    @staticmethod
+    def _memory(message, fixed: int, attribute: int) -> int:
+        at = fixed
+        while at + 4 <= len(message):
+            length, kind = struct.unpack_from("=HH", message, at)
+            if length < 4:
+                break
+            if kind == attribute and length >= 4 + SK_MEMINFO.size:
+                rmem, _, wmem, _, forward, queued = SK_MEMINFO.unpack_from(message, at + 4)
+                return rmem + wmem + queued + max(0, forward)
+            at += (length + 3) & ~3
+        return 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def _pid_namespace(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/pid")
@@ -754,7 +878,10 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
         (scratch / ".probes").mkdir(exist_ok=True)
         shutil.copy(INSIDE / "probes.py", scratch / ".probes" / "deepngrams_probes.py")
     payload = json.dumps(job).encode()
-    read_end, write_end = os.pipe()
+    # The harness's line back (its descriptor 3): a socket, which carries the sandbox's socket census
+    # first (`SocketCensus`), then the lines it writes.
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    write_end = theirs.detach()
     kept = tuple(fd for fd in (seccomp_fd, factory_fd) if fd is not None)
     result = RunResult()
     start = time.monotonic()
@@ -768,11 +895,26 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
             os.close(fd)
     lines: list[bytes] = []
     cap = int(limits.output_mib * 2**20)
+    census: list[SocketCensus] = []  # the sandbox's socket census, once the harness has sent it
 
     def collect():
         total = 0
-        with os.fdopen(read_end, "rb") as f:
+        try:  # the harness's first message: one byte and, in the sandbox, its census socket
+            first, ancillary, _, _ = ours.recvmsg(1, socket.CMSG_SPACE(4), socket.MSG_CMSG_CLOEXEC)
+        except OSError:
+            first, ancillary = b"", []
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                for fd in array.array("i", data[:len(data) - len(data) % 4]):
+                    got = socket.socket(fileno=fd)
+                    if sandboxed and not census and got.family == socket.AF_NETLINK:
+                        census.append(SocketCensus(got))
+                    else:  # without a sandbox it would list the grader's own sockets: not the notebook's
+                        got.close()
+        with os.fdopen(ours.detach(), "rb") as f:
             for line in f:
+                if first != b"\n":  # not the census's byte: the start of the first line
+                    line, first = first + line, b"\n"
                 total += len(line)
                 if total > cap:
                     result.output_cut = True
@@ -794,18 +936,30 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
     # The memory limit holds for the sandbox as a whole: several processes, each under its
     # address-space limit, could together take far more. Cgroups would count it exactly but
     # are not delegated to the grader, so a watchdog samples the processes' resident memory
-    # (summed; over the limit, recounted with each shared page once) and the files of its
-    # in-memory folders (_scratch_usage), and stops the sandbox.
+    # (summed; over the limit, recounted with each shared page once), the files of its
+    # in-memory folders (_scratch_usage) and the buffers of its sockets (SocketCensus), and stops
+    # the sandbox.
     memory_cap = limits.memory_gib * 2**30
     scratch_bytes = int(limits.scratch_mib * 2**20)
     stopped_at: list[int] = []  # the total (bytes) that stopped the sandbox
     namespace: list[str] = []  # the sandbox's PID namespace, once seen
     own = _pid_namespace(os.getpid())
     done = threading.Event()
+    held_by_sockets = [0]  # the last count of the sandbox's sockets (bytes)
 
     # Signals go through a pidfd: once the main thread has reaped bubblewrap, its pid may name
     # another process, the pidfd never does.
     pidfd = os.pidfd_open(proc.pid)
+
+    def sockets_held(budget: float) -> int:
+        """The sandbox's socket buffers, counted up to `budget` (past it the sandbox stops); where a
+        count fails, the last one."""
+        if census:
+            try:
+                held_by_sockets[0] = census[0].bytes_held(max(0, int(budget)))
+            except Exception:  # noqa: BLE001 - a failed count must not end the watch; the next one counts
+                pass
+        return held_by_sockets[0]
 
     def watch():
         try:
@@ -827,9 +981,12 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
                             ours = [factory_pid, *(_children(factory_pid) or ())]
                             tree = tree + more
                             total += max(0, more_total - sum(_resident(pid) for pid in ours))
-                    if total + files > memory_cap:  # maybe counting shared pages more than once: count them exactly
+                    # Cut short only once the sockets alone pass what the files leave: over the limit whatever
+                    # the processes hold, and never counted again for a lower count of them.
+                    held = sockets_held(memory_cap - files)
+                    if total + files + held > memory_cap:  # maybe counting shared pages more than once: count them exactly
                         total = _proportional(tree)
-                    total += files
+                    total += files + held
                 except Exception:  # noqa: BLE001 - a failed sample must not end the run; the next one counts
                     continue
                 if done.is_set():
@@ -866,6 +1023,8 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
         proc.wait()
     done.set()
     watchdog.join(timeout=5)
+    if census and not watchdog.is_alive():
+        census[0].close()
     if namespace:
         _end_sandbox(namespace[0], owner)
     reader.join(timeout=30)

@@ -1,8 +1,9 @@
 """Runs one submission's notebook inside the sandbox (started by grading/sandbox.py).
 
 It reads its job from stdin (the notebook with graded cells replaced by probe calls, and the
-time limit of a cell), runs the notebook with nbclient in a fresh kernel, and writes JSON
-lines to file descriptor 3 as it goes: each probe's observations when its cell ends, any
+time limit of a cell), runs the notebook with nbclient in a fresh kernel, and writes to file
+descriptor 3 (a socket) first the sandbox's socket census (`hand_over_socket_census`), then JSON
+lines as it goes: each probe's observations when its cell ends, any
 event (a cell over its time limit, out of memory, the kernel dying), and at the end the
 executed notebook. The kernel never inherits descriptor 3 or sees the job, and this process
 makes itself undumpable so the kernel cannot read its memory.
@@ -180,7 +181,31 @@ def _undumpable() -> None:
         pass
 
 
+NETLINK_SOCK_DIAG = 4
+
+
+def hand_over_socket_census() -> None:
+    """Before anything else (none of the notebook's code has run yet): a sock_diag socket made in this
+    sandbox's network namespace, sent to the grader as the first message on descriptor 3, through
+    which it counts the buffers of every socket of the sandbox (sandbox.SocketCensus). This process
+    keeps no copy: nothing the notebook runs can reach it."""
+    try:
+        census = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    except OSError:
+        census = None
+    try:
+        with socket.socket(fileno=os.dup(3)) as channel:
+            channel.sendmsg([b"\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [census.fileno()]))]
+                            if census is not None else [])
+    except OSError:
+        pass
+    finally:
+        if census is not None:
+            census.close()
+
+
 def main() -> int:
+    hand_over_socket_census()
     job = json.loads(sys.stdin.buffer.read())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     _undumpable()
