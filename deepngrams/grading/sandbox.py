@@ -248,21 +248,31 @@ def _thread_env(threads: int) -> dict:
 # session, so a notebook that starts many busy processes shares the CPU with the other sandboxes as one
 # group rather than as that many; a new session would be a new group, with a share of its own.
 REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "shmget", "msgget", "setsid")
+# Sockets: only the kinds whose buffers the watchdog counts (`SocketCensus`): Unix and netlink sockets,
+# and TCP and UDP over IPv4 and IPv6. Another family fails as if this kernel lacked it (EAFNOSUPPORT),
+# another kind of IP socket (SCTP, MPTCP, UDP-Lite, ping) as if it lacked the protocol.
+SOCKET_FAMILIES = (socket.AF_UNIX, socket.AF_NETLINK)  # any type and protocol
+IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)  # these types and protocols only
+IP_TYPES = (socket.SOCK_STREAM, socket.SOCK_DGRAM)
+IP_PROTOCOLS = (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP)  # 0: the type's own, TCP or UDP
+SOCK_TYPE_MASK = 0xF  # the type without SOCK_NONBLOCK and SOCK_CLOEXEC
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {
     "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319, "memfd_secret": 447,
-               "shmget": 29, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435},
+               "shmget": 29, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435, "socket": 41},
     "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279, "memfd_secret": 447,
-                "shmget": 194, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435},
+                "shmget": 194, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435, "socket": 198},
 }
 X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same audit arch, other numbers
 CLONE_NEWUSER = 0x10000000
 SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ERRNO, SECCOMP_RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
-BPF_LD_W_ABS, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06
+BPF_LD_W_ABS, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET, BPF_AND_K = 0x20, 0x15, 0x35, 0x45, 0x06, 0x54
 
 
 def seccomp_program(machine: str | None = None) -> bytes:
-    """The compiled filter: the syscalls in REFUSED and new user namespaces fail with EPERM.
+    """The compiled filter: the syscalls in REFUSED and new user namespaces fail with EPERM, sockets
+    other than those of SOCKET_FAMILIES and IP_FAMILIES (with IP_TYPES and IP_PROTOCOLS) as if the
+    kernel had none.
 
     clone3 fails with ENOSYS, as if the kernel were older: its flags lie in memory a filter
     cannot read, and the C library then falls back to clone, whose flags it can. A system
@@ -284,10 +294,23 @@ def seccomp_program(machine: str | None = None) -> bytes:
     code += [(BPF_JEQ, nr["clone3"], "enosys", None),
              (BPF_JEQ, nr["clone"], "flags", None),
              (BPF_JEQ, nr["unshare"], "flags", None),
+             (BPF_JEQ, nr["socket"], "socket", None),
              (BPF_RET, SECCOMP_RET_ALLOW, None, None),
              "flags", (BPF_LD_W_ABS, 16, None, None),  # low half of args[0] (little-endian): the flags
              (BPF_JSET, CLONE_NEWUSER, "eperm", None),
              (BPF_RET, SECCOMP_RET_ALLOW, None, None),
+             "socket", (BPF_LD_W_ABS, 16, None, None)]  # args[0]: the family
+    code += [(BPF_JEQ, family, "allow", None) for family in SOCKET_FAMILIES]
+    code += [(BPF_JEQ, family, "ip", None) for family in IP_FAMILIES]
+    code += [(BPF_RET, SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT, None, None),
+             "ip", (BPF_LD_W_ABS, 24, None, None),  # args[1]: the type
+             (BPF_AND_K, SOCK_TYPE_MASK, None, None)]
+    code += [(BPF_JEQ, kind, "protocol", None) for kind in IP_TYPES]
+    code += [(BPF_RET, SECCOMP_RET_ERRNO | errno.EPROTONOSUPPORT, None, None),
+             "protocol", (BPF_LD_W_ABS, 32, None, None)]  # args[2]: the protocol
+    code += [(BPF_JEQ, protocol, "allow", None) for protocol in IP_PROTOCOLS]
+    code += [(BPF_RET, SECCOMP_RET_ERRNO | errno.EPROTONOSUPPORT, None, None),
+             "allow", (BPF_RET, SECCOMP_RET_ALLOW, None, None),
              "eperm", (BPF_RET, SECCOMP_RET_ERRNO | errno.EPERM, None, None),
              "enosys", (BPF_RET, SECCOMP_RET_ERRNO | errno.ENOSYS, None, None),
              "kill", (BPF_RET, SECCOMP_RET_KILL_PROCESS, None, None)]
