@@ -745,3 +745,16 @@ def test_a_virtual_environment_reached_through_a_link_still_runs(tmp_path, monke
     result, out = run_cells(tmp_path, "import sys; print(sys.prefix)")
     assert result.notebook is not None and not result.events, (result.returncode, result.stderr[-500:])
     assert out[0].strip() == os.path.realpath(sys.prefix)
+
+
+def test_a_kernel_that_cannot_say_what_unix_sockets_hold_gets_no_sandbox(monkeypatch):
+    """Without the census a notebook's sockets could pin memory past its limit: the grader says what is
+    missing and does not sandbox. Asked for a family no kernel has, this kernel refuses that dump, as
+    one without unix_diag refuses the Unix one."""
+    import struct
+    unknown = (sandbox.SOCK_DIAG_BY_FAMILY, struct.pack("=BBHIIIII", 250, 0, 0, 0xFFFFFFFF, 0, 0x20, 0, 0), 16, 5)
+    assert sandbox._socket_census_problem() is None
+    monkeypatch.setattr(sandbox, "SOCKET_KINDS", (unknown,) + sandbox.SOCKET_KINDS[1:])
+    problem = sandbox.available()
+    assert problem and "cannot say what sockets hold" in problem and "unix_diag" in problem, problem
+    assert "plain-autograde" in problem

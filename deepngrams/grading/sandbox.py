@@ -136,6 +136,8 @@ def available() -> str | None:
         seccomp_program()
     except RuntimeError as e:
         return str(e)
+    if problem := _socket_census_problem():
+        return problem
     if os.geteuid() == 0:
         return None
     if _kernel_version() < ROOTLESS_KERNEL:
@@ -152,6 +154,25 @@ def available() -> str | None:
                 f"user namespaces (kernel.unprivileged_userns_clone=1, or an AppArmor profile for bwrap), "
                 f"or run the grader as root, {NO_SANDBOX}")
     return None
+
+
+def _socket_census_problem() -> str | None:
+    """Why the watchdog could not count what sockets hold here (SocketCensus), or None: without that a
+    notebook's sockets could pin memory past its limit, so the grader does not sandbox without it."""
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as sock:
+            census = SocketCensus(sock)
+            census.bytes_held(2**62)
+            kinds = census.kinds
+    except OSError as e:
+        kinds, why = [], str(e)
+    else:
+        why = "the kernel lists no Unix or no TCP sockets"
+    if SOCKET_KINDS[0] in kinds and (TCP_BOTH_FAMILIES in kinds or INSTEAD[TCP_BOTH_FAMILIES][0] in kinds):
+        return None
+    return (f"the kernel cannot say what sockets hold ({why}): the sandbox's memory limit counts its sockets' "
+            "buffers through sock_diag (modules unix_diag and inet_diag, or CONFIG_UNIX_DIAG and CONFIG_INET_DIAG), "
+            f"{NO_SANDBOX}")
 
 
 def _cpu_cgroup(proc: Path) -> str | None:
