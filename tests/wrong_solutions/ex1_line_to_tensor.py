@@ -177,3 +177,19 @@ def traced_reference(line, vocab):
 
 
 CORRECT["traced_reference"] = traced_reference
+
+
+# --- correct: StringLookup spelled out further
+def lookup_with_the_oov_token_named(line, vocab):
+    """oov_token='[UNK]' and num_oov_indices=1 given (Keras' defaults), with the vocabulary's own '[UNK]'."""
+    chars = tf.strings.unicode_split(line, "UTF-8")
+    return tf.keras.layers.StringLookup(vocabulary=vocab, oov_token="[UNK]", mask_token=None, num_oov_indices=1)(chars)
+
+
+def lookup_of_a_vocabulary_tensor(line, vocab):
+    """The vocabulary handed to StringLookup as a tf.string tensor; output_mode='int' given."""
+    chars = tf.strings.unicode_split(tf.convert_to_tensor(line), input_encoding="UTF-8")
+    return tf.keras.layers.StringLookup(vocabulary=tf.constant(vocab), mask_token=None, output_mode="int")(chars)
+
+
+CORRECT.update({f.__name__: f for f in (lookup_with_the_oov_token_named, lookup_of_a_vocabulary_tensor)})

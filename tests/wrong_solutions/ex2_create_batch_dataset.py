@@ -258,3 +258,33 @@ def permutation_at_every_pass(lines, vocab, seq_length=100, batch_size=64):
 
 
 CORRECT.update({f.__name__: f for f in (filter_short_chunks, joined_with_reduce_join, permutation_at_every_pass)})
+
+
+# --- correct: more pipelines
+def parallel_map_and_experimental_autotune(lines, vocab, seq_length=100, batch_size=64):
+    """map with num_parallel_calls (tf.data keeps the order), reshuffle_each_iteration given, the old
+    tf.data.experimental.AUTOTUNE."""
+    ids = line_to_tensor("\n".join(lines), vocab)
+    ds = tf.data.Dataset.from_tensor_slices(ids).batch(seq_length + 1, drop_remainder=True)
+    ds = ds.map(split_input_target, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.shuffle(BUFFER_SIZE, reshuffle_each_iteration=True).batch(batch_size, drop_remainder=True).prefetch(
+        tf.data.experimental.AUTOTUNE)
+
+
+def shuffle_with_a_seed(lines, vocab, seq_length=100, batch_size=64):
+    """shuffle(BUFFER_SIZE, seed=42): the same orders from run to run, a new one at every epoch."""
+    ids = line_to_tensor("\n".join(lines), vocab)
+    ds = tf.data.Dataset.from_tensor_slices(ids).batch(seq_length + 1, drop_remainder=True).map(split_input_target)
+    return ds.shuffle(BUFFER_SIZE, seed=42).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def ids_through_a_python_list(lines, vocab, seq_length=100, batch_size=64):
+    """The ids to a Python list and back to an int64 tensor; the split as a lambda."""
+    all_ids = line_to_tensor("\n".join(lines), vocab).numpy().tolist()
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(all_ids, tf.int64))
+    ds = ds.batch(seq_length + 1, drop_remainder=True).map(lambda s: (s[:-1], s[1:]))
+    return ds.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+CORRECT.update({f.__name__: f for f in (parallel_map_and_experimental_autotune, shuffle_with_a_seed,
+                                        ids_through_a_python_list)})

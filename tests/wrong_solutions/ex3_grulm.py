@@ -1,4 +1,5 @@
 """GRULM(vocab_size, embedding_dim, rnn_units)."""
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -319,3 +320,48 @@ class SoftmaxThenLog(tf.keras.Model):
 
 
 CORRECT.update({"explicit_zero_state": ExplicitZeroState, "softmax_then_log": SoftmaxThenLog})
+
+
+# --- correct: the activation by name, and the tutorial's GRU with Keras 3's get_initial_state
+class LogSoftmaxByName(tf.keras.Model):
+    """Dense(vocab_size, activation="log_softmax"): Keras' activation of that name."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation="log_softmax")
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        return (x, states) if return_state else x
+
+
+class TutorialGRUWithKeras3InitialState(tf.keras.Model):
+    """keras.layers, recurrent_initializer='glorot_uniform' (the tutorial's), keras.activations.log_softmax,
+    and the tutorial's `if states is None` with Keras 3's get_initial_state(batch_size)."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = keras.layers.GRU(rnn_units, return_sequences=True, return_state=True,
+                                    recurrent_initializer="glorot_uniform")
+        self.dense = keras.layers.Dense(vocab_size, activation=keras.activations.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = inputs
+        x = self.embedding(x, training=training)
+        if states is None:
+            states = self.gru.get_initial_state(tf.shape(x)[0])
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        if return_state:
+            return x, states
+        else:
+            return x
+
+
+CORRECT.update({"log_softmax_by_name": LogSoftmaxByName,
+                "tutorial_gru_with_keras3_initial_state": TutorialGRUWithKeras3InitialState})

@@ -247,3 +247,133 @@ WRONG.update({name: (f, TESTS) for name, f in {
     "adam_in_a_loss_scale_optimizer": _make(optimizer=lambda: keras.mixed_precision.LossScaleOptimizer(
         tf.keras.optimizers.Adam(learning_rate=0.00125))),
 }.items()})
+
+
+# --- correct: more ways students compile (the optimizer's own trial, made-up gradients, passes each)
+def steps_per_execution_4(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=1.25e-3),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=4)
+    return model
+
+
+def compiled_twice_the_second_time_right(model):
+    """A first compile with the defaults (a wrong loss for this model, Adam at 0.001), then the course's."""
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def compiled_twice_with_one_optimizer(model):
+    opt = tf.keras.optimizers.Adam(learning_rate=0.00125)
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=opt, loss=loss)
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    return model
+
+
+def rate_set_on_the_optimizer_before_compile(model):
+    opt = tf.keras.optimizers.Adam()
+    opt.learning_rate = 1.25e-3
+    model.compile(optimizer=opt, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def optimizer_by_name_then_rate(model):
+    opt = tf.keras.optimizers.get("adam")
+    opt.learning_rate = 0.00125
+    model.compile(optimizer=opt, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def rate_as_a_callable(model):
+    """Keras takes a callable of no arguments as the learning rate."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=lambda: 0.00125),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def rate_as_a_fraction(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=1 / 800),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def rate_as_a_piecewise_constant_schedule(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=tf.keras.optimizers.schedules.PiecewiseConstantDecay(
+        [1000], [0.00125, 0.00125])), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def loss_reduction_mean(model):
+    """reduction='mean' (no sample weights): the same mean as the default sum_over_batch_size."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean"))
+    return model
+
+
+def named_and_jit_compile_false(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125, name="adam_opt"),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="scce"),
+                  jit_compile=False)
+    return model
+
+
+def crossentropy_metric_too(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[tf.keras.metrics.SparseCategoricalCrossentropy(from_logits=True)])
+    return model
+
+
+def loss_weights_of_one(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), loss_weights=[1.0])
+    return model
+
+
+def classes_imported_from_tensorflow_keras(model):
+    from tensorflow.keras.losses import SparseCategoricalCrossentropy
+    from tensorflow.keras.optimizers import Adam
+    model.compile(optimizer=Adam(learning_rate=0.00125), loss=SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def keras_ops_logsumexp_loss(model):
+    """logsumexp(z) - z[target]: the cross-entropy from logits written out with keras.ops."""
+    def loss(y_true, y_pred):
+        y = keras.ops.cast(y_true, "int32")
+        picked = keras.ops.take_along_axis(y_pred, keras.ops.expand_dims(y, -1), axis=-1)[..., 0]
+        return keras.ops.logsumexp(y_pred, axis=-1) - picked
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.00125), loss=loss)
+    return model
+
+
+_SHARED_LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def one_loss_object_for_every_model(model):
+    """The loss made once, outside the function (a loss keeps no state between models; an optimizer would)."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125), loss=_SHARED_LOSS)
+    return model
+
+
+def adam_with_epsilon_1e_6(model):
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125, epsilon=1e-6),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def optimizer_built_at_compile(model):
+    opt = tf.keras.optimizers.Adam(learning_rate=0.00125)
+    model.compile(optimizer=opt, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    opt.build(model.trainable_variables)
+    return model
+
+
+CORRECT.update({f.__name__: f for f in (
+    steps_per_execution_4, compiled_twice_the_second_time_right, compiled_twice_with_one_optimizer,
+    rate_set_on_the_optimizer_before_compile, optimizer_by_name_then_rate, rate_as_a_callable, rate_as_a_fraction,
+    rate_as_a_piecewise_constant_schedule, loss_reduction_mean, named_and_jit_compile_false, crossentropy_metric_too,
+    loss_weights_of_one, classes_imported_from_tensorflow_keras, keras_ops_logsumexp_loss,
+    one_loss_object_for_every_model, adam_with_epsilon_1e_6, optimizer_built_at_compile)})

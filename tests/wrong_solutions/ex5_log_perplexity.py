@@ -1,4 +1,5 @@
 """log_perplexity(preds, target)."""
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -176,3 +177,23 @@ def keras_ops(preds, target):
 
 
 CORRECT["keras_ops"] = keras_ops
+
+
+# --- correct: more ways to pick and average
+def one_hot_in_preds_dtype_numpy_scalar(preds, target):
+    """one_hot in the predictions' dtype, depth from tf.shape; a numpy scalar returned."""
+    preds = tf.convert_to_tensor(preds)
+    log_p = tf.reduce_sum(preds * tf.one_hot(target, tf.shape(preds)[-1], dtype=preds.dtype), axis=-1)
+    mask = tf.cast(tf.not_equal(target, 1), preds.dtype)
+    per_row = tf.reduce_sum(log_p * mask, axis=1) / tf.reduce_sum(mask, axis=1)
+    return -tf.reduce_mean(per_row).numpy()
+
+
+def keras_ops_take_along_axis(preds, target):
+    t = keras.ops.cast(target, "int32")
+    log_p = keras.ops.take_along_axis(preds, keras.ops.expand_dims(t, -1), axis=-1)[..., 0]
+    mask = keras.ops.cast(keras.ops.not_equal(t, 1), log_p.dtype)
+    return -float(keras.ops.mean(keras.ops.sum(log_p * mask, 1) / keras.ops.sum(mask, 1)))
+
+
+CORRECT.update({f.__name__: f for f in (one_hot_in_preds_dtype_numpy_scalar, keras_ops_take_along_axis)})

@@ -436,3 +436,110 @@ class ForbiddenIdsOverTheEmbeddingsInputs(Reference):
 
 CORRECT.update({cls.__name__: cls for cls in (ZerosFromTheGRUsUnits, TheGRUsInitialState, GraphModeInitialStateTaken,
                                               MaskSizedByTheDenseLayer, ForbiddenIdsOverTheEmbeddingsInputs)})
+
+
+# --- correct: more styles (the tutorial's OneStep as written, sizes read from the model's layers)
+class TutorialLayersMadeInInit(tf.keras.Model):
+    """The TensorFlow tutorial's OneStep as it stands: StringLookup layers made in __init__, the mask a
+    SparseTensor made dense to the lookup's vocabulary size, @tf.function, tf.random.categorical of the logits
+    divided by the temperature; with a branch for temperature 0, and the tutorial's loop in generate_n_chars."""
+
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__()
+        self.temperature = temperature
+        self.model = model
+        self.vocab = vocab
+        self.ids_from_chars = tf.keras.layers.StringLookup(vocabulary=list(vocab), mask_token=None)
+        self.chars_from_ids = tf.keras.layers.StringLookup(vocabulary=list(vocab), invert=True, mask_token=None)
+        skip_ids = self.ids_from_chars(["[UNK]", ""])[:, None]
+        sparse_mask = tf.SparseTensor(values=[-float("inf")] * 2, indices=skip_ids,
+                                      dense_shape=[len(self.ids_from_chars.get_vocabulary())])
+        self.prediction_mask = tf.sparse.to_dense(tf.sparse.reorder(sparse_mask))
+
+    @tf.function
+    def generate_one_step(self, inputs, states=None):
+        input_chars = tf.strings.unicode_split(inputs, "UTF-8")
+        input_ids = self.ids_from_chars(input_chars).to_tensor()
+        predicted_logits, states = self.model(inputs=input_ids, states=states, return_state=True)
+        predicted_logits = predicted_logits[:, -1, :]
+        predicted_logits = predicted_logits + self.prediction_mask
+        if self.temperature == 0:
+            predicted_ids = tf.argmax(predicted_logits, axis=-1)
+        else:
+            predicted_ids = tf.random.categorical(predicted_logits / self.temperature, num_samples=1)
+            predicted_ids = tf.squeeze(predicted_ids, axis=-1)
+        predicted_chars = self.chars_from_ids(predicted_ids)
+        return predicted_chars, states
+
+    def generate_n_chars(self, num_chars, prefix):
+        states = None
+        next_char = tf.constant([prefix])
+        result = [next_char]
+        for n in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            result.append(next_char)
+        result = tf.strings.join(result)
+        return result[0].numpy().decode("utf-8")
+
+
+class SizesReadInInitZerosInGraph(Reference):
+    """model.gru.units and model.embedding.input_dim read in __init__; inside tf.function, zero states of
+    (inputs.shape[0], units) and the mask built there from the vocabulary size."""
+
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature)
+        self.units = model.gru.units
+        self.vocab_size = model.embedding.input_dim
+
+    @tf.function
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        if states is None:
+            states = tf.zeros([inputs.shape[0], self.units])
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True)
+        mask = tf.concat([[-np.inf, -np.inf], tf.zeros(self.vocab_size - 2)], axis=0)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class GraphStepReducedRetracing(Reference):
+    """tf.function(reduce_retracing=True) around the reference step."""
+    @tf.function(reduce_retracing=True)
+    def generate_one_step(self, inputs, states=None):
+        return super().generate_one_step(inputs, states=states)
+
+
+class GraphStepInitialStateByKeyword(Reference):
+    """Inside tf.function: `states, = model.gru.get_initial_state(batch_size=...)` (the list unpacked)."""
+    @tf.function
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        if states is None:
+            states, = self.model.gru.get_initial_state(batch_size=tf.shape(input_ids)[0])
+        log_probs, states = self.model(inputs=input_ids, states=states, return_state=True, training=False)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class NumpyMaskFromTheDenseUnits(Reference):
+    """A numpy mask of model.dense.units entries, '[UNK]' and '' found with vocab.index; generate_n_chars
+    keeps every state in a list and builds a Python string."""
+
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature)
+        mask = np.zeros(model.dense.units, dtype=np.float32)
+        mask[[vocab.index("[UNK]"), vocab.index("")]] = -np.inf
+        self.prediction_mask = mask
+
+    def generate_n_chars(self, num_chars, prefix):
+        all_states, next_char, out = [None], tf.constant([prefix]), prefix
+        for _ in range(num_chars):
+            next_char, s = self.generate_one_step(next_char, states=all_states[-1])
+            all_states.append(s)
+            out += next_char.numpy()[0].decode()
+        return out
+
+
+CORRECT.update({cls.__name__: cls for cls in (TutorialLayersMadeInInit, SizesReadInInitZerosInGraph,
+                                              GraphStepReducedRetracing, GraphStepInitialStateByKeyword,
+                                              NumpyMaskFromTheDenseUnits)})

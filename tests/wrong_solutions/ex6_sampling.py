@@ -222,3 +222,19 @@ def keras_uniform_no_seed(log_probs, temperature):
 
 
 CORRECT["keras_uniform_no_seed"] = keras_uniform_no_seed
+
+
+# --- correct: Keras' random numbers without a seed, numpy's Gumbel
+def keras_random_uniform_without_a_seed(log_probs, temperature):
+    """keras.random.uniform with no seed draws from Keras' global generator: new numbers at every call."""
+    u = keras.random.uniform(keras.ops.shape(log_probs), minval=1e-6, maxval=1 - 1e-6)
+    return keras.ops.argmax(log_probs + temperature * -keras.ops.log(-keras.ops.log(u)), axis=-1)
+
+
+def numpy_generator_gumbel(log_probs, temperature):
+    """Gumbel noise from a fresh numpy Generator, argmax with tf."""
+    g = np.random.default_rng().gumbel(size=np.shape(log_probs))
+    return tf.math.argmax(tf.convert_to_tensor(log_probs) + temperature * tf.constant(g, dtype=tf.float32), axis=-1)
+
+
+CORRECT.update({f.__name__: f for f in (keras_random_uniform_without_a_seed, numpy_generator_gumbel)})
