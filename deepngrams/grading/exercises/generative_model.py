@@ -196,7 +196,7 @@ def judge(check, observations):
             if chars.get("dtype") != "object" or not isinstance(char, str) or len(char) != 1 \
                     or o.get("states_shape") != want["states_shape"]:
                 fails.append(f"{label}.generate_one_step should return a string tensor with one character and "
-                             f"states of shape {want['states_shape']}, got {o.get('kind')} and "
+                             f"states of shape {want['states_shape']}, got {chars.get('kind')} and "
                              f"{o.get('states_shape')}")
         elif case["call"] == "continue":
             steps = o.get("steps")
