@@ -414,6 +414,67 @@ def test_socket_buffers_count_against_the_memory_limit(tmp_path, kind):
     assert result.notebook is None and result.peak_memory_mib > 1024 and result.seconds < STOPPED_WITHIN_S
 
 
+# Forked children each hold as many pipes as their open files allow, each pipe full (past the user's
+# first 64 MiB of pipes, two pages a pipe): together more than the limit, in no process's resident size.
+PIPE_BUFFERS = """
+import os, resource, time
+CHILDREN = {children}
+def fill():
+    pipes = []
+    try:
+        while True:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            try:
+                while True:
+                    os.write(w, b'x' * 4096)
+            except BlockingIOError:
+                pass
+            pipes.append((r, w))
+    except OSError:
+        return pipes
+kids = []
+for _ in range(CHILDREN):
+    pid = os.fork()
+    if pid == 0:
+        kept = fill()
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+time.sleep(50)
+print('not stopped')
+"""
+
+
+@pytest.mark.slow
+def test_pipe_buffers_count_against_the_memory_limit(tmp_path):
+    """Each descriptor a sandbox's processes have room for is charged the pipe it could hold: 160
+    processes of 1024 descriptors (1.25 GiB of pipes at two pages each) pass a 1 GiB limit."""
+    limits = sandbox.Limits(**SOCKET_LIMITS)
+    result, out = run_cells(tmp_path, "print('before')", PIPE_BUFFERS.format(children=160), limits=limits,
+                            cell_timeout=100)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
+        (result.events, result.peak_memory_mib, out, result.stderr[-2000:])
+    assert result.notebook is None and result.peak_memory_mib > 1024 and result.seconds < STOPPED_WITHIN_S
+
+
+def test_the_descriptors_a_process_has_room_for_are_read_from_its_status(tmp_path):
+    """FDSize: at least the descriptors it holds, for any process, a process that is not dumpable too."""
+    import subprocess
+    import sys
+    code = ("import ctypes, os, sys, time; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); "
+            "kept = [os.pipe() for _ in range(300)]; print('ready', flush=True); time.sleep(30)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert sandbox._descriptor_slots([child.pid]) >= 600
+        assert sandbox._descriptor_slots([child.pid, os.getpid()]) > sandbox._descriptor_slots([child.pid])
+    finally:
+        child.kill()
+        child.wait()
+    assert sandbox._descriptor_slots([child.pid]) == 0  # ended: nothing
+
+
 @pytest.mark.slow
 def test_a_failing_socket_count_does_not_end_the_watch(tmp_path, monkeypatch):
     """A count of the sandbox's sockets that fails keeps the last one, and the counts after it still

@@ -592,6 +592,42 @@ def _resident(pid: int) -> int:
         return 0
 
 
+def _sysctl(name: str, fallback: int) -> int:
+    try:
+        with open(f"/proc/sys/{name}", "rb") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return fallback
+
+
+# Pipes: their buffers are kernel memory, in no process's resident size, and no interface lists a
+# namespace's pipes as sock_diag lists its sockets (nor may the grader read a rootless kernel's
+# descriptors: it is not dumpable). What bounds them: once a user's pipes hold fs.pipe-user-pages-soft
+# pages (16384 pages, 64 MiB, by default), each new pipe gets two pages and none may grow. So each
+# descriptor a sandbox's processes have room for (FDSize in /proc/PID/status, readable for every
+# process) is charged two pages, as if each held a full pipe of its own; the 64 MiB a user's first pipes
+# may hold are not charged (as root each sandbox is a user of its own; without root they all share the
+# grader's, and one sandbox's pipes then make its neighbours' new pipes small: slower, never wrong).
+# Where the soft limit is off, a pipe may grow to fs.pipe-max-size, and each descriptor is charged that.
+PIPE_SLOT_BYTES = 2 * PAGE if _sysctl("fs/pipe-user-pages-soft", 16384) else _sysctl("fs/pipe-max-size", 2**20)
+
+
+def _descriptor_slots(pids) -> int:
+    """Descriptors the processes `pids` have room for, together (each process's FDSize: at least
+    the number it holds)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"FDSize:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue  # it ended
+    return total
+
+
 def _descendants(root: int) -> tuple[list[int], int]:
     """`root` and every process descended from it, and their resident memory together (bytes).
 
@@ -696,11 +732,7 @@ def _proportional(pids: list[int]) -> int:
 # namespace, which the harness makes before any of the notebook's code runs and hands to the grader as
 # its first message (then closes its copy): the one way in both modes, since without root the grader
 # may not enter the sandbox's namespace.
-# Pipes are not counted: once a user's pipes hold fs.pipe-user-pages-soft pages (16384, 64 MiB, by
-# default) each new pipe gets the smallest buffer (two pages) and none may grow (F_SETPIPE_SZ), so a
-# sandbox's pipes hold about that plus two pages per pipe its processes may open (the process and
-# open-file limits). As root each sandbox is a user of its own; without root all of them are the
-# grader's user, and one sandbox's pipes make its neighbours' new pipes small (slower, never wrong).
+# Pipes are counted by the descriptors that could hold them (`_descriptor_slots`, PIPE_SLOT_BYTES).
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK = 4, 20, 18
 NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 0x1, 0x300, 2, 3
 NLMSG_HEADER = struct.Struct("=IHHII")
@@ -1013,6 +1045,7 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
                     if sandboxed and not namespace:
                         namespace.extend(ns for pid in tree[1:2] if (ns := _pid_namespace(pid)) not in (None, own))
                     files = (_scratch_usage(tree[:0:-1], scratch_bytes) or 0) if sandboxed else 0
+                    slots = _descriptor_slots(tree)
                     if factory_pid is not None:
                         # The kernel it forked into this sandbox and what that kernel started: their
                         # resident sizes (which hold what the kernel shares with the factory, as a kernel
@@ -1025,6 +1058,8 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
                             ours = [factory_pid, *(_children(factory_pid) or ())]
                             tree = tree + more
                             total += max(0, more_total - sum(_resident(pid) for pid in ours))
+                            slots += _descriptor_slots(pid for pid in more if pid not in ours)
+                    files += slots * PIPE_SLOT_BYTES  # the pipes they may hold, with the files: never recounted
                     # Cut short only once the sockets alone pass what the files leave: over the limit whatever
                     # the processes hold, and never counted again for a lower count of them.
                     held = sockets_held(memory_cap - files)
