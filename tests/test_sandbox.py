@@ -359,6 +359,22 @@ def test_a_failing_memory_sample_does_not_end_the_watch(tmp_path, monkeypatch):
     assert len(calls) > 2
 
 
+# The end of the two notebooks below: CHILDREN children, each holding what HOLD() made while the
+# watchdog looks.
+HELD_BY_CHILDREN = """
+kids = []
+for _ in range(CHILDREN):
+    pid = os.fork()
+    if pid == 0:
+        kept = HOLD()
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+time.sleep(50)
+print('not stopped')
+"""
+
+
 # Kernel memory in socket buffers, in no process's resident size: CHILDREN processes each fill
 # socket pairs ("unix": both ends, about 0.4 MiB a pair at the default buffer sizes) or TCP
 # connections on 127.0.0.1 ("tcp": a few MiB each), together well over the 1 GiB limit, then sleep.
@@ -387,17 +403,7 @@ def held():
         ends += [client, accepted]
         fill(client); fill(accepted)
     return ends
-kids = []
-for _ in range(CHILDREN):
-    pid = os.fork()
-    if pid == 0:
-        kept = held()
-        time.sleep(60)
-        os._exit(0)
-    kids.append(pid)
-time.sleep(50)
-print('not stopped')
-"""
+""" + HELD_BY_CHILDREN.replace("HOLD", "held")
 SOCKET_BUFFERS_CASES = {"unix": dict(kind="unix", children=8, each=450), "tcp": dict(kind="tcp", children=4, each=40)}
 SOCKET_LIMITS = dict(wall_timeout=120, memory_gib=1.0)
 
@@ -433,17 +439,7 @@ def fill():
             pipes.append((r, w))
     except OSError:
         return pipes
-kids = []
-for _ in range(CHILDREN):
-    pid = os.fork()
-    if pid == 0:
-        kept = fill()
-        time.sleep(60)
-        os._exit(0)
-    kids.append(pid)
-time.sleep(50)
-print('not stopped')
-"""
+""" + HELD_BY_CHILDREN.replace("HOLD", "fill")
 
 
 @pytest.mark.slow

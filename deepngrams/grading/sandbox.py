@@ -612,19 +612,24 @@ def _sysctl(name: str, fallback: int) -> int:
 PIPE_SLOT_BYTES = 2 * PAGE if _sysctl("fs/pipe-user-pages-soft", 16384) else _sysctl("fs/pipe-max-size", 2**20)
 
 
+def _proc_number(pid: int, name: str, label: bytes) -> int:
+    """The number after `label` in /proc/PID/NAME (raises OSError where it cannot be read)."""
+    with open(f"/proc/{pid}/{name}", "rb") as f:
+        for line in f:
+            if line.startswith(label):
+                return int(line.split()[1])
+    raise OSError(f"no {label!r} in /proc/{pid}/{name}")
+
+
 def _descriptor_slots(pids) -> int:
     """Descriptors the processes `pids` have room for, together (each process's FDSize: at least
-    the number it holds)."""
+    the number it holds; 0 for one that has ended)."""
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"FDSize:"):
-                        total += int(line.split()[1])
-                        break
+            total += _proc_number(pid, "status", b"FDSize:")
         except (OSError, ValueError, IndexError):
-            continue  # it ended
+            continue
     return total
 
 
@@ -711,11 +716,7 @@ def _proportional(pids: list[int]) -> int:
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
+            total += _proc_number(pid, "smaps_rollup", b"Pss:") * 1024
         except (OSError, ValueError, IndexError):
             # A process may make itself unreadable (not dumpable, where the grader lacks the
             # capability over its memory): its whole resident size counts, never nothing.
