@@ -19,6 +19,7 @@ from deepngrams.grading import preflight
 from deepngrams.grading import verdicts
 from deepngrams.course import release
 from deepngrams.grading import sandbox
+from deepngrams.grading import socket_census
 from deepngrams.config import GRADE_JOB_ENV, ROOT
 
 pytestmark = [pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))]
@@ -475,7 +476,7 @@ def test_the_descriptors_a_process_has_room_for_are_read_from_its_status(tmp_pat
 def test_a_failing_socket_count_does_not_end_the_watch(tmp_path, monkeypatch):
     """A count of the sandbox's sockets that fails keeps the last one, and the counts after it still
     stop the sandbox."""
-    real, calls = sandbox.SocketCensus.bytes_held, []
+    real, calls = socket_census.SocketCensus.bytes_held, []
 
     def flaky(self, budget):
         calls.append(budget)
@@ -483,7 +484,7 @@ def test_a_failing_socket_count_does_not_end_the_watch(tmp_path, monkeypatch):
             raise OSError("sock_diag failed")
         return real(self, budget)
 
-    monkeypatch.setattr(sandbox.SocketCensus, "bytes_held", flaky)
+    monkeypatch.setattr(socket_census.SocketCensus, "bytes_held", flaky)
     result, out = run_cells(tmp_path, "print('before')", SOCKET_BUFFERS.format(**SOCKET_BUFFERS_CASES["unix"]),
                             limits=sandbox.Limits(**SOCKET_LIMITS), cell_timeout=100)
     assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
@@ -512,10 +513,10 @@ def test_the_socket_census_counts_what_each_socket_holds_once_and_stops_past_its
     import sys
     code = r"""
 import fcntl, json, socket, struct
-from deepngrams.grading import sandbox
+from deepngrams.grading import socket_census
 with socket.socket() as control:  # the loopback interface up (SIOCSIFFLAGS, IFF_UP), as bubblewrap does
     fcntl.ioctl(control, 0x8914, struct.pack("16sH14x", b"lo", 1))
-census = sandbox.SocketCensus(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, sandbox.NETLINK_SOCK_DIAG))
+census = socket_census.SocketCensus(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket_census.NETLINK_SOCK_DIAG))
 empty = census.bytes_held(2**62)
 pairs = [socket.socketpair() for _ in range(40)]
 sent = 0
@@ -543,9 +544,9 @@ for family, host in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):
         pass
     ends += [server, client, server.accept()[0]]
 tcp = census.bytes_held(2**62) - again
-refused = (99,) + sandbox.TCP_BOTH_FAMILIES[1:]
-sandbox.INSTEAD[refused] = sandbox.INSTEAD[sandbox.TCP_BOTH_FAMILIES]
-census.kinds[census.kinds.index(sandbox.TCP_BOTH_FAMILIES)] = refused
+refused = (99,) + socket_census.TCP_BOTH_FAMILIES[1:]
+socket_census.INSTEAD[refused] = socket_census.INSTEAD[socket_census.TCP_BOTH_FAMILIES]
+census.kinds[census.kinds.index(socket_census.TCP_BOTH_FAMILIES)] = refused
 without_tcp = census.bytes_held(2**62)
 tcp_apart = census.bytes_held(2**62) - again
 print(json.dumps([empty, sent, full, cut, unfinished, again, census.unfinished, tcp, without_tcp - again,
@@ -809,9 +810,9 @@ def test_a_kernel_that_cannot_say_what_unix_sockets_hold_gets_no_sandbox(monkeyp
     missing and does not sandbox. Asked for a family no kernel has, this kernel refuses that dump, as
     one without unix_diag refuses the Unix one."""
     import struct
-    unknown = (sandbox.SOCK_DIAG_BY_FAMILY, struct.pack("=BBHIIIII", 250, 0, 0, 0xFFFFFFFF, 0, 0x20, 0, 0), 16, 5)
-    assert sandbox._socket_census_problem() is None
-    monkeypatch.setattr(sandbox, "SOCKET_KINDS", (unknown,) + sandbox.SOCKET_KINDS[1:])
+    unknown = (socket_census.SOCK_DIAG_BY_FAMILY, struct.pack("=BBHIIIII", 250, 0, 0, 0xFFFFFFFF, 0, 0x20, 0, 0), 16, 5)
+    assert socket_census.problem() is None
+    monkeypatch.setattr(socket_census, "SOCKET_KINDS", (unknown,) + socket_census.SOCKET_KINDS[1:])
     problem = sandbox.available()
     assert problem and "cannot say what sockets hold" in problem and "unix_diag" in problem, problem
     assert "plain-autograde" in problem

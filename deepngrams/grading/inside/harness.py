@@ -187,7 +187,7 @@ NETLINK_SOCK_DIAG = 4
 def hand_over_socket_census() -> None:
     """Before anything else (none of the notebook's code has run yet): a sock_diag socket made in this
     sandbox's network namespace, sent to the grader as the first message on descriptor 3, through
-    which it counts the buffers of every socket of the sandbox (sandbox.SocketCensus). This process
+    which it counts the buffers of every socket of the sandbox (grading/socket_census.py). This process
     keeps no copy: nothing the notebook runs can reach it."""
     try:
         census = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
