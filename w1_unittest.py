@@ -426,16 +426,43 @@ def _called_like_a_keras_model(call):
 
 
 class _Sizes:
-    """A layer of the course's GRULM as your code may read it: its sizes (the tests' models compute
-    with plain TensorFlow, not with Keras layers)."""
+    """What your code may read of a layer: its sizes."""
 
     def __init__(self, **sizes):
         self.__dict__.update(sizes)
 
 
-class _GRUSizes(_Sizes):
-    def __init__(self, units: int):
-        super().__init__(units=units)
+class _Layer(_Sizes):
+    """A layer of the course's GRULM as your code may read and call it: a GRULM layer's sizes, and a
+    call that computes what the test model computes at that point (the tests' models compute with
+    plain TensorFlow, not with Keras layers). As a Keras layer, it takes `training` by keyword."""
+
+    def __init__(self, run, **sizes):
+        super().__init__(**sizes)
+        self._run = run
+
+    def call(self, inputs, training=None):
+        return self._run(inputs)
+
+    __call__ = _called_like_a_keras_model(call)  # as in Keras: layer(...) checks its arguments
+
+
+class _GRULayer(_Layer):
+    """The GRU, called as Keras 3's GRU(units, return_sequences=True, return_state=True): it returns the
+    sequence of outputs, (batch, time, units), and the last state, (batch, units)."""
+
+    def __init__(self, run, units: int):
+        super().__init__(run, units=units, state_size=[units], return_sequences=True, return_state=True)
+        self.cell = _Sizes(units=units, state_size=units)
+
+    def call(self, sequences, initial_state=None, mask=None, training=None):
+        if mask is not None:
+            raise ValueError("the tests' GRU takes no mask: a generator has no padding to hide")
+        if isinstance(initial_state, (list, tuple)):
+            initial_state = initial_state[0]
+        return self._run(sequences, initial_state)
+
+    __call__ = _called_like_a_keras_model(call)
 
     def get_initial_state(self, batch_size):
         """As Keras 3's GRU layer: a list of one float32 tensor of zeros, shape (batch_size, units)."""
@@ -443,23 +470,49 @@ class _GRUSizes(_Sizes):
 
 
 def _like_a_GRULM(model, vocab_size: int, embedding_dim: int, units: int) -> None:
-    """Give a test model what a GenerativeModel may read of a GRULM(vocab_size, embedding_dim, units):
-    ``model.embedding.input_dim`` (the vocabulary size) and ``.output_dim``, ``model.gru.units`` and
-    ``model.gru.get_initial_state(batch_size)``, ``model.dense.units`` (the vocabulary size). In every
-    test model, zero states (and states=None) are the state it starts from, as in a GRU."""
+    """Give a test model the layers of a GRULM(vocab_size, embedding_dim, units), each with a GRULM
+    layer's sizes: ``model.embedding`` (``input_dim``, ``output_dim``), ``model.gru`` (``units``,
+    ``state_size``, ``cell.units``, ``get_initial_state(batch_size)``), ``model.dense`` (``units``), and
+    ``model.layers``, the three in turn. They compute what the model computes: its ``_embed``, then its
+    ``_recur`` (ids' vectors and a state or None, to the outputs and the last state), then its
+    ``_project`` (outputs to log probabilities); calling the model runs them. In every test model, zero
+    states (and states=None) are the state it starts from, as in a GRU."""
     model.vocab_size, model.units = vocab_size, units
-    model.embedding = _Sizes(input_dim=vocab_size, output_dim=embedding_dim)
-    model.gru = _GRUSizes(units)
-    model.dense = _Sizes(units=vocab_size)
+    model.embedding = _Layer(model._embed, input_dim=vocab_size, output_dim=embedding_dim)
+    model.gru = _GRULayer(model._recur, units)
+    model.dense = _Layer(model._project, units=vocab_size)
+    model.layers = [model.embedding, model.gru, model.dense]
 
 
-class _PretrainedLM:
-    """The pretrained course model, computed with plain TensorFlow ops from the weights file.
+class _LayeredLM:
+    """A test model called like a GRULM: ``lm(inputs, states=None, return_state=False, training=False)``
+    returns log probabilities of shape (batch, time, vocab_size) and, if asked, the final state of
+    shape (batch, rnn_units), computed by its embedding, gru and dense in turn (see `_like_a_GRULM`)."""
 
-    Called like a GRULM: ``lm(inputs, states=None, return_state=False, training=False)``
-    returns log probabilities of shape (batch, time, vocab_size) and, if asked, the final
-    GRU state of shape (batch, rnn_units). Its layers' sizes are a GRULM's (see `_like_a_GRULM`).
-    """
+    def call(self, inputs, states=None, return_state=False, training=False):
+        shape = tuple(tf.convert_to_tensor(inputs).shape)
+        if len(shape) != 2:
+            raise ValueError(f"expected inputs of shape (batch, time), got shape {shape}")
+        sequence, state = self.gru(self.embedding(inputs), initial_state=states)
+        log_probs = self.dense(sequence)
+        return (log_probs, state) if return_state else log_probs
+
+    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
+
+
+def _ids(inputs):
+    ids = tf.convert_to_tensor(inputs)
+    return ids if ids.dtype.is_integer else tf.cast(ids, tf.int64)
+
+
+def _start(states, batch, units: int):
+    """The state a test model starts from: zeros for None, else the one given, as float32."""
+    return tf.zeros((batch, units)) if states is None else tf.cast(tf.convert_to_tensor(states), tf.float32)
+
+
+class _PretrainedLM(_LayeredLM):
+    """The pretrained course model, computed with plain TensorFlow ops from the weights file: a GRULM
+    whose layers hold the pretrained weights (see `_LayeredLM`)."""
 
     def __init__(self, weights_path: Path = WEIGHTS_PATH):
         with h5py.File(weights_path, "r") as f:
@@ -475,17 +528,12 @@ class _PretrainedLM:
         vocab_size, embedding_dim = (int(d) for d in self.embedding_matrix.shape)
         _like_a_GRULM(self, vocab_size, embedding_dim, int(self.recurrent_kernel.shape[0]))
 
-    def call(self, inputs, states=None, return_state=False, training=False):
-        ids = tf.convert_to_tensor(inputs)
-        if not ids.dtype.is_integer:
-            ids = tf.cast(ids, tf.int64)
-        if ids.shape.rank != 2:
-            raise ValueError(f"expected inputs of shape (batch, time), got shape {tuple(ids.shape)}")
-        if isinstance(states, (list, tuple)):
-            states = states[0]
-        batch = tf.shape(ids)[0]
-        h = tf.zeros((batch, self.units)) if states is None else tf.cast(tf.convert_to_tensor(states), tf.float32)
-        x = tf.gather(self.embedding_matrix, ids)  # (b, t, E)
+    def _embed(self, inputs):
+        return tf.gather(self.embedding_matrix, _ids(inputs))
+
+    def _recur(self, x, states):
+        x = tf.cast(tf.convert_to_tensor(x), tf.float32)
+        h = _start(states, tf.shape(x)[0], self.units)
         xw = tf.einsum("bte,eg->btg", x, self.kernel) + self.input_bias  # (b, t, 3U)
 
         def step(h, xw_t):
@@ -497,13 +545,11 @@ class _PretrainedLM:
 
         # tf.scan, not a Python loop: the model also runs inside a student's tf.function.
         seq = tf.transpose(tf.scan(step, tf.transpose(xw, [1, 0, 2]), initializer=h), [1, 0, 2])  # (b, t, U)
-        h = tf.cond(tf.shape(seq)[1] > 0, lambda: seq[:, -1], lambda: h)
-        log_probs = tf.nn.log_softmax(tf.einsum("btu,uv->btv", seq, self.dense_kernel) + self.dense_bias, axis=-1)
-        if return_state:
-            return log_probs, h
-        return log_probs
+        return seq, tf.cond(tf.shape(seq)[1] > 0, lambda: seq[:, -1], lambda: h)
 
-    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
+    def _project(self, outputs):
+        outputs = tf.cast(tf.convert_to_tensor(outputs), tf.float32)
+        return tf.nn.log_softmax(tf.tensordot(outputs, self.dense_kernel, axes=1) + self.dense_bias, axis=-1)
 
 
 _LM_CACHE: dict = {}
@@ -523,23 +569,20 @@ def pretrained_lm() -> _PretrainedLM:
     return _LM_CACHE[key]
 
 
-class _BiasedLM:
+class _BiasedLM(_LayeredLM):
     """The pretrained model with +50 added to the log probabilities of '[UNK]' and padding."""
 
     def __init__(self, base: _PretrainedLM):
         self.base = base
         self.bias = tf.constant([50.0, 50.0] + [0.0] * (base.vocab_size - 2))
+        self._embed, self._recur = base._embed, base._recur
         _like_a_GRULM(self, base.vocab_size, base.embedding.output_dim, base.units)
 
-    def call(self, inputs, states=None, return_state=False, training=False):
-        log_probs, state = self.base(inputs, states=states, return_state=True)
-        log_probs = log_probs + self.bias
-        return (log_probs, state) if return_state else log_probs
-
-    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
+    def _project(self, outputs):
+        return self.base._project(outputs) + self.bias
 
 
-class _CycleLM:
+class _CycleLM(_LayeredLM):
     """A made-up model whose next character depends on the state and on the last input.
 
     The state counts the characters read so far. After reading character c as the m-th
@@ -547,9 +590,13 @@ class _CycleLM:
     (position 0 for characters outside the cycle). Its greedy output is right only if the
     generator carries the state from call to call and feeds back what it generated. Zero states
     (count 0) are where it starts, as states=None. `embedding_dim` is the course's unless given.
+    Its layers: the embedding gives each character's position in the cycle (first number), the GRU
+    the count and that position (first two), the dense layer the character they name.
     """
 
     def __init__(self, voc: list[str], units: int, cycle: str = "abcdefghijk", embedding_dim: int | None = None):
+        if units < 2:
+            raise ValueError(f"a cycle model carries two numbers in its GRU's outputs: units={units} is too few")
         cycle = "".join(c for c in cycle if c in voc) or "".join(voc[2:12])
         self.cycle = cycle
         self.cycle_ids = np.array([voc.index(c) for c in cycle])
@@ -559,24 +606,27 @@ class _CycleLM:
     def _next(self, last_position: int, count: int) -> int:
         return (last_position + count) % len(self.cycle)
 
-    def call(self, inputs, states=None, return_state=False, training=False):
-        # TensorFlow ops only: the model also runs inside a student's tf.function.
-        ids = tf.cast(tf.convert_to_tensor(inputs), tf.int64)
-        if isinstance(states, (list, tuple)):
-            states = states[0]
-        batch, steps = tf.shape(ids)[0], tf.shape(ids)[1]
-        start = tf.zeros([batch], tf.int64) if states is None else \
-            tf.cast(tf.round(tf.convert_to_tensor(states)[:, 0]), tf.int64)
-        count = start[:, None] + tf.range(1, steps + 1, dtype=tf.int64)[None, :]  # (b, t)
-        positions = tf.constant([self.position.get(i, 0) for i in range(self.vocab_size)], dtype=tf.int64)
-        following = (tf.gather(positions, ids) + count) % len(self.cycle)
-        target = tf.gather(tf.constant(self.cycle_ids, dtype=tf.int64), following)
-        log_probs = tf.nn.log_softmax(tf.one_hot(target, self.vocab_size, on_value=20.0, off_value=-20.0))
-        last = tf.cast(start + tf.cast(steps, tf.int64), tf.float32)
-        state = tf.concat([last[:, None], tf.zeros([batch, self.units - 1])], axis=1)
-        return (log_probs, state) if return_state else log_probs
+    # TensorFlow ops only: the model also runs inside a student's tf.function.
+    def _embed(self, inputs):
+        ids = _ids(inputs)
+        positions = tf.constant([self.position.get(i, 0) for i in range(self.vocab_size)], dtype=tf.float32)
+        first = tf.gather(positions, ids)[..., None]
+        return tf.concat([first, tf.zeros(tf.concat([tf.shape(ids), [self.embedding.output_dim - 1]], 0))], -1)
 
-    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
+    def _recur(self, x, states):
+        x = tf.cast(tf.convert_to_tensor(x), tf.float32)
+        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+        start = tf.round(_start(states, batch, self.units)[:, 0])
+        count = start[:, None] + tf.cast(tf.range(1, steps + 1), tf.float32)[None, :]  # (b, t)
+        outputs = tf.concat([tf.stack([count, x[..., 0]], -1), tf.zeros([batch, steps, self.units - 2])], -1)
+        last = start + tf.cast(steps, tf.float32)
+        return outputs, tf.concat([last[:, None], tf.zeros([batch, self.units - 1])], axis=1)
+
+    def _project(self, outputs):
+        outputs = tf.cast(tf.convert_to_tensor(outputs), tf.float32)
+        count, position = (tf.cast(tf.round(outputs[..., i]), tf.int64) for i in (0, 1))
+        target = tf.gather(tf.constant(self.cycle_ids, dtype=tf.int64), (position + count) % len(self.cycle))
+        return tf.nn.log_softmax(tf.one_hot(target, self.vocab_size, on_value=20.0, off_value=-20.0))
 
 
 def _cycle_text(toy: _CycleLM, prefix: str, n: int) -> str:
@@ -589,10 +639,10 @@ def _cycle_text(toy: _CycleLM, prefix: str, n: int) -> str:
     return text
 
 
-class _FixedLM:
+class _FixedLM(_LayeredLM):
     """A made-up model that always predicts the same distribution: `p` over the characters `chars`,
-    and '[UNK]' and the padding even likelier (a generator must never emit them). Its states are zeros.
-    `embedding_dim` is the course's unless given."""
+    and '[UNK]' and the padding even likelier (a generator must never emit them). Its states, and
+    what its embedding and GRU give, are zeros. `embedding_dim` is the course's unless given."""
 
     def __init__(self, voc: list[str], chars: str, p, units: int, embedding_dim: int | None = None):
         logits = np.full(len(voc), -40.0)
@@ -601,12 +651,15 @@ class _FixedLM:
         self.log_probs = tf.constant(_np_log_softmax(logits).astype(np.float32))
         _like_a_GRULM(self, len(voc), embedding_dim or _sizes()[1], units)
 
-    def call(self, inputs, states=None, return_state=False, training=False):
-        shape = tf.shape(inputs)
-        log_probs = tf.broadcast_to(self.log_probs, tf.concat([shape, [self.vocab_size]], axis=0))
-        return (log_probs, tf.zeros((shape[0], self.units))) if return_state else log_probs
+    def _embed(self, inputs):
+        return tf.zeros(tf.concat([tf.shape(_ids(inputs)), [self.embedding.output_dim]], 0))
 
-    __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
+    def _recur(self, x, states):
+        shape = tf.shape(x)
+        return tf.zeros([shape[0], shape[1], self.units]), tf.zeros([shape[0], self.units])
+
+    def _project(self, outputs):
+        return tf.broadcast_to(self.log_probs, tf.concat([tf.shape(outputs)[:-1], [self.vocab_size]], axis=0))
 
 
 # ----------------------------------------------------------------------------------------

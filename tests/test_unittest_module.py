@@ -173,7 +173,8 @@ def test_the_models_handed_to_student_code_take_the_calls_a_keras_model_takes(ke
 
 # What a GenerativeModel may read of the model it is given, besides calling it: the layers of the
 # course's GRULM (deepngrams.lm.solution), with these attributes.
-GRULM_INTERFACE = {"embedding": ("input_dim", "output_dim"), "gru": ("units",), "dense": ("units",)}
+GRULM_INTERFACE = {"embedding": ("input_dim", "output_dim"), "gru": ("units", "state_size", "return_sequences",
+                                                                   "return_state"), "dense": ("units",)}
 
 
 def _initial_states(model, batch):
@@ -205,6 +206,9 @@ def test_the_models_handed_to_a_generator_have_the_layer_sizes_of_a_GRULM_of_the
             for attribute in attributes:
                 want = getattr(getattr(grulm, layer), attribute)
                 assert getattr(getattr(model, layer), attribute) == want, (who, layer, attribute)
+        assert model.gru.cell.units == grulm.gru.cell.units and model.gru.cell.state_size == grulm.gru.cell.state_size
+        assert [layer.units if hasattr(layer, "units") else layer.output_dim for layer in model.layers] == \
+            [grulm.embedding.output_dim, grulm.gru.units, grulm.dense.units], who
         for batch in (2, tf.constant(2), tf.shape(ids)[0]):
             assert _initial_states(model, batch) == _initial_states(grulm, batch) == [((2, sizes[2]), "float32", 0.0)], who
         graph = tf.function(lambda x, m=model: m.gru.get_initial_state(tf.shape(x)[0]))(ids)
@@ -215,6 +219,85 @@ def test_the_models_handed_to_a_generator_have_the_layer_sizes_of_a_GRULM_of_the
             started, state_from_zeros = model(ids, states=zeros, return_state=True)
             np.testing.assert_array_equal(started.numpy(), log_probs.numpy(), err_msg=who)
             np.testing.assert_array_equal(state_from_zeros.numpy(), state.numpy(), err_msg=who)
+
+
+def _stand_ins(units: int, embedding_dim: int | None = None) -> dict:
+    """Every kind of model w1_unittest or the grader hands to a GenerativeModel, with states to tell."""
+    from deepngrams.grading.inside.probes import TableLM
+    voc = w1.vocab()
+    rng = np.random.default_rng(1)
+    table = TableLM(rng.integers(0, 6, size=(6, len(voc))), np.log(rng.dirichlet(np.ones(len(voc)), size=6)), units,
+                    embedding_dim=embedding_dim)
+    return {"pretrained": w1.pretrained_lm(), "biased": w1._BiasedLM(w1.pretrained_lm()),
+            "cycle": w1._CycleLM(voc, units, embedding_dim=embedding_dim),
+            "fixed": w1._FixedLM(voc, "ab", [0.5, 0.5], units, embedding_dim=embedding_dim), "grader's table": table}
+
+
+def _by_hand(model, ids, states, last_only=False):
+    """GRULM.call's three lines, run on `model`'s layers."""
+    sequence, state = model.gru(model.embedding(ids, training=False), initial_state=states, training=False)
+    return model.dense(sequence[:, -1] if last_only else sequence), state
+
+
+def test_running_a_stand_ins_layers_by_hand_is_calling_it():
+    """A generator may run the model's embedding, gru and dense itself, as GRULM.call does: on every
+    model the tests and the grader hand it, that computes what calling the model computes (from None,
+    from zeros, and from a state the model returned; eagerly and inside tf.function), in the shapes a
+    GRULM's layers give, the dense layer on a whole sequence or on its last step."""
+    V, E, U = w1._sizes()
+    ids = tf.constant([[3, 4, 5, 9], [6, 7, 8, 2]], dtype=tf.int64)
+    later = tf.constant([[12], [13]], dtype=tf.int64)
+    grulm = solution.GRULM(V, E, U)
+    x = grulm.embedding(ids)
+    want = {"embedding": tuple(x.shape), "sequence": tuple(grulm.gru(x)[0].shape), "state": tuple(grulm.gru(x)[1].shape),
+            "dense": tuple(grulm(ids).shape), "dense on the last step": tuple(grulm.dense(grulm.gru(x)[0][:, -1]).shape)}
+    graph = tf.function(_by_hand, autograph=False)
+    for who, model in _stand_ins(U, embedding_dim=E).items():
+        shapes = {"embedding": tuple(model.embedding(ids).shape)}
+        sequence, state = model.gru(model.embedding(ids))
+        shapes.update(sequence=tuple(sequence.shape), state=tuple(state.shape), dense=tuple(model.dense(sequence).shape))
+        shapes["dense on the last step"] = tuple(model.dense(sequence[:, -1]).shape)
+        assert shapes == want, who
+        assert [type(layer).__name__ for layer in model.layers] == ["_Layer", "_GRULayer", "_Layer"], who
+        _, returned = model(ids, return_state=True)
+        for states in (None, tf.zeros((2, U)), model.gru.get_initial_state(2), returned, [returned], returned.numpy()):
+            called, called_state = model(later, states=states, return_state=True)
+            for run in (_by_hand, graph):
+                log_probs, state = run(model, later, states)
+                np.testing.assert_allclose(log_probs.numpy(), called.numpy(), atol=1e-6, err_msg=who)
+                np.testing.assert_allclose(state.numpy(), called_state.numpy(), atol=1e-6, err_msg=who)
+            last, _ = _by_hand(model, later, states, last_only=True)
+            np.testing.assert_allclose(last.numpy(), called[:, -1].numpy(), atol=1e-6, err_msg=who)
+
+
+def test_the_stand_ins_layers_take_the_calls_a_grulms_layers_take(keras_pretrained):
+    """Each layer of the tests' and the grader's models takes and refuses what the same layer of a GRULM
+    does: tensors or arrays by position, `training` by keyword, the GRU's state by position or keyword,
+    alone or in a list; not a Python list by position, nor a flag."""
+    model, _, _ = keras_pretrained
+    ids = tf.constant([[3, 4, 5], [6, 7, 8]], dtype=tf.int64)
+
+    def calls(model) -> dict:
+        """The calls, each layer given what the layer before it gave."""
+        x = model.embedding(ids)
+        sequence, state = model.gru(x)
+        return {"embedding": {"tensor": ((ids,), {}), "numpy": ((ids.numpy(),), {}),
+                              "training": ((ids,), dict(training=False)), "a list": (([[3, 4, 5]],), {})},
+                "gru": {"state by keyword": ((x,), dict(initial_state=state)), "state by position": ((x, state), {}),
+                        "state in a list": ((x,), dict(initial_state=[state])), "None by position": ((x, None), {}),
+                        "training": ((x,), dict(training=False)), "flag by position": ((x, None, None, True), {}),
+                        "numpy": ((x.numpy(), state.numpy()), {})},
+                "dense": {"sequence": ((sequence,), {}), "last step": ((sequence[:, -1],), {}),
+                          "training": ((sequence,), dict(training=False)), "a flag": ((sequence, True), {})}}
+
+    def accepted(model) -> dict:
+        return {which: {name: _accepts(getattr(model, which), *args, **kwargs) for name, (args, kwargs) in tried.items()}
+                for which, tried in calls(model).items()}
+
+    keras = accepted(model)
+    assert not keras["gru"]["flag by position"] and keras["gru"]["state by position"]  # what this test is about
+    for who, stand_in in _stand_ins(model.gru.units).items():
+        assert accepted(stand_in) == keras, who
 
 
 def test_exception_in_student_code_is_a_named_failed_case(capfd):

@@ -543,3 +543,65 @@ class NumpyMaskFromTheDenseUnits(Reference):
 CORRECT.update({cls.__name__: cls for cls in (TutorialLayersMadeInInit, SizesReadInInitZerosInGraph,
                                               GraphStepReducedRetracing, GraphStepInitialStateByKeyword,
                                               NumpyMaskFromTheDenseUnits)})
+
+
+# --- correct: generators that run the model's layers themselves (embedding, then gru, then dense), as
+# the course's GRULM.call does. Every model the tests and the grader hand to GenerativeModel has layers
+# that compute, one after the other, what calling the model computes.
+class RunsTheLayersByHand(Reference):
+    """GRULM.call's three lines in generate_one_step, each layer given training=False."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        x = self.model.embedding(input_ids, training=False)
+        x, states = self.model.gru(x, initial_state=states, training=False)
+        log_probs = self.model.dense(x, training=False)
+        ids = temperature_random_sampling(log_probs[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class LayersByHandInGraphLastStepDense(Reference):
+    """Inside tf.function: the states given to the GRU by position, and the dense layer applied to the
+    last step only, a (batch, units) tensor."""
+    @tf.function
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        sequence, states = self.model.gru(self.model.embedding(input_ids), states)
+        log_probs = self.model.dense(sequence[:, -1, :])
+        ids = temperature_random_sampling(log_probs + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class LayersFromTheModelsList(Reference):
+    """The layers taken from model.layers in __init__, run in turn, from model.gru.get_initial_state."""
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature)
+        self.steps = list(model.layers)
+
+    def generate_one_step(self, inputs, states=None):
+        embedding, gru, dense = self.steps
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        if states is None:
+            states = gru.get_initial_state(tf.shape(input_ids)[0])
+        x, states = gru(embedding(input_ids), initial_state=states)
+        ids = temperature_random_sampling(dense(x)[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class ZerosOfTheCellsUnits(Reference):
+    """Starts generate_one_step from zeros of (batch, model.gru.cell.units), and generate_n_chars from
+    zeros of (1, *model.gru.state_size)."""
+    def generate_one_step(self, inputs, states=None):
+        if states is None:
+            states = tf.zeros((tf.shape(inputs)[0], self.model.gru.cell.units))
+        return super().generate_one_step(inputs, states=states)
+
+    def generate_n_chars(self, num_chars, prefix):
+        states, next_char, result = tf.zeros([1, *self.model.gru.state_size]), tf.constant([prefix]), [prefix]
+        for _ in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            result.append(next_char.numpy()[0].decode("utf-8"))
+        return "".join(result)
+
+
+CORRECT.update({cls.__name__: cls for cls in (RunsTheLayersByHand, LayersByHandInGraphLastStepDense,
+                                              LayersFromTheModelsList, ZerosOfTheCellsUnits)})

@@ -353,15 +353,43 @@ def _called_like_a_keras_model(call):
 
 
 class _Sizes:
-    """A layer of the course's GRULM as a generator may read it: its sizes (a table model has no layers)."""
+    """What a generator may read of a layer: its sizes."""
 
     def __init__(self, **sizes):
         self.__dict__.update(sizes)
 
 
-class _GRUSizes(_Sizes):
-    def __init__(self, units: int):
-        super().__init__(units=units)
+class _Layer(_Sizes):
+    """A layer of the course's GRULM as a generator may read and call it: a GRULM layer's sizes, and a
+    call that computes what the table model computes at that point. As a Keras layer, it takes
+    `training` by keyword."""
+
+    def __init__(self, run, **sizes):
+        super().__init__(**sizes)
+        self._run = run
+
+    def call(self, inputs, training=None):
+        return self._run(inputs)
+
+    __call__ = _called_like_a_keras_model(call)  # as in Keras: layer(...) checks its arguments
+
+
+class _GRULayer(_Layer):
+    """The GRU, called as Keras 3's GRU(units, return_sequences=True, return_state=True): it returns the
+    sequence of outputs, (batch, time, units), and the last state, (batch, units)."""
+
+    def __init__(self, run, units: int):
+        super().__init__(run, units=units, state_size=[units], return_sequences=True, return_state=True)
+        self.cell = _Sizes(units=units, state_size=units)
+
+    def call(self, sequences, initial_state=None, mask=None, training=None):
+        if mask is not None:
+            raise ValueError("the grader's GRU takes no mask: a generator has no padding to hide")
+        if isinstance(initial_state, (list, tuple)):
+            initial_state = initial_state[0]
+        return self._run(sequences, initial_state)
+
+    __call__ = _called_like_a_keras_model(call)
 
     def get_initial_state(self, batch_size):
         """As Keras 3's GRU layer: a list of one float32 tensor of zeros, shape (batch_size, units)."""
@@ -379,10 +407,11 @@ class TableLM:
     TensorFlow ops, so it runs eagerly and inside tf.function alike. It knows nothing about what a
     generator should write.
 
-    What a generator may read of a GRULM(vocab_size, embedding_dim, units) it has too, with the same
-    meanings: embedding.input_dim and dense.units (the vocabulary size), embedding.output_dim
-    (`embedding_dim`: a table model embeds nothing, so it is `units` unless given), gru.units and
-    gru.get_initial_state(batch_size).
+    It has the layers of a GRULM(vocab_size, embedding_dim, units), with a GRULM layer's sizes, which
+    compute in turn what calling it computes: `embedding` (input_dim, output_dim: `embedding_dim`, or
+    `units` if not given) gives each id as its first number, `gru` (units, state_size, cell.units,
+    get_initial_state(batch_size)) the one-hot states it goes through, `dense` (units) their log
+    probabilities; and `layers`, the three in turn.
     """
 
     def __init__(self, transitions, log_probs, units: int, embedding_dim: int | None = None):
@@ -393,25 +422,41 @@ class TableLM:
         self.units = int(units)
         if self.states > self.units:
             raise ValueError(f"{self.states} states do not fit a one-hot state of {self.units} units")
-        self.embedding = _Sizes(input_dim=self.vocab_size, output_dim=int(embedding_dim or units))
-        self.gru = _GRUSizes(self.units)
-        self.dense = _Sizes(units=self.vocab_size)
+        self.embedding = _Layer(self._embed, input_dim=self.vocab_size, output_dim=int(embedding_dim or units))
+        self.gru = _GRULayer(self._recur, self.units)
+        self.dense = _Layer(self._project, units=self.vocab_size)
+        self.layers = [self.embedding, self.gru, self.dense]
 
-    def call(self, inputs, states=None, return_state=False, training=False):
+    def _embed(self, inputs):
         import tensorflow as tf
-        ids = tf.cast(tf.convert_to_tensor(inputs), tf.int32)
-        if isinstance(states, (list, tuple)):
-            states = states[0]
+        ids = tf.cast(tf.convert_to_tensor(inputs), tf.float32)
+        return tf.concat([ids[..., None], tf.zeros(tf.concat([tf.shape(ids), [self.embedding.output_dim - 1]], 0))], -1)
+
+    def _recur(self, x, states):
+        import tensorflow as tf
+        ids = tf.cast(tf.round(tf.convert_to_tensor(x)[..., 0]), tf.int32)  # (batch, time)
         if states is None:
             start = tf.zeros(tf.shape(ids)[:1], dtype=tf.int32)
         else:
             start = tf.cast(tf.argmax(tf.convert_to_tensor(states)[:, :self.states], axis=-1), tf.int32)
         path = tf.scan(lambda s, x: tf.gather_nd(self.transitions, tf.stack([s, x], axis=1)),
                        tf.transpose(ids), initializer=start)  # (time, batch)
-        log_probs = tf.gather(self.log_probs, tf.transpose(path))  # (batch, time, vocab)
-        if return_state:
-            return log_probs, tf.one_hot(path[-1], self.units, dtype=tf.float32)
-        return log_probs
+        return tf.one_hot(tf.transpose(path), self.units, dtype=tf.float32), tf.one_hot(path[-1], self.units,
+                                                                                         dtype=tf.float32)
+
+    def _project(self, outputs):
+        import tensorflow as tf
+        state = tf.argmax(tf.convert_to_tensor(outputs)[..., :self.states], axis=-1)
+        return tf.gather(self.log_probs, state)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        import tensorflow as tf
+        shape = tuple(tf.convert_to_tensor(inputs).shape)
+        if len(shape) != 2:
+            raise ValueError(f"expected inputs of shape (batch, time), got shape {shape}")
+        sequence, state = self.gru(self.embedding(inputs), initial_state=states)
+        log_probs = self.dense(sequence)
+        return (log_probs, state) if return_state else log_probs
 
     __call__ = _called_like_a_keras_model(call)  # as in Keras: model(...) checks its arguments, model.call(...) not
 
