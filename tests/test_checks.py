@@ -127,6 +127,29 @@ def test_the_seed_reads_the_notebooks_code_and_nothing_an_editor_or_nbgrader_cha
         assert exercises.graded_code(other) != code
 
 
+def test_the_seed_reads_which_code_cells_run_as_graded_tests():
+    """The kernel is given a probe in place of each graded test cell, and can tell which copy of a source
+    ran as one (by its execution count, by what ran before): a file that keeps its code but moves a test
+    cell's metadata to another copy of that cell, or gives it another grade_id, draws other cases. The
+    nbgrader metadata of other cells (a solution, a task) is not given to the kernel: it does not count."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    nb = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("check(f)"), new_code_cell("x = 2"),
+                             new_code_cell("check(f)")])
+
+    def marked(i, **meta):
+        other = copy.deepcopy(nb)
+        other.cells[i].metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "test_f", "points": 1,
+                                               "schema_version": 3, **meta}
+        return other
+
+    codes = [exercises.graded_code(n) for n in (nb, marked(1), marked(3), marked(1, grade_id="test_g"))]
+    assert len(set(codes)) == 4
+    assert exercises.graded_code(marked(1, solution=True)) == exercises.graded_code(marked(2, grade=False, task=True)) \
+        == exercises.graded_code(nb)
+    assert exercises.graded_code(marked(1)) == exercises.graded_code(nbformat.reads(nbformat.writes(marked(1)), 4))
+
+
 def test_a_students_key_draws_that_students_cases_and_no_one_elses():
     """A worker gets one student's key (never the course's): with it, that student's cases for any
     file, as the course's key draws them; another student's key, or another course's, draws others."""
@@ -771,6 +794,53 @@ def test_a_hidden_cases_verdict_quotes_no_type_or_shape_the_students_code_chose(
                 assert not any(str(s) in messages or str(tuple(s)) in messages for s in observed if s), (cell, messages)
             elif name in ("line_to_tensor", "log_perplexity"):  # verdicts that describe what came back
                 assert "Leak_" in messages if fn is leaky else name == "line_to_tensor" or str(observed[0]) in messages
+
+
+def test_a_visible_checks_verdict_after_a_hidden_one_quotes_nothing_the_code_chose(monkeypatch, prepared):
+    """Once a hidden check has run, the student's code has seen its inputs: a later visible check's verdict
+    could carry them out in what the code raised (its message, type, line) or returned (its type, shape,
+    learning rate, states' shape, number of characters). Such a verdict quotes none of it, as a hidden
+    check's; the same verdict before any hidden check quotes it all."""
+    def leaky(*args, **kwargs):
+        raise type("Leak_" + repr(args)[:20].encode().hex(), (ValueError,), {})("SECRET-INPUT " + repr(args)[:40])
+
+    def plain(*args, **kwargs):
+        raise ValueError("SECRET-INPUT " + repr(args)[:40])
+
+    def shaped(*args, **kwargs):
+        return type("Leak_shaped", (), {"shape": (4321, 7), "__array__": lambda self, *a, **k: np.zeros((4321, 7))})()
+
+    import tensorflow as tf
+
+    def compile_rate(model):
+        return model.compile(optimizer=tf.keras.optimizers.Adam(0.00777),
+                             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)) or model
+
+    class StatesOfItsOwn(ex6_generative_model.Reference):
+        def generate_one_step(self, inputs, states=None):
+            chars, _ = super().generate_one_step(inputs, states=states)
+            return tf.repeat(chars, 37, axis=0), tf.zeros((1, 4321))
+
+    names = [n for n, _ in CELLS.values()]
+    told = ("SECRET-INPUT", "Leak_", "your code", "4321")  # what the answers below put in what they raise or return
+    for cell, check in prepared.items():
+        if check["hidden"]:
+            continue
+        name = [n for n in names if exercises.CELLS[cell][1].startswith(n)][0]
+        answers = {plain, leaky, shaped} if name not in ("GRULM", "GenerativeModel") else {plain, leaky}
+        answers |= {compile_rate} if name == "compile_model" else {StatesOfItsOwn} if name == "GenerativeModel" else set()
+        for answer in answers:
+            result = observe(monkeypatch, check, {name: answer})
+            before, after = (" ".join(exercises.judge(check, result, after_hidden=a)) for a in (False, True))
+            assert before and after, (cell, answer)
+            for text in told:
+                assert text not in after, (cell, answer.__name__, after)
+            if answer in (plain, leaky):
+                assert "SECRET-INPUT" in before and ("raised ValueError" in after or "type of its own" in after)
+            if answer is compile_rate:
+                assert "0.00777" in before and "0.00777" not in after and "Adam(learning_rate=0.00125)" in after
+            if answer is StatesOfItsOwn:
+                assert "4321" in before and "37" in before and "4321" not in after and "returned 37" not in after
 
 
 def _leaf_values(data) -> list:

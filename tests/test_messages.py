@@ -260,11 +260,12 @@ def test_an_adam_with_other_settings_is_told_to_keep_adams_defaults(monkeypatch,
 
 
 def test_a_one_step_with_wrong_states_is_told_what_it_returned():
-    """The message names the type of the characters returned and the shape of the states, as observed."""
+    """The message names the type and shape of the characters returned and the shape of the states, as
+    observed."""
     check = exercises.draw_cases(11)["test_GenerativeModel"]
     calls = [case["call"] for case in check["inputs"]["cases"]]
     assert "one_step" in calls
     observations = [{"chars": {"kind": "EagerTensor", "tensor": True, "dtype": "object", "shape": [1], "value": ["a"]},
                      "states_shape": []} if call == "one_step" else {"error": "ValueError"} for call in calls]
     told = [m for m in exercises.judge(check, {"observations": observations}) if "generate_one_step should" in m]
-    assert told and all("got EagerTensor and []" in m for m in told), told
+    assert told and all("got EagerTensor of shape [1] and states of shape []" in m for m in told), told

@@ -780,6 +780,24 @@ def test_terminal_codes_from_the_students_run_and_messages_reach_no_graded_noteb
     assert "\\x1b]0;owned" in message  # shown as text, so the grader sees what was there
 
 
+def test_verdicts_after_the_first_hidden_test_quote_nothing_the_code_raised(prepared, solved):
+    """The notebook's hidden tests run in turn with the visible ones: once the first hidden test has run,
+    the student's code has seen its inputs, so the verdicts of the visible tests after it say what was
+    raised by its type alone, as a hidden test's do; the visible tests before it say all of it."""
+    nb = copy.deepcopy(solved)
+    order = [cells.nbgrader_meta(c).get("grade_id") for c in nb.cells if cells.is_test_cell(c)]
+    first_hidden = next(i for i, gid in enumerate(order) if prepared[gid]["hidden"])
+    assert 0 < first_hidden < len(order) - 1
+    raised = {"error": "ValueError", "message": "SECRET-INPUT carried out", "where": {"cell": 4, "line": 321}}
+    probes = {gid: {"observations": [raised] * len(prepared[gid]["inputs"]["cases"])} for gid in order}
+    verdicts.apply_verdicts(nb, prepared, sandbox.RunResult(notebook=copy.deepcopy(nb), probes=probes))
+    said = {cells.nbgrader_meta(c)["grade_id"]: c.outputs[0].evalue for c in nb.cells if cells.is_test_cell(c)}
+    for i, gid in enumerate(order):
+        assert "raised ValueError" in said[gid], gid
+        quoted = "SECRET-INPUT" in said[gid] and "line 321" in said[gid]
+        assert quoted == (i < first_hidden), (gid, said[gid])
+
+
 def test_an_environment_under_tmp_stays_visible(monkeypatch):
     """A clone in /tmp: the sandbox's own /tmp is mounted first, the environment bound on top."""
     import sys

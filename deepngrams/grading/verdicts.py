@@ -139,6 +139,7 @@ def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
     ran = result.notebook.get("cells") if isinstance(result.notebook, dict) else None
     failed = []
     sanitize = SanitizeHTML()
+    after_hidden = False  # a hidden check ran before: its inputs reached the student's code (`unquotable`)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":  # the feedback page shows markdown as HTML: no script from students
             sanitize.preprocess_cell(cell, {}, i)
@@ -156,7 +157,8 @@ def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
         elif gid not in prepared:
             problems = ["This graded cell is not known to the grader, so it earns nothing."]
         else:
-            problems = judge(prepared[gid], result.probes.get(gid))
+            problems = judge(prepared[gid], result.probes.get(gid), after_hidden=after_hidden)
+            after_hidden = after_hidden or prepared[gid]["hidden"]
         if problems:
             problems = [printable(p) for p in problems]  # they quote what the student's code raised or returned
             failed.append(gid)

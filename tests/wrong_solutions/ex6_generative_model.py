@@ -605,3 +605,40 @@ class ZerosOfTheCellsUnits(Reference):
 
 CORRECT.update({cls.__name__: cls for cls in (RunsTheLayersByHand, LayersByHandInGraphLastStepDense,
                                               LayersFromTheModelsList, ZerosOfTheCellsUnits)})
+
+
+# --- what generate_one_step returns: a string tensor of one character per prompt, (batch,) or (batch, 1)
+class SqueezedChars(Reference):
+    """tf.squeeze on the characters: a 0-d string for one prompt, not one per prompt."""
+    def generate_one_step(self, inputs, states=None):
+        chars, states = super().generate_one_step(tf.reshape(inputs, [-1]), states=states)
+        return tf.squeeze(chars), states
+
+
+class NumpyChars(Reference):
+    """The characters as a numpy array of bytes rather than a string tensor."""
+    def generate_one_step(self, inputs, states=None):
+        chars, states = super().generate_one_step(inputs, states=states)
+        return chars.numpy(), states
+
+
+WRONG.update({cls.__name__: (cls, TESTS) for cls in (SqueezedChars, NumpyChars)})
+
+
+class CharsAsAColumn(Reference):
+    """generate_one_step returns a (batch, 1) column of characters; generate_n_chars flattens each before
+    feeding it back."""
+    def generate_one_step(self, inputs, states=None):
+        chars, states = super().generate_one_step(inputs, states=states)
+        return chars[:, tf.newaxis], states
+
+    def generate_n_chars(self, num_chars, prefix):
+        states, next_char, text = None, tf.constant([prefix]), prefix
+        for _ in range(num_chars):
+            column, states = self.generate_one_step(next_char, states=states)
+            next_char = tf.reshape(column, [-1])
+            text += next_char.numpy()[0].decode("utf-8")
+        return text
+
+
+CORRECT.update({"CharsAsAColumn": CharsAsAColumn})

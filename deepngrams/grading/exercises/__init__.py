@@ -42,9 +42,10 @@ import numpy as np
 
 from deepngrams.atomic import atomic_path
 from deepngrams.config import CARD_PATH, CORPUS_PATH
+from deepngrams.grading.cells import is_test_cell, nbgrader_meta, source_text
 from deepngrams.grading.exercises import (compile_model, create_batch_dataset, generative_model, grulm, line_to_tensor,
                                           log_perplexity, sampling)
-from deepngrams.grading.exercises.common import KNOWN_TYPES, course_files, raised
+from deepngrams.grading.exercises.common import KNOWN_TYPES, course_files, raised, unquotable
 
 # In the notebook's order: a submission's cases are drawn in this order from its secret.
 EXERCISES = (line_to_tensor, create_batch_dataset, grulm, compile_model, log_perplexity, sampling, generative_model)
@@ -90,13 +91,18 @@ def secret_from(student_secret: bytes, notebook: bytes) -> int:
 
 
 def graded_code(nb) -> bytes:
-    """What of a notebook seeds its cases (`secret_from`): the source of each code cell, in order. Not
-    its cell ids, metadata, outputs or markdown, which editors and nbgrader's own repairs change with
-    the code unchanged (nbformat gives a missing or repeated id a random one, nbgrader puts a deleted
-    test cell back with a new one): every door and every grading of a file draw the same cases, and a
-    file whose code changed draws others."""
-    sources = [cell.get("source", "") for cell in nb["cells"] if cell.get("cell_type") == "code"]
-    return json.dumps(["".join(s) if isinstance(s, list) else s for s in sources]).encode()
+    """What of a notebook seeds its cases (`secret_from`): what its kernel is given, that is the source
+    of each code cell in order, and which of them are graded test cells, by their grade_id (each runs
+    as its probe); the notebook reaches the grader with the course's metadata in place
+    (NormaliseMetadata). So a file cannot keep its cases and still tell its code something new: moving
+    a test cell's metadata to a copy of its source draws other cases. Not its cell ids, other metadata,
+    outputs or markdown, which editors and nbgrader's own repairs change with the code unchanged
+    (nbformat gives a missing or repeated id a random one, nbgrader puts a deleted test cell back with
+    a new one): every door and every grading of a file draw the same cases, and a file whose code
+    changed draws others."""
+    def given(cell):
+        return [str(nbgrader_meta(cell).get("grade_id")), source_text(cell)] if is_test_cell(cell) else source_text(cell)
+    return json.dumps([given(cell) for cell in nb["cells"] if cell.get("cell_type") == "code"]).encode()
 
 
 def secret_for(key: bytes, student: str, notebook: bytes) -> int:
@@ -133,12 +139,14 @@ def false_failure_bound(prepared: dict) -> float:
 
 
 
-def judge(check: dict, result: dict | None) -> list[str]:
-    """Why the observed code fails this check ([] when it passes). `result` came from the sandbox."""
+def judge(check: dict, result: dict | None, after_hidden: bool = False) -> list[str]:
+    """Why the observed code fails this check ([] when it passes). `result` came from the sandbox;
+    `after_hidden`: the notebook ran a hidden check before this one (`unquotable`)."""
+    check = dict(check, after_hidden=True) if after_hidden else check
     if not isinstance(result, dict):
         return ["the cell did not run (an earlier cell stopped the notebook)"]
     if "error" in result:
-        return [raised(result, check.get("hidden", True)).replace("raised ", "the check could not run: ", 1)]
+        return [raised(result, unquotable(check)).replace("raised ", "the check could not run: ", 1)]
     observations = result.get("observations")
     cases = check["inputs"]["cases"]
     if not isinstance(observations, list) or len(observations) != len(cases) \
@@ -149,7 +157,7 @@ def judge(check: dict, result: dict | None) -> list[str]:
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
             RecursionError) as e:  # malformed observations (forged ones: numbers too large, nested too deep)
         return [f"the outputs could not be checked ({type(e).__name__})"]
-    if fails and check.get("hidden", True):
+    if fails and unquotable(check):
         quoted = {d for d in _descriptions(observations) if len(d) > 2 and d not in KNOWN_TYPES}
         fails = [re.sub("|".join(map(re.escape, sorted(quoted, key=len, reverse=True))), "…", m) if quoted else m
                  for m in fails]

@@ -182,6 +182,13 @@ KNOWN_TYPES = KNOWN_ERRORS | frozenset(_BUILTIN_TYPES) | {
     np.dtype(code).name for code in np.typecodes["All"] if code not in "MmV") | {"string", "variant", "resource"}
 
 
+def unquotable(check: dict) -> bool:
+    """Whether this check's verdict may quote nothing the student's code chose (its exceptions' types,
+    messages and lines, its values' types and shapes): a hidden check, and any check the notebook runs
+    after one, since the code has seen that one's inputs by then and could carry them out."""
+    return bool(check.get("hidden", True) or check.get("after_hidden"))
+
+
 def raised(o: dict, hidden: bool) -> str:
     """What the student's code raised: its type and first meaningful line, the student's line that
     raised, and the fix when it is a known Keras 3 break. In a hidden case, only its type, and only

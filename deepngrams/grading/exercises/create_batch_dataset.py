@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from deepngrams.grading.exercises.common import char_ids, from_w1_unittest, order_correlation, passage, raised
+from deepngrams.grading.exercises.common import char_ids, from_w1_unittest, order_correlation, passage, raised, unquotable
 
 # The visible cell's shuffled case keeps at least this many chunks, so that the test of the order
 # (w1_unittest's order_correlation) tells a uniform shuffle from a fixed order or a small buffer, and
@@ -76,7 +76,7 @@ def judge(check, observations):
         label = "create_batch_dataset (a hidden case)" if check["hidden"] else \
             f"create_batch_dataset(seq_length={T}, batch_size={B})"
         if "error" in o:
-            fails.append(f"{label} {raised(o, check['hidden'])}")
+            fails.append(f"{label} {raised(o, unquotable(check))}")
             continue
         if not o.get("dataset"):
             fails.append(f"{label}: expected a tf.data.Dataset, got {o.get('kind')}")

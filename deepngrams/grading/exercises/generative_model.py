@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepngrams.config import PADDING_ID, UNK_ID
-from deepngrams.grading.exercises.common import char_ids, frequencies_fail, hoeffding_eps, log_softmax, raised, separated_distribution, tempered
+from deepngrams.grading.exercises.common import char_ids, frequencies_fail, hoeffding_eps, log_softmax, raised, separated_distribution, tempered, unquotable
 
 
 # graded cell -> (probe, hidden)
@@ -173,11 +173,12 @@ def cases_GenerativeModel(rng, vocab, hidden: bool):
     return cases, expected
 
 
-def _wrong_count(steps, rows: int) -> str:
-    """': call N returned M' for the first call that returned a wrong number of characters, or ""."""
+def _wrong_count(steps, rows: int, quiet: bool) -> str:
+    """': call N returned M' for the first call that returned a wrong number of characters, or "" (M is
+    the code's choice: `quiet`, not said)."""
     for call, chars in enumerate(steps if isinstance(steps, list) else [], start=1):
         if isinstance(chars, list) and len(chars) != rows:
-            return f": call {call} returned {len(chars)}"
+            return f": call {call} returned {'another number' if quiet else len(chars)}"
     return ""
 
 
@@ -187,23 +188,27 @@ def judge(check, observations):
         label = "GenerativeModel (a hidden case)" if check["hidden"] else \
             f"GenerativeModel(temperature={case['temperature']:g})"
         if "error" in o:
-            fails.append(f"{label} {raised(o, check['hidden'])}")
+            fails.append(f"{label} {raised(o, unquotable(check))}")
         elif case["call"] == "one_step":
             chars = o.get("chars", {})
             value = chars.get("value")
             char = value[0] if isinstance(value, list) and len(value) == 1 else value
-            # a tf.string tensor reads as numpy's object dtype (numpy's own strings are str32, bytes8...)
-            if chars.get("dtype") != "object" or not isinstance(char, str) or len(char) != 1 \
-                    or o.get("states_shape") != want["states_shape"]:
-                fails.append(f"{label}.generate_one_step should return a string tensor with one character and "
-                             f"states of shape {want['states_shape']}, got {chars.get('kind')} and "
-                             f"{o.get('states_shape')}")
+            char = char[0] if isinstance(char, list) and len(char) == 1 else char
+            # A tf.string tensor reads as numpy's object dtype (numpy's own strings are str32, bytes8...), one
+            # per prompt: shape (1,) or (1, 1), as w1_unittest says (not squeezed, not a numpy array).
+            if not chars.get("tensor") or chars.get("dtype") != "object" or chars.get("shape") not in ([1], [1, 1]) \
+                    or not isinstance(char, str) or len(char) != 1 or o.get("states_shape") != want["states_shape"]:
+                got = f"{chars.get('kind')} and states of another shape" if unquotable(check) else \
+                    f"{chars.get('kind')} of shape {chars.get('shape')} and states of shape {o.get('states_shape')}"
+                fails.append(f"{label}.generate_one_step should return a string tensor of one character per "
+                             f"prompt, shape (1,) or (1, 1), and states of shape {want['states_shape']}; got {got}")
         elif case["call"] == "continue":
             steps = o.get("steps")
             if not isinstance(steps, list) or len(steps) != case["steps"] or not all(
                     isinstance(chars, list) and len(chars) == 1 and isinstance(chars[0], str) for chars in steps):
                 fails.append(f"{label}.generate_one_step on one string should return one character and the "
-                             f"states (and take them back with the character it returned){_wrong_count(steps, 1)}")
+                             f"states (and take them back with the character it returned)"
+                             f"{_wrong_count(steps, 1, unquotable(check))}")
             elif any(len(chars[0]) != 1 for chars in steps):
                 fails.append(f"{label}.generate_one_step should return one character per string, never '[UNK]' "
                              f"or the padding '' (add self.prediction_mask to the log probabilities)")
@@ -216,7 +221,7 @@ def judge(check, observations):
                     isinstance(chars, list) and len(chars) == rows for chars in steps):
                 fails.append(f"{label}.generate_one_step on a batch of {rows} strings should return {rows} "
                              f"characters, one per string (and take them back with the states it returned)"
-                             f"{_wrong_count(steps, rows)}")
+                             f"{_wrong_count(steps, rows, unquotable(check))}")
                 continue
             drawn = [c for chars in steps for c in chars]
             if any(not isinstance(c, str) or len(c) != 1 for c in drawn):

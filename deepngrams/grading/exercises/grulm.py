@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepngrams.config import PADDING_ID, UNK_ID
-from deepngrams.grading.exercises.common import array, gru_numpy, raised, random_weights, tolerance
+from deepngrams.grading.exercises.common import array, gru_numpy, raised, random_weights, tolerance, unquotable
 
 
 # graded cell -> (probe, hidden)
@@ -69,7 +69,7 @@ def judge_layers(check, observations):
     for case, want, o in zip(check["inputs"]["cases"], check["expected"], observations):
         label = _grulm_label(check, case)
         if "error" in o:
-            fails.append(f"{label} {raised(o, check['hidden'])}")
+            fails.append(f"{label} {raised(o, unquotable(check))}")
             continue
         layers = o["layers"]
         if not layers.get("model"):
@@ -96,7 +96,7 @@ def judge_outputs(check, observations):
     for case, want, o in zip(check["inputs"]["cases"], check["expected"], observations):
         label = _grulm_label(check, case)
         if "error" in o:
-            fails.append(f"{label} {raised(o, check['hidden'])}")
+            fails.append(f"{label} {raised(o, unquotable(check))}")
             continue
         full, state, atol = np.asarray(want["full"]), np.asarray(want["state"]), want["atol"]
         k = case["split"]

@@ -1,7 +1,7 @@
 """The line_to_tensor exercise: its cases (drawn for one submission) and its judge."""
 from __future__ import annotations
 
-from deepngrams.grading.exercises.common import char_ids, is_int, raised
+from deepngrams.grading.exercises.common import char_ids, is_int, raised, unquotable
 
 
 # graded cell -> (probe, hidden)
@@ -46,7 +46,7 @@ def judge(check, observations):
     for i, (case, want, o) in enumerate(zip(check["inputs"]["cases"], check["expected"], observations), 1):
         label = f"line_to_tensor, case {i} ({want['about']})"
         if "error" in o:
-            fails.append(f"{label}: {raised(o, check['hidden'])}")
+            fails.append(f"{label}: {raised(o, unquotable(check))}")
         elif not o.get("tensor") or not is_int(o):
             fails.append(f"{label}: expected an int64 tensor, got {o.get('kind')} of {o.get('dtype')}")
         elif o.get("dtype") != "int64":

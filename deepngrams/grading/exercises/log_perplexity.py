@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from deepngrams.config import PADDING_ID, UNK_ID
-from deepngrams.grading.exercises.common import array, log_softmax, raised, tolerance
+from deepngrams.grading.exercises.common import array, log_softmax, raised, tolerance, unquotable
 
 
 # graded cell -> (probe, hidden)
@@ -65,7 +65,7 @@ def judge(check, observations):
         got = array(o)
         label = f"log_perplexity, case {i} ({want['about']})"
         if "error" in o:
-            fails.append(f"{label}: {raised(o, check['hidden'])}")
+            fails.append(f"{label}: {raised(o, unquotable(check))}")
         elif got is None or got.shape != ():
             fails.append(f"{label}: expected one number, got {o.get('kind')} of shape {o.get('shape')}")
         elif math.isnan(want["value"]) != math.isnan(float(got)):

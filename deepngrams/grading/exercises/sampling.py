@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepngrams.grading.exercises.common import (array, frequencies_fail, hoeffding_eps, is_int, log_softmax, raised,
-                                                 separated_distribution, tempered)
+                                                 separated_distribution, tempered, unquotable)
 from deepngrams.grading.inside.probes import shuffled_rows
 
 
@@ -45,11 +45,11 @@ def cases_temperature_random_sampling(rng, sizes):
     return cases, expected
 
 
-def _drawn_ids(case, o, label: str, hidden: bool, fails: list[str]):
+def _drawn_ids(case, o, label: str, quiet: bool, fails: list[str]):
     """The ids observed, or None (with the reason in `fails`)."""
     ids = array(o, np.int64) if is_int(o) else None
     if "error" in o:
-        fails.append(f"{label} {raised(o, hidden)}")
+        fails.append(f"{label} {raised(o, quiet)}")
     elif ids is None or ids.ndim != 1:
         fails.append(f"{label}: expected integer ids of shape (batch,), got {o.get('dtype')} {o.get('shape')}")
     elif ids.shape != (case.get("rows", len(case["log_probs"])),) or ids.min() < 0 \
@@ -67,7 +67,7 @@ def judge(check, observations):
         label = f"temperature_random_sampling(temperature={case['temperature']:g})"
         if "again" in case:
             label += ", called again on the same rows"
-        ids = _drawn_ids(case, o, label, check["hidden"], fails)
+        ids = _drawn_ids(case, o, label, unquotable(check), fails)
         if ids is None:
             continue
         if "argmax" in want:
