@@ -642,3 +642,19 @@ class CharsAsAColumn(Reference):
 
 
 CORRECT.update({"CharsAsAColumn": CharsAsAColumn})
+
+
+class TextInANumpyArray(Reference):
+    """generate_n_chars returns its text inside a numpy array of one element, not as a string."""
+    def generate_n_chars(self, num_chars, prefix):
+        return np.array([super().generate_n_chars(num_chars, prefix)])
+
+
+class TextAsAStringTensor(Reference):
+    """generate_n_chars returns its text as a string tensor of one element (read as its string)."""
+    def generate_n_chars(self, num_chars, prefix):
+        return tf.constant([super().generate_n_chars(num_chars, prefix)])
+
+
+WRONG.update({"TextInANumpyArray": (TextInANumpyArray, TESTS)})
+CORRECT.update({"TextAsAStringTensor": TextAsAStringTensor})
