@@ -193,3 +193,32 @@ def lookup_of_a_vocabulary_tensor(line, vocab):
 
 
 CORRECT.update({f.__name__: f for f in (lookup_with_the_oov_token_named, lookup_of_a_vocabulary_tensor)})
+
+
+# --- correct: more styles (NumPy and Keras namespaces, other ways to the same values)
+def map_fn_over_lines(line, vocab):
+    """One line at a time with tf.map_fn over a tensor of lines (ragged output signature)."""
+    lookup = tf.keras.layers.StringLookup(vocabulary=vocab, mask_token=None)
+    t = tf.convert_to_tensor(line)
+    if t.shape.rank == 0:
+        return lookup(tf.strings.unicode_split(t, "UTF-8"))
+    return tf.map_fn(lambda s: lookup(tf.strings.unicode_split(s, "UTF-8")), t,
+                     fn_output_signature=tf.RaggedTensorSpec(shape=[None], dtype=tf.int64))
+
+
+def numpy_vectorised_dict(line, vocab):
+    """numpy: a dict lookup vectorised with np.vectorize over the characters."""
+    import numpy as np
+    index = {c: i for i, c in enumerate(vocab)}
+    get = np.vectorize(lambda c: index.get(c, 0), otypes=[np.int64])
+
+    def one(text):
+        return get(np.array(list(text), dtype=object)) if text else np.zeros(0, np.int64)
+    if isinstance(line, tf.Tensor):
+        line = [s.decode("utf-8") for s in line.numpy().tolist()]
+    if isinstance(line, str):
+        return tf.constant(one(line), dtype=tf.int64)
+    return tf.ragged.stack([tf.constant(one(text), dtype=tf.int64) for text in line])
+
+
+CORRECT.update({"map_fn_over_lines": map_fn_over_lines, "numpy_vectorised_dict": numpy_vectorised_dict})

@@ -288,3 +288,34 @@ def ids_through_a_python_list(lines, vocab, seq_length=100, batch_size=64):
 
 CORRECT.update({f.__name__: f for f in (parallel_map_and_experimental_autotune, shuffle_with_a_seed,
                                         ids_through_a_python_list)})
+
+
+# --- correct: more styles (NumPy and Keras namespaces, other ways to the same values)
+def sliding_window_view(lines, vocab, seq_length=100, batch_size=64):
+    """numpy's sliding_window_view with a step of seq_length + 1, then (x, y) slices."""
+    ids = line_to_tensor("\n".join(lines), vocab).numpy()
+    size = seq_length + 1
+    chunks = np.lib.stride_tricks.sliding_window_view(ids, size)[::size]
+    ds = tf.data.Dataset.from_tensor_slices((chunks[:, :-1], chunks[:, 1:]))
+    return ds.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def flat_values_of_a_batch_of_one(lines, vocab, seq_length=100, batch_size=64):
+    """line_to_tensor of a list of one text (as the notebook's evaluation cell does), its flat_values."""
+    ids = line_to_tensor(["\n".join(lines)], vocab).flat_values
+    ds = tf.data.Dataset.from_tensor_slices(ids).batch(seq_length + 1, drop_remainder=True).map(split_input_target)
+    return ds.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def nondeterministic_parallel_calls(lines, vocab, seq_length=100, batch_size=64):
+    """deterministic=False in the parallel map and batch (their order may change: it is shuffled anyway)."""
+    ids = line_to_tensor("\n".join(lines), vocab)
+    ds = tf.data.Dataset.from_tensor_slices(ids).batch(seq_length + 1, drop_remainder=True)
+    ds = ds.map(split_input_target, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return ds.shuffle(BUFFER_SIZE).batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE,
+                                         deterministic=False).prefetch(tf.data.AUTOTUNE)
+
+
+CORRECT.update({"sliding_window_view": sliding_window_view,
+                "flat_values_of_a_batch_of_one": flat_values_of_a_batch_of_one,
+                "nondeterministic_parallel_calls": nondeterministic_parallel_calls})

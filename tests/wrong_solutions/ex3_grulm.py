@@ -365,3 +365,59 @@ class TutorialGRUWithKeras3InitialState(tf.keras.Model):
 
 CORRECT.update({"log_softmax_by_name": LogSoftmaxByName,
                 "tutorial_gru_with_keras3_initial_state": TutorialGRUWithKeras3InitialState})
+
+
+# --- correct: more styles (NumPy and Keras namespaces, other ways to the same values)
+class KerasOpsLogSoftmaxWithConfig(keras.Model):
+    """`import keras` (keras.Model, keras.layers), the log-softmax with keras.ops in call, get_config written."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.embedding_dim, self.rnn_units = vocab_size, embedding_dim, rnn_units
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = keras.layers.Dense(vocab_size)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs)
+        x, states = self.gru(x, initial_state=states, training=training)
+        x = keras.ops.log_softmax(self.dense(x), axis=-1)
+        return (x, states) if return_state else x
+
+    def get_config(self):
+        return {"vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim, "rnn_units": self.rnn_units}
+
+
+class UnrolledGRU(tf.keras.Model):
+    """GRU(unroll=True): the same GRU, unrolled over the (known) time steps."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True, unroll=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x, states = self.gru(self.embedding(inputs), initial_state=states, training=training)
+        x = self.dense(x)
+        return (x, states) if return_state else x
+
+
+class TutorialStarUnpack(tf.keras.Model):
+    """`x, *rest = self.gru(...)` then `states = rest[0]` (unpacking Keras 3's list of outputs); math.log_softmax."""
+
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.math.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs)
+        x, *rest = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x)
+        return (x, rest[0]) if return_state else x
+
+
+CORRECT.update({"KerasOpsLogSoftmaxWithConfig": KerasOpsLogSoftmaxWithConfig, "UnrolledGRU": UnrolledGRU,
+                "TutorialStarUnpack": TutorialStarUnpack})

@@ -372,3 +372,36 @@ CORRECT.update({f.__name__: f for f in (
     loss_weights_of_one, classes_imported_from_tensorflow_keras, keras_ops_logsumexp_loss,
     one_loss_object_for_every_model, optimizer_built_at_compile)})
 CORRECT["adam_with_epsilon_1e_6"] = _adam(epsilon=1e-6)  # another library's epsilon: the same steps
+
+
+# --- correct: more styles (NumPy and Keras namespaces, other ways to the same values)
+def partial_of_kerass_function(model):
+    """functools.partial of Keras' loss function with from_logits=True."""
+    import functools
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                  loss=functools.partial(tf.keras.losses.sparse_categorical_crossentropy, from_logits=True))
+    return model
+
+
+class CrossEntropyLoss(keras.losses.Loss):
+    """A Loss subclass whose call is Keras' sparse cross-entropy from logits."""
+
+    def call(self, y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+def loss_subclass(model):
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.00125), loss=CrossEntropyLoss())
+    return model
+
+
+def probabilities_from_the_log_probabilities(model):
+    """The loss from probabilities, exp of the model's log probabilities (from_logits=False on exp): the same loss
+    on a model whose outputs are log probabilities (as the_outputs_read_as_log_probabilities)."""
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.00125),
+                  loss=lambda y, log_p: tf.keras.losses.sparse_categorical_crossentropy(y, tf.exp(log_p)))
+    return model
+
+
+CORRECT.update({"partial_of_kerass_function": partial_of_kerass_function, "loss_subclass": loss_subclass,
+                "probabilities_from_the_log_probabilities": probabilities_from_the_log_probabilities})

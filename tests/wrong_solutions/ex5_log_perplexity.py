@@ -197,3 +197,26 @@ def keras_ops_take_along_axis(preds, target):
 
 
 CORRECT.update({f.__name__: f for f in (one_hot_in_preds_dtype_numpy_scalar, keras_ops_take_along_axis)})
+
+
+# --- correct: more styles (NumPy and Keras namespaces, other ways to the same values)
+def numpy_fancy_indexing(preds, target):
+    """numpy arrays and fancy indexing preds[b, t, target[b, t]]."""
+    preds, target = np.asarray(preds), np.asarray(target)
+    b, t = np.indices(target.shape)
+    log_p = preds[b, t, target]
+    real = target != PADDING_ID
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_row = np.where(real, log_p, 0.0).sum(axis=1) / real.sum(axis=1)
+    return -per_row.mean()
+
+
+def nanmean_of_masked(preds, target):
+    """Padding set to NaN, np.nanmean per row (an all-padding row: NaN, with numpy's warning), then np.mean."""
+    preds, target = np.asarray(preds), np.asarray(target)
+    log_p = np.take_along_axis(preds, target[..., None], axis=-1)[..., 0]
+    per_row = np.nanmean(np.where(target == PADDING_ID, np.nan, log_p), axis=1)
+    return -float(np.mean(per_row))
+
+
+CORRECT.update({"numpy_fancy_indexing": numpy_fancy_indexing, "nanmean_of_masked": nanmean_of_masked})

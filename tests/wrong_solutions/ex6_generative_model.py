@@ -658,3 +658,54 @@ class TextAsAStringTensor(Reference):
 
 WRONG.update({"TextInANumpyArray": (TextInANumpyArray, TESTS)})
 CORRECT.update({"TextAsAStringTensor": TextAsAStringTensor})
+
+
+# --- correct: more styles (NumPy and Keras namespaces, other ways to the same values)
+class TensorArrayOfChars(Reference):
+    """generate_n_chars writes the characters into a tf.TensorArray and joins them with tf.strings.reduce_join."""
+    def generate_n_chars(self, num_chars, prefix):
+        states, next_char = None, tf.constant([prefix])
+        out = tf.TensorArray(tf.string, size=num_chars)
+        for k in range(num_chars):
+            next_char, states = self.generate_one_step(next_char, states=states)
+            out = out.write(k, next_char[0])
+        return prefix + tf.strings.reduce_join(out.stack()).numpy().decode("utf-8")
+
+
+class InputSignatureOnInputs(Reference):
+    """generate_one_step as a tf.function with an input_signature (a vector of strings, and states of
+    any batch and width); generate_n_chars starts it from zeros of the GRU's width."""
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature)
+        units = model.gru.units
+        self._step = tf.function(self._one_step, input_signature=[tf.TensorSpec([None], tf.string),
+                                                                   tf.TensorSpec([None, units], tf.float32)])
+
+    def _one_step(self, inputs, states):
+        return super().generate_one_step(inputs, states=states)
+
+    def generate_one_step(self, inputs, states=None):
+        inputs = tf.reshape(inputs, [-1])
+        if states is None:
+            states = tf.zeros([tf.shape(inputs)[0], self.model.gru.units])
+        return self._step(inputs, tf.convert_to_tensor(states, tf.float32))
+
+
+class StepAsKerasCall(Reference):
+    """The step written as the Keras model's call; generate_one_step and generate_n_chars go through self(...)."""
+    def call(self, inputs, states=None):
+        return Reference.generate_one_step(self, inputs, states=states)
+
+    def generate_one_step(self, inputs, states=None):
+        return self(inputs, states=states)
+
+    def generate_n_chars(self, num_chars, prefix):
+        states, next_char, result = None, tf.constant([prefix]), [tf.constant([prefix])]
+        for _ in range(num_chars):
+            next_char, states = self(next_char, states=states)
+            result.append(next_char)
+        return tf.strings.join(result)[0].numpy().decode("utf-8")
+
+
+CORRECT.update({"TensorArrayOfChars": TensorArrayOfChars, "InputSignatureOnInputs": InputSignatureOnInputs,
+                "StepAsKerasCall": StepAsKerasCall})

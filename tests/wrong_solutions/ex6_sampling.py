@@ -238,3 +238,32 @@ def numpy_generator_gumbel(log_probs, temperature):
 
 
 CORRECT.update({f.__name__: f for f in (keras_random_uniform_without_a_seed, numpy_generator_gumbel)})
+
+
+# --- correct: more styles (NumPy and Keras namespaces, other ways to the same values)
+def gamma_exponential_gumbel(log_probs, temperature):
+    """Gumbel noise as -log(E), E ~ Exp(1) drawn with tf.random.gamma(alpha=1)."""
+    e = tf.random.gamma(tf.shape(log_probs), alpha=1.0)
+    return tf.math.argmax(log_probs + temperature * -tf.math.log(e), axis=-1)
+
+
+def numpy_inverse_cdf(log_probs, temperature):
+    """numpy: the cumulative distribution of softmax(log_probs / T) and one uniform number per row."""
+    log_probs = np.asarray(log_probs, np.float64)
+    if temperature == 0:
+        return log_probs.argmax(axis=-1)
+    z = log_probs / temperature
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    cdf = np.cumsum(p / p.sum(axis=-1, keepdims=True), axis=-1)
+    u = np.random.random_sample((len(cdf), 1))
+    return np.minimum((cdf <= u).sum(axis=-1), cdf.shape[-1] - 1)
+
+
+def top_k_indices(log_probs, temperature):
+    """The largest noisy log probability with tf.math.top_k(k=1): int32 ids."""
+    u = tf.random.uniform(tf.shape(log_probs), minval=1e-6, maxval=1.0 - 1e-6)
+    return tf.math.top_k(log_probs - temperature * tf.math.log(-tf.math.log(u)), k=1).indices[:, 0]
+
+
+CORRECT.update({"gamma_exponential_gumbel": gamma_exponential_gumbel, "numpy_inverse_cdf": numpy_inverse_cdf,
+                "top_k_indices": top_k_indices})
