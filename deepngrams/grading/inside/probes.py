@@ -328,7 +328,7 @@ def probe_temperature_random_sampling(ns, inputs):
 def _as_text(value):
     import numpy as np
     import tensorflow as tf
-    if isinstance(value, tf.Tensor):  # a string tensor of one element is its string (as w1_unittest reads it)
+    if isinstance(value, tf.Tensor):  # a string tensor of one element is its string (as the public tests read it)
         value = value.numpy()
         if isinstance(value, np.ndarray) and value.size == 1:
             value = value.reshape(-1)[0]
