@@ -128,14 +128,17 @@ def test_the_feedback_names_the_cause_the_fix_and_the_students_line(monkeypatch,
     import IPython.display
     monkeypatch.setattr(IPython.display, "display", lambda data, raw=False: shown.append(data))
     prepared = exercises.draw_cases(11)
-    messages = []
+    messages, quiet = [], []
     for cell in (test, test + "_hidden" if test + "_hidden" in prepared else "test_GRULM_hidden"):
         check = prepared[cell]
         probes.run(check["probe"], {exercise: ns[exercise]}, json.dumps(check["inputs"]))
         messages += exercises.judge(check, json.loads(shown[-1][probes.MIME]))
+        quiet += exercises.judge(check, json.loads(shown[-1][probes.MIME]), after_hidden=True)
     text = "\n".join(messages)
     assert HINT[name] in text, text
     assert "your code: In [7], line " in text, text
+    # After a hidden test (as every test after exercise 1's runs), the fix is still said, the line not.
+    assert all(HINT[name] in m and "your code" not in m for m in quiet), quiet
     assert "{{function_node" not in text and "\x1b" not in text and "Arguments received by" not in text
     print(f"\n--- feedback, {name} ---\n{text}")
 

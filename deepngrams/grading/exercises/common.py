@@ -191,19 +191,23 @@ def unquotable(check: dict) -> bool:
 
 def raised(o: dict, hidden: bool) -> str:
     """What the student's code raised: its type and first meaningful line, the student's line that
-    raised, and the fix when it is a known Keras 3 break. In a hidden case, only its type, and only
-    one of KNOWN_ERRORS: the student's code saw the hidden inputs and chose everything else (its
-    own type's name, its message, the line that raised), which could carry them out."""
+    raised, and the fix when it is a known Keras 3 break. In a hidden case (or after one: `unquotable`),
+    only its type, and only one of KNOWN_ERRORS, with the fix: the student's code saw the hidden inputs
+    and chose everything else (its own type's name, its message, the line that raised), which could
+    carry them out; the fix is the course's own text, one of a few."""
     error = str(o.get("error", ""))
     name, _, message = error.partition(":")
+    code = o.get("code") if isinstance(o.get("code"), list) else []
     if hidden:
-        return f"raised {name.strip()}" if name.strip() in KNOWN_ERRORS else "raised an exception of a type of its own"
+        if name.strip() not in KNOWN_ERRORS:
+            return "raised an exception of a type of its own"
+        hint = pitfall_hint(str(o.get("message", error)), code)
+        return f"raised {name.strip()}. {hint}" if hint else f"raised {name.strip()}"
     message = first_line(str(o.get("message", message)))
     text = f"raised {name.strip()}: {message}" if message else f"raised {name.strip()}"
     where = o.get("where") if isinstance(o.get("where"), dict) else {}
     if isinstance(where.get("line"), int):
         cell = f"In [{where['cell']}], " if isinstance(where.get("cell"), int) else ""
         text += f" (your code: {cell}line {where['line']})"
-    code = o.get("code") if isinstance(o.get("code"), list) else []
     hint = pitfall_hint(str(o.get("message", error)), code)
     return f"{text}. {hint}" if hint else text
