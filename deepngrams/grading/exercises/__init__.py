@@ -7,7 +7,7 @@ EXERCISES.
 
 Only the grader runs this file, outside the sandbox. `draw_cases` draws every graded cell's
 inputs from a secret that is new for every student and every submitted file (`secret_for`:
-an HMAC of the notebook's code (`graded_code`) under the student's own key, itself an HMAC of
+an HMAC of what the notebook's kernel is given (`graded_code`) under the student's own key, itself an HMAC of
 the student id (the folder's name) under the course's key; the course's key never leaves the grader's machine, and a worker is
 given only the keys of the students it grades), and
 computes what a correct solution returns with numpy alone. Only the inputs go into the
@@ -18,7 +18,8 @@ or random weights drawn for this submission, not the pretrained model, and one s
 feedback is no answer key for anyone else's file.
 
 Messages say which property failed ("padding positions were counted"), never the inputs or
-the expected values; for hidden cells an exception is named by its type only.
+the expected values; for hidden cells, and for every cell after the first hidden one (its inputs have
+reached the student's code by then: `unquotable`), an exception is named by its type only.
 
 Sampling is judged statistically. Each sampling case draws `n` ids (or characters) from a
 known distribution and fails when some category's frequency is more than `eps` from its
