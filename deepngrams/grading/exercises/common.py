@@ -197,17 +197,14 @@ def raised(o: dict, hidden: bool) -> str:
     carry them out; the fix is the course's own text, one of a few."""
     error = str(o.get("error", ""))
     name, _, message = error.partition(":")
-    code = o.get("code") if isinstance(o.get("code"), list) else []
-    if hidden:
-        if name.strip() not in KNOWN_ERRORS:
-            return "raised an exception of a type of its own"
-        hint = pitfall_hint(str(o.get("message", error)), code)
-        return f"raised {name.strip()}. {hint}" if hint else f"raised {name.strip()}"
-    message = first_line(str(o.get("message", message)))
+    if hidden and name.strip() not in KNOWN_ERRORS:
+        return "raised an exception of a type of its own"
+    message = "" if hidden else first_line(str(o.get("message", message)))
     text = f"raised {name.strip()}: {message}" if message else f"raised {name.strip()}"
-    where = o.get("where") if isinstance(o.get("where"), dict) else {}
+    where = o.get("where") if isinstance(o.get("where"), dict) and not hidden else {}
     if isinstance(where.get("line"), int):
         cell = f"In [{where['cell']}], " if isinstance(where.get("cell"), int) else ""
         text += f" (your code: {cell}line {where['line']})"
+    code = o.get("code") if isinstance(o.get("code"), list) else []
     hint = pitfall_hint(str(o.get("message", error)), code)
     return f"{text}. {hint}" if hint else text
