@@ -111,6 +111,21 @@ MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every
 MAX_CHECKED_MARKDOWN = 16 * 2**10  # characters of one markdown cell
 MAX_MARKDOWN_TAGS = 256  # HTML tags in one markdown cell
 MAX_CHECKED_MARKDOWN_TOTAL = 64 * 2**10  # characters of a notebook's markdown cells, in order (the course's: 13 K)
+# What comes back from the sandbox is parsed, judged and drawn outside it, where its memory and time are
+# not counted: each of these keeps that cost small whatever a notebook sends back.
+# A correct notebook's largest observations (a dataset's batches) take about 0.5 MB of JSON.
+MAX_OBSERVATION_CHARS = 4 * 2**20  # of one graded cell's observations, as the probe displayed them
+# A verdict after a hidden test strikes out every name the code chose (`exercises.judge`): a correct
+# notebook's observations hold a few thousand lists and dicts and a few dozen such names.
+MAX_WALKED = 200_000  # lists and dicts looked at in one cell's observations
+MAX_DESCRIPTIONS = 2_000  # names struck out; with more, the verdict says only that the outputs are wrong
+MAX_PROBLEMS = 20  # failures shown in one graded cell; the rest are counted
+MAX_PROBLEM_CHARS = 2_000  # of one failure shown: it may quote what the code returned or raised
+# nbconvert's ansi2html (the Formgrader's pages, the feedback) takes time as the number of colours times
+# the text's length, and as the square of one colour's codes.
+MAX_COLOUR_CHARS = 40  # of one colour sequence: bold with 24-bit fore- and background takes 37
+MAX_COLOURED_TEXT = 100_000  # characters: a longer output keeps its text and loses its colours
+MAX_COLOURS = 2_000  # colours kept in one notebook's outputs
 WORKER_MARGIN_S = 300.0  # nbgrader's own steps around the sandbox (autograde, feedback), beyond its wall limit
 # Set by the batch grader in each submission's nbgrader run (JSON: the sandbox's limits, slot and
 # scratch, and the file holding the student's key); never passed on to the notebook.

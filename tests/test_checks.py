@@ -858,9 +858,13 @@ def _leaf_values(data) -> list:
 
 @pytest.mark.slow
 def test_the_reference_solution_passes_every_cell(monkeypatch, prepared):
+    """And its observations stay well under what the harness accepts of one cell (`MAX_OBSERVATION_CHARS`)."""
+    from deepngrams import config
     namespace = {name: getattr(solution, name) for name, _ in CELLS.values()}
     for cell, check in prepared.items():
-        assert exercises.judge(check, observe(monkeypatch, check, namespace)) == [], cell
+        observed = observe(monkeypatch, check, namespace)
+        assert exercises.judge(check, observed) == [], cell
+        assert len(json.dumps(observed)) < config.MAX_OBSERVATION_CHARS / 4, cell
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from deepngrams.grading.inside import harness
+from deepngrams import config
 from deepngrams.config import ROOT
 from deepngrams.grading import exercises
 
@@ -44,6 +45,46 @@ def test_unreadable_observations_are_an_error_of_the_cell(text):
     result = harness.read_observation(text)
     assert result["error"].startswith("unreadable observations")
     assert json.loads(json.dumps({"probe": "test_x", "result": result}))["result"] == result
+
+
+def test_observations_larger_than_a_correct_notebook_makes_are_an_error_of_the_cell():
+    """The grader parses and judges what comes back outside the sandbox: a cell's observations past
+    MAX_OBSERVATION_CHARS (eight times a correct notebook's largest) are not parsed at all."""
+    def of_length(n: int) -> str:
+        text = json.dumps({"observations": [{"kind": "list", "value": []}], "pad": ""})
+        return text[:-2] + "x" * (n - len(text)) + '"}'
+    at_most = of_length(config.MAX_OBSERVATION_CHARS)
+    assert len(at_most) == config.MAX_OBSERVATION_CHARS and harness.read_observation(at_most, config.MAX_OBSERVATION_CHARS)["observations"]
+    result = harness.read_observation(of_length(config.MAX_OBSERVATION_CHARS + 1), config.MAX_OBSERVATION_CHARS)
+    assert result == {"error": "observations too large (over 4 MiB)"}
+
+
+def _nested(width: int, depth: int, leaf):
+    return leaf() if depth == 0 else [_nested(width, depth - 1, leaf) for _ in range(width)]
+
+
+def test_a_hidden_verdict_on_forged_descriptions_quotes_nothing_and_walks_little(prepared):
+    """After a hidden check a verdict may quote no type name, dtype or shape the code chose, so the
+    judge strikes each one out of its messages. Forged observations can hold millions of them, or
+    millions of lists to walk: past what a verdict could ever quote (MAX_DESCRIPTIONS) or what a
+    correct notebook's observations hold (MAX_WALKED), the verdict says only that the outputs are wrong."""
+    counter = iter(range(10**9))
+    many_names = lambda: {"kind": f"Leak{next(counter):06d}", "shape": [next(counter)]}  # noqa: E731
+    judged = 0
+    for check in prepared.values():
+        n = len(check["inputs"]["cases"])
+        for observation in (_nested(60, 2, many_names), _nested(100, 3, list)):
+            for shape in forged(1):
+                said = exercises.judge(check, {"observations": [dict(shape, items=observation)] * n},
+                                       after_hidden=True)
+                assert said and not any("Leak" in m for m in said), said
+                if not said[0].startswith("the outputs could not be checked"):  # the judge read them
+                    judged += 1
+                    assert said == [f"{check['probe']}: what the code returned is not what the exercise asks for"]
+        few = {"kind": "LeakABC", "dtype": "leak_dtype", "shape": [4321, 7]}
+        said = " ".join(exercises.judge(check, {"observations": [few] * n}, after_hidden=True))
+        assert said and not any(t in said for t in ("LeakABC", "leak_dtype", "4321")), said
+    assert judged >= len(prepared), judged
 
 
 def test_the_probes_own_observations_are_read_as_they_are():

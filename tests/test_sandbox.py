@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from deepngrams import config
 from deepngrams.grading import cells
 from deepngrams.grading import exercises
 from deepngrams.grading import preflight
@@ -770,7 +771,7 @@ def test_terminal_codes_from_the_students_run_and_messages_reach_no_graded_noteb
     stream, error, shown, picture, forged = nb.cells[first].outputs
     assert stream.text == f"out {colour}\n"
     assert (error.ename, error.evalue, error.traceback) == ("Err", "bad", [f"tb{colour}"])
-    assert shown.data["text/plain"] == ["shown", "too"]
+    assert shown.data["text/plain"] == "showntoo"  # lines of a display's text are one text, as nbformat joins them
     assert picture.data == {"image/png": "iVBORw0KGgo=\n", "text/plain": "picture"}
     assert forged.data == {"text/plain": "no picture"}  # an image that is not base64 is no image
     nbformat.writes(nb)  # a lone surrogate would have made this raise
@@ -796,6 +797,40 @@ def test_verdicts_after_the_first_hidden_test_quote_nothing_the_code_raised(prep
         assert "raised ValueError" in said[gid], gid
         quoted = "SECRET-INPUT" in said[gid] and "line 321" in said[gid]
         assert quoted == (i < first_hidden), (gid, said[gid])
+
+
+@pytest.mark.slow
+def test_observations_past_the_jobs_limit_come_back_as_an_error_of_their_cell(tmp_path):
+    """The harness parses a probe cell's observations only up to the job's `max_observation_chars`
+    (`build_job` sets config's): what is larger comes back as that cell's error, not as data."""
+    show = "from IPython.display import display\ndisplay({{'application/vnd.deepngrams.probe+json': {text!r}}}, raw=True)"
+    small, large = '{"observations": []}', '{"observations": [], "pad": "' + "x" * 3000 + '"}'
+    nb = new_notebook(cells=[new_code_cell(show.format(text=small)), new_code_cell(show.format(text=large))])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    job = {"notebook": nb, "probes": {"0": {"grade_id": "small"}, "1": {"grade_id": "large"}}, "cell_timeout": 20,
+           "interrupt_grace": 10, "max_observation_chars": 2000}
+    result = sandbox.run(job, tmp_path / "job", 0, sandbox.Limits(wall_timeout=60, memory_gib=2))
+    assert result.probes == {"small": {"observations": []}, "large": {"error": "observations too large (over 0.00190735 MiB)"}}
+    job = verdicts.build_job(copy.deepcopy(nb), {}, sandbox.Limits())
+    assert job["max_observation_chars"] == config.MAX_OBSERVATION_CHARS
+
+
+def test_a_verdict_quotes_a_bounded_part_of_what_the_code_returned(prepared, solved):
+    """A visible test's verdict before any hidden one quotes what the code returned (its type's name,
+    say), and the code chooses how long that is: each failure shown is cut at MAX_PROBLEM_CHARS, and
+    a cell shows MAX_PROBLEMS of them, then how many more there were."""
+    nb = copy.deepcopy(solved)
+    first = next(cells.nbgrader_meta(c)["grade_id"] for c in nb.cells if cells.is_test_cell(c))
+    assert not prepared[first]["hidden"]
+    n = len(prepared[first]["inputs"]["cases"])
+    probes = {first: {"observations": [{"kind": "K" * 3_000_000, "tensor": False}] * n}}
+    verdicts.apply_verdicts(nb, prepared, sandbox.RunResult(notebook=copy.deepcopy(nb), probes=probes))
+    said = next(c.outputs[0] for c in nb.cells if cells.nbgrader_meta(c).get("grade_id") == first)
+    assert "KKKK" in said.evalue and len(said.evalue) < (config.MAX_PROBLEM_CHARS + 20) * config.MAX_PROBLEMS
+    assert all(len(line) < config.MAX_PROBLEM_CHARS + 40 for line in said.traceback)
+    shown = verdicts._shown([f"problem {i} " + "x" * 5000 for i in range(45)])
+    assert len(shown) == config.MAX_PROBLEMS + 1 and shown[-1] == "… and 25 more"
+    assert all(p.startswith(f"problem {i} ") and p.endswith(" … (cut)") for i, p in enumerate(shown[:-1]))
 
 
 def test_an_environment_under_tmp_stays_visible(monkeypatch):

@@ -184,6 +184,38 @@ def test_inert_output_leaves_no_escape_outside_a_colour_whatever_the_mix():
         assert all(c in "\n\t\r" or printable(c) == c for c in rest), repr(out)
 
 
+def test_inert_output_keeps_only_colours_that_nbconvert_draws_in_little_time():
+    """nbconvert's ansi2html takes time as the number of colours times the text's length, and as the
+    square of one colour's codes (the Formgrader draws every graded notebook with it): a colour of very
+    many codes goes, a long text keeps its words without colours, and one notebook keeps MAX_COLOURS."""
+    from deepngrams import config
+    from deepngrams.grading import untrusted
+    assert inert_output("x\x1b[" + "0;" * 200_000 + "31mdone\n") == "xdone\n"
+    truecolour = "\x1b[1;38;2;255;255;255;48;2;255;255;255m"
+    assert len(truecolour) <= config.MAX_COLOUR_CHARS and inert_output(truecolour + "t") == truecolour + "t"
+    long = "\x1b[31m" + "r" * config.MAX_COLOURED_TEXT + "\x1b[0m"
+    assert inert_output(long) == "r" * config.MAX_COLOURED_TEXT
+    budget = untrusted.colour_budget()
+    outputs = [inert_output("\x1b[31mred\x1b[0m " * 300, budget) for _ in range(10)]
+    assert sum(o.count("\x1b") for o in outputs) == config.MAX_COLOURS == 2_000 and budget == [0]
+    assert all(o.replace("\x1b[31m", "").replace("\x1b[0m", "") == "red " * 300 for o in outputs)
+
+
+def test_the_graded_notebook_keeps_no_more_colours_than_nbconvert_draws_in_little_time():
+    """Every output of the graded notebook draws from one budget of colours (`verdicts._safe_outputs`),
+    lines of a display's text counted together."""
+    from deepngrams import config
+    from deepngrams.grading import untrusted, verdicts
+    many = "\x1b[1m+\x1b[0m" * 700
+    outputs = [{"output_type": "stream", "name": "stdout", "text": many},
+               {"output_type": "error", "ename": "E", "evalue": many, "traceback": [many, many]},
+               {"output_type": "display_data", "data": {"text/plain": [many, "\n", many]}}]
+    kept = verdicts._safe_outputs(outputs, untrusted.colour_budget())
+    texts = [kept[0].text, kept[1].evalue, *kept[1].traceback, kept[2].data["text/plain"]]
+    assert sum(t.count("\x1b") for t in texts) == config.MAX_COLOURS
+    assert kept[2].data["text/plain"].replace("\x1b[1m", "").replace("\x1b[0m", "") == "+" * 700 + "\n" + "+" * 700
+
+
 def test_feedback_page_carries_no_terminal_code_from_a_markdown_cell_or_an_output():
     page = ("<html><head><style>p {}</style></head><body class='jp-Notebook'><p>title\x1b]0;owned\x07 here</p>"
             "<pre>\x1b[2Jcleared\x9b6n\u202e</pre></body></html>")

@@ -14,6 +14,8 @@ import unicodedata
 
 import nh3
 
+from deepngrams import config
+
 # Spreadsheets run a cell starting with one of these as a formula (OWASP, "CSV Injection").
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _AFTER_SEMICOLON = re.compile(r'(;[ "]*)(?=[=+@-])')  # a quote may open the next cell
@@ -77,12 +79,37 @@ _CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x1b), *
                            *range(0xd800, 0xe000)])  # and lone surrogates, which no notebook file can hold
 
 
-def inert_output(text: object) -> str:
+# nbconvert's ansi2html, which draws the Formgrader's pages and the feedback, slices the rest of the
+# text at every colour and pops a colour's codes one by one: one line of two million codes took minutes.
+# So a colour is kept only while it is short, in a text that is not long, and while the notebook has
+# colours left (`colour_budget`); the text itself is always kept.
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def colour_budget() -> list[int]:
+    """How many more colours the outputs of one notebook may keep (`inert_output` counts it down)."""
+    return [config.MAX_COLOURS]
+
+
+def inert_output(text: object, colours: list[int] | None = None) -> str:
     """A cell's output text as Jupyter shows it (colours, tabs, new lines and carriage returns kept),
     with every other escape sequence, control character and bidirectional control removed: the
     graded notebook and the feedback page then show the same, and neither acts on a terminal that
-    prints them. No ESC is left but a colour's: removing a sequence never makes a new one."""
-    return _ESCAPE_SEQUENCE.sub("", str(text)).translate(_CONTROLS)
+    prints them. No ESC is left but a colour's: removing a sequence never makes a new one.
+    `colours`: the notebook's `colour_budget()` (a text alone gets one of its own)."""
+    text = _ESCAPE_SEQUENCE.sub("", str(text)).translate(_CONTROLS)
+    if "\x1b" not in text:
+        return text
+    left = colour_budget() if colours is None else colours
+    if len(text) > config.MAX_COLOURED_TEXT:
+        return _COLOUR.sub("", text)
+
+    def rationed(match: re.Match) -> str:
+        if len(match.group()) > config.MAX_COLOUR_CHARS or left[0] <= 0:
+            return ""
+        left[0] -= 1
+        return match.group()
+    return _COLOUR.sub(rationed, text)
 
 
 def _is_number(text: str) -> bool:

@@ -6,10 +6,11 @@ import copy
 import json
 import re
 
+from deepngrams import config
 from deepngrams.grading.cells import NOT_RUN, is_test_cell, nbgrader_meta, source_text
 from deepngrams.grading.exercises import judge
 from deepngrams.grading.sandbox import Limits, RunResult
-from deepngrams.grading.untrusted import inert_output, printable
+from deepngrams.grading.untrusted import colour_budget, inert_output, printable
 
 PROBE_CELL = "__import__('sys').modules['deepngrams_probes'].run({probe!r}, globals(), {inputs!r})"
 
@@ -58,11 +59,12 @@ def build_job(nb, prepared: dict, limits: Limits) -> dict:
         cell.source = PROBE_CELL.format(probe=check["probe"], inputs=json.dumps(check["inputs"]))
         probes[str(i)] = {"grade_id": nbgrader_meta(cell)["grade_id"]}
     return {"notebook": nb, "probes": probes, "cell_timeout": limits.cell_timeout,
-            "interrupt_grace": limits.interrupt_grace}
+            "interrupt_grace": limits.interrupt_grace, "max_observation_chars": config.MAX_OBSERVATION_CHARS}
 
 
-def _safe_outputs(outputs) -> list:
-    """Outputs from the sandbox, kept only where they are well-formed and inert (no HTML or script)."""
+def _safe_outputs(outputs, colours: list[int]) -> list:
+    """Outputs from the sandbox, kept only where they are well-formed and inert (no HTML or script).
+    `colours`: the notebook's `colour_budget()`."""
     import nbformat
     kept = []
     for out in outputs if isinstance(outputs, list) else []:
@@ -71,22 +73,22 @@ def _safe_outputs(outputs) -> list:
         kind = out.get("output_type")
         if kind == "stream" and isinstance(out.get("text"), str):
             kept.append(nbformat.v4.new_output("stream", name="stderr" if out.get("name") == "stderr" else "stdout",
-                                               text=inert_output(out["text"])))
+                                               text=inert_output(out["text"], colours)))
         elif kind == "error":
             tb = out.get("traceback")
-            kept.append(nbformat.v4.new_output("error", ename=inert_output(str(out.get("ename"))[:200]),
-                                               evalue=inert_output(str(out.get("evalue"))[:2000]),
-                                               traceback=[inert_output(str(t)[:2000]) for t in tb[:50]]
+            kept.append(nbformat.v4.new_output("error", ename=inert_output(str(out.get("ename"))[:200], colours),
+                                               evalue=inert_output(str(out.get("evalue"))[:2000], colours),
+                                               traceback=[inert_output(str(t)[:2000], colours) for t in tb[:50]]
                                                if isinstance(tb, list) else []))
         elif kind in ("execute_result", "display_data") and isinstance(out.get("data"), dict):
             data = {k: v for k, v in out["data"].items() if k in SAFE_MIME and isinstance(v, (str, list))}
             for mime in ("image/png", "image/jpeg"):  # base64 and nothing else
                 if mime in data and not (isinstance(data[mime], str) and _BASE64.fullmatch(data[mime])):
                     del data[mime]
+            if isinstance(data.get("text/plain"), list):  # lines, which nbconvert draws as one text
+                data["text/plain"] = "".join(map(str, data["text/plain"]))
             if isinstance(data.get("text/plain"), str):
-                data["text/plain"] = inert_output(data["text/plain"])
-            elif isinstance(data.get("text/plain"), list):
-                data["text/plain"] = [inert_output(line) for line in data["text/plain"]]
+                data["text/plain"] = inert_output(data["text/plain"], colours)
             if data:
                 kept.append(nbformat.v4.new_output("display_data", data=data))
     return kept
@@ -128,6 +130,17 @@ def reason_of(result: RunResult, limits: Limits) -> str:
     return ""
 
 
+def _shown(problems: list[str]) -> list[str]:
+    """A graded cell's failures as its output shows them: printable (they quote what the student's code
+    raised or returned, which may hold escape sequences) and of bounded length, however much the code
+    made it quote."""
+    shown = [printable(p) for p in problems[:config.MAX_PROBLEMS]]
+    shown = [p if len(p) <= config.MAX_PROBLEM_CHARS else p[:config.MAX_PROBLEM_CHARS] + " … (cut)" for p in shown]
+    if len(problems) > config.MAX_PROBLEMS:
+        shown.append(f"… and {len(problems) - config.MAX_PROBLEMS} more")
+    return shown
+
+
 def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
     """Fill `nb` (the sanitized submission) with the run's outputs and the grader's verdicts.
 
@@ -139,6 +152,7 @@ def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
     ran = result.notebook.get("cells") if isinstance(result.notebook, dict) else None
     failed = []
     sanitize = SanitizeHTML()
+    colours = colour_budget()
     after_hidden = False  # a hidden check ran before: its inputs reached the student's code (`unquotable`)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":  # the feedback page shows markdown as HTML: no script from students
@@ -149,7 +163,7 @@ def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
         # The run's prompt numbers stay: failure messages point at "In [k], line n" of the student's code.
         cell.execution_count = count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
         if not is_test_cell(cell):
-            cell.outputs = _safe_outputs(ran[i].get("outputs")) if same else []
+            cell.outputs = _safe_outputs(ran[i].get("outputs"), colours) if same else []
             continue
         gid = nbgrader_meta(cell).get("grade_id")
         if cell.source == NOT_RUN:
@@ -160,7 +174,7 @@ def apply_verdicts(nb, prepared: dict, result: RunResult) -> list[str]:
             problems = judge(prepared[gid], result.probes.get(gid), after_hidden=after_hidden)
             after_hidden = after_hidden or prepared[gid]["hidden"]
         if problems:
-            problems = [printable(p) for p in problems]  # they quote what the student's code raised or returned
+            problems = _shown(problems)
             failed.append(gid)
             cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="\n".join(problems),
                                                    traceback=["AssertionError: " + p for p in problems])]

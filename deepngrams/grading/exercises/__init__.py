@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepngrams import config
 from deepngrams.atomic import atomic_path
 from deepngrams.config import CARD_PATH, CORPUS_PATH
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta, source_text
@@ -159,32 +160,40 @@ def judge(check: dict, result: dict | None, after_hidden: bool = False) -> list[
             RecursionError) as e:  # malformed observations (forged ones: numbers too large, nested too deep)
         return [f"the outputs could not be checked ({type(e).__name__})"]
     if fails and unquotable(check):
-        quoted = {d for d in _descriptions(observations) if len(d) > 2 and d not in KNOWN_TYPES}
-        fails = [re.sub("|".join(map(re.escape, sorted(quoted, key=len, reverse=True))), "…", m) if quoted else m
-                 for m in fails]
+        quoted = _descriptions(observations)
+        if quoted is None:  # more than a verdict could quote: say nothing of what the code returned
+            return [f"{check['probe']}: what the code returned is not what the exercise asks for"]
+        quotable = sorted((d for d in quoted if len(d) > 2 and d not in KNOWN_TYPES), key=lambda d: (-len(d), d))
+        for description in quotable:  # the longest first: a shorter one may be part of it
+            fails = [m.replace(description, "…") for m in fails]
     return fails
 
 
 _DESCRIBING = ("kind", "loss_kind", "optimizer_kind", "dtype", "shape", "shapes")
 
 
-def _descriptions(data, depth: int = 0) -> set[str]:
+def _descriptions(observations) -> set[str] | None:
     """How observations describe what the code returned (type names, dtypes, shapes), as a verdict
     would quote them. In a hidden case the code chose them having seen the hidden inputs: a verdict
-    quotes none but the names of Python's, NumPy's, TensorFlow's and Keras' own types."""
+    quotes none but the names of Python's, NumPy's, TensorFlow's and Keras' own types. None when
+    there are more of them, or more to walk, than a verdict could ever quote."""
     found: set[str] = set()
-    if depth > 8:
-        return found
-    if isinstance(data, dict):
-        for key, value in list(data.items())[:100]:
-            if key in _DESCRIBING and value is not None:
-                found |= {str(value), str(tuple(value))} if isinstance(value, list) else {str(value)}
-            if isinstance(value, (dict, list)):
-                found |= _descriptions(value, depth + 1)
-    elif isinstance(data, list):
-        for item in data[:100]:
-            if isinstance(item, (dict, list)):
-                found |= _descriptions(item, depth + 1)
+    stack, walked = [(observations, 0)], 0
+    while stack:
+        data, depth = stack.pop()
+        walked += 1
+        if walked > config.MAX_WALKED or len(found) > config.MAX_DESCRIPTIONS:
+            return None
+        if depth > 8:
+            continue
+        if isinstance(data, dict):
+            for key, value in list(data.items())[:100]:
+                if key in _DESCRIBING and value is not None:
+                    found |= {str(value), str(tuple(value))} if isinstance(value, list) else {str(value)}
+                if isinstance(value, (dict, list)):
+                    stack.append((value, depth + 1))
+        elif isinstance(data, list):
+            stack.extend((item, depth + 1) for item in data[:100] if isinstance(item, (dict, list)))
     return found
 
 

@@ -36,10 +36,13 @@ MAX_DEPTH = 64  # the probes' own observations are a dozen levels deep at most
 INTERRUPT_GRACE_S = 10.0  # a cell still running this long after its interrupt (it ignores SIGINT) kills the kernel
 
 
-def read_observation(text) -> dict:
+def read_observation(text, max_chars: int | None = None) -> dict:
     """A probe's observations from the JSON it displayed. Student code can display its own: what
     cannot be parsed (nested too deep, a number too long) or written back is an error of that cell
-    alone, never of the harness."""
+    alone, never of the harness. Past `max_chars` (the job's: the grader parses what comes back
+    outside the sandbox, where its memory is not counted) it is not parsed at all."""
+    if isinstance(text, str) and max_chars is not None and len(text) > max_chars:
+        return {"error": f"observations too large (over {max_chars / 2**20:g} MiB)"}
     try:
         result = json.loads(text)
     except (TypeError, ValueError, RecursionError):
@@ -251,7 +254,7 @@ def main() -> int:
             cell.outputs = [o for o in cell.get("outputs", []) if o not in found]
             result = None
             if found:
-                result = read_observation(found[-1]["data"][MIME])
+                result = read_observation(found[-1]["data"][MIME], job.get("max_observation_chars"))
             elif errors:
                 result = {"error": f"{errors[-1].get('ename')}: {str(errors[-1].get('evalue'))[:300]}"}
             emit({"probe": probes[cell_index]["grade_id"], "result": result})
