@@ -115,6 +115,12 @@ MAX_CHECKED_MARKDOWN_TOTAL = 64 * 2**10  # characters of a notebook's markdown c
 # not counted: each of these keeps that cost small whatever a notebook sends back.
 # A correct notebook's largest observations (a dataset's batches) take about 0.5 MB of JSON.
 MAX_OBSERVATION_CHARS = 4 * 2**20  # of one graded cell's observations, as the probe displayed them
+MAX_NOTEBOOK_OBSERVATION_CHARS = 8 * 2**20  # of all of a notebook's (a correct one's: about 1.2 MB)
+# The executed notebook comes back as each cell's prompt number and outputs, as text: text costs the
+# grader what it weighs, where millions of small lists or dicts (in an output's data) would cost it
+# gigabytes. Outputs past MAX_OUTPUTS, and lines of a traceback past MAX_TRACEBACK_ENTRIES, are left out.
+MAX_OUTPUTS = 5_000  # of a notebook (the course's solved notebook makes about 30)
+MAX_TRACEBACK_ENTRIES = 50
 # A verdict after a hidden test strikes out every name the code chose (`exercises.judge`): a correct
 # notebook's observations hold a few thousand lists and dicts and a few dozen such names.
 MAX_WALKED = 200_000  # lists and dicts looked at in one cell's observations

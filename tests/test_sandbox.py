@@ -800,19 +800,44 @@ def test_verdicts_after_the_first_hidden_test_quote_nothing_the_code_raised(prep
 
 
 @pytest.mark.slow
-def test_observations_past_the_jobs_limit_come_back_as_an_error_of_their_cell(tmp_path):
-    """The harness parses a probe cell's observations only up to the job's `max_observation_chars`
-    (`build_job` sets config's): what is larger comes back as that cell's error, not as data."""
+def test_what_comes_back_from_the_sandbox_is_text_within_the_jobs_limits(tmp_path):
+    """The grader parses what comes back outside the sandbox, where its memory is not counted. A probe
+    cell's observations are parsed up to the job's `max_observation_chars`, and all of them up to
+    `max_notebook_observation_chars`: past that a cell's come back as its error. The notebook comes back
+    as prompt numbers and outputs as text (`returned`: the MIME types kept, how many outputs and traceback
+    lines): no output's data of another type, however it is nested. `build_job` sets config's limits."""
     show = "from IPython.display import display\ndisplay({{'application/vnd.deepngrams.probe+json': {text!r}}}, raw=True)"
-    small, large = '{"observations": []}', '{"observations": [], "pad": "' + "x" * 3000 + '"}'
-    nb = new_notebook(cells=[new_code_cell(show.format(text=small)), new_code_cell(show.format(text=large))])
+    observation = lambda pad: '{"observations": [], "pad": "' + "x" * pad + '"}'  # noqa: E731
+    nb = new_notebook(cells=[new_code_cell(show.format(text=observation(0))),
+                             new_code_cell(show.format(text=observation(3000))),
+                             new_code_cell(show.format(text=observation(1500))),
+                             new_code_cell(show.format(text=observation(1500))),
+                             new_code_cell("display({'application/json': [[[]] * 50] * 50, 'text/plain': ['a', 'b']}, raw=True)\n"
+                                           "for i in range(5):\n    display(i)"),
+                             new_code_cell("def deep(n):\n    return deep(n - 1) if n else 1 / 0\ndeep(10)")])
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
-    job = {"notebook": nb, "probes": {"0": {"grade_id": "small"}, "1": {"grade_id": "large"}}, "cell_timeout": 20,
-           "interrupt_grace": 10, "max_observation_chars": 2000}
+    job = {"notebook": nb, "probes": {str(i): {"grade_id": f"cell{i}"} for i in range(4)}, "cell_timeout": 20,
+           "interrupt_grace": 10, "max_observation_chars": 2000, "max_notebook_observation_chars": 3000,
+           "returned": {"mime": ["text/plain"], "max_outputs": 6, "max_traceback_entries": 3}}
     result = sandbox.run(job, tmp_path / "job", 0, sandbox.Limits(wall_timeout=60, memory_gib=2))
-    assert result.probes == {"small": {"observations": []}, "large": {"error": "observations too large (over 0.00190735 MiB)"}}
+    too_large = "observations too large (the notebook's together)"
+    assert result.probes == {"cell0": {"observations": [], "pad": ""}, "cell1": {"error": "observations too large (over "
+                             "0.00190735 MiB)"}, "cell2": {"observations": [], "pad": "x" * 1500}, "cell3": {"error": too_large}}
+    ran = result.notebook["cells"]
+    assert [c["outputs"] for c in ran[:4]] == [[]] * 4 and all(set(c) == {"execution_count", "outputs"} for c in ran)
+    assert ran[4]["outputs"][0] == {"output_type": "display_data", "data": {"text/plain": "ab"}}
+    assert [o["data"] for o in ran[4]["outputs"][1:]] == [{"text/plain": str(i)} for i in range(5)]
+    assert ran[5]["outputs"] == []  # the run's first six outputs come back; the traceback is left out
     job = verdicts.build_job(copy.deepcopy(nb), {}, sandbox.Limits())
-    assert job["max_observation_chars"] == config.MAX_OBSERVATION_CHARS
+    assert (job["max_observation_chars"], job["max_notebook_observation_chars"]) == \
+        (config.MAX_OBSERVATION_CHARS, config.MAX_NOTEBOOK_OBSERVATION_CHARS)
+    assert job["returned"] == {"mime": list(verdicts.SAFE_MIME), "max_outputs": config.MAX_OUTPUTS,
+                               "max_traceback_entries": config.MAX_TRACEBACK_ENTRIES}
+    job["returned"]["max_traceback_entries"] = 3
+    result = sandbox.run(dict(job, notebook=nb, probes={}), tmp_path / "again", 0,
+                         sandbox.Limits(wall_timeout=60, memory_gib=2))
+    error = result.notebook["cells"][5]["outputs"][0]
+    assert error["ename"] == "ZeroDivisionError" and len(error["traceback"]) == 3, error
 
 
 def test_a_verdict_quotes_a_bounded_part_of_what_the_code_returned(prepared, solved):

@@ -59,7 +59,10 @@ def build_job(nb, prepared: dict, limits: Limits) -> dict:
         cell.source = PROBE_CELL.format(probe=check["probe"], inputs=json.dumps(check["inputs"]))
         probes[str(i)] = {"grade_id": nbgrader_meta(cell)["grade_id"]}
     return {"notebook": nb, "probes": probes, "cell_timeout": limits.cell_timeout,
-            "interrupt_grace": limits.interrupt_grace, "max_observation_chars": config.MAX_OBSERVATION_CHARS}
+            "interrupt_grace": limits.interrupt_grace, "max_observation_chars": config.MAX_OBSERVATION_CHARS,
+            "max_notebook_observation_chars": config.MAX_NOTEBOOK_OBSERVATION_CHARS,
+            "returned": {"mime": list(SAFE_MIME), "max_outputs": config.MAX_OUTPUTS,
+                         "max_traceback_entries": config.MAX_TRACEBACK_ENTRIES}}
 
 
 def _safe_outputs(outputs, colours: list[int]) -> list:
@@ -78,7 +81,7 @@ def _safe_outputs(outputs, colours: list[int]) -> list:
             tb = out.get("traceback")
             kept.append(nbformat.v4.new_output("error", ename=inert_output(str(out.get("ename"))[:200], colours),
                                                evalue=inert_output(str(out.get("evalue"))[:2000], colours),
-                                               traceback=[inert_output(str(t)[:2000], colours) for t in tb[:50]]
+                                               traceback=[inert_output(str(t)[:2000], colours) for t in tb[:config.MAX_TRACEBACK_ENTRIES]]
                                                if isinstance(tb, list) else []))
         elif kind in ("execute_result", "display_data") and isinstance(out.get("data"), dict):
             data = {k: v for k, v in out["data"].items() if k in SAFE_MIME and isinstance(v, (str, list))}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import ctypes
 import json
+import math
 import os
 import select
 import signal
@@ -55,6 +56,36 @@ def read_observation(text, max_chars: int | None = None) -> dict:
         if isinstance(value, (list, dict)):
             stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
     return result if isinstance(result, dict) else {"error": "unreadable observations"}
+
+
+def returned_notebook(nb, returned: dict) -> dict:
+    """The executed notebook as the grader reads it (`verdicts.apply_verdicts`): each cell's prompt
+    number and outputs, as text. `returned` (the job's): the MIME types kept, and how many outputs
+    and traceback lines at most. The grader parses it outside the sandbox, where its memory is not
+    counted: text costs it what it weighs, but millions of small lists or dicts would cost gigabytes."""
+    def text(value) -> str:
+        return "".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    left, cells = int(returned["max_outputs"]), []
+    for cell in nb.get("cells", []):
+        outputs = []
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            if left <= 0:
+                break
+            left -= 1
+            kind = out.get("output_type")
+            if kind == "stream":
+                outputs.append({"output_type": "stream", "name": text(out.get("name")), "text": text(out.get("text"))})
+            elif kind == "error":
+                lines = out.get("traceback") if isinstance(out.get("traceback"), list) else []
+                outputs.append({"output_type": "error", "ename": text(out.get("ename")), "evalue": text(out.get("evalue")),
+                                "traceback": [text(t) for t in lines[:int(returned["max_traceback_entries"])]]})
+            elif kind in ("display_data", "execute_result") and isinstance(out.get("data"), dict):
+                outputs.append({"output_type": kind,
+                                "data": {k: text(v) for k, v in out["data"].items() if k in returned["mime"]}})
+        count = cell.get("execution_count")
+        cells.append({"execution_count": count if isinstance(count, int) else None, "outputs": outputs})
+    return {"cells": cells}
 
 
 NAMESPACES = ("user", "mnt", "pid", "net", "ipc", "uts", "cgroup")  # the order the factory reads them in
@@ -231,6 +262,7 @@ def main() -> int:
     grace = float(job.get("interrupt_grace", INTERRUPT_GRACE_S))
     started: dict[int, float] = {}
     running: list[int] = []  # the cell executing now
+    observed = [0]  # characters of the observations read so far
 
     def on_start(cell, cell_index, **_):
         started[cell_index] = time.monotonic()
@@ -254,7 +286,12 @@ def main() -> int:
             cell.outputs = [o for o in cell.get("outputs", []) if o not in found]
             result = None
             if found:
-                result = read_observation(found[-1]["data"][MIME], job.get("max_observation_chars"))
+                text = found[-1]["data"][MIME]
+                result = read_observation(text, job.get("max_observation_chars"))
+                if "error" not in result:
+                    observed[0] += len(text)
+                    if observed[0] > job.get("max_notebook_observation_chars", math.inf):
+                        result = {"error": "observations too large (the notebook's together)"}
             elif errors:
                 result = {"error": f"{errors[-1].get('ename')}: {str(errors[-1].get('evalue'))[:300]}"}
             emit({"probe": probes[cell_index]["grade_id"], "result": result})
@@ -306,7 +343,7 @@ def main() -> int:
         emit({"event": "kernel died", "cell": cell, "returncode": code})
     except Exception as e:  # noqa: BLE001 - any other failure of the run is reported, not raised
         emit({"event": "harness error", "error": f"{type(e).__name__}: {str(e)[:300]}"})
-    emit({"notebook": nb})
+    emit({"notebook": returned_notebook(nb, job["returned"]) if "returned" in job else nb})
     report.close()
     return 0
 
