@@ -894,3 +894,124 @@ def test_a_kernel_that_cannot_say_what_unix_sockets_hold_gets_no_sandbox(monkeyp
     problem = sandbox.available()
     assert problem and "cannot say what sockets hold" in problem and "unix_diag" in problem, problem
     assert "plain-autograde" in problem
+
+
+def test_hdf5_takes_no_locks_on_the_files_sandboxes_share():
+    """The weights are one file that every sandbox at the same time reads: HDF5, which locks a file
+    it opens, is told not to, in the sandbox's environment and so in its kernel's."""
+    assert sandbox.sandbox_env(2)["HDF5_USE_FILE_LOCKING"] == "FALSE"
+    args = sandbox.bwrap_args(sandbox.FIRST_UID, sandbox.Limits())
+    assert any(args[i:i + 3] == ["--setenv", "HDF5_USE_FILE_LOCKING", "FALSE"] for i in range(len(args)))
+
+
+def ipython_error(*frames: str, ename="BlockingIOError", evalue="[Errno 11] Resource temporarily unavailable",
+                  cause: tuple = (), source: str | None = None) -> dict:
+    """An error output as IPython writes it (coloured): the frames, each a header line and source
+    lines, the one that raised marked "---->"; `cause`, the frames of an exception it was raised from;
+    `source` (not part of the output), the code of its cell."""
+    def colour(text):
+        return "".join(f"\x1b[32m{word}\x1b[39m" if word.strip() else word for word in text.split(" "))
+
+    def section(name, value, frames):
+        return [f"\x1b[31m{name}\x1b[39m                           Traceback (most recent call last)",
+                *[colour(frame) for frame in frames], f"\x1b[31m{name}\x1b[39m: {value}"]
+
+    before = [*section("FileNotFoundError", "[Errno 2]", cause),
+              "\nThe above exception was the direct cause of the following exception:\n"] if cause else []
+    return {"output_type": "error", "ename": ename, "evalue": evalue,
+            "traceback": ["\x1b[31m" + "-" * 75 + "\x1b[39m", *before, *section(ename, evalue, frames)],
+            **({"source": source} if source is not None else {})}
+
+
+NONBLOCKING_READ = "import socket\na, b = socket.socketpair()\na.setblocking(False)\na.recv(1)"
+RAISE_EAGAIN = "raise BlockingIOError(11, 'Resource temporarily unavailable')"
+FORK_UNTIL_REFUSED = """
+import os, signal, time
+kids = []
+try:
+    while len(kids) < 1000:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        kids.append(pid)
+finally:
+    for pid in kids:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+"""
+POPEN_UNTIL_REFUSED = """
+import subprocess
+kids = []
+try:
+    while len(kids) < 1000:
+        kids.append(subprocess.Popen(["/bin/sleep", "60"]))
+finally:
+    for kid in kids:
+        kid.kill()
+        kid.wait()
+"""
+
+
+FORK_FRAME = ("Cell In[4], line 5\n      3 while True:\n      4     # forks until it cannot\n"
+              "----> 5     pid = os.fork()\n")
+SPAWN_FRAME = ("Cell In[4], line 2\n      1 for _ in range(2000):\n"
+               "----> 2     os.posix_spawn('/bin/true', ['true'], {})\n")
+POPEN_FRAMES = ("Cell In[2], line 1\n----> 1 kids = [start() for _ in range(600)]\n",
+                "Cell In[1], line 3, in start()\n      2 def start():\n"
+                "----> 3     return subprocess.Popen(['sleep', '9'])\n",
+                "File /usr/lib/python3.11/subprocess.py:1026, in Popen.__init__(self, args)\n"
+                "-> 1026     self._execute_child(args, executable, preexec_fn, close_fds,\n",
+                "File /usr/lib/python3.11/subprocess.py:1883, in Popen._execute_child(self, args)\n"
+                "   1882 try:\n-> 1883     self.pid = _fork_exec(\n   1884             args, executable_list,\n")
+MULTIPROCESSING_FRAME = ("File /usr/lib/python3.11/multiprocessing/popen_fork.py:66, in Popen._launch(self, obj)\n"
+                         "     65 parent_r, child_w = os.pipe()\n---> 66 self.pid = os.fork()\n")
+NO_SOURCE_FRAME = "File /usr/lib/python3.11/multiprocessing/util.py:452, in spawnv_passfds(path, args, passfds)\n"
+SOCKET_FRAME = ("Cell In[7], line 4\n      2 a, b = socket.socketpair()\n      3 a.setblocking(False)\n"
+                "----> 4 a.recv(1)\n")
+# Python 3.11 marks a line of the `finally:` that re-raised the error, not the os.fork() before it: the cell shows it.
+FINALLY_FRAME = ("Cell In[1], line 11\n      8             os._exit(0)\n      9         kids.append(pid)\n"
+                 "     10 finally:\n---> 11     for pid in kids:\n     12         os.kill(pid, signal.SIGKILL)\n")
+FLOCK_FRAME = ("Cell In[3], line 2\n      1 other = os.open(path, os.O_RDONLY)\n"
+               "----> 2 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)\n")
+RAISE_FRAME = "Cell In[5], line 1\n----> 1 raise BlockingIOError(11, 'Resource temporarily unavailable')\n"
+
+
+@pytest.mark.parametrize("error, limit", [
+    (ipython_error(FORK_FRAME), True),
+    (ipython_error(SPAWN_FRAME), True),
+    (ipython_error(*POPEN_FRAMES), True),
+    (ipython_error(MULTIPROCESSING_FRAME), True),
+    (ipython_error(NO_SOURCE_FRAME), True),
+    (ipython_error(SOCKET_FRAME), False),
+    (ipython_error(FINALLY_FRAME, source=FORK_UNTIL_REFUSED), True),
+    (ipython_error(SOCKET_FRAME, source=NONBLOCKING_READ), False),
+    (ipython_error(FLOCK_FRAME), False),
+    (ipython_error(RAISE_FRAME), False),
+    (ipython_error(RAISE_FRAME, cause=POPEN_FRAMES), False),  # a process started before, not this error
+    (ipython_error(FORK_FRAME, ename="OSError"), False),
+    (ipython_error(FORK_FRAME, evalue="[Errno 11] Try again"), False),
+    ({"output_type": "error", "ename": "BlockingIOError", "evalue": "[Errno 11] Resource temporarily unavailable"},
+     False),
+], ids=["fork", "posix_spawn", "Popen", "multiprocessing", "no source", "non-blocking socket",
+        "fork before a finally", "non-blocking socket in its cell", "flock", "raised",
+        "raised from Popen's error", "another error", "another message", "no traceback"])
+def test_only_eagain_where_a_process_starts_is_the_process_limit(error, limit):
+    """EAGAIN is the process limit where a process or thread was being started; from anything else (a
+    lock taken without waiting, a non-blocking read, the cell's own raise) it is the cell's error."""
+    from deepngrams.grading.inside import harness
+    error = dict(error)
+    assert harness.hit_the_process_limit(error, error.pop("source", "")) is limit
+
+
+@pytest.mark.slow
+def test_a_sandbox_reports_the_process_limit_only_for_processes(tmp_path):
+    """In a sandbox of 64 processes: the cells that start processes until refused get the process limit,
+    the ones whose EAGAIN comes from a socket or their own raise do not, and the notebook goes on."""
+    result, out = run_cells(tmp_path, NONBLOCKING_READ, RAISE_EAGAIN, FORK_UNTIL_REFUSED, POPEN_UNTIL_REFUSED,
+                            "print('after')", limits=sandbox.Limits(wall_timeout=90, memory_gib=2, processes=64))
+    assert all("emporarily unavailable" in text for text in out[:4]), (out, result.stderr[-2000:])
+    assert result.events == [{"event": "process limit", "cell": 2}, {"event": "process limit", "cell": 3}], \
+        (result.events, out)
+    assert out[4].strip() == "after"
+    assert verdicts.reason_of(result, sandbox.Limits(processes=64)).startswith("process limit")

@@ -30,6 +30,7 @@ MODES = [pytest.param(m, marks=pytest.mark.skipif(os.geteuid() != 0, reason="run
          for m in ("root", "rootless", "root+factory", "rootless+factory")]
 
 SLOT = 13  # a worker slot no other test uses: the sandbox user is FIRST_UID + SLOT
+NEIGHBOUR_SLOT = 15  # another one, for a sandbox beside it at the same time
 UID = 65532  # without root, the grader's user: one no other test uses (each counts what its user left)
 
 # Both notebooks start with this cell: how to reach each channel from plain Python.
@@ -441,6 +442,139 @@ def test_the_filter_is_refused_clearly_on_an_unknown_architecture():
     with pytest.raises(RuntimeError, match="seccomp filter on 'riscv64'"):
         sandbox.seccomp_program("riscv64")
     assert len(sandbox.seccomp_program("aarch64")) % 8 == 0
+
+
+def run_filter(program: bytes, arch: int, nr: int, args=(0,) * 6) -> int:
+    """What the classic-BPF `program` returns for a system call: struct seccomp_data (nr, arch,
+    ip, args) read as the kernel lays it out on a little-endian machine. Only the instructions the
+    filter uses."""
+    import struct
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args)
+    insns = [struct.unpack("=HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+    pc, acc = 0, 0
+    while True:
+        op, jt, jf, k = insns[pc]
+        pc += 1
+        if op == sandbox.BPF_LD_W_ABS:
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif op == sandbox.BPF_AND_K:
+            acc &= k
+        elif op in (sandbox.BPF_JEQ, sandbox.BPF_JGE, sandbox.BPF_JSET):
+            hit = {sandbox.BPF_JEQ: acc == k, sandbox.BPF_JGE: acc >= k, sandbox.BPF_JSET: bool(acc & k)}[op]
+            pc += jt if hit else jf
+        elif op == sandbox.BPF_RET:
+            return k
+        else:
+            raise AssertionError(f"an instruction the filter does not use: {op:#x}")
+
+
+@pytest.mark.parametrize("machine", sorted(sandbox.SYSCALLS))
+def test_the_filter_of_each_architecture_answers_each_rule(machine):
+    """Read as the kernel reads it: the calls in REFUSED fail with EPERM, those in ABSENT (flock:
+    a lock on a file that every sandbox at the same time shares) and clone3 with ENOSYS, and the
+    rest pass. The numbers are the kernel's (flock is 73 on x86_64, 32 on aarch64)."""
+    import errno
+    program, arch, nr = sandbox.seccomp_program(machine), sandbox.AUDIT_ARCH[machine], sandbox.SYSCALLS[machine]
+    assert sandbox.ABSENT == ("flock",) and {"x86_64": 73, "aarch64": 32}[machine] == nr["flock"]
+    assert set(sandbox.REFUSED) | set(sandbox.ABSENT) <= set(nr)
+    for name in sandbox.REFUSED:
+        assert run_filter(program, arch, nr[name]) == sandbox.SECCOMP_RET_ERRNO | errno.EPERM, name
+    for name in (*sandbox.ABSENT, "clone3"):
+        assert run_filter(program, arch, nr[name]) == sandbox.SECCOMP_RET_ERRNO | errno.ENOSYS, name
+    getpid = {"x86_64": 39, "aarch64": 172}[machine]
+    for allowed in (getpid, nr["clone"], nr["unshare"]):
+        assert run_filter(program, arch, allowed) == sandbox.SECCOMP_RET_ALLOW, allowed
+    assert run_filter(program, arch, nr["unshare"], (sandbox.CLONE_NEWUSER, 0, 0, 0, 0, 0)) == \
+        sandbox.SECCOMP_RET_ERRNO | errno.EPERM
+    assert run_filter(program, arch ^ 1, getpid) == sandbox.SECCOMP_RET_KILL_PROCESS
+
+
+# flock on files every sandbox shares (the weights, the environment) and on one of its own: each fails
+# as if the kernel had no flock. HDF5 opens the weights all the same, even with its locking on.
+FLOCK = """
+import errno, fcntl, json, os, sys
+found = {"env": os.environ.get("HDF5_USE_FILE_LOCKING")}
+for name, path in {"weights": "/bundle/model/grulm.weights.h5", "venv": sys.executable, "own": "/tmp/mine"}.items():
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT if name == "own" else os.O_RDONLY)
+    for how in ("LOCK_EX", "LOCK_SH"):
+        try:
+            fcntl.flock(fd, getattr(fcntl, how) | fcntl.LOCK_NB)
+            found[name + " " + how] = "locked"
+        except OSError as e:
+            found[name + " " + how] = errno.errorcode.get(e.errno, str(e.errno))
+    os.close(fd)
+os.environ.pop("HDF5_USE_FILE_LOCKING", None)  # HDF5's default: lock, and go on where flock is absent
+import h5py
+with h5py.File("/bundle/model/grulm.weights.h5", "r") as f:
+    found["h5py"] = "opened" if list(f.keys()) else "empty"
+print("FLOCK " + json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_flock_is_absent_in_a_sandbox(tmp_path, mode):
+    [result] = run_in(mode, tmp_path, [([FLOCK], 60)])
+    found = line_after("FLOCK ", result["texts"])
+    assert found is not None, (result["texts"], result["stderr"][-2000:])
+    assert found.pop("env") == "FALSE" and found.pop("h5py") == "opened", found
+    assert set(found.values()) == {"ENOSYS"} and len(found) == 6, found
+
+
+HOLD_THE_WEIGHTS = """
+import fcntl, os, subprocess
+fd = os.open("/bundle/model/grulm.weights.h5", os.O_RDONLY)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("locked")
+except OSError as e:
+    print("not locked", e.errno)
+subprocess.run(["/bin/sleep", "HOLDING"])  # until the test ends it (or the wall time)
+"""
+OPEN_THE_WEIGHTS = """
+import h5py
+with h5py.File("/bundle/model/grulm.weights.h5", "r") as f:
+    print("opened", len(f.keys()) > 0)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandbox users are real users as root only")
+def test_a_sandbox_cannot_lock_the_weights_away_from_another(tmp_path):
+    """Two sandboxes at the same time: while the first tries to hold an exclusive lock on the weights
+    (flock needs only a descriptor open for reading), the second opens them as the notebook does
+    (h5py, which by default locks a file it reads and fails where another holds a lock)."""
+    import concurrent.futures
+    import time
+    hold = HOLD_THE_WEIGHTS.replace("HOLDING", str(60 + secrets.randbelow(10**6) / 10**7))
+    marker = hold.split('"/bin/sleep", "')[1].split('"')[0]
+
+    def sleeper():
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:2] == [b"/bin/sleep", marker.encode()]:
+                    return int(pid)
+            except OSError:
+                pass
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(run_notebook, tmp_path, "holder", hold, wall_timeout=90)
+        deadline = time.monotonic() + 60
+        while (pid := sleeper()) is None and not holder.done() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pid is not None, holder.result() if holder.done() else "the first sandbox never got to its hold"
+        try:
+            limits = sandbox.Limits(cell_timeout=30, wall_timeout=60, memory_gib=2)
+            nb = new_notebook(cells=[new_code_cell(OPEN_THE_WEIGHTS)])
+            nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+            opener = sandbox.run({"notebook": nb, "probes": {}, "cell_timeout": 30}, tmp_path / "opener",
+                                 NEIGHBOUR_SLOT, limits)
+        finally:
+            os.kill(pid, 9)
+        held, held_texts = holder.result()
+    texts = ["".join(o.get("text", "") + str(o.get("evalue", "")) for o in c.get("outputs", []))
+             for c in (opener.notebook or {}).get("cells", [])]
+    assert held_texts[0].split()[:2] == ["not", "locked"], (held_texts, held.stderr[-2000:])
+    assert texts == ["opened True\n"] and not opener.events, (texts, opener.events, opener.stderr[-2000:])
 
 
 # Each kind of socket, made with the raw system call's arguments: what the census counts opens; the

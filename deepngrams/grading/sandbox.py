@@ -23,6 +23,9 @@ keyrings are kept per user id across sandboxes, so a seccomp filter refuses the 
 calls (and each sandbox starts with a session keyring of its own, not the grader's); the filter
 also refuses new user namespaces, the way in to mounts and namespaces of the sandbox's own making,
 and memory that no process's size shows (memory files, SysV shared memory and message queues).
+Sandboxes that run at the same time share the files bound into them (the environment, the weights):
+flock on them fails as if the kernel had no such call, so that no notebook can lock one and so block
+or signal a neighbour (HDF5 then opens the weights without a lock; the sandbox turns its locking off too).
 
 The kernel: each sandbox's kernel is a fresh process, but where a kernel factory runs (each grading
 host starts one, `start_kernel_factory`) it is forked from one that has imported TensorFlow
@@ -230,6 +233,9 @@ def sandbox_env(threads: int) -> dict[str, str]:
     return {"HOME": "/tmp", "PYTHONPATH": "/grader", "DEEPNGRAMS_BUNDLE": BUNDLE, "NBGRADER_EXECUTION": "autograde",
             "IPYTHONDIR": "/tmp/ipython", "JUPYTER_RUNTIME_DIR": "/tmp/jupyter", "JUPYTER_DATA_DIR": "/tmp/jupyter-data",
             "MPLCONFIGDIR": "/tmp/matplotlib", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0",
+            # No HDF5 file locks: the weights are one file that every sandbox at the same time reads
+            # (and flock is refused there anyway, see ABSENT).
+            "HDF5_USE_FILE_LOCKING": "FALSE",
             "PATH": f"{os.path.dirname(venv_python())}:/usr/local/bin:/usr/bin:/bin", **_thread_env(threads)}
 
 
@@ -252,6 +258,12 @@ def _thread_env(threads: int) -> dict:
 # session, so a notebook that starts many busy processes shares the CPU with the other sandboxes as one
 # group rather than as that many; a new session would be a new group, with a share of its own.
 REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "shmget", "msgget", "setsid")
+# Locks on files: every sandbox graded at the same time binds the same files (the environment, the
+# student files such as the weights), and flock needs only a descriptor open for reading. A notebook
+# holding such a lock would make a neighbour's open of the weights fail (HDF5 locks a file it reads)
+# or wait, and taking and testing locks would pass bits between sandboxes. flock fails as if this
+# kernel lacked it (ENOSYS), which HDF5 and most lockers take as "no locks here" and go on without.
+ABSENT = ("flock",)
 # Sockets: only the kinds whose buffers the watchdog counts (`SocketCensus`): Unix and netlink sockets,
 # and TCP and UDP over IPv4 and IPv6. Another family fails as if this kernel lacked it (EAFNOSUPPORT),
 # another kind of IP socket (SCTP, MPTCP, UDP-Lite, ping) as if it lacked the protocol.
@@ -263,9 +275,11 @@ SOCK_TYPE_MASK = 0xF  # the type without SOCK_NONBLOCK and SOCK_CLOEXEC
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {
     "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319, "memfd_secret": 447,
-               "shmget": 29, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435, "socket": 41},
+               "shmget": 29, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435, "socket": 41,
+               "flock": 73},
     "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279, "memfd_secret": 447,
-                "shmget": 194, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435, "socket": 198},
+                "shmget": 194, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435, "socket": 198,
+                "flock": 32},
 }
 X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same audit arch, other numbers
 CLONE_NEWUSER = 0x10000000
@@ -279,7 +293,9 @@ def seccomp_program(machine: str | None = None) -> bytes:
     kernel had none.
 
     clone3 fails with ENOSYS, as if the kernel were older: its flags lie in memory a filter
-    cannot read, and the C library then falls back to clone, whose flags it can. A system
+    cannot read, and the C library then falls back to clone, whose flags it can. The syscalls in
+    ABSENT (flock) fail with ENOSYS too, as if the kernel had none: a lock on a file every sandbox
+    shares would let one notebook block or signal another. A system
     call of another architecture (32-bit x86 on x86_64) kills the process and one of x86_64's
     x32 ABI fails with ENOSYS: their numbers differ, so the checks above would not hold.
     """
@@ -295,6 +311,7 @@ def seccomp_program(machine: str | None = None) -> bytes:
     if machine == "x86_64":
         code.append((BPF_JGE, X32_SYSCALL_BIT, "enosys", None))
     code += [(BPF_JEQ, nr[name], "eperm", None) for name in REFUSED]
+    code += [(BPF_JEQ, nr[name], "enosys", None) for name in ABSENT]
     code += [(BPF_JEQ, nr["clone3"], "enosys", None),
              (BPF_JEQ, nr["clone"], "flags", None),
              (BPF_JEQ, nr["unshare"], "flags", None),

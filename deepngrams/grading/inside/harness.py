@@ -21,6 +21,7 @@ import ctypes
 import json
 import math
 import os
+import re
 import select
 import signal
 import socket
@@ -35,6 +36,27 @@ MIME = "application/vnd.deepngrams.probe+json"
 MEMORY_ERRORS = ("MemoryError", "ResourceExhaustedError", "bad_alloc")
 MAX_DEPTH = 64  # the probes' own observations are a dozen levels deep at most
 INTERRUPT_GRACE_S = 10.0  # a cell still running this long after its interrupt (it ignores SIGINT) kills the kernel
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the colours of IPython's tracebacks
+# Where the process limit shows: starting a process (os.fork, forkpty, posix_spawn, subprocess's
+# Popen and _posixsubprocess, multiprocessing's launchers) or a thread.
+STARTS_A_PROCESS = re.compile(r"fork|spawn|_posixsubprocess|Popen|subprocess|multiprocessing|start_new_thread|"
+                              r"can't start new thread")
+
+
+def hit_the_process_limit(error: dict, source: str = "") -> bool:
+    """Whether a cell's error output is the process limit: EAGAIN (BlockingIOError, "Resource
+    temporarily unavailable") where a process or thread is started, as the frames of its traceback
+    (their code and where it lies) or the cell's `source` show. EAGAIN has causes of the cell's own
+    too (a lock taken with LOCK_NB, a read of a non-blocking socket): those are errors of that cell,
+    not a limit. The source counts because the line a frame shows may be a `finally:` after the
+    call that failed."""
+    if error.get("ename") != "BlockingIOError" or "emporarily unavailable" not in str(error.get("evalue")):
+        return False
+    traceback = [ANSI_CODE.sub("", str(entry)) for entry in error.get("traceback") or ()]
+    heads = [i for i, entry in enumerate(traceback) if "Traceback (most recent call last)" in entry]
+    frames = traceback[heads[-1] + 1:-1] if heads else []  # the last exception's, without its message
+    source = "".join(source) if isinstance(source, list) else str(source or "")
+    return any(STARTS_A_PROCESS.search(text) for text in (*frames, source))
 
 
 def read_observation(text, max_chars: int | None = None) -> dict:
@@ -277,8 +299,7 @@ def main() -> int:
         streams = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
         if any(o.get("ename") in MEMORY_ERRORS for o in errors) or "MemoryError" in streams[-5000:]:
             emit({"event": "memory limit", "cell": cell_index})
-        elif any(o.get("ename") == "BlockingIOError" and "emporarily unavailable" in str(o.get("evalue"))
-                 for o in errors):
+        elif any(hit_the_process_limit(o, cell.get("source", "")) for o in errors):
             emit({"event": "process limit", "cell": cell_index})
         if cell_index in probes:
             found = [o for o in cell.get("outputs", []) if o.get("output_type") == "display_data"
