@@ -64,8 +64,9 @@ def printable(text: object) -> str:
 # alternative starts with its own character, so the regular expression engine jumps from one
 # introducer to the next.
 _STRING_END = r"[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # up to BEL or ST, if they come
+_COLOUR_AFTER_ESC = r"\[[0-9;]*m"  # SGR: what follows the ESC of a colour
 _ESCAPE_SEQUENCE = re.compile(
-    r"\x1b(?!\[[0-9;]*m)(?:\[[0-?]*[ -/]*[@-~]?"     # CSI but a colour: cursor, screen, modes
+    rf"\x1b(?!{_COLOUR_AFTER_ESC})(?:\[[0-?]*[ -/]*[@-~]?"     # CSI but a colour: cursor, screen, modes
     rf"|[]PX^_]{_STRING_END}"                     # OSC, DCS, SOS, PM, APC
     r"|[ -/]*[0-~]?)"                             # the other escapes, and a lone ESC
     r"|\x9b[0-?]*[ -/]*[@-~]?"                     # C1 CSI
@@ -83,7 +84,7 @@ _CONTROLS = dict.fromkeys([*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x1b), *
 # text at every colour and pops a colour's codes one by one: one line of two million codes took minutes.
 # So a colour is kept only while it is short, in a text that is not long, and while the notebook has
 # colours left (`colour_budget`); the text itself is always kept.
-_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+_COLOUR = re.compile("\x1b" + _COLOUR_AFTER_ESC)
 
 
 def colour_budget() -> list[int]:
@@ -100,9 +101,9 @@ def inert_output(text: object, colours: list[int] | None = None) -> str:
     text = _ESCAPE_SEQUENCE.sub("", str(text)).translate(_CONTROLS)
     if "\x1b" not in text:
         return text
-    left = colour_budget() if colours is None else colours
     if len(text) > config.MAX_COLOURED_TEXT:
         return _COLOUR.sub("", text)
+    left = colour_budget() if colours is None else colours
 
     def rationed(match: re.Match) -> str:
         if len(match.group()) > config.MAX_COLOUR_CHARS or left[0] <= 0:
