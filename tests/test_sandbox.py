@@ -1004,6 +1004,72 @@ def test_only_eagain_where_a_process_starts_is_the_process_limit(error, limit):
     assert harness.hit_the_process_limit(error, error.pop("source", "")) is limit
 
 
+THREAD_FRAMES = ("Cell In[3], line 4\n      2 for _ in range(2000):\n      3     t = threading.Thread(target=time.sleep, "
+                 "args=(9,))\n----> 4     t.start()\n",
+                 "File /usr/lib/python3.11/threading.py:957, in Thread.start(self)\n    955     _limbo[self] = self\n"
+                 "    956 try:\n--> 957     _start_new_thread(self._bootstrap, ())\n    958 except Exception:\n")
+POOL_FRAMES = ("Cell In[2], line 2\n      1 pool = ThreadPoolExecutor(64)\n----> 2 list(pool.map(work, range(64)))\n",
+               "File /usr/lib/python3.11/concurrent/futures/thread.py:199, in ThreadPoolExecutor._adjust_thread_count(self)\n"
+               "    197 t = threading.Thread(name=thread_name, target=_worker)\n--> 199 t.start()\n")
+RAISE_THREAD_FRAME = "Cell In[5], line 1\n----> 1 raise RuntimeError(\"can't start new thread\")\n"
+CANT = dict(ename="RuntimeError", evalue="can't start new thread")
+
+
+@pytest.mark.parametrize("error, refused", [
+    (ipython_error(*THREAD_FRAMES, **CANT), True),
+    (ipython_error(*POOL_FRAMES, **CANT), True),
+    (ipython_error("Cell In[1], line 11\n     10 finally:\n---> 11     stop.set()\n", **CANT,
+                   source="import threading\nthreads = [threading.Thread(target=f) for _ in range(999)]\n"
+                          "try:\n    for t in threads:\n        t.start()\nfinally:\n    stop.set()\n"), True),
+    (ipython_error(RAISE_THREAD_FRAME, **CANT), False),
+    (ipython_error(RAISE_THREAD_FRAME, **CANT, cause=THREAD_FRAMES), False),  # a thread started before, not this one
+    (ipython_error(*THREAD_FRAMES, ename="RuntimeError", evalue="threads can only be started once"), False),
+    (ipython_error(*THREAD_FRAMES), False),  # EAGAIN: the process limit's own rule decides
+    ({"output_type": "error", **CANT}, False),
+], ids=["Thread.start", "ThreadPoolExecutor", "start before a finally", "raised", "raised after a thread started",
+        "another message", "another error", "no traceback"])
+def test_only_a_thread_the_system_refused_is_reported_as_one(error, refused):
+    """"can't start new thread" is the process or the memory limit where a thread was being started;
+    raised by the cell itself it is that cell's error."""
+    from deepngrams.grading.inside import harness
+    error = dict(error)
+    assert harness.could_not_start_a_thread(error, error.pop("source", "")) is refused
+
+
+THREADS_UNTIL_REFUSED = """
+import threading
+stop = threading.Event()
+threads = []
+try:
+    while len(threads) < 1000:
+        threads.append(threading.Thread(target=stop.wait))
+        threads[-1].start()
+finally:
+    stop.set()
+    for t in threads:
+        if t.is_alive():
+            t.join()
+"""
+BIG_STACKS_UNTIL_REFUSED = "import threading\nthreading.stack_size(256 * 2**20)\n" + THREADS_UNTIL_REFUSED
+
+
+@pytest.mark.slow
+def test_a_sandbox_names_both_limits_where_a_thread_is_refused(tmp_path):
+    """Threads count as processes, and each needs room for its stack: starting threads until refused, at
+    the process limit (many threads) or at the memory limit (big stacks), is reported as either limit;
+    the cell's own raise of the same error is not, and the notebook goes on."""
+    limits = sandbox.Limits(wall_timeout=90, memory_gib=2, processes=64)
+    result, out = run_cells(tmp_path, THREADS_UNTIL_REFUSED, BIG_STACKS_UNTIL_REFUSED,
+                            "raise RuntimeError(\"can't start new thread\")", "print('after')", limits=limits)
+    assert all("can't start new thread" in text for text in out[:3]), (out, result.stderr[-2000:])
+    assert result.events == [{"event": "thread refused", "cell": 0}, {"event": "thread refused", "cell": 1}], \
+        (result.events, out)
+    assert out[3].strip() == "after"
+    reason = verdicts.reason_of(result, limits)
+    assert reason.startswith("process or memory limit: a thread could not be started in cell 0"), reason
+    assert "64 processes and threads" in reason and "2 GiB" in reason, reason
+
+
 @pytest.mark.slow
 def test_a_sandbox_reports_the_process_limit_only_for_processes(tmp_path):
     """In a sandbox of 64 processes: the cells that start processes until refused get the process limit,

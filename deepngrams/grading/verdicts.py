@@ -115,6 +115,9 @@ def reason_of(result: RunResult, limits: Limits) -> str:
             return f"memory limit: a process ran out of the {limits.memory_gib:g} GiB it may use{where}"
         if kind == "process limit":
             return f"process limit: the code started more than {limits.processes} processes{where}"
+        if kind == "thread refused":
+            return (f"process or memory limit: a thread could not be started{where} (the notebook may run "
+                    f"{limits.processes} processes and threads, in {limits.memory_gib:g} GiB)")
         if kind == "kernel died":
             code = event.get("returncode")
             how = {-9: "killed", -6: "aborted", -11: "a crash (segmentation fault)", -24: "its CPU time limit"}.get(

@@ -43,6 +43,28 @@ STARTS_A_PROCESS = re.compile(r"fork|spawn|_posixsubprocess|Popen|subprocess|mul
                               r"can't start new thread")
 
 
+# Where a thread is refused: threading's Thread.start (RuntimeError "can't start new thread").
+STARTS_A_THREAD = re.compile(r"start_new_thread|Thread\.start\b|\.start\(\)")
+
+
+def _last_frames(error: dict) -> list[str]:
+    """The frames of the last exception of an error output, without its message line."""
+    traceback = [ANSI_CODE.sub("", str(entry)) for entry in error.get("traceback") or ()]
+    heads = [i for i, entry in enumerate(traceback) if "Traceback (most recent call last)" in entry]
+    return traceback[heads[-1] + 1:-1] if heads else []
+
+
+def could_not_start_a_thread(error: dict, source: str = "") -> bool:
+    """Whether a cell's error output is a thread the system refused: "can't start new thread", raised
+    where a thread is started, as the frames of its traceback or the cell's `source` show. Python
+    raises it both at the process limit (threads count as processes) and at the memory limit (no room
+    for the thread's stack): the two cannot be told apart from here."""
+    if error.get("ename") != "RuntimeError" or str(error.get("evalue")) != "can't start new thread":
+        return False
+    source = "".join(source) if isinstance(source, list) else str(source or "")
+    return any(STARTS_A_THREAD.search(text) for text in (*_last_frames(error), source))
+
+
 def hit_the_process_limit(error: dict, source: str = "") -> bool:
     """Whether a cell's error output is the process limit: EAGAIN (BlockingIOError, "Resource
     temporarily unavailable") where a process or thread is started, as the frames of its traceback
@@ -52,11 +74,8 @@ def hit_the_process_limit(error: dict, source: str = "") -> bool:
     call that failed."""
     if error.get("ename") != "BlockingIOError" or "emporarily unavailable" not in str(error.get("evalue")):
         return False
-    traceback = [ANSI_CODE.sub("", str(entry)) for entry in error.get("traceback") or ()]
-    heads = [i for i, entry in enumerate(traceback) if "Traceback (most recent call last)" in entry]
-    frames = traceback[heads[-1] + 1:-1] if heads else []  # the last exception's, without its message
     source = "".join(source) if isinstance(source, list) else str(source or "")
-    return any(STARTS_A_PROCESS.search(text) for text in (*frames, source))
+    return any(STARTS_A_PROCESS.search(text) for text in (*_last_frames(error), source))
 
 
 def read_observation(text, max_chars: int | None = None) -> dict:
@@ -301,6 +320,8 @@ def main() -> int:
             emit({"event": "memory limit", "cell": cell_index})
         elif any(hit_the_process_limit(o, cell.get("source", "")) for o in errors):
             emit({"event": "process limit", "cell": cell_index})
+        elif any(could_not_start_a_thread(o, cell.get("source", "")) for o in errors):
+            emit({"event": "thread refused", "cell": cell_index})
         if cell_index in probes:
             found = [o for o in cell.get("outputs", []) if o.get("output_type") == "display_data"
                      and MIME in o.get("data", {})]
