@@ -3,6 +3,7 @@ import csv
 import pickle
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -25,6 +26,7 @@ def course():
     course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-grade-", dir=release.ROOT / ".cache")))
     for student in ("alice_solved", "bob_untouched", "carol_partial"):
         shutil.copytree(release.SUBMITTED / student, course / "submitted" / student)
+    (course / "submitted" / "carol_partial" / release.ASSIGNMENT / "timestamp.txt").write_text(HANDED_IN_AT + " UTC")
     leaking = nbformat.read(str(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"), 4)
     at = next(i for i, c in enumerate(leaking.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "line_to_tensor")
     leaking.cells.insert(at + 1, nbformat.v4.new_code_cell(RECORD_INPUTS))
@@ -51,12 +53,21 @@ def course():
             return client
 
         patch.setattr(engine, "client_for", spying_client_for)
+        unpack_result = engine.unpack_result
+
+        def spying_unpack_result(result, into):
+            RESULTS[result["report"]["student"]] = {"keys": sorted(result), "recorded": result["report"]["recorded"]}
+            return unpack_result(result, into)
+
+        patch.setattr(engine, "unpack_result", spying_unpack_result)
         first = batch.grade(course, workers=2, progress=False)
     yield course, {o.student: o for o in first}
     shutil.rmtree(course.parent, ignore_errors=True)
 
 
 SENT: list = []  # (function, its arguments but futures, all pickled) of each task the batch handed to Dask
+HANDED_IN_AT = "2026-11-30 09:15:00.250000"  # carol's timestamp.txt, as nbgrader's submit writes it
+RESULTS: dict = {}  # student -> what the worker's result held: its keys, and the grades it recorded
 RECORD_INPUTS = """
 _seen, _line_to_tensor = [], line_to_tensor
 
@@ -143,6 +154,57 @@ def test_a_second_run_skips_graded_work_until_a_submission_changes(course):
     third = {o.student: o for o in batch.grade(path, workers=1, progress=False)}
     assert not third["bob_untouched"].skipped and points(third["bob_untouched"]) == FULL
     assert all(third[s].skipped for s in ("alice_solved", "carol_partial", "dora_renamed"))
+
+
+def test_a_worker_sends_the_grades_it_recorded_as_data_and_no_gradebook(course):
+    """The course's one writer opens no gradebook of a worker's: the grades come as JSON, and they are
+    what the course's gradebook then holds."""
+    path, first = course
+    assert set(RESULTS) == set(first)
+    for student, sent in RESULTS.items():
+        assert sent["keys"] == ["autograded", "feedback", "report"], (student, sent["keys"])
+        if sent["recorded"] is None:  # not graded by nbgrader: nothing recorded
+            assert first[student].scores == {} or student == "dora_renamed", (student, first[student])
+            continue
+        assert sum(score or 0 for _, _, score, _ in sent["recorded"]["grades"]) == sum(
+            got for got, _ in first[student].scores.values()), student
+    assert sum(score for _, _, score, _ in RESULTS["alice_solved"]["recorded"]["grades"]) == sum(FULL.values())
+    with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as gb:
+        stamps = {s: gb.find_submission(release.ASSIGNMENT, s).timestamp for s in ("alice_solved", "carol_partial")}
+    assert stamps["alice_solved"] is None and RESULTS["alice_solved"]["recorded"]["timestamp"] is None  # none handed in
+    assert stamps["carol_partial"] == datetime.fromisoformat(HANDED_IN_AT)  # nbgrader's, as carol's timestamp.txt says
+    assert stamps["carol_partial"].isoformat() == RESULTS["carol_partial"]["recorded"]["timestamp"]
+
+
+def test_a_gradebook_kept_open_for_a_batch_sees_what_others_write_meanwhile(course):
+    """The batch keeps one connection to the course's gradebook, but each use forgets what it read: a
+    manual grade the Formgrader writes between two merges is seen, and the next merge keeps it."""
+    path, first = course
+    with gradebook.kept_open(path):
+        before = gradebook.scores_of(path, "alice_solved")
+        with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as other:  # the Formgrader, say
+            grade = next(g for nb in other.find_submission(release.ASSIGNMENT, "alice_solved").notebooks
+                         for g in nb.grades if g.max_score > 0)
+            grade.manual_score, lost = 0.0, grade.max_score
+            other.db.commit()
+        try:
+            after = gradebook.scores_of(path, "alice_solved")
+            assert sum(got for got, _ in after.values()) == sum(got for got, _ in before.values()) - lost
+            gradebook.merge(path, {"student": "fay_unrelated", "reason": "x", "notes": [], "seconds": 0,
+                                   "private": str(path / "none"), "graded": False, "recorded": None})
+            assert gradebook.scores_of(path, "alice_solved") == after
+        finally:
+            with Gradebook(f"sqlite:///{path / 'gradebook.db'}") as other:
+                for nb in other.find_submission(release.ASSIGNMENT, "alice_solved").notebooks:
+                    for g in nb.grades:
+                        g.manual_score = None
+                other.db.commit()
+                if "fay_unrelated" in {s.id for s in other.students}:
+                    other.remove_submission(release.ASSIGNMENT, "fay_unrelated")
+                    other.remove_student("fay_unrelated")
+            for kind in ("autograded", "feedback"):
+                shutil.rmtree(path / kind / "fay_unrelated", ignore_errors=True)
+    assert gradebook.scores_of(path, "alice_solved") == before
 
 
 def merge_failing_at_the_submission(path, student: str, monkeypatch) -> dict:

@@ -32,7 +32,8 @@ from deepngrams.config import ASSIGNMENT, COURSE_DIR, MIN_GRADING_MEMORY_GIB, RO
 from deepngrams.course.course_setup import name_students, record_assignment
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta
 from deepngrams.grading.exercises import grading_key, student_key
-from deepngrams.grading.gradebook import _copy_db, export_grades, grader_version, save_outcome, saved_outcome
+from deepngrams.grading.gradebook import (_copy_db, export_grades, grader_version, kept_open, save_outcome,
+                                          saved_outcome)
 from deepngrams.grading.report import Outcome, format_report, write_report
 from deepngrams.grading.sandbox import Limits, cpu_sharing_problem, mode as sandbox_mode
 from deepngrams.grading import engine
@@ -104,83 +105,86 @@ def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, s
         raise ValueError(f"no submission from {', '.join(map(repr, unknown))} in {course / 'submitted'}")
     chosen = students or all_students
     record_assignment(course)
-    version = grader_version(course)
-    outcomes: dict[str, Outcome] = {}
-    refused = {s: problem for s in all_students if (problem := unusable_name(s))}
-    todo = []
-    for student in chosen:
-        if student in refused:  # before anything is written for it
-            outcomes[student] = Outcome(student, reason=f"not graded: {refused[student]}")
-            continue
-        saved = saved_outcome(course, student, version)
-        if saved and not force:
-            outcomes[student] = saved
-        else:
-            todo.append(student)
+    # One gradebook connection for the batch: every student's check and merge reads or writes it.
+    with kept_open(course):
+        version = grader_version(course)
+        outcomes: dict[str, Outcome] = {}
+        refused = {s: problem for s in all_students if (problem := unusable_name(s))}
+        todo = []
+        for student in chosen:
+            if student in refused:  # before anything is written for it
+                outcomes[student] = Outcome(student, reason=f"not graded: {refused[student]}")
+                continue
+            saved = saved_outcome(course, student, version)
+            if saved and not force:
+                outcomes[student] = saved
+            else:
+                todo.append(student)
 
-    work_root = course / ".grading"
-    work_root.mkdir(mode=0o700, exist_ok=True)
-    batch = Path(tempfile.mkdtemp(prefix="batch-", dir=work_root))
-    try:
-        if todo:
-            graded_ids, key = graded_cells(course), grading_key(course)
-            template = batch / "gradebook.db"
-            _copy_db(course / "gradebook.db", template)
-            blob = engine.course_blob(course, template)
-            # One TensorFlow thread per sandbox, however many cores each worker could have: the
-            # notebook's operations are too small to gain from a second thread, which only takes CPU
-            # from the grader's own work beside the kernel (make bench: engine).
-            threads = 1
-            bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress, dynamic_ncols=True)
-            client = engine.client_for(scheduler, workers, tls)
-            try:
-                course_future = engine.course_future(client, blob)
-                waiting, found = iter(todo), {}
-                running = as_completed()
+        work_root = course / ".grading"
+        work_root.mkdir(mode=0o700, exist_ok=True)
+        batch = Path(tempfile.mkdtemp(prefix="batch-", dir=work_root))
+        try:
+            if todo:
+                graded_ids, key = graded_cells(course), grading_key(course)
+                template = batch / "gradebook.db"
+                _copy_db(course / "gradebook.db", template)
+                blob = engine.course_blob(course, template)
+                # One TensorFlow thread per sandbox, however many cores each worker could have: the
+                # notebook's operations are too small to gain from a second thread, which only takes CPU
+                # from the grader's own work beside the kernel (make bench: engine).
+                threads = 1
+                bar = tqdm(total=len(todo), desc="grading", unit="submission", disable=not progress, dynamic_ncols=True)
+                client = engine.client_for(scheduler, workers, tls)
+                try:
+                    course_future = engine.course_future(client, blob)
+                    waiting, found = iter(todo), {}
+                    running = as_completed()
 
-                def submit_next() -> None:
-                    """The next submission's task: read and checked here, where the course is, a few
-                    at a time (a course of 100,000 is never all in memory)."""
-                    for student in waiting:
+                    def submit_next() -> None:
+                        """The next submission's task: read and checked here, where the course is, a few
+                        at a time (a course of 100,000 is never all in memory)."""
+                        for student in waiting:
+                            try:
+                                files, reason, notes, read = handed_in_files(course, student, graded_ids)
+                            except Exception as e:  # noqa: BLE001 - the grader's fault, not the student's: next run
+                                outcomes[student] = Outcome(student, reason=f"not graded: its files could not be read "
+                                                                            f"({type(e).__name__}: {e})"[:300])
+                                bar.update()
+                                continue
+                            future = engine.submit(client, student, files, student_key(key, student),
+                                                   course_future, limits, sandboxed, threads)
+                            found[future.key] = (student, reason, notes, read)
+                            running.add(future)
+                            return
+
+                    for _ in range(engine.window(client)):
+                        submit_next()
+                    for future in running:
+                        student, reason, notes, read = found.pop(future.key)
                         try:
-                            files, reason, notes, read = handed_in_files(course, student, graded_ids)
-                        except Exception as e:  # noqa: BLE001 - the grader's fault, not the student's: next run
-                            outcomes[student] = Outcome(student, reason=f"not graded: its files could not be read "
-                                                                        f"({type(e).__name__}: {e})"[:300])
-                            bar.update()
-                            continue
-                        future = engine.submit(client, student, files, student_key(key, student),
-                                               course_future, limits, sandboxed, threads)
-                        found[future.key] = (student, reason, notes, read)
-                        running.add(future)
-                        return
-
-                for _ in range(engine.window(client)):
-                    submit_next()
-                for future in running:
-                    student, reason, notes, read = found.pop(future.key)
-                    try:
-                        report = engine.unpack_result(future.result(), Path(tempfile.mkdtemp(prefix="r-", dir=batch)))
-                    except Exception as e:  # noqa: BLE001 - the machinery failed, not the student: graded next run
-                        outcomes[student] = Outcome(student, reason=f"not graded: {engine.failure(e)}", notes=notes)
-                    else:
-                        report = dict(report, reason=reason or report["reason"], notes=notes, submission=read)
-                        outcomes[student] = save_outcome(course, report, version)
-                    future.release()
-                    bar.set_postfix_str(printable(student[:20]))
-                    bar.update()
-                    submit_next()
-            finally:
-                engine.close(client)
-            bar.close()
-    finally:
-        shutil.rmtree(batch, ignore_errors=True)
-    name_students(course)
-    export_grades(course)
-    results = [outcomes[s] for s in sorted(outcomes)]
-    everyone = {s: outcomes.get(s) or (None if s in refused else saved_outcome(course, s)) for s in all_students}
-    write_report(course, [o for _, o in sorted(everyone.items()) if o is not None])
-    return results
+                            into = Path(tempfile.mkdtemp(prefix="r-", dir=batch))
+                            report = engine.unpack_result(future.result(), into)
+                        except Exception as e:  # noqa: BLE001 - the machinery failed, not the student: graded next run
+                            outcomes[student] = Outcome(student, reason=f"not graded: {engine.failure(e)}", notes=notes)
+                        else:
+                            report = dict(report, reason=reason or report["reason"], notes=notes, submission=read)
+                            outcomes[student] = save_outcome(course, report, version)
+                        future.release()
+                        bar.set_postfix_str(printable(student[:20]))
+                        bar.update()
+                        submit_next()
+                finally:
+                    engine.close(client)
+                bar.close()
+        finally:
+            shutil.rmtree(batch, ignore_errors=True)
+        name_students(course)
+        export_grades(course)
+        results = [outcomes[s] for s in sorted(outcomes)]
+        everyone = {s: outcomes.get(s) or (None if s in refused else saved_outcome(course, s)) for s in all_students}
+        write_report(course, [o for _, o in sorted(everyone.items()) if o is not None])
+        return results
 
 
 def _number(text: str) -> float:

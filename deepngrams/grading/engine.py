@@ -70,8 +70,7 @@ def unpack_result(result: dict, into: Path) -> dict:
     """A task's result written as the private course the gradebook merge reads; returns its report."""
     private = into / "course"
     inner = result["report"]["internal"]
-    (private).mkdir(parents=True)
-    (private / "gradebook.db").write_bytes(result["gradebook"])
+    private.mkdir(parents=True)
     for kind in ("autograded", "feedback"):
         for name, data in result[kind].items():
             path = private / kind / inner / _safe_relative(name)
@@ -132,7 +131,7 @@ def grade_task(student: str, files: dict[str, bytes], student_secret: bytes, blo
         report = autograde(folder / "course", student, files, folder / "gradebook.db", student_secret, 0,
                            Limits(**limits), work, sandboxed, threads)
         private = Path(report.pop("private"))
-        result = {"report": report, "gradebook": (private / "gradebook.db").read_bytes()}
+        result = {"report": report}
         for kind in ("autograded", "feedback"):
             top = private / kind / report["internal"]
             result[kind] = {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*"))

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import tempfile
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 from deepngrams.atomic import _umask, write_bytes
@@ -120,19 +121,53 @@ def one_transaction(gb):
         raise
 
 
-def _merge_gradebook(course: Path, report: dict) -> None:
+_kept_open: dict[Path, object] = {}  # course -> its nbgrader Gradebook, while a batch merges into it
+
+
+@contextlib.contextmanager
+def kept_open(course: Path):
+    """Within this block the course's gradebook is opened once for every merge and read: SQLAlchemy
+    compiles nbgrader's statements once per engine, which costs more than the merge itself when the
+    gradebook is opened for each result. Each use still ends its own transaction and forgets what it
+    read, so what another process (the Formgrader) writes meanwhile is seen."""
     from nbgrader.api import Gradebook
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gb = Gradebook(_db(course / "gradebook.db"))
+    _kept_open[course] = gb
+    try:
+        yield
+    finally:
+        del _kept_open[course]
+        gb.close()
+
+
+@contextlib.contextmanager
+def course_gradebook(course: Path):
+    """The course's nbgrader Gradebook: the one kept open (`kept_open`), else one opened for this use."""
+    from nbgrader.api import Gradebook
+    gb = _kept_open.get(course)
+    if gb is None:
+        with Gradebook(_db(course / "gradebook.db")) as gb:
+            yield gb
+        return
+    try:
+        yield gb
+    finally:
+        gb.db.close()  # ends the session's transaction and empties its identity map; the engine stays
+
+
+def _merge_gradebook(course: Path, report: dict) -> None:
+    """The grades nbgrader recorded where the submission was graded (report["recorded"]:
+    `submission.recorded_grades`), written into the course's gradebook."""
     grades, timestamp = {}, None
+    if report["graded"]:
+        recorded = report["recorded"]
+        grades = {(notebook, name): (score, manual) for notebook, name, score, manual in recorded["grades"]}
+        timestamp = datetime.fromisoformat(recorded["timestamp"]) if recorded["timestamp"] else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's own session use
-        if report["graded"]:
-            with Gradebook(_db(Path(report["private"]) / "gradebook.db")) as private:
-                psub = private.find_submission(ASSIGNMENT, report.get("internal", report["student"]))
-                timestamp = psub.timestamp
-                for nb in psub.notebooks:
-                    for g in nb.grades:
-                        grades[(nb.name, g.name)] = (g.auto_score, g.needs_manual_grade)
-        with Gradebook(_db(course / "gradebook.db")) as gb, one_transaction(gb):
+        with course_gradebook(course) as gb, one_transaction(gb):
             _write_result(gb, report["student"], report["graded"], grades, timestamp)
 
 
@@ -151,10 +186,10 @@ def _write_result(gb, student: str, graded: bool, grades: dict, timestamp) -> No
 
 def scores_of(course: Path, student: str) -> dict:
     """{exercise: (points, out of)} of one student, from the course's gradebook."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
     names = exercise_names()
     scores: dict = {}
-    with Gradebook(_db(course / "gradebook.db")) as gb:
+    with course_gradebook(course) as gb:
         try:
             sub = gb.find_submission(ASSIGNMENT, student)
         except MissingEntry:

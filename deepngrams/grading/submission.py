@@ -256,4 +256,20 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
     reason = run.get("reason", "") if status == 0 else f"nbgrader could not grade it: {message[:200]}"
     return {"student": student, "internal": inner, "reason": reason, "notes": [],
             "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0,
+            "recorded": recorded_grades(private, inner) if status == 0 else None,
             "sandbox": sandbox_mode() if sandboxed else "none"}
+
+
+def recorded_grades(private: Path, inner: str) -> dict:
+    """What nbgrader's autograde recorded of the submission in the private gradebook, as JSON: when it
+    was handed in and each grade's automatic score. It is read here, where the submission was graded,
+    so that the course's one writer only writes (a grading machine's work, not the central one's)."""
+    import warnings
+    from nbgrader.api import Gradebook
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's own session use
+        with Gradebook(f"sqlite:///{private / 'gradebook.db'}") as gb:
+            sub = gb.find_submission(ASSIGNMENT, inner)
+            return {"timestamp": sub.timestamp.isoformat() if sub.timestamp else None,
+                    "grades": [[nb.name, g.name, g.auto_score, g.needs_manual_grade]
+                               for nb in sub.notebooks for g in nb.grades]}
