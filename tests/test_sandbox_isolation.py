@@ -11,9 +11,11 @@ and forked into it by a kernel factory (the batch's way).
 """
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import os
+import socket
 import secrets
 
 import pytest
@@ -475,7 +477,10 @@ def test_the_filter_of_each_architecture_answers_each_rule(machine):
     rest pass. The numbers are the kernel's (flock is 73 on x86_64, 32 on aarch64)."""
     import errno
     program, arch, nr = sandbox.seccomp_program(machine), sandbox.AUDIT_ARCH[machine], sandbox.SYSCALLS[machine]
-    assert sandbox.ABSENT == ("flock",) and {"x86_64": 73, "aarch64": 32}[machine] == nr["flock"]
+    assert sandbox.ABSENT == ("flock", "io_uring_setup", "io_uring_enter", "io_uring_register")
+    assert {"x86_64": 73, "aarch64": 32}[machine] == nr["flock"]
+    assert (nr["io_uring_setup"], nr["io_uring_enter"], nr["io_uring_register"]) == (425, 426, 427)  # both
+    assert {"x86_64": 53, "aarch64": 199}[machine] == nr["socketpair"]
     assert set(sandbox.REFUSED) | set(sandbox.ABSENT) <= set(nr)
     for name in sandbox.REFUSED:
         assert run_filter(program, arch, nr[name]) == sandbox.SECCOMP_RET_ERRNO | errno.EPERM, name
@@ -487,6 +492,13 @@ def test_the_filter_of_each_architecture_answers_each_rule(machine):
     assert run_filter(program, arch, nr["unshare"], (sandbox.CLONE_NEWUSER, 0, 0, 0, 0, 0)) == \
         sandbox.SECCOMP_RET_ERRNO | errno.EPERM
     assert run_filter(program, arch ^ 1, getpid) == sandbox.SECCOMP_RET_KILL_PROCESS
+    for call in ("socket", "socketpair"):  # the same rule for both: family, type and protocol
+        assert run_filter(program, arch, nr[call], (socket.AF_UNIX, socket.SOCK_STREAM, 0, 0, 0, 0)) == \
+            sandbox.SECCOMP_RET_ALLOW, call
+        assert run_filter(program, arch, nr[call], (40, socket.SOCK_STREAM, 0, 0, 0, 0)) == \
+            sandbox.SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT, call  # AF_VSOCK
+        assert run_filter(program, arch, nr[call], (socket.AF_INET, socket.SOCK_STREAM, 262, 0, 0, 0)) == \
+            sandbox.SECCOMP_RET_ERRNO | errno.EPROTONOSUPPORT, call  # MPTCP
 
 
 # flock on files every sandbox shares (the weights, the environment) and on one of its own: each fails
@@ -518,6 +530,38 @@ def test_flock_is_absent_in_a_sandbox(tmp_path, mode):
     assert found is not None, (result["texts"], result["stderr"][-2000:])
     assert found.pop("env") == "FALSE" and found.pop("h5py") == "opened", found
     assert set(found.values()) == {"ENOSYS"} and len(found) == 6, found
+
+
+# io_uring's queue makes sockets without the socket system call (its opcode 45), of any kind the kernel
+# has: a notebook asks for a ring, then, were it given one, a vsock and an MPTCP socket through it.
+URING = """
+import ctypes, errno, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+found = {}
+for name, nr, args in (("setup", 425, (8, ctypes.create_string_buffer(120))), ("enter", 426, (0, 1, 1, 1, 0, 0)),
+                       ("register", 427, (0, 0, 0, 0))):
+    fd = libc.syscall(nr, *args)
+    found[name] = "granted" if fd >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+for name, family in (("unix", socket.AF_UNIX), ("vsock", 40), ("tipc", 30), ("inet", socket.AF_INET)):
+    try:
+        for end in socket.socketpair(family, socket.SOCK_STREAM):
+            end.close()
+        found["socketpair " + name] = "made"
+    except OSError as e:
+        found["socketpair " + name] = errno.errorcode.get(e.errno, str(e.errno))
+print("URING " + json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_io_uring_is_absent_and_socketpair_keeps_the_socket_rule(tmp_path, mode):
+    [result] = run_in(mode, tmp_path, [([URING], 60)])
+    found = line_after("URING ", result["texts"])
+    assert found == {"setup": "ENOSYS", "enter": "ENOSYS", "register": "ENOSYS", "socketpair unix": "made",
+                     "socketpair vsock": "EAFNOSUPPORT", "socketpair tipc": "EAFNOSUPPORT",
+                     "socketpair inet": errno.errorcode[errno.EOPNOTSUPP]}, \
+        (found, result["texts"], result["stderr"][-2000:])
 
 
 HOLD_THE_WEIGHTS = """

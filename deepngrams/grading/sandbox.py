@@ -263,10 +263,14 @@ REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "
 # holding such a lock would make a neighbour's open of the weights fail (HDF5 locks a file it reads)
 # or wait, and taking and testing locks would pass bits between sandboxes. flock fails as if this
 # kernel lacked it (ENOSYS), which HDF5 and most lockers take as "no locks here" and go on without.
-ABSENT = ("flock",)
+# io_uring does in its queue what system calls do (open a socket, read, write) where no filter sees
+# it: a socket made there would be of any kind. It fails as if the kernel lacked it, as in Docker's
+# and Android's filters; what uses it (liburing, some event loops) then falls back to system calls.
+ABSENT = ("flock", "io_uring_setup", "io_uring_enter", "io_uring_register")
 # Sockets: only the kinds whose buffers the watchdog counts (`SocketCensus`): Unix and netlink sockets,
 # and TCP and UDP over IPv4 and IPv6. Another family fails as if this kernel lacked it (EAFNOSUPPORT),
-# another kind of IP socket (SCTP, MPTCP, UDP-Lite, ping) as if it lacked the protocol.
+# another kind of IP socket (SCTP, MPTCP, UDP-Lite, ping) as if it lacked the protocol. socketpair
+# takes the same three arguments and is held to the same rule.
 SOCKET_FAMILIES = (socket.AF_UNIX, socket.AF_NETLINK)  # any type and protocol
 IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)  # these types and protocols only
 IP_TYPES = (socket.SOCK_STREAM, socket.SOCK_DGRAM)
@@ -276,10 +280,10 @@ AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {
     "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319, "memfd_secret": 447,
                "shmget": 29, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435, "socket": 41,
-               "flock": 73},
+               "socketpair": 53, "flock": 73, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427},
     "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279, "memfd_secret": 447,
                 "shmget": 194, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435, "socket": 198,
-                "flock": 32},
+                "socketpair": 199, "flock": 32, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427},
 }
 X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same audit arch, other numbers
 CLONE_NEWUSER = 0x10000000
@@ -289,13 +293,14 @@ BPF_LD_W_ABS, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET, BPF_AND_K = 0x20, 0x15, 0x35,
 
 def seccomp_program(machine: str | None = None) -> bytes:
     """The compiled filter: the syscalls in REFUSED and new user namespaces fail with EPERM, sockets
-    other than those of SOCKET_FAMILIES and IP_FAMILIES (with IP_TYPES and IP_PROTOCOLS) as if the
-    kernel had none.
+    (and socket pairs) other than those of SOCKET_FAMILIES and IP_FAMILIES (with IP_TYPES and
+    IP_PROTOCOLS) as if the kernel had none.
 
     clone3 fails with ENOSYS, as if the kernel were older: its flags lie in memory a filter
     cannot read, and the C library then falls back to clone, whose flags it can. The syscalls in
-    ABSENT (flock) fail with ENOSYS too, as if the kernel had none: a lock on a file every sandbox
-    shares would let one notebook block or signal another. A system
+    ABSENT fail with ENOSYS too, as if the kernel had none: flock (a lock on a file every sandbox
+    shares would let one notebook block or signal another) and io_uring (whose queue makes sockets
+    and does I/O without the system calls this filter checks). A system
     call of another architecture (32-bit x86 on x86_64) kills the process and one of x86_64's
     x32 ABI fails with ENOSYS: their numbers differ, so the checks above would not hold.
     """
@@ -316,6 +321,7 @@ def seccomp_program(machine: str | None = None) -> bytes:
              (BPF_JEQ, nr["clone"], "flags", None),
              (BPF_JEQ, nr["unshare"], "flags", None),
              (BPF_JEQ, nr["socket"], "socket", None),
+             (BPF_JEQ, nr["socketpair"], "socket", None),
              (BPF_RET, SECCOMP_RET_ALLOW, None, None),
              "flags", (BPF_LD_W_ABS, 16, None, None),  # low half of args[0] (little-endian): the flags
              (BPF_JSET, CLONE_NEWUSER, "eperm", None),
