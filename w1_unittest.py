@@ -422,6 +422,9 @@ def _called_like_a_keras_model(call):
                 raise ValueError("Only input tensors may be passed as positional arguments. The following argument "
                                  f"value should be passed as a keyword argument: {value!r} (of type {type(value)})")
         return call(self, *args, **kwargs)
+    # Keras' own __call__ takes (*args, **kwargs): tf.function(model) must see that, not `call`'s named
+    # arguments, or it would pass `return_state=True` by position and be refused here but not by Keras.
+    del checked.__wrapped__
     return checked
 
 

@@ -709,3 +709,29 @@ class StepAsKerasCall(Reference):
 
 CORRECT.update({"TensorArrayOfChars": TensorArrayOfChars, "InputSignatureOnInputs": InputSignatureOnInputs,
                 "StepAsKerasCall": StepAsKerasCall})
+
+
+class ModelInATfFunction(Reference):
+    """The model called through tf.function(model), made once in __init__, as the notebook's evaluation
+    cell calls it: Keras' __call__ takes (*args, **kwargs), so tf.function keeps the keywords."""
+    def __init__(self, model, vocab, temperature=1.0):
+        super().__init__(model, vocab, temperature)
+        self.fast_model = tf.function(model)
+
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        predicted_logits, states = self.fast_model(input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(predicted_logits[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+class ModelInATfFunctionAllByKeyword(Reference):
+    """tf.function(self.model) called with every argument by keyword."""
+    def generate_one_step(self, inputs, states=None):
+        input_ids = line_to_tensor(inputs, self.vocab).to_tensor()
+        predicted_logits, states = tf.function(self.model)(inputs=input_ids, states=states, return_state=True)
+        ids = temperature_random_sampling(predicted_logits[:, -1, :] + self.prediction_mask, self.temperature)
+        return text_from_ids(ids[:, tf.newaxis], self.vocab), states
+
+
+CORRECT.update({cls.__name__: cls for cls in (ModelInATfFunction, ModelInATfFunctionAllByKeyword)})
