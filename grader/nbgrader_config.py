@@ -88,5 +88,8 @@ c.Exchange.root = os.environ.get("DEEPNGRAMS_EXCHANGE") or "/usr/local/share/nbg
 # The ignore list above drops every .txt handed in, but a submission's timestamp.txt and
 # submission_secret.txt come from nbgrader's submit: collect keeps them, so late penalties count and
 # release_feedback finds the feedback's key.
-from deepngrams.course.exchange import keeping_submission_files  # noqa: E402
+from deepngrams.course.exchange import collect_class, keeping_submission_files  # noqa: E402
 c.CourseDirectory.ignore = keeping_submission_files(c.CourseDirectory.ignore)
+# Anyone may create entries in the inbound folder: collect takes each student's own only (an entry
+# named for one student but made by another user would replace that student's work).
+c.ExchangeFactory.collect = collect_class()

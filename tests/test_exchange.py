@@ -307,6 +307,20 @@ def _run_the_flow(base: Path, users: Users) -> dict:
     flow.nbgrader(student, "validate", str(notebook.relative_to(work)), cwd=work)
     flow.nbgrader(student, "submit", ASSIGNMENT, cwd=work)
 
+    # Another student plants entries in the inbound folder (anyone may create them): one named for the
+    # student, with the untouched notebook and a time later than any of theirs, one for a student who
+    # never handed anything in, and a link named for the student to a folder of the intruder's.
+    intruder = users.add("other")
+    untouched = release.sample_submissions(release.read(release.RELEASE_NB))["bob_untouched"]
+    late = "2099-01-01 00:00:00.000000 UTC"
+    flow.step("plant entries in the inbound (another student)", intruder,
+              ["sh", "-c", 'cat > "$HOME/untouched" && chmod 711 "$HOME" && cd "$1" && '
+                           'for name in "$2+$3+$4+x" "ghost+$3+$4+x" "$HOME/mine"; do mkdir -p "$name" && '
+                           'cp "$HOME/untouched" "$name/$3.ipynb" && echo "$4" > "$name/timestamp.txt" && '
+                           'chmod -R a+rX "$name"; done && ln -s "$HOME/mine" "$2+$3+$4+y"',
+               "sh", str(root / COURSE_ID / "inbound"), student.pw_name, ASSIGNMENT, late],
+              Path(intruder.pw_dir), stdin=nbformat.writes(untouched))
+
     probes = {}
     if flow.failed is None:
         inbound = root / COURSE_ID / "inbound"
@@ -315,7 +329,8 @@ def _run_the_flow(base: Path, users: Users) -> dict:
             "list the inbound": users.run(student, ["ls", str(inbound)], work),
             "change the released assignment": users.run(
                 student, ["touch", str(root / COURSE_ID / "outbound" / ASSIGNMENT / "extra.py")], work),
-            "inbound": sorted(p.name for p in inbound.iterdir()),
+            "inbound": sorted(p.name for p in inbound.iterdir() if p.name.startswith(f"{student.pw_name}+")
+                              and not p.name.endswith(("+x", "+y"))),
         }
 
     flow.nbgrader(instructor, "collect", ASSIGNMENT, cwd=course, env=teaching)
@@ -384,6 +399,21 @@ def test_the_student_fetches_the_feedback(course):
     assert "Score" in pages[0].read_text(encoding="utf-8")
     listed = course["probes"]["list the feedback"]  # each student's page is found by its hash only
     assert listed.returncode != 0 and "Permission denied" in listed.stderr, listed
+
+
+def test_collect_takes_only_what_each_student_handed_in_themselves(course):
+    """Entries another user planted in the inbound (named for the student with a later time, for a
+    student who never handed in, a link) are not collected, and the collect says so."""
+    collected = course["flow"].result("nbgrader collect")
+    submitted = course["course"] / "submitted"
+    assert sorted(p.name for p in submitted.iterdir()) == [course["student"].pw_name]
+    own = submitted / course["student"].pw_name / ASSIGNMENT
+    assert "2099" not in (own / "timestamp.txt").read_text()
+    handed_in = nbformat.read(str(own / f"{ASSIGNMENT}.ipynb"), 4)
+    solved = release.sample_submissions(release.read(release.RELEASE_NB))["alice_solved"]
+    assert [c.source for c in handed_in.cells] == [c.source for c in solved.cells]
+    said = collected.stdout + collected.stderr
+    assert said.count("Not collected:") == 3 and "ghost" in said, said[-3000:]
 
 
 def test_autograde_gives_the_solved_notebook_full_marks(course):

@@ -136,6 +136,48 @@ def looks_like_an_exchange(root: Path) -> bool:
         return False
 
 
+def collect_class():
+    """nbgrader's collect, taking only the submissions their students handed in themselves.
+
+    The inbound folder lets every user create entries in it, and an entry's name says whose it is and
+    when it was made (`alice+deep_ngrams+<time>+<random>`): any student can make one that claims to
+    be another's, with a time later than all of theirs. nbgrader notices that its owner is not the
+    student it names, warns ("cheating attempt?") and collects it all the same, so it replaces the
+    other student's work. Here such an entry is never collected: with `check_owner` on (nbgrader's
+    default), each student's newest entry among those they own is, and the others are named in a
+    warning. Turn `ExchangeCollect.check_owner` off only where students hand in under ids that are
+    not their user names (nbgrader then warns of every entry, and this collects as nbgrader does)."""
+    import pwd
+
+    from nbgrader.exchange.default.collect import ExchangeCollect
+
+    class CollectOwnSubmissions(ExchangeCollect):
+        def _path_to_record(self, path):
+            record = super()._path_to_record(path)
+            try:
+                info = os.lstat(path)  # a link's own owner: whoever made it, not what it names
+                owner = pwd.getpwuid(info.st_uid).pw_name
+            except (OSError, KeyError):
+                owner = None
+            record["handed_in_by_them"] = (not self.check_owner or (owner == record["username"]
+                                                                     and stat.S_ISDIR(info.st_mode)))
+            if not record["handed_in_by_them"]:  # the names are anyone's text: ascii() shows them, escapes and all
+                self.log.warning("Not collected: %s names the student %s but was not handed in by that user "
+                                 "(it is another user's, or a link)", ascii(record["filename"]),
+                                 ascii(record["username"]))
+            return record
+
+        def _sort_by_timestamp(self, records):
+            own = [r for r in records if r["handed_in_by_them"]]
+            return super()._sort_by_timestamp(own or records)  # none of their own: dropped in copy_files
+
+        def copy_files(self):
+            self.src_records = [r for r in self.src_records if r["handed_in_by_them"]]
+            super().copy_files()
+
+    return CollectOwnSubmissions
+
+
 def keeping_submission_files(ignore: list[str]) -> list[str]:
     """nbgrader's CourseDirectory.ignore, but letting SUBMISSION_FILES through collect, autograde and
     generate_feedback (which all copy with it): each pattern "*SUFFIX" that would drop one of them is
