@@ -320,6 +320,20 @@ def _run_the_flow(base: Path, users: Users) -> dict:
                            'chmod -R a+rX "$name"; done && ln -s "$HOME/mine" "$2+$3+$4+y"',
                "sh", str(root / COURSE_ID / "inbound"), student.pw_name, ASSIGNMENT, late],
               Path(intruder.pw_dir), stdin=nbformat.writes(untouched))
+    # A student hands in an entry of their own by hand: the untouched notebook, and beside it a link to
+    # the instructor's source notebook, a pipe and a folder (collect runs as the instructor); and a newer
+    # entry without nbgrader's submission_secret.txt (release_feedback would fail on it).
+    linker = users.add("linker")
+    source_notebook = course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    flow.step("hand in links and a pipe (a third student)", linker,
+              ["sh", "-c", 'e="$1/$2+$3+2026-01-01 00:00:00.000000 UTC+z" && mkdir "$e" && cat > "$e/$3.ipynb" && '
+                          'echo "2026-01-01 00:00:00.000000 UTC" > "$e/timestamp.txt" && ln -s "$4" "$e/answers.ipynb" '
+                           '&& mkfifo "$e/pipe.ipynb" && mkdir "$e/more" && cp "$e/$3.ipynb" "$e/more/" && '
+                           'echo 0123456789abcdef > "$e/submission_secret.txt" && '
+                           'n="$1/$2+$3+2026-06-01 00:00:00.000000 UTC+w" && mkdir "$n" && cp "$e/$3.ipynb" "$n/" && '
+                           'chmod -R a+rX "$e" "$n"',
+               "sh", str(root / COURSE_ID / "inbound"), linker.pw_name, ASSIGNMENT, str(source_notebook)],
+              Path(linker.pw_dir), stdin=nbformat.writes(untouched))
 
     probes = {}
     if flow.failed is None:
@@ -342,7 +356,7 @@ def _run_the_flow(base: Path, users: Users) -> dict:
     if flow.failed is None:
         probes["list the feedback"] = users.run(student, ["ls", str(root / COURSE_ID / "feedback")], work)
     return {"flow": flow, "root": root, "course": course, "work": work, "instructor": instructor,
-            "student": student, "probes": probes}
+            "student": student, "linker": linker, "probes": probes}
 
 
 # What JupyterLab's Assignments panel asks the server for (nbgrader's own handler code), in the
@@ -403,17 +417,25 @@ def test_the_student_fetches_the_feedback(course):
 
 def test_collect_takes_only_what_each_student_handed_in_themselves(course):
     """Entries another user planted in the inbound (named for the student with a later time, for a
-    student who never handed in, a link) are not collected, and the collect says so."""
+    student who never handed in, a link) are not collected; of a student's own entry, only its plain
+    files are (not a link to the instructor's files, a pipe or a folder); and the collect says so."""
     collected = course["flow"].result("nbgrader collect")
     submitted = course["course"] / "submitted"
-    assert sorted(p.name for p in submitted.iterdir()) == [course["student"].pw_name]
+    assert sorted(p.name for p in submitted.iterdir()) == sorted([course["student"].pw_name, course["linker"].pw_name])
+    linked = submitted / course["linker"].pw_name / ASSIGNMENT
+    assert sorted(p.name for p in linked.iterdir()) == [f"{ASSIGNMENT}.ipynb", "submission_secret.txt",
+                                                        "timestamp.txt"]
+    assert "2026-01-01" in (linked / "timestamp.txt").read_text()  # not the newer entry without a secret
+    assert "BEGIN SOLUTION" not in (linked / f"{ASSIGNMENT}.ipynb").read_text()
     own = submitted / course["student"].pw_name / ASSIGNMENT
     assert "2099" not in (own / "timestamp.txt").read_text()
     handed_in = nbformat.read(str(own / f"{ASSIGNMENT}.ipynb"), 4)
     solved = release.sample_submissions(release.read(release.RELEASE_NB))["alice_solved"]
     assert [c.source for c in handed_in.cells] == [c.source for c in solved.cells]
     said = collected.stdout + collected.stderr
-    assert said.count("Not collected:") == 3 and "ghost" in said, said[-3000:]
+    assert said.count("Not collected:") == 7 and "ghost" in said and "no submission_secret.txt" in said, said[-3000:]
+    for name in ("answers.ipynb", "pipe.ipynb", "more"):
+        assert f"Not collected: {name!r}" in said, said[-3000:]
 
 
 def test_autograde_gives_the_solved_notebook_full_marks(course):

@@ -145,8 +145,10 @@ def collect_class():
     student it names, warns ("cheating attempt?") and collects it all the same, so it replaces the
     other student's work. Here such an entry is never collected: with `check_owner` on (nbgrader's
     default), each student's newest entry among those they own is, and the others are named in a
-    warning. Turn `ExchangeCollect.check_owner` off only where students hand in under ids that are
-    not their user names (nbgrader then warns of every entry, and this collects as nbgrader does)."""
+    warning, as is an entry without the submission_secret.txt nbgrader's submit writes (a hand-made
+    one: release_feedback would fail on it for every student). Turn `ExchangeCollect.check_owner` off
+    only where students hand in under ids that are not their user names (then entries are taken
+    whoever made them, as nbgrader does)."""
     import pwd
 
     from nbgrader.exchange.default.collect import ExchangeCollect
@@ -161,10 +163,20 @@ def collect_class():
                 owner = None
             record["handed_in_by_them"] = (not self.check_owner or (owner == record["username"]
                                                                      and stat.S_ISDIR(info.st_mode)))
-            if not record["handed_in_by_them"]:  # the names are anyone's text: ascii() shows them, escapes and all
+            try:  # nbgrader's submit writes it; release_feedback stops at the first student without one
+                secret = stat.S_ISREG(os.lstat(os.path.join(path, "submission_secret.txt")).st_mode)
+            except OSError:
+                secret = False
+            # The names are anyone's text: ascii() shows them, escapes and all.
+            if not record["handed_in_by_them"]:
                 self.log.warning("Not collected: %s names the student %s but was not handed in by that user "
                                  "(it is another user's, or a link)", ascii(record["filename"]),
                                  ascii(record["username"]))
+            elif not secret:
+                record["handed_in_by_them"] = False
+                self.log.warning("Not collected: %s has no submission_secret.txt, which nbgrader's submit writes "
+                                 "(without it release_feedback would fail for every student): hand it in again "
+                                 "with nbgrader submit", ascii(record["filename"]))
             return record
 
         def _sort_by_timestamp(self, records):
@@ -175,7 +187,60 @@ def collect_class():
             self.src_records = [r for r in self.src_records if r["handed_in_by_them"]]
             super().copy_files()
 
+        def do_copy(self, src, dest, log=None):
+            """The entry's plain files, each opened without following a link and refused unless it is
+            a regular file: collect runs as the instructor, so a link would hand in any file the
+            instructor may read (another student's work, the course's source), and a pipe could be
+            read forever. Folders, links and special files are left out and named; the grader reads
+            only the notebook and nbgrader's timestamp, which lie at the top of the entry."""
+            from nbgrader.utils import ignore_patterns
+            coursedir = self.coursedir
+            chosen = ignore_patterns(exclude=coursedir.ignore, include=coursedir.include)
+            room, most = coursedir.max_dir_size * 1000, coursedir.max_file_size * 1000  # nbgrader's kB
+            folder = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                names = sorted(os.listdir(folder))
+                os.makedirs(dest)
+                for name in sorted(set(names) - set(chosen(src, names))):
+                    size = _copy_plain_file(folder, name, Path(dest) / name, min(most, room))
+                    if size is None:
+                        self.log.warning("Not collected: %s in %s (not a plain file of at most %d bytes)",
+                                         ascii(name), ascii(os.path.basename(src)), min(most, room))
+                    else:
+                        room -= size
+            finally:
+                os.close(folder)
+            if coursedir.groupshared:  # as nbgrader's own copy leaves a shared course
+                os.chmod(dest, 0o2770)
+                for path in Path(dest).iterdir():
+                    path.chmod(0o660)
+
     return CollectOwnSubmissions
+
+
+def _copy_plain_file(folder: int, name: str, dest: Path, limit: int) -> int | None:
+    """Copy `name` of the open `folder` to `dest` if it is a regular file of at most `limit` bytes (never
+    through a link, never waiting on a pipe); returns its size, or None, with nothing left, if it is not."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return None
+    size = 0
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(dest, "xb") as out:
+            while chunk := os.read(fd, 1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    break
+                out.write(chunk)
+        if size > limit:
+            dest.unlink()
+            return None
+    finally:
+        os.close(fd)
+    return size
 
 
 def keeping_submission_files(ignore: list[str]) -> list[str]:
