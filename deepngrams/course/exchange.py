@@ -163,16 +163,12 @@ def collect_class():
                 owner = None
             record["handed_in_by_them"] = (not self.check_owner or (owner == record["username"]
                                                                      and stat.S_ISDIR(info.st_mode)))
-            try:  # nbgrader's submit writes it; release_feedback stops at the first student without one
-                secret = stat.S_ISREG(os.lstat(os.path.join(path, "submission_secret.txt")).st_mode)
-            except OSError:
-                secret = False
             # The names are anyone's text: ascii() shows them, escapes and all.
             if not record["handed_in_by_them"]:
                 self.log.warning("Not collected: %s names the student %s but was not handed in by that user "
                                  "(it is another user's, or a link)", ascii(record["filename"]),
                                  ascii(record["username"]))
-            elif not secret:
+            elif not _is_plain_file(os.path.join(path, "submission_secret.txt")):  # nbgrader's submit writes it
                 record["handed_in_by_them"] = False
                 self.log.warning("Not collected: %s has no submission_secret.txt, which nbgrader's submit writes "
                                  "(without it release_feedback would fail for every student): hand it in again "
@@ -199,13 +195,14 @@ def collect_class():
             room, most = coursedir.max_dir_size * 1000, coursedir.max_file_size * 1000  # nbgrader's kB
             folder = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:
-                names = sorted(os.listdir(folder))
+                names = os.listdir(folder)
                 os.makedirs(dest)
                 for name in sorted(set(names) - set(chosen(src, names))):
-                    size = _copy_plain_file(folder, name, Path(dest) / name, min(most, room))
+                    limit = min(most, room)
+                    size = _copy_plain_file(folder, name, Path(dest) / name, limit)
                     if size is None:
                         self.log.warning("Not collected: %s in %s (not a plain file of at most %d bytes)",
-                                         ascii(name), ascii(os.path.basename(src)), min(most, room))
+                                         ascii(name), ascii(os.path.basename(src)), limit)
                     else:
                         room -= size
             finally:
@@ -216,6 +213,14 @@ def collect_class():
                     path.chmod(0o660)
 
     return CollectOwnSubmissions
+
+
+def _is_plain_file(path: str) -> bool:
+    """Whether `path` is a regular file itself, not a link to one."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _copy_plain_file(folder: int, name: str, dest: Path, limit: int) -> int | None:

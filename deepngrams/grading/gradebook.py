@@ -271,7 +271,7 @@ def export_grades(course: Path) -> None:
     """grades.csv from the gradebook, with the columns and values of `nbgrader export`, written
     atomically. nbgrader's exporter joins fields with commas unquoted; here every cell is quoted
     where needed and text cells cannot start a spreadsheet formula."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     def text(value) -> str:
         return "" if value is None else csv_cell(value)
@@ -282,7 +282,7 @@ def export_grades(course: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(GRADES_COLUMNS)
-    with warnings.catch_warnings(), Gradebook(_db(course / "gradebook.db")) as gb:
+    with warnings.catch_warnings(), course_gradebook(course) as gb:
         warnings.simplefilter("ignore")  # SQLAlchemy's notes on nbgrader's own session use
         for assignment in gb.assignments:
             for student in gb.students:

@@ -47,11 +47,14 @@ STARTS_A_PROCESS = re.compile(r"fork|spawn|_posixsubprocess|Popen|subprocess|mul
 STARTS_A_THREAD = re.compile(r"start_new_thread|Thread\.start\b|\.start\(\)")
 
 
-def _last_frames(error: dict) -> list[str]:
-    """The frames of the last exception of an error output, without its message line."""
+def _raised_where(error: dict, source, place: re.Pattern) -> bool:
+    """Whether `place` shows in the frames of the last exception of an error output (without its
+    message line) or in its cell's `source`."""
     traceback = [ANSI_CODE.sub("", str(entry)) for entry in error.get("traceback") or ()]
     heads = [i for i, entry in enumerate(traceback) if "Traceback (most recent call last)" in entry]
-    return traceback[heads[-1] + 1:-1] if heads else []
+    frames = traceback[heads[-1] + 1:-1] if heads else []
+    source = "".join(source) if isinstance(source, list) else str(source or "")
+    return any(place.search(text) for text in (*frames, source))
 
 
 def could_not_start_a_thread(error: dict, source: str = "") -> bool:
@@ -61,8 +64,7 @@ def could_not_start_a_thread(error: dict, source: str = "") -> bool:
     for the thread's stack): the two cannot be told apart from here."""
     if error.get("ename") != "RuntimeError" or str(error.get("evalue")) != "can't start new thread":
         return False
-    source = "".join(source) if isinstance(source, list) else str(source or "")
-    return any(STARTS_A_THREAD.search(text) for text in (*_last_frames(error), source))
+    return _raised_where(error, source, STARTS_A_THREAD)
 
 
 def hit_the_process_limit(error: dict, source: str = "") -> bool:
@@ -74,8 +76,7 @@ def hit_the_process_limit(error: dict, source: str = "") -> bool:
     call that failed."""
     if error.get("ename") != "BlockingIOError" or "emporarily unavailable" not in str(error.get("evalue")):
         return False
-    source = "".join(source) if isinstance(source, list) else str(source or "")
-    return any(STARTS_A_PROCESS.search(text) for text in (*_last_frames(error), source))
+    return _raised_where(error, source, STARTS_A_PROCESS)
 
 
 def read_observation(text, max_chars: int | None = None) -> dict:
