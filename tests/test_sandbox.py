@@ -251,6 +251,13 @@ def sysv_shm(mib):
     return f'{held} MiB'
 def queue():
     return 'msgget ' + ('ok' if libc.msgget(0, 0o1600) >= 0 else errno.errorcode.get(ctypes.get_errno()))
+def semaphores(mib):
+    held = 0
+    while held < mib:  # a set of 32,000 semaphores (the most one set may have) holds 2 MiB of the kernel's
+        if libc.semget(0, 32000, 0o1600) < 0:  # IPC_PRIVATE, IPC_CREAT | 0600
+            return f'semget {errno.errorcode.get(ctypes.get_errno())} after {held} MiB'
+        held += 2
+    return f'{held} MiB'
 def sockets():
     pairs = []
     try:
@@ -259,7 +266,8 @@ def sockets():
         return f'{len(pairs)} pairs'
     except OSError as e:
         return f'{errno.errorcode.get(e.errno)} after {len(pairs)} pairs'
-print("memfd", memfd(1536)); print("shm", sysv_shm(1536)); print(queue()); print('sockets', sockets())
+print("memfd", memfd(1536)); print("shm", sysv_shm(1536)); print("sem", semaphores(1536)); print(queue())
+print('sockets', sockets())
 """
 HIDDEN_MEMORY_LIMITS = dict(wall_timeout=150, memory_gib=1.0)
 HIDDEN_MEMORY_CELL_S = 75  # writing 3 GiB and 5,000 socket pairs: 20 s on a loaded machine is not enough
@@ -271,7 +279,7 @@ def hidden_memory_lines(text: str) -> dict:
 
 @pytest.mark.slow
 def test_memory_that_no_process_shows_is_refused(tmp_path):
-    """Memory files and SysV shared memory are refused (the watchdog could not see them), and a
+    """Memory files, SysV shared memory and semaphores are refused (the watchdog could not see them), and a
     process may hold a thousand descriptors (pipes and sockets hold memory too), not a million."""
     result, out = run_cells(tmp_path, HIDDEN_MEMORY, limits=sandbox.Limits(**HIDDEN_MEMORY_LIMITS),
                             cell_timeout=HIDDEN_MEMORY_CELL_S)
@@ -279,18 +287,19 @@ def test_memory_that_no_process_shows_is_refused(tmp_path):
     found = hidden_memory_lines(out[0])
     assert found["memfd"] == "PermissionError EPERM after 0 MiB", found
     assert found["shm"] == "shmget EPERM after 0 MiB" and found["msgget"] == "EPERM", found
+    assert found["sem"] == "semget EPERM after 0 MiB", found
     assert found["sockets"].startswith("EMFILE after ") and int(found["sockets"].split()[2]) < 520, found
 
 
 @pytest.mark.slow
 def test_without_the_filter_memory_files_and_shared_memory_hide_from_the_watchdog(tmp_path, monkeypatch):
-    """The control: with those calls allowed, a notebook held 3 GiB past a 1 GiB limit unseen."""
+    """The control: with those calls allowed, a notebook held 4.5 GiB past a 1 GiB limit unseen."""
     monkeypatch.setattr(sandbox, "REFUSED", ("add_key", "request_key", "keyctl"))
     result, out = run_cells(tmp_path, HIDDEN_MEMORY, limits=sandbox.Limits(**HIDDEN_MEMORY_LIMITS),
                             cell_timeout=HIDDEN_MEMORY_CELL_S)
     assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
     found = hidden_memory_lines(out[0])
-    assert found["memfd"] == found["shm"] == "1536 MiB" and found["msgget"] == "ok", found
+    assert found["memfd"] == found["shm"] == found["sem"] == "1536 MiB" and found["msgget"] == "ok", found
     assert result.peak_memory_mib < 1024, result.peak_memory_mib
 
 
@@ -451,6 +460,86 @@ def test_pipe_buffers_count_against_the_memory_limit(tmp_path):
     limits = sandbox.Limits(**SOCKET_LIMITS)
     result, out = run_cells(tmp_path, "print('before')", PIPE_BUFFERS.format(children=160), limits=limits,
                             cell_timeout=100)
+    assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
+        (result.events, result.peak_memory_mib, out, result.stderr[-2000:])
+    assert result.notebook is None and result.peak_memory_mib > 1024 and result.seconds < STOPPED_WITHIN_S
+
+
+# Memory map entries: one every other page of an unreadable reservation (ENTRIES_EACH x 2, under
+# vm.max_map_count), no memory touched. Each entry holds about 220 bytes of the kernel's.
+MAP_ENTRIES = """
+import ctypes, os, time
+CHILDREN = {children}
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+def entries(n={each}):
+    page = os.sysconf('SC_PAGE_SIZE')
+    base = libc.mmap(None, 2 * n * page, 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
+    for i in range(n):
+        libc.mprotect(base + 2 * i * page, page, 1)  # PROT_READ: an entry of its own
+    return base
+"""
+# One shared page of a file mapped every 2 MiB of the address space: a page of page tables for each.
+PAGE_TABLES = """
+import ctypes, tempfile, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+f = tempfile.TemporaryFile(); f.truncate(4096)
+n, stride = {each}, 2 * 2**20
+base = libc.mmap(None, n * stride, 0, 0x22, -1, 0)  # a reservation: PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
+for i in range(n):  # PROT_READ, MAP_SHARED | MAP_FIXED
+    ctypes.string_at(libc.mmap(base + i * stride, 4096, 1, 0x11, f.fileno(), 0), 1)
+print('ready', flush=True)
+time.sleep(60)
+"""
+
+
+def _status_kib(pid: int, label: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(label))
+
+
+def test_page_tables_and_map_entries_are_counted_and_zombies_hold_nothing(tmp_path):
+    """What no resident size shows: the watchdog's cheap count holds the page tables, its exact count
+    the map entries too; a zombie (ended, not yet reaped) holds nothing."""
+    import subprocess
+    import sys as _sys
+    code = MAP_ENTRIES.format(children=0, each=20000) + "entries()\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    procs = [subprocess.Popen([_sys.executable, "-S", "-c", source], stdout=subprocess.PIPE, text=True)
+             for source in (code, PAGE_TABLES.format(each=2000))]
+    zombie = subprocess.Popen([_sys.executable, "-S", "-c", "pass"])
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+        many_entries, many_tables = (p.pid for p in procs)
+        rss, tables = (_status_kib(many_tables, label) * 1024 for label in ("VmRSS:", "VmPTE:"))
+        assert tables > 5 * 2**20 and sandbox._resident(many_tables) == rss + tables
+        pss = sandbox._proc_number(many_entries, "smaps_rollup", b"Pss:") * 1024
+        assert sandbox._map_entries(many_entries) > 40000
+        assert sandbox._exact([many_entries]) >= pss + 40000 * sandbox.MAP_ENTRY_BYTES
+        deadline = time.monotonic() + 10
+        while "Z" not in open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1][:3]:  # ended, not reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert sandbox._resident(zombie.pid) == 0 and sandbox._exact([zombie.pid]) == 0
+        tree, held, live = sandbox._with_memory([many_entries, many_tables, zombie.pid])
+        assert live == 2 and held == sandbox._resident(many_entries) + sandbox._resident(many_tables)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        zombie.wait()
+
+
+@pytest.mark.slow
+def test_map_entries_of_many_small_processes_count_against_the_memory_limit(tmp_path):
+    """80 forked processes of 60,000 map entries each (about 1.2 GiB of the kernel's, while their
+    proportional sizes stay small) pass a 1 GiB limit."""
+    limits = sandbox.Limits(**SOCKET_LIMITS)
+    source = MAP_ENTRIES.format(children=80, each=30000) + HELD_BY_CHILDREN.replace("HOLD", "entries")
+    result, out = run_cells(tmp_path, "print('before')", source, limits=limits, cell_timeout=100)
     assert [(e["event"], e.get("scope")) for e in result.events] == [("memory limit", "sandbox")], \
         (result.events, result.peak_memory_mib, out, result.stderr[-2000:])
     assert result.notebook is None and result.peak_memory_mib > 1024 and result.seconds < STOPPED_WITHIN_S

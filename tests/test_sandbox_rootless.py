@@ -165,6 +165,7 @@ def test_rootless_mode_refuses_memory_that_no_process_shows():
     found = hidden_memory_lines(out[0])
     assert found["memfd"] == "PermissionError EPERM after 0 MiB", found
     assert found["shm"] == "shmget EPERM after 0 MiB" and found["msgget"] == "EPERM", found
+    assert found["sem"] == "semget EPERM after 0 MiB", found
     assert found["sockets"].startswith("EMFILE after ") and int(found["sockets"].split()[2]) < 520, found
 
 

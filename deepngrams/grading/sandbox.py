@@ -22,7 +22,8 @@ PID namespace, which dies with it (`run` returns only once none of them is left)
 keyrings are kept per user id across sandboxes, so a seccomp filter refuses the keyring system
 calls (and each sandbox starts with a session keyring of its own, not the grader's); the filter
 also refuses new user namespaces, the way in to mounts and namespaces of the sandbox's own making,
-and memory that no process's size shows (memory files, SysV shared memory and message queues).
+and memory that no process's size shows (memory files, SysV shared memory, semaphores and message
+queues).
 Sandboxes that run at the same time share the files bound into them (the environment, the weights):
 flock on them fails as if the kernel had no such call, so that no notebook can lock one and so block
 or signal a neighbour (HDF5 then opens the weights without a lock; the sandbox turns its locking off too).
@@ -35,9 +36,9 @@ sandbox's namespaces and gets what bubblewrap, setpriv and prlimit give the sand
 factory gives no kernel, the harness starts one in the sandbox as usual.
 
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
-CPU time, memory (the resident memory of all the sandbox's processes, the files of its
-in-memory folders and the buffers of its sockets together, watched from outside (with a factory,
-the forked kernel and the pages it shares with the factory, counted once; the sockets through a
+CPU time, memory (the resident memory, page tables and map entries of all the sandbox's
+processes, the files of its in-memory folders and the buffers of its sockets together, watched
+from outside (with a factory, the forked kernel and the pages it shares with the factory, counted once; the sockets through a
 sock_diag socket the harness makes in the sandbox's network namespace, `SocketCensus`), and the
 size of each process: its address
 space as root, its data segment without root), processes, open files, file size. Each hit
@@ -107,8 +108,9 @@ class RunResult:
     output_cut: bool = False
     seconds: float = 0.0
     stderr: str = ""
-    # The most memory its processes held together, as the watchdog sampled it: resident sizes
-    # summed, or each shared page counted once where that sum was over the limit.
+    # The most memory its processes held together, as the watchdog sampled it: resident sizes and
+    # page tables summed, or each shared page counted once (and map entries counted) where that sum
+    # could be over the limit.
     peak_memory_mib: float = 0.0
 
 
@@ -250,14 +252,15 @@ def _thread_env(threads: int) -> dict:
 # ----------------------------------------------------------------------------------------
 # Keyrings outlive the sandbox (the user keyring of its user id, the persistent keyring, the
 # session keyring it inherits) and the next sandbox of the worker runs as the same user id.
-# Memory files (memfd) and SysV shared memory and message queues hold memory that no process's
-# resident size shows while nothing maps it: the watchdog would not see it, and a notebook could
-# fill the machine. Nothing a notebook needs uses them (POSIX shared memory lives in the capped
-# /dev/shm).
+# Memory files (memfd) and SysV shared memory, semaphores and message queues hold memory that no
+# process's resident size shows (a set of 32,000 semaphores is 2 MiB of the kernel's): the watchdog
+# would not see it, and a notebook could fill the machine. Nothing a notebook needs uses them (POSIX
+# shared memory and semaphores live in the capped /dev/shm).
 # A session is the kernel's scheduling group (autogroup): the processes of a sandbox stay in its one
 # session, so a notebook that starts many busy processes shares the CPU with the other sandboxes as one
 # group rather than as that many; a new session would be a new group, with a share of its own.
-REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "shmget", "msgget", "setsid")
+REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "shmget", "semget", "msgget",
+           "setsid")
 # Locks on files: every sandbox graded at the same time binds the same files (the environment, the
 # student files such as the weights), and flock needs only a descriptor open for reading. A notebook
 # holding such a lock would make a neighbour's open of the weights fail (HDF5 locks a file it reads)
@@ -279,11 +282,13 @@ SOCK_TYPE_MASK = 0xF  # the type without SOCK_NONBLOCK and SOCK_CLOEXEC
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {
     "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319, "memfd_secret": 447,
-               "shmget": 29, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435, "socket": 41,
-               "socketpair": 53, "flock": 73, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427},
+               "shmget": 29, "semget": 64, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435,
+               "socket": 41, "socketpair": 53, "flock": 73,
+               "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427},
     "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279, "memfd_secret": 447,
-                "shmget": 194, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435, "socket": 198,
-                "socketpair": 199, "flock": 32, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427},
+                "shmget": 194, "semget": 190, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435,
+                "socket": 198, "socketpair": 199, "flock": 32,
+                "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427},
 }
 X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same audit arch, other numbers
 CLONE_NEWUSER = 0x10000000
@@ -588,14 +593,25 @@ def _children(pid: int) -> list[int] | None:
 
 
 def _resident(pid: int) -> int:
-    """Resident memory of one process in bytes (0 once it has ended)."""
+    """Resident memory and page tables of one process in bytes (0 once it has ended, or for a zombie).
+
+    Page tables are the kernel's, in no resident size: a process that maps one shared page every
+    2 MiB of its address space holds a page of them for each while its resident size stays one page.
+    /proc/PID/status is readable for every process, a rootless kernel (not dumpable) included."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        # After the command name (which may hold spaces and parentheses): state, ppid, ... rss (24th).
-        return int(stat[stat.rindex(b")") + 2:].split()[21]) * PAGE
-    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+    except OSError:
         return 0
+    total = 0
+    for label in (b"\nVmRSS:", b"\nVmPTE:"):  # in kB; absent where the process has no memory left
+        at = status.find(label)
+        if at >= 0:
+            try:
+                total += int(status[at + len(label):status.index(b"\n", at + 1)].split()[0]) * 1024
+            except (ValueError, IndexError):
+                pass
+    return total
 
 
 def _sysctl(name: str, fallback: int) -> int:
@@ -604,6 +620,25 @@ def _sysctl(name: str, fallback: int) -> int:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return fallback
+
+
+# Each memory map entry of a process holds kernel memory (its vm_area_struct and a share of the maple
+# tree: about 220 bytes, measured on Linux 6.18) that no size of the process shows, and a process may
+# have vm.max_map_count of them (65,530 by default: about 16 MiB). 400 processes of small resident
+# size could hold 6 GiB that way. Counting them reads /proc/PID/maps, a line per entry, so a sample
+# charges each process with memory the most it may hold, and counts exactly (`_exact`) only when that
+# passes the limit.
+MAP_ENTRY_BYTES = 256
+MAP_ENTRIES_BOUND = _sysctl("vm/max_map_count", 65530) * MAP_ENTRY_BYTES
+
+
+def _map_entries(pid: int) -> int:
+    """The number of memory map entries of one process (raises OSError where it cannot be read)."""
+    count = 0
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        while chunk := f.read(1 << 16):
+            count += chunk.count(b"\n")
+    return count
 
 
 # Pipes: their buffers are kernel memory, in no process's resident size, and no interface lists a
@@ -639,8 +674,9 @@ def _descriptor_slots(pids) -> int:
     return total
 
 
-def _descendants(root: int) -> tuple[list[int], int]:
-    """`root` and every process descended from it, and their resident memory together (bytes).
+def _descendants(root: int) -> tuple[list[int], int, int]:
+    """`root` and every process descended from it, their resident memory and page tables together
+    (bytes, `_resident`), and how many of them have memory (not ended, not zombies).
 
     The tree is walked down from `root` through each process's list of children, so a sample
     reads a few files of the sandbox's processes, not one of every process on the machine (the
@@ -656,32 +692,34 @@ def _descendants(root: int) -> tuple[list[int], int]:
             return _descendants_by_scan(root)
         tree.append(pid)
         todo.extend(children)
-    return tree, sum(_resident(pid) for pid in tree)
+    return _with_memory(tree)
 
 
-def _descendants_by_scan(root: int) -> tuple[list[int], int]:
+def _with_memory(tree: list[int]) -> tuple[list[int], int, int]:
+    held = [_resident(pid) for pid in tree]
+    return tree, sum(held), sum(1 for h in held if h)
+
+
+def _descendants_by_scan(root: int) -> tuple[list[int], int, int]:
     """`_descendants` from one read of /proc/PID/stat per process on the machine."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 stat = f.read()
-            # After the command name (which may hold spaces and parentheses): state, ppid, ... rss (24th).
-            fields = stat[stat.rindex(b")") + 2:].split()
-            ppid, pages = int(fields[1]), int(fields[21])
+            # After the command name (which may hold spaces and parentheses): state, ppid, ...
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(name))
-        rss[int(name)] = pages * PAGE
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
         tree.append(pid)
         todo.extend(children.get(pid, ()))
-    return tree, sum(rss.get(pid, 0) for pid in tree)
+    return _with_memory(tree)
 
 
 # The sandbox's writable in-memory folders (tmpfs): their files count against its memory.
@@ -712,21 +750,26 @@ def _scratch_usage(pids: list[int], scratch_bytes: int) -> int | None:
     return None
 
 
-def _proportional(pids: list[int]) -> int:
-    """The memory of `pids` together, in bytes, each page shared among them counted once.
+def _exact(pids: list[int]) -> int:
+    """The memory of `pids` together, in bytes, each page shared among them counted once, with
+    their page tables and map entries.
 
     The sum of the proportional set sizes (a shared page counts 1/n in each of its n users):
     a fork shares all its parent's pages, which a sum of resident sizes would count twice. It
-    costs a walk of each process's page tables, so it is read only when the cheap sum is high.
+    costs a walk of each process's page tables and a read of its map, so it is read only when
+    the cheap sum is high.
     """
     total = 0
     for pid in pids:
+        if not (cheap := _resident(pid)):
+            continue  # ended, or a zombie
         try:
-            total += _proc_number(pid, "smaps_rollup", b"Pss:") * 1024
+            total += _proc_number(pid, "smaps_rollup", b"Pss:") * 1024 + _proc_number(pid, "status", b"VmPTE:") * 1024
+            total += _map_entries(pid) * MAP_ENTRY_BYTES
         except (OSError, ValueError, IndexError):
             # A process may make itself unreadable (not dumpable, where the grader lacks the
-            # capability over its memory): its whole resident size counts, never nothing.
-            total += _resident(pid)
+            # capability over its memory): the most it may hold counts, never nothing.
+            total += cheap + MAP_ENTRIES_BOUND
     return total
 
 
@@ -901,9 +944,9 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
 
     # The memory limit holds for the sandbox as a whole: several processes, each under its
     # address-space limit, could together take far more. Cgroups would count it exactly but
-    # are not delegated to the grader, so a watchdog samples the processes' resident memory
-    # (summed; over the limit, recounted with each shared page once), the files of its
-    # in-memory folders (_scratch_usage) and the buffers of its sockets (SocketCensus), and stops
+    # are not delegated to the grader, so a watchdog samples the processes' resident memory and page
+    # tables (summed; near the limit, recounted with each shared page once and their map entries), the
+    # files of its in-memory folders (_scratch_usage) and the buffers of its sockets (SocketCensus), and stops
     # the sandbox.
     memory_cap = limits.memory_gib * 2**30
     scratch_bytes = int(limits.scratch_mib * 2**20)
@@ -931,7 +974,7 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
         try:
             while not done.wait(WATCH_SECONDS):
                 try:
-                    tree, total = _descendants(proc.pid)
+                    tree, total, live = _descendants(proc.pid)
                     if sandboxed and not namespace:
                         namespace.extend(ns for pid in tree[1:2] if (ns := _pid_namespace(pid)) not in (None, own))
                     files = (_scratch_usage(tree[:0:-1], scratch_bytes) or 0) if sandboxed else 0
@@ -943,18 +986,21 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
                         # over the limit, all of them by PSS (the shared pages once). Nothing while the
                         # factory has no child (this sandbox's kernel not forked yet, or started here
                         # instead). It serves one sandbox at a time: its children are this sandbox's.
-                        more, more_total = _descendants(factory_pid)
+                        more, more_total, more_live = _descendants(factory_pid)
                         if len(more) > 1:
                             ours = [factory_pid, *(_children(factory_pid) or ())]
                             tree = tree + more
                             total += max(0, more_total - sum(_resident(pid) for pid in ours))
+                            live += max(0, more_live - len(ours))
                             slots += _descriptor_slots(pid for pid in more if pid not in ours)
                     files += slots * PIPE_SLOT_BYTES  # the pipes they may hold, with the files: never recounted
                     # Cut short only once the sockets alone pass what the files leave: over the limit whatever
                     # the processes hold, and never counted again for a lower count of them.
                     held = sockets_held(memory_cap - files)
-                    if total + files + held > memory_cap:  # maybe counting shared pages more than once: count them exactly
-                        total = _proportional(tree)
+                    # Over the limit with shared pages maybe counted more than once and the most each process's
+                    # map entries may hold: count them exactly.
+                    if total + live * MAP_ENTRIES_BOUND + files + held > memory_cap:
+                        total = _exact(tree)
                     total += files + held
                 except Exception:  # noqa: BLE001 - a failed sample must not end the run; the next one counts
                     continue
