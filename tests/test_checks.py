@@ -446,8 +446,8 @@ def test_the_generators_mistakes_write_what_the_grader_predicts_and_fail(monkeyp
 
 def test_every_draw_holds_what_tells_a_mistake_apart():
     """What a cell needs to tell a usual mistake apart is in every draw, not in most: both special
-    ids among compile_model's targets (a loss with ignore_class), '[UNK]' among the hidden GRULM's
-    ids (an embedding with mask_zero) and the hidden log_perplexity's real targets (masking ids 0
+    ids among compile_model's targets (a loss with ignore_class), '[UNK]' among both GRULM output
+    cells' ids (an embedding with mask_zero) and the hidden log_perplexity's real targets (masking ids 0
     and 1), rows that read differently backwards (a GRU with go_backwards), and a character outside
     the vocabulary in the hidden line_to_tensor (a split into bytes rather than characters)."""
     from deepngrams.config import PADDING_ID, UNK_ID
@@ -456,7 +456,8 @@ def test_every_draw_holds_what_tells_a_mistake_apart():
         for cell in compile_model.CELLS:
             y = np.asarray(_drawn(compile_model, cell, seed)["inputs"]["cases"][0]["y"])
             assert {UNK_ID, PADDING_ID} <= set(y.flat), (cell, seed)
-        assert (np.asarray(_drawn(grulm, "test_GRULM_hidden", seed)["inputs"]["cases"][0]["ids"]) == UNK_ID).any()
+        for cell in ("test_GRULM_outputs", "test_GRULM_hidden"):
+            assert (np.asarray(_drawn(grulm, cell, seed)["inputs"]["cases"][0]["ids"]) == UNK_ID).any(), (cell, seed)
         for case in _drawn(grulm, "test_GRULM_layers", seed)["inputs"]["cases"]:
             assert all(row != row[::-1] for row in case["ids"]), seed
         for case in _drawn(log_perplexity, "test_log_perplexity_hidden", seed)["inputs"]["cases"]:
@@ -514,14 +515,14 @@ def _compile_ignoring(ignored: int):
 @pytest.mark.slow
 def test_the_mistakes_every_draw_tells_apart_fail_for_real(monkeypatch):
     """Run for real on a few draws: a loss that ignores '[UNK]' or padding fails both compile_model
-    cells, an embedding with mask_zero fails the hidden GRULM cell, a GRU that reads backwards fails
+    cells, an embedding with mask_zero fails both GRULM output cells, a GRU that reads backwards fails
     the layers cell; the right answers pass the same draws."""
     from deepngrams.config import PADDING_ID, UNK_ID
     from deepngrams.grading.exercises import compile_model, grulm
     runs = [(compile_model, cell, "compile_model", _compile_ignoring(ignored))
             for cell in compile_model.CELLS for ignored in (UNK_ID, PADDING_ID)]
-    runs += [(grulm, "test_GRULM_hidden", "GRULM", _grulm_with(mask_zero=True)),
-             (grulm, "test_GRULM_layers", "GRULM", _grulm_with(go_backwards=True))]
+    runs += [(grulm, cell, "GRULM", _grulm_with(mask_zero=True)) for cell in ("test_GRULM_outputs", "test_GRULM_hidden")]
+    runs += [(grulm, "test_GRULM_layers", "GRULM", _grulm_with(go_backwards=True))]
     for seed in range(2):
         for module, cell, name, answer in runs:
             check = _drawn(module, cell, seed)
@@ -870,8 +871,11 @@ def test_the_reference_solution_passes_every_cell(monkeypatch, prepared):
 @pytest.mark.slow
 @pytest.mark.parametrize("answer, tests", WRONG)
 def test_a_wrong_answer_fails_a_cell_of_its_exercise(monkeypatch, prepared, answer, tests):
+    """And the grader's visible cell of each public test the answer fails fails too: a student never
+    sees a test fail in the notebook that then gets its points."""
     found = failures(monkeypatch, prepared, tests, answer)
     assert any(found.values()), found
+    assert all(found[test] for test in tests if not prepared[test]["hidden"]), found
 
 
 @pytest.mark.slow

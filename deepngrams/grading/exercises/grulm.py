@@ -41,8 +41,9 @@ def cases_GRULM_outputs(rng, sizes, hidden: bool):
     ids = rng.integers(2 if not hidden else 0, V, size=(2, steps))
     if not hidden:
         ids[0, -3:] = PADDING_ID
-    else:  # '[UNK]' is a character like any other: an embedding that masks id 0 is told apart
-        ids[int(rng.integers(2)), int(rng.integers(steps))] = UNK_ID
+    # '[UNK]' is a character like any other, in both cells as in the public test: an embedding that
+    # masks id 0 is told apart
+    ids[int(rng.integers(2)), int(rng.integers(steps - 3))] = UNK_ID
     split = int(rng.integers(3, steps - 3))
     full, state = gru_numpy(weights, ids)
     # A state the model never made: the GRU's state after a prefix drawn here, which the model never reads.
