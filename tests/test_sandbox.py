@@ -465,6 +465,45 @@ def test_pipe_buffers_count_against_the_memory_limit(tmp_path):
     assert result.notebook is None and result.peak_memory_mib > 1024 and result.seconds < STOPPED_WITHIN_S
 
 
+# Kernel memory no count would see, refused by the filter: extended attributes (an access ACL of
+# 8,000 entries is a 128 KiB allocation per file) and record locks (no limit on their number). What
+# still works: copying a file with its metadata, fcntl's other commands, SQLite in memory, IPython's
+# history of the cells run.
+XATTRS_AND_LOCKS = r"""
+import errno, fcntl, os, shutil, sqlite3, struct
+found = {}
+open('/tmp/f', 'w').write('x')
+def tried(name, call):
+    try:
+        call(); found[name] = 'ok'
+    except OSError as e:
+        found[name] = errno.errorcode.get(e.errno, str(e.errno))
+acl = struct.pack('<I', 2) + struct.pack('<HHI', 1, 6, 0xFFFFFFFF) + b''.join(
+    struct.pack('<HHI', 2, 4, 70000 + i) for i in range(8000)) + struct.pack('<HHI', 4, 4, 0xFFFFFFFF) +     struct.pack('<HHI', 0x10, 6, 0xFFFFFFFF) + struct.pack('<HHI', 0x20, 4, 0xFFFFFFFF)
+tried('acl', lambda: os.setxattr('/tmp/f', 'system.posix_acl_access', acl))
+tried('user_xattr', lambda: os.setxattr('/tmp/f', 'user.note', b'x'))
+fd = os.open('/tmp/f', os.O_RDWR)
+tried('lockf', lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
+tried('getlk', lambda: fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0, 0, 0)))
+found['getfl'] = 'ok' if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_RDWR else 'wrong'
+shutil.copy2('/tmp/f', '/tmp/g'); found['copy2'] = open('/tmp/g').read()
+con = sqlite3.connect(':memory:'); con.execute('create table t (x)'); con.execute('insert into t values (7)')
+found['sqlite_memory'] = con.execute('select x from t').fetchone()[0]
+found['history'] = len(list(get_ipython().history_manager.get_range())) >= 1
+print('FOUND', found)
+"""
+
+
+@pytest.mark.slow
+def test_extended_attributes_and_record_locks_are_refused(tmp_path):
+    result, out = run_cells(tmp_path, "print('before')", XATTRS_AND_LOCKS)
+    assert result.notebook is not None and not result.events, (result.events, result.stderr[-2000:])
+    assert "FOUND" in out[1], out
+    found = ast.literal_eval(out[1].split("FOUND", 1)[1].strip())
+    assert found == {"acl": "ENOTSUP", "user_xattr": "ENOTSUP", "lockf": "ENOLCK", "getlk": "ENOLCK", "getfl": "ok",
+                     "copy2": "x", "sqlite_memory": 7, "history": True}, found
+
+
 # Memory map entries: one every other page of an unreadable reservation (ENTRIES_EACH x 2, under
 # vm.max_map_count), no memory touched. Each entry holds about 220 bytes of the kernel's.
 MAP_ENTRIES = """

@@ -487,6 +487,13 @@ def test_the_filter_of_each_architecture_answers_each_rule(machine):
         assert run_filter(program, arch, nr[name]) == sandbox.SECCOMP_RET_ERRNO | errno.EPERM, name
     for name in (*sandbox.ABSENT, "clone3"):
         assert run_filter(program, arch, nr[name]) == sandbox.SECCOMP_RET_ERRNO | errno.ENOSYS, name
+    assert {"x86_64": (188, 189, 190, 72), "aarch64": (5, 6, 7, 25)}[machine] == \
+        (nr["setxattr"], nr["lsetxattr"], nr["fsetxattr"], nr["fcntl"]) and nr["setxattrat"] == 463
+    for name in ("setxattr", "lsetxattr", "fsetxattr", "setxattrat"):
+        assert run_filter(program, arch, nr[name]) == sandbox.SECCOMP_RET_ERRNO | errno.ENOTSUP, name
+    for command in range(64):  # F_GETLK, F_SETLK, F_SETLKW and their open-file-description forms
+        want = sandbox.SECCOMP_RET_ERRNO | errno.ENOLCK if command in (5, 6, 7, 36, 37, 38) else sandbox.SECCOMP_RET_ALLOW
+        assert run_filter(program, arch, nr["fcntl"], (3, command, 0, 0, 0, 0)) == want, command
     getpid = {"x86_64": 39, "aarch64": 172}[machine]
     for allowed in (getpid, nr["clone"], nr["unshare"]):
         assert run_filter(program, arch, allowed) == sandbox.SECCOMP_RET_ALLOW, allowed

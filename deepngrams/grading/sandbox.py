@@ -270,6 +270,16 @@ REFUSED = ("add_key", "request_key", "keyctl", "memfd_create", "memfd_secret", "
 # it: a socket made there would be of any kind. It fails as if the kernel lacked it, as in Docker's
 # and Android's filters; what uses it (liburing, some event loops) then falls back to system calls.
 ABSENT = ("flock", "io_uring_setup", "io_uring_enter", "io_uring_register")
+# Extended attributes: an access ACL of 8,000 entries on each file of the in-memory folders holds a
+# 128 KiB allocation of the kernel's that neither the folder's size nor its inodes count (a notebook
+# held 6.5 GiB that way). They fail as on a file system without them (ENOTSUP), which copying tools
+# (shutil.copy2) take as "nothing to copy". setxattrat is Linux 6.13's, the same number everywhere.
+UNSUPPORTED = ("setxattr", "lsetxattr", "fsetxattr", "setxattrat")
+# Record locks (fcntl's F_SETLK and the like, lockf): the kernel keeps each lock as a record, with no
+# limit on their number (8.8 million held 1.7 GiB), and a lock, or a test for one, on a file that every
+# sandbox shares would pass bits between sandboxes as flock would. They fail with ENOLCK ("no locks
+# available"); what locks a file (SQLite on disk) then reports it locked.
+LOCK_COMMANDS = (5, 6, 7, 36, 37, 38)  # F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW
 # Sockets: only the kinds whose buffers the watchdog counts (`SocketCensus`): Unix and netlink sockets,
 # and TCP and UDP over IPv4 and IPv6. Another family fails as if this kernel lacked it (EAFNOSUPPORT),
 # another kind of IP socket (SCTP, MPTCP, UDP-Lite, ping) as if it lacked the protocol. socketpair
@@ -283,12 +293,14 @@ AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {
     "x86_64": {"add_key": 248, "request_key": 249, "keyctl": 250, "memfd_create": 319, "memfd_secret": 447,
                "shmget": 29, "semget": 64, "msgget": 68, "setsid": 112, "clone": 56, "unshare": 272, "clone3": 435,
-               "socket": 41, "socketpair": 53, "flock": 73,
-               "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427},
+               "socket": 41, "socketpair": 53, "flock": 73, "fcntl": 72,
+               "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+               "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "setxattrat": 463},
     "aarch64": {"add_key": 217, "request_key": 218, "keyctl": 219, "memfd_create": 279, "memfd_secret": 447,
                 "shmget": 194, "semget": 190, "msgget": 186, "setsid": 157, "clone": 220, "unshare": 97, "clone3": 435,
-                "socket": 198, "socketpair": 199, "flock": 32,
-                "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427},
+                "socket": 198, "socketpair": 199, "flock": 32, "fcntl": 25,
+                "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+                "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "setxattrat": 463},
 }
 X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same audit arch, other numbers
 CLONE_NEWUSER = 0x10000000
@@ -305,7 +317,8 @@ def seccomp_program(machine: str | None = None) -> bytes:
     cannot read, and the C library then falls back to clone, whose flags it can. The syscalls in
     ABSENT fail with ENOSYS too, as if the kernel had none: flock (a lock on a file every sandbox
     shares would let one notebook block or signal another) and io_uring (whose queue makes sockets
-    and does I/O without the system calls this filter checks). A system
+    and does I/O without the system calls this filter checks). Setting extended attributes fails with
+    ENOTSUP (UNSUPPORTED), fcntl's record locks with ENOLCK (LOCK_COMMANDS). A system
     call of another architecture (32-bit x86 on x86_64) kills the process and one of x86_64's
     x32 ABI fails with ENOSYS: their numbers differ, so the checks above would not hold.
     """
@@ -322,15 +335,20 @@ def seccomp_program(machine: str | None = None) -> bytes:
         code.append((BPF_JGE, X32_SYSCALL_BIT, "enosys", None))
     code += [(BPF_JEQ, nr[name], "eperm", None) for name in REFUSED]
     code += [(BPF_JEQ, nr[name], "enosys", None) for name in ABSENT]
+    code += [(BPF_JEQ, nr[name], "enotsup", None) for name in UNSUPPORTED]
     code += [(BPF_JEQ, nr["clone3"], "enosys", None),
              (BPF_JEQ, nr["clone"], "flags", None),
              (BPF_JEQ, nr["unshare"], "flags", None),
+             (BPF_JEQ, nr["fcntl"], "fcntl", None),
              (BPF_JEQ, nr["socket"], "socket", None),
              (BPF_JEQ, nr["socketpair"], "socket", None),
              (BPF_RET, SECCOMP_RET_ALLOW, None, None),
              "flags", (BPF_LD_W_ABS, 16, None, None),  # low half of args[0] (little-endian): the flags
              (BPF_JSET, CLONE_NEWUSER, "eperm", None),
              (BPF_RET, SECCOMP_RET_ALLOW, None, None),
+             "fcntl", (BPF_LD_W_ABS, 24, None, None)]  # low half of args[1]: the command
+    code += [(BPF_JEQ, command, "enolck", None) for command in LOCK_COMMANDS]
+    code += [(BPF_RET, SECCOMP_RET_ALLOW, None, None),
              "socket", (BPF_LD_W_ABS, 16, None, None)]  # args[0]: the family
     code += [(BPF_JEQ, family, "allow", None) for family in SOCKET_FAMILIES]
     code += [(BPF_JEQ, family, "ip", None) for family in IP_FAMILIES]
@@ -345,6 +363,8 @@ def seccomp_program(machine: str | None = None) -> bytes:
              "allow", (BPF_RET, SECCOMP_RET_ALLOW, None, None),
              "eperm", (BPF_RET, SECCOMP_RET_ERRNO | errno.EPERM, None, None),
              "enosys", (BPF_RET, SECCOMP_RET_ERRNO | errno.ENOSYS, None, None),
+             "enotsup", (BPF_RET, SECCOMP_RET_ERRNO | errno.ENOTSUP, None, None),
+             "enolck", (BPF_RET, SECCOMP_RET_ERRNO | errno.ENOLCK, None, None),
              "kill", (BPF_RET, SECCOMP_RET_KILL_PROCESS, None, None)]
     labels, insns = {}, []
     for item in code:
@@ -622,13 +642,13 @@ def _sysctl(name: str, fallback: int) -> int:
         return fallback
 
 
-# Each memory map entry of a process holds kernel memory (its vm_area_struct and a share of the maple
-# tree: about 220 bytes, measured on Linux 6.18) that no size of the process shows, and a process may
-# have vm.max_map_count of them (65,530 by default: about 16 MiB). 400 processes of small resident
-# size could hold 6 GiB that way. Counting them reads /proc/PID/maps, a line per entry, so a sample
+# Each memory map entry of a process holds kernel memory (its vm_area_struct, a share of the maple tree
+# and of its anonymous-memory links: 220 to 370 bytes, measured on Linux 6.18) that no size of the
+# process shows, and a process may have vm.max_map_count of them (65,530 by default: 32 MiB at the 512
+# bytes charged). 300 processes of small resident size could hold 6 GiB that way. Counting them reads /proc/PID/maps, a line per entry, so a sample
 # charges each process with memory the most it may hold, and counts exactly (`_exact`) only when that
 # passes the limit.
-MAP_ENTRY_BYTES = 256
+MAP_ENTRY_BYTES = 512
 MAP_ENTRIES_BOUND = _sysctl("vm/max_map_count", 65530) * MAP_ENTRY_BYTES
 
 
