@@ -335,6 +335,18 @@ def _run_the_flow(base: Path, users: Users) -> dict:
                "sh", str(root / COURSE_ID / "inbound"), linker.pw_name, ASSIGNMENT, str(source_notebook)],
               Path(linker.pw_dir), stdin=nbformat.writes(untouched))
 
+    # Entries that each stopped collect, list or release_feedback for the whole class: one named for the
+    # student whose time does not parse (made by anyone), and of a fourth student's own, newer than their
+    # good one (which also holds 300 small files): one the instructor cannot read, one with an empty
+    # submission_secret.txt, one whose secret is not text, and one without timestamp.txt.
+    flow.step("plant an entry whose time does not parse (another student)", intruder,
+              ["sh", "-c", 'mkdir "$1/$2+$3+not a time+t" && chmod a+rx "$1/$2+$3+not a time+t"', "sh",
+               str(root / COURSE_ID / "inbound"), student.pw_name, ASSIGNMENT], Path(intruder.pw_dir))
+    breaker = users.add("breaker")
+    flow.step("hand in entries nbgrader cannot use (a fourth student)", breaker,
+              ["sh", "-c", BREAKER_ENTRIES, "sh", str(root / COURSE_ID / "inbound"), breaker.pw_name, ASSIGNMENT],
+              Path(breaker.pw_dir), stdin=nbformat.writes(untouched))
+
     probes = {}
     if flow.failed is None:
         inbound = root / COURSE_ID / "inbound"
@@ -344,7 +356,7 @@ def _run_the_flow(base: Path, users: Users) -> dict:
             "change the released assignment": users.run(
                 student, ["touch", str(root / COURSE_ID / "outbound" / ASSIGNMENT / "extra.py")], work),
             "inbound": sorted(p.name for p in inbound.iterdir() if p.name.startswith(f"{student.pw_name}+")
-                              and not p.name.endswith(("+x", "+y"))),
+                              and not p.name.endswith(("+x", "+y", "+t"))),
         }
 
     flow.nbgrader(instructor, "collect", ASSIGNMENT, cwd=course, env=teaching)
@@ -356,7 +368,26 @@ def _run_the_flow(base: Path, users: Users) -> dict:
     if flow.failed is None:
         probes["list the feedback"] = users.run(student, ["ls", str(root / COURSE_ID / "feedback")], work)
     return {"flow": flow, "root": root, "course": course, "work": work, "instructor": instructor,
-            "student": student, "linker": linker, "probes": probes}
+            "student": student, "linker": linker, "breaker": breaker, "probes": probes}
+
+
+# A student's five entries made by hand ($1 the inbound, $2 the student, $3 the assignment), each with
+# the notebook (standard input), a timestamp and a secret: the oldest with 300 small files beside them,
+# then one closed to others, one with an empty secret, one whose secret is not text, one without timestamp.
+BREAKER_ENTRIES = r"""
+set -e
+cd "$1" && cat > "$HOME/nb"
+for t in 01 02 03 04 05; do
+  e="$2+$3+2026-$t-01 00:00:00.000000 UTC+b$t"
+  mkdir "$e" && cp "$HOME/nb" "$e/$3.ipynb" && echo "2026-$t-01 00:00:00.000000 UTC" > "$e/timestamp.txt"
+  echo abcdef01 > "$e/submission_secret.txt" && chmod -R a+rX "$e"
+done
+for i in $(seq 300); do : > "$2+$3+2026-01-01 00:00:00.000000 UTC+b01/f$i"; done
+chmod 700 "$2+$3+2026-02-01 00:00:00.000000 UTC+b02"
+: > "$2+$3+2026-03-01 00:00:00.000000 UTC+b03/submission_secret.txt"
+printf '\377\376' > "$2+$3+2026-04-01 00:00:00.000000 UTC+b04/submission_secret.txt"
+rm "$2+$3+2026-05-01 00:00:00.000000 UTC+b05/timestamp.txt"
+"""
 
 
 # What JupyterLab's Assignments panel asks the server for (nbgrader's own handler code), in the
@@ -421,7 +452,8 @@ def test_collect_takes_only_what_each_student_handed_in_themselves(course):
     files are (not a link to the instructor's files, a pipe or a folder); and the collect says so."""
     collected = course["flow"].result("nbgrader collect")
     submitted = course["course"] / "submitted"
-    assert sorted(p.name for p in submitted.iterdir()) == sorted([course["student"].pw_name, course["linker"].pw_name])
+    assert sorted(p.name for p in submitted.iterdir()) == sorted(
+        [course["student"].pw_name, course["linker"].pw_name, course["breaker"].pw_name])
     linked = submitted / course["linker"].pw_name / ASSIGNMENT
     assert sorted(p.name for p in linked.iterdir()) == [f"{ASSIGNMENT}.ipynb", "submission_secret.txt",
                                                         "timestamp.txt"]
@@ -433,9 +465,17 @@ def test_collect_takes_only_what_each_student_handed_in_themselves(course):
     solved = release.sample_submissions(release.read(release.RELEASE_NB))["alice_solved"]
     assert [c.source for c in handed_in.cells] == [c.source for c in solved.cells]
     said = collected.stdout + collected.stderr
-    assert said.count("Not collected:") == 7 and "ghost" in said and "no submission_secret.txt" in said, said[-3000:]
-    for name in ("answers.ipynb", "pipe.ipynb", "more"):
-        assert f"Not collected: {name!r}" in said, said[-3000:]
+    assert said.count("Not collected:") == 5 + 6 and "ghost" in said, said[-4000:]
+    assert said.count("submission_secret.txt is missing, empty or not a short text") == 3, said[-4000:]
+    assert "Not collected: 3 other file(s)" in said
+    assert all(repr(name) in said for name in ("answers.ipynb", "pipe.ipynb", "more"))
+    # An entry nbgrader could not use is left in the inbound, named, and the student's good one collected.
+    broken = submitted / course["breaker"].pw_name / ASSIGNMENT
+    assert sorted(p.name for p in broken.iterdir()) == [f"{ASSIGNMENT}.ipynb", "submission_secret.txt", "timestamp.txt"]
+    assert "2026-01-01" in (broken / "timestamp.txt").read_text()
+    for why in ("not a time+t", "Not collected: 300 other file(s)", "cannot be read",
+                "timestamp.txt is missing or not a time"):
+        assert why in said, (why, said[-4000:])
 
 
 def test_autograde_gives_the_solved_notebook_full_marks(course):

@@ -16,6 +16,7 @@ nbgrader's own default (`DEFAULT_ROOT`).
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
 import os
 import shlex
@@ -145,17 +146,26 @@ def collect_class():
     student it names, warns ("cheating attempt?") and collects it all the same, so it replaces the
     other student's work. Here such an entry is never collected: with `check_owner` on (nbgrader's
     default), each student's newest entry among those they own is, and the others are named in a
-    warning, as is an entry without the submission_secret.txt nbgrader's submit writes (a hand-made
-    one: release_feedback would fail on it for every student). Turn `ExchangeCollect.check_owner` off
-    only where students hand in under ids that are not their user names (then entries are taken
-    whoever made them, as nbgrader does)."""
+    warning, as is an entry nbgrader could not use: one the instructor cannot read, or without a
+    short submission_secret.txt and a timestamp.txt holding a time, which nbgrader's submit writes (a
+    hand-made one: release_feedback and list would fail on it for every student), or whose name holds
+    no time (collect itself would stop). Of an entry, only what submit writes is copied (`do_copy`).
+    Turn `ExchangeCollect.check_owner` off only where students hand in under ids that are not their
+    user names (then entries are taken whoever made them, as nbgrader does)."""
     import pwd
 
     from nbgrader.exchange.default.collect import ExchangeCollect
 
     class CollectOwnSubmissions(ExchangeCollect):
         def _path_to_record(self, path):
-            record = super()._path_to_record(path)
+            name = os.path.basename(path)
+            try:
+                record = super()._path_to_record(path)
+            except Exception as e:  # noqa: BLE001 - nbgrader's reading of a name anyone may write
+                self.log.warning("Not collected: %s (its name is not nbgrader's student+assignment+time+random: %s)",
+                                 ascii(name), ascii(str(e)[:200]))
+                return {"username": name.rsplit("+", 3)[0], "filename": name, "timestamp": datetime.datetime.min,
+                        "handed_in_by_them": False}
             try:
                 info = os.lstat(path)  # a link's own owner: whoever made it, not what it names
                 owner = pwd.getpwuid(info.st_uid).pw_name
@@ -168,36 +178,42 @@ def collect_class():
                 self.log.warning("Not collected: %s names the student %s but was not handed in by that user "
                                  "(it is another user's, or a link)", ascii(record["filename"]),
                                  ascii(record["username"]))
-            elif not _is_plain_file(os.path.join(path, "submission_secret.txt")):  # nbgrader's submit writes it
+            elif problem := _entry_problem(path):
                 record["handed_in_by_them"] = False
-                self.log.warning("Not collected: %s has no submission_secret.txt, which nbgrader's submit writes "
-                                 "(without it release_feedback would fail for every student): hand it in again "
-                                 "with nbgrader submit", ascii(record["filename"]))
+                self.log.warning("Not collected: %s: %s (release_feedback would fail on it for every student): "
+                                 "hand it in again with nbgrader submit", ascii(record["filename"]), problem)
             return record
 
         def _sort_by_timestamp(self, records):
             own = [r for r in records if r["handed_in_by_them"]]
-            return super()._sort_by_timestamp(own or records)  # none of their own: dropped in copy_files
+            return super()._sort_by_timestamp(own) if own else records  # none of their own: dropped in copy_files
 
         def copy_files(self):
             self.src_records = [r for r in self.src_records if r["handed_in_by_them"]]
             super().copy_files()
 
         def do_copy(self, src, dest, log=None):
-            """The entry's plain files, each opened without following a link and refused unless it is
-            a regular file: collect runs as the instructor, so a link would hand in any file the
-            instructor may read (another student's work, the course's source), and a pipe could be
-            read forever. Folders, links and special files are left out and named; the grader reads
-            only the notebook and nbgrader's timestamp, which lie at the top of the entry."""
-            from nbgrader.utils import ignore_patterns
+            """Of the entry, the files nbgrader's submit writes: the assignment's notebooks (the names
+            in the course's source) and SUBMISSION_FILES, each opened without following a link and
+            refused unless it is a regular file: collect runs as the instructor, so a link would hand in
+            any file the instructor may read (another student's work, the course's source), and a pipe
+            could be read forever. Anything else is left out and named: the grader reads nothing else,
+            and 100,000 small files would make nbgrader's autograde of the class take hours."""
             coursedir = self.coursedir
-            chosen = ignore_patterns(exclude=coursedir.ignore, include=coursedir.include)
+            source = Path(coursedir.format_path(coursedir.source_directory, ".", coursedir.assignment_id))
+            notebooks = {p.name for p in source.glob("*.ipynb")}
             room, most = coursedir.max_dir_size * 1000, coursedir.max_file_size * 1000  # nbgrader's kB
-            folder = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:  # read before (_entry_problem), but its owner may have closed it since: theirs alone is lost
+                folder = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError as e:
+                self.log.warning("Not collected: %s (it cannot be read: %s)", ascii(os.path.basename(src)), e.strerror)
+                return
             try:
                 names = os.listdir(folder)
                 os.makedirs(dest)
-                for name in sorted(set(names) - set(chosen(src, names))):
+                wanted = {n for n in names if n in SUBMISSION_FILES or n in notebooks
+                          or (not notebooks and n.endswith(".ipynb"))}
+                for name in sorted(wanted):
                     limit = min(most, room)
                     size = _copy_plain_file(folder, name, Path(dest) / name, limit)
                     if size is None:
@@ -205,6 +221,10 @@ def collect_class():
                                          ascii(name), ascii(os.path.basename(src)), limit)
                     else:
                         room -= size
+                if others := sorted(set(names) - wanted):
+                    self.log.warning("Not collected: %d other file(s) in %s, such as %s (the grader reads only %s)",
+                                     len(others), ascii(os.path.basename(src)), ", ".join(map(ascii, others[:5])),
+                                     ", ".join(sorted(notebooks) + list(SUBMISSION_FILES)))
             finally:
                 os.close(folder)
             if coursedir.groupshared:  # as nbgrader's own copy leaves a shared course
@@ -215,12 +235,47 @@ def collect_class():
     return CollectOwnSubmissions
 
 
-def _is_plain_file(path: str) -> bool:
-    """Whether `path` is a regular file itself, not a link to one."""
+SMALL_FILE_BYTES = 1024  # submission_secret.txt and timestamp.txt, as nbgrader's submit writes them: 129 and 30
+
+
+def _entry_problem(path: str) -> str | None:
+    """Why an entry that collect would take is of no use to nbgrader, or None: it must be a folder the
+    instructor can read, holding the submission_secret.txt and timestamp.txt that nbgrader's submit
+    writes (release_feedback and list read both, and stop for every student at one they cannot use)."""
+    from nbgrader.utils import parse_utc
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror})"
+    try:
+        secret = _small_text(folder, "submission_secret.txt")
+        if not secret or not secret.strip():
+            return "its submission_secret.txt is missing, empty or not a short text"
+        try:
+            parse_utc((_small_text(folder, "timestamp.txt") or "").strip())
+        except (ValueError, OverflowError, TypeError):
+            return "its timestamp.txt is missing or not a time"
+    finally:
+        os.close(folder)
+    return None
+
+
+def _small_text(folder: int, name: str) -> str | None:
+    """The ASCII text of the regular file `name` of the open `folder` (never through a link, never
+    waiting on a pipe), or None where it is missing, not a regular file, over SMALL_FILE_BYTES or not text."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
     except OSError:
-        return False
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, SMALL_FILE_BYTES + 1)
+        return data.decode("ascii") if len(data) <= SMALL_FILE_BYTES else None
+    except (OSError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _copy_plain_file(folder: int, name: str, dest: Path, limit: int) -> int | None:
