@@ -180,7 +180,7 @@ def collect_class():
                                  ascii(record["username"]))
             elif problem := _entry_problem(path):
                 record["handed_in_by_them"] = False
-                self.log.warning("Not collected: %s: %s (release_feedback would fail on it for every student): "
+                self.log.warning("Not collected: %s: %s (nbgrader would stop on it for every student): "
                                  "hand it in again with nbgrader submit", ascii(record["filename"]), problem)
             return record
 
@@ -260,16 +260,28 @@ def _entry_problem(path: str) -> str | None:
     return None
 
 
-def _small_text(folder: int, name: str) -> str | None:
-    """The ASCII text of the regular file `name` of the open `folder` (never through a link, never
-    waiting on a pipe), or None where it is missing, not a regular file, over SMALL_FILE_BYTES or not text."""
+def _open_plain_file(folder: int, name: str) -> int | None:
+    """A descriptor of `name` of the open `folder` if it is a regular file, opened never through a link
+    and never waiting on a pipe; None where it is missing or anything else."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _small_text(folder: int, name: str) -> str | None:
+    """The ASCII text of the regular file `name` of the open `folder` (`_open_plain_file`), or None where
+    it is missing, not a regular file, over SMALL_FILE_BYTES or not text."""
+    if (fd := _open_plain_file(folder, name)) is None:
+        return None
+    try:
         data = os.read(fd, SMALL_FILE_BYTES + 1)
         return data.decode("ascii") if len(data) <= SMALL_FILE_BYTES else None
     except (OSError, UnicodeDecodeError):
@@ -279,16 +291,12 @@ def _small_text(folder: int, name: str) -> str | None:
 
 
 def _copy_plain_file(folder: int, name: str, dest: Path, limit: int) -> int | None:
-    """Copy `name` of the open `folder` to `dest` if it is a regular file of at most `limit` bytes (never
-    through a link, never waiting on a pipe); returns its size, or None, with nothing left, if it is not."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
-    except OSError:
+    """Copy `name` of the open `folder` to `dest` if it is a regular file of at most `limit` bytes
+    (`_open_plain_file`); returns its size, or None, with nothing left, if it is not."""
+    if (fd := _open_plain_file(folder, name)) is None:
         return None
     size = 0
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         with open(dest, "xb") as out:
             while chunk := os.read(fd, 1 << 20):
                 size += len(chunk)

@@ -38,11 +38,10 @@ factory gives no kernel, the harness starts one in the sandbox as usual.
 Limits: wall time (the whole sandbox is killed), time per cell (the kernel is interrupted),
 CPU time, memory (the resident memory, page tables and map entries of all the sandbox's
 processes, the files of its in-memory folders and the buffers of its sockets together, watched
-from outside (with a factory, the forked kernel and the pages it shares with the factory, counted once; the sockets through a
-sock_diag socket the harness makes in the sandbox's network namespace, `SocketCensus`), and the
-size of each process: its address
-space as root, its data segment without root), processes, open files, file size. Each hit
-becomes a reason.
+from outside (with a factory, the forked kernel and the pages it shares with the factory, counted
+once; the sockets through a sock_diag socket the harness makes in the sandbox's network
+namespace, `SocketCensus`), and the size of each process: its address space as root, its data
+segment without root), processes, open files, file size. Each hit becomes a reason.
 
 The process limit (RLIMIT_NPROC) counts the processes of a user id. As root that is the
 sandbox's own user. Without root every sandbox runs as the grader's user, so the limit is set
@@ -612,26 +611,32 @@ def _children(pid: int) -> list[int] | None:
     return found
 
 
-def _resident(pid: int) -> int:
-    """Resident memory and page tables of one process in bytes (0 once it has ended, or for a zombie).
+def _memory_status(pid: int) -> tuple[int, int]:
+    """Resident memory and page tables of one process in bytes (0 and 0 once it has ended, or for a
+    zombie), from one read of /proc/PID/status, which is readable for every process, a rootless
+    kernel (not dumpable) included.
 
     Page tables are the kernel's, in no resident size: a process that maps one shared page every
-    2 MiB of its address space holds a page of them for each while its resident size stays one page.
-    /proc/PID/status is readable for every process, a rootless kernel (not dumpable) included."""
+    2 MiB of its address space holds a page of them for each while its resident size stays one page."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             status = f.read()
     except OSError:
-        return 0
-    total = 0
+        return 0, 0
+    found = []
     for label in (b"\nVmRSS:", b"\nVmPTE:"):  # in kB; absent where the process has no memory left
         at = status.find(label)
-        if at >= 0:
-            try:
-                total += int(status[at + len(label):status.index(b"\n", at + 1)].split()[0]) * 1024
-            except (ValueError, IndexError):
-                pass
-    return total
+        try:
+            kib = int(status[at + len(label):status.index(b"\n", at + 1)].split()[0]) if at >= 0 else 0
+        except (ValueError, IndexError):
+            kib = 0
+        found.append(kib * 1024)
+    return found[0], found[1]
+
+
+def _resident(pid: int) -> int:
+    """Resident memory and page tables of one process in bytes (`_memory_status`)."""
+    return sum(_memory_status(pid))
 
 
 def _sysctl(name: str, fallback: int) -> int:
@@ -645,9 +650,9 @@ def _sysctl(name: str, fallback: int) -> int:
 # Each memory map entry of a process holds kernel memory (its vm_area_struct, a share of the maple tree
 # and of its anonymous-memory links: 220 to 370 bytes, measured on Linux 6.18) that no size of the
 # process shows, and a process may have vm.max_map_count of them (65,530 by default: 32 MiB at the 512
-# bytes charged). 300 processes of small resident size could hold 6 GiB that way. Counting them reads /proc/PID/maps, a line per entry, so a sample
-# charges each process with memory the most it may hold, and counts exactly (`_exact`) only when that
-# passes the limit.
+# bytes charged). 300 processes of small resident size could hold 6 GiB that way. Counting them reads
+# /proc/PID/maps, a line per entry, so a sample charges each process with memory the most it may hold,
+# and counts exactly (`_exact`) only when that passes the limit.
 MAP_ENTRY_BYTES = 512
 MAP_ENTRIES_BOUND = _sysctl("vm/max_map_count", 65530) * MAP_ENTRY_BYTES
 
@@ -781,15 +786,15 @@ def _exact(pids: list[int]) -> int:
     """
     total = 0
     for pid in pids:
-        if not (cheap := _resident(pid)):
+        resident, tables = _memory_status(pid)
+        if not resident + tables:
             continue  # ended, or a zombie
         try:
-            total += _proc_number(pid, "smaps_rollup", b"Pss:") * 1024 + _proc_number(pid, "status", b"VmPTE:") * 1024
-            total += _map_entries(pid) * MAP_ENTRY_BYTES
+            total += _proc_number(pid, "smaps_rollup", b"Pss:") * 1024 + tables + _map_entries(pid) * MAP_ENTRY_BYTES
         except (OSError, ValueError, IndexError):
             # A process may make itself unreadable (not dumpable, where the grader lacks the
             # capability over its memory): the most it may hold counts, never nothing.
-            total += cheap + MAP_ENTRIES_BOUND
+            total += resident + tables + MAP_ENTRIES_BOUND
     return total
 
 
@@ -966,8 +971,8 @@ def _run(job: dict, scratch: Path, uid: int, limits: Limits, sandboxed: bool, bu
     # address-space limit, could together take far more. Cgroups would count it exactly but
     # are not delegated to the grader, so a watchdog samples the processes' resident memory and page
     # tables (summed; near the limit, recounted with each shared page once and their map entries), the
-    # files of its in-memory folders (_scratch_usage) and the buffers of its sockets (SocketCensus), and stops
-    # the sandbox.
+    # files of its in-memory folders (_scratch_usage) and the buffers of its sockets (SocketCensus), and
+    # stops the sandbox.
     memory_cap = limits.memory_gib * 2**30
     scratch_bytes = int(limits.scratch_mib * 2**20)
     stopped_at: list[int] = []  # the total (bytes) that stopped the sandbox
