@@ -1,7 +1,11 @@
 """`deepngrams grade` on the bundled samples: scores, resume, the report, and a gradebook never half-written."""
 import csv
+import os
 import pickle
+import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -9,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbgrader.api import Gradebook
+from nbgrader.utils import notebook_hash
 
 from deepngrams.course import release
 from deepngrams.grading import sandbox
@@ -26,7 +31,6 @@ def course():
     course = release.scratch_course(Path(tempfile.mkdtemp(prefix="test-grade-", dir=release.ROOT / ".cache")))
     for student in ("alice_solved", "bob_untouched", "carol_partial"):
         shutil.copytree(release.SUBMITTED / student, course / "submitted" / student)
-    (course / "submitted" / "carol_partial" / release.ASSIGNMENT / "timestamp.txt").write_text(HANDED_IN_AT + " UTC")
     leaking = nbformat.read(str(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb"), 4)
     at = next(i for i, c in enumerate(leaking.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "line_to_tensor")
     leaking.cells.insert(at + 1, nbformat.v4.new_code_cell(RECORD_INPUTS))
@@ -37,6 +41,9 @@ def course():
     renamed.mkdir(parents=True)
     shutil.copy(release.SUBMITTED / "alice_solved" / release.ASSIGNMENT / "deep_ngrams.ipynb",
                 renamed / "deep_ngrams (1).ipynb")
+    for student, secret in SUBMISSION_SECRETS.items():  # as nbgrader's collect leaves them, from submit
+        (course / "submitted" / student / release.ASSIGNMENT / "timestamp.txt").write_text(HANDED_IN_AT + " UTC")
+        (course / "submitted" / student / release.ASSIGNMENT / "submission_secret.txt").write_bytes(secret)
     with pytest.MonkeyPatch.context() as patch:  # what the client hands to Dask, as the workers get it
         client_for = engine.client_for
 
@@ -67,6 +74,10 @@ def course():
 
 SENT: list = []  # (function, its arguments but futures, all pickled) of each task the batch handed to Dask
 HANDED_IN_AT = "2026-11-30 09:15:00.250000"  # carol's timestamp.txt, as nbgrader's submit writes it
+# What nbgrader's submit writes (carol), one for a notebook that cannot be graded (dora), and one that is
+# not text (leo): release_feedback would stop for everyone at it.
+SUBMISSION_SECRETS = {"carol_partial": secrets.token_hex(64).encode(), "dora_renamed": secrets.token_hex(64).encode(),
+                      "leo_prints_inputs": b"\xff\xfe\x00 not text"}
 RESULTS: dict = {}  # student -> what the worker's result held: its keys, and the grades it recorded
 RECORD_INPUTS = """
 _seen, _line_to_tensor = [], line_to_tensor
@@ -142,6 +153,38 @@ def test_report_csv_feedback_and_gradebook(course):
     # private copies are cleaned up; the course's grading key and its set-up record stay
     assert sorted(p.name for p in (path / ".grading").iterdir()) == ["hidden-cases.key", "recorded-source.sha256",
                                                                     "setup.lock"]
+
+
+def test_nbgrader_releases_the_feedback_of_a_batch_where_each_student_fetches_it(course, tmp_path):
+    """nbgrader's release_feedback reads timestamp.txt and submission_secret.txt beside each feedback page
+    and files the page under a hash of the secret, which the student's fetch_feedback computes again: the
+    batch keeps both as handed in, for a notebook it could not grade too, and replaces a secret that is
+    not text (release_feedback would stop at it for the whole class, and no one could fetch it)."""
+    path, first = course
+    students = sorted(SUBMISSION_SECRETS)
+    for student in students:  # alice and bob handed in without nbgrader's submit: release_feedback stops there
+        done = subprocess.run([sys.executable, "-m", "nbgrader", "release_feedback", release.ASSIGNMENT,
+                               "--course=deep-ngrams", f"--Exchange.root={tmp_path}", f"--student={student}"],
+                              cwd=path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "Feedback released" in done.stderr, done.stderr[-2000:]
+    released = {p.name: p.read_bytes() for p in (tmp_path / "deep-ngrams" / "feedback").iterdir()}
+    assert len(released) == len(students)
+    for student in students:
+        feedback = path / "feedback" / student / release.ASSIGNMENT
+        assert (feedback / "timestamp.txt").read_text().startswith(HANDED_IN_AT)
+        secret = (feedback / "submission_secret.txt").read_bytes()
+        assert secret == (path / "autograded" / student / release.ASSIGNMENT / "submission_secret.txt").read_bytes()
+        name = notebook_hash(secret=secret.decode(), notebook_id=release.ASSIGNMENT) + ".html"
+        assert released[name] == (feedback / f"{release.ASSIGNMENT}.html").read_bytes(), student
+    for student in ("carol_partial", "dora_renamed"):  # what fetch_feedback finds with the student's own secret
+        name = notebook_hash(secret=SUBMISSION_SECRETS[student].decode(), notebook_id=release.ASSIGNMENT) + ".html"
+        assert name in released, student
+    assert b"rename it" in released[notebook_hash(secret=SUBMISSION_SECRETS["dora_renamed"].decode(),
+                                                  notebook_id=release.ASSIGNMENT) + ".html"]
+    leo = (path / "feedback" / "leo_prints_inputs" / release.ASSIGNMENT / "submission_secret.txt").read_bytes()
+    assert leo != SUBMISSION_SECRETS["leo_prints_inputs"] and len(leo) == 128 and leo.isascii()
+    assert any("submission_secret.txt" in note and "replaced" in note for note in first["leo_prints_inputs"].notes)
+    assert not any("submission_secret" in note for note in first["carol_partial"].notes)
 
 
 def test_a_second_run_skips_graded_work_until_a_submission_changes(course):

@@ -6,6 +6,8 @@ and the report are checked one function at a time.
 import csv
 import json
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -197,6 +199,68 @@ def test_only_the_assignments_notebook_and_timestamp_are_read(tmp_path, monkeypa
     assert sorted(read) == ["deep_ngrams.ipynb", "deep_ngrams.ipynb", "timestamp.txt", "timestamp.txt"]
 
 
+NOT_GRADABLE = b"{ not json"
+USABLE_SECRETS = [secrets.token_hex(64).encode(), b"written by hand\n", b"x" * 1024, b"\x01\x02 ascii controls"]
+
+
+@pytest.mark.parametrize("notebook", [b"", NOT_GRADABLE], ids=["graded", "refused"])
+@pytest.mark.parametrize("secret", USABLE_SECRETS, ids=["submit", "newline", "longest", "controls"])
+def test_the_secret_nbgrader_submit_wrote_goes_along_byte_for_byte(tmp_path, secret, notebook):
+    """nbgrader's release_feedback files the feedback under a hash of submission_secret.txt, which the
+    student's fetch_feedback computes from their own copy: the graded and feedback folders need it as
+    handed in, for a notebook that cannot be graded too (its page says why)."""
+    folder = _folder(tmp_path)
+    (folder / "deep_ngrams.ipynb").write_bytes(notebook or json.dumps(
+        {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}).encode())
+    (folder / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
+    (folder / "submission_secret.txt").write_bytes(secret)
+    files, reason, notes, _ = submission.handed_in_files(tmp_path, "student", [])
+    assert files["submission_secret.txt"] == secret and not any("secret" in n for n in notes)
+    assert files["timestamp.txt"] == b"2026-12-01 10:00:00.000000 UTC"
+    assert ("deep_ngrams.ipynb" in files) == (notebook != NOT_GRADABLE) and bool(reason) == (notebook == NOT_GRADABLE)
+
+
+def _unusable_secret(kind: str, path: Path) -> None:
+    if kind == "link":
+        (path.parent / "elsewhere").write_text("a usable secret, but behind a link")
+        path.symlink_to(path.parent / "elsewhere")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "pipe":
+        os.mkfifo(path)
+    else:
+        path.write_bytes({"empty": b"", "blank": b" \n\t", "binary": b"\xff\xfe\x00", "utf8": "clé".encode(),
+                          "too long": b"x" * 1025}[kind])
+
+
+UNUSABLE = ["empty", "blank", "binary", "utf8", "too long", "link", "folder", "pipe"]
+
+
+@pytest.mark.parametrize("notebook", [b"", NOT_GRADABLE], ids=["graded", "refused"])
+@pytest.mark.parametrize("kind", UNUSABLE)
+def test_a_secret_release_feedback_could_not_use_is_replaced_and_noted(tmp_path, kind, notebook):
+    """release_feedback stops for the whole class at a secret it cannot read as text: such a secret is
+    replaced by a new one, as submit writes them (that student's feedback is then released where no
+    one fetches it), and the note says so; nothing behind a link or a pipe is read."""
+    folder = _folder(tmp_path)
+    (folder / "deep_ngrams.ipynb").write_bytes(notebook or json.dumps(
+        {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}).encode())
+    _unusable_secret(kind, folder / "submission_secret.txt")
+    files, _, notes, _ = submission.handed_in_files(tmp_path, "student", [])
+    new = files["submission_secret.txt"]
+    assert len(new) == 128 and re.fullmatch(rb"[0-9a-f]+", new)
+    assert new != submission.handed_in_files(tmp_path, "student", [])[0]["submission_secret.txt"]  # drawn anew
+    assert [n for n in notes if "submission_secret.txt" in n and "replaced" in n], notes
+
+
+def test_no_secret_handed_in_adds_none(tmp_path):
+    """Submissions made without nbgrader's submit (a zip collected by hand, the samples) have none."""
+    folder = _folder(tmp_path)
+    shutil.copy(release.SUBMITTED / "alice_solved" / config.ASSIGNMENT / "deep_ngrams.ipynb", folder)
+    files, reason, notes, _ = submission.handed_in_files(tmp_path, "student", [])
+    assert list(files) == ["deep_ngrams.ipynb"] and reason == "" and not any("secret" in n for n in notes)
+
+
 def test_a_broken_notebook_beside_the_assignments_costs_nothing(tmp_path):
     folder = _folder(tmp_path)
     shutil.copy(release.SUBMITTED / "alice_solved" / config.ASSIGNMENT / "deep_ngrams.ipynb", folder)
@@ -235,6 +299,8 @@ def test_the_fingerprint_tells_apart_every_change_grading_could_see(tmp_path):
     notebook.write_bytes(b"{ }")
     now()
     (folder / "timestamp.txt").write_bytes(b"{ }")  # the same bytes, in another file
+    now()
+    (folder / "submission_secret.txt").write_bytes(b"{ }")  # and in a third
     now()
     notebook.unlink()
     notebook.symlink_to(folder / "other.ipynb")  # read as the reason it is refused

@@ -352,6 +352,24 @@ def test_only_the_notebooks_and_plain_submission_files_stay_in_the_graded_folder
     assert sorted(removed) == ["evil.html", "leak.json", "notes.md", "sub/evil.svg", "submission_secret.txt"]
 
 
+@pytest.mark.parametrize("secret", [b"", b" \n", b"\xff\xfe", "clé".encode(), b"x" * 1025])
+def test_plain_nbgrader_replaces_a_secret_release_feedback_could_not_use(tmp_path, secret):
+    """The door's first step, as the batch does (submission.submitted_with): release_feedback would stop
+    at such a secret for the whole class."""
+    (tmp_path / "submission_secret.txt").write_bytes(secret)
+    assert nbgrader_steps.replace_unusable_secret(tmp_path)
+    new = (tmp_path / "submission_secret.txt").read_bytes()
+    assert new != secret and re.fullmatch(rb"[0-9a-f]{128}", new)
+
+
+@pytest.mark.parametrize("secret", [b"0123456789abcdef", b"by hand\n", b"x" * 1024])
+def test_plain_nbgrader_keeps_a_secret_release_feedback_can_use(tmp_path, secret):
+    (tmp_path / "submission_secret.txt").write_bytes(secret)
+    assert not nbgrader_steps.replace_unusable_secret(tmp_path)
+    assert (tmp_path / "submission_secret.txt").read_bytes() == secret
+    assert not nbgrader_steps.replace_unusable_secret(tmp_path / "none here")
+
+
 def test_a_notebook_that_holds_the_hidden_tests_is_the_sources_and_is_refused():
     """The source notebook (through a link that nbgrader followed) carries nbgrader's hidden-test markers
     in code; the release and a student's notebook never do, though a student may write of them in markdown."""

@@ -19,6 +19,7 @@ import argparse
 import datetime
 import glob
 import os
+import secrets
 import shlex
 import stat
 import sys
@@ -30,6 +31,19 @@ MODE = 0o1777  # everyone writes, no one removes another's entries: as /tmp
 # What nbgrader's submit writes beside the notebooks: the submission's time (late penalties) and the
 # secret release_feedback files the student's feedback under. Without them release_feedback fails.
 SUBMISSION_FILES = ("timestamp.txt", "submission_secret.txt")
+SECRET = "submission_secret.txt"
+SMALL_FILE_BYTES = 1024  # submission_secret.txt and timestamp.txt, as nbgrader's submit writes them: 128 and 30
+
+
+def usable_secret(data: bytes) -> bool:
+    """Whether nbgrader's release_feedback (which stops for the whole class at a secret it cannot read)
+    and the student's fetch_feedback can both use a submission_secret.txt: short ASCII text, not blank."""
+    return 0 < len(data) <= SMALL_FILE_BYTES and data.isascii() and bool(data.strip())
+
+
+def new_secret() -> bytes:
+    """A submission_secret.txt as nbgrader's submit writes it."""
+    return secrets.token_hex(64).encode()
 
 
 def configured_root() -> Path:
@@ -235,8 +249,6 @@ def collect_class():
     return CollectOwnSubmissions
 
 
-SMALL_FILE_BYTES = 1024  # submission_secret.txt and timestamp.txt, as nbgrader's submit writes them: 129 and 30
-
 
 def _entry_problem(path: str) -> str | None:
     """Why an entry that collect would take is of no use to nbgrader, or None: it must be a folder the
@@ -248,8 +260,8 @@ def _entry_problem(path: str) -> str | None:
     except OSError as e:
         return f"it cannot be read ({e.strerror})"
     try:
-        secret = _small_text(folder, "submission_secret.txt")
-        if not secret or not secret.strip():
+        secret = _small_text(folder, SECRET)
+        if secret is None or not usable_secret(secret.encode()):
             return "its submission_secret.txt is missing, empty or not a short text"
         try:
             parse_utc((_small_text(folder, "timestamp.txt") or "").strip())

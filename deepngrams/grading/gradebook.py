@@ -55,9 +55,9 @@ def _stage(course: Path, report: dict, kind: str) -> Path:
     fresh = Path(tempfile.mkdtemp(prefix=".new-", dir=course / kind))
     if src.is_dir():
         shutil.copytree(src, fresh, dirs_exist_ok=True, symlinks=True)
-    elif kind == "feedback":  # nothing nbgrader could grade: the feedback is the reason
-        page = fresh / ASSIGNMENT / f"{ASSIGNMENT}.html"
-        page.parent.mkdir()
+    page = fresh / ASSIGNMENT / f"{ASSIGNMENT}.html"
+    if kind == "feedback" and not page.is_file():  # nothing nbgrader could grade: the feedback is the reason
+        page.parent.mkdir(exist_ok=True)
         page.write_text(NOT_GRADED_PAGE.format(student=html.escape(report["student"]),
                                                reason=html.escape(report["reason"] or "not graded")))
     if kind == "feedback":

@@ -113,10 +113,26 @@ def only_handed_in_files(handed_in: Path, graded: Path) -> list[str]:
     return removed
 
 
+def replace_unusable_secret(graded: Path) -> bool:
+    """Replace the graded folder's submission_secret.txt by a new one where nbgrader's release_feedback
+    could not use it (`usable_secret`: it would stop there for the whole class); whether it did."""
+    from deepngrams.course.exchange import SECRET, SMALL_FILE_BYTES, new_secret, usable_secret
+    path = graded / SECRET
+    if not path.is_file() or path.is_symlink():
+        return False
+    with path.open("rb") as f:
+        if usable_secret(f.read(SMALL_FILE_BYTES + 1)):
+            return False
+    path.unlink()
+    path.write_bytes(new_secret())
+    return True
+
+
 class OnlyTheStudentsNotebook(NbGraderPreprocessor):
     """First of the sanitizing steps: a notebook that holds the course's hidden tests is refused
-    (`holds_hidden_tests`), and only the notebooks and nbgrader's submission files stay in the graded
-    folder (`only_handed_in_files`)."""
+    (`holds_hidden_tests`), only the notebooks and nbgrader's submission files stay in the graded
+    folder (`only_handed_in_files`), and a secret release_feedback could not use is replaced
+    (`replace_unusable_secret`)."""
 
     def preprocess(self, nb, resources):
         from nbgrader.coursedir import CourseDirectory
@@ -129,6 +145,9 @@ class OnlyTheStudentsNotebook(NbGraderPreprocessor):
         if graded.is_dir():
             for name in only_handed_in_files(handed_in, graded):
                 self.log.warning("%r handed in beside the notebook: not copied for grading", name)
+            if replace_unusable_secret(graded):
+                self.log.warning("submission_secret.txt is not the short text nbgrader's submit writes: replaced, "
+                                 "so this feedback cannot be fetched with nbgrader")
         return nb, resources
 
 

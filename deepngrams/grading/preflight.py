@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, MAX_CELLS, MAX_HANDED_IN_BYTES, MAX_NOTEBOOK_BYTES, MAX_TIMESTAMP_BYTES
+from deepngrams.course.exchange import SECRET, SMALL_FILE_BYTES
 from deepngrams.grading.cells import SOURCE_NOTEBOOK, holds_hidden_tests, nbgrader_meta
 from deepngrams.grading.harmless import harmless_file
 
@@ -39,13 +40,14 @@ TIMESTAMP = "timestamp.txt"  # nbgrader's time of handing in
 
 def read_submission(folder: Path) -> tuple[dict[str, bytes | str], list[str]]:
     """What grading reads of a student's folder, each file read once: the assignment's notebook and
-    nbgrader's timestamp, by name, as bytes or as the reason they could not be read (files that are
-    missing are left out); and the names of the other notebooks, never read (nbgrader grades only the
-    assignment's: a thousand links to one large file cost nothing)."""
+    what nbgrader's submit writes beside it (its timestamp and secret), by name, as bytes or as the
+    reason they could not be read (files that are missing are left out); and the names of the other
+    notebooks, never read (nbgrader grades only the assignment's: a thousand links to one large file
+    cost nothing)."""
     if any(p.is_symlink() for p in (folder.parent, folder)):
         return {NOTEBOOK: "the submission folder is a link: hand in the files themselves"}, []
     found: dict[str, bytes | str] = {}
-    for name, limit in ((NOTEBOOK, MAX_HANDED_IN_BYTES), (TIMESTAMP, MAX_TIMESTAMP_BYTES)):
+    for name, limit in ((NOTEBOOK, MAX_HANDED_IN_BYTES), (TIMESTAMP, MAX_TIMESTAMP_BYTES), (SECRET, SMALL_FILE_BYTES)):
         if os.path.lexists(folder / name):
             try:
                 found[name] = read_handed_in(folder / name, limit)

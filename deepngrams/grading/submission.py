@@ -15,6 +15,7 @@ from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, GRADE_JOB_ENV, MAX_TIMESTAMP_BYTES, ROOT, WORKER_MARGIN_S
 from deepngrams.course.course_setup import SETTING_UP_ENV
+from deepngrams.course.exchange import SECRET, new_secret, usable_secret
 from deepngrams.grading import nbgrader_host
 from deepngrams.grading.preflight import (NOTEBOOK, TIMESTAMP, check_notebook, fingerprint, read_handed_in,
                                           read_submission)
@@ -166,9 +167,11 @@ def excluded_students(course: Path) -> str:
 def handed_in_files(course: Path, student: str,
                     graded_ids: list[str]) -> tuple[dict[str, bytes], str, list[str], str]:
     """What of a student's folder goes to grading, read once where the course is: the assignment's
-    notebook checked (grading.preflight) with its metadata made harmless, and nbgrader's timestamp.
-    Returns the files by name, the reason the submission cannot be graded ("" if none), the notes,
-    and the fingerprint of exactly what was read (a file changed meanwhile is graded next run)."""
+    notebook checked (grading.preflight) with its metadata made harmless, and nbgrader's timestamp and
+    secret (`submitted_with`), also when the notebook cannot be graded: its feedback page is released
+    as the others are. Returns the files by name, the reason the submission cannot be graded ("" if
+    none), the notes, and the fingerprint of exactly what was read (a file changed meanwhile is graded
+    next run)."""
     found, others = read_submission(course / "submitted" / student / ASSIGNMENT)
     files: dict[str, bytes] = {}
     reason, notes = "", []
@@ -185,10 +188,29 @@ def handed_in_files(course: Path, student: str,
     raw = found.get(TIMESTAMP)
     if not reason and raw is not None and (refused := timestamp_refusal(raw)):
         reason, files = refused, {}
+    submitted, note = submitted_with(found)
+    return {**files, **submitted}, reason, notes + [note] * bool(note), fingerprint(found, others)
+
+
+def submitted_with(found: dict[str, bytes | str]) -> tuple[dict[str, bytes], str]:
+    """The files nbgrader's submit wrote beside the notebook, as the graded and feedback folders get them
+    (nbgrader's release_feedback reads both there, and stops for the whole class at one it cannot use),
+    and a note when the secret had to be replaced. The timestamp is written again in nbgrader's format
+    (none where it holds no time: then the submission is not late); a secret that is not short ASCII text
+    (`usable_secret`) is replaced by a new one, under which the feedback is released where no one fetches it."""
+    files, note = {}, ""
+    raw = found.get(TIMESTAMP)
     timestamp = handed_in_timestamp(raw) if isinstance(raw, bytes) else None
-    if timestamp is not None:  # without one nbgrader grades the submission as not late
+    if timestamp is not None:
         files[TIMESTAMP] = timestamp
-    return files, reason, notes, fingerprint(found, others)
+    secret = found.get(SECRET)
+    if isinstance(secret, bytes) and usable_secret(secret):
+        files[SECRET] = secret
+    elif secret is not None:
+        files[SECRET] = new_secret()
+        note = (f"{SECRET} is not the short text nbgrader's submit writes: replaced, so this feedback cannot be "
+                f"fetched with nbgrader (hand in again with nbgrader submit)")
+    return files, note
 
 
 # nbgrader fails a submission whose timestamp.txt holds something it cannot read as a time: both doors
@@ -241,6 +263,12 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
     shutil.copy(template_db, private / "gradebook.db")
     for name, data in files.items():
         (target / Path(name).name).write_bytes(data)
+    if NOTEBOOK not in files:  # refused before grading: nothing for nbgrader to run
+        for kind in ("autograded", "feedback"):  # release_feedback reads the timestamp and secret there
+            shutil.copytree(target, private / kind / inner / ASSIGNMENT)
+        return {"student": student, "internal": inner, "reason": "", "notes": [],
+                "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": False,
+                "recorded": None, "sandbox": sandbox_mode() if sandboxed else "none"}
     (private / "nbgrader_config.py").write_text(
         PRIVATE_CONFIG.format(main=str((course / "nbgrader_config.py").resolve()), root=str(private)))
     report_path, key_path = work / "run.json", work / "student.key"
