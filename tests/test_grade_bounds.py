@@ -195,7 +195,8 @@ def test_only_the_assignments_notebook_and_timestamp_are_read(tmp_path, monkeypa
     monkeypatch.setattr(preflight, "read_handed_in", lambda path, *a: read.append(path.name) or real(path, *a))
     files, reason, notes, _ = submission.handed_in_files(tmp_path, "student", [])
     gradebook.submission_hash(tmp_path, "student")
-    assert reason == "" and notes == [] and sorted(files) == ["deep_ngrams.ipynb", "timestamp.txt"]
+    assert reason == "" and notes == []
+    assert sorted(files) == ["deep_ngrams.ipynb", "submission_secret.txt", "timestamp.txt"]  # a secret made here
     assert sorted(read) == ["deep_ngrams.ipynb", "deep_ngrams.ipynb", "timestamp.txt", "timestamp.txt"]
 
 
@@ -253,12 +254,22 @@ def test_a_secret_release_feedback_could_not_use_is_replaced_and_noted(tmp_path,
     assert [n for n in notes if "submission_secret.txt" in n and "replaced" in n], notes
 
 
-def test_no_secret_handed_in_adds_none(tmp_path):
-    """Submissions made without nbgrader's submit (a zip collected by hand, the samples) have none."""
+@pytest.mark.parametrize("timestamp", [None, "2026-12-01 10:00:00.000000 UTC"], ids=["by hand", "zip_collect"])
+def test_a_missing_secret_is_made_only_beside_a_timestamp_and_without_a_note(tmp_path, timestamp):
+    """A folder handed in by hand (the samples) has neither file: release_feedback is not for it, and it
+    gets none. nbgrader's zip_collect writes a timestamp.txt and no secret: release_feedback would stop
+    for the whole class at the first such folder, so it gets a new secret, with no note on every student."""
     folder = _folder(tmp_path)
     shutil.copy(release.SUBMITTED / "alice_solved" / config.ASSIGNMENT / "deep_ngrams.ipynb", folder)
+    if timestamp:
+        (folder / "timestamp.txt").write_text(timestamp)
     files, reason, notes, _ = submission.handed_in_files(tmp_path, "student", [])
-    assert list(files) == ["deep_ngrams.ipynb"] and reason == "" and not any("secret" in n for n in notes)
+    assert reason == "" and not any("secret" in n for n in notes)
+    if timestamp:
+        assert sorted(files) == ["deep_ngrams.ipynb", "submission_secret.txt", "timestamp.txt"]
+        assert re.fullmatch(rb"[0-9a-f]{128}", files["submission_secret.txt"])
+    else:
+        assert list(files) == ["deep_ngrams.ipynb"]
 
 
 def test_a_broken_notebook_beside_the_assignments_costs_nothing(tmp_path):

@@ -365,9 +365,18 @@ def test_plain_nbgrader_replaces_a_secret_release_feedback_could_not_use(tmp_pat
 @pytest.mark.parametrize("secret", [b"0123456789abcdef", b"by hand\n", b"x" * 1024])
 def test_plain_nbgrader_keeps_a_secret_release_feedback_can_use(tmp_path, secret):
     (tmp_path / "submission_secret.txt").write_bytes(secret)
+    (tmp_path / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
     assert not nbgrader_steps.replace_unusable_secret(tmp_path)
     assert (tmp_path / "submission_secret.txt").read_bytes() == secret
-    assert not nbgrader_steps.replace_unusable_secret(tmp_path / "none here")
+
+
+def test_plain_nbgrader_makes_a_secret_beside_a_timestamp_only(tmp_path):
+    """nbgrader's zip_collect writes a timestamp.txt and no secret: one is made, with no warning; a folder
+    with neither (handed in by hand) is left as it is."""
+    assert not nbgrader_steps.replace_unusable_secret(tmp_path) and list(tmp_path.iterdir()) == []
+    (tmp_path / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
+    assert not nbgrader_steps.replace_unusable_secret(tmp_path)
+    assert re.fullmatch(rb"[0-9a-f]{128}", (tmp_path / "submission_secret.txt").read_bytes())
 
 
 def test_a_notebook_that_holds_the_hidden_tests_is_the_sources_and_is_refused():

@@ -114,15 +114,20 @@ def only_handed_in_files(handed_in: Path, graded: Path) -> list[str]:
 
 
 def replace_unusable_secret(graded: Path) -> bool:
-    """Replace the graded folder's submission_secret.txt by a new one where nbgrader's release_feedback
-    could not use it (`usable_secret`: it would stop there for the whole class); whether it did."""
+    """Give the graded folder a submission_secret.txt nbgrader's release_feedback can use (it stops for
+    the whole class at one it cannot): a new one in place of one that is not short text (`usable_secret`),
+    or beside a timestamp.txt without one (nbgrader's zip_collect writes only that), as the batch does
+    (submission.submitted_with). Whether a secret handed in was replaced."""
     from deepngrams.course.exchange import SECRET, SMALL_FILE_BYTES, new_secret, usable_secret
     path = graded / SECRET
-    if not path.is_file() or path.is_symlink():
+    if not os.path.lexists(path):
+        if (graded / "timestamp.txt").is_file():
+            path.write_bytes(new_secret())
         return False
-    with path.open("rb") as f:
-        if usable_secret(f.read(SMALL_FILE_BYTES + 1)):
-            return False
+    if path.is_file() and not path.is_symlink():
+        with path.open("rb") as f:
+            if usable_secret(f.read(SMALL_FILE_BYTES + 1)):
+                return False
     path.unlink()
     path.write_bytes(new_secret())
     return True

@@ -195,9 +195,11 @@ def handed_in_files(course: Path, student: str,
 def submitted_with(found: dict[str, bytes | str]) -> tuple[dict[str, bytes], str]:
     """The files nbgrader's submit wrote beside the notebook, as the graded and feedback folders get them
     (nbgrader's release_feedback reads both there, and stops for the whole class at one it cannot use),
-    and a note when the secret had to be replaced. The timestamp is written again in nbgrader's format
-    (none where it holds no time: then the submission is not late); a secret that is not short ASCII text
-    (`usable_secret`) is replaced by a new one, under which the feedback is released where no one fetches it."""
+    and a note when a secret handed in had to be replaced. The timestamp is written again in nbgrader's
+    format (none where it holds no time: then the submission is not late). A secret that is not short
+    ASCII text (`usable_secret`) is replaced by a new one, under which the feedback is released where no
+    one fetches it; so is a missing one beside a timestamp (nbgrader's zip_collect writes only that),
+    without a note. A folder with neither (handed in by hand) gets none."""
     files, note = {}, ""
     raw = found.get(TIMESTAMP)
     timestamp = handed_in_timestamp(raw) if isinstance(raw, bytes) else None
@@ -206,10 +208,11 @@ def submitted_with(found: dict[str, bytes | str]) -> tuple[dict[str, bytes], str
     secret = found.get(SECRET)
     if isinstance(secret, bytes) and usable_secret(secret):
         files[SECRET] = secret
-    elif secret is not None:
+    elif secret is not None or timestamp is not None:
         files[SECRET] = new_secret()
-        note = (f"{SECRET} is not the short text nbgrader's submit writes: replaced, so this feedback cannot be "
-                f"fetched with nbgrader (hand in again with nbgrader submit)")
+        if secret is not None:
+            note = (f"{SECRET} is not the short text nbgrader's submit writes: replaced, so this feedback cannot be "
+                    f"fetched with nbgrader (hand in again with nbgrader submit)")
     return files, note
 
 
