@@ -104,7 +104,10 @@ MAX_NOTEBOOK_BYTES = 20 * 2**20  # the notebook that is graded, once its saved o
 # A file nested deeper than Python's recursion limit is read only up to this size: its reader holds
 # about 150 bytes of Python objects for each byte of such a file, in the grader's own process.
 MAX_DEEP_JSON_BYTES = 4 * 2**20
-MAX_TIMESTAMP_BYTES = 1000  # nbgrader's timestamp.txt holds one time
+# What nbgrader's submit writes beside the notebook: the time of handing in (late penalties) and the
+# secret release_feedback files the feedback under (30 and 128 bytes). Larger ones are not read.
+TIMESTAMP, SECRET = "timestamp.txt", "submission_secret.txt"
+MAX_SUBMIT_FILE_BYTES = 1024
 MAX_CELLS = 2000  # the assignment has 55; nbgrader's steps slow down with every cell
 # Checking a markdown cell renders it in the grader's own process, at a cost that grows with its length
 # (faster than linearly for nested tags): what is not checked is shown as text, which is always safe.

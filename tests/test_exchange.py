@@ -373,11 +373,12 @@ def _run_the_flow(base: Path, users: Users) -> dict:
 
 # A student's five entries made by hand ($1 the inbound, $2 the student, $3 the assignment), each with
 # the notebook (standard input), a timestamp and a secret: the oldest with 300 small files beside them,
-# then one closed to others, one with an empty secret, one whose secret is not text, one without timestamp.
+# then one closed to others, one with an empty secret, one whose secret is not text, one without timestamp,
+# and one whose time zone is a file (nbgrader's parser would open it: reading /proc/self/mem fails).
 BREAKER_ENTRIES = r"""
 set -e
 cd "$1" && cat > "$HOME/nb"
-for t in 01 02 03 04 05; do
+for t in 01 02 03 04 05 06; do
   e="$2+$3+2026-$t-01 00:00:00.000000 UTC+b$t"
   mkdir "$e" && cp "$HOME/nb" "$e/$3.ipynb" && echo "2026-$t-01 00:00:00.000000 UTC" > "$e/timestamp.txt"
   echo abcdef01 > "$e/submission_secret.txt" && chmod -R a+rX "$e"
@@ -387,6 +388,7 @@ chmod 700 "$2+$3+2026-02-01 00:00:00.000000 UTC+b02"
 : > "$2+$3+2026-03-01 00:00:00.000000 UTC+b03/submission_secret.txt"
 printf '\377\376' > "$2+$3+2026-04-01 00:00:00.000000 UTC+b04/submission_secret.txt"
 rm "$2+$3+2026-05-01 00:00:00.000000 UTC+b05/timestamp.txt"
+echo "2026-06-01 00:00:00.000000 /proc/self/mem" > "$2+$3+2026-06-01 00:00:00.000000 UTC+b06/timestamp.txt"
 """
 
 
@@ -465,7 +467,7 @@ def test_collect_takes_only_what_each_student_handed_in_themselves(course):
     solved = release.sample_submissions(release.read(release.RELEASE_NB))["alice_solved"]
     assert [c.source for c in handed_in.cells] == [c.source for c in solved.cells]
     said = collected.stdout + collected.stderr
-    assert said.count("Not collected:") == 5 + 6 and "ghost" in said, said[-4000:]
+    assert said.count("Not collected:") == 5 + 7 and "ghost" in said, said[-4000:]
     assert said.count("submission_secret.txt is missing, empty or not a short text") == 3, said[-4000:]
     assert "Not collected: 3 other file(s)" in said
     assert all(repr(name) in said for name in ("answers.ipynb", "pipe.ipynb", "more"))

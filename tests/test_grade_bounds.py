@@ -181,13 +181,15 @@ def _folder(course: Path, student: str = "student") -> Path:
     return folder
 
 
-def test_only_the_assignments_notebook_and_timestamp_are_read(tmp_path, monkeypatch):
+def test_only_the_assignments_notebook_and_submits_files_are_read(tmp_path, monkeypatch):
     """A thousand hard links to one large notebook, named *.ipynb, cost the grader nothing: nbgrader
-    grades only the assignment's notebook, so no other file is read, by grading or by its fingerprint."""
+    grades only the assignment's notebook, so no other file is read, by grading or by its fingerprint,
+    and each of those once by each."""
     folder = _folder(tmp_path)
     notebook = folder / "deep_ngrams.ipynb"
     notebook.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}))
     (folder / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
+    (folder / "submission_secret.txt").write_text("0123456789abcdef")
     for i in range(1000):
         os.link(notebook, folder / f"copy{i:04}.ipynb")
     read = []
@@ -196,16 +198,17 @@ def test_only_the_assignments_notebook_and_timestamp_are_read(tmp_path, monkeypa
     files, reason, notes, _ = submission.handed_in_files(tmp_path, "student", [])
     gradebook.submission_hash(tmp_path, "student")
     assert reason == "" and notes == []
-    assert sorted(files) == ["deep_ngrams.ipynb", "submission_secret.txt", "timestamp.txt"]  # a secret made here
-    assert sorted(read) == ["deep_ngrams.ipynb", "deep_ngrams.ipynb", "timestamp.txt", "timestamp.txt"]
+    assert sorted(files) == ["deep_ngrams.ipynb", "submission_secret.txt", "timestamp.txt"]
+    assert sorted(read) == ["deep_ngrams.ipynb", "deep_ngrams.ipynb", "submission_secret.txt", "submission_secret.txt",
+                            "timestamp.txt", "timestamp.txt"]
 
 
 NOT_GRADABLE = b"{ not json"
-USABLE_SECRETS = [secrets.token_hex(64).encode(), b"written by hand\n", b"x" * 1024, b"\x01\x02 ascii controls"]
+USABLE_SECRETS = [secrets.token_hex(64).encode(), b"written by hand\r\n", b"x" * 1024, b"\x01\x02 ascii controls", b" \n"]
 
 
 @pytest.mark.parametrize("notebook", [b"", NOT_GRADABLE], ids=["graded", "refused"])
-@pytest.mark.parametrize("secret", USABLE_SECRETS, ids=["submit", "newline", "longest", "controls"])
+@pytest.mark.parametrize("secret", USABLE_SECRETS, ids=["submit", "newline", "longest", "controls", "blank"])
 def test_the_secret_nbgrader_submit_wrote_goes_along_byte_for_byte(tmp_path, secret, notebook):
     """nbgrader's release_feedback files the feedback under a hash of submission_secret.txt, which the
     student's fetch_feedback computes from their own copy: the graded and feedback folders need it as
@@ -230,11 +233,10 @@ def _unusable_secret(kind: str, path: Path) -> None:
     elif kind == "pipe":
         os.mkfifo(path)
     else:
-        path.write_bytes({"empty": b"", "blank": b" \n\t", "binary": b"\xff\xfe\x00", "utf8": "clé".encode(),
-                          "too long": b"x" * 1025}[kind])
+        path.write_bytes({"empty": b"", "binary": b"\xff\xfe\x00", "utf8": "clé".encode(), "too long": b"x" * 1025}[kind])
 
 
-UNUSABLE = ["empty", "blank", "binary", "utf8", "too long", "link", "folder", "pipe"]
+UNUSABLE = ["empty", "binary", "utf8", "too long", "link", "folder", "pipe"]
 
 
 @pytest.mark.parametrize("notebook", [b"", NOT_GRADABLE], ids=["graded", "refused"])
@@ -252,24 +254,38 @@ def test_a_secret_release_feedback_could_not_use_is_replaced_and_noted(tmp_path,
     assert len(new) == 128 and re.fullmatch(rb"[0-9a-f]+", new)
     assert new != submission.handed_in_files(tmp_path, "student", [])[0]["submission_secret.txt"]  # drawn anew
     assert [n for n in notes if "submission_secret.txt" in n and "replaced" in n], notes
+    assert files["timestamp.txt"] == b""  # none handed in: release_feedback needs one, and empty is not late
+
+
+@pytest.mark.parametrize("timestamp", [None, b"", b"  \n", b"not a time", b"\xff"],
+                         ids=["missing", "empty", "blank", "not a time", "binary"])
+def test_a_secret_always_goes_with_a_timestamp(tmp_path, timestamp):
+    """release_feedback reads timestamp.txt beside each page before its secret: with a secret and no time
+    nbgrader can read, an empty one goes along (not late; a time it cannot read refuses the notebook)."""
+    folder = _folder(tmp_path)
+    shutil.copy(release.SUBMITTED / "bob_untouched" / config.ASSIGNMENT / "deep_ngrams.ipynb", folder)
+    (folder / "submission_secret.txt").write_bytes(b"0123456789abcdef")
+    if timestamp is not None:
+        (folder / "timestamp.txt").write_bytes(timestamp)
+    files, reason, _, _ = submission.handed_in_files(tmp_path, "student", [])
+    assert files["timestamp.txt"] == b"" and files["submission_secret.txt"] == b"0123456789abcdef"
+    assert ("deep_ngrams.ipynb" in files) == (reason == "") == (timestamp in (None, b"", b"  \n"))
 
 
 @pytest.mark.parametrize("timestamp", [None, "2026-12-01 10:00:00.000000 UTC"], ids=["by hand", "zip_collect"])
-def test_a_missing_secret_is_made_only_beside_a_timestamp_and_without_a_note(tmp_path, timestamp):
-    """A folder handed in by hand (the samples) has neither file: release_feedback is not for it, and it
-    gets none. nbgrader's zip_collect writes a timestamp.txt and no secret: release_feedback would stop
-    for the whole class at the first such folder, so it gets a new secret, with no note on every student."""
+def test_a_missing_secret_is_made_without_a_note(tmp_path, timestamp):
+    """A folder handed in by hand (the samples) has neither file, and nbgrader's zip_collect writes only the
+    timestamp: release_feedback would stop for the whole class at the first such page, so each gets a new
+    secret (and an empty timestamp where none: not late), with no note on every student."""
     folder = _folder(tmp_path)
     shutil.copy(release.SUBMITTED / "alice_solved" / config.ASSIGNMENT / "deep_ngrams.ipynb", folder)
     if timestamp:
         (folder / "timestamp.txt").write_text(timestamp)
     files, reason, notes, _ = submission.handed_in_files(tmp_path, "student", [])
     assert reason == "" and not any("secret" in n for n in notes)
-    if timestamp:
-        assert sorted(files) == ["deep_ngrams.ipynb", "submission_secret.txt", "timestamp.txt"]
-        assert re.fullmatch(rb"[0-9a-f]{128}", files["submission_secret.txt"])
-    else:
-        assert list(files) == ["deep_ngrams.ipynb"]
+    assert sorted(files) == ["deep_ngrams.ipynb", "submission_secret.txt", "timestamp.txt"]
+    assert re.fullmatch(rb"[0-9a-f]{128}", files["submission_secret.txt"])
+    assert files["timestamp.txt"] == (timestamp or "").encode()
 
 
 def test_a_broken_notebook_beside_the_assignments_costs_nothing(tmp_path):
@@ -278,7 +294,7 @@ def test_a_broken_notebook_beside_the_assignments_costs_nothing(tmp_path):
     (folder / "Untitled.ipynb").write_bytes(b"{ not json")
     (folder / "scratch.ipynb").write_bytes(b"")
     files, reason, _, _ = submission.handed_in_files(tmp_path, "student", [])
-    assert reason == "" and list(files) == ["deep_ngrams.ipynb"]
+    assert reason == "" and sorted(files) == ["deep_ngrams.ipynb", "submission_secret.txt", "timestamp.txt"]
 
 
 def test_a_missing_notebook_names_a_few_of_the_others(tmp_path):
@@ -286,7 +302,7 @@ def test_a_missing_notebook_names_a_few_of_the_others(tmp_path):
     for i in range(8):
         (folder / f"my_work_{i}.ipynb").write_text("{}")
     files, reason, _, _ = submission.handed_in_files(tmp_path, "student", [])
-    assert files == {} and reason == ("no deep_ngrams.ipynb handed in (found my_work_0.ipynb, my_work_1.ipynb, "
+    assert sorted(files) == ["submission_secret.txt", "timestamp.txt"] and reason == ("no deep_ngrams.ipynb handed in (found my_work_0.ipynb, my_work_1.ipynb, "
                                       "my_work_2.ipynb, my_work_3.ipynb, my_work_4.ipynb and 3 more: rename it)")
 
 
@@ -347,3 +363,28 @@ def test_a_file_changed_while_it_is_graded_is_graded_again_next_run(tmp_path, mo
     assert graded(lambda: None)
     assert not graded(lambda: shutil.copy(release.SUBMITTED / "alice_solved" / config.ASSIGNMENT /
                                           "deep_ngrams.ipynb", folder))
+
+
+@pytest.mark.parametrize("notebook", [True, False], ids=["nbgrader failed", "refused"])
+def test_a_page_that_says_why_keeps_submits_files_beside_it(tmp_path, monkeypatch, notebook):
+    """Where nbgrader stops or runs out of time before copying the submission's files, or never runs (a
+    refused notebook), the graded and feedback folders still get them, and the course's feedback folder
+    the page that says why: release_feedback would stop for the whole class there otherwise."""
+    course = release.scratch_course(tmp_path)
+    (tmp_path / "template.db").write_bytes(b"")
+    ran = []
+    monkeypatch.setattr(submission, "_worker", lambda *a, **k: ran.append(a) or (None, "ran over 10 s and was stopped"))
+    files = {"timestamp.txt": b"2026-12-01 10:00:00.000000 UTC", "submission_secret.txt": b"0123456789abcdef"}
+    if notebook:
+        files["deep_ngrams.ipynb"] = b"{}"
+    report = submission.autograde(course, "student", files, tmp_path / "template.db", b"key", 0, config.Limits(),
+                                  tmp_path / "work")
+    assert not report["graded"] and len(ran) == notebook  # nbgrader is not started for a refused notebook
+    for kind in ("autograded", "feedback"):
+        folder = Path(report["private"]) / kind / report["internal"] / config.ASSIGNMENT
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+            k: v for k, v in files.items() if k != "deep_ngrams.ipynb"}
+    staged = gradebook._stage(course, dict(report, reason=report["reason"] or "refused: not JSON"), "feedback")
+    assert sorted(p.name for p in (staged / config.ASSIGNMENT).iterdir()) == [
+        "deep_ngrams.html", "submission_secret.txt", "timestamp.txt"]
+    assert "could not be graded" in (staged / config.ASSIGNMENT / "deep_ngrams.html").read_text()

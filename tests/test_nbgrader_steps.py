@@ -352,31 +352,63 @@ def test_only_the_notebooks_and_plain_submission_files_stay_in_the_graded_folder
     assert sorted(removed) == ["evil.html", "leak.json", "notes.md", "sub/evil.svg", "submission_secret.txt"]
 
 
-@pytest.mark.parametrize("secret", [b"", b" \n", b"\xff\xfe", "clé".encode(), b"x" * 1025])
-def test_plain_nbgrader_replaces_a_secret_release_feedback_could_not_use(tmp_path, secret):
-    """The door's first step, as the batch does (submission.submitted_with): release_feedback would stop
-    at such a secret for the whole class."""
-    (tmp_path / "submission_secret.txt").write_bytes(secret)
-    assert nbgrader_steps.replace_unusable_secret(tmp_path)
-    new = (tmp_path / "submission_secret.txt").read_bytes()
-    assert new != secret and re.fullmatch(rb"[0-9a-f]{128}", new)
+def _door_copy(tmp_path, secret: bytes | None, timestamp: bytes | None = b"2026-12-01 10:00:00.000000 UTC",
+               secret_as_folder: bool = False):
+    """A submitted folder, and the graded folder nbgrader's copy and `only_handed_in_files` leave of it."""
+    import shutil
+    handed_in, graded = tmp_path / "submitted", tmp_path / "autograded"
+    handed_in.mkdir()
+    (handed_in / "deep_ngrams.ipynb").write_text("{}")
+    if timestamp is not None:
+        (handed_in / "timestamp.txt").write_bytes(timestamp)
+    if secret_as_folder:
+        (handed_in / "submission_secret.txt").mkdir()
+        (handed_in / "submission_secret.txt" / "x").write_bytes(b"0123")
+    elif secret is not None:
+        (handed_in / "submission_secret.txt").write_bytes(secret)
+    shutil.copytree(handed_in, graded)
+    nbgrader_steps.only_handed_in_files(handed_in, graded)
+    return handed_in, graded
 
 
-@pytest.mark.parametrize("secret", [b"0123456789abcdef", b"by hand\n", b"x" * 1024])
+def _graded_files(graded) -> dict:
+    return {p.name: p.read_bytes() for p in graded.iterdir()}
+
+
+@pytest.mark.parametrize("secret", [b"", b"\xff\xfe", "clé".encode(), b"x" * 1025, None, "folder"])
+@pytest.mark.parametrize("timestamp", [b"2026-12-01 10:00:00.000000 UTC", None], ids=["timestamp", "no timestamp"])
+def test_plain_nbgrader_gives_every_graded_folder_a_secret_release_feedback_can_use(tmp_path, secret, timestamp):
+    """The door's first step writes submit's two files as the batch does (preflight.submitted_with):
+    release_feedback stops for the whole class at a page without them, or with a secret it cannot read. A
+    secret handed in and replaced is said; one made where none was handed in (zip_collect, by hand) is not."""
+    handed_in, graded = _door_copy(tmp_path, None if secret == "folder" else secret, timestamp,
+                                   secret_as_folder=secret == "folder")
+    note = nbgrader_steps.write_submit_files(handed_in, graded)
+    assert ("replaced" in note) == (secret is not None)
+    files = _graded_files(graded)
+    assert sorted(files) == ["deep_ngrams.ipynb", "submission_secret.txt", "timestamp.txt"]
+    assert files["submission_secret.txt"] != secret and re.fullmatch(rb"[0-9a-f]{128}", files["submission_secret.txt"])
+    assert files["timestamp.txt"] == (timestamp or b"")  # empty: not late, as nbgrader reads it
+
+
+@pytest.mark.parametrize("secret", [b"0123456789abcdef", b"by hand\r\n", b" \n", b"x" * 1024])
 def test_plain_nbgrader_keeps_a_secret_release_feedback_can_use(tmp_path, secret):
-    (tmp_path / "submission_secret.txt").write_bytes(secret)
-    (tmp_path / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
-    assert not nbgrader_steps.replace_unusable_secret(tmp_path)
-    assert (tmp_path / "submission_secret.txt").read_bytes() == secret
+    handed_in, graded = _door_copy(tmp_path, secret)
+    assert nbgrader_steps.write_submit_files(handed_in, graded) == ""
+    assert _graded_files(graded)["submission_secret.txt"] == secret
 
 
-def test_plain_nbgrader_makes_a_secret_beside_a_timestamp_only(tmp_path):
-    """nbgrader's zip_collect writes a timestamp.txt and no secret: one is made, with no warning; a folder
-    with neither (handed in by hand) is left as it is."""
-    assert not nbgrader_steps.replace_unusable_secret(tmp_path) and list(tmp_path.iterdir()) == []
-    (tmp_path / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
-    assert not nbgrader_steps.replace_unusable_secret(tmp_path)
-    assert re.fullmatch(rb"[0-9a-f]{128}", (tmp_path / "submission_secret.txt").read_bytes())
+@pytest.mark.parametrize("timestamp, kept", [
+    (b"2026-12-01 10:00:00 \x1b]0;owned\x07\x1b[2J", b""),  # a zone that is not a name: not a time
+    (b"\x1c2026-12-01 10:00:00.000000 UTC\x1d\n", b"2026-12-01 10:00:00.000000 UTC"),  # white space to nbgrader
+    (b"2026-12-01T11:00:00+01:00", b"2026-12-01 10:00:00.000000 UTC"),
+])
+def test_plain_nbgrader_writes_the_time_again_in_its_own_format(tmp_path, timestamp, kept):
+    """release_feedback prints the feedback folder's timestamp.txt to the instructor's terminal as it is:
+    the graded folder holds the time in nbgrader's format and nothing else."""
+    handed_in, graded = _door_copy(tmp_path, b"0123456789abcdef", timestamp)
+    nbgrader_steps.write_submit_files(handed_in, graded)
+    assert _graded_files(graded)["timestamp.txt"] == kept
 
 
 def test_a_notebook_that_holds_the_hidden_tests_is_the_sources_and_is_refused():

@@ -29,7 +29,7 @@ def test_the_learning_rate_is_written_in_the_recipe_and_in_the_solution_only():
     assert written_in(config.COURSE.learning_rate) == {"deepngrams/config.py", "deepngrams/lm/solution.py"}
 
 
-@pytest.mark.parametrize("name", ["GREEDY_MARGIN", "MAX_CELLS", "MAX_HANDED_IN_BYTES", "MAX_NOTEBOOK_BYTES", "MAX_DEEP_JSON_BYTES", "MAX_TIMESTAMP_BYTES", "WORKER_MARGIN_S", "class Limits",
+@pytest.mark.parametrize("name", ["GREEDY_MARGIN", "MAX_CELLS", "MAX_HANDED_IN_BYTES", "MAX_NOTEBOOK_BYTES", "MAX_DEEP_JSON_BYTES", "MAX_SUBMIT_FILE_BYTES", "WORKER_MARGIN_S", "class Limits",
                                   "cell_timeout: float =", "wall_timeout: float =", "memory_gib: float ="])
 def test_a_margin_or_limit_is_set_in_config_only(name):
     setting = re.compile(rf"^\s*{re.escape(name)}" + ("" if name.startswith("class") or ":" in name else r"\s*="), re.M)

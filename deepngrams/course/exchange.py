@@ -19,26 +19,49 @@ import argparse
 import datetime
 import glob
 import os
+import re
 import secrets
 import shlex
 import stat
 import sys
 from pathlib import Path
 
+from deepngrams.config import MAX_SUBMIT_FILE_BYTES, SECRET, TIMESTAMP
+
 DEFAULT_ROOT = Path("/usr/local/share/nbgrader/exchange")  # nbgrader's default Exchange.root
 ENVIRONMENT_VARIABLE = "DEEPNGRAMS_EXCHANGE"
 MODE = 0o1777  # everyone writes, no one removes another's entries: as /tmp
-# What nbgrader's submit writes beside the notebooks: the submission's time (late penalties) and the
-# secret release_feedback files the student's feedback under. Without them release_feedback fails.
-SUBMISSION_FILES = ("timestamp.txt", "submission_secret.txt")
-SECRET = "submission_secret.txt"
-SMALL_FILE_BYTES = 1024  # submission_secret.txt and timestamp.txt, as nbgrader's submit writes them: 128 and 30
+# Without them release_feedback fails, for the whole class.
+SUBMISSION_FILES = (TIMESTAMP, SECRET)
+SECRET_REPLACED = (f"{SECRET} is not the short text nbgrader's submit writes: replaced, so this feedback cannot be "
+                   f"fetched with nbgrader (hand in again with nbgrader submit)")
+
+
+# A time zone nbgrader's parse_utc looks up by name (dateutil's gettz), among the system's zone files.
+# gettz opens a path as given: "2026-12-06 10:00:00 /proc/self/mem" would have the grader, often
+# root, open any file a student names (and fail, or wait on it). A zone is read only by such a name.
+ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*|[+-]?[0-9]+", re.ASCII)
+
+
+def submitted_time(text: str) -> datetime.datetime | None:
+    """The time a timestamp.txt holds (its text), as nbgrader reads it (parse_utc: in UTC), or None where
+    nbgrader could not read one, or its zone is not a zone's name (`ZONE_NAME`)."""
+    from nbgrader.utils import parse_utc
+    text = text.strip()  # as nbgrader reads the file
+    parts = text.split(" ")
+    if len(parts) == 3 and not ZONE_NAME.fullmatch(parts[2]):
+        return None
+    try:
+        return parse_utc(text)
+    except Exception:  # noqa: BLE001 - dateutil's parser and zone files fail in many ways, all "not a time"
+        return None
 
 
 def usable_secret(data: bytes) -> bool:
-    """Whether nbgrader's release_feedback (which stops for the whole class at a secret it cannot read)
-    and the student's fetch_feedback can both use a submission_secret.txt: short ASCII text, not blank."""
-    return 0 < len(data) <= SMALL_FILE_BYTES and data.isascii() and bool(data.strip())
+    """Whether a submission_secret.txt is one the grader keeps: text that nbgrader's release_feedback (which
+    stops for the whole class at one it cannot decode) and the student's fetch_feedback read alike in any
+    locale, not empty (nbgrader's hash refuses that), and no longer than what the grader reads of it."""
+    return 0 < len(data) <= MAX_SUBMIT_FILE_BYTES and data.isascii()
 
 
 def new_secret() -> bytes:
@@ -254,7 +277,6 @@ def _entry_problem(path: str) -> str | None:
     """Why an entry that collect would take is of no use to nbgrader, or None: it must be a folder the
     instructor can read, holding the submission_secret.txt and timestamp.txt that nbgrader's submit
     writes (release_feedback and list read both, and stop for every student at one they cannot use)."""
-    from nbgrader.utils import parse_utc
     try:
         folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as e:
@@ -263,9 +285,7 @@ def _entry_problem(path: str) -> str | None:
         secret = _small_text(folder, SECRET)
         if secret is None or not usable_secret(secret.encode()):
             return "its submission_secret.txt is missing, empty or not a short text"
-        try:
-            parse_utc((_small_text(folder, "timestamp.txt") or "").strip())
-        except (ValueError, OverflowError, TypeError):
+        if submitted_time(_small_text(folder, TIMESTAMP) or "") is None:
             return "its timestamp.txt is missing or not a time"
     finally:
         os.close(folder)
@@ -290,12 +310,12 @@ def _open_plain_file(folder: int, name: str) -> int | None:
 
 def _small_text(folder: int, name: str) -> str | None:
     """The ASCII text of the regular file `name` of the open `folder` (`_open_plain_file`), or None where
-    it is missing, not a regular file, over SMALL_FILE_BYTES or not text."""
+    it is missing, not a regular file, over MAX_SUBMIT_FILE_BYTES or not text."""
     if (fd := _open_plain_file(folder, name)) is None:
         return None
     try:
-        data = os.read(fd, SMALL_FILE_BYTES + 1)
-        return data.decode("ascii") if len(data) <= SMALL_FILE_BYTES else None
+        data = os.read(fd, MAX_SUBMIT_FILE_BYTES + 1)
+        return data.decode("ascii") if len(data) <= MAX_SUBMIT_FILE_BYTES else None
     except (OSError, UnicodeDecodeError):
         return None
     finally:

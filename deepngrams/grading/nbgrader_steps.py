@@ -113,31 +113,25 @@ def only_handed_in_files(handed_in: Path, graded: Path) -> list[str]:
     return removed
 
 
-def replace_unusable_secret(graded: Path) -> bool:
-    """Give the graded folder a submission_secret.txt nbgrader's release_feedback can use (it stops for
-    the whole class at one it cannot): a new one in place of one that is not short text (`usable_secret`),
-    or beside a timestamp.txt without one (nbgrader's zip_collect writes only that), as the batch does
-    (submission.submitted_with). Whether a secret handed in was replaced."""
-    from deepngrams.course.exchange import SECRET, SMALL_FILE_BYTES, new_secret, usable_secret
-    path = graded / SECRET
-    if not os.path.lexists(path):
-        if (graded / "timestamp.txt").is_file():
-            path.write_bytes(new_secret())
-        return False
-    if path.is_file() and not path.is_symlink():
-        with path.open("rb") as f:
-            if usable_secret(f.read(SMALL_FILE_BYTES + 1)):
-                return False
-    path.unlink()
-    path.write_bytes(new_secret())
-    return True
+def write_submit_files(handed_in: Path, graded: Path) -> str:
+    """The graded folder's timestamp.txt and submission_secret.txt as the batch writes them (preflight.submitted_with,
+    from those handed in): nbgrader copied them as they were, and its release_feedback prints the timestamp to
+    the instructor's terminal and stops for the whole class where either is missing or unreadable. Returns
+    the note on a secret that had to be replaced ("" if none)."""
+    from deepngrams.grading.preflight import read_submit_files, submitted_with
+    files, note = submitted_with(read_submit_files(handed_in))
+    for name, data in files.items():
+        fresh = graded / f".{name}.new"
+        fresh.write_bytes(data)
+        os.replace(fresh, graded / name)  # never a moment without one
+    return note
 
 
 class OnlyTheStudentsNotebook(NbGraderPreprocessor):
     """First of the sanitizing steps: a notebook that holds the course's hidden tests is refused
     (`holds_hidden_tests`), only the notebooks and nbgrader's submission files stay in the graded
-    folder (`only_handed_in_files`), and a secret release_feedback could not use is replaced
-    (`replace_unusable_secret`)."""
+    folder (`only_handed_in_files`), with nbgrader's timestamp and secret as release_feedback needs them
+    (`write_submit_files`)."""
 
     def preprocess(self, nb, resources):
         from nbgrader.coursedir import CourseDirectory
@@ -150,9 +144,8 @@ class OnlyTheStudentsNotebook(NbGraderPreprocessor):
         if graded.is_dir():
             for name in only_handed_in_files(handed_in, graded):
                 self.log.warning("%r handed in beside the notebook: not copied for grading", name)
-            if replace_unusable_secret(graded):
-                self.log.warning("submission_secret.txt is not the short text nbgrader's submit writes: replaced, "
-                                 "so this feedback cannot be fetched with nbgrader")
+            if note := write_submit_files(handed_in, graded):
+                self.log.warning(note)
         return nb, resources
 
 

@@ -9,8 +9,9 @@ import os
 import stat
 from pathlib import Path
 
-from deepngrams.config import ASSIGNMENT, MAX_CELLS, MAX_HANDED_IN_BYTES, MAX_NOTEBOOK_BYTES, MAX_TIMESTAMP_BYTES
-from deepngrams.course.exchange import SECRET, SMALL_FILE_BYTES
+from deepngrams.config import (ASSIGNMENT, MAX_CELLS, MAX_HANDED_IN_BYTES, MAX_NOTEBOOK_BYTES, MAX_SUBMIT_FILE_BYTES,
+                               SECRET, TIMESTAMP)
+from deepngrams.course.exchange import SECRET_REPLACED, new_secret, submitted_time, usable_secret
 from deepngrams.grading.cells import SOURCE_NOTEBOOK, holds_hidden_tests, nbgrader_meta
 from deepngrams.grading.harmless import harmless_file
 
@@ -35,7 +36,6 @@ def read_handed_in(path: Path, limit: int = MAX_HANDED_IN_BYTES) -> bytes:
 
 
 NOTEBOOK = f"{ASSIGNMENT}.ipynb"
-TIMESTAMP = "timestamp.txt"  # nbgrader's time of handing in
 
 
 def read_submission(folder: Path) -> tuple[dict[str, bytes | str], list[str]]:
@@ -47,14 +47,53 @@ def read_submission(folder: Path) -> tuple[dict[str, bytes | str], list[str]]:
     if any(p.is_symlink() for p in (folder.parent, folder)):
         return {NOTEBOOK: "the submission folder is a link: hand in the files themselves"}, []
     found: dict[str, bytes | str] = {}
-    for name, limit in ((NOTEBOOK, MAX_HANDED_IN_BYTES), (TIMESTAMP, MAX_TIMESTAMP_BYTES), (SECRET, SMALL_FILE_BYTES)):
-        if os.path.lexists(folder / name):
-            try:
-                found[name] = read_handed_in(folder / name, limit)
-            except ValueError as e:
-                found[name] = str(e)
+    if os.path.lexists(folder / NOTEBOOK):
+        try:
+            found[NOTEBOOK] = read_handed_in(folder / NOTEBOOK)
+        except ValueError as e:
+            found[NOTEBOOK] = str(e)
+    found.update(read_submit_files(folder))
     others = sorted(p.name for p in folder.glob("*.ipynb") if p.name != NOTEBOOK) if folder.is_dir() else []
     return found, others
+
+
+def read_submit_files(folder: Path) -> dict[str, bytes | str]:
+    """What nbgrader's submit writes beside the notebook (its timestamp and secret), by name, as bytes or
+    as the reason they could not be read; missing ones are left out."""
+    found: dict[str, bytes | str] = {}
+    for name in (TIMESTAMP, SECRET):
+        if os.path.lexists(folder / name):
+            try:
+                found[name] = read_handed_in(folder / name, MAX_SUBMIT_FILE_BYTES)
+            except ValueError as e:
+                found[name] = str(e)
+    return found
+
+
+def handed_in_timestamp(raw: bytes) -> bytes | None:
+    """nbgrader's timestamp.txt as nbgrader reads it (a time, in UTC: exchange.submitted_time), written
+    again in nbgrader's own format: whatever else the file held (terminal codes, a time zone nobody
+    knows) never reaches the graded folders. None when it holds no time nbgrader can read."""
+    try:
+        when = submitted_time(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return None if when is None else when.strftime("%Y-%m-%d %H:%M:%S.%f UTC").encode()
+
+
+def submitted_with(found: dict[str, bytes | str]) -> tuple[dict[str, bytes], str]:
+    """The timestamp.txt and submission_secret.txt that go beside every graded notebook and feedback page
+    (nbgrader's release_feedback reads both there, and stops for the whole class where one is missing or
+    unreadable), from those handed in (`read_submit_files`), and a note when a secret had to be replaced.
+    The time is written again in nbgrader's format, or empty where none was handed in or it holds none
+    (then the submission is not late, as nbgrader reads an empty one). A secret the grader does not keep
+    (`usable_secret`) is replaced by a new one, under which the feedback is released where no one fetches
+    it; so is a missing one (handed in without nbgrader's submit), without a note."""
+    raw, secret = found.get(TIMESTAMP), found.get(SECRET)
+    files = {TIMESTAMP: (handed_in_timestamp(raw) if isinstance(raw, bytes) else None) or b""}
+    if isinstance(secret, bytes) and usable_secret(secret):
+        return {**files, SECRET: secret}, ""
+    return {**files, SECRET: new_secret()}, SECRET_REPLACED if secret is not None else ""
 
 
 def fingerprint(found: dict[str, bytes | str], others: list[str]) -> str:

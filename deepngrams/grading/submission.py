@@ -13,12 +13,11 @@ import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 
-from deepngrams.config import ASSIGNMENT, GRADE_JOB_ENV, MAX_TIMESTAMP_BYTES, ROOT, WORKER_MARGIN_S
+from deepngrams.config import ASSIGNMENT, GRADE_JOB_ENV, MAX_SUBMIT_FILE_BYTES, ROOT, SECRET, TIMESTAMP, WORKER_MARGIN_S
 from deepngrams.course.course_setup import SETTING_UP_ENV
-from deepngrams.course.exchange import SECRET, new_secret, usable_secret
 from deepngrams.grading import nbgrader_host
-from deepngrams.grading.preflight import (NOTEBOOK, TIMESTAMP, check_notebook, fingerprint, read_handed_in,
-                                          read_submission)
+from deepngrams.grading.preflight import (NOTEBOOK, check_notebook, fingerprint, handed_in_timestamp, read_handed_in,
+                                          read_submission, submitted_with)
 from deepngrams.grading.sandbox import Limits, mode as sandbox_mode
 from deepngrams.grading.untrusted import BIDI_OVERRIDES, printable
 
@@ -123,7 +122,7 @@ def _unreadable_timestamp(handed_in: Path) -> str:
     if not os.path.lexists(path):
         return ""
     try:
-        raw = read_handed_in(path, MAX_TIMESTAMP_BYTES)
+        raw = read_handed_in(path, MAX_SUBMIT_FILE_BYTES)
     except ValueError as e:
         raw = str(e)
     return timestamp_refusal(raw)
@@ -192,30 +191,6 @@ def handed_in_files(course: Path, student: str,
     return {**files, **submitted}, reason, notes + [note] * bool(note), fingerprint(found, others)
 
 
-def submitted_with(found: dict[str, bytes | str]) -> tuple[dict[str, bytes], str]:
-    """The files nbgrader's submit wrote beside the notebook, as the graded and feedback folders get them
-    (nbgrader's release_feedback reads both there, and stops for the whole class at one it cannot use),
-    and a note when a secret handed in had to be replaced. The timestamp is written again in nbgrader's
-    format (none where it holds no time: then the submission is not late). A secret that is not short
-    ASCII text (`usable_secret`) is replaced by a new one, under which the feedback is released where no
-    one fetches it; so is a missing one beside a timestamp (nbgrader's zip_collect writes only that),
-    without a note. A folder with neither (handed in by hand) gets none."""
-    files, note = {}, ""
-    raw = found.get(TIMESTAMP)
-    timestamp = handed_in_timestamp(raw) if isinstance(raw, bytes) else None
-    if timestamp is not None:
-        files[TIMESTAMP] = timestamp
-    secret = found.get(SECRET)
-    if isinstance(secret, bytes) and usable_secret(secret):
-        files[SECRET] = secret
-    elif secret is not None or timestamp is not None:
-        files[SECRET] = new_secret()
-        if secret is not None:
-            note = (f"{SECRET} is not the short text nbgrader's submit writes: replaced, so this feedback cannot be "
-                    f"fetched with nbgrader (hand in again with nbgrader submit)")
-    return files, note
-
-
 # nbgrader fails a submission whose timestamp.txt holds something it cannot read as a time: both doors
 # refuse it, with this reason (graded as on time, a late submission could hide its lateness).
 TIMESTAMP_UNREADABLE = ("holds no time nbgrader can read, so whether the submission is late cannot be decided: hand "
@@ -226,25 +201,13 @@ def timestamp_refusal(raw: bytes | str) -> str:
     """Why a submission's timestamp.txt (its bytes, or why they could not be read) refuses it ("" if
     nbgrader can read it as a time, or finds it empty: then the submission is not late)."""
     if isinstance(raw, str):  # a link, a pipe, unreadable, too long: read_handed_in's reason, up to its advice
-        return (f"{TIMESTAMP} cannot be read as a plain file of at most {MAX_TIMESTAMP_BYTES} bytes "
+        return (f"{TIMESTAMP} cannot be read as a plain file of at most {MAX_SUBMIT_FILE_BYTES} bytes "
                 f"({raw.split(':')[0]}): hand it in again (nbgrader's submit writes the file), and grade again")
     try:
         empty = not raw.decode("utf-8").strip()  # as nbgrader reads it: Unicode's white space is nothing
     except UnicodeDecodeError:
         empty = False
     return "" if empty or handed_in_timestamp(raw) is not None else f"{TIMESTAMP} {TIMESTAMP_UNREADABLE}"
-
-
-def handed_in_timestamp(raw: bytes) -> bytes | None:
-    """nbgrader's timestamp.txt as nbgrader reads it (a time, in UTC), written again in nbgrader's own
-    format: whatever else the file held (terminal codes, a time zone nobody knows) never reaches the
-    graded folders. None when it holds no time nbgrader can read."""
-    from nbgrader.utils import parse_utc
-    try:
-        when = parse_utc(raw.decode("utf-8").strip())
-    except (UnicodeDecodeError, ValueError, OverflowError, TypeError, AttributeError):
-        return None
-    return when.strftime("%Y-%m-%d %H:%M:%S.%f UTC").encode()
 
 
 def autograde(course: Path, student: str, files: dict[str, bytes], template_db: Path, student_secret: bytes,
@@ -267,8 +230,7 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
     for name, data in files.items():
         (target / Path(name).name).write_bytes(data)
     if NOTEBOOK not in files:  # refused before grading: nothing for nbgrader to run
-        for kind in ("autograded", "feedback"):  # release_feedback reads the timestamp and secret there
-            shutil.copytree(target, private / kind / inner / ASSIGNMENT)
+        _beside_the_feedback(private, inner, files)
         return {"student": student, "internal": inner, "reason": "", "notes": [],
                 "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": False,
                 "recorded": None, "sandbox": sandbox_mode() if sandboxed else "none"}
@@ -283,12 +245,25 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **{GRADE_JOB_ENV: json.dumps(job)})
     status, message = _worker(private, inner, env, limits.wall_timeout + WORKER_MARGIN_S)
+    _beside_the_feedback(private, inner, files)  # where nbgrader failed or ran out of time before its copy
     run = json.loads(report_path.read_text()) if report_path.is_file() else {}
     reason = run.get("reason", "") if status == 0 else f"nbgrader could not grade it: {message[:200]}"
     return {"student": student, "internal": inner, "reason": reason, "notes": [],
             "seconds": round(time.monotonic() - start, 1), "private": str(private), "graded": status == 0,
             "recorded": recorded_grades(private, inner) if status == 0 else None,
             "sandbox": sandbox_mode() if sandboxed else "none"}
+
+
+def _beside_the_feedback(private: Path, inner: str, files: dict[str, bytes]) -> None:
+    """What nbgrader's submit wrote (`submitted_with`) in the graded and feedback folders where nbgrader has
+    not copied it there: release_feedback reads both files beside every page, a page that says why a
+    submission was not graded too, and stops for the whole class where they are missing."""
+    for kind in ("autograded", "feedback"):
+        folder = private / kind / inner / ASSIGNMENT
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            if name != NOTEBOOK and not os.path.lexists(folder / name):
+                (folder / name).write_bytes(data)
 
 
 def recorded_grades(private: Path, inner: str) -> dict:
