@@ -4,6 +4,7 @@ A fresh course (no Generate clicked, no gradebook) is set up by its configuratio
 run sandboxed, with the grader's verdicts; the roster names the students.
 """
 import json
+import re
 import shutil
 import sqlite3
 import sys
@@ -157,11 +158,16 @@ def test_markdown_that_links_to_a_script_reaches_the_formgrader_as_text(course):
 
 def test_only_the_notebook_reaches_the_graded_folder_the_formgrader_serves(course):
     """nbgrader copies what is handed in beside the notebook into autograded/, which the Formgrader serves
-    on the Jupyter server's origin: a page and a picture with script are gone from there. (A link beside
-    the notebook leaves the whole folder out: test_a_link_or_a_device_anywhere_in_a_folder_leaves_it_out.)"""
+    on the Jupyter server's origin: a page and a picture with script are gone from there. Beside the notebook
+    are only the two files release_feedback reads, as the grader writes them (none was handed in here: an
+    empty time, not late, and a new secret). (A link beside the notebook leaves the whole folder out:
+    test_a_link_or_a_device_anywhere_in_a_folder_leaves_it_out.)"""
     course, log = course
     graded = course / "autograded" / "carol_partial" / release.ASSIGNMENT
-    assert sorted(p.name for p in graded.rglob("*")) == [f"{release.ASSIGNMENT}.ipynb"]
+    assert sorted(p.name for p in graded.rglob("*")) == [f"{release.ASSIGNMENT}.ipynb", "submission_secret.txt",
+                                                         "timestamp.txt"]  # generate_feedback copies the two
+    assert (graded / "timestamp.txt").read_bytes() == b""
+    assert re.fullmatch(rb"[0-9a-f]{128}", (graded / "submission_secret.txt").read_bytes())
     assert "evil.html" in log and "not copied for grading" in log
 
 
