@@ -281,3 +281,17 @@ def test_a_timestamp_that_is_a_link_is_refused_on_both_doors(tmp_path):
     assert "deep_ngrams.ipynb" not in files and files["timestamp.txt"] == b""
     assert reason.startswith("timestamp.txt cannot be read as a plain file") and "(a link" in reason
     assert "a link" in door_refusals(tmp_path)["student"]
+
+
+def test_every_time_nbgrader_submit_writes_reads_as_nbgrader_reads_it():
+    """The zone rule (exchange.submitted_time) refuses only hand-written files: whatever zone an instructor
+    sets (nbgrader's Exchange.timezone; submit writes "%Y-%m-%d %H:%M:%S.%f %Z"), winter and summer, the
+    time reads as nbgrader's own parser reads it."""
+    import datetime
+    import zoneinfo
+    from nbgrader.utils import parse_utc
+    from deepngrams.course.exchange import submitted_time
+    written = [datetime.datetime(2026, month, 15, 12, tzinfo=zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S.%f %Z")
+               for zone in sorted(zoneinfo.available_timezones()) for month in (1, 7)]
+    assert len(written) > 500
+    assert [t for t in written if submitted_time(t) is None or submitted_time(t) != parse_utc(t)] == []
