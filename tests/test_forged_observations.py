@@ -127,3 +127,48 @@ def test_a_forged_error_message_is_judged_in_time_that_grows_with_its_length():
     done = subprocess.run([sys.executable, "-c", JUDGE_THEM, str(SEED)], input=json.dumps(HOSTILE_MESSAGES), text=True,
                           capture_output=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "judged", done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", ["Qz", "ʬ", "Q"])
+def test_a_hidden_verdict_never_quotes_a_short_name_the_code_chose(prepared, name):
+    """A type named with one or two characters of a hidden input (type(text[:2], (), {})) was too short
+    to strike out of the messages, so verdicts quoted it: such a verdict now says only that the outputs
+    are wrong."""
+    judged = 0
+    for check in prepared.values():
+        n = len(check["inputs"]["cases"])
+        for key in ("kind", "dtype"):
+            for shape in forged(1):
+                said = exercises.judge(check, {"observations": [dict(shape, **{key: name})] * n}, after_hidden=True)
+                assert said and not any(name in m for m in said), (check["probe"], key, said)
+                judged += said == [f"{check['probe']}: what the code returned is not what the exercise asks for"]
+        shown = " ".join(exercises.judge(check, {"observations": [dict(forged(1)[0], kind=name)] * n}))
+        judged += name in shown  # before any hidden check, a verdict may name it
+    assert judged > len(prepared), judged
+
+
+def test_a_hidden_verdict_never_quotes_a_name_put_past_the_first_100_keys(prepared):
+    """The walk that finds what a verdict must not quote read only the first 100 keys of each dict; a judge
+    quotes a field from wherever it is in the dict."""
+    for check in prepared.values():
+        n = len(check["inputs"]["cases"])
+        for shape in forged(1):
+            observation = {**{f"pad{i}": 0 for i in range(150)}, **shape, "kind": "LeakKIND", "dtype": "leak_dtype"}
+            said = " ".join(exercises.judge(check, {"observations": [observation] * n}, after_hidden=True))
+            assert said and "LeakKIND" not in said and "leak_dtype" not in said, (check["probe"], said)
+
+
+def test_a_hidden_sampling_verdict_never_gives_how_often_the_two_calls_agreed(prepared, monkeypatch):
+    """How often the second call repeats the first is the code's to choose (copy a chosen share of the
+    ids): after a hidden check the verdict says they agree too often, not how often."""
+    from deepngrams.grading.exercises import sampling
+    monkeypatch.setattr(sampling, "frequencies_fail", lambda *a: False)  # only the agreement is judged
+    check = prepared["test_temperature_random_sampling"]
+    assert any("again" in case for case in check["inputs"]["cases"])
+    observations = [{"kind": "EagerTensor", "tensor": True, "ragged": False, "dtype": "int64", "shape": [case["rows"]],
+                     "value": [0] * case["rows"]} if "rows" in case else {"error": "ValueError", "message": "x"}
+                    for case in check["inputs"]["cases"]]
+    shown, hidden = (" ".join(exercises.judge(check, {"observations": observations}, after_hidden=after))
+                     for after in (False, True))
+    assert "picked the same id in 100% of the rows" in shown
+    assert "picked the same id" in hidden and "100%" not in hidden

@@ -128,8 +128,31 @@ class TfFunctionOnCall(_make()):
         return super().call(inputs, states=states, return_state=return_state, training=training)
 
 
+class LogSoftmaxOnlyWithoutState(_make(activation=None)):
+    """Normalises on one path only: model(inputs) gives log probabilities, model(inputs, return_state=True)
+    the logits (the path text generation takes)."""
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        out = super().call(inputs, states=states, return_state=return_state, training=training)
+        return out if return_state else tf.nn.log_softmax(out)
+
+
+class WrongOnGenerationsFirstCall(_make()):
+    """Right when asked for log probabilities alone or when it continues from a state; on the call text
+    generation makes first (no state given, the state asked back) its log probabilities are off."""
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        out = super().call(inputs, states=states, return_state=return_state, training=training)
+        if return_state and states is None:
+            log_probs, state = out
+            return log_probs * 0.5, state
+        return out
+
+
 WRONG = {
-    "tf_function_on_call": (TfFunctionOnCall, OUTPUTS),  # (the grader fails its layers cell too)
+    "tf_function_on_call": (TfFunctionOnCall, OUTPUTS),
+    "wrong_on_generations_first_call": (WrongOnGenerationsFirstCall, OUTPUTS),
+    "log_softmax_only_without_state": (LogSoftmaxOnlyWithoutState, OUTPUTS),  # (the grader fails its layers cell too)
     "answers_continuations_from_its_cache": (AnswersContinuationsFromItsCache, OUTPUTS),
     "replays_what_it_read_instead_of_the_states": (ReplaysWhatItRead, OUTPUTS),
     "logits": (_make(activation=None), BOTH),

@@ -161,39 +161,41 @@ def judge(check: dict, result: dict | None, after_hidden: bool = False) -> list[
         return [f"the outputs could not be checked ({type(e).__name__})"]
     if fails and unquotable(check):
         quoted = _descriptions(observations)
-        if quoted is None:  # more than a verdict could quote: say nothing of what the code returned
+        chosen = set() if quoted is None else quoted - KNOWN_TYPES - NO_INFORMATION
+        # More than a verdict could quote, or a description too short to strike out of its messages
+        # without garbling them (a type named "ab" is two characters the code chose): say nothing of it.
+        if quoted is None or any(len(d) <= 2 for d in chosen):
             return [f"{check['probe']}: what the code returned is not what the exercise asks for"]
-        quotable = sorted((d for d in quoted if len(d) > 2 and d not in KNOWN_TYPES), key=lambda d: (-len(d), d))
-        for description in quotable:  # the longest first: a shorter one may be part of it
+        for description in sorted(chosen, key=lambda d: (-len(d), d)):  # the longest first: a shorter may be in it
             fails = [m.replace(description, "…") for m in fails]
     return fails
 
 
 _DESCRIBING = ("kind", "loss_kind", "optimizer_kind", "dtype", "shape", "shapes")
+NO_INFORMATION = frozenset({"()", "[]"})  # a scalar's shape, which every verdict may say
 
 
 def _descriptions(observations) -> set[str] | None:
     """How observations describe what the code returned (type names, dtypes, shapes), as a verdict
     would quote them. In a hidden case the code chose them having seen the hidden inputs: a verdict
-    quotes none but the names of Python's, NumPy's, TensorFlow's and Keras' own types. None when
-    there are more of them, or more to walk, than a verdict could ever quote."""
+    quotes none but the names of Python's, NumPy's, TensorFlow's and Keras' own types. Every key and
+    item is looked at (a judge may quote one from anywhere). None when there are more of them, or more
+    to walk, than a verdict could ever quote."""
     found: set[str] = set()
-    stack, walked = [(observations, 0)], 0
+    stack, walked = [observations], 0
     while stack:
-        data, depth = stack.pop()
+        data = stack.pop()
         walked += 1
         if walked > config.MAX_WALKED or len(found) > config.MAX_DESCRIPTIONS:
             return None
-        if depth > 8:
-            continue
         if isinstance(data, dict):
-            for key, value in list(data.items())[:100]:
+            for key, value in data.items():
                 if key in _DESCRIBING and value is not None:
                     found |= {str(value), str(tuple(value))} if isinstance(value, list) else {str(value)}
                 if isinstance(value, (dict, list)):
-                    stack.append((value, depth + 1))
+                    stack.append(value)
         elif isinstance(data, list):
-            stack.extend((item, depth + 1) for item in data[:100] if isinstance(item, (dict, list)))
+            stack.extend(item for item in data if isinstance(item, (dict, list)))
     return found
 
 

@@ -107,7 +107,11 @@ def judge_outputs(check, observations):
                          f"probabilities (atol {atol})")
             continue
         items = o["pair"].get("items") if isinstance(o["pair"], dict) else None
-        pair_state = array(items[1]) if items and len(items) == 2 else None
+        pair_probs, pair_state = (array(items[0]), array(items[1])) if items and len(items) == 2 else (None, None)
+        if pair_probs is None or pair_probs.shape != full.shape or not np.allclose(pair_probs, full, atol=atol, rtol=0):
+            fails.append(f"{label}: model(inputs, return_state=True) should return the log probabilities model(inputs) "
+                         f"gives, with the final GRU state")
+            continue
         if pair_state is None or pair_state.shape != state.shape or not np.allclose(pair_state, state, atol=atol,
                                                                                     rtol=0):
             fails.append(f"{label}: model(inputs, return_state=True) should return (log_probs, final GRU state)")

@@ -83,9 +83,10 @@ def judge(check, observations):
         elif "again" in case and case["again"] in drawn:
             agree = float(np.mean(ids == drawn[case["again"]]))
             if abs(agree - want["agree"]) > want["agree_eps"]:
-                fails.append(f"{label}: the two calls picked the same id in {agree:.0%} of the rows, where "
-                             f"independent draws agree in {want['agree']:.0%}: draw new random numbers at every "
-                             f"call (a fixed seed repeats the same noise)")
+                how_often = "" if unquotable(check) else f" in {agree:.0%} of the rows"  # a number the code chose
+                fails.append(f"{label}: the two calls picked the same id{how_often}, where independent draws "
+                             f"agree in {want['agree']:.0%}: draw new random numbers at every call (a fixed seed "
+                             f"repeats the same noise)")
     return fails
 
 
