@@ -46,25 +46,24 @@ def read_submission(folder: Path) -> tuple[dict[str, bytes | str], list[str]]:
     cost nothing)."""
     if any(p.is_symlink() for p in (folder.parent, folder)):
         return {NOTEBOOK: "the submission folder is a link: hand in the files themselves"}, []
-    found: dict[str, bytes | str] = {}
-    if os.path.lexists(folder / NOTEBOOK):
-        try:
-            found[NOTEBOOK] = read_handed_in(folder / NOTEBOOK)
-        except ValueError as e:
-            found[NOTEBOOK] = str(e)
-    found.update(read_submit_files(folder))
+    found = _read_present(folder, {NOTEBOOK: MAX_HANDED_IN_BYTES}) | read_submit_files(folder)
     others = sorted(p.name for p in folder.glob("*.ipynb") if p.name != NOTEBOOK) if folder.is_dir() else []
     return found, others
 
 
 def read_submit_files(folder: Path) -> dict[str, bytes | str]:
-    """What nbgrader's submit writes beside the notebook (its timestamp and secret), by name, as bytes or
-    as the reason they could not be read; missing ones are left out."""
+    """What nbgrader's submit writes beside the notebook (its timestamp and secret), as `_read_present`."""
+    return _read_present(folder, dict.fromkeys((TIMESTAMP, SECRET), MAX_SUBMIT_FILE_BYTES))
+
+
+def _read_present(folder: Path, limits: dict[str, int]) -> dict[str, bytes | str]:
+    """Each file of `limits` (name -> most bytes read) in `folder`, by name, as bytes or as the reason it
+    could not be read (`read_handed_in`); missing ones are left out."""
     found: dict[str, bytes | str] = {}
-    for name in (TIMESTAMP, SECRET):
+    for name, limit in limits.items():
         if os.path.lexists(folder / name):
             try:
-                found[name] = read_handed_in(folder / name, MAX_SUBMIT_FILE_BYTES)
+                found[name] = read_handed_in(folder / name, limit)
             except ValueError as e:
                 found[name] = str(e)
     return found
