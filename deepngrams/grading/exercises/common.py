@@ -113,6 +113,13 @@ def array(o, dtype=np.float64):
         return None
 
 
+def close(got: np.ndarray | None, want, atol: float) -> bool:
+    """An observed array (`array`'s, None when there was none) has the shape of `want` and its values
+    within `atol`."""
+    want = np.asarray(want)
+    return got is not None and got.shape == want.shape and bool(np.allclose(got, want, atol=atol, rtol=0))
+
+
 @functools.lru_cache(maxsize=1)
 def from_w1_unittest(path: Path = ROOT / "w1_unittest.py") -> dict:
     """w1_unittest's tolerances, its table of Keras 3 breaks, its two functions that read an exception

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepngrams.config import PADDING_ID, UNK_ID
-from deepngrams.grading.exercises.common import array, gru_numpy, raised, random_weights, tolerance, unquotable
+from deepngrams.grading.exercises.common import array, close, gru_numpy, raised, random_weights, tolerance, unquotable
 
 
 # graded cell -> (probe, hidden)
@@ -102,38 +102,31 @@ def judge_outputs(check, observations):
         full, state, atol = np.asarray(want["full"]), np.asarray(want["state"]), want["atol"]
         k = case["split"]
         got = array(o["full"])
-        if got is None or got.shape != full.shape or not np.allclose(got, full, atol=atol, rtol=0):
+        if not close(got, full, atol):
             fails.append(f"{label}: with the grader's weights in its layers, model(inputs) gives wrong log "
                          f"probabilities (atol {atol})")
             continue
         items = o["pair"].get("items") if isinstance(o["pair"], dict) else None
         pair_probs, pair_state = (array(items[0]), array(items[1])) if items and len(items) == 2 else (None, None)
-        if pair_probs is None or pair_probs.shape != full.shape or not np.allclose(pair_probs, full, atol=atol, rtol=0):
+        if not close(pair_probs, full, atol):
             fails.append(f"{label}: model(inputs, return_state=True) should return the log probabilities model(inputs) "
                          f"gives, with the final GRU state")
             continue
-        if pair_state is None or pair_state.shape != state.shape or not np.allclose(pair_state, state, atol=atol,
-                                                                                    rtol=0):
+        if not close(pair_state, state, atol):
             fails.append(f"{label}: model(inputs, return_state=True) should return (log_probs, final GRU state)")
             continue
         tail, tail_state = array(o["tail"]), array(o["tail_state"])
-        if tail is None or tail.shape != full[:, k:].shape or not np.allclose(tail, full[:, k:], atol=atol, rtol=0) \
-                or tail_state is None or tail_state.shape != state.shape \
-                or not np.allclose(tail_state, state, atol=atol, rtol=0):
+        if not (close(tail, full[:, k:], atol) and close(tail_state, state, atol)):
             fails.append(f"{label}: continuing from a given state (states=...) should equal running the whole "
                          f"sequence at once: pass the states to the GRU as its initial_state")
             continue
         given, given_state = array(o.get("given")), array(o.get("given_state"))
-        if given is None or given.shape != np.shape(want["given"]) \
-                or not np.allclose(given, want["given"], atol=atol, rtol=0) or given_state is None \
-                or given_state.shape != np.shape(want["given_state"]) \
-                or not np.allclose(given_state, want["given_state"], atol=atol, rtol=0):
+        if not (close(given, want["given"], atol) and close(given_state, want["given_state"], atol)):
             fails.append(f"{label}: model(inputs, states=<a state it did not return itself>, return_state=True) "
                          f"gives wrong outputs: start the GRU from the states given (its initial_state)")
             continue
         again = array(o.get("again"))
-        if again is None or again.shape != np.shape(want["again"]) \
-                or not np.allclose(again, want["again"], atol=atol, rtol=0):
+        if not close(again, want["again"], atol):
             fails.append(f"{label}: called on inputs of the shape it was built with, after the grader set its "
                          f"weights, the model answers with other weights (a @tf.function on call keeps the weights "
                          f"of its first run: leave it out)")
