@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deepngrams.config import COURSE  # noqa: E402
+from deepngrams.config import COURSE, PADDING_ID, UNK_ID  # noqa: E402
 from deepngrams.grading.inside import probes
 from deepngrams.course import release
 from deepngrams.lm import solution  # noqa: E402
@@ -183,6 +183,23 @@ def test_a_correct_sampler_fails_less_than_once_in_a_million_gradings():
     bounds = [exercises.false_failure_bound(exercises.draw_cases(secret)) for secret in range(20)]
     assert max(bounds) < 1e-6
     assert min(bounds) > 0  # the bound counts the sampling cases: there are some
+
+
+def test_the_bound_covers_a_sampled_text_of_one_character_all_along():
+    """generate_n_chars at temperature 1 fails a correct sampler when it writes one character n times,
+    whichever character: the bound counts that chance, not only the likeliest character's."""
+    for secret in range(5):
+        prepared = exercises.draw_cases(secret)
+        for check in prepared.values():
+            for case, want in zip(check["inputs"]["cases"], check["expected"]):
+                if "top" not in want:
+                    continue
+                p = np.exp(np.asarray(case["model"]["log_probs"], np.float64)[0])
+                p[[UNK_ID, PADDING_ID]] = 0.0  # a generator never writes them
+                p /= p.sum()
+                one_character = float(np.sum(p ** case["n"]))
+                alone = {"only": dict(check, inputs=dict(check["inputs"], cases=[case]), expected=[want])}
+                assert one_character <= exercises.false_failure_bound(alone) < common.FALSE_FAILURE_PER_CASE
 
 
 def test_sampling_cases_separate_the_usual_wrong_temperatures(prepared):

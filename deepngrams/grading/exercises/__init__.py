@@ -135,8 +135,8 @@ def false_failure_bound(prepared: dict) -> float:
                 total += 2 * categories * math.exp(-2 * n * want["eps"] ** 2)
                 if "agree" in want:  # how often two calls on the same rows pick the same id
                     total += 2 * math.exp(-2 * case["rows"] * want["agree_eps"] ** 2)
-            elif "top" in want:  # the same character n times in a row
-                total += want["top"] ** case["n"]
+            elif "top" in want:  # one character n times in a row: sum of p ** n <= top ** (n - 1)
+                total += want["top"] ** (case["n"] - 1)
     return total
 
 

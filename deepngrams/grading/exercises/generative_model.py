@@ -1,10 +1,13 @@
 """The generative_model exercise: its cases (drawn for one submission) and its judge."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from deepngrams.config import PADDING_ID, UNK_ID
-from deepngrams.grading.exercises.common import char_ids, frequencies_fail, hoeffding_eps, log_softmax, raised, separated_distribution, tempered, unquotable
+from deepngrams.grading.exercises.common import (FALSE_FAILURE_PER_CASE, char_ids, frequencies_fail, hoeffding_eps,
+                                                 log_softmax, raised, separated_distribution, tempered, unquotable)
 
 
 # graded cell -> (probe, hidden)
@@ -14,10 +17,20 @@ CELLS = {"test_GenerativeModel": ("GenerativeModel", False), "test_GenerativeMod
 GENERATED_ROWS, GENERATED_STEPS = 2000, 2  # generate_one_step on 2000 prompts, twice, per sampling case
 
 
-SAMPLED_TEXT, SAMPLED_TEXT_TOP = 40, 0.6  # generate_n_chars at temperature 1: characters, top probability
+# generate_n_chars at temperature 1 on a model none of whose characters is likelier than SAMPLED_TEXT_TOP: a
+# correct sampler writes one character all along with a chance under SAMPLED_TEXT_TOP ** (n - 1), so n is the
+# least that keeps that under FALSE_FAILURE_PER_CASE. Each character is a call of the student's
+# generate_one_step: a flatter model needs fewer of them.
+SAMPLED_TEXT_TOP = 0.35
+SAMPLED_TEXT = 1 + math.ceil(math.log(FALSE_FAILURE_PER_CASE) / math.log(SAMPLED_TEXT_TOP))
 
 
 STATE_UNITS = 16  # width of the state vector of the table models handed to GenerativeModel
+
+
+# generate_n_chars at temperature 0: characters written, drawn in this range; the case is drawn again
+# until the text tells the right generator from each of the MISTAKES.
+GREEDY_TEXT = (5, 9)
 
 
 CONTINUED_STEPS = 2  # greedy generate_one_step calls in a row, the second given the states the first returned
@@ -102,7 +115,7 @@ def cases_GenerativeModel(rng, vocab, hidden: bool):
         while True:  # a model and a prefix whose greedy text tells the right generator from each mistake
             model = _table_model(rng, vocab, int(rng.integers(4, 8)), peaked=True, unknown_first=True)
             prefix = "".join(rng.choice(alphabet, size=int(rng.integers(2, 9))))
-            n = int(rng.integers(8, 15))
+            n = int(rng.integers(GREEDY_TEXT[0], GREEDY_TEXT[1] + 1))
             text = _greedy_text(model, vocab, prefix, n)
             if all(text != _greedy_text(model, vocab, prefix, n, mistake) for mistake in MISTAKES):
                 break
