@@ -47,7 +47,7 @@ from deepngrams.config import CARD_PATH, CORPUS_PATH
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta, source_text
 from deepngrams.grading.exercises import (compile_model, create_batch_dataset, generative_model, grulm, line_to_tensor,
                                           log_perplexity, sampling)
-from deepngrams.grading.exercises.common import KNOWN_TYPES, course_files, raised, unquotable
+from deepngrams.grading.exercises.common import KNOWN_TYPES, course_files, one_character_all_along, raised, unquotable
 
 # In the notebook's order: a submission's cases are drawn in this order from its secret.
 EXERCISES = (line_to_tensor, create_batch_dataset, grulm, compile_model, log_perplexity, sampling, generative_model)
@@ -135,8 +135,8 @@ def false_failure_bound(prepared: dict) -> float:
                 total += 2 * categories * math.exp(-2 * n * want["eps"] ** 2)
                 if "agree" in want:  # how often two calls on the same rows pick the same id
                     total += 2 * math.exp(-2 * case["rows"] * want["agree_eps"] ** 2)
-            elif "top" in want:  # one character n times in a row: sum of p ** n <= top ** (n - 1)
-                total += want["top"] ** (case["n"] - 1)
+            elif "top" in want:  # one character n times in a row
+                total += one_character_all_along(want["top"], case["n"])
     return total
 
 

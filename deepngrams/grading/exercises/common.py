@@ -50,6 +50,12 @@ def random_weights(rng, V, E, U) -> dict:
             "bias": n(0.5, 2, 3 * U), "dense_kernel": n(2 * U ** -0.5, U, V), "dense_bias": n(0.5, V)}
 
 
+def one_character_all_along(top: float, n: int) -> float:
+    """A bound on the chance that n draws from a distribution whose likeliest category has probability
+    `top` all give one category: the sum of p ** n over the categories is at most top ** (n - 1)."""
+    return top ** (n - 1)
+
+
 def hoeffding_eps(n: int, categories: int, failure: float = FALSE_FAILURE_PER_CASE) -> float:
     """The smallest eps with categories * 2 exp(-2 n eps^2) <= failure."""
     return math.sqrt(math.log(2 * categories / failure) / (2 * n))

@@ -1,13 +1,14 @@
 """The generative_model exercise: its cases (drawn for one submission) and its judge."""
 from __future__ import annotations
 
-import math
+import itertools
 
 import numpy as np
 
 from deepngrams.config import PADDING_ID, UNK_ID
 from deepngrams.grading.exercises.common import (FALSE_FAILURE_PER_CASE, char_ids, frequencies_fail, hoeffding_eps,
-                                                 log_softmax, raised, separated_distribution, tempered, unquotable)
+                                                 log_softmax, one_character_all_along, raised,
+                                                 separated_distribution, tempered, unquotable)
 
 
 # graded cell -> (probe, hidden)
@@ -17,12 +18,13 @@ CELLS = {"test_GenerativeModel": ("GenerativeModel", False), "test_GenerativeMod
 GENERATED_ROWS, GENERATED_STEPS = 2000, 2  # generate_one_step on 2000 prompts, twice, per sampling case
 
 
-# generate_n_chars at temperature 1 on a model none of whose characters is likelier than SAMPLED_TEXT_TOP: a
-# correct sampler writes one character all along with a chance under SAMPLED_TEXT_TOP ** (n - 1), so n is the
-# least that keeps that under FALSE_FAILURE_PER_CASE. Each character is a call of the student's
-# generate_one_step: a flatter model needs fewer of them.
+# generate_n_chars at temperature 1 on a model none of whose characters is likelier than SAMPLED_TEXT_TOP: n
+# characters, the least for which a correct sampler writes one character all along with a chance under
+# FALSE_FAILURE_PER_CASE. Each character is a call of the student's generate_one_step: a flatter model needs
+# fewer of them.
 SAMPLED_TEXT_TOP = 0.35
-SAMPLED_TEXT = 1 + math.ceil(math.log(FALSE_FAILURE_PER_CASE) / math.log(SAMPLED_TEXT_TOP))
+SAMPLED_TEXT = next(n for n in itertools.count(2)
+                    if one_character_all_along(SAMPLED_TEXT_TOP, n) <= FALSE_FAILURE_PER_CASE)
 
 
 STATE_UNITS = 16  # width of the state vector of the table models handed to GenerativeModel
