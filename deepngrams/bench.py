@@ -522,7 +522,7 @@ def bench_engine(repeats: int = 2, batch: int = 8, parallel: int = 16) -> dict[s
     from deepngrams.config import ROOT
     from deepngrams.course.course_setup import record_assignment
     from deepngrams.course.release import ASSIGNMENT, COURSE_DIR, scratch_course
-    from deepngrams.grading import batch as grading
+    from deepngrams.grading import batch as grading, nbgrader_host
 
     print("engine: `deepngrams grade` of solved submissions (local Dask cluster) vs the floor")
     (ROOT / ".cache").mkdir(exist_ok=True)
@@ -535,6 +535,7 @@ def bench_engine(repeats: int = 2, batch: int = 8, parallel: int = 16) -> dict[s
             for i in range(n):
                 shutil.copytree(solved, course / "submitted" / f"s{i:02d}" / ASSIGNMENT)
             record_assignment(course)  # once per course, not per submission
+            nbgrader_host.close_idle_hosts()  # each batch as a grading command's: nothing kept from the last
             start, busy = time.perf_counter(), _busy_cpu_seconds()
             outcomes = grading.grade(course, workers=workers, progress=False)
             seconds = time.perf_counter() - start

@@ -35,7 +35,7 @@ def started_host() -> nbgrader_host.Host:
 
 @pytest.fixture(scope="module")
 def host():
-    """One host for the tests that leave it running, as a grading thread keeps one for all its
+    """One host for the tests that leave it running, as a process keeps its hosts for all its
     submissions (each start imports nbgrader, a second or two)."""
     h = started_host()
     yield h
@@ -128,50 +128,159 @@ def test_a_request_out_of_step_ends_the_host(fresh_host):
     assert not fresh_host.alive()
 
 
+def borrow():
+    """A host borrowed and given back, as one submission's grading does."""
+    with nbgrader_host.borrowed_host() as h:
+        return h
+
+
 def test_a_host_that_dies_is_a_machinery_failure_and_is_replaced(tmp_path):
-    first = nbgrader_host.host()
-    assert nbgrader_host.host() is first  # one per thread, kept
-    first.proc.kill()
-    first.proc.wait()
+    """One that dies while idle is replaced before anyone asks it anything."""
+    first = borrow()
+    assert borrow() is first  # given back, and borrowed again by the next submission
     with pytest.raises(nbgrader_host.HostFailed):
-        run(first, private(tmp_path, "a", RECORD), {})
-    second = nbgrader_host.host()
-    try:
+        with nbgrader_host.borrowed_host() as h:
+            assert h is first
+            first.proc.kill()
+            first.proc.wait()
+            run(h, private(tmp_path, "a", RECORD), {})
+    with nbgrader_host.borrowed_host() as second:
         assert second is not first and second.alive()
         assert run(second, private(tmp_path, "b", RECORD), {}) == 1
-    finally:
-        second.close()
+    second.proc.kill()
+    second.proc.wait()
+    with nbgrader_host.borrowed_host() as third:
+        assert third is not second and run(third, private(tmp_path, "c", RECORD), {}) == 1
+    third.close()
 
 
-def test_the_host_and_its_child_end_with_the_thread_that_started_the_host(tmp_path):
-    """A worker that dies mid-submission leaves nothing running: the host dies with its thread,
-    the child with the host."""
-    started, result = threading.Event(), {}
-    folder = private(tmp_path, "a", "import time\nopen('started', 'w').close()\ntime.sleep(300)\n")
+def test_submissions_graded_at_once_get_a_host_each_and_keep_them_for_the_next(tmp_path):
+    with nbgrader_host.borrowed_host() as a, nbgrader_host.borrowed_host() as b:
+        assert a is not b and a.proc.pid != b.proc.pid
+    with nbgrader_host.borrowed_host() as c, nbgrader_host.borrowed_host() as d:
+        assert {c, d} == {a, b}
+    for h in (a, b):
+        h.close()
+
+
+def test_a_host_left_out_of_step_is_not_borrowed_again(tmp_path):
+    """An exchange cut short (the grading thread interrupted between a request and its answer) would
+    hand the next submission the previous one's answer: that host ends instead."""
+    with pytest.raises(KeyboardInterrupt):
+        with nbgrader_host.borrowed_host() as cut:
+            cut._send({"private": str(private(tmp_path, "a", RECORD)), "student": "s0", "env": dict(os.environ),
+                       "stderr": str(tmp_path / "err.txt")})
+            raise KeyboardInterrupt
+    assert not cut.alive()
+    with nbgrader_host.borrowed_host() as h:
+        assert h is not cut and run(h, private(tmp_path, "b", RECORD), {}) == 1
+    h.close()
+
+
+def test_a_host_that_read_other_course_files_is_not_borrowed_again(tmp_path, monkeypatch):
+    """A host reads the model card and the corpus once (the cases come from them): once either
+    changes, the next submission gets a host that read the new ones."""
+    first = borrow()
+    card = tmp_path / "model_card.json"
+    card.write_text("{}")
+    monkeypatch.setattr(nbgrader_host, "CARD_PATH", card)
+    second = borrow()
+    assert second is not first and not first.alive()
+    card.write_text('{"changed": true}')
+    os.utime(card, ns=(1, 1))
+    assert borrow() is not second and not second.alive()
+    monkeypatch.undo()
+    borrow().close()
+
+
+def test_a_host_outlives_the_thread_that_started_it_for_the_next_batch(tmp_path):
+    """A local cluster's worker threads end with their batch; the hosts they started serve the next."""
+    result = {}
 
     def grade():
-        h = nbgrader_host.Host()
-        result["host"] = h.proc.pid
-        h._send({"private": str(folder), "student": "s0", "env": dict(os.environ),
-                 "stderr": str(tmp_path / "err.txt")})
-        result["child"] = h._expect("pid", 60, "did not start a child")
-        started.set()
-        while not (folder / "started").exists():
-            time.sleep(0.1)
-        # the thread ends here, its host and the child still running
+        result["host"] = borrow()
 
     thread = threading.Thread(target=grade)
     thread.start()
     thread.join(120)
-    assert started.is_set()
-    deadline = time.monotonic() + 15
-    while psutil.pid_exists(result["child"]):
-        assert time.monotonic() < deadline, "the child outlived its host"
-        time.sleep(0.1)
-    deadline = time.monotonic() + 15
-    while psutil.pid_exists(result["host"]) and psutil.Process(result["host"]).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the host outlived the thread that started it"
-        time.sleep(0.1)
+    time.sleep(1)
+    h = result["host"]
+    assert h.alive(), "the host ended with the thread that started it"
+    with nbgrader_host.borrowed_host() as again:
+        assert again is h and run(again, private(tmp_path, "a", RECORD), {}) == 1
+    h.close()
+
+
+def test_a_forked_child_never_borrows_its_parents_hosts(tmp_path):
+    """A forked process shares its parent's pipes to the hosts: borrowing one would mix two
+    conversations on one channel. It starts hosts of its own, with a spawning thread of its own."""
+    parent = borrow()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with nbgrader_host.borrowed_host() as h:
+                status = run(h, private(tmp_path, "child", RECORD), {})
+                os.write(write, json.dumps({"host": h.proc.pid, "status": status}).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    import select
+    with os.fdopen(read) as f:
+        answered = select.select([f], [], [], 120)[0]
+        seen = json.loads(f.read() or "null") if answered else None
+    if not answered:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert seen is not None, "the forked child could not borrow a host (it waited for its parent's spawning thread)"
+    assert seen["host"] != parent.proc.pid and seen["status"] == 1
+    assert borrow() is parent and parent.alive()  # the parent's pool is as it was
+    parent.close()
+
+
+def test_closing_the_idle_hosts_ends_them_and_the_next_submission_starts_afresh(tmp_path):
+    first = borrow()
+    nbgrader_host.close_idle_hosts()
+    assert not first.alive()
+    with nbgrader_host.borrowed_host() as h:
+        assert h is not first and run(h, private(tmp_path, "a", RECORD), {}) == 1
+    nbgrader_host.close_idle_hosts()
+    assert not h.alive()
+
+
+KILLED_WORKER = """import json, os, sys, time
+from pathlib import Path
+from deepngrams.grading import nbgrader_host
+folder = Path(sys.argv[1])
+with nbgrader_host.borrowed_host() as h:
+    h._send({"private": str(folder), "student": "s0", "env": dict(os.environ), "stderr": str(folder.parent / "err.txt")})
+    child = h._expect("pid", 60, "did not start a child")
+    print(json.dumps({"host": h.proc.pid, "child": child}), flush=True)
+    time.sleep(300)
+"""
+
+
+def test_the_host_and_its_child_end_with_the_process_that_uses_them(tmp_path):
+    """A worker killed mid-submission (SIGKILL) leaves nothing running: the host dies with its
+    process, the child with the host."""
+    import subprocess
+    import sys
+    folder = private(tmp_path, "a", "import time\nopen('started', 'w').close()\ntime.sleep(300)\n")
+    worker = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        seen = json.loads(worker.stdout.readline())
+        deadline = time.monotonic() + 60
+        while not (folder / "started").exists():
+            assert time.monotonic() < deadline, "the child did not start"
+            time.sleep(0.1)
+    finally:
+        worker.kill()
+        worker.wait()
+    for what in ("child", "host"):
+        deadline = time.monotonic() + 15
+        while psutil.pid_exists(seen[what]) and psutil.Process(seen[what]).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, f"the {what} outlived the process that used it"
+            time.sleep(0.1)
 
 
 ORPHAN = """\

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
                    help=f"GiB of memory the processes may use together (at least {MIN_GRADING_MEMORY_GIB:g})")
     p.add_argument("--scheduler", default=os.environ.get(engine.SCHEDULER_ENV) or None, metavar="ADDRESS",
                    help=f"grade on the Dask cluster of this scheduler (tcp://HOST:PORT or tls://HOST:PORT; default: "
-                        f"${engine.SCHEDULER_ENV}, else a local cluster of --workers processes)")
+                        f"${engine.SCHEDULER_ENV}, else a local cluster of --workers workers)")
     p.add_argument("--tls-ca-file", help="TLS: the certificate authority of the cluster")
     p.add_argument("--tls-cert", help="TLS: this client's certificate")
     p.add_argument("--tls-key", help="TLS: this client's private key")

@@ -187,17 +187,21 @@ def security(ca_file: str | None, cert: str | None, key: str | None):
 
 
 def client_for(scheduler: str | None, workers: int, tls=None):
-    """A Dask client: of the scheduler at `scheduler`, or of a local cluster of `workers` processes
+    """A Dask client: of the scheduler at `scheduler`, or of a local cluster of `workers` workers
     (one task each; the client closes the cluster when it closes)."""
     from distributed import Client, LocalCluster
     if scheduler:
         return Client(scheduler, security=tls, timeout="30s")
-    # The grader's own limits govern memory (the sandbox's watchdog): Dask's would pause or kill
-    # workers by its own measure of them. No dashboard; the scheduler's HTTP endpoint (health,
+    # The local workers are threads of this process: a task only waits on nbgrader's host process
+    # (grading.nbgrader_host), where the notebook's grading runs, so a worker process of its own
+    # would add its start-up and nothing else. The hosts outlive the cluster, for this process's next
+    # batch. Scheduler and workers talk in memory (inproc://): no port another user of the machine
+    # could reach. The grader's own limits govern memory (the sandbox's watchdog): Dask's would pause
+    # or kill workers by its own measure of them. No dashboard; the scheduler's HTTP endpoint (health,
     # metrics) on any free port of 127.0.0.1, not Dask's 8787, which another cluster may hold.
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, memory_limit=0,
                            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                           host="127.0.0.1", silence_logs=40)
+                           silence_logs=40)
     client = Client(cluster)
     client._deepngrams_cluster = cluster  # closed with the client (see close)
     return client

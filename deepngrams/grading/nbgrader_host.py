@@ -1,9 +1,9 @@
 """A long-lived process that has nbgrader loaded, and forks a fresh child for each submission.
 
 Starting Python and importing nbgrader, nbconvert and their dependencies costs a second or two of
-CPU, the same for every submission. A grading thread keeps one host (started on first use): the
+CPU, the same for every submission. A grading thread borrows a host (started on first use): the
 host imports all of that once, then for each submission forks a child that runs nbgrader's
-autograde and feedback (`submission.worker_main`) and exits. Every child starts from the same
+autograde and feedback (`run_steps`) and exits. Every child starts from the same
 untouched state, so nothing of one submission reaches the next; the notebook itself still runs in
 a fresh kernel in a fresh sandbox. The host also starts the kernel factory for those sandboxes
 (grading/sandbox.py), so that it outlives each child.
@@ -21,25 +21,28 @@ Both sides read the channel with os.read and a line buffer of their own, so that
 descriptor never misses a line already read into a buffer. Anything unexpected on the channel
 ends the host: the next submission gets a new one, never an answer meant for another.
 
-The host dies with the thread that started it, and each child with the host (PR_SET_PDEATHSIG):
-a worker killed mid-submission leaves nothing running.
+A process keeps its hosts between submissions and between batches (`borrowed_host`): one for each
+submission graded at once. A host dies with the process that uses it, and each child with the host
+(PR_SET_PDEATHSIG, from a thread that lives as long as the process): a worker killed mid-submission
+leaves nothing running.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
+import queue
 import select
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from deepngrams.config import GRADE_JOB_ENV, ROOT
-
-_local = threading.local()
+from deepngrams.config import CARD_PATH, CORPUS_PATH, GRADE_JOB_ENV, ROOT
 
 
 class HostFailed(RuntimeError):
@@ -236,9 +239,10 @@ class Host:
     def __init__(self) -> None:
         code = "from deepngrams.grading.nbgrader_host import serve; import sys; serve(int(sys.argv[1]))"
         env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(os.getpid())], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                                     start_new_session=True, bufsize=0)
+        self.inputs = _preloaded_inputs()
+        self.proc = _in_spawning_thread(lambda: subprocess.Popen(
+            [sys.executable, "-c", code, str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=env, start_new_session=True, bufsize=0))
         self.answers = Channel(self.proc.stdout.fileno())
         self._expect("ready", 120.0, "did not start")
 
@@ -295,11 +299,89 @@ class Host:
             self.proc.stdout.close()
 
 
-def host() -> Host:
-    """This thread's host, started (again) when it has none or its host has ended."""
-    current = getattr(_local, "host", None)
-    if current is None or not current.alive():
-        if current is not None:
-            current.close()
-        _local.host = current = Host()
-    return current
+def _preloaded_inputs() -> tuple:
+    """What of the course's files a host read when it started (`_preload`): a host that read other
+    versions of them is not borrowed again."""
+    found = []
+    for path in (CARD_PATH, CORPUS_PATH):
+        try:
+            st = path.stat()
+            found.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            found.append((str(path), None))
+    return tuple(found)
+
+
+_spawns: queue.SimpleQueue | None = None
+_pool_lock = threading.Lock()
+_idle: list[Host] = []  # this process's hosts between submissions
+_pool_pid = os.getpid()  # a forked child starts a pool of its own: its parent's hosts and thread are not its
+
+
+def _own_pool() -> None:
+    """Forget a parent's pool in a forked child (call with `_pool_lock` held)."""
+    global _spawns, _idle, _pool_pid
+    if _pool_pid != os.getpid():
+        _spawns, _idle, _pool_pid = None, [], os.getpid()
+
+
+def _in_spawning_thread(start):
+    """`start()`, run in this process's spawning thread, which lives as long as the process. A host
+    dies with the thread that started it (PR_SET_PDEATHSIG names a thread, not a process): started
+    by a grading thread, it would end with that thread (a local cluster's, gone with its batch)."""
+    global _spawns
+    with _pool_lock:
+        _own_pool()
+        if _spawns is None:
+            _spawns = queue.SimpleQueue()
+
+            def serve_spawns(requests: queue.SimpleQueue) -> None:
+                while True:
+                    job, done = requests.get()
+                    try:
+                        done.set_result(job())
+                    except BaseException as e:  # noqa: BLE001 - handed to the caller
+                        done.set_exception(e)
+
+            threading.Thread(target=serve_spawns, args=(_spawns,), name="deepngrams-spawner", daemon=True).start()
+        requests = _spawns
+    done = concurrent.futures.Future()
+    requests.put((start, done))
+    return done.result()
+
+
+@contextlib.contextmanager
+def borrowed_host() -> Iterator[Host]:
+    """A host of this process for one submission: an idle one, else a new one. It is kept for the next
+    submission (of this batch or a later one) only when its exchange ended in step and it is alive."""
+    inputs, found, ended = _preloaded_inputs(), None, []
+    with _pool_lock:
+        _own_pool()
+        while _idle and found is None:
+            candidate = _idle.pop()
+            if candidate.alive() and candidate.inputs == inputs:
+                found = candidate
+            else:
+                ended.append(candidate)
+    for old in ended:
+        old.close()
+    current = found or Host()
+    try:
+        yield current
+    except BaseException:
+        current.close()
+        raise
+    if current.alive():
+        with _pool_lock:
+            if _pool_pid == os.getpid():
+                _idle.append(current)
+
+
+def close_idle_hosts() -> None:
+    """End this process's idle hosts (and their kernel factories): the next submission starts afresh,
+    as the first of a new grading process does."""
+    with _pool_lock:
+        _own_pool()
+        ended, _idle[:] = list(_idle), []
+    for host in ended:
+        host.close()

@@ -30,13 +30,14 @@ c.CourseDirectory.root = {root!r}
 
 
 def _worker(private: Path, student: str, env: dict, timeout: float | None = None) -> tuple[int | None, str]:
-    """Run `nbgrader_host.run_steps` in a fresh child of this thread's nbgrader host; past `timeout` seconds it
+    """Run `nbgrader_host.run_steps` in a fresh child of an nbgrader host; past `timeout` seconds it
     is killed with everything it started, and the status is None. A host that fails is replaced
     once; a second failure is the machinery's (nbgrader_host.HostFailed), never the student's."""
     stderr = private.parent / "nbgrader-stderr.txt"
     for attempt in (1, 2):
         try:
-            status = nbgrader_host.host().run(private, student, env, stderr, timeout)
+            with nbgrader_host.borrowed_host() as host:
+                status = host.run(private, student, env, stderr, timeout)
             break
         except nbgrader_host.HostFailed:
             if attempt == 2:
