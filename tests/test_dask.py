@@ -37,6 +37,35 @@ SAMPLES = {name: name for name in EXPECTED}  # student -> the sample handed in
 REMOTE = "tcp://10.1.2.3:8786"
 
 
+def _listening() -> set:
+    import psutil
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="inet") if c.status == "LISTEN"}
+
+
+def test_the_local_cluster_opens_nothing_another_user_could_use():
+    """On a shared server any user can connect to a port of 127.0.0.1: a Dask scheduler or worker
+    listening there would run whatever they send, as the grader. The default cluster talks in
+    memory; Dask's HTTP servers listen on 127.0.0.1 only and serve no page (not its workers'
+    listings, logs or metrics)."""
+    import urllib.error
+    import urllib.request
+    before = _listening()
+    client = engine.client_for(None, 2)
+    try:
+        assert client.scheduler.address.startswith("inproc://")
+        assert client.submit(len, b"abc", pure=False).result() == 3
+        opened = _listening() - before
+        assert opened, "Dask's HTTP servers: expected one for the scheduler and one for each worker"
+        assert all(ip == "127.0.0.1" for ip, _ in opened), opened
+        for _, port in opened:
+            for page in ("/health", "/metrics", "/info/main/workers.html", "/json/counts.json", "/statics/"):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}{page}", timeout=10)
+                assert refused.value.code == 404, (port, page)
+    finally:
+        engine.close(client)
+
+
 # ----------------------------------------------------------------------------------------
 # No cluster: which schedulers the grader accepts, and what a worker may send back
 # ----------------------------------------------------------------------------------------

@@ -186,9 +186,13 @@ def security(ca_file: str | None, cert: str | None, key: str | None):
     return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
 
 
+LOOPBACK_ANY_PORT = "127.0.0.1:0"
+
+
 def client_for(scheduler: str | None, workers: int, tls=None):
     """A Dask client: of the scheduler at `scheduler`, or of a local cluster of `workers` workers
     (one task each; the client closes the cluster when it closes)."""
+    import dask
     from distributed import Client, LocalCluster
     if scheduler:
         return Client(scheduler, security=tls, timeout="30s")
@@ -196,12 +200,15 @@ def client_for(scheduler: str | None, workers: int, tls=None):
     # (grading.nbgrader_host), where the notebook's grading runs, so a worker process of its own
     # would add its start-up and nothing else. The hosts outlive the cluster, for this process's next
     # batch. Scheduler and workers talk in memory (inproc://): no port another user of the machine
-    # could reach. The grader's own limits govern memory (the sandbox's watchdog): Dask's would pause
-    # or kill workers by its own measure of them. No dashboard; the scheduler's HTTP endpoint (health,
-    # metrics) on any free port of 127.0.0.1, not Dask's 8787, which another cluster may hold.
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, memory_limit=0,
-                           dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                           silence_logs=40)
+    # could send them work on. Dask still starts an HTTP server for the scheduler and each worker: here
+    # on a free port of 127.0.0.1 (not Dask's 8787, which another cluster may hold; a worker's would
+    # listen on every interface) with no pages at all (its health, metrics and worker listings are
+    # the grading's to keep). The grader's own limits govern memory (the sandbox's watchdog): Dask's
+    # would pause or kill workers by its own measure of them.
+    with dask.config.set({"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, memory_limit=0,
+                               dashboard_address=None, worker_dashboard_address=LOOPBACK_ANY_PORT,
+                               scheduler_kwargs={"dashboard_address": LOOPBACK_ANY_PORT}, silence_logs=40)
     client = Client(cluster)
     client._deepngrams_cluster = cluster  # closed with the client (see close)
     return client
