@@ -32,7 +32,6 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import queue
 import select
 import signal
 import subprocess
@@ -312,7 +311,7 @@ def _preloaded_inputs() -> tuple:
     return tuple(found)
 
 
-_spawns: queue.SimpleQueue | None = None
+_spawner: concurrent.futures.ThreadPoolExecutor | None = None  # its one thread lives as long as the process
 _pool_lock = threading.Lock()
 _idle: list[Host] = []  # this process's hosts between submissions
 _pool_pid = os.getpid()  # a forked child starts a pool of its own: its parent's hosts and thread are not its
@@ -320,34 +319,22 @@ _pool_pid = os.getpid()  # a forked child starts a pool of its own: its parent's
 
 def _own_pool() -> None:
     """Forget a parent's pool in a forked child (call with `_pool_lock` held)."""
-    global _spawns, _idle, _pool_pid
+    global _spawner, _idle, _pool_pid
     if _pool_pid != os.getpid():
-        _spawns, _idle, _pool_pid = None, [], os.getpid()
+        _spawner, _idle, _pool_pid = None, [], os.getpid()
 
 
 def _in_spawning_thread(start):
     """`start()`, run in this process's spawning thread, which lives as long as the process. A host
     dies with the thread that started it (PR_SET_PDEATHSIG names a thread, not a process): started
     by a grading thread, it would end with that thread (a local cluster's, gone with its batch)."""
-    global _spawns
+    global _spawner
     with _pool_lock:
         _own_pool()
-        if _spawns is None:
-            _spawns = queue.SimpleQueue()
-
-            def serve_spawns(requests: queue.SimpleQueue) -> None:
-                while True:
-                    job, done = requests.get()
-                    try:
-                        done.set_result(job())
-                    except BaseException as e:  # noqa: BLE001 - handed to the caller
-                        done.set_exception(e)
-
-            threading.Thread(target=serve_spawns, args=(_spawns,), name="deepngrams-spawner", daemon=True).start()
-        requests = _spawns
-    done = concurrent.futures.Future()
-    requests.put((start, done))
-    return done.result()
+        if _spawner is None:
+            _spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepngrams-spawner")
+        spawner = _spawner
+    return spawner.submit(start).result()
 
 
 @contextlib.contextmanager
