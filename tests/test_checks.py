@@ -703,6 +703,61 @@ def _shuffle_buffer(n: int, size: int, rng) -> list[int]:
     return out
 
 
+def _variants_of_a_run(run: list, B: int, rng) -> dict:
+    """A run as a right dataset yields it, and as wrong or forged ones would: the judge must say of each
+    what it says when it reads the run batch by batch."""
+    x0, y0 = (np.asarray(t) for t in run[0])
+    extra = np.asarray(run[-1][0])[: max(1, B // 2)]
+    return {
+        "right": run,
+        "reversed": run[::-1],
+        "short last batch kept": run + [[extra.tolist(), np.asarray(run[-1][1])[: len(extra)].tolist()]],
+        "a batch twice": run + run[:1],
+        "target not shifted": [[x0.tolist(), x0.tolist()]] + run[1:],
+        "an id changed": [[(x0 + (np.arange(x0.size).reshape(x0.shape) == 0)).tolist(), y0.tolist()]] + run[1:],
+        "float ids": [[np.asarray(x, float).tolist(), np.asarray(y, float).tolist()] for x, y in run],
+        "half ids": [[(np.asarray(x) + 0.5).tolist(), (np.asarray(y) + 0.5).tolist()] for x, y in run],
+        "last targets a little off": [[x, (np.asarray(y) + (np.arange(np.shape(y)[1]) == np.shape(y)[1] - 1) * 0.4).tolist()]
+                                      for x, y in run],
+        "text ids": [[np.asarray(x).astype(str).tolist(), np.asarray(y).astype(str).tolist()] for x, y in run],
+        "ragged rows": [[x0.tolist()[:-1] + [x0.tolist()[-1][:-1]], y0.tolist()]] + run[1:],
+        "three tensors a batch": [[x0.tolist(), y0.tolist(), y0.tolist()]] + run[1:],
+        "numbers too large": [[(x0.astype(object) * 10**30).tolist(), y0.tolist()]] + run[1:],
+        "shuffled rows": [[np.asarray(x)[order].tolist(), np.asarray(y)[order].tolist()]
+                          for x, y in run for order in [rng.permutation(B)]],
+        "empty": [],
+        "not a list": 7,
+    }
+
+
+def test_reading_a_run_at_once_gives_the_verdicts_of_reading_it_batch_by_batch(monkeypatch):
+    """The judge reads a run of whole, right batches in one step (an integer array): for every kind of run,
+    right, wrong or forged, it says what it says when it reads the run one batch at a time."""
+    from deepngrams.grading.exercises import create_batch_dataset
+    read_at_once = create_batch_dataset._examples_of_whole_batches
+    rng = np.random.default_rng(3)
+
+    def verdict(check, observations, at_once: bool):
+        monkeypatch.setattr(create_batch_dataset, "_examples_of_whole_batches",
+                            read_at_once if at_once else (lambda run, B, T: None))
+        return exercises.judge(check, {"observations": observations})
+
+    fast = 0
+    for seed in range(2):
+        for cell in create_batch_dataset.CELLS:
+            check = _drawn(create_batch_dataset, cell, seed)
+            cases = check["inputs"]["cases"]
+            right = [_dataset_observation(common.char_ids("\n".join(c["lines"]), c["vocab"]), c, rng) for c in cases]
+            for k, case in enumerate(cases):
+                B, T = case.get("batch_size", 64), case.get("seq_length", 100)
+                for name, run in _variants_of_a_run(right[k]["runs"][0], B, rng).items():
+                    observations = _each_copied(right)
+                    observations[k] = dict(right[k], runs=[run] + right[k]["runs"][1:])
+                    assert verdict(check, observations, True) == verdict(check, observations, False), (cell, k, name)
+                    fast += read_at_once(run, B, T) is not None
+    assert fast >= 2 * 2 * 3  # the right runs, and the reversed and shuffled ones, were read at once
+
+
 def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_whatever_the_draw():
     """The visible cell's shuffled case passes a uniform shuffle of its chunks and fails any order tied to
     the text's: the text's own order, its reverse, shuffle(2) to shuffle(10) (the rank correlation test,

@@ -70,10 +70,12 @@ def test_a_hidden_verdict_on_forged_descriptions_quotes_nothing_and_walks_little
     correct notebook's observations hold (MAX_WALKED), the verdict says only that the outputs are wrong."""
     counter = iter(range(10**9))
     many_names = lambda: {"kind": f"Leak{next(counter):06d}", "shape": [next(counter)]}  # noqa: E731
+    # Built once (a million lists): the judge only reads them.
+    observations = (_nested(60, 2, many_names), _nested(100, 3, list))
     judged = 0
     for check in prepared.values():
         n = len(check["inputs"]["cases"])
-        for observation in (_nested(60, 2, many_names), _nested(100, 3, list)):
+        for observation in observations:
             for shape in forged(1):
                 said = exercises.judge(check, {"observations": [dict(shape, items=observation)] * n},
                                        after_hidden=True)
