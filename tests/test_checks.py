@@ -660,22 +660,21 @@ def test_a_size_tensorflow_cannot_know_passes_and_a_kept_remainder_fails_whateve
                     shape = {"both": [None, None], "time": [B, None], "batch": [None, T]}[unknown]
                     o["spec"] = [["int64", shape], ["int64", shape]]
                 assert create_batch_dataset.judge(check, observed) == [], (cell, seed, unknown)
-            kept = _each_copied(right)
+            # What follows changes the first case only, and that case alone must fail.
+            first_alone = dict(check, inputs={"cases": cases[:1]}, expected=check["expected"][:1])
             first, ids = cases[0], common.char_ids("\n".join(cases[0]["lines"]), cases[0]["vocab"])
             T, B = first["seq_length"], first["batch_size"]
             chunks = np.asarray(ids[: len(ids) // (T + 1) * (T + 1)]).reshape(-1, T + 1)
             assert len(chunks) % B, (cell, seed)  # a short last batch to keep
-            kept[0]["runs"] = [[[chunks[i:i + B, :-1].tolist(), chunks[i:i + B, 1:].tolist()]
-                                for i in range(0, len(chunks), B)]]
-            kept[0]["spec"] = [["int64", [None, T]], ["int64", [None, T]]]
-            assert create_batch_dataset.judge(check, kept), (cell, seed)
+            kept = dict(right[0], runs=[[[chunks[i:i + B, :-1].tolist(), chunks[i:i + B, 1:].tolist()]
+                                         for i in range(0, len(chunks), B)]],
+                        spec=[["int64", [None, T]], ["int64", [None, T]]])
+            assert create_batch_dataset.judge(first_alone, [kept]), (cell, seed)
             for spec in ([B, T + 1], [B], [B, T, 1], None):
-                observed = _each_copied(right)
-                observed[0]["spec"] = [["int64", spec], ["int64", spec]]
-                assert create_batch_dataset.judge(check, observed), (cell, seed, spec)
-            observed = _each_copied(right)
-            observed[0]["spec"] = [["int32", [B, T]], ["int32", [B, T]]]
-            assert create_batch_dataset.judge(check, observed), (cell, seed)
+                observed = dict(right[0], spec=[["int64", spec], ["int64", spec]])
+                assert create_batch_dataset.judge(first_alone, [observed]), (cell, seed, spec)
+            observed = dict(right[0], spec=[["int32", [B, T]], ["int32", [B, T]]])
+            assert create_batch_dataset.judge(first_alone, [observed]), (cell, seed)
 
 
 def _ordered_observation(ids: list[int], case: dict, order) -> dict:
@@ -773,14 +772,17 @@ def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_
               "stride": ex2_create_batch_dataset.stride_order}
     for seed in range(60):
         check = _drawn(create_batch_dataset, "test_create_batch_dataset", seed)
-        shuffled = [case for case in check["inputs"]["cases"] if case.get("shuffled")]
-        assert len(shuffled) == 1
-        assert create_batch_dataset.kept_chunks(shuffled[0]["lines"], 10, 4) >= create_batch_dataset.MIN_SHUFFLED_CHUNKS
+        cases = check["inputs"]["cases"]
+        [k] = [k for k, case in enumerate(cases) if case.get("shuffled")]
+        assert create_batch_dataset.kept_chunks(cases[k]["lines"], 10, 4) >= create_batch_dataset.MIN_SHUFFLED_CHUNKS
+        # The other cases, read in a uniform order, pass: so each order is judged on the shuffled case alone.
+        shuffled_alone = dict(check, inputs={"cases": [cases[k]]}, expected=[check["expected"][k]])
         for name, order in orders.items():
+            judged = check if name == "uniform" else shuffled_alone
             observed = [_ordered_observation(common.char_ids("\n".join(case["lines"]), case["vocab"]), case,
                                              order if case.get("shuffled") else orders["uniform"])
-                        for case in check["inputs"]["cases"]]
-            fails = create_batch_dataset.judge(check, observed)
+                        for case in judged["inputs"]["cases"]]
+            fails = create_batch_dataset.judge(judged, observed)
             if name == "uniform":
                 assert fails == [], (seed, fails)
             elif name == "text":
