@@ -70,9 +70,10 @@ release: $(STAMP)
 test: $(STAMP) sandbox
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(TESTS)
 
-# The fast layer for the inner loop: no notebook runs, no batch grading.
+# The fast layer for the inner loop: no notebook runs, no batch grading. Its tests take from a tenth of a
+# second to several seconds: a worker that runs out of tests takes some of the other's (worksteal).
 check: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -n 2 tests
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist worksteal tests
 
 # JupyterLab driven in Chromium by Playwright (browser_tests/, apart from `make test`'s tests/): the
 # student runs and validates the notebook, the instructor autogrades in the Formgrader (sandboxed,
