@@ -323,6 +323,11 @@ def _drawn(module, cell: str, seed: int) -> dict:
     return {"probe": probe, "hidden": hidden, "inputs": {"cases": inputs}, "expected": expected}
 
 
+def _case_alone(check: dict, k: int) -> dict:
+    """The cell's check with its case k only: a judge reads each case apart from the others."""
+    return dict(check, inputs={"cases": [check["inputs"]["cases"][k]]}, expected=[check["expected"][k]])
+
+
 def _number(value: float) -> dict:
     """A plain number, as the probes report one."""
     return {"kind": "float", "tensor": False, "dtype": "float64", "shape": [], "value": value}
@@ -661,7 +666,7 @@ def test_a_size_tensorflow_cannot_know_passes_and_a_kept_remainder_fails_whateve
                     o["spec"] = [["int64", shape], ["int64", shape]]
                 assert create_batch_dataset.judge(check, observed) == [], (cell, seed, unknown)
             # What follows changes the first case only, and that case alone must fail.
-            first_alone = dict(check, inputs={"cases": cases[:1]}, expected=check["expected"][:1])
+            first_alone = _case_alone(check, 0)
             first, ids = cases[0], common.char_ids("\n".join(cases[0]["lines"]), cases[0]["vocab"])
             T, B = first["seq_length"], first["batch_size"]
             chunks = np.asarray(ids[: len(ids) // (T + 1) * (T + 1)]).reshape(-1, T + 1)
@@ -716,8 +721,8 @@ def _variants_of_a_run(run: list, B: int, rng) -> dict:
         "an id changed": [[(x0 + (np.arange(x0.size).reshape(x0.shape) == 0)).tolist(), y0.tolist()]] + run[1:],
         "float ids": [[np.asarray(x, float).tolist(), np.asarray(y, float).tolist()] for x, y in run],
         "half ids": [[(np.asarray(x) + 0.5).tolist(), (np.asarray(y) + 0.5).tolist()] for x, y in run],
-        "last targets a little off": [[x, (np.asarray(y) + (np.arange(np.shape(y)[1]) == np.shape(y)[1] - 1) * 0.4).tolist()]
-                                      for x, y in run],
+        "last targets a little off": [[x, (np.asarray(y) + (np.arange(np.shape(y)[1]) == np.shape(y)[1] - 1) * 0.4)
+                                           .tolist()] for x, y in run],
         "text ids": [[np.asarray(x).astype(str).tolist(), np.asarray(y).astype(str).tolist()] for x, y in run],
         "ragged rows": [[x0.tolist()[:-1] + [x0.tolist()[-1][:-1]], y0.tolist()]] + run[1:],
         "three tensors a batch": [[x0.tolist(), y0.tolist(), y0.tolist()]] + run[1:],
@@ -776,7 +781,7 @@ def test_the_visible_dataset_cell_fails_a_fixed_order_or_a_small_shuffle_buffer_
         [k] = [k for k, case in enumerate(cases) if case.get("shuffled")]
         assert create_batch_dataset.kept_chunks(cases[k]["lines"], 10, 4) >= create_batch_dataset.MIN_SHUFFLED_CHUNKS
         # The other cases, read in a uniform order, pass: so each order is judged on the shuffled case alone.
-        shuffled_alone = dict(check, inputs={"cases": [cases[k]]}, expected=[check["expected"][k]])
+        shuffled_alone = _case_alone(check, k)
         for name, order in orders.items():
             judged = check if name == "uniform" else shuffled_alone
             observed = [_ordered_observation(common.char_ids("\n".join(case["lines"]), case["vocab"]), case,
