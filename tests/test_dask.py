@@ -66,6 +66,19 @@ def test_the_local_cluster_opens_nothing_another_user_could_use():
         engine.close(client)
 
 
+def test_the_local_cluster_hands_waiting_tasks_to_idle_workers_within_a_tenth_of_a_second():
+    """Every grading task needs the course, which at first one worker holds: the scheduler sends the
+    tasks there, and the other workers get theirs by stealing. At Dask's default of once a second, a
+    worker would sit idle for up to a second at the start of every batch."""
+    client = engine.client_for(None, 2)
+    try:
+        stealing = client._deepngrams_cluster.scheduler.periodic_callbacks["stealing"]
+        assert stealing.callback_time <= 100  # milliseconds
+        assert client.submit(len, b"abc", pure=False).result() == 3
+    finally:
+        engine.close(client)
+
+
 # ----------------------------------------------------------------------------------------
 # No cluster: which schedulers the grader accepts, and what a worker may send back
 # ----------------------------------------------------------------------------------------

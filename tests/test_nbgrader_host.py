@@ -85,6 +85,26 @@ def test_a_child_starts_with_the_feedback_templates_compiled_by_its_host(host, t
     assert len(json.loads((folder / "seen.json").read_text())["compiled_templates"]) >= 5
 
 
+def kernel_factories(host: nbgrader_host.Host) -> list[psutil.Process]:
+    return [p for p in psutil.Process(host.proc.pid).children() if "zygote.py" in " ".join(p.cmdline())]
+
+
+def test_a_host_told_its_kernels_thread_count_starts_their_factory_before_any_request():
+    """The factory imports TensorFlow, the longest wait before a batch's first kernel: started with
+    the host, it imports beside the host's own imports rather than after the first request. It
+    ends with the host."""
+    told, untold = nbgrader_host.Host(kernel_threads=1), nbgrader_host.Host()
+    try:
+        assert untold.alive() and kernel_factories(untold) == []  # it starts one on its first request
+        factories = kernel_factories(told)
+        assert len(factories) == 1 and factories[0].is_running()
+    finally:
+        told.close()
+        untold.close()
+    gone, alive = psutil.wait_procs(factories, timeout=30)
+    assert not alive, "the kernel factory outlived its host"
+
+
 def test_a_child_killed_by_a_signal_reports_it_and_the_host_goes_on(host, tmp_path):
     folder = private(tmp_path, "a", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
     assert run(host, folder, {}) == -signal.SIGKILL

@@ -187,6 +187,7 @@ def security(ca_file: str | None, cert: str | None, key: str | None):
 
 
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
+STEALING_INTERVAL = "100ms"  # how often the local cluster's scheduler moves waiting tasks to idle workers
 
 
 def client_for(scheduler: str | None, workers: int, tls=None):
@@ -204,8 +205,11 @@ def client_for(scheduler: str | None, workers: int, tls=None):
     # on a free port of 127.0.0.1 (not Dask's 8787, which another cluster may hold; a worker's would
     # listen on every interface) with no pages at all (its health, metrics and worker listings are
     # the grading's to keep). The grader's own limits govern memory (the sandbox's watchdog): Dask's
-    # would pause or kill workers by its own measure of them.
-    with dask.config.set({"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}):
+    # would pause or kill workers by its own measure of them. Every task needs the course, which at
+    # first one worker holds: the scheduler sends each task there, and the other workers get theirs
+    # by stealing, which Dask does once a second by default: more often here, so no worker waits long.
+    with dask.config.set({"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": [],
+                          "distributed.scheduler.work-stealing-interval": STEALING_INTERVAL}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, memory_limit=0,
                                dashboard_address=None, worker_dashboard_address=LOOPBACK_ANY_PORT,
                                scheduler_kwargs={"dashboard_address": LOOPBACK_ANY_PORT}, silence_logs=40)

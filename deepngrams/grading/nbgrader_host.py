@@ -6,7 +6,8 @@ host imports all of that once, then for each submission forks a child that runs 
 autograde and feedback (`run_steps`) and exits. Every child starts from the same
 untouched state, so nothing of one submission reaches the next; the notebook itself still runs in
 a fresh kernel in a fresh sandbox. The host also starts the kernel factory for those sandboxes
-(grading/sandbox.py), so that it outlives each child.
+(grading/sandbox.py), so that it outlives each child: before its own imports when it is told the
+kernels' thread count, else on its first request.
 
 The host is a plain single-threaded process started with subprocess (forking a threaded worker
 would not be safe), speaking one JSON line each way over its stdin and stdout:
@@ -202,12 +203,17 @@ def _wait_child(pid: int, requests: Channel) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def serve(parent: int) -> None:
-    """The host's loop: one request at a time, each answered with the child's pid, then its status."""
+def serve(parent: int, kernel_threads: int = 0) -> None:
+    """The host's loop: one request at a time, each answered with the child's pid, then its status.
+    With `kernel_threads`, the kernel factory its sandboxes will ask for starts first: its import of
+    TensorFlow, the longest step before a first kernel, then runs beside the host's own imports."""
     die_with_parent(parent, HOST_NAME)
     requests, answers = Channel(0), os.fdopen(os.dup(1), "wb", buffering=0)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 1)  # nothing else may write on the channel
+    if kernel_threads > 0:
+        from deepngrams.grading import sandbox
+        sandbox.start_kernel_factory(kernel_threads)
     _preload()
     answers.write(b'{"ready": true}\n')
     while True:
@@ -235,13 +241,15 @@ def serve(parent: int) -> None:
 class Host:
     """The grader's side of one host process."""
 
-    def __init__(self) -> None:
-        code = "from deepngrams.grading.nbgrader_host import serve; import sys; serve(int(sys.argv[1]))"
+    def __init__(self, kernel_threads: int | None = None) -> None:
+        """A new host; `kernel_threads`: the thread count of the sandboxes' kernels it will run, to
+        start their factory at once (None: on the first request, for that request's count)."""
+        code = "from deepngrams.grading.nbgrader_host import serve; import sys; serve(*map(int, sys.argv[1:]))"
         env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         self.inputs = _preloaded_inputs()
         self.proc = _in_spawning_thread(lambda: subprocess.Popen(
-            [sys.executable, "-c", code, str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env, start_new_session=True, bufsize=0))
+            [sys.executable, "-c", code, str(os.getpid()), str(kernel_threads or 0)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, start_new_session=True, bufsize=0))
         self.answers = Channel(self.proc.stdout.fileno())
         self._expect("ready", 120.0, "did not start")
 
@@ -338,9 +346,10 @@ def _in_spawning_thread(start):
 
 
 @contextlib.contextmanager
-def borrowed_host() -> Iterator[Host]:
-    """A host of this process for one submission: an idle one, else a new one. It is kept for the next
-    submission (of this batch or a later one) only when its exchange ended in step and it is alive."""
+def borrowed_host(kernel_threads: int | None = None) -> Iterator[Host]:
+    """A host of this process for one submission: an idle one, else a new one (`Host(kernel_threads)`).
+    It is kept for the next submission (of this batch or a later one) only when its exchange ended in
+    step and it is alive."""
     inputs, found, ended = _preloaded_inputs(), None, []
     with _pool_lock:
         _own_pool()
@@ -352,7 +361,7 @@ def borrowed_host() -> Iterator[Host]:
                 ended.append(candidate)
     for old in ended:
         old.close()
-    current = found or Host()
+    current = found or Host(kernel_threads)
     try:
         yield current
     except BaseException:

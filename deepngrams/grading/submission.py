@@ -29,14 +29,16 @@ c.CourseDirectory.root = {root!r}
 '''
 
 
-def _worker(private: Path, student: str, env: dict, timeout: float | None = None) -> tuple[int | None, str]:
+def _worker(private: Path, student: str, env: dict, timeout: float | None = None,
+            kernel_threads: int | None = None) -> tuple[int | None, str]:
     """Run `nbgrader_host.run_steps` in a fresh child of an nbgrader host; past `timeout` seconds it
     is killed with everything it started, and the status is None. A host that fails is replaced
-    once; a second failure is the machinery's (nbgrader_host.HostFailed), never the student's."""
+    once; a second failure is the machinery's (nbgrader_host.HostFailed), never the student's.
+    `kernel_threads`: the sandboxed kernels' thread count, for a new host's kernel factory."""
     stderr = private.parent / "nbgrader-stderr.txt"
     for attempt in (1, 2):
         try:
-            with nbgrader_host.borrowed_host() as host:
+            with nbgrader_host.borrowed_host(kernel_threads) as host:
                 status = host.run(private, student, env, stderr, timeout)
             break
         except nbgrader_host.HostFailed:
@@ -245,7 +247,8 @@ def autograde(course: Path, student: str, files: dict[str, bytes], template_db: 
            "report": str(report_path), "sandboxed": sandboxed, "threads": threads}
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **{GRADE_JOB_ENV: json.dumps(job)})
-    status, message = _worker(private, inner, env, limits.wall_timeout + WORKER_MARGIN_S)
+    status, message = _worker(private, inner, env, limits.wall_timeout + WORKER_MARGIN_S,
+                              threads if sandboxed else None)
     _beside_the_feedback(private, inner, files)  # where nbgrader failed or ran out of time before its copy
     run = json.loads(report_path.read_text()) if report_path.is_file() else {}
     reason = run.get("reason", "") if status == 0 else f"nbgrader could not grade it: {message[:200]}"
