@@ -79,6 +79,30 @@ def test_the_local_cluster_hands_waiting_tasks_to_idle_workers_within_a_tenth_of
         engine.close(client)
 
 
+def _spin(seconds: float) -> int:
+    end, n = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+def test_the_local_cluster_gathers_no_profile_and_rarely_samples_the_machine():
+    """The local cluster serves no dashboard, so what only the dashboard shows is not gathered: no
+    statistical profile of a task's thread (Dask samples every 10 ms), and the machine sampled every
+    few seconds, not twice a second by each server; both ran in the grader's own process."""
+    client = engine.client_for(None, 2)
+    try:
+        cluster = client._deepngrams_cluster
+        servers = [cluster.scheduler, *cluster.workers.values()]
+        counts = [server.monitor.count for server in servers]
+        assert client.submit(_spin, 1.5, pure=False).result() > 0
+        assert client.profile()["count"] == 0
+        samples = [server.monitor.count - before for server, before in zip(servers, counts)]
+        assert max(samples) <= 1, samples
+    finally:
+        engine.close(client)
+
+
 # ----------------------------------------------------------------------------------------
 # No cluster: which schedulers the grader accepts, and what a worker may send back
 # ----------------------------------------------------------------------------------------

@@ -188,6 +188,7 @@ def security(ca_file: str | None, cert: str | None, key: str | None):
 
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
 STEALING_INTERVAL = "100ms"  # how often the local cluster's scheduler moves waiting tasks to idle workers
+MONITOR_INTERVAL = "5s"  # how often the local cluster's servers sample the machine (Dask: 500 ms)
 
 
 def client_for(scheduler: str | None, workers: int, tls=None):
@@ -208,8 +209,13 @@ def client_for(scheduler: str | None, workers: int, tls=None):
     # would pause or kill workers by its own measure of them. Every task needs the course, which at
     # first one worker holds: the scheduler sends each task there, and the other workers get theirs
     # by stealing, which Dask does once a second by default: more often here, so no worker waits long.
+    # What only the dashboard would show is not gathered: a statistical profile of every worker's
+    # threads (100 samples a second, in this process beside the grader's own threads) and the
+    # system monitor's samples of CPU, memory, disk and network twice a second for each server.
     with dask.config.set({"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": [],
-                          "distributed.scheduler.work-stealing-interval": STEALING_INTERVAL}):
+                          "distributed.scheduler.work-stealing-interval": STEALING_INTERVAL,
+                          "distributed.worker.profile.enabled": False,
+                          "distributed.admin.system-monitor.interval": MONITOR_INTERVAL}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, memory_limit=0,
                                dashboard_address=None, worker_dashboard_address=LOOPBACK_ANY_PORT,
                                scheduler_kwargs={"dashboard_address": LOOPBACK_ANY_PORT}, silence_logs=40)
