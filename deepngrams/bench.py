@@ -557,14 +557,15 @@ def bench_engine(repeats: int = 3, batch: int = 8, parallel: int = 16) -> dict[s
             seconds, cores, _ = runs[workers][-1]
             _row(f"{parallel} solved on {workers} worker{'s' * (workers > 1)}", f"{seconds:.0f} s",
                  f"cores busy {cores:.2f}")
-    one, two = (statistics.median(s for s, _, _ in runs[w]) for w in (1, 2))
+    walls = {w: [s for s, _, _ in runs[w]] for w in (1, 2)}  # each run's seconds
+    one, two = (statistics.median(walls[w]) for w in (1, 2))
     busy = [statistics.median(c for _, c, _ in runs[w]) for w in (1, 2)]
     same = "same scores" if len({str(scores) for w in runs for _, _, scores in runs[w]}) == 1 else "SCORES DIFFER"
     # The machine's speed drifts by a tenth or more over minutes: each pair's two runs, taken one
     # after the other, share a spell, so the speedup is the median of the pairs' own ratios. One
     # worker keeps more than one core busy (the nbgrader host and the client beside the kernel), so
     # on 2 cores the speedup of 2 workers is bounded by the two.
-    ratios = [a / b for (a, _, _), (b, _, _) in zip(runs[1], runs[2])]
+    ratios = [a / b for a, b in zip(walls[1], walls[2])]
     speedup = statistics.median(ratios)
     note = (f"the median of {repeats} pairs' ratios ({', '.join(f'{r:.2f}' for r in ratios)}), each pair in turn; "
             f"cores busy {busy[0]:.2f} / {busy[1]:.2f}")
@@ -573,7 +574,7 @@ def bench_engine(repeats: int = 3, batch: int = 8, parallel: int = 16) -> dict[s
     return {KEYS["engine"][0]: f"{per:.1f} s vs {floor:.1f} s: {per / floor:.2f}x (medians of {repeats} batches and "
                                f"{len(floors)} autogrades, in turn: {_list(pers)} s vs {_list(floors)} s)",
             KEYS["engine"][1]: f"{two:.0f} s vs {one:.0f} s (medians): {speedup:.2f}x, {same}; {note}; runs "
-                               f"{_list([s for s, _, _ in runs[1]])} s vs {_list([s for s, _, _ in runs[2]])} s"}
+                               f"{_list(walls[1])} s vs {_list(walls[2])} s"}
 
 
 def main(argv: list[str] | None = None) -> int:
