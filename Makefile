@@ -12,6 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 TEST_WORKERS ?= 3
 TESTS ?= tests
+PYTEST_ARGS ?=
 
 .PHONY: help demo grade test check bench weights reference-values release lab data check-data clean sandbox exchange browser-test
 
@@ -67,8 +68,9 @@ release: $(STAMP)
 
 # The whole suite, in parallel: the slow tests wait on sandboxes and kernels as much as they compute.
 # One worker a file, so a file's module fixtures (a graded batch) run once. TESTS=files runs those only.
+# What each test costs: make test TEST_WORKERS=0 PYTEST_ARGS='--cpu-report cpu.jsonl' (one at a time).
 test: $(STAMP) sandbox
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(TESTS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS) $(TESTS)
 
 # The fast layer for the inner loop: no notebook runs, no batch grading. Its tests take from a tenth of a
 # second to several seconds: a worker that runs out of tests takes some of the other's (worksteal).

@@ -1,6 +1,10 @@
+import json
 import os
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # `make test` runs three files at once on two cores: TensorFlow's own thread pools, in the tests and
@@ -20,6 +24,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: runs notebooks, sandboxes, nbgrader commands, training or a grading batch "
                    "(left out of `make check`, the fast layer)")
+    if path := config.getoption("cpu_report"):
+        if config.getoption("numprocesses", None):
+            raise pytest.UsageError("--cpu-report charges each test with the whole machine's CPU time: "
+                                    "run the tests one at a time (-n 0)")
+        config.pluginmanager.register(CpuReport(path), "cpu-report")
 
 
 # The files that take longest, longest first. `make test` hands whole files to its workers in
@@ -35,3 +44,45 @@ LONGEST_FIRST = ("test_grade_hostile", "test_dask", "test_training", "test_grade
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each file keeps its order
+
+
+# `make test` is CPU-bound on two cores: its wall time is its CPU time over two, and --durations (wall
+# time under contention) says little about which tests cost it. --cpu-report FILE charges each test
+# with the machine's busy CPU-seconds while it ran (/proc/stat: what it started counts, sandboxes and
+# kernels included), writes one JSON line a test to FILE and prints the files' totals. It needs the
+# tests one at a time (-n 0): side by side, a test would be charged with its neighbours' work.
+def pytest_addoption(parser):
+    parser.addoption("--cpu-report", metavar="FILE", default=None,
+                     help="write each test's busy CPU-seconds of the machine to FILE (JSON lines); needs -n 0")
+
+
+def _busy_cpu_seconds() -> float:
+    """The machine's CPU-seconds spent so far in user, nice, system, irq and softirq time."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuReport:
+    """The --cpu-report plugin: a line a test as it ends (an interrupted run keeps what it measured)."""
+
+    def __init__(self, path: str):
+        self.path, self.per_file = Path(path), {}
+        self.path.write_text("")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        busy, start = _busy_cpu_seconds(), time.monotonic()
+        yield
+        cpu, wall = _busy_cpu_seconds() - busy, time.monotonic() - start
+        with self.path.open("a") as f:
+            f.write(json.dumps({"test": item.nodeid, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2)}) + "\n")
+        totals = self.per_file.setdefault(item.location[0], [0.0, 0.0, 0])
+        totals[0], totals[1], totals[2] = totals[0] + cpu, totals[1] + wall, totals[2] + 1
+
+    def pytest_terminal_summary(self, terminalreporter):
+        write = terminalreporter.write_line
+        terminalreporter.section("busy CPU-seconds per file (--cpu-report)")
+        for name, (cpu, wall, count) in sorted(self.per_file.items(), key=lambda kv: -kv[1][0]):
+            write(f"{cpu:8.1f} CPU-s {wall:8.1f} s {count:5d} tests  {name}")
+        write(f"{sum(v[0] for v in self.per_file.values()):8.1f} CPU-s in all; each test's in {self.path}")
