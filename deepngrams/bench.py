@@ -509,7 +509,7 @@ def _mkparent(path: Path) -> Path:
     return path
 
 
-def _busy_cpu_seconds() -> float:
+def busy_cpu_seconds() -> float:
     """CPU time the whole machine has spent busy so far (all cores, every process), from /proc/stat."""
     with open("/proc/stat") as f:
         ticks = [int(t) for t in f.readline().split()[1:]]
@@ -536,10 +536,10 @@ def bench_engine(repeats: int = 3, batch: int = 8, parallel: int = 16) -> dict[s
                 shutil.copytree(solved, course / "submitted" / f"s{i:02d}" / ASSIGNMENT)
             record_assignment(course)  # once per course, not per submission
             nbgrader_host.close_idle_hosts()  # each batch as a grading command's: nothing kept from the last
-            start, busy = time.perf_counter(), _busy_cpu_seconds()
+            start, busy = time.perf_counter(), busy_cpu_seconds()
             outcomes = grading.grade(course, workers=workers, progress=False)
             seconds = time.perf_counter() - start
-            return seconds, (_busy_cpu_seconds() - busy) / seconds, sorted(str(o.scores) for o in outcomes)
+            return seconds, (busy_cpu_seconds() - busy) / seconds, sorted(str(o.scores) for o in outcomes)
 
     floors, pers = [], []
     for _ in range(repeats):  # in turn, so a slow spell of the machine touches both

@@ -56,25 +56,20 @@ def pytest_addoption(parser):
                      help="write each test's busy CPU-seconds of the machine to FILE (JSON lines); needs -n 0")
 
 
-def _busy_cpu_seconds() -> float:
-    """The machine's CPU-seconds spent so far in user, nice, system, irq and softirq time."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:]]
-    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuReport:
     """The --cpu-report plugin: a line a test as it ends (an interrupted run keeps what it measured)."""
 
     def __init__(self, path: str):
+        from deepngrams.bench import busy_cpu_seconds
+        self.busy_cpu_seconds = busy_cpu_seconds  # the machine's, as make bench reads it
         self.path, self.per_file = Path(path), {}
         self.path.write_text("")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        busy, start = _busy_cpu_seconds(), time.monotonic()
+        busy, start = self.busy_cpu_seconds(), time.monotonic()
         yield
-        cpu, wall = _busy_cpu_seconds() - busy, time.monotonic() - start
+        cpu, wall = self.busy_cpu_seconds() - busy, time.monotonic() - start
         with self.path.open("a") as f:
             f.write(json.dumps({"test": item.nodeid, "cpu_s": round(cpu, 2), "wall_s": round(wall, 2)}) + "\n")
         totals = self.per_file.setdefault(item.location[0], [0.0, 0.0, 0])

@@ -98,12 +98,12 @@ def test_the_machines_busy_time_counts_at_least_this_processs_own_cpu_time():
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    busy, mine = bench._busy_cpu_seconds(), own()
+    busy, mine = bench.busy_cpu_seconds(), own()
     deadline = time.process_time() + 0.3
     while time.process_time() < deadline:
         pass
     tick = 1 / os.sysconf("SC_CLK_TCK")
-    assert bench._busy_cpu_seconds() - busy >= own() - mine - 2 * tick > 0.25
+    assert bench.busy_cpu_seconds() - busy >= own() - mine - 2 * tick > 0.25
 
 
 def _timed_cell(source, start, end, nbgrader=None, cell_type="code"):
