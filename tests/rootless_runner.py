@@ -11,6 +11,7 @@ the processes of the user left in other PID namespaces once that run returned ("
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,14 +47,19 @@ def as_nobody(request: dict, timeout: float = 300, uid: int = NOBODY) -> dict:
     env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin", "HOME": home, "PYTHONPATH": str(ROOT),
            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"}
     command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, __file__]
-    base = os.path.realpath(sys.base_prefix)
+    base, stash = os.path.realpath(sys.base_prefix), None
     if (closed := _closed_ancestor(os.path.realpath(sys.executable))) is not None:
         stash = tempfile.mkdtemp()
         script = (f"mount --bind {base} {stash} && mount -t tmpfs -o mode=0755 tmpfs {closed} && "
                   f"mkdir -p {base} && mount --bind {stash} {base} && exec \"$@\"")
         command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *command]
-    done = subprocess.run(command, input=json.dumps(request), capture_output=True, text=True, cwd=home, env=env,
-                          timeout=timeout)
+    try:
+        done = subprocess.run(command, input=json.dumps(request), capture_output=True, text=True, cwd=home,
+                              env=env, timeout=timeout)
+    finally:  # root made both folders: they go, whatever nobody left in them
+        shutil.rmtree(home, ignore_errors=True)
+        if stash is not None:
+            shutil.rmtree(stash, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -118,15 +124,18 @@ def main() -> None:
     def task(i: int) -> None:
         results[i] = run_one(runs[i], scratch / str(i))
 
-    if request.get("side_by_side"):
-        threads = [threading.Thread(target=task, args=(i,)) for i in range(len(runs))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    else:
-        for i in range(len(runs)):
-            task(i)
+    try:
+        if request.get("side_by_side"):
+            threads = [threading.Thread(target=task, args=(i,)) for i in range(len(runs))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        else:
+            for i in range(len(runs)):
+                task(i)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps({"mode": sandbox.mode(), "available": sandbox.available(), "euid": os.geteuid(),
                       "results": results}))
 
