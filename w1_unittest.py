@@ -93,6 +93,9 @@ KERAS3_PITFALLS = [
      "is then an ordinary token, the padding id 1."),
     ("message", "Argument(s) not recognized: {'lr'",
      "Keras 3 optimizers take `learning_rate=`, not `lr=`."),
+    ("message", "missing a required argument: 'sequences'",
+     "In Keras 3, a GRU's input is called `sequences`, not `inputs`: pass it by position, "
+     "`self.gru(x, initial_state=states, training=training)`."),
     ("message", "Only input tensors may be passed as positional arguments",
      "A Keras 3 model takes only tensors by position: pass the rest by keyword, "
      "`self.model(inputs=input_ids, states=states, return_state=True)`."),

@@ -1,4 +1,4 @@
-"""Messages a student can act on: the six Keras 3 breaks of code that circulates for this
+"""Messages a student can act on: the Keras 3 breaks of code that circulates for this
 assignment cost their points, and the message names the cause and the fix, in w1_unittest.py
 and in the grader's feedback alike; it points at the student's line, and says a failure shared
 by several cases once.
@@ -47,6 +47,21 @@ class GRULM(tf.keras.Model):
     def call(self, inputs, states=None, return_state=False, training=False):
         x = self.embedding(inputs, training=training)
         x, states = self.gru(x, initial_state=states, training=training)
+        x = self.dense(x, training=training)
+        return (x, states) if return_state else x
+'''),
+    # Keras 2's recurrent layers called their input `inputs`, and some code passes it by that name.
+    "gru_inputs_keyword": ("GRULM", "test_GRULM_outputs", "called `sequences`", '''
+class GRULM(tf.keras.Model):
+    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
+        super().__init__()
+        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
+        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
+        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
+
+    def call(self, inputs, states=None, return_state=False, training=False):
+        x = self.embedding(inputs, training=training)
+        x, states = self.gru(inputs=x, initial_state=states, training=training)
         x = self.dense(x, training=training)
         return (x, states) if return_state else x
 '''),
