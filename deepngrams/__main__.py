@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return release.main(argv[1:])
     if argv and argv[0] in ("grade", "demo"):
         from deepngrams.grading import batch
-        return batch.main(argv[1:], prog=f"python -m deepngrams {argv[0]}")
+        return batch.main(argv[1:], prog=f"python -m deepngrams {argv[0]}", demo=argv[0] == "demo")
     if argv and argv[0] == "plain-autograde":
         from deepngrams.grading import plain
         return plain.main(argv[1:])

@@ -233,3 +233,60 @@ def test_make_rebuilds_a_half_made_or_foreign_venv(tmp_path):
     assert "Rebuilding .venv: it was made with another Python" in done.stdout
     assert "apt-get install python3.11-venv" in done.stdout
     assert not (tmp_path / ".venv").exists()
+
+
+def _open_course() -> "Path":
+    """A course's private parts, every folder open (0755) and every file readable (0644), in a folder
+    of /tmp that others may enter: what umask 022 makes under a home of mode 0755."""
+    import tempfile
+    from pathlib import Path
+    course = Path(tempfile.mkdtemp(prefix="test-open-course-", dir="/tmp"))
+    for folder in ("source/deep_ngrams", "submitted/alice/deep_ngrams", "autograded", "feedback"):
+        (course / folder).mkdir(parents=True)
+    for file in ("source/deep_ngrams/deep_ngrams.ipynb", "gradebook.db", "grades.csv", "report.csv",
+                 "submitted/alice/deep_ngrams/deep_ngrams.ipynb"):
+        (course / file).write_text("{}")
+        (course / file).chmod(0o644)
+    for folder in [course, *(p for p in course.rglob("*") if p.is_dir())]:
+        folder.chmod(0o755)
+    return course
+
+
+@pytest.fixture
+def open_course():
+    import shutil
+    course = _open_course()
+    yield course
+    shutil.rmtree(course)
+
+
+def test_the_private_parts_of_a_course_others_can_reach_are_named(open_course):
+    from deepngrams.grading import batch
+    everything = ["source/deep_ngrams/deep_ngrams.ipynb", "gradebook.db", "grades.csv", "report.csv", "submitted",
+                  "autograded", "feedback"]
+    assert batch.open_to_others(open_course) == everything
+    note = batch.open_to_others_note(open_course)
+    assert "source/deep_ngrams/deep_ngrams.ipynb, gradebook.db, grades.csv" in note and "hidden tests" in note
+    assert f"chmod o-rwx {open_course}" in note
+    # Others may enter the course without listing it: they can still reach what they can guess the name of.
+    open_course.chmod(0o711)
+    assert batch.open_to_others(open_course) == everything
+    # A folder closed to them hides what is below it; a file they may not read is not theirs.
+    (open_course / "source").chmod(0o750)
+    (open_course / "gradebook.db").chmod(0o640)
+    (open_course / "feedback").chmod(0o754)
+    assert batch.open_to_others(open_course) == ["grades.csv", "report.csv", "submitted", "autograded"]
+    open_course.chmod(0o700)
+    assert batch.open_to_others(open_course) == [] and batch.open_to_others_note(open_course) is None
+
+
+def test_grade_notes_a_course_others_can_reach_and_demo_does_not(open_course, monkeypatch, capsys):
+    from deepngrams.grading import batch
+    monkeypatch.setattr(batch, "grade", lambda *args, **kwargs: [])
+    assert batch.main(["--course", str(open_course), "--workers", "1"]) == 0
+    assert "note: every user of this machine can reach" in capsys.readouterr().err
+    assert batch.main(["--course", str(open_course), "--workers", "1"], demo=True) == 0
+    assert "every user" not in capsys.readouterr().err
+    open_course.chmod(0o700)
+    assert batch.main(["--course", str(open_course), "--workers", "1"]) == 0
+    assert "every user" not in capsys.readouterr().err

@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -78,6 +80,39 @@ def check_course(course: Path) -> list[str]:
         problems.append(f"{config_file} does not set up this course's grading steps (Autograde.autograde_preprocessors "
                         f"and sanitize_preprocessors): copy grader/nbgrader_config.py from the bundle {ROOT}")
     return problems
+
+
+# What a student with an account on the grading machine must not read: the answers and hidden tests,
+# the students' grades, work and feedback (students need nbgrader's exchange, not these).
+PRIVATE = (SOURCE_NB.relative_to(COURSE_DIR).as_posix(), "gradebook.db", "grades.csv", "report.csv", "submitted",
+           "autograded", "feedback")
+
+
+def open_to_others(course: Path) -> list[str]:
+    """Which of the course's private parts (PRIVATE) any user of this machine can reach, by the
+    permission bits (ACLs aside): a file they may read, a folder they may enter (no need to list it:
+    student ids and the assignment's name are easy to guess), through folders they may enter."""
+    found = []
+    for rel in PRIVATE:
+        try:
+            path = Path(course, rel).resolve()
+            mode = path.stat().st_mode
+            reachable = mode & (stat.S_IXOTH if stat.S_ISDIR(mode) else stat.S_IROTH)
+            if reachable and all(folder.stat().st_mode & stat.S_IXOTH for folder in path.parents):
+                found.append(rel)
+        except OSError:  # missing, or not ours to look at: nothing to say
+            continue
+    return found
+
+
+def open_to_others_note(course: Path) -> str | None:
+    """What to tell the instructor when other users can read the course's private parts, or None."""
+    found = open_to_others(course)
+    if not found:
+        return None
+    return (f"every user of this machine can reach {', '.join(found)} in {printable(str(course))}: a student with an "
+            f"account here could read the answers, the hidden tests or other students' work and grades. Close the "
+            f"course folder to them (chmod o-rwx {shlex.quote(printable(str(course)))}); students need only nbgrader's exchange.")
 
 
 def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, students: list[str] | None = None,
@@ -214,7 +249,9 @@ def _memory_gib(text: str) -> float:
     return value
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade", demo: bool = False) -> int:
+    """The command line of `grade` and of `demo` (the bundled sample course, whose answers are public:
+    its open folders are not worth a note)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--course", type=Path, default=COURSE_DIR, help="nbgrader course directory (default: grader/)")
@@ -250,6 +287,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m deepngrams grade"
         p.error(f"{course} is not the course directory: it has no source/{ASSIGNMENT}/")
     if args.workers > 1 and not args.scheduler and (note := cpu_sharing_problem()):
         print(f"note: {note}", file=sys.stderr)  # the local workers' sandboxes run in this process's cgroup
+    if not demo and (note := open_to_others_note(course)):
+        print(f"note: {note}", file=sys.stderr)
     start = time.monotonic()
     try:
         outcomes = grade(course, workers=args.workers, force=args.force, students=args.student, limits=limits,
