@@ -50,21 +50,6 @@ class GRULM(tf.keras.Model):
         x = self.dense(x, training=training)
         return (x, states) if return_state else x
 '''),
-    # Keras 2's recurrent layers called their input `inputs`, and some code passes it by that name.
-    "gru_inputs_keyword": ("GRULM", "test_GRULM_outputs", "called `sequences`", '''
-class GRULM(tf.keras.Model):
-    def __init__(self, vocab_size=256, embedding_dim=256, rnn_units=128):
-        super().__init__()
-        self.embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim)
-        self.gru = tf.keras.layers.GRU(rnn_units, return_sequences=True, return_state=True)
-        self.dense = tf.keras.layers.Dense(vocab_size, activation=tf.nn.log_softmax)
-
-    def call(self, inputs, states=None, return_state=False, training=False):
-        x = self.embedding(inputs, training=training)
-        x, states = self.gru(inputs=x, initial_state=states, training=training)
-        x = self.dense(x, training=training)
-        return (x, states) if return_state else x
-'''),
     "ragged_ids": ("GenerativeModel", "test_GenerativeModel", "`.to_tensor()`", '''
 class GenerativeModel(tf.keras.Model):
     def __init__(self, model, vocab, temperature=1.0):
@@ -105,6 +90,11 @@ PITFALLS["positional_flag"] = ("GenerativeModel", "test_GenerativeModel", "only 
                                                                   "line_to_tensor(inputs, self.vocab).to_tensor()\n")
                                .replace("self.model(inputs=input_ids, states=states, return_state=True)",
                                         "self.model(input_ids, states, True)"))
+# Keras 2's recurrent layers called their input `inputs`, and some code passes it by that name: the
+# model above, with that one mistake instead of its own.
+PITFALLS["gru_inputs_keyword"] = ("GRULM", "test_GRULM_outputs", "called `sequences`",
+                                  PITFALLS["super_init_self"][3].replace("super().__init__(self)", "super().__init__()")
+                                  .replace("self.gru(x, initial_state", "self.gru(inputs=x, initial_state"))
 HINT = {name: next(hint for _, sign, hint in w1_unittest.KERAS3_PITFALLS if words in hint)
         for name, (_, _, words, _) in PITFALLS.items()}
 

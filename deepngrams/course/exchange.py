@@ -80,14 +80,15 @@ def fix_command(root: Path) -> str:
     return f"sudo mkdir -p {quoted} && sudo chmod 1777 {quoted}"
 
 
-def _closed_ancestor(root: Path) -> Path | None:
-    """The first folder above `root` that not everyone may pass through (students could not reach it)."""
-    for folder in reversed(root.parents):
+def closed_ancestor(path: Path) -> Path | None:
+    """The highest folder above `path` that not everyone may pass through (other users, students
+    among them, cannot reach `path` then), or None."""
+    for folder in reversed(path.parents):
         try:
             if not folder.stat().st_mode & stat.S_IXOTH:
                 return folder
         except OSError:
-            return None  # missing or unreachable: exchange_problem reports it at the root
+            return None  # missing or unreachable: the caller's own look at `path` tells
     return None
 
 
@@ -99,7 +100,7 @@ def exchange_problem(root: Path) -> str:
     root = Path(root)
     quoted = shlex.quote(str(root))
     setup = f"python -m deepngrams exchange-setup --root {quoted}"
-    closed = _closed_ancestor(root)
+    closed = closed_ancestor(root)
     if closed is not None:
         return (f"students cannot reach the exchange folder {root}: {closed} (mode "
                 f"{stat.S_IMODE(closed.stat().st_mode):04o}) lets only its owner through. Choose an exchange "
@@ -145,7 +146,7 @@ def setup_exchange(root: Path) -> str:
     Returns what is still wrong ("" when the exchange is ready), with the fix only someone else can make.
     """
     root = Path(root)
-    if _closed_ancestor(root) is not None:
+    if closed_ancestor(root) is not None:
         return exchange_problem(root)  # a folder made there would be out of the students' reach
     if not os.path.lexists(root):
         try:

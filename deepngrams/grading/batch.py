@@ -32,6 +32,7 @@ from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, COURSE_DIR, MIN_GRADING_MEMORY_GIB, ROOT, SOURCE_NB
 from deepngrams.course.course_setup import name_students, record_assignment
+from deepngrams.course.exchange import closed_ancestor
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta
 from deepngrams.grading.exercises import grading_key, student_key
 from deepngrams.grading.gradebook import (_copy_db, export_grades, grader_version, kept_open, save_outcome,
@@ -98,7 +99,7 @@ def open_to_others(course: Path) -> list[str]:
             path = Path(course, rel).resolve()
             mode = path.stat().st_mode
             reachable = mode & (stat.S_IXOTH if stat.S_ISDIR(mode) else stat.S_IROTH)
-            if reachable and all(folder.stat().st_mode & stat.S_IXOTH for folder in path.parents):
+            if reachable and closed_ancestor(path) is None:
                 found.append(rel)
         except OSError:  # missing, or not ours to look at: nothing to say
             continue
