@@ -261,7 +261,7 @@ def open_course():
 
 
 def test_the_private_parts_of_a_course_others_can_reach_are_named(open_course):
-    from deepngrams.grading import batch
+    from deepngrams.grading import course_privacy as batch
     everything = ["source/deep_ngrams/deep_ngrams.ipynb", "gradebook.db", "grades.csv", "report.csv", "submitted",
                   "autograded", "feedback"]
     assert batch.open_to_others(open_course) == everything
@@ -290,3 +290,33 @@ def test_grade_notes_a_course_others_can_reach_and_demo_does_not(open_course, mo
     open_course.chmod(0o700)
     assert batch.main(["--course", str(open_course), "--workers", "1"]) == 0
     assert "every user" not in capsys.readouterr().err
+
+
+def test_nbgrader_by_hand_and_the_formgrader_note_a_course_others_can_reach_once(open_course, monkeypatch, caplog):
+    """The doors that grade through nbgrader itself (`nbgrader autograde`, the Formgrader's button) log
+    the same note as `grade`, once a process for each course (the Formgrader grades notebook after
+    notebook), and nothing for a closed course."""
+    import logging
+    from traitlets.config import Config
+    from deepngrams.config import GRADE_JOB_ENV
+    from deepngrams.grading import nbgrader_steps
+    monkeypatch.delenv(GRADE_JOB_ENV, raising=False)
+    monkeypatch.setenv(nbgrader_steps.NO_SANDBOX_ENV, "1")  # no kernel factory to start: only the job matters
+    monkeypatch.setattr(nbgrader_steps, "_noted_open", set())
+    (open_course / ".grading").mkdir(mode=0o700)
+
+    def notes(course) -> list[str]:
+        caplog.clear()
+        step = nbgrader_steps.SandboxedExecute(config=Config({"CourseDirectory": {"root": str(course)}}),
+                                               log=logging.getLogger("formgrader"))
+        for _ in range(2):  # two notebooks graded by one process
+            with caplog.at_level(logging.WARNING, logger="formgrader"), \
+                    nbgrader_steps._job(step, {"nbgrader": {"student": "alice"}}) as job:
+                assert job["course"] == str(course.resolve())
+        return [r.getMessage() for r in caplog.records if "every user of this machine" in r.getMessage()]
+
+    found = notes(open_course)
+    assert len(found) == 1 and "gradebook.db" in found[0] and f"chmod o-rwx {open_course}" in found[0]
+    monkeypatch.setattr(nbgrader_steps, "_noted_open", set())
+    open_course.chmod(0o700)
+    assert notes(open_course) == []

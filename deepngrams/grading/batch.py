@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shlex
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -32,8 +30,8 @@ from pathlib import Path
 
 from deepngrams.config import ASSIGNMENT, COURSE_DIR, MIN_GRADING_MEMORY_GIB, ROOT, SOURCE_NB
 from deepngrams.course.course_setup import name_students, record_assignment
-from deepngrams.course.exchange import closed_ancestor
 from deepngrams.grading.cells import is_test_cell, nbgrader_meta
+from deepngrams.grading.course_privacy import open_to_others_note
 from deepngrams.grading.exercises import grading_key, student_key
 from deepngrams.grading.gradebook import (_copy_db, export_grades, grader_version, kept_open, save_outcome,
                                           saved_outcome)
@@ -81,39 +79,6 @@ def check_course(course: Path) -> list[str]:
         problems.append(f"{config_file} does not set up this course's grading steps (Autograde.autograde_preprocessors "
                         f"and sanitize_preprocessors): copy grader/nbgrader_config.py from the bundle {ROOT}")
     return problems
-
-
-# What a student with an account on the grading machine must not read: the answers and hidden tests,
-# the students' grades, work and feedback (students need nbgrader's exchange, not these).
-PRIVATE = (SOURCE_NB.relative_to(COURSE_DIR).as_posix(), "gradebook.db", "grades.csv", "report.csv", "submitted",
-           "autograded", "feedback")
-
-
-def open_to_others(course: Path) -> list[str]:
-    """Which of the course's private parts (PRIVATE) any user of this machine can reach, by the
-    permission bits (ACLs aside): a file they may read, a folder they may enter (no need to list it:
-    student ids and the assignment's name are easy to guess), through folders they may enter."""
-    found = []
-    for rel in PRIVATE:
-        try:
-            path = Path(course, rel).resolve()
-            mode = path.stat().st_mode
-            reachable = mode & (stat.S_IXOTH if stat.S_ISDIR(mode) else stat.S_IROTH)
-            if reachable and closed_ancestor(path) is None:
-                found.append(rel)
-        except OSError:  # missing, or not ours to look at: nothing to say
-            continue
-    return found
-
-
-def open_to_others_note(course: Path) -> str | None:
-    """What to tell the instructor when other users can read the course's private parts, or None."""
-    found = open_to_others(course)
-    if not found:
-        return None
-    return (f"every user of this machine can reach {', '.join(found)} in {printable(str(course))}: a student with an "
-            f"account here could read the answers, the hidden tests or other students' work and grades. Close the "
-            f"course folder to them (chmod o-rwx {shlex.quote(printable(str(course)))}); students need only nbgrader's exchange.")
 
 
 def grade(course: Path = COURSE_DIR, *, workers: int = 2, force: bool = False, students: list[str] | None = None,

@@ -21,6 +21,7 @@ from nbgrader.preprocessors import CheckCellMetadata, DeduplicateIds, NbGraderPr
 
 from deepngrams.config import GRADE_JOB_ENV
 from deepngrams.grading.cells import HIDDEN_TESTS, MARKER, NOT_RUN, SOURCE_NOTEBOOK, holds_hidden_tests, nbgrader_meta
+from deepngrams.grading.course_privacy import open_to_others_note
 from deepngrams.grading.harmless import (SCHEMA_VERSION, MarkdownBudget, harmless_attachments, harmless_cell_metadata,
                                          harmless_markdown, harmless_notebook_metadata)
 
@@ -409,6 +410,9 @@ class SandboxedExecute(NbGraderPreprocessor):
         return nb, resources
 
 
+_noted_open: set[Path] = set()  # courses whose open permissions this process has told of
+
+
 @contextlib.contextmanager
 def _job(step: NbGraderPreprocessor, resources: dict):
     """What one notebook's run needs: the student's key (exercises.student_key), limits, sandbox slot
@@ -431,6 +435,9 @@ def _job(step: NbGraderPreprocessor, resources: dict):
         return
     from nbgrader.coursedir import CourseDirectory
     course = Path(CourseDirectory(parent=step).root).resolve()
+    if course not in _noted_open and (note := open_to_others_note(course)):
+        _noted_open.add(course)  # once a process: the Formgrader's server grades one notebook after another
+        step.log.warning(note)
     sandboxed = os.environ.get(NO_SANDBOX_ENV) != "1"
     if sandboxed and (problem := sandbox.available()):
         raise RuntimeError(f"cannot grade {resources.get('nbgrader', {}).get('student')!r}: {problem}")
