@@ -425,3 +425,30 @@ def test_a_forked_child_uses_its_parents_factory_and_never_ends_it():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert factory.proc.poll() is None
+
+
+def test_a_factory_whose_grader_dies_while_it_imports_leaves_no_folder():
+    """A grader killed in its first seconds (SIGKILL: nothing of it runs) ends its factory while
+    TensorFlow is still being imported; the factory's private folder goes with it."""
+    import subprocess
+    import sys
+    owner = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom deepngrams.grading import sandbox\n"
+                              "factory = sandbox.KernelFactory(1)\nprint(factory.home, factory.pid, flush=True)\n"
+                              "time.sleep(120)"], stdout=subprocess.PIPE, text=True, cwd=sandbox.ROOT)
+    home, pid = owner.stdout.readline().split()
+    time.sleep(0.5)  # into its imports, which take seconds
+    assert os.path.isdir(home)
+    owner.kill()
+    owner.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _running(int(pid)):
+        time.sleep(0.1)
+    assert not _running(int(pid)) and not os.path.exists(home)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False

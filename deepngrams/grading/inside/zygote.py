@@ -23,6 +23,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -272,22 +273,35 @@ def _reap(*_) -> None:
     _has_children()
 
 
+def _end_while_importing(*_) -> None:
+    """The grader ended before the imports did: remove the private folder, then end."""
+    shutil.rmtree(sys.argv[3], ignore_errors=True)
+    os._exit(1)
+
+
 def main() -> None:
     global CONTROL
     CONTROL = control = socket.socket(fileno=int(sys.argv[1]))
     parent = int(sys.argv[2])
-    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # While it imports, its private folder (HOME) exists: a grader that dies then (killed in its first
+    # seconds) sends SIGTERM, whose handler runs between two steps of the imports and removes it.
+    signal.signal(signal.SIGTERM, _end_while_importing)
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:
-        os._exit(1)
+        _end_while_importing()
     # What every notebook imports; nothing is run (no TensorFlow op: its thread pools start in the kernel).
     import numpy  # noqa: F401
     import tensorflow  # noqa: F401
     import keras  # noqa: F401
     from ipykernel.kernelapp import IPKernelApp  # noqa: F401
-    # Its private folder (HOME) held what the imports wrote (Keras' keras.json); nothing needs it now,
-    # and removed here it is never left behind, however this process ends.
-    import shutil
+    # The folder held what the imports wrote (Keras' keras.json); nothing needs it now, and removed
+    # here it is never left behind. From now on the grader's death ends this process at once, and the
+    # kernels it forks keep no handler of its.
     shutil.rmtree(sys.argv[3], ignore_errors=True)
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if os.getppid() != parent:
+        os._exit(1)
     signal.signal(signal.SIGCHLD, _reap)
     # Asked for no kernel that long, it ends rather than hold its memory (a Formgrader's server may
     # idle for days); the grader starts a new one for the next sandbox. Not while a child of its
