@@ -82,6 +82,8 @@ def wait_ready(factory, timeout: float = 300) -> None:
     while os.path.exists(factory.home):
         assert factory.proc.poll() is None and time.monotonic() < deadline, "the kernel factory never got ready"
         time.sleep(0.1)
+    # A factory that ends while it imports removes its folder too.
+    assert factory.proc.poll() is None, "the kernel factory ended before it was ready"
 
 
 def run_one(spec: dict, scratch: Path) -> dict:

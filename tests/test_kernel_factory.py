@@ -430,25 +430,41 @@ def test_a_forked_child_uses_its_parents_factory_and_never_ends_it():
 def test_a_factory_whose_grader_dies_while_it_imports_leaves_no_folder():
     """A grader killed in its first seconds (SIGKILL: nothing of it runs) ends its factory while
     TensorFlow is still being imported; the factory's private folder goes with it."""
+    import shutil
     import subprocess
     import sys
-    owner = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom deepngrams.grading import sandbox\n"
-                              "factory = sandbox.KernelFactory(1)\nprint(factory.home, factory.pid, flush=True)\n"
-                              "time.sleep(120)"], stdout=subprocess.PIPE, text=True, cwd=sandbox.ROOT)
-    home, pid = owner.stdout.readline().split()
-    time.sleep(0.5)  # into its imports, which take seconds
-    assert os.path.isdir(home)
-    owner.kill()
-    owner.wait()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and _running(int(pid)):
-        time.sleep(0.1)
-    assert not _running(int(pid)) and not os.path.exists(home)
+    with subprocess.Popen([sys.executable, "-c", "import time\nfrom deepngrams.grading import sandbox\n"
+                           "factory = sandbox.KernelFactory(1)\nprint(factory.home, factory.pid, flush=True)\n"
+                           "time.sleep(120)"], stdout=subprocess.PIPE, text=True, cwd=sandbox.ROOT) as owner:
+        home, pid = owner.stdout.readline().split()
+        try:
+            # Killed once it is importing (its SIGTERM handler is set) and before it is done (folder there).
+            deadline = time.monotonic() + 60
+            while not _catches_sigterm(int(pid)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _catches_sigterm(int(pid)) and os.path.isdir(home)
+            owner.kill()
+            owner.wait()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _running(int(pid)):
+                time.sleep(0.1)
+            assert not _running(int(pid)) and not os.path.exists(home)
+        finally:
+            owner.kill()
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except FileNotFoundError:
+        return {}
+
+
+def _catches_sigterm(pid: int) -> bool:
+    return bool(int(_status(pid).get("SigCgt", "0"), 16) & (1 << (signal.SIGTERM - 1)))
 
 
 def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
-    except FileNotFoundError:
-        return False
+    return _status(pid).get("State", "Z").split()[0] != "Z"

@@ -28,7 +28,7 @@ def open_to_others(course: Path) -> list[str]:
             reachable = mode & (stat.S_IXOTH if stat.S_ISDIR(mode) else stat.S_IROTH)
             if reachable and closed_ancestor(path) is None:
                 found.append(rel)
-        except OSError:  # missing, or not ours to look at: nothing to say
+        except (OSError, RuntimeError):  # missing, not ours to look at, a loop of links: nothing to say
             continue
     return found
 
